@@ -1,0 +1,3 @@
+from tunedesk.cli import main
+
+raise SystemExit(main())

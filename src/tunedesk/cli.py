@@ -1,0 +1,2 @@
+def main(argv=None) -> int:  # replaced below by the real CLI
+    return 0

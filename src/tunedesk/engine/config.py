@@ -1,0 +1,333 @@
+"""The run configuration: one typed, validated, serialisable object.
+
+Validation happens before any work starts and names the field and the fix, e.g.
+``hparams.learning_rate must be > 0 (got -0.0001)``. Files may be JSON or TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunedesk.engine.errors import ConfigError
+
+TASKS = ("text_classification", "image_classification", "causal_lm")
+MODEL_SOURCES = ("hf", "torchvision")
+DATA_KINDS = ("text_table", "image_folder", "dataset_version", "text_corpus", "chat_jsonl")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRESETS = ("all", "head_only", "last_n_blocks", "none")
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """Which pre-trained model to start from. ``name_or_path``: a folder, an HF cache id
+    (``org/name``), an installed model package, or a torchvision architecture name."""
+
+    name_or_path: str = ""
+    source: str = "hf"
+    weights: str | None = None  # torchvision: a local .safetensors / .pth file
+    pretrained: bool = True  # False trains the same architecture from random weights
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataSpec:
+    kind: str = "text_table"
+    path: str = ""
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str | None = None  # None: detect
+    dataset_version: str | None = None  # kind == dataset_version: the stored version id
+    val_fraction: float = 0.2
+    max_items: int | None = None
+
+
+@dataclass
+class FreezeRule:
+    """Train (or freeze) every parameter whose module path matches ``pattern``.
+
+    Patterns are globs over dotted module paths (``encoder.layer.1*``); a pattern also matches
+    everything below the module it names. Tokens: ``@head`` (the new task head), ``@embeddings``,
+    ``@norms``, ``@block:N`` (N-th repeated block, negative from the end).
+    """
+
+    pattern: str
+    train: bool
+
+
+@dataclass
+class FreezeSpec:
+    preset: str = "all"
+    last_n: int = 2
+    rules: list[FreezeRule] = field(default_factory=list)
+    train_batchnorm_stats: bool = False
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class HyperParams:
+    epochs: int = 3
+    batch_size: int = 16
+    learning_rate: float | None = None  # None: the family's suggested fine-tuning rate
+    head_learning_rate: float | None = None  # None: the new head trains at learning_rate too
+    weight_decay: float = 0.01
+    schedule: str = "cosine"
+    warmup_ratio: float = 0.1
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    max_length: int = 128
+    image_size: int = 224
+    log_every: int = 10
+    max_steps: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class RunConfig:
+    task: str = "text_classification"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    freeze: FreezeSpec = field(default_factory=FreezeSpec)
+    hparams: HyperParams = field(default_factory=HyperParams)
+    name: str = ""
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 42
+    output_dir: str | None = None
+    version: int = CONFIG_VERSION
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError on the first invalid or incompatible value; return self."""
+        _check(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)} (got {self.task!r})")
+        m = self.model
+        _check(bool(m.name_or_path), "model.name_or_path", "is empty", "choose a model folder or name")
+        _check(m.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)} (got {m.source!r})")
+        if m.source == "torchvision" and self.task != "image_classification":
+            raise ConfigError("model.source", f"'torchvision' only supports image_classification (task is {self.task!r})",
+                              "pick a Hugging Face model for text tasks")
+        d = self.data
+        _check(d.kind in DATA_KINDS, "data.kind", f"must be one of {', '.join(DATA_KINDS)} (got {d.kind!r})")
+        if d.kind == "dataset_version":
+            _check(bool(d.dataset_version), "data.dataset_version", "is empty", "give the id of a saved data set version")
+        else:
+            _check(bool(d.path), "data.path", "is empty", "point it at your data file or folder")
+        if self.task == "image_classification":
+            _check(d.kind in ("image_folder", "dataset_version"), "data.kind",
+                   f"must be image_folder for image_classification (got {d.kind!r})")
+        if self.task == "text_classification":
+            _check(d.kind in ("text_table", "dataset_version"), "data.kind",
+                   f"must be text_table for text_classification (got {d.kind!r})")
+        _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})",
+               "0.2 keeps a fifth of the data for validation")
+        _positive_or_none(d.max_items, "data.max_items")
+        f = self.freeze
+        _check(f.preset in PRESETS, "freeze.preset", f"must be one of {', '.join(PRESETS)} (got {f.preset!r})")
+        _check(isinstance(f.last_n, int) and f.last_n >= 0, "freeze.last_n", f"must be a whole number >= 0 (got {f.last_n!r})")
+        for pattern, mult in f.lr_multipliers.items():
+            _check(_finite(mult) and mult > 0, f"freeze.lr_multipliers[{pattern!r}]", f"must be > 0 (got {mult})")
+        h = self.hparams
+        _check(isinstance(h.epochs, int) and h.epochs >= 1, "hparams.epochs", f"must be >= 1 (got {h.epochs})")
+        _check(isinstance(h.batch_size, int) and h.batch_size >= 1, "hparams.batch_size", f"must be >= 1 (got {h.batch_size})")
+        if h.learning_rate is not None:
+            _check(_finite(h.learning_rate) and h.learning_rate > 0, "hparams.learning_rate", f"must be > 0 (got {h.learning_rate})",
+                   "fine-tuning usually uses 1e-5 to 1e-4; leave it empty for TuneDesk's suggestion")
+            _check(h.learning_rate < 1.0, "hparams.learning_rate", f"must be < 1 (got {h.learning_rate})",
+                   "fine-tuning usually uses 1e-5 to 1e-4")
+        if h.head_learning_rate is not None:
+            _check(_finite(h.head_learning_rate) and h.head_learning_rate > 0, "hparams.head_learning_rate",
+                   f"must be > 0 (got {h.head_learning_rate})")
+        _check(_finite(h.weight_decay) and h.weight_decay >= 0, "hparams.weight_decay", f"must be >= 0 (got {h.weight_decay})")
+        _check(h.schedule in SCHEDULES, "hparams.schedule", f"must be one of {', '.join(SCHEDULES)} (got {h.schedule!r})")
+        _check(_finite(h.warmup_ratio) and 0 <= h.warmup_ratio < 1, "hparams.warmup_ratio", f"must be in [0, 1) (got {h.warmup_ratio})")
+        _check(isinstance(h.grad_accum_steps, int) and h.grad_accum_steps >= 1, "hparams.grad_accum_steps",
+               f"must be >= 1 (got {h.grad_accum_steps})")
+        if h.max_grad_norm is not None:
+            _check(_finite(h.max_grad_norm) and h.max_grad_norm > 0, "hparams.max_grad_norm",
+                   f"must be > 0 or empty for no clipping (got {h.max_grad_norm})")
+        _check(isinstance(h.max_length, int) and 8 <= h.max_length <= 131072, "hparams.max_length",
+               f"must be between 8 and 131072 tokens (got {h.max_length})")
+        _check(isinstance(h.image_size, int) and 16 <= h.image_size <= 4096, "hparams.image_size",
+               f"must be between 16 and 4096 pixels (got {h.image_size})")
+        _check(isinstance(h.log_every, int) and h.log_every >= 1, "hparams.log_every", f"must be >= 1 (got {h.log_every})")
+        _positive_or_none(h.max_steps, "hparams.max_steps")
+        _check(isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64, "hparams.num_workers",
+               f"must be between 0 and 64 (got {h.num_workers})")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        dev = self.device
+        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), "device",
+               f"must be auto, cpu, cuda, cuda:N or mps (got {dev!r})")
+        if dev == "cpu" and self.precision == "fp16":
+            raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 (or bf16) on the CPU, or pick a GPU")
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed", f"must be a whole number in [0, 2^32) (got {self.seed!r})")
+        return self
+
+    # ---- serialisation ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        data = _migrate(dict(data))
+        try:
+            return _build(cls, data, "")
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
+            raise ConfigError("", f"invalid configuration: {exc}") from exc
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix.lower() == ".toml":
+            path.write_text(_to_toml(self.to_dict()), encoding="utf-8")
+        else:
+            path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("", f"configuration file not found: {path}", "check the path, or save one from the app")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError("", f"{path} is not UTF-8 text", "save the configuration as UTF-8") from exc
+        try:
+            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError("", f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}",
+                              "fix the syntax error at the position shown") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("", f"{path} must hold an object of settings")
+        config = cls.from_dict(data)
+        # Relative data and model paths are relative to the configuration file.
+        base = path.resolve().parent
+        if config.data.path and not Path(config.data.path).is_absolute() and (base / config.data.path).exists():
+            config.data.path = str(base / config.data.path)
+        if config.model.name_or_path and not Path(config.model.name_or_path).is_absolute() \
+                and (base / config.model.name_or_path).exists():
+            config.model.name_or_path = str(base / config.model.name_or_path)
+        return config
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _check(ok: bool, field_name: str, message: str, hint: str = "") -> None:
+    if not ok:
+        raise ConfigError(field_name, message, hint)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_or_none(value: Any, name: str) -> None:
+    if value is not None:
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
+               f"must be a whole number >= 1 or empty (got {value!r})")
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    version = data.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError("version", f"{version!r} is newer than this TuneDesk understands ({CONFIG_VERSION})",
+                          "update TuneDesk")
+    data["version"] = CONFIG_VERSION
+    return data
+
+
+_NESTED = {"model": ModelSpec, "data": DataSpec, "freeze": FreezeSpec, "hparams": HyperParams}
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip("."), "must be a table/object of settings")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], "is not a known setting",
+                          f"known settings here: {', '.join(sorted(names))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if cls is RunConfig and key in _NESTED:
+            kwargs[key] = _build(_NESTED[key], value, f"{key}.")
+        elif cls is FreezeSpec and key == "rules":
+            if not isinstance(value, list):
+                raise ConfigError("freeze.rules", "must be a list of {pattern, train} entries")
+            rules = []
+            for i, rule in enumerate(value):
+                if isinstance(rule, FreezeRule):
+                    rules.append(rule)
+                    continue
+                if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str) or not isinstance(rule.get("train"), bool):
+                    raise ConfigError(f"freeze.rules[{i}]", "must have a text 'pattern' and a true/false 'train'")
+                rules.append(FreezeRule(rule["pattern"], rule["train"]))
+            kwargs[key] = rules
+        else:
+            kwargs[key] = _coerce(value, names[key], prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
+    """Accept what TOML/JSON give for a field and refuse what is clearly the wrong type."""
+    annotation = str(f.type)
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ConfigError(name, "must not be empty")
+    if annotation.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation.startswith("int") and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if annotation.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(name, f"must be a number (got {value!r})")
+    if annotation.startswith("str") and not isinstance(value, str):
+        raise ConfigError(name, f"must be text (got {value!r})")
+    if annotation.startswith("bool") and not isinstance(value, bool):
+        raise ConfigError(name, f"must be true or false (got {value!r})")
+    return value
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """A tiny TOML writer for this config's shape (flat tables, a list of rule tables)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        raise TypeError(type(v))
+
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and key in _NESTED:
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{key} = {fmt(value)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        for key, value in table.items():
+            if value is not None:
+                lines.append(f"{key} = {fmt(value)}")
+    return "\n".join(lines) + "\n"
