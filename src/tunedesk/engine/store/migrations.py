@@ -1,0 +1,227 @@
+"""Numbered schema migrations for the run history database.
+
+Each migration is a plain function ``(db) -> None`` appended to ``MIGRATIONS``; its number is its
+position (1-based) and its name is the function's name. Migrations run once, in order, each in its
+own ``BEGIN IMMEDIATE`` transaction together with its ``_migrations`` row, so a crash or a second
+process opening the same file never applies one twice. Never edit a migration that has shipped:
+append a new one. A migration writes plain SQL DDL so the schema it produces never changes with
+library versions.
+
+To add one (e.g. data sets)::
+
+    def m002_datasets(db: Database) -> None:
+        _run(db, "CREATE TABLE datasets (...)", "CREATE INDEX ...")
+
+    MIGRATIONS = [m001_run_history, m002_datasets]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlite_utils import Database
+
+from tunedesk.engine.errors import TuneDeskError
+
+Migration = Callable[[Database], None]
+
+MIGRATIONS_TABLE = "_migrations"
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with milliseconds: fixed width, so text order is time order."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _run(db: Database, *statements: str) -> None:
+    for sql in statements:
+        db.execute(sql)
+
+
+def m001_run_history(db: Database) -> None:
+    """Runs and everything recorded while they train."""
+    _run(
+        db,
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids name run folders
+            name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'queued',
+            task TEXT NOT NULL DEFAULT '',
+            model_name TEXT NOT NULL DEFAULT '',
+            model_path TEXT NOT NULL DEFAULT '',
+            model_hash TEXT,
+            dataset_name TEXT NOT NULL DEFAULT '',
+            dataset_hash TEXT,
+            dataset_version TEXT,
+            config_json TEXT NOT NULL DEFAULT '{}',
+            trainable_params INTEGER NOT NULL DEFAULT 0,
+            total_params INTEGER NOT NULL DEFAULT 0,
+            trainable_names_json TEXT NOT NULL DEFAULT '[]',
+            freeze_summary TEXT NOT NULL DEFAULT '',
+            total_steps INTEGER,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            duration_s REAL,
+            best_metric REAL,
+            best_metric_name TEXT,
+            final_metrics_json TEXT NOT NULL DEFAULT '{}',
+            samples_per_second REAL,
+            error TEXT,
+            error_hint TEXT,
+            output_dir TEXT NOT NULL DEFAULT '',
+            device TEXT NOT NULL DEFAULT '',
+            precision TEXT NOT NULL DEFAULT '',
+            tags_json TEXT NOT NULL DEFAULT '[]',
+            notes TEXT NOT NULL DEFAULT '',
+            parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+            pid INTEGER
+        )
+        """,
+        "CREATE INDEX idx_runs_created ON runs(created_at)",
+        "CREATE INDEX idx_runs_started ON runs(started_at)",
+        "CREATE INDEX idx_runs_status ON runs(status, created_at)",
+        "CREATE INDEX idx_runs_model ON runs(model_name, created_at)",
+        "CREATE INDEX idx_runs_dataset ON runs(dataset_name, created_at)",
+        "CREATE INDEX idx_runs_parent ON runs(parent_run_id)",
+        # Tags live in runs.tags_json (what get_run returns) and, for indexed filtering, here.
+        """
+        CREATE TABLE run_tags (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            tag TEXT NOT NULL,
+            PRIMARY KEY (run_id, tag)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX idx_run_tags_tag ON run_tags(tag, run_id)",
+        # Millions of rows: clustered on (run_id, step) so one run's curve is one range read.
+        """
+        CREATE TABLE step_metrics (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            epoch INTEGER,
+            loss REAL,
+            learning_rate REAL,
+            samples_per_second REAL,
+            elapsed REAL,
+            gpu_memory_mb REAL,
+            gpu_peak_memory_mb REAL,
+            PRIMARY KEY (run_id, step)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE epoch_metrics (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            epoch INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            confusion_json TEXT NOT NULL DEFAULT '[]',
+            label_names_json TEXT NOT NULL DEFAULT '[]',
+            per_class_json TEXT NOT NULL DEFAULT '{}',
+            is_best INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX idx_epoch_metrics_run ON epoch_metrics(run_id, epoch, step)",
+        """
+        CREATE TABLE checkpoints (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            step INTEGER,
+            epoch INTEGER,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, kind)
+        )
+        """,
+        """
+        CREATE TABLE run_logs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            ts TEXT NOT NULL,
+            level TEXT NOT NULL DEFAULT 'info',
+            message TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE INDEX idx_run_logs_run ON run_logs(run_id, id)",
+        """
+        CREATE TABLE samples (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step INTEGER,
+            epoch INTEGER,
+            prompt TEXT NOT NULL DEFAULT '',
+            text TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX idx_samples_run ON samples(run_id, id)",
+    )
+
+
+# Append only. Position + 1 is the migration number stored in ``_migrations``.
+MIGRATIONS: list[Migration] = [m001_run_history]
+
+
+def schema_version(db: Database) -> int:
+    """Highest applied migration number (0 for a new file)."""
+    if not db[MIGRATIONS_TABLE].exists():
+        return 0
+    row = db.execute(f"SELECT MAX(number) FROM {MIGRATIONS_TABLE}").fetchone()
+    return int(row[0] or 0)
+
+
+def applied_migrations(db: Database) -> list[dict]:
+    if not db[MIGRATIONS_TABLE].exists():
+        return []
+    return list(db[MIGRATIONS_TABLE].rows_where(order_by="number"))
+
+
+def apply_migrations(db: Database, path: Path | str = "", migrations: list[Migration] | None = None) -> list[int]:
+    """Bring the schema up to date; return the numbers applied now (empty when already current).
+
+    Refuses a database written by a newer TuneDesk instead of guessing at its schema.
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    known = len(migrations)
+    current = schema_version(db)
+    _refuse_newer(current, known, path)
+    if current == known:
+        return []
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+        "number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done: list[int] = []
+    for number in range(current + 1, known + 1):
+        migration = migrations[number - 1]
+        conn: sqlite3.Connection = db.conn
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock first: another process may migrate too
+        try:
+            now = schema_version(db)
+            _refuse_newer(now, known, path)
+            if now >= number:  # someone else applied it while we waited for the lock
+                conn.execute("COMMIT")
+                continue
+            migration(db)
+            db[MIGRATIONS_TABLE].insert({"number": number, "name": migration.__name__, "applied_at": utc_now()})
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        done.append(number)
+    return done
+
+
+def _refuse_newer(current: int, known: int, path: Path | str) -> None:
+    if current > known:
+        where = f" {path}" if path else ""
+        raise TuneDeskError(
+            f"the run history database{where} was written by a newer TuneDesk "
+            f"(schema {current}; this version knows up to {known})",
+            hint="update TuneDesk, or set TUNEDESK_HOME (or --home) to another folder",
+        )

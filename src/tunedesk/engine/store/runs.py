@@ -1,0 +1,573 @@
+"""RunStore: the run history in one SQLite file (``paths.database_path(home)``), through sqlite-utils.
+
+Threads: a RunStore owns ONE sqlite3 connection, opened with ``check_same_thread=True`` and bound to
+the thread that created it. Every thread that touches the history (UI thread, CLI, the recorder's
+writer thread) opens its own ``RunStore(path)``: opening is cheap (a few pragmas and one query once
+the schema is current). WAL mode lets readers run while the recorder writes; the busy timeout makes
+concurrent writers wait instead of failing at once.
+
+Times are ISO 8601 UTC strings with milliseconds (``2025-01-31T12:00:00.123+00:00``), so ordering
+text orders time. NaN floats are stored by SQLite as NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.store.migrations import apply_migrations, schema_version, utc_now
+
+RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
+FINISHED_STATUSES = ("completed", "failed", "stopped", "interrupted")
+UNFINISHED_STATUSES = ("queued", "running")
+CHECKPOINT_KINDS = ("best", "last")
+
+# Decoded name -> stored JSON column.
+JSON_FIELDS = {
+    "config": "config_json",
+    "trainable_names": "trainable_names_json",
+    "final_metrics": "final_metrics_json",
+    "tags": "tags_json",
+}
+RUN_COLUMNS = (
+    "name", "status", "task", "model_name", "model_path", "model_hash", "dataset_name", "dataset_hash",
+    "dataset_version", "config_json", "trainable_params", "total_params", "trainable_names_json",
+    "freeze_summary", "total_steps", "created_at", "started_at", "finished_at", "duration_s", "best_metric",
+    "best_metric_name", "final_metrics_json", "samples_per_second", "error", "error_hint", "output_dir",
+    "device", "precision", "tags_json", "notes", "parent_run_id", "pid",
+)  # fmt: skip
+# What list_runs returns: no config / trainable names / final metrics / notes.
+LIGHT_COLUMNS = (
+    "id", "name", "status", "task", "model_name", "dataset_name", "dataset_version", "trainable_params",
+    "total_params", "freeze_summary", "created_at", "started_at", "finished_at", "duration_s", "best_metric",
+    "best_metric_name", "samples_per_second", "error", "error_hint", "output_dir", "device", "precision",
+    "tags_json", "parent_run_id",
+)  # fmt: skip
+ORDER_COLUMNS = frozenset(LIGHT_COLUMNS) - {"tags_json", "error", "error_hint", "output_dir"}
+STEP_COLUMNS = (
+    "step", "epoch", "loss", "learning_rate", "samples_per_second", "elapsed", "gpu_memory_mb",
+    "gpu_peak_memory_mb",
+)  # fmt: skip
+
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (without touching it: os.kill(pid, 0) KILLS on Windows)."""
+    if not pid or pid <= 0:
+        return False
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return bool(ok) and code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def open_database(path: Path | str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Database:
+    """Open (creating if needed) and migrate the history file; set the per-connection pragmas."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=busy_timeout_s, check_same_thread=True)
+    except (OSError, sqlite3.Error) as exc:
+        raise TuneDeskError(
+            f"cannot open the run history database {path}: {exc}",
+            hint="check that the folder exists and is writable, or set TUNEDESK_HOME to another folder",
+        ) from None
+    try:
+        db = Database(conn, execute_plugins=False)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = NORMAL")
+        apply_migrations(db, path)
+    except TuneDeskError:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise TuneDeskError(
+            f"the run history database {path} cannot be used: {exc}",
+            hint="if the file is damaged, move it away; TuneDesk starts a new history on the next start",
+        ) from None
+    return db
+
+
+class RunStore:
+    """Read and write the run history. One instance per thread (see the module docstring)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self._owner = threading.get_ident()
+        self._db: Database | None = open_database(self.path, busy_timeout_s)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def db(self) -> Database:
+        """The sqlite-utils Database; only from the thread that opened this store."""
+        if self._db is None:
+            raise RuntimeError("this RunStore is closed")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(
+                "a RunStore is bound to the thread that opened it; open another RunStore(path) in this thread"
+            )
+        return self._db
+
+    @property
+    def schema_version(self) -> int:
+        return schema_version(self.db)
+
+    def close(self) -> None:
+        if self._db is not None:
+            if threading.get_ident() == self._owner:
+                self._db.close()
+            self._db = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_run(self, run_id: int) -> None:
+        if self.db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
+            raise _not_found(run_id)
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        config: Mapping[str, Any] | Any,
+        name: str,
+        task: str,
+        model_name: str,
+        model_path: str,
+        model_hash: str | None,
+        dataset_name: str,
+        dataset_hash: str | None,
+        dataset_version: str | None = None,
+        trainable_names: Sequence[str] = (),
+        trainable_params: int = 0,
+        total_params: int = 0,
+        freeze_summary: str = "",
+        output_dir: str = "",
+        device: str = "",
+        precision: str = "",
+        parent_run_id: int | None = None,
+    ) -> int:
+        """Record a new run as ``queued`` (owned by this process: pid) and return its id."""
+        if hasattr(config, "to_dict"):
+            config = config.to_dict()
+        record = {
+            "name": name,
+            "status": "queued",
+            "task": task,
+            "model_name": model_name,
+            "model_path": str(model_path),
+            "model_hash": model_hash,
+            "dataset_name": dataset_name,
+            "dataset_hash": dataset_hash,
+            "dataset_version": dataset_version,
+            "config_json": _dumps(dict(config)),
+            "trainable_params": int(trainable_params),
+            "total_params": int(total_params),
+            "trainable_names_json": _dumps(list(trainable_names)),
+            "freeze_summary": freeze_summary,
+            "created_at": utc_now(),
+            "output_dir": str(output_dir),
+            "device": device,
+            "precision": precision,
+            "parent_run_id": parent_run_id,
+            "pid": os.getpid(),
+        }
+        table = self.db["runs"]
+        table.insert(record)
+        return int(table.last_pk)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set run columns. ``config``/``trainable_names``/``final_metrics`` are JSON-encoded, ``tags`` go
+        through set_tags; ``status`` is validated."""
+        if "tags" in fields:
+            self.set_tags(run_id, fields.pop("tags"))
+        updates: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key in JSON_FIELDS:
+                updates[JSON_FIELDS[key]] = _dumps(value)
+            elif key == "tags_json":
+                raise ValueError("update tags with set_tags(run_id, tags)")
+            elif key in RUN_COLUMNS:
+                updates[key] = value
+            else:
+                raise ValueError(f"runs has no column {key!r}")
+        if "status" in updates:
+            _check_status(updates["status"])
+        if not updates:
+            self._require_run(run_id)
+            return
+        try:
+            self.db["runs"].update(run_id, updates)
+        except NotFoundError:
+            raise _not_found(run_id) from None
+
+    def set_status(self, run_id: int, status: str, error: str | None = None, error_hint: str | None = None) -> None:
+        """Change status; stamps started_at on ``running`` and finished_at/duration on a final status."""
+        _check_status(status)
+        run = self._light(run_id)
+        updates: dict[str, Any] = {"status": status}
+        if error is not None:
+            updates["error"] = error
+        if error_hint is not None:
+            updates["error_hint"] = error_hint
+        now = utc_now()
+        if status == "running":
+            updates["pid"] = os.getpid()
+            if not run["started_at"]:
+                updates["started_at"] = now
+        if status in FINISHED_STATUSES and not run["finished_at"]:
+            updates["finished_at"] = now
+            if run["started_at"] and run["duration_s"] is None:
+                updates["duration_s"] = _seconds_between(run["started_at"], now)
+        self.db["runs"].update(run_id, updates)
+
+    def rename(self, run_id: int, name: str) -> None:
+        self.update_run(run_id, name=name)
+
+    def set_notes(self, run_id: int, notes: str) -> None:
+        self.update_run(run_id, notes=notes)
+
+    def set_tags(self, run_id: int, tags: Iterable[str]) -> None:
+        """Replace the run's tags (trimmed, de-duplicated, order kept)."""
+        clean: list[str] = []
+        for tag in tags:
+            tag = str(tag).strip()
+            if tag and tag not in clean:
+                clean.append(tag)
+        db = self.db
+        with db.atomic():
+            if db.execute("UPDATE runs SET tags_json = ? WHERE id = ?", [_dumps(clean), run_id]).rowcount == 0:
+                raise _not_found(run_id)
+            db.execute("DELETE FROM run_tags WHERE run_id = ?", [run_id])
+            if clean:
+                db.conn.executemany("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)", [(run_id, t) for t in clean])
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        """The full row with JSON decoded into config, trainable_names, final_metrics and tags."""
+        try:
+            row = self.db["runs"].get(run_id)
+        except NotFoundError:
+            raise _not_found(run_id) from None
+        return _decode_run(row)
+
+    def _light(self, run_id: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT id, status, started_at, finished_at, duration_s, pid FROM runs WHERE id = ?", [run_id]
+        ).fetchone()
+        if row is None:
+            raise _not_found(run_id)
+        return dict(zip(("id", "status", "started_at", "finished_at", "duration_s", "pid"), row))
+
+    def _where(
+        self,
+        status: str | Sequence[str] | None,
+        search: str | None,
+        model: str | None,
+        dataset: str | None,
+        tag: str | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                _check_status(s)
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if model:
+            clauses.append("model_name = ?")
+            args.append(model)
+        if dataset:
+            clauses.append("dataset_name = ?")
+            args.append(dataset)
+        if tag:
+            clauses.append("id IN (SELECT run_id FROM run_tags WHERE tag = ?)")
+            args.append(tag)
+        if search and search.strip():
+            text = search.strip()
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            fields = ("name", "model_name", "dataset_name", "task", "notes", "tags_json", "freeze_summary")
+            parts = [f"{f} LIKE ? ESCAPE '\\'" for f in fields]
+            args.extend([like] * len(fields))
+            number = text.lstrip("#")
+            if number.isdigit():
+                parts.append("id = ?")
+                args.append(int(number))
+            clauses.append("(" + " OR ".join(parts) + ")")
+        return (" AND ".join(clauses) or "1"), args
+
+    def list_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        model: str | None = None,
+        dataset: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        order: str = "created_at desc",
+    ) -> list[dict[str, Any]]:
+        """Light rows (no config, trainable names, final metrics or notes), ``tags`` decoded.
+
+        ``search`` matches (case-insensitively) name, model, data set, task, notes, tags and
+        freeze summary, or the run id (``42`` / ``#42``). ``order``: "<column> [asc|desc]".
+        """
+        where, args = self._where(status, search, model, dataset, tag)
+        sql = f"SELECT {', '.join(LIGHT_COLUMNS)} FROM runs WHERE {where} ORDER BY {_order_by(order)}"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else int(limit), int(offset)]
+        cursor = self.db.execute(sql, args)
+        rows = []
+        for values in cursor.fetchall():
+            row = dict(zip(LIGHT_COLUMNS, values))
+            row["tags"] = _loads(row.pop("tags_json"), [])
+            rows.append(row)
+        return rows
+
+    def count_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        model: str | None = None,
+        dataset: str | None = None,
+        tag: str | None = None,
+    ) -> int:
+        where, args = self._where(status, search, model, dataset, tag)
+        return int(self.db.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", args).fetchone()[0])
+
+    def delete_run(self, run_id: int) -> dict[str, Any]:
+        """Delete the run and (cascade) everything recorded for it; return the row so the caller can
+        remove its files (``output_dir``). Runs resumed from it keep existing (parent_run_id -> NULL)."""
+        db = self.db
+        with db.atomic():
+            run = self.get_run(run_id)
+            db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+        return run
+
+    def mark_interrupted(self, *, all_unfinished: bool = False) -> list[int]:
+        """Runs left ``running``/``queued`` by a process that is gone become ``interrupted``.
+
+        Call at app/CLI start. With ``all_unfinished=True`` every unfinished run is marked, alive pid
+        or not (only when the caller knows no other TuneDesk process is training).
+        """
+        db = self.db
+        rows = db.execute(
+            "SELECT id, pid, started_at FROM runs WHERE status IN ('running', 'queued')"
+        ).fetchall()
+        stale = [(rid, started) for rid, pid, started in rows if all_unfinished or not pid_alive(pid)]
+        if not stale:
+            return []
+        now = utc_now()
+        with db.atomic():
+            for rid, started in stale:
+                db.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = COALESCE(finished_at, ?),"
+                    " duration_s = COALESCE(duration_s, ?),"
+                    " error = COALESCE(error, 'the run stopped unexpectedly (TuneDesk was closed or crashed)'),"
+                    " error_hint = COALESCE(error_hint, 'resume it from its last checkpoint, or start it again')"
+                    " WHERE id = ? AND status IN ('running', 'queued')",
+                    [now, _seconds_between(started, now) if started else None, rid],
+                )
+        return [rid for rid, _ in stale]
+
+    # -- metrics ----------------------------------------------------------------------------
+    def add_step_metrics(self, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert step rows in one transaction (a repeated step replaces the older row). Keys that are not
+        step_metrics columns are ignored; ``step`` is required."""
+        if not rows:
+            return
+        values = [(run_id, *(row.get(c) for c in STEP_COLUMNS)) for row in rows]
+        db = self.db
+        with db.atomic():
+            db.conn.executemany(
+                f"INSERT OR REPLACE INTO step_metrics (run_id, {', '.join(STEP_COLUMNS)}) "
+                f"VALUES (?, {', '.join('?' * len(STEP_COLUMNS))})",
+                values,
+            )
+
+    def step_metrics(
+        self,
+        run_id: int,
+        every: int = 1,
+        *,
+        since_step: int | None = None,
+        max_points: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A run's step rows by step. ``every=n`` keeps every n-th row (and always the last one);
+        ``max_points`` picks ``every`` so at most about that many rows return; ``since_step`` returns
+        only rows after that step (for live charts)."""
+        db = self.db
+        where = "run_id = ?"
+        args: list[Any] = [run_id]
+        if since_step is not None:
+            where += " AND step > ?"
+            args.append(since_step)
+        if max_points:
+            count = db.execute(f"SELECT COUNT(*) FROM step_metrics WHERE {where}", args).fetchone()[0]
+            every = max(every, -(-count // max(1, int(max_points))))
+        every = max(1, int(every))
+        cols = ", ".join(STEP_COLUMNS)
+        if every == 1:
+            sql = f"SELECT {cols} FROM step_metrics WHERE {where} ORDER BY step"
+        else:
+            sql = (
+                f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (ORDER BY step) - 1 AS rn,"
+                f" COUNT(*) OVER () AS n FROM step_metrics WHERE {where})"
+                f" WHERE rn % {every} = 0 OR rn = n - 1 ORDER BY step"
+            )
+        return [dict(zip(STEP_COLUMNS, r)) for r in db.execute(sql, args).fetchall()]
+
+    def add_epoch_metrics(
+        self,
+        run_id: int,
+        epoch: int,
+        step: int,
+        metrics: Mapping[str, float],
+        confusion: Sequence[Sequence[int]] | None = None,
+        label_names: Sequence[str] | None = None,
+        per_class: Mapping[str, Mapping[str, float]] | None = None,
+        is_best: bool = False,
+    ) -> int:
+        table = self.db["epoch_metrics"]
+        table.insert(
+            {
+                "run_id": run_id,
+                "epoch": int(epoch),
+                "step": int(step),
+                "metrics_json": _dumps(dict(metrics)),
+                "confusion_json": _dumps([list(r) for r in confusion or []]),
+                "label_names_json": _dumps(list(label_names or [])),
+                "per_class_json": _dumps({k: dict(v) for k, v in (per_class or {}).items()}),
+                "is_best": 1 if is_best else 0,
+            }
+        )
+        return int(table.last_pk)
+
+    def epoch_metrics(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.db["epoch_metrics"].rows_where("run_id = ?", [run_id], order_by="epoch, step, id")
+        return [
+            {
+                "epoch": r["epoch"],
+                "step": r["step"],
+                "metrics": _loads(r["metrics_json"], {}),
+                "confusion": _loads(r["confusion_json"], []),
+                "label_names": _loads(r["label_names_json"], []),
+                "per_class": _loads(r["per_class_json"], {}),
+                "is_best": bool(r["is_best"]),
+            }
+            for r in rows
+        ]
+
+    # -- checkpoints, logs, samples ---------------------------------------------------------
+    def set_checkpoint(self, run_id: int, kind: str, path: str, step: int, epoch: int) -> None:
+        """One row per kind per run: a newer 'best' or 'last' replaces the previous one."""
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint kind must be one of {CHECKPOINT_KINDS} (got {kind!r})")
+        self.db["checkpoints"].upsert(
+            {"run_id": run_id, "kind": kind, "path": str(path), "step": step, "epoch": epoch, "created_at": utc_now()},
+            pk=("run_id", "kind"),
+        )
+
+    def checkpoints(self, run_id: int) -> dict[str, dict[str, Any]]:
+        rows = self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="kind")
+        return {r["kind"]: {k: r[k] for k in ("path", "step", "epoch", "created_at")} for r in rows}
+
+    def add_log(self, run_id: int, level: str, message: str, ts: str | None = None) -> None:
+        self.db["run_logs"].insert({"run_id": run_id, "ts": ts or utc_now(), "level": level, "message": message})
+
+    def logs(self, run_id: int, *, since_id: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Log lines oldest first; ``since_id`` returns only newer lines (tailing)."""
+        where, args = "run_id = ?", [run_id]
+        if since_id is not None:
+            where += " AND id > ?"
+            args.append(since_id)
+        return list(self.db["run_logs"].rows_where(where, args, order_by="id", limit=limit))
+
+    def add_sample(self, run_id: int, step: int, epoch: int, prompt: str, text: str, ts: str | None = None) -> None:
+        self.db["samples"].insert(
+            {"run_id": run_id, "step": step, "epoch": epoch, "prompt": prompt, "text": text, "created_at": ts or utc_now()}
+        )
+
+    def samples(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db["samples"].rows_where("run_id = ?", [run_id], order_by="id"))
+
+
+def _not_found(run_id: int) -> TuneDeskError:
+    return TuneDeskError(f"run {run_id} not found", hint="`tunedesk runs` lists the runs")
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES} (got {status!r})")
+
+
+def _order_by(order: str) -> str:
+    parts = (order or "created_at desc").split()
+    column = parts[0].lower()
+    direction = parts[1].lower() if len(parts) > 1 else "asc"
+    if column not in ORDER_COLUMNS or direction not in ("asc", "desc") or len(parts) > 2:
+        raise ValueError(f"cannot order runs by {order!r}; use '<column> [asc|desc]' with one of {sorted(ORDER_COLUMNS)}")
+    return f"{column} {direction.upper()}, id {direction.upper()}"
+
+
+def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"config": {}, "trainable_names": [], "final_metrics": {}, "tags": []}
+    for name, column in JSON_FIELDS.items():
+        row[name] = _loads(row.pop(column, None), defaults[name])
+    return row
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None
