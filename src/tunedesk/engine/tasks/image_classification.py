@@ -1,0 +1,133 @@
+"""Image classification: a folder of class sub-folders -> a torchvision or Hugging Face classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunedesk.engine.config import RunConfig
+from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
+from tunedesk.engine.tasks.base import EvalState, PreparedData, hash_examples
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageExamples:
+    paths: list[str]
+    labels: list[str]
+    name: str
+    summary: str
+    split: list[str] | None = None
+    warnings: list[str] | None = None
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], labels: list[int], transform: Any) -> None:
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from tunedesk.engine.data import load_image
+
+        return {"pixel_values": self.transform(load_image(self.paths[i])), "labels": self.labels[i]}
+
+
+def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    from torchvision import transforms as T
+
+    train = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    val = T.Compose([T.Resize(int(size * 1.143)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    return train, val
+
+
+class ImageClassification:
+    name = "image_classification"
+    primary_metric = "val_accuracy"
+    higher_is_better = True
+
+    def load_examples(self, config: RunConfig) -> ImageExamples:
+        d = config.data
+        if d.kind == "dataset_version":
+            from tunedesk.engine.tasks.stored import load_image_version
+
+            return load_image_version(config)
+        from tunedesk.engine.data import scan_image_folder
+
+        items, report = scan_image_folder(d.path, max_items=d.max_items)
+        warnings = [str(i) for i in report.issues[:20]]
+        if len(report.issues) > 20:
+            warnings.append(f"... and {len(report.issues) - 20} more data problems")
+        return ImageExamples([it.path for it in items], [it.label for it in items], Path(d.path).name,
+                             report.summary(), warnings=warnings)
+
+    def label_names(self, examples: ImageExamples) -> list[str]:
+        from tunedesk.engine.data import check_labels
+
+        return check_labels(examples.labels, examples.name)
+
+    def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
+        if config.model.source == "torchvision":
+            loaded = build_torchvision_classifier(config.model, label_names, device=device)
+            loaded.processor = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+            return loaded
+        loaded = build_hf_classifier(config.model, label_names, image=True, device=device)
+        loaded.processor = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        if device != "meta":
+            try:
+                from transformers import AutoImageProcessor
+
+                proc = AutoImageProcessor.from_pretrained(loaded.path, local_files_only=True)
+                loaded.processor = {"mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
+            except (OSError, ValueError, AttributeError, TypeError):
+                loaded.warnings.append("no image processor settings found: using ImageNet mean and std")
+        return loaded
+
+    def prepare(self, config: RunConfig, loaded: LoadedModel, examples: ImageExamples) -> PreparedData:
+        from tunedesk.engine.data import stratified_split
+
+        label_names = loaded.label_names
+        index = {name: i for i, name in enumerate(label_names)}
+        y = [index[label] for label in examples.labels]
+        if examples.split is not None:
+            train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
+            val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
+        else:
+            train_idx, val_idx = stratified_split(examples.labels, config.data.val_fraction, config.seed)
+        mean, std = loaded.processor["mean"], loaded.processor["std"]
+        t_train, t_val = image_transforms(config.hparams.image_size, mean, std)
+        train = _Images([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], t_train)
+        val = _Images([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], t_val)
+        return PreparedData(train=train, val=val, collate=None, label_names=label_names, name=examples.name,
+                            fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
+                            summary=examples.summary, warnings=list(examples.warnings or []),
+                            train_labels=[y[i] for i in train_idx])
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(batch["pixel_values"])
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), batch["labels"])
+
+    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState:
+        return EvalState(num_labels, device)
+
+    def predict(self, loaded: LoadedModel, images: list[str], image_size: int = 224) -> list[dict[str, float]]:
+        from tunedesk.engine.data import load_image
+
+        _, t_val = image_transforms(image_size, loaded.processor["mean"], loaded.processor["std"])
+        model = loaded.model
+        model.eval()
+        device = next(model.parameters()).device
+        x = torch.stack([t_val(load_image(p)) for p in images]).to(device)
+        with torch.no_grad():
+            probs = self.forward(model, {"pixel_values": x}).float().softmax(-1).cpu().tolist()
+        return [dict(zip(loaded.label_names, p)) for p in probs]

@@ -1,0 +1,156 @@
+"""Text classification: CSV/TSV/JSONL (or a stored data set version) -> a BERT-like classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunedesk.engine.config import RunConfig
+from tunedesk.engine.errors import DataError, ModelError
+from tunedesk.engine.models import LoadedModel, build_hf_classifier
+from tunedesk.engine.tasks.base import EvalState, PreparedData, hash_examples
+
+
+@dataclass
+class TextExamples:
+    texts: list[str]
+    labels: list[str]
+    name: str
+    summary: str
+    split: list[str] | None = None  # "train"/"val" per example when the data set version fixes it
+    warnings: list[str] | None = None
+
+
+class _Encoded(torch.utils.data.Dataset):
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[int]) -> None:
+        self.encodings = encodings
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.encodings.items()}
+        item["labels"] = self.labels[i]
+        return item
+
+
+class TextClassification:
+    name = "text_classification"
+    primary_metric = "val_accuracy"
+    higher_is_better = True
+
+    def load_examples(self, config: RunConfig) -> TextExamples:
+        d = config.data
+        if d.kind == "dataset_version":
+            from tunedesk.engine.tasks.stored import load_text_version
+
+            return load_text_version(config)
+        from tunedesk.engine.data import read_text_table
+
+        rows, report = read_text_table(d.path, d.text_column, d.label_column, encoding=d.encoding, max_items=d.max_items)
+        warnings = [str(i) for i in report.issues[:20]]
+        if len(report.issues) > 20:
+            warnings.append(f"... and {len(report.issues) - 20} more data problems")
+        return TextExamples([r.text for r in rows], [r.label for r in rows], Path(d.path).name, report.summary(),
+                            warnings=warnings)
+
+    def label_names(self, examples: TextExamples) -> list[str]:
+        from tunedesk.engine.data import check_labels
+
+        return check_labels(examples.labels, examples.name)
+
+    def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
+        if config.model.source != "hf":
+            raise ModelError("text classification needs a Hugging Face model", "pick a BERT-like model folder")
+        loaded = build_hf_classifier(config.model, label_names, device=device)
+        if device != "meta":
+            loaded.processor = load_tokenizer(loaded.path)
+        return loaded
+
+    def prepare(self, config: RunConfig, loaded: LoadedModel, examples: TextExamples) -> PreparedData:
+        from tunedesk.engine.data import stratified_split
+
+        label_names = loaded.label_names
+        index = {name: i for i, name in enumerate(label_names)}
+        y = [index[label] for label in examples.labels]
+        if examples.split is not None:
+            train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
+            val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
+            if not val_idx:
+                raise DataError(f"{examples.name} has no validation examples", "split the data set version before training")
+        else:
+            train_idx, val_idx = stratified_split(examples.labels, config.data.val_fraction, config.seed)
+        tokenizer = loaded.processor
+        enc = tokenizer(examples.texts, truncation=True, max_length=config.hparams.max_length)
+        keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        encodings = {k: enc[k] for k in keep}
+
+        def subset(idx: list[int]) -> _Encoded:
+            return _Encoded({k: [v[i] for i in idx] for k, v in encodings.items()}, [y[i] for i in idx])
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
+        warnings = list(examples.warnings or [])
+        if truncated:
+            warnings.append(f"{truncated} texts were cut to max_length={config.hparams.max_length} tokens")
+        return PreparedData(
+            train=subset(train_idx), val=subset(val_idx), collate=PadCollate(pad_id), label_names=label_names,
+            name=examples.name, fingerprint=hash_examples(list(zip(examples.texts, examples.labels))),
+            summary=examples.summary, warnings=warnings, train_labels=[y[i] for i in train_idx])
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), batch["labels"])
+
+    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState:
+        return EvalState(num_labels, device)
+
+    def predict(self, loaded: LoadedModel, texts: list[str], max_length: int = 128) -> list[dict[str, float]]:
+        """Class scores for free texts (the "try it" box)."""
+        model = loaded.model
+        model.eval()
+        device = next(model.parameters()).device
+        enc = loaded.processor(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float()
+        probs = logits.softmax(-1).cpu().tolist()
+        return [dict(zip(loaded.label_names, p)) for p in probs]
+
+
+class PadCollate:
+    """Pads a batch to its longest text (dynamic padding); picklable for DataLoader workers."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        out: dict[str, torch.Tensor] = {}
+        for key in items[0]:
+            if key == "labels":
+                out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
+                continue
+            pad = self.pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor([list(it[key]) + [pad] * (longest - len(it[key])) for it in items], dtype=torch.long)
+        return out
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"no usable tokenizer in {path} ({str(exc).splitlines()[0]})",
+                         "the model folder needs tokenizer.json or vocab files next to config.json") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok

@@ -1,0 +1,343 @@
+"""The training loop: small typed events out, a control object in.
+
+No per-step host synchronisation: the loss is accumulated on the device and read at the logging
+cadence; non-finite losses are flagged on the device and checked at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from tunedesk.engine import freezing
+from tunedesk.engine.checkpoint import CheckpointState, load_checkpoint, save_best, save_last
+from tunedesk.engine.config import RunConfig
+from tunedesk.engine.errors import ConfigError, TuneDeskError
+from tunedesk.engine.events import (CheckpointSaved, Control, EpochEnded, EventBus, LogMessage, RunFinished,
+                                    RunStarted, StepLogged)
+from tunedesk.engine.models import LoadedModel
+from tunedesk.engine.tasks.base import PreparedData, to_device
+
+log = logging.getLogger("tunedesk.training")
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` picks the first CUDA GPU, then Apple MPS, then the CPU."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"{requested} was asked for but no CUDA GPU is available",
+                              "choose device 'cpu' or 'auto'")
+        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError("device", f"{requested} does not exist (this machine has {torch.cuda.device_count()} GPU(s))",
+                              "choose another GPU or 'auto'")
+        return torch.device(requested)
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device", "Apple MPS was asked for but is not available", "choose 'cpu' or 'auto'")
+    return torch.device(requested)
+
+
+def select_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if requested == "fp16" and device.type == "cpu":
+        raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 or bf16 on the CPU")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision", "this GPU does not support bf16", "use fp16 or fp32")
+    return requested
+
+
+class EpochBatches(torch.utils.data.Sampler[list[int]]):
+    """Seeded shuffled batches per epoch that can skip the batches a resumed run already consumed.
+
+    Lives in the main process (DataLoader workers only receive indices), so ``set_epoch`` works
+    with persistent workers.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + 1000 * self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        return iter(batches[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, math.ceil(self.size / self.batch_size) - self.skip)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+
+@dataclass
+class TrainerOutcome:
+    finished: RunFinished
+    best_metrics: dict[str, float]
+
+
+class Trainer:
+    """Runs one fine-tuning run. Build it with everything prepared; call ``run()`` in any thread."""
+
+    def __init__(self, config: RunConfig, task: Any, loaded: LoadedModel, data: PreparedData,
+                 plan: freezing.ResolvedPlan, output_dir: Path, bus: EventBus, control: Control | None = None,
+                 run_id: int | None = None, learning_rate: float | None = None,
+                 head_learning_rate: float | None = None, resume_from: Path | None = None) -> None:
+        self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
+        self.output_dir = Path(output_dir)
+        self.bus, self.control, self.run_id = bus, control or Control(), run_id
+        self.lr = learning_rate or config.hparams.learning_rate or 5e-5
+        self.head_lr = head_learning_rate
+        self.resume_from = resume_from
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _emit(self, event: Any) -> None:
+        self.bus.emit(event)
+
+    def _log(self, level: str, message: str) -> None:
+        self._emit(LogMessage(self.run_id, level, message))
+
+    def _loader(self, dataset, sampler=None, batch_size=None, shuffle=False):
+        h = self.config.hparams
+        workers = h.num_workers
+        kwargs: dict[str, Any] = dict(collate_fn=self.data.collate, num_workers=workers,
+                                      pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        if workers > 0:
+            kwargs["prefetch_factor"] = 4
+        if sampler is not None:
+            return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **kwargs)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
+
+    # ---- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RunFinished:
+        start = time.perf_counter()
+        try:
+            return self._run(start)
+        except torch.OutOfMemoryError:
+            self._free_cuda()
+            return self._finish("failed", start, reason="ran out of GPU memory",
+                                hint="use a smaller batch size or shorter sequences/images, freeze more layers, "
+                                     "or switch on bf16 precision")
+        except TuneDeskError as exc:
+            return self._finish("failed", start, reason=exc.message, hint=exc.hint)
+        except Exception as exc:  # noqa: BLE001 - recorded as failed, with the trace in the log
+            log.exception("run %s failed", self.run_id)
+            return self._finish("failed", start, reason=f"internal error: {type(exc).__name__}: {exc}",
+                                hint="this is a bug in TuneDesk; the log has the details")
+
+    def _free_cuda(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _finish(self, status: str, start: float, reason: str = "", hint: str = "", **extra: Any) -> RunFinished:
+        event = RunFinished(self.run_id, status, reason=reason, hint=hint, duration=time.perf_counter() - start, **extra)
+        self._emit(event)
+        return event
+
+    def _run(self, start: float) -> RunFinished:
+        cfg, h = self.config, self.config.hparams
+        self.device = select_device(cfg.device)
+        precision = select_precision(cfg.precision, self.device)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        if len(self.data.train) == 0 or len(self.data.val) == 0:
+            raise ConfigError("data", "the training or validation split is empty", "add more examples or change data.val_fraction")
+
+        model = self.loaded.model
+        freezing.apply(model, self.plan)
+        is_image = self.task.name == "image_classification"
+        channels_last = is_image and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
+
+        groups = freezing.param_groups(model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers,
+                                       self.loaded.head_paths, self.head_lr)
+        group_names = [g.pop("names") for g in groups]
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
+
+        sampler = EpochBatches(len(self.data.train), h.batch_size, cfg.seed)
+        per_epoch_micro = sampler.batches_per_epoch
+        steps_per_epoch = math.ceil(per_epoch_micro / h.grad_accum_steps)
+        total_steps = steps_per_epoch * h.epochs
+        if h.max_steps:
+            total_steps = min(total_steps, h.max_steps)
+        from transformers import get_scheduler
+
+        sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[h.schedule]
+        scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=int(h.warmup_ratio * total_steps),
+                                  num_training_steps=total_steps)
+        use_scaler = precision == "fp16"
+        scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+        state = CheckpointState()
+        if self.resume_from is not None:
+            state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
+            self._log("info", f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+
+        trainable, total = self.plan.trainable_params, self.plan.total_params
+        self._emit(RunStarted(self.run_id, total_steps, steps_per_epoch, h.epochs, trainable, total, str(self.device),
+                              precision, self.lr, start_step=state.step))
+        for w in self.loaded.warnings + self.data.warnings:
+            self._log("warning", w)
+
+        train_loader = self._loader(self.data.train, sampler=sampler)
+        val_loader = self._loader(self.data.val, batch_size=max(h.batch_size, 32))
+        trainable_params = [p for g in groups for p in g["params"]]
+
+        step = state.step
+        best = state.best_metric
+        best_metrics: dict[str, float] = dict(state.best_metrics)
+        last_metrics: dict[str, float] = dict(state.last_metrics)
+        loss_sum = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        micro_in_window = 0
+        samples_window = 0
+        samples_total = 0
+        paused_total = 0.0
+        t_window = time.perf_counter()
+        t_train0 = time.perf_counter()
+        stop_reason = ""
+
+        for epoch in range(state.epoch, h.epochs):
+            skip = state.batch_in_epoch if epoch == state.epoch else 0
+            sampler.set_epoch(epoch, skip)
+            freezing.set_train_mode(model, cfg.freeze.train_batchnorm_stats)
+            micro = skip
+            optimizer.zero_grad(set_to_none=True)
+            for batch in train_loader:
+                batch = to_device(batch, self.device)
+                if channels_last:
+                    batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = self.task.forward(model, batch)
+                    loss = self.task.loss(logits, batch)
+                scaler.scale(loss / h.grad_accum_steps).backward()
+                detached = loss.detach()
+                loss_sum += detached
+                nonfinite |= ~torch.isfinite(detached)
+                micro += 1
+                micro_in_window += 1
+                n = batch["labels"].shape[0]
+                samples_window += n
+                samples_total += n
+                if micro % h.grad_accum_steps and micro != per_epoch_micro:
+                    continue
+                # ---- optimizer step ----
+                if h.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable_params, h.max_grad_norm, foreach=True)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                last_of_run = step >= total_steps
+                if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
+                    if bool(nonfinite):  # one host read per logging window
+                        return self._finish("failed", start, reason=f"the loss became NaN or infinite near step {step}",
+                                            hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
+                                            steps=step)
+                    now = time.perf_counter()
+                    window = max(now - t_window, 1e-9)
+                    mem = peak = None
+                    if self.device.type == "cuda":
+                        mem = torch.cuda.memory_allocated(self.device) / 2**20
+                        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+                    self._emit(StepLogged(self.run_id, step, epoch, float(loss_sum) / max(micro_in_window, 1),
+                                          scheduler.get_last_lr()[0], samples_window / window,
+                                          now - t_train0 - paused_total, mem, peak))
+                    loss_sum.zero_()
+                    micro_in_window = samples_window = 0
+                    t_window = time.perf_counter()
+
+                if self.control.paused:
+                    paused_total += self.control.wait_while_paused()
+                    t_window = time.perf_counter()
+                if self.control.stop_requested:
+                    stop_reason = self.control.stop_reason or "stopped by the user"
+                    st = CheckpointState(step=step, epoch=epoch, batch_in_epoch=micro, best_metric=best,
+                                         best_metrics=best_metrics, last_metrics=last_metrics)
+                    path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
+                    self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                    break
+                if last_of_run:
+                    break
+            if stop_reason:
+                break
+
+            # ---- end of epoch: validation, best and last checkpoints ----
+            metrics, confusion, per_class = self.evaluate(model, val_loader, autocast_dtype)
+            metrics["epoch"] = epoch + 1
+            key = self.task.primary_metric
+            value = metrics.get(key)
+            is_best = value is not None and (best is None or (value > best if self.task.higher_is_better else value < best))
+            last_metrics = metrics
+            if is_best:
+                best = value
+                best_metrics = dict(metrics)
+                bpath = save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
+            self._emit(EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best))
+            if is_best:
+                self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
+            st = CheckpointState(step=step, epoch=epoch + 1, batch_in_epoch=0, best_metric=best,
+                                 best_metrics=best_metrics, last_metrics=last_metrics)
+            path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
+            self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            if step >= total_steps:
+                break
+
+        train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)
+        sps = samples_total / train_time
+        if stop_reason:
+            return self._finish("stopped", start, reason=stop_reason, best_metric=best, final_metrics=last_metrics,
+                                samples_per_second=sps, steps=step)
+        return self._finish("completed", start, best_metric=best, final_metrics=best_metrics or last_metrics,
+                            samples_per_second=sps, steps=step)
+
+    def evaluate(self, model: nn.Module, loader, autocast_dtype) -> tuple[dict[str, float], list[list[int]], dict]:
+        model.eval()
+        state = self.task.new_eval_state(len(self.data.label_names), self.device)
+        with torch.inference_mode():
+            for batch in loader:
+                batch = to_device(batch, self.device)
+                with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = self.task.forward(model, batch)
+                    loss = self.task.loss(logits, batch)
+                state.update(logits, batch["labels"], loss)
+        return state.compute(self.data.label_names)
+
+
+def seed_everything(seed: int) -> None:
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    random.seed(seed)
+    torch.manual_seed(seed)
