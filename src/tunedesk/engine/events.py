@@ -62,7 +62,7 @@ class EpochEnded(Event):
 @dataclass(frozen=True)
 class CheckpointSaved(Event):
     path: str
-    kind: str  # "best" or "last"
+    which: str  # "best" or "last"
     step: int
     epoch: int
 
