@@ -267,7 +267,7 @@ def read_text_table(
 def _check_long_record(start: int, end: int, report: DataReport) -> None:
     if end - start + 1 > _LONG_RECORD_LINES:
         report.add(
-            f"record spans lines {start}-{end}: check for an unbalanced quote",
+            f"possible unbalanced quote: one record spans lines {start}-{end}",
             start,
             action="warning",
         )
