@@ -1,0 +1,185 @@
+"""Image folders: class layout, corrupt/truncated/tiny files skipped with reasons, errors with hints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tunedesk.engine.data import load_image, scan_image_folder
+from tunedesk.engine.errors import DataError
+
+
+def make_image(path: Path, size: tuple[int, int] = (16, 12), color=(200, 30, 30), mode: str = "RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new(mode, size, color)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        img.save(path, quality=90)
+    else:
+        img.save(path)
+    return path
+
+
+def data_error(fn, *args, **kwargs) -> DataError:
+    with pytest.raises(DataError) as info:
+        fn(*args, **kwargs)
+    assert info.value.hint.strip(), "every DataError needs a hint"
+    return info.value
+
+
+@pytest.fixture
+def pets(tmp_path) -> Path:
+    root = tmp_path / "pets"
+    for i in range(3):
+        make_image(root / "cat" / f"c{i}.png")
+        make_image(root / "dog" / f"d{i}.jpg", color=(10, 200, 10))
+    make_image(root / "dog" / "nested" / "d9.JPEG")  # sub-folders belong to the class; suffix any case
+    (root / "cat" / "notes.txt").write_text("not an image")  # ignored silently
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\1")
+    (root / "cat" / "._c0.png").write_bytes(b"\0\5\x16\x07")  # macOS resource fork: ignored
+    return root
+
+
+def test_scan_class_folders(pets):
+    ex, report = scan_image_folder(pets)
+    assert [(e.label, Path(e.path).name) for e in ex] == [
+        ("cat", "c0.png"), ("cat", "c1.png"), ("cat", "c2.png"),
+        ("dog", "d0.jpg"), ("dog", "d1.jpg"), ("dog", "d2.jpg"), ("dog", "d9.JPEG"),
+    ]
+    assert all(os.path.isabs(e.path) for e in ex)
+    assert report.issues == [] and report.summary() == "read 7 images, kept 7"
+
+
+def test_corrupt_truncated_and_tiny_skipped_with_reasons(pets):
+    good = make_image(pets / "cat" / "big.jpg", size=(256, 256))
+    data = good.read_bytes()
+    (pets / "cat" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (pets / "dog" / "garbage.jpg").write_bytes(b"this is not a jpeg at all" * 20)
+    make_image(pets / "dog" / "tiny.png", size=(2, 2))
+    ex, report = scan_image_folder(pets)
+    names = {Path(e.path).name for e in ex}
+    assert {"truncated.jpg", "garbage.jpg", "tiny.png"}.isdisjoint(names) and "big.jpg" in names
+    reasons = {i.path: i.reason for i in report.issues}
+    assert set(reasons) == {"cat/truncated.jpg", "dog/garbage.jpg", "dog/tiny.png"}
+    assert reasons["cat/truncated.jpg"].startswith("truncated image")
+    assert reasons["dog/garbage.jpg"].startswith("not a readable image")
+    assert reasons["dog/tiny.png"] == "too small: 2x2 pixels (minimum 8)"
+    assert all(i.action == "skipped" and i.line is None for i in report.issues)
+    assert report.rows_read == 11 and report.rows_kept == 8
+    assert str(next(i for i in report.issues if i.path == "dog/tiny.png")) == (
+        "dog/tiny.png: too small: 2x2 pixels (minimum 8) (skipped)"
+    )
+
+
+def test_verify_off_keeps_everything_with_an_image_suffix(pets):
+    (pets / "dog" / "garbage.jpg").write_bytes(b"junk")
+    ex, report = scan_image_folder(pets, verify=False)
+    assert len(ex) == 8 and not report.issues
+
+
+def test_load_image_rgb_and_errors(tmp_path):
+    gray = make_image(tmp_path / "g.png", mode="L", color=128)
+    rgba = make_image(tmp_path / "a.png", mode="RGBA", color=(1, 2, 3, 0))
+    pal = tmp_path / "p.gif"
+    Image.new("P", (10, 10)).save(pal, transparency=0)
+    for p, size in ((gray, (16, 12)), (rgba, (16, 12)), (pal, (10, 10))):
+        img = load_image(str(p))
+        assert (img.mode, img.size) == ("RGB", size)
+    err = data_error(load_image, str(tmp_path / "gone.jpg"))
+    assert "gone.jpg" in err.message
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    err = data_error(load_image, str(bad))
+    assert "bad.jpg" in err.message
+    good = make_image(tmp_path / "big.jpg", size=(256, 256))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:600])
+    err = data_error(load_image, str(cut))
+    assert "cut.jpg" in err.message
+
+
+def test_load_image_applies_exif_rotation(tmp_path):
+    p = tmp_path / "rot.jpg"
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    img.save(p, exif=exif)
+    assert load_image(str(p)).size == (20, 40)
+
+
+def test_folder_without_class_folders(tmp_path):
+    root = tmp_path / "flat"
+    make_image(root / "a.png")
+    make_image(root / "b.png")
+    err = data_error(scan_image_folder, root)
+    assert "not sorted into class folders" in err.message and "sub-folder per class" in err.hint
+
+
+def test_empty_folder_and_folders_without_images(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    err = data_error(scan_image_folder, root)
+    assert "no class sub-folders" in err.message and "sub-folder per class" in err.hint
+    (root / "cat").mkdir()
+    (root / "dog").mkdir()
+    (root / "dog" / "readme.md").write_text("hi")
+    err = data_error(scan_image_folder, root)
+    assert "no images found" in err.message and ".jpg" in err.hint
+
+
+def test_all_images_corrupt(tmp_path):
+    root = tmp_path / "broken"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    err = data_error(scan_image_folder, root)
+    assert "no usable images" in err.message and "a/x.png" in err.hint
+
+
+def test_missing_path_and_file_instead_of_folder(tmp_path):
+    err = data_error(scan_image_folder, tmp_path / "nope")
+    assert "not found" in err.message
+    f = make_image(tmp_path / "one.png")
+    err = data_error(scan_image_folder, f)
+    assert "is a file" in err.message
+
+
+def test_loose_images_and_empty_class_reported(pets):
+    make_image(pets / "stray.png")
+    (pets / "bird").mkdir()
+    ex, report = scan_image_folder(pets)
+    assert {e.label for e in ex} == {"cat", "dog"}
+    got = {(i.path, i.action, i.category) for i in report.issues}
+    assert ("stray.png", "skipped", "not in a class folder") in got
+    assert ("bird/", "warning", "class folder has no images (ignored)") in got
+
+
+@pytest.mark.timeout(20)
+def test_symlink_loop_does_not_hang(pets):
+    try:
+        os.symlink(pets / "cat", pets / "cat" / "loop", target_is_directory=True)
+        os.symlink(pets, pets / "dog" / "up", target_is_directory=True)
+        os.symlink(pets, pets / "root_again", target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("symlinks not available")
+    ex, report = scan_image_folder(pets)
+    assert len(ex) == 7 and {e.label for e in ex} == {"cat", "dog"}
+    assert any(i.path == "root_again/" and i.action == "warning" for i in report.issues)
+
+
+def test_max_items_takes_classes_in_turn(tmp_path):
+    root = tmp_path / "many"
+    for cls in ("a", "b", "c"):
+        for i in range(20):
+            make_image(root / cls / f"{i:02d}.png")
+    (root / "a" / "00.png").write_bytes(b"broken")  # a bad one inside the sample is replaced
+    ex, report = scan_image_folder(root, max_items=6)
+    assert len(ex) == 6 and sorted({e.label for e in ex}) == ["a", "b", "c"]
+    assert report.limit_reached and "stopped at max_items" in report.summary()
+    assert [i.path for i in report.issues] == ["a/00.png"]
+    ex, report = scan_image_folder(root)  # the thread-pool path
+    assert len(ex) == 59 and not report.limit_reached
+    err = data_error(scan_image_folder, root, max_items=0)
+    assert "max_items" in err.message
