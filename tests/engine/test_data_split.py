@@ -1,0 +1,76 @@
+"""Label checks and the stratified, seeded train/validation split."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tunedesk.engine.data import check_labels, singleton_classes, stratified_split
+from tunedesk.engine.errors import ConfigError, DataError
+
+
+def test_check_labels_sorted_unique():
+    assert check_labels(["b", "a", "b", "c"], "t.csv") == ["a", "b", "c"]
+
+
+def test_check_labels_empty_and_single_class():
+    with pytest.raises(DataError) as info:
+        check_labels([], "t.csv")
+    assert "t.csv has no examples" in info.value.message and info.value.hint.strip()
+    with pytest.raises(DataError) as info:
+        check_labels(["pos"] * 12, "t.csv")
+    err = info.value
+    assert "only one class" in err.message and "'pos'" in err.message and "12 examples" in err.message
+    assert "at least 2 classes" in err.hint
+
+
+def test_split_is_stratified():
+    labels = ["a"] * 100 + ["b"] * 50 + ["c"] * 10
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert sorted(train + val) == list(range(len(labels)))
+    assert not set(train) & set(val)
+    assert train == sorted(train) and val == sorted(val)
+    assert Counter(labels[i] for i in val) == {"a": 20, "b": 10, "c": 2}
+    assert Counter(labels[i] for i in train) == {"a": 80, "b": 40, "c": 8}
+
+
+def test_split_deterministic_and_seed_dependent():
+    labels = [f"c{i % 4}" for i in range(200)]
+    assert stratified_split(labels, 0.25, seed=7) == stratified_split(list(labels), 0.25, seed=7)
+    assert stratified_split(labels, 0.25, seed=7) != stratified_split(labels, 0.25, seed=8)
+
+
+def test_split_accepts_any_sequence():
+    labels = ["x", "y"] * 20
+    assert stratified_split(labels, 0.3, seed=1) == stratified_split(tuple(labels), 0.3, seed=1)
+
+
+def test_tiny_classes():
+    labels = ["solo", "pair", "pair", "trio", "trio", "trio", "big"] + ["big"] * 9
+    train, val = stratified_split(labels, 0.1, seed=3)
+    val_counts = Counter(labels[i] for i in val)
+    train_counts = Counter(labels[i] for i in train)
+    assert val_counts["solo"] == 0 and train_counts["solo"] == 1  # a single example stays in train
+    assert val_counts["pair"] == 1 and train_counts["pair"] == 1  # >= 1 in each
+    assert val_counts["trio"] == 1 and train_counts["trio"] == 2
+    assert val_counts["big"] == 1 and train_counts["big"] == 9
+    assert singleton_classes(labels) == ["solo"]
+
+
+def test_large_fraction_keeps_one_in_train():
+    labels = ["a"] * 3 + ["b"] * 3
+    train, val = stratified_split(labels, 0.9, seed=0)
+    assert Counter(labels[i] for i in train) == {"a": 1, "b": 1}
+
+
+def test_zero_fraction_means_no_validation():
+    labels = ["a", "b"] * 5
+    assert stratified_split(labels, 0.0, seed=0) == (list(range(10)), [])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_bad_fraction(bad):
+    with pytest.raises(ConfigError) as info:
+        stratified_split(["a", "b"], bad, seed=0)
+    assert info.value.field == "data.val_fraction" and info.value.hint.strip()
