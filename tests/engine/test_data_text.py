@@ -71,6 +71,16 @@ def test_latin1_short_file_decodes(tmp_path):
     assert report.encoding in ("cp1252", "latin-1", "iso8859-1")
 
 
+def test_detection_without_charset_normalizer(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "charset_normalizer", None)  # import now raises ImportError
+    p = write(tmp_path / "excel.csv", "text,label\nIt’s café,pos\n", "cp1252")
+    assert detect_encoding(p) == ("cp1252", False)
+    p.write_bytes(b"text,label\n\x81\x8d,pos\n")  # bytes cp1252 leaves undefined
+    assert detect_encoding(p) == ("latin-1", False)
+
+
 def test_non_utf8_late_in_large_file_is_not_called_utf8(tmp_path):
     body = "".join(f"row {i},pos\n" for i in range(40_000))
     p = tmp_path / "big.csv"

@@ -31,7 +31,7 @@ LAYOUT_HINT = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageExample:
     path: str  # absolute path of the image file
     label: str  # the class folder's name

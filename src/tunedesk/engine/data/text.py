@@ -31,7 +31,7 @@ _JSONL_KEY_PROBE = 1000  # objects looked at before deciding a JSONL column does
 _FIELD_LIMIT = 64 << 20  # csv's default 128 KiB per field is too small for long documents
 
 
-@dataclass
+@dataclass(slots=True)
 class TextExample:
     text: str
     label: str
@@ -152,25 +152,22 @@ def iter_table_records(
             reader = csv.reader(f, delimiter=delimiter)
             prev = 0
             header_seen = False
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as e:
-                    raise DataError(
-                        f"{_display(path)} line {prev + 1}: cannot parse CSV ({e})",
-                        "check that quotes in that row are balanced; quote fields that contain the delimiter",
-                    ) from None
-                start, end = prev + 1, reader.line_num
-                prev = end
-                if not any(field.strip() for field in row):
-                    continue  # blank line, or only delimiters (",,,")
-                if not header_seen:
-                    header_seen = True
-                    row = [c.strip() for c in row]
-                    row[0] = row[0].lstrip("\ufeff").strip()
-                yield start, end, row
+            try:
+                for row in reader:
+                    start = prev + 1
+                    prev = end = reader.line_num
+                    if not (row and "".join(row).strip()):
+                        continue  # blank line, or only delimiters (",,,")
+                    if not header_seen:
+                        header_seen = True
+                        row = [c.strip() for c in row]
+                        row[0] = row[0].lstrip("\ufeff").strip()
+                    yield start, end, row
+            except csv.Error as e:
+                raise DataError(
+                    f"{_display(path)} line {prev + 1}: cannot parse CSV ({e})",
+                    "check that quotes in that row are balanced; quote fields that contain the delimiter",
+                ) from None
     else:
         with open(path, encoding=encoding) as f:
             for lineno, raw in enumerate(f, 1):
@@ -264,15 +261,6 @@ def read_text_table(
     return examples, report
 
 
-def _check_long_record(start: int, end: int, report: DataReport) -> None:
-    if end - start + 1 > _LONG_RECORD_LINES:
-        report.add(
-            f"possible unbalanced quote: one record spans lines {start}-{end}",
-            start,
-            action="warning",
-        )
-
-
 def _read_csv(
     path: Path,
     enc: str,
@@ -301,23 +289,29 @@ def _read_csv(
     need = max(ti, li) + 1
     width = len(header)
     any_row = False
-    for start, end, row in records:
+    add, append = report.add, examples.append
+    for start, end, row in records:  # hot loop: kept flat on purpose (millions of rows)
         any_row = True
         if max_items is not None and len(examples) >= max_items:
             report.limit_reached = True
             return
         report.rows_read += 1
-        _check_long_record(start, end, report)
-        if len(row) < need:
-            report.add(f"too few fields: got {len(row)}, the header has {width}", start)
+        if end - start >= _LONG_RECORD_LINES:
+            add(f"possible unbalanced quote: one record spans lines {start}-{end}", start, action="warning")
+        n = len(row)
+        if n < need:
+            add(f"too few fields: got {n}, the header has {width}", start)
             continue
-        if len(row) > width and any(f.strip() for f in row[width:]):
-            report.add(
-                f"too many fields: got {len(row)}, the header has {width}; quote texts that contain the delimiter",
-                start,
-            )
+        if n > width and "".join(row[width:]).strip():
+            add(f"too many fields: got {n}, the header has {width}; quote texts that contain the delimiter", start)
             continue
-        _keep(row[ti], row[li], start, examples, report)
+        text, label = row[ti], row[li].strip()
+        if not text or text.isspace():
+            add("empty text", start)
+        elif not label:
+            add("blank label", start)
+        else:
+            append(TextExample(text, label, start))
     if not any_row:
         raise DataError(
             f"{_display(path)} has a header but no data rows",
@@ -326,7 +320,7 @@ def _read_csv(
 
 
 def _keep(text: str, label: str, line: int, examples: list[TextExample], report: DataReport) -> None:
-    if not text.strip():
+    if not text or text.isspace():
         report.add("empty text", line)
         return
     label = label.strip()
