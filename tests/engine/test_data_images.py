@@ -179,7 +179,20 @@ def test_max_items_takes_classes_in_turn(tmp_path):
     assert len(ex) == 6 and sorted({e.label for e in ex}) == ["a", "b", "c"]
     assert report.limit_reached and "stopped at max_items" in report.summary()
     assert [i.path for i in report.issues] == ["a/00.png"]
-    ex, report = scan_image_folder(root)  # the thread-pool path
+    calls = []
+    ex, report = scan_image_folder(root, progress=lambda done, total: calls.append((done, total)))  # thread pool
     assert len(ex) == 59 and not report.limit_reached
+    assert calls[0] == (0, 60) and calls[-1] == (60, 60)
     err = data_error(scan_image_folder, root, max_items=0)
     assert "max_items" in err.message
+
+
+def test_progress_callback_can_cancel(pets):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        scan_image_folder(pets, progress=cancel)

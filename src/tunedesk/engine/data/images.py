@@ -10,6 +10,7 @@ Decoding releases the GIL, so large folders are checked on a small thread pool.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _IGNORED_DIRS = {"__MACOSX"}
 _POOL_MIN = 16  # fewer candidates than this: check in the calling thread
+_PROGRESS_EVERY = 64
 
 LAYOUT_HINT = (
     "put the images in one sub-folder per class, named after the class, e.g. "
@@ -129,11 +131,13 @@ def scan_image_folder(
     verify: bool = True,
     max_items: int | None = None,
     min_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[ImageExample], DataReport]:
     """List the images of a class-per-folder data set. With ``verify`` every image is decoded once;
     corrupt, truncated and tiny images are skipped and reported. ``max_items`` takes images from
     the classes in turn, so a small sample still covers every class. Examples are returned sorted
-    by class, then path."""
+    by class, then path. ``progress(checked, total)`` is called now and then while verifying (a
+    large folder takes a while); it may raise to cancel the scan."""
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"image folder not found: {root}", "check the path; " + LAYOUT_HINT)
@@ -182,6 +186,7 @@ def scan_image_folder(
         report.rows_read = len(chosen)
         kept = [ImageExample(path=p, label=label) for label, p in chosen]
     else:
+        total = len(candidates) if max_items is None else min(max_items, len(candidates))
         workers = min(8, os.cpu_count() or 1)
         pool = ThreadPoolExecutor(max_workers=workers) if len(candidates) >= _POOL_MIN and workers > 1 else None
         try:
@@ -198,10 +203,12 @@ def scan_image_folder(
                 chunk = candidates[pos : pos + step]
                 paths = [p for _, p in chunk]
                 if pool is not None:
-                    reasons = list(pool.map(_check_image, paths, [min_size] * len(paths)))
+                    reasons = pool.map(_check_image, paths, [min_size] * len(paths))  # lazy, in order
                 else:
-                    reasons = [_check_image(p, min_size) for p in paths]
+                    reasons = (_check_image(p, min_size) for p in paths)
                 for (label, p), reason in zip(chunk, reasons):
+                    if progress is not None and report.rows_read % _PROGRESS_EVERY == 0:
+                        progress(report.rows_read, total)
                     if max_items is not None and len(kept) >= max_items:
                         report.limit_reached = True
                         break
@@ -213,7 +220,9 @@ def scan_image_folder(
                 pos += len(chunk)
         finally:
             if pool is not None:
-                pool.shutdown()
+                pool.shutdown(cancel_futures=True)
+        if progress is not None:
+            progress(report.rows_read, total)
     report.rows_kept = len(kept)
     if not kept:
         first = "; ".join(str(i) for i in report.issues[:3])
