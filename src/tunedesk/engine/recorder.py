@@ -17,7 +17,6 @@ failed because the database was busy are retried on the next flush.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -38,7 +37,7 @@ from tunedesk.engine.events import (
     SampleGenerated,
     StepLogged,
 )
-from tunedesk.engine.store import CHECKPOINT_KINDS, RUN_STATUSES, RunStore
+from tunedesk.engine.store import RUN_STATUSES, RunStore
 from tunedesk.engine.store.runs import DEFAULT_BUSY_TIMEOUT_S
 
 log = logging.getLogger("tunedesk.recorder")
@@ -58,16 +57,6 @@ class _Flush:
         self.done = threading.Event()
 
 
-def _checkpoint_kind(event: CheckpointSaved) -> str:
-    """'best' or 'last'. Read from whichever field holds it: ``CheckpointSaved.kind`` collides with
-    ``Event.kind`` (the event's type name), so the field may be renamed."""
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if f.name != "path" and isinstance(value, str) and value in CHECKPOINT_KINDS:
-            return value
-    return str(getattr(event, "kind", ""))
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -84,7 +73,7 @@ class RunRecorder:
         batch_rows: int = 200,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         best_metric_names: Sequence[str] = BEST_METRIC_PREFERENCE,
-        max_pending: int = 2_000_000,
+        max_pending: int = 500_000,
     ) -> None:
         self.db_path = Path(db_path)
         self.run_id = int(run_id)
@@ -104,6 +93,7 @@ class RunRecorder:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._accepting = True
         self._closed = False
+        self._retry_at = 0.0
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"tunedesk-recorder-{self.run_id}", daemon=True)
         self._thread.start()
@@ -113,7 +103,8 @@ class RunRecorder:
         """Queue an event for writing. Never blocks, never raises."""
         if not self._accepting:
             return
-        if event.run_id is not None and event.run_id != self.run_id:
+        run_id = getattr(event, "run_id", None)
+        if run_id is not None and run_id != self.run_id:
             return  # another run's event on a shared bus
         if type(event) is StepLogged and self._queue.qsize() >= self.max_pending:
             self.dropped += 1  # database stuck for a very long time: keep memory bounded
@@ -190,13 +181,18 @@ class RunRecorder:
                         (event.step, event.epoch, event.loss, event.learning_rate, event.samples_per_second,
                          event.elapsed, event.gpu_memory_mb, event.gpu_peak_memory_mb)
                     )  # fmt: skip
-                    if len(pending) >= self.batch_rows:
+                    now = time.monotonic()
+                    due = len(pending) >= self.batch_rows or now - first_at >= self.flush_interval
+                    if due and now >= self._retry_at:
                         pending = self._flush_steps(store, pending)
                         first_at = time.monotonic()
                     continue
                 pending = self._flush_steps(store, pending)  # keep emission order
                 first_at = time.monotonic()
                 self._write_event(store, ts, event)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not surface in training either
+            self._accepting = False
+            self._error("the history writer stopped", exc)
         finally:
             pending = self._flush_steps(store, pending)
             if pending:
@@ -231,7 +227,8 @@ class RunRecorder:
             busy = "locked" in str(exc) or "busy" in str(exc)
             self._error(f"writing {len(pending)} step rows", exc)
             if busy and len(pending) < _MAX_RETRY_ROWS:
-                return pending  # retried on the next flush
+                self._retry_at = time.monotonic() + self.flush_interval  # not on every new step
+                return pending  # retried on the next timed flush
             return []
         except Exception as exc:  # noqa: BLE001
             self._error(f"writing {len(pending)} step rows", exc)
@@ -271,7 +268,7 @@ class RunRecorder:
                 if name is not None:
                     store.update_run(rid, best_metric=float(event.metrics[name]), best_metric_name=name)
         elif isinstance(event, CheckpointSaved):
-            store.set_checkpoint(rid, _checkpoint_kind(event), event.path, event.step, event.epoch)
+            store.set_checkpoint(rid, event.which, event.path, event.step, event.epoch)
         elif isinstance(event, LogMessage):
             store.add_log(rid, event.level, event.message, ts=_iso(ts))
         elif isinstance(event, SampleGenerated):
