@@ -1,0 +1,10 @@
+"""Datasets area (being built: replaced by its owner)."""
+
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+
+class DatasetsPanel(QWidget):
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        QVBoxLayout(self).addWidget(QLabel("Datasets"))

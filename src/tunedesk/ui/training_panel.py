@@ -1,0 +1,10 @@
+"""Train area (being built: replaced by its owner)."""
+
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+
+class TrainingPanel(QWidget):
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(parent)
+        self.state = state
+        QVBoxLayout(self).addWidget(QLabel("Train"))
