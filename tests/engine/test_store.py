@@ -65,6 +65,30 @@ def test_reopen_is_idempotent(tmp_path: Path) -> None:
             assert apply_migrations(store.db, path) == []
 
 
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    path = database_path(tmp_path)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def opener() -> None:
+        try:
+            barrier.wait()
+            with RunStore(path) as store:
+                make_run(store)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with RunStore(path) as store:
+        assert [r["number"] for r in store.db["_migrations"].rows] == list(range(1, len(MIGRATIONS) + 1))
+        assert store.count_runs() == 8
+
+
 def test_later_migrations_apply_in_order_on_an_existing_file(tmp_path: Path) -> None:
     path = database_path(tmp_path)
     RunStore(path).close()
@@ -327,6 +351,20 @@ def test_step_metrics_roundtrip_and_downsampling(store: RunStore) -> None:
     store.add_step_metrics(run_id, [{"step": 100, "loss": 0.0}])  # repeated step replaces
     assert store.step_metrics(run_id)[-1]["loss"] == 0.0 and len(store.step_metrics(run_id)) == 100
     assert store.step_metrics(run_id + 1) == []
+
+
+def test_step_metrics_downsampling_of_irregular_and_spaced_steps(store: RunStore) -> None:
+    spaced = make_run(store)
+    store.add_step_metrics(spaced, [{"step": s, "loss": 1.0} for s in range(10, 10_001, 10)])  # logged every 10
+    got = [r["step"] for r in store.step_metrics(spaced, every=100)]
+    assert got == list(range(10, 10_001, 1000)) + [10_000]
+    assert len(store.step_metrics(spaced, max_points=50)) in (50, 51)
+
+    irregular = make_run(store)
+    steps = [1] + list(range(10, 1001, 10))  # a first step, then every 10: step arithmetic misses
+    store.add_step_metrics(irregular, [{"step": s} for s in steps])
+    assert [r["step"] for r in store.step_metrics(irregular, every=10)] == steps[::10]
+    assert store.step_metrics(irregular, every=10)[-1]["step"] == 1000
 
 
 def test_epoch_metrics_checkpoints_logs_samples(store: RunStore) -> None:

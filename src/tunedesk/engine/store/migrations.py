@@ -57,10 +57,8 @@ def m001_run_history(db: Database) -> None:
             dataset_name TEXT NOT NULL DEFAULT '',
             dataset_hash TEXT,
             dataset_version TEXT,
-            config_json TEXT NOT NULL DEFAULT '{}',
             trainable_params INTEGER NOT NULL DEFAULT 0,
             total_params INTEGER NOT NULL DEFAULT 0,
-            trainable_names_json TEXT NOT NULL DEFAULT '[]',
             freeze_summary TEXT NOT NULL DEFAULT '',
             total_steps INTEGER,
             created_at TEXT NOT NULL,
@@ -69,7 +67,6 @@ def m001_run_history(db: Database) -> None:
             duration_s REAL,
             best_metric REAL,
             best_metric_name TEXT,
-            final_metrics_json TEXT NOT NULL DEFAULT '{}',
             samples_per_second REAL,
             error TEXT,
             error_hint TEXT,
@@ -79,7 +76,12 @@ def m001_run_history(db: Database) -> None:
             tags_json TEXT NOT NULL DEFAULT '[]',
             notes TEXT NOT NULL DEFAULT '',
             parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
-            pid INTEGER
+            pid INTEGER,
+            -- Big JSON last: SQLite stores a row's columns in order, so the light columns that list,
+            -- filter and search read stay on the row's first page, ahead of any overflow pages.
+            final_metrics_json TEXT NOT NULL DEFAULT '{}',
+            config_json TEXT NOT NULL DEFAULT '{}',
+            trainable_names_json TEXT NOT NULL DEFAULT '[]'
         )
         """,
         "CREATE INDEX idx_runs_created ON runs(created_at)",

@@ -442,29 +442,53 @@ class RunStore:
         since_step: int | None = None,
         max_points: int | None = None,
     ) -> list[dict[str, Any]]:
-        """A run's step rows by step. ``every=n`` keeps every n-th row (and always the last one);
-        ``max_points`` picks ``every`` so at most about that many rows return; ``since_step`` returns
-        only rows after that step (for live charts)."""
+        """A run's step rows by step, downsampled for charts.
+
+        ``every=n`` keeps every n-th row plus the last; ``max_points`` raises ``every`` so about that
+        many rows come back (use it for long runs: 200k steps are 200k dicts); ``since_step`` returns
+        only rows after that step (live charts). Steps logged at a regular interval (the normal case)
+        are picked by primary-key lookups, so thinning a 200k-step run costs ~2k lookups, not a scan;
+        irregular steps are thinned exactly after reading them all.
+        """
         db = self.db
         where = "run_id = ?"
         args: list[Any] = [run_id]
         if since_step is not None:
             where += " AND step > ?"
             args.append(since_step)
-        if max_points:
-            count = db.execute(f"SELECT COUNT(*) FROM step_metrics WHERE {where}", args).fetchone()[0]
-            every = max(every, -(-count // max(1, int(max_points))))
-        every = max(1, int(every))
         cols = ", ".join(STEP_COLUMNS)
-        if every == 1:
-            sql = f"SELECT {cols} FROM step_metrics WHERE {where} ORDER BY step"
-        else:
-            sql = (
-                f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (ORDER BY step) - 1 AS rn,"
-                f" COUNT(*) OVER () AS n FROM step_metrics WHERE {where})"
-                f" WHERE rn % {every} = 0 OR rn = n - 1 ORDER BY step"
-            )
-        return [dict(zip(STEP_COLUMNS, r)) for r in db.execute(sql, args).fetchall()]
+        select_all = f"SELECT {cols} FROM step_metrics WHERE {where} ORDER BY step"
+        every = max(1, int(every))
+        if every == 1 and not max_points:
+            return [dict(zip(STEP_COLUMNS, r)) for r in db.execute(select_all, args).fetchall()]
+
+        head = [r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step LIMIT 2", args)]
+        tail = [r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step DESC LIMIT 2", args)]
+        if not head:
+            return []
+        first, last = head[0], tail[0]
+        spacing = head[1] - head[0] if len(head) == 2 else 1
+        if len(head) == 2 and spacing > 0 and tail[0] - tail[1] == spacing and (last - first) % spacing == 0:
+            count = (last - first) // spacing + 1
+            if max_points:
+                every = max(every, -(-count // max(1, int(max_points))))
+            wanted = list(range(first, last + 1, spacing * every))
+            if wanted[-1] != last:
+                wanted.append(last)
+            rows = db.execute(
+                f"SELECT {cols} FROM step_metrics WHERE {where} AND step IN (SELECT value FROM json_each(?))"
+                " ORDER BY step",
+                [*args, json.dumps(wanted)],
+            ).fetchall()
+            if len(rows) >= 0.9 * len(wanted):  # a few missing steps are just gaps in the curve
+                return [dict(zip(STEP_COLUMNS, r)) for r in rows]
+        all_rows = db.execute(select_all, args).fetchall()
+        if max_points:
+            every = max(every, -(-len(all_rows) // max(1, int(max_points))))
+        rows = all_rows[::every]
+        if rows[-1] is not all_rows[-1]:
+            rows.append(all_rows[-1])
+        return [dict(zip(STEP_COLUMNS, r)) for r in rows]
 
     def add_epoch_metrics(
         self,
