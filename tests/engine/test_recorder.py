@@ -98,6 +98,21 @@ def test_records_every_event_kind(store: RunStore, db: Path) -> None:
     assert [(s["prompt"], s["text"]) for s in store.samples(run_id)] == [("Hello", "Hello there")]
 
 
+def test_resumed_run_keeps_its_first_start(store: RunStore, db: Path) -> None:
+    run_id = new_run(store)
+    with RunRecorder(db, run_id) as rec:
+        rec(started(run_id))
+        rec(RunFinished(run_id, status="stopped", reason="stopped by the user"))
+    first = store.get_run(run_id)
+    store.set_status(run_id, "queued")
+    with RunRecorder(db, run_id) as rec:
+        rec(RunStarted(run_id, 20, 10, 2, 1_000, 50_000, "cpu", "fp32", 1e-3, start_step=10))
+        rec(RunFinished(run_id, status="completed"))
+    run = store.get_run(run_id)
+    assert run["status"] == "completed" and run["error"] is None
+    assert run["started_at"] == first["started_at"] and run["finished_at"] >= first["finished_at"]
+
+
 def test_failed_run_keeps_reason_and_hint(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
     with RunRecorder(db, run_id) as rec:

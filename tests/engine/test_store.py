@@ -401,6 +401,33 @@ def test_children_of_a_missing_run_are_refused(store: RunStore) -> None:
         store.add_step_metrics(12345, [{"step": 1, "loss": 1.0}])
 
 
+def test_resume_support_truncates_and_requeues(store: RunStore) -> None:
+    run_id = make_run(store)
+    store.add_step_metrics(run_id, [{"step": s, "loss": 1.0} for s in range(1, 31)])
+    for epoch, step in ((1, 10), (2, 20), (3, 30)):
+        store.add_epoch_metrics(run_id, epoch, step, {"val_loss": 1.0 / epoch}, [], [], {}, False)
+    store.add_sample(run_id, 30, 3, "p", "t")
+    store.add_log(run_id, "info", "kept")
+    store.set_checkpoint(run_id, "last", "/ck/last", 20, 2)
+    store.set_status(run_id, "running")
+    store.update_run(run_id, pid=_dead_pid())
+    store.set_status(run_id, "stopped", error="stopped by the user")
+
+    store.truncate_metrics_after(run_id, 20)
+    assert store.step_metrics(run_id)[-1]["step"] == 20 and len(store.step_metrics(run_id)) == 20
+    assert [e["epoch"] for e in store.epoch_metrics(run_id)] == [1, 2]
+    assert store.samples(run_id) == [] and len(store.logs(run_id)) == 1 and "last" in store.checkpoints(run_id)
+
+    started = store.get_run(run_id)["started_at"]
+    store.set_status(run_id, "queued")
+    run = store.get_run(run_id)
+    assert run["status"] == "queued" and run["finished_at"] is None and run["error"] is None
+    assert run["pid"] == __import__("os").getpid() and run["started_at"] == started
+    assert store.mark_interrupted() == []  # owned by a live process now
+    with pytest.raises(TuneDeskError):
+        store.truncate_metrics_after(999, 1)
+
+
 # -- interrupted runs -----------------------------------------------------------------------
 
 

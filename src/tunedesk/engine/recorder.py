@@ -247,10 +247,12 @@ class RunRecorder:
         rid = self.run_id
         if isinstance(event, RunStarted):
             self.started = True
+            resumed = event.start_step > 0 and store.get_run(rid)["started_at"]
             store.update_run(
                 rid,
                 status="running",
-                started_at=_iso(ts),
+                started_at=resumed or _iso(ts),  # a resumed run keeps its first start
+                finished_at=None,
                 trainable_params=int(event.trainable_params),
                 total_params=int(event.total_params),
                 total_steps=int(event.total_steps),

@@ -257,10 +257,14 @@ class RunStore:
         if error_hint is not None:
             updates["error_hint"] = error_hint
         now = utc_now()
-        if status == "running":
-            updates["pid"] = os.getpid()
-            if not run["started_at"]:
-                updates["started_at"] = now
+        if status in UNFINISHED_STATUSES:
+            updates["pid"] = os.getpid()  # this process will train it: not "interrupted" for others
+            if run["finished_at"]:  # queued again to resume: the old ending no longer applies
+                updates.update(finished_at=None, duration_s=None)
+                updates.setdefault("error", None)
+                updates.setdefault("error_hint", None)
+        if status == "running" and not run["started_at"]:
+            updates["started_at"] = now
         if status in FINISHED_STATUSES and not run["finished_at"]:
             updates["finished_at"] = now
             if run["started_at"] and run["duration_s"] is None:
@@ -433,6 +437,15 @@ class RunStore:
                 f"VALUES (?, {', '.join('?' * len(STEP_COLUMNS))})",
                 values,
             )
+
+    def truncate_metrics_after(self, run_id: int, step: int) -> None:
+        """Before resuming from a checkpoint at ``step``: drop step rows, evaluations and samples recorded
+        after it (they are recorded again). Logs and checkpoints stay."""
+        self._require_run(run_id)
+        db = self.db
+        with db.atomic():
+            for table in ("step_metrics", "epoch_metrics", "samples"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, step])
 
     def step_metrics(
         self,
