@@ -113,6 +113,19 @@ def test_resumed_run_keeps_its_first_start(store: RunStore, db: Path) -> None:
     assert run["started_at"] == first["started_at"] and run["finished_at"] >= first["finished_at"]
 
 
+def test_best_metric_name_follows_the_primary_metric(store: RunStore, db: Path) -> None:
+    told, guessed = new_run(store), new_run(store)
+    metrics = {"val_loss": 0.4, "val_accuracy": 0.8, "val_macro_f1": 0.8}
+    with RunRecorder(db, told, primary_metric="val_loss") as rec:
+        rec(EpochEnded(told, 1, 10, metrics, is_best=True))
+        rec(RunFinished(told, status="completed", best_metric=0.4, final_metrics=metrics))
+    with RunRecorder(db, guessed) as rec:  # not told: the preferred metric carrying the best value
+        rec(EpochEnded(guessed, 1, 10, metrics, is_best=True))
+        rec(RunFinished(guessed, status="completed", best_metric=0.8, final_metrics=metrics))
+    assert (store.get_run(told)["best_metric_name"], store.get_run(told)["best_metric"]) == ("val_loss", 0.4)
+    assert (store.get_run(guessed)["best_metric_name"], store.get_run(guessed)["best_metric"]) == ("val_accuracy", 0.8)
+
+
 def test_failed_run_keeps_reason_and_hint(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
     with RunRecorder(db, run_id) as rec:

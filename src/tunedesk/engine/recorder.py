@@ -42,8 +42,9 @@ from tunedesk.engine.store.runs import DEFAULT_BUSY_TIMEOUT_S
 
 log = logging.getLogger("tunedesk.recorder")
 
-# Which metric of EpochEnded.metrics becomes runs.best_metric when is_best (first one present wins).
-BEST_METRIC_PREFERENCE = ("val_macro_f1", "val_accuracy", "val_loss", "val_perplexity", "train_loss")
+# Which metric names runs.best_metric when the recorder is not told the task's primary metric: the one
+# whose value equals RunFinished.best_metric, else the first of these present in the best evaluation.
+BEST_METRIC_PREFERENCE = ("val_accuracy", "val_loss", "val_macro_f1", "val_perplexity", "train_loss")
 
 _STOP = object()
 _MAX_LOGGED_ERRORS = 5  # then only counted, so a dead database does not flood the log
@@ -72,6 +73,7 @@ class RunRecorder:
         flush_interval: float = 0.5,
         batch_rows: int = 200,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        primary_metric: str | None = None,
         best_metric_names: Sequence[str] = BEST_METRIC_PREFERENCE,
         max_pending: int = 500_000,
     ) -> None:
@@ -80,7 +82,9 @@ class RunRecorder:
         self.flush_interval = float(flush_interval)
         self.batch_rows = max(1, int(batch_rows))
         self.busy_timeout_s = busy_timeout_s
+        self.primary_metric = primary_metric
         self.best_metric_names = tuple(best_metric_names)
+        self._best_metrics: dict[str, float] = {}
         self.max_pending = max_pending
         # Counters, read by tests and the UI; written only by the writer thread (dropped: by callers).
         self.errors = 0
@@ -266,6 +270,7 @@ class RunRecorder:
                 event.is_best,
             )  # fmt: skip
             if event.is_best:
+                self._best_metrics = dict(event.metrics)
                 name = self._best_name(event.metrics)
                 if name is not None:
                     store.update_run(rid, best_metric=float(event.metrics[name]), best_metric_name=name)
@@ -300,18 +305,26 @@ class RunRecorder:
         }
         if event.best_metric is not None:
             fields["best_metric"] = float(event.best_metric)
-            if not run["best_metric_name"]:
-                name = self._best_name(event.final_metrics)
-                if name is not None:
-                    fields["best_metric_name"] = name
+            name = self._best_name(self._best_metrics or dict(event.final_metrics), event.best_metric)
+            if name is not None:
+                fields["best_metric_name"] = name
         store.update_run(self.run_id, **fields)
         self.finished = True
 
-    def _best_name(self, metrics: dict[str, float]) -> str | None:
-        for name in self.best_metric_names:
-            if name in metrics and metrics[name] is not None:
-                return name
-        return None
+    def _best_name(self, metrics: dict[str, float], value: float | None = None) -> str | None:
+        """The metric that ``best_metric`` measures: the primary metric when known, else the preferred
+        metric whose value is ``value``, else the first preferred metric present."""
+        if self.primary_metric and self.primary_metric in metrics:
+            return self.primary_metric
+        ranked = [n for n in self.best_metric_names if metrics.get(n) is not None]
+        ranked += [n for n in metrics if n not in ranked and isinstance(metrics[n], (int, float))]
+        if value is not None:
+            for name in ranked:
+                if metrics[name] == value:
+                    return name
+            if self.primary_metric or self._best_metrics:
+                return None  # keep the name set at the best evaluation
+        return ranked[0] if ranked else None
 
     def _finish_unfinished(self, store: RunStore) -> None:
         if not self.started or self.finished:
