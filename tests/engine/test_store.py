@@ -449,9 +449,12 @@ def test_mark_interrupted_uses_the_pid(store: RunStore) -> None:
     done = make_run(store)
     store.update_run(done, status="completed", pid=dead)
 
+    store.add_step_metrics(gone_running, [{"step": 1, "elapsed": 5.0}, {"step": 2, "elapsed": 90.5}])
     assert sorted(store.mark_interrupted()) == sorted([gone_running, gone_queued])
     run = store.get_run(gone_running)
-    assert run["status"] == "interrupted" and run["finished_at"] and run["duration_s"] > 0
+    assert run["status"] == "interrupted" and run["duration_s"] == 90.5  # ended at its last step
+    assert run["finished_at"] == "2025-01-01T00:01:30.500+00:00"
+    assert store.get_run(gone_queued)["finished_at"] and store.get_run(gone_queued)["duration_s"] is None
     assert run["error"] and run["error_hint"]
     assert store.get_run(alive)["status"] == "running"
     assert store.get_run(done)["status"] == "completed"

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -413,13 +413,24 @@ class RunStore:
         now = utc_now()
         with db.atomic():
             for rid, started in stale:
+                # The process may have died long before anyone noticed: end the run at its last step,
+                # not now, so its duration is the time it actually trained.
+                last = db.execute(
+                    "SELECT elapsed FROM step_metrics WHERE run_id = ? ORDER BY step DESC LIMIT 1", [rid]
+                ).fetchone()
+                duration = float(last[0]) if last and last[0] is not None else None
+                finished = now
+                if started and duration is not None:
+                    finished = (datetime.fromisoformat(started) + timedelta(seconds=duration)).isoformat(
+                        timespec="milliseconds"
+                    )
                 db.execute(
                     "UPDATE runs SET status = 'interrupted', finished_at = COALESCE(finished_at, ?),"
                     " duration_s = COALESCE(duration_s, ?),"
                     " error = COALESCE(error, 'the run stopped unexpectedly (TuneDesk was closed or crashed)'),"
                     " error_hint = COALESCE(error_hint, 'resume it from its last checkpoint, or start it again')"
                     " WHERE id = ? AND status IN ('running', 'queued')",
-                    [now, _seconds_between(started, now) if started else None, rid],
+                    [finished, duration, rid],
                 )
         return [rid for rid, _ in stale]
 
