@@ -12,8 +12,7 @@ import pytest
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.paths import database_path
-from tunedesk.engine.store import MIGRATIONS, RunStore, apply_migrations, pid_alive
-from tunedesk.engine.store.runs import open_database
+from tunedesk.engine.store import MIGRATIONS, RunStore, apply_migrations, open_database, pid_alive
 
 
 def make_run(store: RunStore, **overrides) -> int:

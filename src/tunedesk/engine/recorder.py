@@ -37,8 +37,7 @@ from tunedesk.engine.events import (
     SampleGenerated,
     StepLogged,
 )
-from tunedesk.engine.store import RUN_STATUSES, RunStore
-from tunedesk.engine.store.runs import DEFAULT_BUSY_TIMEOUT_S
+from tunedesk.engine.store import DEFAULT_BUSY_TIMEOUT_S, RUN_STATUSES, RunStore
 
 log = logging.getLogger("tunedesk.recorder")
 

@@ -4,6 +4,7 @@
 in ``tunedesk.engine.store.migrations``.
 """
 
+from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, pid_alive
 from tunedesk.engine.store.migrations import MIGRATIONS, apply_migrations, utc_now
 from tunedesk.engine.store.runs import (
     CHECKPOINT_KINDS,
@@ -11,12 +12,11 @@ from tunedesk.engine.store.runs import (
     RUN_STATUSES,
     UNFINISHED_STATUSES,
     RunStore,
-    open_database,
-    pid_alive,
 )
 
 __all__ = [
     "CHECKPOINT_KINDS",
+    "DEFAULT_BUSY_TIMEOUT_S",
     "FINISHED_STATUSES",
     "MIGRATIONS",
     "RUN_STATUSES",
