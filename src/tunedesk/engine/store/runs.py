@@ -58,6 +58,7 @@ STEP_COLUMNS = (
     "gpu_peak_memory_mb",
 )  # fmt: skip
 
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
