@@ -183,7 +183,7 @@ def _train(prep: PreparedRun, run_id: int, output_dir: Path, home: Path, listene
     from tunedesk.engine.recorder import RunRecorder
     from tunedesk.engine.training import Trainer
 
-    recorder = RunRecorder(database_path(home), run_id)
+    recorder = RunRecorder(database_path(home), run_id, primary_metric=prep.task.primary_metric)
     bus = EventBus(recorder, *listeners)
     finished: RunFinished
     try:

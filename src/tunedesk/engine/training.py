@@ -23,7 +23,7 @@ from tunedesk.engine.checkpoint import CheckpointState, load_checkpoint, save_be
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, TuneDeskError
 from tunedesk.engine.events import (CheckpointSaved, Control, EpochEnded, EventBus, LogMessage, RunFinished,
-                                    RunStarted, StepLogged)
+                                    RunStarted, SampleGenerated, StepLogged)
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.tasks.base import PreparedData, to_device
 
@@ -302,10 +302,15 @@ class Trainer:
             value = metrics.get(key)
             is_best = value is not None and (best is None or (value > best if self.task.higher_is_better else value < best))
             last_metrics = metrics
+            if hasattr(self.task, "generate_samples"):  # language models: follow the tone epoch by epoch
+                for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
+                    self._emit(SampleGenerated(self.run_id, step, epoch + 1, prompt, text))
             if is_best:
                 best = value
                 best_metrics = dict(metrics)
-                bpath = save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
+                saver = getattr(self.task, "save_best", None)
+                bpath = (saver(self.output_dir, model, self.loaded, metrics) if saver is not None
+                         else save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics))
             self._emit(EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best))
             if is_best:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))

@@ -15,9 +15,10 @@ from tunedesk.ui.state import AppState
 # (key, title, module, class, shortcut)
 PANELS = [
     ("models", "Models", "tunedesk.ui.models_panel", "ModelsPanel", "Ctrl+1"),
-    ("datasets", "Datasets", "tunedesk.ui.datasets_panel", "DatasetsPanel", "Ctrl+2"),
-    ("train", "Train", "tunedesk.ui.training_panel", "TrainingPanel", "Ctrl+3"),
-    ("runs", "Runs", "tunedesk.ui.runs_panel", "RunsPanel", "Ctrl+4"),
+    ("layers", "Layers", "tunedesk.ui.layer_tree", "LayerTreePanel", "Ctrl+2"),
+    ("datasets", "Datasets", "tunedesk.ui.datasets_panel", "DatasetsPanel", "Ctrl+3"),
+    ("train", "Train", "tunedesk.ui.training_panel", "TrainingPanel", "Ctrl+4"),
+    ("runs", "Runs", "tunedesk.ui.runs_panel", "RunsPanel", "Ctrl+5"),
 ]
 
 
@@ -39,7 +40,7 @@ class MainWindow(QMainWindow):
             item = QListWidgetItem(title)
             from tunedesk.ui.app import resource
 
-            icon_path = resource("icons", f"{key if key != 'train' else 'train'}.svg")
+            icon_path = resource("icons", f"{'freeze' if key == 'layers' else key}.svg")
             if icon_path.is_file():
                 item.setIcon(QIcon(str(icon_path)))
             item.setData(Qt.ItemDataRole.UserRole, key)
