@@ -354,6 +354,36 @@ def test_unexpected_errors_do_not_stop_the_scan(world, monkeypatch):
     assert len(found) >= 10
 
 
+@pytest.mark.parametrize("files, problem", [
+    ({"config.json": None}, "config.json is not a regular file"),
+    ({"config.json": "->/dev/zero"}, "config.json is not a regular file"),  # would never finish reading
+    ({"config.json": b"\xff\xfe\x00"}, "cannot read config.json: not UTF-8 text"),
+    ({"config.json": b"[1, 2]"}, "config.json does not hold a JSON object"),
+    ({"config.json": b""}, "config.json is empty"),
+    ({"config.json": b'{"model_type": "bert"}', "model.safetensors.index.json": b"nope"},
+     "model.safetensors.index.json is unreadable"),
+    ({"config.json": b'{"model_type": "bert"}', "model.safetensors": (2**60).to_bytes(8, "little") + b"{}"},
+     "model.safetensors is not a safetensors file"),
+    ({"config.json": b'{"model_type": "bert"}', "model.pth": b"PK\x03\x04"}, "only model.pth"),
+    ({"config.json": b'{"model_type": "bert"}', "pytorch_model-00001-of-00002.bin": b"\x80\x02"},
+     "missing 1 of 2 weight shards (pytorch_model-00002-of-00002.bin)"),
+    ({"adapter_config.json": b'{"base_model_name_or_path": "org/base"}', "adapter_model.safetensors": b"x"},
+     "adapter (adapter_config.json) for org/base, not a full model"),
+])
+def test_odd_folders_become_problems(tmp_path, files, problem):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, data in files.items():
+        if data is None:
+            (folder / name).mkdir()
+        elif isinstance(data, str):
+            (folder / name).symlink_to(data[2:])
+        else:
+            (folder / name).write_bytes(data)
+    [entry] = catalog.scan(catalog.CatalogRoots(user_paths=[tmp_path], scan_packages=False), count_params=False)
+    assert entry.path == str(folder) and problem in entry.problem and not entry.weights_present
+
+
 def test_user_paths_file(tmp_path):
     home = tmp_path / "home"
     assert catalog.load_user_paths(home) == []

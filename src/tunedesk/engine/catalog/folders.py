@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,14 @@ _SUMMARY = {
     "dtype": ("torch_dtype", "dtype"),
 }
 
-MODEL_FILES = {"config.json", SAFE_INDEX, BIN_INDEX, "model.safetensors", "pytorch_model.bin"}
+MODEL_FILES = {"config.json", SAFE_INDEX, BIN_INDEX, "model.safetensors", "pytorch_model.bin", "adapter_config.json"}
+
+
+def architecture_of(cfg: dict[str, Any]) -> str | None:
+    archs = cfg.get("architectures")
+    if isinstance(archs, str):
+        return archs or None
+    return archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
 
 
 def task_of(architecture: str | None) -> str | None:
@@ -79,8 +87,16 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
 def read_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            return None, "config.json is not a regular file"
+        if st.st_size > MAX_CONFIG_BYTES:
+            return None, f"config.json is implausibly large ({st.st_size:,} bytes)"
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if path.is_symlink():
@@ -164,10 +180,16 @@ def inspect_folder(folder: Path, *, entry_id: str, name: str, source: str, count
         entry.problem = f"cannot read folder: {_reason(exc)}"
         return entry
     problems: list[str] = []
+    if "config.json" not in names and "adapter_config.json" in names:
+        adapter, _ = read_config(folder / "adapter_config.json")
+        base = adapter.get("base_model_name_or_path") if adapter else None
+        entry.problem = (f"a fine-tuning adapter (adapter_config.json) for {base or 'another model'}, "
+                         "not a full model: pick its base model")
+        if "README.md" in names:
+            entry.card_path = str(folder / "README.md")
+        return entry
     cfg, cfg_problem = read_config(folder / "config.json")
     if cfg_problem:
-        if cfg_problem == "no config.json" and "adapter_config.json" in names:
-            cfg_problem = "no config.json: this is an adapter (adapter_config.json), not a full model"
         problems.append(cfg_problem)
     weights = inspect_weights(folder, names)
     entry.weight_format = weights.format
@@ -183,8 +205,7 @@ def inspect_folder(folder: Path, *, entry_id: str, name: str, source: str, count
                 problem = "no weight files (config only)"
         problems.append(problem)
     if cfg is not None:
-        archs = cfg.get("architectures")
-        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+        arch = architecture_of(cfg)
         entry.architecture = arch
         entry.model_type = cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None
         entry.family = entry.model_type

@@ -166,7 +166,9 @@ def _remote_code_problem(arch: str | None) -> str:
 def _count_hf(cfg: dict[str, Any]) -> Result:
     """Build the model class named by the config on the meta device and count its parameters."""
     archs = cfg.get("architectures")
-    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    arch = archs if isinstance(archs, str) and archs else None
+    if isinstance(archs, list) and archs and isinstance(archs[0], str):
+        arch = archs[0]
     model_type = cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None
     with _build_lock:
         try:
