@@ -19,6 +19,7 @@ class AppState(QObject):
     configRequested = Signal(object)  # a RunConfig to load into the training panel (clone / resume setup)
     runsChanged = Signal()  # the history changed (a run started, finished, was deleted)
     runFinished = Signal(int)  # run id
+    resumeRequested = Signal(int)  # run id of a stopped/interrupted run to continue (training panel resumes it)
     showPanel = Signal(str)  # "models" | "layers" | "datasets" | "train" | "runs"
     statusMessage = Signal(str)
     engineReady = Signal()  # torch and transformers are imported (after the window showed)
