@@ -164,8 +164,108 @@ def m001_run_history(db: Database) -> None:
     )
 
 
+def m002_datasets(db: Database) -> None:
+    """Data sets edited in the Datasets area, and their immutable versions (what runs train on).
+
+    Items keep the text (or the absolute path of an image: images stay where they are), the label,
+    the split, a content hash (exact duplicates, version hashes), a near hash (normalised text or a
+    perceptual image hash: near duplicates) and a bit set of cleaning flags. A version copies its
+    items into ``dataset_version_items``: later edits never change what a past run trained on.
+    Triggers refuse updates of a version's content.
+    """
+    _run(
+        db,
+        """
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids name versions (ds3-v2)
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,                    -- text | image | text_corpus | chat
+            status TEXT NOT NULL DEFAULT 'ready',  -- importing | ready
+            source TEXT NOT NULL DEFAULT '',       -- the imported file or folder
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            item_count INTEGER NOT NULL DEFAULT 0,
+            pid INTEGER,                           -- the importing process, while status = importing
+            split_json TEXT NOT NULL DEFAULT '{}', -- the last split's settings
+            import_json TEXT NOT NULL DEFAULT '{}' -- import options and report
+        )
+        """,
+        "CREATE INDEX idx_datasets_name ON datasets(name)",
+        """
+        CREATE TABLE dataset_classes (
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (dataset_id, name)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE dataset_items (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: undoing a delete restores the same ids
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            label TEXT NOT NULL DEFAULT '',        -- '' = not labelled yet
+            split TEXT NOT NULL DEFAULT '',        -- train | val | '' (not assigned)
+            flags INTEGER NOT NULL DEFAULT 0,
+            content_hash TEXT NOT NULL DEFAULT '',
+            near_hash TEXT NOT NULL DEFAULT '',
+            path TEXT,
+            source_line INTEGER,
+            width INTEGER,
+            height INTEGER,
+            size_bytes INTEGER,
+            mtime REAL,
+            text TEXT                              -- last: long texts overflow without slowing the rest
+        )
+        """,
+        "CREATE INDEX idx_dataset_items_position ON dataset_items(dataset_id, position)",
+        "CREATE INDEX idx_dataset_items_label ON dataset_items(dataset_id, label)",
+        "CREATE INDEX idx_dataset_items_hash ON dataset_items(dataset_id, content_hash)",
+        """
+        CREATE TABLE dataset_versions (
+            id TEXT PRIMARY KEY,                   -- ds<dataset id>-v<number>
+            dataset_id INTEGER REFERENCES datasets(id) ON DELETE SET NULL,
+            number INTEGER NOT NULL,
+            dataset_name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            item_count INTEGER NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            classes_json TEXT NOT NULL DEFAULT '[]',
+            split_json TEXT NOT NULL DEFAULT '{}'  -- settings and per-class counts per split
+        )
+        """,
+        "CREATE INDEX idx_dataset_versions_dataset ON dataset_versions(dataset_id, number)",
+        "CREATE INDEX idx_dataset_versions_hash ON dataset_versions(content_hash)",
+        """
+        CREATE TABLE dataset_version_items (
+            version_id TEXT NOT NULL REFERENCES dataset_versions(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            item_id INTEGER,
+            label TEXT NOT NULL DEFAULT '',
+            split TEXT NOT NULL DEFAULT '',
+            content_hash TEXT NOT NULL DEFAULT '',
+            path TEXT,
+            text TEXT,
+            PRIMARY KEY (version_id, position)
+        )
+        """,
+        """
+        CREATE TRIGGER dataset_versions_immutable
+        BEFORE UPDATE OF id, number, dataset_name, kind, content_hash, created_at, item_count, classes_json,
+                         split_json ON dataset_versions
+        BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable: save a new version instead'); END
+        """,
+        """
+        CREATE TRIGGER dataset_version_items_immutable BEFORE UPDATE ON dataset_version_items
+        BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable: save a new version instead'); END
+        """,
+    )
+
+
 # Append only. Position + 1 is the migration number stored in ``_migrations``.
-MIGRATIONS: list[Migration] = [m001_run_history]
+MIGRATIONS: list[Migration] = [m001_run_history, m002_datasets]
 
 
 def schema_version(db: Database) -> int:
