@@ -222,7 +222,7 @@ class Trainer:
         micro_in_window = 0
         samples_window = 0
         samples_total = 0
-        paused_total = 0.0
+        paused_total = 0.0  # pauses, validation and checkpoints: excluded from throughput
         t_window = time.perf_counter()
         t_train0 = time.perf_counter()
         stop_reason = ""
@@ -295,7 +295,8 @@ class Trainer:
             if stop_reason:
                 break
 
-            # ---- end of epoch: validation, best and last checkpoints ----
+            # ---- end of epoch: validation, best and last checkpoints (not counted in samples/s) ----
+            t_eval0 = time.perf_counter()
             metrics, confusion, per_class = self.evaluate(model, val_loader, autocast_dtype)
             metrics["epoch"] = epoch + 1
             key = self.task.primary_metric
@@ -318,6 +319,8 @@ class Trainer:
                                  best_metrics=best_metrics, last_metrics=last_metrics)
             path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            paused_total += time.perf_counter() - t_eval0
+            t_window = time.perf_counter()
             if step >= total_steps:
                 break
 

@@ -1,0 +1,75 @@
+"""GPU-only code paths (bf16/fp16 autocast, GradScaler, channels_last, out of memory).
+
+Skipped where no CUDA GPU is present (CI); run on a GPU machine with
+``python -m pytest tests/engine/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import tiny_text_config
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _trainer(config, tmp_path):
+    from tunedesk.engine import freezing
+    from tunedesk.engine.events import EventBus
+    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.training import Trainer
+
+    prep = prepare(config)
+    events = []
+    trainer = Trainer(prep.config, prep.task, prep.loaded, prep.data, prep.plan, tmp_path / "out",
+                      EventBus(events.append), learning_rate=prep.learning_rate)
+    assert freezing  # the plan is applied by the trainer
+    return trainer, events
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_cuda_text_run_completes(precision, tiny_bert_dir, text_csv, tmp_path):
+    config = tiny_text_config(tiny_bert_dir, text_csv, epochs=6)
+    config.device, config.precision = "cuda", precision
+    trainer, events = _trainer(config, tmp_path)
+    finished = trainer.run()
+    assert finished.status == "completed", finished.reason
+    started = next(e for e in events if e.kind == "RunStarted")
+    assert started.precision == precision and started.device.startswith("cuda")
+    steps = [e for e in events if e.kind == "StepLogged"]
+    assert steps and all(s.gpu_memory_mb is not None and s.gpu_memory_mb > 0 for s in steps)
+    assert finished.final_metrics["val_accuracy"] > 0.5
+
+
+def test_cuda_image_run_channels_last(image_folder, tmp_path):
+    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
+
+    config = RunConfig(task="image_classification", model=ModelSpec("resnet18", source="torchvision", pretrained=False),
+                       data=DataSpec(kind="image_folder", path=str(image_folder)),
+                       freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
+                       hparams=HyperParams(epochs=2, batch_size=8, image_size=64, learning_rate=1e-3, log_every=1),
+                       device="cuda", precision="bf16", seed=0)
+    trainer, events = _trainer(config, tmp_path)
+    finished = trainer.run()
+    assert finished.status == "completed", finished.reason
+    # frozen BatchNorm layers kept their running statistics
+    bn = trainer.loaded.model.bn1
+    assert not bn.weight.requires_grad and not bn.training
+
+
+def test_cuda_out_of_memory_fails_with_advice(tiny_bert_dir, text_csv, tmp_path):
+    config = tiny_text_config(tiny_bert_dir, text_csv, epochs=1)
+    config.device = "cuda"
+    trainer, events = _trainer(config, tmp_path)
+    real_forward = trainer.task.forward
+
+    def greedy_forward(model, batch):
+        torch.empty(1 << 40, dtype=torch.uint8, device="cuda")  # 1 TiB: more than any GPU has
+        return real_forward(model, batch)
+
+    trainer.task.forward = greedy_forward
+    finished = trainer.run()
+    assert finished.status == "failed"
+    assert "out of GPU memory" in finished.reason
+    assert "smaller batch" in finished.hint and "freeze more" in finished.hint
