@@ -22,6 +22,7 @@ DATA_KINDS = ("text_table", "image_folder", "dataset_version", "text_corpus", "c
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRESETS = ("all", "head_only", "last_n_blocks", "none")
+LORA_PRESETS = ("none", "attention", "all_linear")  # which linear layers get a LoRA adapter before the rules
 CONFIG_VERSION = 1
 
 
@@ -63,12 +64,44 @@ class FreezeRule:
 
 
 @dataclass
+class LoraRule:
+    """Give (``lora=True``) or deny (``lora=False``) a LoRA adapter to the linear layers under ``pattern``.
+
+    Patterns are the freeze rules' globs and tokens (``@block:N``) plus ``@attention`` and ``@linear``.
+    ``rank``/``alpha``/``dropout`` left empty take the LoraSpec's values. Last matching rule wins.
+    """
+
+    pattern: str
+    lora: bool = True
+    rank: int | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapters (causal_lm). Applied after the freeze plan, only to layers the plan leaves frozen:
+    a layer the plan trains keeps training fully. See tunedesk.engine.lora."""
+
+    preset: str = "none"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    rules: list[LoraRule] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.preset != "none" or any(r.lora for r in self.rules)
+
+
+@dataclass
 class FreezeSpec:
     preset: str = "all"
     last_n: int = 2
     rules: list[FreezeRule] = field(default_factory=list)
     train_batchnorm_stats: bool = False
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lora: LoraSpec = field(default_factory=LoraSpec)
 
 
 @dataclass
@@ -87,6 +120,9 @@ class HyperParams:
     log_every: int = 10
     max_steps: int | None = None
     num_workers: int = 0
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    prompts: list[str] = field(default_factory=list)  # causal_lm: sample generations at each evaluation
+    sample_max_new_tokens: int = 48
 
 
 @dataclass
@@ -126,6 +162,10 @@ class RunConfig:
         if self.task == "text_classification":
             _check(d.kind in ("text_table", "dataset_version"), "data.kind",
                    f"must be text_table for text_classification (got {d.kind!r})")
+        if self.task == "causal_lm":
+            _check(d.kind in ("text_corpus", "chat_jsonl"), "data.kind",
+                   f"must be text_corpus or chat_jsonl for causal_lm (got {d.kind!r})",
+                   "text_corpus: a .txt file or folder of .txt files; chat_jsonl: a JSONL file of conversations")
         _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})",
                "0.2 keeps a fifth of the data for validation")
         _positive_or_none(d.max_items, "data.max_items")
@@ -134,6 +174,7 @@ class RunConfig:
         _check(isinstance(f.last_n, int) and f.last_n >= 0, "freeze.last_n", f"must be a whole number >= 0 (got {f.last_n!r})")
         for pattern, mult in f.lr_multipliers.items():
             _check(_finite(mult) and mult > 0, f"freeze.lr_multipliers[{pattern!r}]", f"must be > 0 (got {mult})")
+        _validate_lora(f.lora, self.task)
         h = self.hparams
         _check(isinstance(h.epochs, int) and h.epochs >= 1, "hparams.epochs", f"must be >= 1 (got {h.epochs})")
         _check(isinstance(h.batch_size, int) and h.batch_size >= 1, "hparams.batch_size", f"must be >= 1 (got {h.batch_size})")
@@ -161,6 +202,12 @@ class RunConfig:
         _positive_or_none(h.max_steps, "hparams.max_steps")
         _check(isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64, "hparams.num_workers",
                f"must be between 0 and 64 (got {h.num_workers})")
+        _check(isinstance(h.prompts, list) and all(isinstance(p, str) and p.strip() for p in h.prompts), "hparams.prompts",
+               "must be a list of non-empty texts", "write one prompt per entry, or leave the list empty")
+        _check(len(h.prompts) <= 16, "hparams.prompts", f"has {len(h.prompts)} prompts; at most 16 are generated",
+               "keep a few prompts that show the change you want")
+        _check(isinstance(h.sample_max_new_tokens, int) and 1 <= h.sample_max_new_tokens <= 2048,
+               "hparams.sample_max_new_tokens", f"must be between 1 and 2048 (got {h.sample_max_new_tokens!r})")
         _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         dev = self.device
         _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), "device",
@@ -235,6 +282,28 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _validate_lora(spec: "LoraSpec", task: str) -> None:
+    _check(spec.preset in LORA_PRESETS, "freeze.lora.preset", f"must be one of {', '.join(LORA_PRESETS)} (got {spec.preset!r})")
+    if spec.active and task != "causal_lm":
+        raise ConfigError("freeze.lora", f"LoRA adapters are only available for causal_lm (task is {task!r})",
+                          "set freeze.lora.preset to none and remove the LoRA rules, or freeze layers instead")
+    checks = [("", spec.rank, spec.alpha, spec.dropout, False)]
+    checks += [(f"rules[{i}].", r.rank, r.alpha, r.dropout, True) for i, r in enumerate(spec.rules)]
+    for i, r in enumerate(spec.rules):
+        _check(isinstance(r.pattern, str) and bool(r.pattern.strip()), f"freeze.lora.rules[{i}].pattern", "is empty",
+               "name a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N")
+    for where, rank, alpha, dropout, optional in checks:
+        if not (optional and rank is None):
+            _check(isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 4096, f"freeze.lora.{where}rank",
+                   f"must be a whole number between 1 and 4096 (got {rank!r})", "8 or 16 suits most fine-tuning")
+        if not (optional and alpha is None):
+            _check(_finite(alpha) and alpha > 0, f"freeze.lora.{where}alpha", f"must be > 0 (got {alpha!r})",
+                   "twice the rank is a common choice")
+        if not (optional and dropout is None):
+            _check(_finite(dropout) and 0 <= dropout < 1, f"freeze.lora.{where}dropout", f"must be in [0, 1) (got {dropout!r})",
+                   "0.05 is a common choice")
+
+
 def _positive_or_none(value: Any, name: str) -> None:
     if value is not None:
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
@@ -277,6 +346,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                     raise ConfigError(f"freeze.rules[{i}]", "must have a text 'pattern' and a true/false 'train'")
                 rules.append(FreezeRule(rule["pattern"], rule["train"]))
             kwargs[key] = rules
+        elif cls is FreezeSpec and key == "lora":
+            kwargs[key] = value if isinstance(value, LoraSpec) else _build(LoraSpec, value, "freeze.lora.")
+        elif cls is LoraSpec and key == "rules":
+            if not isinstance(value, list):
+                raise ConfigError("freeze.lora.rules", "must be a list of {pattern, lora, rank, alpha, dropout} entries")
+            kwargs[key] = [r if isinstance(r, LoraRule) else _build(LoraRule, r, f"freeze.lora.rules[{i}].")
+                           for i, r in enumerate(value)]
         else:
             kwargs[key] = _coerce(value, names[key], prefix + key)
     return cls(**kwargs)
@@ -313,7 +389,7 @@ def _to_toml(data: dict[str, Any]) -> str:
         if isinstance(v, str):
             return json.dumps(v)
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items()) + " }"
+            return "{ " + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items() if x is not None) + " }"
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         raise TypeError(type(v))
