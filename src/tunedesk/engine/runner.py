@@ -73,6 +73,9 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     say("preparing batches")
     data = task.prepare(config, loaded, examples)
     plan = freezing.resolve(loaded.model, config.freeze, loaded.head_paths)
+    adapt = getattr(task, "adapt_plan", None)  # causal_lm: LoRA adapters wrap the model and join the plan
+    if adapt is not None:
+        plan = adapt(config, loaded, plan)
     if plan.trainable_params == 0:
         raise TuneDeskError("the freeze plan leaves no parameter to train",
                             "train at least the head (preset head_only) or unfreeze some layers")
@@ -82,11 +85,15 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     if config.hparams.learning_rate:
         why = f"learning rate {lr:g} (set by you; TuneDesk suggests {suggested:g} for the {loaded.family} family)"
     head_lr = config.hparams.head_learning_rate
-    if head_lr is None and config.hparams.learning_rate is None and loaded.pretrained:
+    if head_lr is None and config.hparams.learning_rate is None and loaded.pretrained and loaded.head_paths:
         head_lr = suggested_head_learning_rate(lr)
-        why += f"; the new head trains at {head_lr:g} because it starts from random weights"
+        # causal_lm with LoRA: "the LoRA adapters train at ... because they start from random weights"
+        note = getattr(task, "new_params_note", "the new head trains at {lr:g} because it starts from random weights")
+        why += "; " + note.format(lr=head_lr)
     warnings = list(loaded.warnings) + list(data.warnings)
-    return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, freezing.describe(config.freeze, plan), warnings)
+    describe = getattr(task, "describe_plan", None)
+    summary = describe(config, plan) if describe is not None else freezing.describe(config.freeze, plan)
+    return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, summary, warnings)
 
 
 def open_store(home: Path | None = None):
