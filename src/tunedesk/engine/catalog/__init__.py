@@ -27,6 +27,7 @@ from tunedesk.engine.catalog.user_paths import (add_user_path, iter_user_path, l
 
 __all__ = [
     "DEMO_DIST", "SOURCES", "CatalogRoots", "ModelEntry", "add_user_path", "clear_memo", "count_parameters",
+    "entries_to_json",
     "default_roots", "demo_model_path", "inspect_folder", "load_user_paths", "remove_user_path",
     "resolve_model_path", "scan", "scan_path", "task_of",
 ]

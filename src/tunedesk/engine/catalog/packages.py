@@ -77,19 +77,31 @@ def _display_name(dist: importlib.metadata.Distribution, folder: Path, fallback:
     return fallback
 
 
+def _quick_name(dist: importlib.metadata.Distribution) -> str | None:
+    """The distribution name from its ``name-version.dist-info`` folder, without parsing METADATA."""
+    path = getattr(dist, "_path", None)
+    if path is None:
+        return None
+    stem = Path(path).name
+    for suffix in (".dist-info", ".egg-info"):
+        if stem.endswith(suffix):
+            return normalise(stem[: -len(suffix)].split("-")[0])
+    return None
+
+
 def find_package_models() -> list[PackageModel]:
-    """Model folders inside installed distributions; cheap (RECORD files are memoised by mtime)."""
+    """Model folders inside installed distributions; cheap: RECORD files are searched as text (and
+    memoised by mtime), METADATA is parsed only for the few that hold a model."""
     out: list[PackageModel] = []
     seen: set[str] = set()
     for dist in importlib.metadata.distributions():
         try:
-            raw_name = dist.metadata.get("Name") or ""
+            dist_name = _quick_name(dist) or normalise(dist.metadata.get("Name") or "")
         except Exception:  # noqa: BLE001 - a broken dist-info must not break the scan
             continue
-        dist_name = normalise(raw_name)
         if not dist_name or dist_name in seen:
             continue
-        seen.add(dist_name)
+        seen.add(dist_name)  # the first on sys.path wins, as for imports
         stamp = _record_stamp(dist)
         if stamp is not None and stamp in _memo:
             out.extend(_memo[stamp])
@@ -107,6 +119,7 @@ def find_package_models() -> list[PackageModel]:
                     continue
                 module = PurePosixPath(rel).parts[0] if PurePosixPath(rel).parts else dist_name
                 entry_id = f"package:{dist_name}" if len(dirs) == 1 else f"package:{dist_name}/{rel}"
+                raw_name = dist.metadata.get("Name") or dist_name
                 found.append(PackageModel(dist_name, module, folder, _display_name(dist, folder, raw_name), entry_id))
         if stamp is not None:
             _memo[stamp] = found
