@@ -329,6 +329,19 @@ class RunStore:
         where, args = self._where(status, search, model, dataset, tag)
         return int(self.db.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", args).fetchone()[0])
 
+    def filter_sql(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        model: str | None = None,
+        dataset: str | None = None,
+        tag: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (over ``runs``) and arguments that list_runs/count_runs use, for queries
+        that select other columns (the runs panel reads a few config fields per page)."""
+        return self._where(status, search, model, dataset, tag)
+
     def delete_run(self, run_id: int) -> dict[str, Any]:
         """Delete the run and (cascade) everything recorded for it; return the row so the caller can
         remove its files (``output_dir``). Runs resumed from it keep existing (parent_run_id -> NULL)."""
