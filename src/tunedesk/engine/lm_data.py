@@ -1,0 +1,465 @@
+"""Language-model data: plain-text corpora packed into blocks, and chat JSONL with assistant-only labels.
+
+Two kinds of data (``config.data.kind``):
+
+* ``text_corpus``: a ``.txt``/``.md`` file or a folder of them (searched recursively). Every
+  document is tokenised, documents are joined with the end-of-sequence token, and the token stream
+  is cut into blocks of ``hparams.max_length`` tokens. The loss covers every token.
+* ``chat_jsonl``: one conversation per line, either ``{"messages": [{"role": ..., "content": ...}]}``
+  (roles ``system``, ``user``, ``assistant``; ShareGPT's ``{"conversations": [{"from", "value"}]}``
+  is accepted too) or a single exchange ``{"prompt": ..., "response": ...}`` (also
+  ``instruction``/``input``/``output``, ``question``/``answer``, ``prompt``/``completion``).
+  Conversations are rendered with the tokenizer's chat template; a tokenizer without one gets
+  ``FALLBACK_CHAT_TEMPLATE``. The loss covers only the assistant's tokens (including the template's
+  end-of-turn marker, so the model learns to stop); every other label is -100.
+
+Problems with single lines (invalid JSON, no assistant reply, unknown role) are reported with the
+line number and the line is skipped; problems with the whole data set raise DataError with a hint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from tunedesk.engine.data.encoding import detect_encoding, normalize_encoding
+from tunedesk.engine.data.report import DataReport
+from tunedesk.engine.errors import DataError
+
+IGNORE_INDEX = -100
+CORPUS_SUFFIXES = (".txt", ".md", ".text")
+CHAT_SUFFIXES = (".jsonl", ".jsonlines", ".ndjson")
+ROLES = ("system", "user", "assistant")
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant"}
+
+#: Used when the tokenizer has no chat template of its own (GPT-2 and most base models):
+#:
+#:     <system text>\n\n                       (only when there is a system message)
+#:     ### User:\n<text>\n\n
+#:     ### Assistant:\n<text><eos>\n\n
+#:
+#: The generation prompt is ``### Assistant:\n``. The template is saved with exported models, so
+#: the fine-tuned model is prompted the same way it was trained.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}### User:\n{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}### Assistant:\n{{ message['content'] }}{{ eos_token }}\n\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LMExamples:
+    """What ``CausalLM.load_examples`` returns: the raw documents or conversations, not yet tokenised."""
+
+    kind: str  # "text_corpus" | "chat_jsonl"
+    name: str
+    summary: str
+    documents: list[tuple[str, str]] = field(default_factory=list)  # corpus: (file name, text)
+    conversations: list[list[dict[str, str]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for name, text in self.documents:
+            h.update(name.encode("utf-8", "surrogatepass") + b"\x1f" + text.encode("utf-8", "surrogatepass") + b"\x1e")
+        for conv in self.conversations:
+            h.update(json.dumps(conv, ensure_ascii=False, sort_keys=True).encode("utf-8", "surrogatepass") + b"\x1e")
+        return h.hexdigest()[:16]
+
+
+def _encoding(path: Path, encoding: str | None) -> str:
+    if encoding and encoding.lower() != "auto":
+        try:
+            return normalize_encoding(encoding)
+        except LookupError:
+            raise DataError(f"unknown encoding {encoding!r}",
+                            "use a codec name such as utf-8 or cp1252, or leave the encoding empty to detect it") from None
+    return detect_encoding(path)[0]
+
+
+def _issue_warnings(report: DataReport) -> list[str]:
+    out = [str(i) for i in report.issues[:20]]
+    if len(report.issues) > 20:
+        out.append(f"... and {len(report.issues) - 20} more data problems")
+    return out
+
+
+def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | None = None) -> LMExamples:
+    """A text file, or every text file under a folder (sorted, recursive), as documents."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"corpus not found: {root}", "point data.path at a .txt file or a folder of .txt files")
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        if not files:
+            raise DataError(f"{root} holds no text files ({', '.join(CORPUS_SUFFIXES)})",
+                            "put your documents in the folder as UTF-8 .txt files")
+    else:
+        if root.suffix.lower() in CHAT_SUFFIXES:
+            raise DataError(f"{root.name} looks like chat data, not a plain-text corpus",
+                            "set the data kind to chat_jsonl for conversations")
+        files = [root]
+    report = DataReport(str(root), unit="document")
+    docs: list[tuple[str, str]] = []
+    for f in files:
+        rel = f.name if f == root else str(f.relative_to(root))
+        report.rows_read += 1
+        try:
+            enc = _encoding(f, encoding)
+            text = f.read_text(encoding=enc)
+        except UnicodeDecodeError:
+            report.add(f"undecodable: not {enc} text", path=rel)
+            continue
+        except OSError as exc:
+            report.add(f"unreadable: {exc.strerror or exc}", path=rel)
+            continue
+        text = text.lstrip("\ufeff").replace("\r\n", "\n")
+        if not text.strip():
+            report.add("empty text", path=rel)
+            continue
+        docs.append((rel, text))
+        report.rows_kept += 1
+        if max_items and len(docs) >= max_items:
+            report.limit_reached = len(docs) < len(files)
+            break
+    if not docs:
+        raise DataError(f"{root.name} has no readable text ({report.summary()})",
+                        "save the documents as UTF-8 text, or set data.encoding")
+    return LMExamples("text_corpus", root.name, report.summary(), documents=docs, warnings=_issue_warnings(report))
+
+
+def normalise_record(obj: Any) -> tuple[list[dict[str, str]] | None, str]:
+    """One JSONL record -> (messages, "") or (None, reason it was skipped)."""
+    if not isinstance(obj, dict):
+        return None, "not an object: each line must be a JSON object"
+    raw = obj.get("messages", obj.get("conversations"))
+    if raw is not None:
+        if not isinstance(raw, list) or not raw:
+            return None, "bad messages: 'messages' must be a non-empty list"
+        messages = []
+        for i, m in enumerate(raw):
+            if not isinstance(m, dict):
+                return None, f"bad message: message {i + 1} is not an object"
+            role = m.get("role", m.get("from"))
+            content = m.get("content", m.get("value"))
+            role = _ROLE_ALIASES.get(str(role).lower(), str(role).lower()) if isinstance(role, str) else role
+            if role not in ROLES:
+                return None, f"unknown role: {role!r} in message {i + 1} (use system, user or assistant)"
+            if not isinstance(content, str):
+                return None, f"bad message: message {i + 1} has no text content"
+            messages.append({"role": role, "content": content})
+    else:
+        prompt = response = None
+        for p_key, r_key in (("prompt", "response"), ("prompt", "completion"), ("instruction", "output"),
+                             ("question", "answer"), ("input", "output")):
+            if p_key in obj and r_key in obj:
+                prompt, response = obj[p_key], obj[r_key]
+                if p_key == "instruction" and isinstance(obj.get("input"), str) and obj["input"].strip():
+                    prompt = f"{prompt}\n\n{obj['input']}" if isinstance(prompt, str) else prompt
+                break
+        if prompt is None and response is None:
+            return None, "unknown format: expected 'messages' or 'prompt'/'response' keys"
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            return None, "bad pair: prompt and response must be text"
+        messages = []
+        if isinstance(obj.get("system"), str) and obj["system"].strip():
+            messages.append({"role": "system", "content": obj["system"]})
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        return None, "no assistant reply: nothing to learn from this conversation"
+    return messages, ""
+
+
+def read_chat_jsonl(path: str | Path, encoding: str | None = None, max_items: int | None = None) -> LMExamples:
+    """Conversations from a JSONL file; skipped lines are reported with their line number."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"chat data not found: {p}", "point data.path at a .jsonl file with one conversation per line")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder", "choose the .jsonl file inside it, or use the text_corpus kind for a folder of .txt")
+    if p.suffix.lower() not in CHAT_SUFFIXES and p.suffix.lower() != ".json":
+        raise DataError(f"{p.name}: chat data must be a .jsonl file (got {p.suffix or 'no suffix'})",
+                        "write one JSON object per line with 'messages' or 'prompt'/'response'")
+    enc = _encoding(p, encoding)
+    report = DataReport(str(p), encoding=enc, unit="conversation")
+    conversations: list[list[dict[str, str]]] = []
+    try:
+        with open(p, encoding=enc) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if lineno == 1:
+                    raw = raw.lstrip("\ufeff")
+                if not raw.strip():
+                    continue
+                report.rows_read += 1
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    report.add(f"invalid JSON: {exc.msg} at column {exc.colno}", lineno)
+                    continue
+                messages, reason = normalise_record(obj)
+                if messages is None:
+                    report.add(reason, lineno)
+                    continue
+                conversations.append(messages)
+                report.rows_kept += 1
+                if max_items and len(conversations) >= max_items:
+                    report.limit_reached = True
+                    break
+    except UnicodeDecodeError:
+        raise DataError(f"cannot decode {p.name} as {enc}", 'save the file as UTF-8, or set data.encoding (e.g. "cp1252")') from None
+    except OSError as exc:
+        raise DataError(f"cannot read {p}: {exc.strerror or exc}", "check the file permissions") from None
+    if not conversations:
+        first = report.issues[0] if report.issues else None
+        raise DataError(f"{p.name} has no usable conversation ({report.summary()})"
+                        + (f"; first problem: {first}" if first else ""),
+                        'each line needs {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]} '
+                        'or {"prompt": ..., "response": ...}')
+    return LMExamples("chat_jsonl", p.name, report.summary(), conversations=conversations,
+                      warnings=_issue_warnings(report))
+
+
+# ---- chat rendering and the assistant-only mask -------------------------------------------------
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give a tokenizer without a chat template the documented fallback; True if it was added."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return True
+
+
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as exc:  # noqa: BLE001 - a template's own error (e.g. "roles must alternate")
+        raise DataError(f"the model's chat template refused a conversation: {str(exc).splitlines()[0]}",
+                        "check the roles' order (many templates need user/assistant turns alternating, "
+                        "system first)") from exc
+
+
+def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character ranges of the assistant's turns.
+
+    Each range runs from the end of the prompt that precedes the reply (the template's generation
+    prompt) to the end of the rendered reply, so it includes the end-of-turn marker. Templates that
+    re-render earlier turns differently (not prefix-stable) fall back to locating the reply text.
+    """
+    text = render_chat(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        through = render_chat(tokenizer, messages[:i + 1])
+        if text.startswith(through) and through.startswith(before) and len(before) >= cursor:
+            start, end = len(before), len(through)
+        else:  # not prefix-stable: find the reply's text after the previous span
+            start = text.find(m["content"], cursor) if m["content"] else -1
+            if start < 0:
+                continue
+            end = start + len(m["content"])
+            eos = getattr(tokenizer, "eos_token", None)
+            if eos and text.startswith(eos, end):
+                end += len(eos)
+        if end > start:
+            spans.append((start, end))
+            cursor = end
+    return text, spans
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> tuple[list[int], list[int], bool]:
+    """Token ids and labels (assistant tokens only, -100 elsewhere) for one conversation.
+
+    A token is the assistant's when its first character lies inside an assistant span. Returns
+    ``(input_ids, labels, truncated)``; long conversations keep their first ``max_length`` tokens.
+    """
+    text, spans = assistant_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    offsets = enc["offset_mapping"]
+    labels = []
+    for tok, (s, e) in zip(ids, offsets):
+        inside = any(a <= s < b for a, b in spans) if e > s else False
+        labels.append(tok if inside else IGNORE_INDEX)
+    truncated = len(ids) > max_length
+    return ids[:max_length], labels[:max_length], truncated
+
+
+# ---- corpus packing ---------------------------------------------------------------------------
+
+
+def _pieces(text: str, size: int = 1 << 16) -> Iterable[str]:
+    """Split a long document at paragraph breaks into pieces of about ``size`` characters."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind("\n\n", start, end)
+            if cut > start:
+                end = cut + 2
+        yield text[start:end]
+        start = end
+
+
+def tokenize_documents(tokenizer: Any, documents: Sequence[tuple[str, str]]) -> list[int]:
+    """One token stream: each document as ``[bos] text <eos>`` (bos only when it differs from eos)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    stream: list[int] = []
+    for _, text in documents:
+        if bos is not None and bos != eos:
+            stream.append(bos)
+        pieces = list(_pieces(text))
+        for ids in tokenizer(pieces, add_special_tokens=False)["input_ids"]:
+            stream.extend(ids)
+        if eos is not None:
+            stream.append(eos)
+    return stream
+
+
+def pack(stream: Sequence[int], block: int, min_tail: int | None = None) -> list[list[int]]:
+    """Cut a token stream into blocks of ``block`` tokens; a last partial block is kept when it
+    holds at least ``min_tail`` tokens (default: half a block), else dropped."""
+    min_tail = block // 2 if min_tail is None else min_tail
+    blocks = [list(stream[i:i + block]) for i in range(0, len(stream), block)]
+    if blocks and len(blocks[-1]) < block and len(blocks[-1]) < max(min_tail, 2):
+        blocks.pop()
+    return blocks
+
+
+# ---- datasets and batching --------------------------------------------------------------------
+
+
+class LMDataset(torch.utils.data.Dataset):
+    """Token sequences with their labels (labels None: every token is a target)."""
+
+    def __init__(self, input_ids: list[list[int]], labels: list[list[int] | None]) -> None:
+        self.input_ids, self.labels = input_ids, labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ids = self.input_ids[i]
+        labels = self.labels[i]
+        return {"input_ids": ids, "labels": list(ids) if labels is None else labels}
+
+
+class LMCollate:
+    """Right-pads a batch to its longest sequence: pad id in input_ids, 0 in attention_mask, -100 in
+    labels. Picklable for DataLoader workers."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)
+        labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
+            mask[row, :n] = 1
+            labels[row, :n] = torch.as_tensor(it["labels"], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded random split of ``n`` items: at least one in each part (needs n >= 2)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = min(max(int(math.floor(n * val_fraction + 0.5)), 1), n - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+@dataclass
+class EncodedLM:
+    train: LMDataset
+    val: LMDataset
+    warnings: list[str]
+    summary: str
+    train_tokens: int
+    val_sources: list[int] = field(default_factory=list)  # chat: the conversations (indices) kept for validation
+
+
+def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_fraction: float, seed: int) -> EncodedLM:
+    """Tokenise and split: corpus -> packed blocks (split by block); chat -> one sequence per conversation."""
+    warnings = list(examples.warnings)
+    if examples.kind == "text_corpus":
+        stream = tokenize_documents(tokenizer, examples.documents)
+        blocks = pack(stream, max_length)
+        if len(blocks) < 2:
+            raise DataError(f"{examples.name} is too short: {len(stream)} tokens make {len(blocks)} block(s) of "
+                            f"{max_length} tokens, and training needs at least 2 (one for validation)",
+                            "add more text, or lower hparams.max_length")
+        train_idx, val_idx = split_indices(len(blocks), val_fraction, seed)
+        train = LMDataset([blocks[i] for i in train_idx], [None] * len(train_idx))
+        val = LMDataset([blocks[i] for i in val_idx], [None] * len(val_idx))
+        summary = (f"{examples.summary}; {len(stream):,} tokens packed into {len(blocks)} blocks of {max_length} "
+                   f"({len(train_idx)} train, {len(val_idx)} validation)")
+        return EncodedLM(train, val, warnings, summary, sum(len(b) for b in train.input_ids))
+    ids_list: list[list[int]] = []
+    labels_list: list[list[int]] = []
+    kept: list[int] = []
+    truncated = dropped = 0
+    for index, conv in enumerate(examples.conversations):
+        ids, labels, cut = encode_chat(tokenizer, conv, max_length)
+        truncated += cut
+        if not any(label != IGNORE_INDEX for label in labels[1:]):
+            dropped += 1  # the reply was cut away entirely (or is empty after templating)
+            continue
+        ids_list.append(ids)
+        labels_list.append(labels)
+        kept.append(index)
+    if truncated:
+        warnings.append(f"{truncated} conversation(s) were cut to max_length={max_length} tokens")
+    if dropped:
+        warnings.append(f"{dropped} conversation(s) skipped: no assistant token left within max_length={max_length}")
+    if len(ids_list) < 2:
+        raise DataError(f"{examples.name} has {len(ids_list)} usable conversation(s); training needs at least 2 "
+                        "(one for validation)", "add conversations, or raise hparams.max_length if replies were cut off")
+    train_idx, val_idx = split_indices(len(ids_list), val_fraction, seed)
+    train = LMDataset([ids_list[i] for i in train_idx], [labels_list[i] for i in train_idx])
+    val = LMDataset([ids_list[i] for i in val_idx], [labels_list[i] for i in val_idx])
+    targets = sum(sum(1 for x in labels_list[i] if x != IGNORE_INDEX) for i in train_idx)
+    summary = (f"{examples.summary}; {len(train_idx)} train and {len(val_idx)} validation conversations, "
+               f"{targets:,} assistant tokens to learn")
+    return EncodedLM(train, val, warnings, summary, targets, [kept[i] for i in val_idx])
+
+
+def default_prompts(examples: LMExamples, prefer: Sequence[int] = (), count: int = 2) -> list[str]:
+    """Prompts for sample generations when the user set none: the first user turns of the chat data
+    (validation conversations ``prefer`` first, so the samples are not replies the model trained on),
+    or the opening words of the corpus's first documents."""
+    out: list[str] = []
+    if examples.kind == "chat_jsonl":
+        order = list(prefer) + [i for i in range(len(examples.conversations)) if i not in set(prefer)]
+        for conv in (examples.conversations[i] for i in order):
+            first = next((m["content"] for m in conv if m["role"] == "user" and m["content"].strip()), None)
+            if first and first not in out:
+                out.append(first.strip())
+            if len(out) >= count:
+                break
+    else:
+        for _, text in examples.documents[:count]:
+            words = text.split()
+            if words:
+                out.append(" ".join(words[:6]))
+    return out
