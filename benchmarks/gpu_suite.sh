@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/benchmarks.md, in one go (run on a CUDA machine): JSON lines to stdout.
+# The figures of docs/benchmarks.md, in one go (run on a CUDA machine): JSON lines to stdout.
 set -u
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $py -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
-$py benchmarks/engine_vs_plain.py --model bert-base --batch 64 --seq 128 --precision bf16 --steps 60 --repeats 3 --workers 4 | tail -1
-$py benchmarks/engine_vs_plain.py --model bert-base --batch 64 --seq 128 --precision bf16 --steps 60 --repeats 3 --workers 4 --frozen | tail -1
-$py benchmarks/engine_vs_plain.py --model resnet50 --batch 256 --precision bf16 --steps 40 --repeats 3 --workers 8 | tail -1
-$py benchmarks/engine_vs_plain.py --model resnet50 --batch 256 --precision bf16 --steps 40 --repeats 3 --workers 8 --frozen | tail -1
+b="$py benchmarks/engine_vs_plain.py"
+$b --model bert-base --batch 64 --seq 128 --precision bf16 --steps 200 --repeats 3 --workers 4 | tail -1
+$b --model bert-base --batch 64 --seq 128 --precision bf16 --steps 200 --repeats 3 --workers 4 --frozen | tail -1
+$b --model resnet50 --batch 256 --precision bf16 --steps 100 --repeats 3 --workers 12 | tail -1
+$b --model resnet50 --batch 256 --precision bf16 --steps 100 --repeats 3 --workers 12 --frozen | tail -1
+$b --model tiny-bert --device cpu --threads 2 --steps 60 --repeats 3 | tail -1

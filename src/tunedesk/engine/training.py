@@ -263,7 +263,9 @@ class Trainer:
 
                 last_of_run = step >= total_steps
                 if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
-                    if bool(nonfinite):  # one host read per logging window
+                    # the one host read per logging window (it waits for the queued GPU work)
+                    loss_value = float(loss_sum) / max(micro_in_window, 1)
+                    if bool(nonfinite):
                         return self._finish("failed", start, reason=f"the loss became NaN or infinite near step {step}",
                                             hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
                                             steps=step)
@@ -273,7 +275,7 @@ class Trainer:
                     if self.device.type == "cuda":
                         mem = torch.cuda.memory_allocated(self.device) / 2**20
                         peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-                    self._emit(StepLogged(self.run_id, step, epoch, float(loss_sum) / max(micro_in_window, 1),
+                    self._emit(StepLogged(self.run_id, step, epoch, loss_value,
                                           scheduler.get_last_lr()[0], samples_window / window,
                                           now - t_train0 - paused_total, mem, peak))
                     loss_sum.zero_()
