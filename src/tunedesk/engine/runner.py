@@ -69,6 +69,9 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     examples = task.load_examples(config)
     label_names = task.label_names(examples)
     say(f"loading {config.model.name_or_path}")
+    import torch
+
+    torch.manual_seed(config.seed)  # the new head's (and adapters') initial weights follow the run's seed
     loaded = task.build_model(config, label_names)
     say("preparing batches")
     data = task.prepare(config, loaded, examples)

@@ -125,6 +125,9 @@ class Trainer:
         workers = h.num_workers
         kwargs: dict[str, Any] = dict(collate_fn=self.data.collate, num_workers=workers,
                                       pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        # Each new DataLoader iterator draws a worker seed from this generator; without one it draws from
+        # the global RNG that dropout uses, so a resumed run (one extra iterator mid-epoch) would diverge.
+        kwargs["generator"] = torch.Generator().manual_seed(self.config.seed)
         if workers > 0:
             kwargs["prefetch_factor"] = 4
         if sampler is not None:
