@@ -1,0 +1,129 @@
+"""Safe model loading from local files, fresh task heads, torchvision weights."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from tunedesk.engine.config import ModelSpec
+from tunedesk.engine.errors import ModelError
+from tunedesk.engine.models import (build_hf_classifier, build_torchvision_classifier, find_classifier,
+                                    load_state_dict)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/tunedesk-pwned",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with path.open("wb") as fh:
+        pickle.dump({"weight": _Exploit()}, fh)
+    with pytest.raises(ModelError) as info:
+        load_state_dict(path)
+    assert "refused" in info.value.message and "safetensors" in info.value.hint
+    assert not os.path.exists("/tmp/tunedesk-pwned")
+
+
+def test_weights_only_state_dict_and_safetensors_load(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {"w": torch.ones(2, 2)}
+    torch.save(state, tmp_path / "ok.pth")
+    save_file(state, tmp_path / "ok.safetensors")
+    assert torch.equal(load_state_dict(tmp_path / "ok.pth")["w"], state["w"])
+    assert torch.equal(load_state_dict(tmp_path / "ok.safetensors")["w"], state["w"])
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ModelError, match="not a readable safetensors"):
+        load_state_dict(tmp_path / "broken.safetensors")
+    with pytest.raises(ModelError, match="not found"):
+        load_state_dict(tmp_path / "missing.pth")
+
+
+def test_hf_classifier_gets_a_fresh_head_marked_new(tiny_bert_dir):
+    loaded = build_hf_classifier(ModelSpec(str(tiny_bert_dir)), ["a", "b", "c"])
+    assert loaded.head_paths == ["classifier"]
+    assert loaded.model.classifier.out_features == 3
+    assert loaded.model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert loaded.pretrained and loaded.fingerprint and loaded.family == "bert"
+    # the encoder weights are the checkpoint's, not random
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tiny_bert_dir / "model.safetensors"))
+    key = next(k for k in saved if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert torch.equal(loaded.model.bert.encoder.layer[0].attention.self.query.weight, saved[key])
+
+
+def test_scratch_model_warns_that_it_is_not_fine_tuning(tiny_bert_dir):
+    loaded = build_hf_classifier(ModelSpec(str(tiny_bert_dir), pretrained=False), ["a", "b"])
+    assert any("from scratch" in w for w in loaded.warnings)
+    assert not loaded.pretrained
+
+
+def test_missing_model_folder_and_missing_weights(tmp_path, tiny_bert_dir):
+    with pytest.raises(ModelError):
+        build_hf_classifier(ModelSpec(str(tmp_path / "nowhere")), ["a", "b"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        build_hf_classifier(ModelSpec(str(tmp_path / "empty")), ["a", "b"])
+    import shutil
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_bert_dir, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no weights file"):
+        build_hf_classifier(ModelSpec(str(no_weights)), ["a", "b"])
+
+
+def test_remote_code_models_are_not_run_without_consent(tmp_path, tiny_bert_dir):
+    import json
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "my-custom-arch"
+    config["auto_map"] = {"AutoConfig": "modeling_custom.CustomConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_custom.py").write_text("open('/tmp/tunedesk-remote-ran', 'w')\n")
+    with pytest.raises(ModelError) as info:
+        build_hf_classifier(ModelSpec(str(folder)), ["a", "b"])
+    assert "trust" in (info.value.message + info.value.hint)
+    assert not os.path.exists("/tmp/tunedesk-remote-ran")
+
+
+def test_torchvision_weights_from_local_file_and_new_head(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.get_model("resnet18", weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18-local.pth")
+    loaded = build_torchvision_classifier(ModelSpec("resnet18", source="torchvision",
+                                                    weights=str(tmp_path / "resnet18-local.pth")), ["x", "y"])
+    assert loaded.pretrained and loaded.head_paths == ["fc"]
+    assert loaded.model.fc.out_features == 2
+    assert torch.equal(loaded.model.conv1.weight, reference.conv1.weight)
+    path, layer = find_classifier(loaded.model)
+    assert path == "fc" and layer is loaded.model.fc
+
+
+def test_torchvision_without_weights_warns_loudly(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    loaded = build_torchvision_classifier(ModelSpec("mobilenet_v3_small", source="torchvision"), ["x", "y"])
+    assert not loaded.pretrained
+    assert any("random initialisation" in w and "not fine-tuning" in w for w in loaded.warnings)
+    assert loaded.head_paths == ["classifier.3"]
+
+
+def test_unknown_torchvision_architecture():
+    with pytest.raises(ModelError, match="not a torchvision classification architecture"):
+        build_torchvision_classifier(ModelSpec("resnet999", source="torchvision"), ["x", "y"])
+
+
+def test_meta_build_loads_no_weights(tiny_bert_dir):
+    loaded = build_hf_classifier(ModelSpec(str(tiny_bert_dir)), ["a", "b"], device="meta")
+    assert all(p.is_meta for p in loaded.model.parameters())
+    assert loaded.head_paths == ["classifier"]
