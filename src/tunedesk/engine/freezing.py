@@ -4,14 +4,21 @@ A plan (``config.FreezeSpec``) is model-independent: a preset plus ordered rules
 globs over dotted module paths or tokens (``@head``, ``@embeddings``, ``@norms``, ``@block:N``). It is
 resolved against a concrete model (real or on the meta device) into one flag per parameter, so the
 layer tree, the engine and a re-opened run always agree.
+
+Resolution works on a ``ModelIndex`` (parameter order, sizes, and the contiguous range of parameters
+under every module), built once per model: the layer tree re-resolves on every click of an 8B model
+in about a millisecond by passing its index; a run resolves once and may let ``resolve`` build it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
+import weakref
 from dataclasses import dataclass, field
-from typing import Iterable
+from functools import lru_cache
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -20,7 +27,15 @@ from tunedesk.engine.config import FreezeRule, FreezeSpec
 from tunedesk.engine.errors import ConfigError
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm)
 _NORM_NAME = re.compile(r"(norm|ln_?\d*|layernorm)$", re.IGNORECASE)
+_EMBEDDING_MODULES = ("embeddings", "wte", "wpe", "embed_tokens", "embed_positions", "patch_embed", "patch_embeddings",
+                      "conv_proj")
+_EMBEDDING_PARAMS = ("class_token", "cls_token", "pos_embedding", "pos_embed", "position_embeddings", "mask_token")
+_WHOLE_MODEL = ("", "*", "**")
+TOKENS = ("@head", "@embeddings", "@norms", "@block:N")
+
+Ranges = list[tuple[int, int]]
 
 
 @dataclass
@@ -34,29 +49,121 @@ class Blocks:
         return len(self.paths)
 
 
-@dataclass
-class ResolvedPlan:
-    trainable: dict[str, bool]  # parameter name -> trains
-    param_sizes: dict[str, int]
-    blocks: Blocks
-    head_paths: list[str]
+# ---- the model index -----------------------------------------------------------------------------
+
+
+class ModelIndex:
+    """Everything resolution needs about a model's structure, computed once.
+
+    ``spans[path]`` lists the index ranges (into ``names``) of the parameters under a module path or
+    parameter name; parameters are enumerated module by module, so each is one range in practice.
+    Shared parameters appear once, under the first module that owns them (as ``named_parameters``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model_ref = weakref.ref(model)
+        params = list(model.named_parameters())
+        self.names: list[str] = [n for n, _ in params]
+        self.sizes: list[int] = [p.numel() for _, p in params]
+        self.elem_bytes: list[int] = [p.element_size() for _, p in params]
+        self.position: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+        spans: dict[str, Ranges] = {}
+        for i, name in enumerate(self.names):
+            parts = name.split(".")
+            for k in range(len(parts) + 1):
+                key = ".".join(parts[:k])
+                ranges = spans.get(key)
+                if ranges is None:
+                    spans[key] = [(i, i + 1)]
+                elif ranges[-1][1] == i:
+                    ranges[-1] = (ranges[-1][0], i + 1)
+                else:
+                    ranges.append((i, i + 1))
+        self.spans = spans
+        self.modules: list[tuple[str, nn.Module]] = list(model.named_modules())
+        self.total = sum(self.sizes)
+        self._blocks: Blocks | None = None
+        self._embeddings: list[str] | None = None
+        self._norms: list[str] | None = None
+        self._patterns: dict[str, Ranges] = {}
 
     @property
-    def trainable_names(self) -> list[str]:
-        return [n for n, t in self.trainable.items() if t]
+    def blocks(self) -> Blocks:
+        if self._blocks is None:
+            sizes = {k: sum(sum(self.sizes[s:e]) for s, e in r) for k, r in self.spans.items()}
+            self._blocks = _detect_blocks(self.modules, sizes)
+        return self._blocks
 
     @property
-    def trainable_params(self) -> int:
-        return sum(self.param_sizes[n] for n, t in self.trainable.items() if t)
+    def embedding_paths(self) -> list[str]:
+        if self._embeddings is None:
+            paths = [n for n, m in self.modules if n and (isinstance(m, nn.Embedding) or n.split(".")[-1] in _EMBEDDING_MODULES)]
+            paths += [n for n in self.names if n.split(".")[-1] in _EMBEDDING_PARAMS and not _under(n, paths)]
+            self._embeddings = paths
+        return self._embeddings
 
     @property
-    def total_params(self) -> int:
-        return sum(self.param_sizes.values())
+    def norm_paths(self) -> list[str]:
+        if self._norms is None:
+            self._norms = [n for n, m in self.modules if n and _is_norm(n, m)]
+        return self._norms
 
-    @property
-    def share(self) -> float:
-        total = self.total_params
-        return self.trainable_params / total if total else 0.0
+    def ranges_of(self, paths: Iterable[str]) -> Ranges:
+        out: Ranges = []
+        for p in paths:
+            out.extend(self.spans.get(p, ()))
+        return out
+
+    def glob(self, pattern: str) -> Ranges:
+        """Ranges of the parameters under any module path (or parameter name) matching the glob."""
+        cached = self._patterns.get(pattern)
+        if cached is None:
+            match = _compiled(pattern)
+            cached = [r for key, ranges in self.spans.items() if key and match(key) for r in ranges]
+            if len(self._patterns) > 256:
+                self._patterns.clear()
+            self._patterns[pattern] = cached
+        return cached
+
+    def match(self, pattern: str, head_paths: list[str]) -> Ranges | None:
+        """Ranges a rule pattern selects; None when the pattern is not understood."""
+        pattern = pattern.strip()
+        if pattern in _WHOLE_MODEL:
+            return [(0, len(self.names))]
+        if pattern == "@head":
+            return self.ranges_of(head_paths)
+        if pattern == "@embeddings":
+            return self.ranges_of(self.embedding_paths)
+        if pattern == "@norms":
+            return self.ranges_of(self.norm_paths)
+        if pattern.startswith("@block:"):
+            try:
+                path = self.blocks.paths[int(pattern.split(":", 1)[1])]
+            except (ValueError, IndexError):
+                return []
+            return self.ranges_of([path])
+        if pattern.startswith("@"):
+            return None
+        return self.glob(pattern)
+
+
+@lru_cache(maxsize=512)
+def _compiled(pattern: str) -> Callable[[str], object]:
+    return re.compile(fnmatch.translate(pattern)).match
+
+
+def index_model(model: nn.Module, index: ModelIndex | None = None) -> ModelIndex:
+    """The model's index (``index`` when it was built for this very model)."""
+    if index is not None and index.model_ref() is model:
+        return index
+    return ModelIndex(model)
+
+
+def _is_norm(name: str, module: nn.Module) -> bool:
+    if isinstance(module, _NORM_TYPES + _BN_TYPES) or "RMSNorm" in type(module).__name__ \
+            or type(module).__name__.endswith(("LayerNorm", "GroupNorm")):
+        return True
+    return bool(_NORM_NAME.search(name.split(".")[-1])) and not any(True for _ in module.children())
 
 
 # ---- structure ---------------------------------------------------------------------------------
@@ -70,7 +177,10 @@ def detect_blocks(model: nn.Module) -> Blocks:
     ``features`` Sequential, and numbered sibling stages (``layer1..layer4``). The one with the most
     parameters wins.
     """
-    sizes = _module_param_sizes(model)
+    return _detect_blocks(list(model.named_modules()), _module_param_sizes(model))
+
+
+def _detect_blocks(modules: list[tuple[str, nn.Module]], sizes: dict[str, int]) -> Blocks:
     best: tuple[int, Blocks] | None = None
 
     def consider(container: str, paths: list[str]) -> None:
@@ -81,19 +191,21 @@ def detect_blocks(model: nn.Module) -> Blocks:
         if total and (best is None or total > best[0]):
             best = (total, Blocks(container, paths))
 
-    for name, module in model.named_modules():
-        children = list(module.named_children())
+    for name, module in modules:
+        children = list(module._modules.items())  # noqa: SLF001 - named_children() minus its generator cost
         if not children:
             continue
         prefix = f"{name}." if name else ""
         if isinstance(module, (nn.ModuleList, nn.Sequential)):
-            with_params = [(n, c) for n, c in children if sizes.get(prefix + n, 0) > 0]
+            with_params = [(n, c) for n, c in children if c is not None and sizes.get(prefix + n, 0) > 0]
             types = {type(c).__name__ for _, c in with_params}
             if len(with_params) >= 2 and (len(types) == 1 or name.split(".")[-1] in ("features", "blocks", "layers")):
                 consider(name, [prefix + n for n, _ in with_params])
         # numbered sibling stages: layer1, layer2, ... (ResNet), stage1.. , block1..
         groups: dict[str, list[tuple[int, str]]] = {}
-        for child_name, _ in children:
+        for child_name, child in children:
+            if child is None:
+                continue
             m = re.fullmatch(r"([A-Za-z_]+?)_?(\d+)", child_name)
             if m:
                 groups.setdefault(m.group(1), []).append((int(m.group(2)), prefix + child_name))
@@ -104,18 +216,13 @@ def detect_blocks(model: nn.Module) -> Blocks:
 
 
 def find_embedding_paths(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if n and (isinstance(m, nn.Embedding) or n.split(".")[-1] in ("embeddings", "wte", "wpe", "embed_tokens", "patch_embed", "conv_proj"))]
+    """Module paths (and loose parameters such as ``class_token``) that embed the input."""
+    return ModelIndex(model).embedding_paths
 
 
 def find_norm_paths(model: nn.Module) -> list[str]:
-    out = []
-    for n, m in model.named_modules():
-        if not n:
-            continue
-        if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d) + _BN_TYPES) \
-                or "RMSNorm" in type(m).__name__ or (_NORM_NAME.search(n.split(".")[-1]) and not list(m.children())):
-            out.append(n)
-    return out
+    """Normalisation layers: LayerNorm, RMSNorm, GroupNorm, BatchNorm... (by type, else by leaf name)."""
+    return [n for n, m in model.named_modules() if n and _is_norm(n, m)]
 
 
 def _module_param_sizes(model: nn.Module) -> dict[str, int]:
@@ -147,6 +254,33 @@ def module_table(model: nn.Module, trainable: dict[str, bool]) -> dict[str, tupl
 # ---- resolution ----------------------------------------------------------------------------------
 
 
+@dataclass
+class ResolvedPlan:
+    trainable: dict[str, bool]  # parameter name -> trains
+    param_sizes: dict[str, int]
+    blocks: Blocks
+    head_paths: list[str]
+    flags: list[bool] = field(default_factory=list, repr=False)  # the same flags in ``index.names`` order
+    index: ModelIndex | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for n, t in self.trainable.items() if t]
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(self.param_sizes[n] for n, t in self.trainable.items() if t)
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.param_sizes.values())
+
+    @property
+    def share(self) -> float:
+        total = self.total_params
+        return self.trainable_params / total if total else 0.0
+
+
 def _ancestors(param_name: str) -> list[str]:
     parts = param_name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
@@ -156,79 +290,73 @@ def _under(name: str, paths: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in paths)
 
 
-def resolve(model: nn.Module, spec: FreezeSpec, head_paths: Iterable[str] = ()) -> ResolvedPlan:
-    """Resolve a plan against a model: one trains/frozen flag per parameter, last matching rule wins."""
-    head_paths = [h for h in head_paths if h]
-    params = list(model.named_parameters())
-    if not params:
-        raise ConfigError("model", "has no parameters to train")
-    sizes = {n: p.numel() for n, p in params}
-    blocks = detect_blocks(model)
-    names = [n for n, _ in params]
+def _fill(flags: list[bool], ranges: Ranges, value: bool) -> None:
+    for s, e in ranges:
+        flags[s:e] = [value] * (e - s)
 
+
+def resolve_flags(index: ModelIndex, spec: FreezeSpec, head_paths: Iterable[str] = ()) -> list[bool]:
+    """One trains/frozen flag per parameter in ``index.names`` order; the last matching rule wins."""
+    head_paths = [h for h in head_paths if h]
+    n = len(index.names)
+    if not n:
+        raise ConfigError("model", "has no parameters to train")
+    blocks = index.blocks
     if spec.preset == "all":
-        flags = dict.fromkeys(names, True)
+        flags = [True] * n
     elif spec.preset in ("none", "head_only"):
-        flags = dict.fromkeys(names, False)
+        flags = [False] * n
     elif spec.preset == "last_n_blocks":
-        flags = dict.fromkeys(names, False)
+        flags = [False] * n
         if spec.last_n > 0:
             if not blocks.paths:
                 raise ConfigError("freeze.preset", "last_n_blocks needs repeated blocks, and none were found in this model",
                                   "use rules with module names instead, or the head_only preset")
-            chosen = blocks.paths[-spec.last_n:]
-            last_block = blocks.paths[-1]
-            after_last = False
-            for n in names:
-                if _under(n, [last_block]):
-                    after_last = True  # everything registered after the final block (pooler, final norm) trains too
-                    flags[n] = True
-                elif _under(n, chosen) or (after_last and not _under(n, blocks.paths)):
-                    flags[n] = True
+            last = index.spans.get(blocks.paths[-1])
+            if last:
+                # everything registered after the final block starts (pooler, final norm) trains too
+                in_blocks = [False] * n
+                _fill(in_blocks, index.ranges_of(blocks.paths), True)
+                start = last[0][0]
+                flags[start:] = [not b for b in in_blocks[start:]]
+            _fill(flags, index.ranges_of(blocks.paths[-spec.last_n:]), True)
     else:
-        raise ConfigError("freeze.preset", f"unknown preset {spec.preset!r}")
-
+        raise ConfigError("freeze.preset", f"unknown preset {spec.preset!r}",
+                          "use one of all, head_only, last_n_blocks, none")
     if spec.preset != "none":
-        for n in names:
-            if _under(n, head_paths):
-                flags[n] = True
-
+        _fill(flags, index.ranges_of(head_paths), True)
     for i, rule in enumerate(spec.rules):
-        matched = _match_rule(model, rule, names, blocks, head_paths)
-        if matched is None:
+        ranges = index.match(rule.pattern, head_paths)
+        if ranges is None:
             raise ConfigError(f"freeze.rules[{i}]", f"pattern {rule.pattern!r} is not understood",
                               "use a module path glob like 'encoder.layer.1*' or @head, @embeddings, @norms, @block:N")
-        for n in matched:
-            flags[n] = rule.train
-    return ResolvedPlan(flags, sizes, blocks, head_paths)
+        _fill(flags, ranges, bool(rule.train))
+    return flags
 
 
-def _match_rule(model: nn.Module, rule: FreezeRule, names: list[str], blocks: Blocks, head_paths: list[str]) -> list[str] | None:
-    pattern = rule.pattern.strip()
-    if pattern == "@head":
-        return [n for n in names if _under(n, head_paths)]
-    if pattern == "@embeddings":
-        paths = find_embedding_paths(model)
-        return [n for n in names if _under(n, paths)]
-    if pattern == "@norms":
-        paths = find_norm_paths(model)
-        return [n for n in names if _under(n, paths)]
-    if pattern.startswith("@block:"):
-        try:
-            index = int(pattern.split(":", 1)[1])
-            path = blocks.paths[index]
-        except (ValueError, IndexError):
-            return []
-        return [n for n in names if _under(n, [path])]
-    if pattern.startswith("@"):
-        return None
-    if pattern in ("", "*", "**"):
-        return list(names)
-    out = []
-    for n in names:
-        if any(fnmatch.fnmatchcase(a, pattern) for a in _ancestors(n)):
-            out.append(n)
-    return out
+def resolve(model: nn.Module, spec: FreezeSpec, head_paths: Iterable[str] = (), *,
+            index: ModelIndex | None = None) -> ResolvedPlan:
+    """Resolve a plan against a model: one trains/frozen flag per parameter, last matching rule wins.
+
+    Pass the model's ``index`` (``index_model(model)``) when resolving the same model repeatedly.
+    """
+    head_paths = [h for h in head_paths if h]
+    index = index_model(model, index)
+    flags = resolve_flags(index, spec, head_paths)
+    return ResolvedPlan(dict(zip(index.names, flags)), dict(zip(index.names, index.sizes)), index.blocks, head_paths,
+                        flags, index)
+
+
+def matching_params(model: nn.Module, pattern: str, head_paths: Iterable[str] = (), *,
+                    index: ModelIndex | None = None) -> list[str]:
+    """Names of the parameters a rule pattern selects (what a glob typed in the layer tree would hit)."""
+    index = index_model(model, index)
+    ranges = index.match(pattern, [h for h in head_paths if h])
+    if ranges is None:
+        raise ConfigError("pattern", f"{pattern!r} is not understood",
+                          "use a module path glob like 'encoder.layer.1*' or @head, @embeddings, @norms, @block:N")
+    hit = sorted({i for s, e in ranges for i in range(s, e)})
+    return [index.names[i] for i in hit]
 
 
 def apply(model: nn.Module, plan: ResolvedPlan) -> None:
@@ -241,16 +369,38 @@ def set_train_mode(model: nn.Module, train_batchnorm_stats: bool = False) -> Non
     """``model.train()`` but frozen BatchNorm layers keep their running statistics (eval mode).
 
     Call instead of ``model.train()``: plain ``train()`` silently puts frozen BatchNorm back into
-    training mode, which updates statistics the user asked to keep.
+    training mode, which updates statistics the user asked to keep. A BatchNorm without affine
+    parameters counts as frozen when its parent module has nothing to train.
     """
     model.train()
     if train_batchnorm_stats:
         return
+    parents = {id(c): m for m in model.modules() for c in m.children()}
     for m in model.modules():
-        if isinstance(m, _BN_TYPES):
-            params = list(m.parameters(recurse=False))
-            if not params or not any(p.requires_grad for p in params):
-                m.eval()
+        if not isinstance(m, _BN_TYPES):
+            continue
+        params = list(m.parameters(recurse=False))
+        if params:
+            frozen = not any(p.requires_grad for p in params)
+        else:
+            parent = parents.get(id(m))
+            frozen = parent is None or not any(p.requires_grad for p in parent.parameters())
+        if frozen:
+            m.eval()
+
+
+def lr_multiplier_for(index: ModelIndex, lr_multipliers: dict[str, float], head_paths: Iterable[str] = ()) -> list[float]:
+    """The learning-rate multiplier of each parameter (``index.names`` order); the last matching pattern wins."""
+    out = [1.0] * len(index.names)
+    heads = [h for h in head_paths if h]
+    for pattern, mult in lr_multipliers.items():
+        ranges = index.match(pattern, heads)
+        if ranges is None:
+            raise ConfigError(f"freeze.lr_multipliers[{pattern!r}]", "is not a module pattern TuneDesk understands",
+                              "use a module path glob like 'encoder.layer.1*' or @head, @embeddings, @norms, @block:N")
+        for s, e in ranges:
+            out[s:e] = [float(mult)] * (e - s)
+    return out
 
 
 def param_groups(model: nn.Module, learning_rate: float, weight_decay: float,
@@ -258,23 +408,23 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float,
                  head_learning_rate: float | None = None) -> list[dict]:
     """Optimizer groups of trainable parameters only, by learning rate and weight decay.
 
-    Biases and normalisation weights get no weight decay. Each group records its parameter names
-    so a resume can check the optimizer matches the plan.
+    Biases and normalisation weights get no weight decay. A multiplier scales the parameter's own
+    base rate (``head_learning_rate`` for the new head). Each group records its parameter names so a
+    resume can check the optimizer matches the plan.
     """
-    lr_multipliers = lr_multipliers or {}
-    head_paths = list(head_paths)
-    norm_paths = set(find_norm_paths(model))
+    head_paths = [h for h in head_paths if h]
+    index = ModelIndex(model)
+    mults = lr_multiplier_for(index, lr_multipliers or {}, head_paths)
+    head = [False] * len(index.names)
+    _fill(head, index.ranges_of(head_paths), True)
+    norm_paths = set(index.norm_paths)
     groups: dict[tuple[float, float], dict] = {}
-    for n, p in model.named_parameters():
+    for i, (n, p) in enumerate(model.named_parameters()):
         if not p.requires_grad:
             continue
-        lr = learning_rate
-        if head_learning_rate is not None and _under(n, head_paths):
-            lr = head_learning_rate
-        for pattern, mult in lr_multipliers.items():
-            if any(fnmatch.fnmatchcase(a, pattern) for a in _ancestors(n)):
-                lr = learning_rate * mult
-        module_path = n.rsplit(".", 1)[0]
+        base = head_learning_rate if head_learning_rate is not None and head[i] else learning_rate
+        lr = base * mults[i]
+        module_path = n.rsplit(".", 1)[0] if "." in n else ""
         no_decay = p.ndim < 2 or module_path in norm_paths
         wd = 0.0 if no_decay else weight_decay
         group = groups.setdefault((lr, wd), {"params": [], "names": [], "lr": lr, "weight_decay": wd})
@@ -283,34 +433,73 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float,
     return list(groups.values())
 
 
+# ---- words -----------------------------------------------------------------------------------------
+
+
+def _percent(share: float) -> str:
+    """Percent that never rounds a partial plan to 0% or 100%."""
+    pct = 100 * share
+    if share <= 0 or share >= 1:
+        return f"{pct:.0f}%"
+    if pct >= 99.5:
+        return f"{math.floor(pct * 10) / 10:.1f}%"
+    if pct >= 10:
+        return f"{pct:.0f}%"
+    if pct >= 1:
+        return f"{pct:.1f}%"
+    return f"{pct:.2f}%" if pct >= 0.01 else "<0.01%"
+
+
 def describe(spec: FreezeSpec, plan: ResolvedPlan) -> str:
-    """A short human summary, e.g. ``"12% - last 2 blocks + head"``."""
-    pct = f"{100 * plan.share:.0f}%" if plan.share >= 0.01 or plan.share == 0 else f"{100 * plan.share:.2f}%"
+    """A short human summary, e.g. ``"12% - last 2 blocks + head, embeddings frozen"``."""
     what = {
         "all": "everything",
         "none": "nothing",
         "head_only": "head only",
         "last_n_blocks": f"last {spec.last_n} block{'s' if spec.last_n != 1 else ''} + head",
-    }[spec.preset]
-    if spec.rules:
-        what += f" + {len(spec.rules)} rule{'s' if len(spec.rules) != 1 else ''}"
-    return f"{pct} - {what}"
+    }.get(spec.preset, spec.preset)
+    extras: list[str] = []
+    custom = 0
+    for rule in spec.rules:
+        token = rule.pattern.strip()
+        if token in ("@embeddings", "@norms", "@head"):
+            noun = {"@embeddings": "embeddings", "@norms": "norms", "@head": "head"}[token]
+            extras.append(f"{noun} {'trained' if rule.train else 'frozen'}")
+        else:
+            custom += 1
+    if custom:
+        extras.append(f"{custom} rule{'s' if custom != 1 else ''}")
+    text = f"{_percent(plan.share)} - {what}"
+    return text + (", " + ", ".join(extras) if extras else "")
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
 
 
 def normalise_rules(rules: list[FreezeRule]) -> list[FreezeRule]:
-    """Drop rules made irrelevant by a later rule over the same or an enclosing module path.
+    """Drop rules made irrelevant by a later rule over the same or an enclosing module.
 
-    The layer tree appends a rule per click; this keeps the plan short and readable.
+    A later rule shadows an earlier one when it has the same pattern, when it names an enclosing
+    module path, when it is a whole-model pattern (``*``), or when it is a glob matching the earlier
+    rule's module path or one of its parents. The layer tree appends a rule per click; this keeps
+    the plan short and readable.
     """
     out: list[FreezeRule] = []
     for i, rule in enumerate(rules):
-        later = rules[i + 1:]
-        shadowed = any(
-            not r.pattern.startswith("@") and not rule.pattern.startswith("@")
-            and not any(c in r.pattern for c in "*?[")
-            and (rule.pattern == r.pattern or rule.pattern.startswith(r.pattern + "."))
-            for r in later
-        )
+        pattern = rule.pattern.strip()
+        exact = not pattern.startswith("@") and not _is_glob(pattern) and pattern not in _WHOLE_MODEL
+        ancestors = _ancestors(pattern) if exact else []
+        shadowed = False
+        for later in rules[i + 1:]:
+            lp = later.pattern.strip()
+            if lp == pattern or lp in _WHOLE_MODEL:
+                shadowed = True
+            elif exact and not lp.startswith("@"):
+                match = _compiled(lp) if _is_glob(lp) else None
+                shadowed = (pattern.startswith(lp + ".") if match is None else any(match(a) for a in ancestors))
+            if shadowed:
+                break
         if not shadowed:
             out.append(rule)
     return out
@@ -319,6 +508,7 @@ def normalise_rules(rules: list[FreezeRule]) -> list[FreezeRule]:
 # ---- memory estimate ----------------------------------------------------------------------------
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+CUDA_CONTEXT = 1 << 30
 
 
 @dataclass
@@ -346,83 +536,135 @@ def estimate_memory(model: nn.Module, plan: ResolvedPlan, *, batch_size: int, pr
                     config: object | None = None) -> MemoryEstimate:
     """Training memory: weights + gradients + AdamW state + activations (+ CUDA context on a GPU).
 
-    Mixed precision keeps fp32 master weights: ~18 bytes per trainable parameter with AdamW, the
-    weights' bytes per frozen one. Activations are counted only from the first trainable block on,
-    because autograd never enters a frozen prefix.
+    Parameters are counted in the dtype the model holds them in (the checkpoint's dtype, as
+    transformers loads it). A trainable fp32 parameter under mixed precision costs 18 bytes (weight
+    4, gradient 4, AdamW moments 8, the half-precision copy autocast keeps 2); in fp32, 16; a frozen
+    one only its weight (4, or 2 for a bf16/fp16 checkpoint). Activations are counted only from the
+    first trainable layer on, because autograd keeps nothing for a frozen prefix.
     """
     if precision == "auto":
         precision = "bf16" if cuda else "fp32"
-    total, trainable = plan.total_params, plan.trainable_params
-    frozen = total - trainable
     mixed = precision in ("bf16", "fp16")
-    weights = trainable * 4 + frozen * (2 if mixed else 4)
-    if mixed:
-        weights += trainable * 2  # half-precision copy used by autocast
-    gradients = trainable * 4
-    optimizer = trainable * 8
+    index = plan.index if plan.index is not None and plan.index.model_ref() is model else ModelIndex(model)
+    flags = plan.flags if plan.flags and len(plan.flags) == len(index.names) else [plan.trainable.get(n, False) for n in index.names]
+    weights = gradients = optimizer = 0
+    for size, nbytes, trains in zip(index.sizes, index.elem_bytes, flags):
+        weights += size * nbytes
+        if trains:
+            gradients += size * nbytes
+            optimizer += 2 * size * nbytes
+            if mixed and nbytes > 2:
+                weights += size * 2  # autocast caches a half-precision copy of trainable weights
     act_bytes = 2 if mixed else 4
-    activations = _activation_bytes(model, plan, batch_size, sequence_length, image_size, act_bytes, config)
-    overhead = (1 << 30) if cuda else 0
+    activations = _activation_bytes(model, index, flags, batch_size, sequence_length, image_size, act_bytes, config)
+    overhead = CUDA_CONTEXT if cuda else 0
     return MemoryEstimate(weights, gradients, optimizer, activations, overhead)
 
 
-def _backprop_fraction(model: nn.Module, plan: ResolvedPlan) -> float:
-    """Share of the blocks that autograd must store activations for (from the first trainable one)."""
-    blocks = plan.blocks.paths
+def _first_trainable_block(index: ModelIndex, flags: list[bool]) -> float:
+    """Share of the repeated blocks autograd stores activations for (from the first trainable one on)."""
+    blocks = index.blocks.paths
+    if not any(flags):
+        return 0.0
     if not blocks:
-        return 1.0 if plan.trainable_params else 0.0
-    names = list(plan.trainable)
-    for i, path in enumerate(blocks):
-        if any(plan.trainable[n] for n in names if _under(n, [path])):
-            return (len(blocks) - i) / len(blocks)
-    # only parameters outside the blocks train: before the blocks (embeddings) means all of them
-    first_block_param = next((j for j, n in enumerate(names) if _under(n, blocks)), len(names))
-    if any(plan.trainable[n] for n in names[:first_block_param]):
         return 1.0
-    return 0.05 if plan.trainable_params else 0.0  # head only: a sliver
+    ranges = [index.spans.get(p, []) for p in blocks]
+    for i, rs in enumerate(ranges):
+        if any(any(flags[s:e]) for s, e in rs):
+            first = min((s for s, _ in rs), default=0)
+            return 1.0 if any(flags[:first]) else (len(blocks) - i) / len(blocks)
+    first = min((s for rs in ranges for s, _ in rs), default=len(flags))
+    return 1.0 if any(flags[:first]) else 0.0  # embeddings train: the whole stack; head only: none
 
 
-def _activation_bytes(model: nn.Module, plan: ResolvedPlan, batch: int, seq: int, image: int,
+def _cfg(cfg: object, *names: str) -> int | None:
+    for name in names:
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _activation_bytes(model: nn.Module, index: ModelIndex, flags: list[bool], batch: int, seq: int, image: int,
                       act_bytes: int, config: object | None) -> int:
-    frac = _backprop_fraction(model, plan)
-    cfg = config if config is not None else getattr(model, "config", None)
-    hidden = getattr(cfg, "hidden_size", None) if cfg is not None else None
-    layers = getattr(cfg, "num_hidden_layers", None) if cfg is not None else None
-    heads = getattr(cfg, "num_attention_heads", None) if cfg is not None else None
-    if hidden and layers and heads and getattr(cfg, "model_type", "") not in ("vit", "deit", "beit", "swin", "convnext"):
-        # Korthikanti et al. (2022): s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit.
-        per_layer = seq * batch * hidden * (34 + 5 * heads * seq / hidden) * act_bytes / 2
-        return int(per_layer * layers * frac)
-    if hidden and layers and heads:  # vision transformers: patches are the sequence
-        patch = getattr(cfg, "patch_size", 16) or 16
-        tokens = (image // patch) ** 2 + 1
-        per_layer = tokens * batch * hidden * (34 + 5 * heads * tokens / hidden) * act_bytes / 2
-        return int(per_layer * layers * frac)
-    return int(_meta_forward_activations(model, batch, image, act_bytes) * frac)
-
-
-def _meta_forward_activations(model: nn.Module, batch: int, image: int, act_bytes: int) -> int:
-    """Sum of leaf-module outputs for one image batch, measured on the meta device (no memory)."""
-    total = 0
-
-    def hook(_m, _inp, out):
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel()
-
-    try:
-        meta = model if next(model.parameters()).is_meta else None
-    except StopIteration:
+    if not any(flags):
         return 0
-    if meta is None:
-        return 0  # real weights: do not run a forward just for an estimate
-    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    cfg = config if config is not None else getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs keep the sizes there
+    hidden = _cfg(cfg, "hidden_size", "n_embd", "d_model", "dim") if cfg is not None else None
+    layers = _cfg(cfg, "num_hidden_layers", "n_layer", "num_layers") if cfg is not None else None
+    heads = _cfg(cfg, "num_attention_heads", "n_head", "num_heads") if cfg is not None else None
+    if not (hidden and layers and heads):
+        return _measured_activations(model, index, flags, batch, image, act_bytes)
+    tokens = seq
+    if getattr(cfg, "model_type", "") in ("vit", "deit", "beit", "swin", "convnext", "dinov2", "siglip_vision_model") \
+            or _cfg(cfg, "patch_size") and not _cfg(cfg, "vocab_size"):
+        patch = _cfg(cfg, "patch_size") or 16
+        tokens = (image // patch) ** 2 + 1  # vision transformers: patches are the sequence
+    inter = _cfg(cfg, "intermediate_size", "n_inner", "ffn_dim", "d_ff") or 4 * hidden
+    kv = hidden * (_cfg(cfg, "num_key_value_heads") or heads) // heads
+    gated = any(p.endswith(("gate_proj", "gate_up_proj", ".w3")) for p in index.spans)
+    # Kept for backward, per token and layer (Korthikanti et al. 2022, generalised): norm inputs,
+    # q/k/v and their input, attention output and o_proj input, the MLP's input and hidden states.
+    per_token = 6 * hidden + 2 * kv + (4 if gated else 2) * inter
+    per_layer = batch * tokens * per_token * act_bytes
+    per_layer += batch * tokens * hidden * 2  # dropout masks / residual copies kept by autograd
+    if getattr(cfg, "_attn_implementation", None) == "eager":
+        per_layer += 5 * heads * tokens * tokens * batch * act_bytes // 2  # scores, softmax, dropout
+    total = int(per_layer * layers * _first_trainable_block(index, flags))
+    vocab = _cfg(cfg, "vocab_size")
+    if vocab and any(p == "lm_head" or p.endswith(".lm_head") for p in index.spans) or \
+            vocab and type(model).__name__.endswith(("ForCausalLM", "LMHeadModel")):
+        total += batch * tokens * vocab * (act_bytes + 8)  # logits, their fp32 copy and the loss's log-softmax
+    return total
+
+
+_measured: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _measured_activations(model: nn.Module, index: ModelIndex, flags: list[bool], batch: int, image: int,
+                          act_bytes: int) -> int:
+    """Leaf-module outputs from the first trainable layer on, for one image batch on the meta device.
+
+    Only a model on the meta device is measured (no memory, no compute). The trace is taken once per
+    model and image size for one image and scaled by the batch, so the layer tree's live summary
+    does not re-run the forward on every click.
+    """
+    cache = _measured.setdefault(model, {})
+    trace = cache.get(image)
+    if trace is None:
+        trace = _trace_leaf_outputs(model, image)
+        cache[image] = trace
+    for pos, (path, _numel) in enumerate(trace):
+        if any(any(flags[s:e]) for s, e in index.spans.get(path, ())):
+            return sum(numel for _, numel in trace[pos:]) * act_bytes * batch
+    return 0
+
+
+def _trace_leaf_outputs(model: nn.Module, image: int) -> list[tuple[str, int]]:
+    try:
+        first = next(model.parameters())
+    except StopIteration:
+        return []
+    if not first.is_meta:
+        return []  # real weights: do not run a forward just for an estimate
+    trace: list[tuple[str, int]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not any(True for _ in module.children()):
+            def hook(_m, _inp, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    trace.append((name, out.numel()))
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()  # one image: BatchNorm in training mode would refuse a 1x1 batch
     try:
         with torch.no_grad():
-            meta(torch.empty(batch, 3, image, image, device="meta"))
+            model(torch.empty(1, 3, image, image, device="meta"))
     except Exception:  # noqa: BLE001 - an estimate; unknown shapes give 0
-        total = 0
+        trace = []
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
-    return total * act_bytes
+    return trace
