@@ -20,9 +20,11 @@ plan onto those names and adds the adapter parameters, so the run stores their n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,14 +241,10 @@ def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str
 
 def wrap(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None):
     """Inject the adapters: returns the ``PeftModelForCausalLM`` (the base model is changed in place)."""
-    import warnings
-
     from peft import get_peft_model
 
     cfg = peft_config(model, targets, base_path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-        warnings.filterwarnings("ignore", message=".*tied.*")
+    with quiet_peft():
         peft_model = get_peft_model(model, cfg)
     for path, t in targets.items():  # PEFT has one dropout per config; ours is per layer
         layer = peft_model.base_model.model.get_submodule(path)
@@ -254,6 +252,15 @@ def wrap(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None
         if drops is not None and ADAPTER_NAME in drops:
             drops[ADAPTER_NAME] = nn.Dropout(t.dropout) if t.dropout > 0 else nn.Identity()
     return peft_model
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT's notices that TuneDesk handles itself (Conv1D fan_in_fan_out, tied weights, deprecated names)."""
+    with warnings.catch_warnings():
+        for text in (".*fan_in_fan_out.*", ".*tied.*", ".*is_gradient_checkpointing.*", ".*deprecated.*"):
+            warnings.filterwarnings("ignore", message=text)
+        yield
 
 
 def base_name(wrapped_name: str) -> str:
