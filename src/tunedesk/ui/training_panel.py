@@ -1,10 +1,5 @@
-"""Train area (being built: replaced by its owner)."""
+"""The Train area lives in the ``tunedesk.ui.training`` package; this name stays for the main window."""
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from tunedesk.ui.training.panel import TrainingPanel
 
-
-class TrainingPanel(QWidget):
-    def __init__(self, state, parent=None) -> None:
-        super().__init__(parent)
-        self.state = state
-        QVBoxLayout(self).addWidget(QLabel("Train"))
+__all__ = ["TrainingPanel"]

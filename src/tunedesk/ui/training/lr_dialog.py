@@ -1,0 +1,122 @@
+"""The learning-rate finder dialog: runs the range test in a worker thread and plots loss against rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from tunedesk.ui.worker import LRFinderWorker, start_in_thread, stop_thread
+
+
+class LRFinderDialog(QDialog):
+    """Shows the range test live; "Use this value" emits ``chosen(lr, explanation)``."""
+
+    chosen = Signal(float, str)
+
+    def __init__(self, config: Any, parent: QWidget | None = None, num_steps: int = 100) -> None:
+        super().__init__(parent)
+        import pyqtgraph as pg
+
+        self.setWindowTitle("Find a learning rate")
+        self.resize(640, 480)
+        self.result: Any = None
+        self.error: tuple[str, str] | None = None
+        self._lrs: list[float] = []
+        self._losses: list[float] = []
+        layout = QVBoxLayout(self)
+        intro = QLabel("TuneDesk trains a copy of the model for a few steps while raising the learning rate "
+                       "from 1e-7 to 1. The loss falls fastest at a good rate and shoots up when the rate is "
+                       "too high. Your model and data are left exactly as they were.")
+        intro.setWordWrap(True)
+        intro.setProperty("role", "hint")
+        layout.addWidget(intro)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, num_steps)
+        self.progress.setFormat("preparing…")
+        layout.addWidget(self.progress)
+        pal = self.palette()
+        fg = pal.color(QPalette.ColorRole.Text)
+        self.plot = pg.PlotWidget(background=pal.color(QPalette.ColorRole.Base))
+        self.plot.setLogMode(x=True, y=False)
+        self.plot.setLabel("bottom", "learning rate", color=fg.name())
+        self.plot.setLabel("left", "loss", color=fg.name())
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.plot.setMenuEnabled(False)
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setTextPen(pg.mkPen(fg))
+            self.plot.getAxis(axis).setPen(pg.mkPen(fg))
+        self.raw = self.plot.plot(pen=pg.mkPen((86, 180, 233, 120), width=1))
+        self.smooth = self.plot.plot(pen=pg.mkPen((0, 114, 178), width=2))
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((213, 94, 0), width=2))
+        self.marker.setVisible(False)
+        self.plot.addItem(self.marker)
+        layout.addWidget(self.plot, 1)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.message)
+        self.buttons = QDialogButtonBox()
+        self.use_button = QPushButton("Use this value")
+        self.use_button.setEnabled(False)
+        self.buttons.addButton(self.use_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.cancel_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.use_button.clicked.connect(self._use)
+        self.cancel_button.clicked.connect(self.reject)
+        layout.addWidget(self.buttons)
+
+        self.worker = LRFinderWorker(config, num_steps=num_steps)
+        self.worker.progress.connect(lambda msg: self.progress.setFormat(msg + "…"))
+        self.worker.stepDone.connect(self._step)
+        self.worker.found.connect(self._found)
+        self.worker.failed.connect(self._failed)
+        self.worker.done.connect(self._done)
+        self.thread_ = start_in_thread(self.worker, self.worker.run, quit_when=self.worker.done, name="lr-finder")
+        self.finished_running = False
+
+    def _step(self, step: int, total: int, lr: float, loss: float) -> None:
+        self._lrs.append(lr)
+        self._losses.append(loss)
+        self.progress.setValue(step)
+        self.progress.setFormat(f"step {step} of {total} — learning rate {lr:.1e}")
+        if step % 5 == 0 or step == total:
+            self.raw.setData(self._lrs, self._losses)
+
+    def _found(self, result: Any) -> None:
+        self.result = result
+        self.raw.setData(result.lrs, result.losses)
+        self.smooth.setData(result.lrs, result.smoothed)
+        import math
+
+        self.marker.setValue(math.log10(result.suggestion))
+        self.marker.setVisible(True)
+        self.progress.setValue(self.progress.maximum())
+        self.progress.setFormat("done" + (" — stopped when the loss blew up" if result.diverged else ""))
+        self.message.setText(f"Suggested learning rate: <b>{result.suggestion:.2g}</b> — {result.explanation}.")
+        self.use_button.setEnabled(True)
+        self.use_button.setDefault(True)
+
+    def _failed(self, message: str, hint: str, _field: str) -> None:
+        self.error = (message, hint)
+        self.progress.setFormat("failed")
+        self.message.setText(f'<span style="color:#c62828">{message}</span>' + (f"<br>{hint}" if hint else ""))
+
+    def _done(self) -> None:
+        self.finished_running = True
+        self.cancel_button.setText("Close")
+
+    def _use(self) -> None:
+        if self.result is not None:
+            self.chosen.emit(float(self.result.suggestion), self.result.explanation)
+        self.accept()
+
+    def stop(self) -> None:
+        """Cancel the test (if running) and wait for its thread."""
+        self.worker.control.request_stop("cancelled")
+        stop_thread(self.thread_, 60000)
+
+    def done(self, code: int) -> None:  # accept / reject / close all end the worker first
+        self.stop()
+        super().done(code)

@@ -1,0 +1,650 @@
+"""The Train area: set a run up, start it in a worker thread, watch it live, steer it, try the result.
+
+Only the worker (tunedesk.ui.worker) touches the engine's training; this panel renders what comes
+back: rare events as signals, step events drained from the worker's buffer by a timer that also
+redraws the plots (at most ``1000 / REDRAW_MS`` times a second, and only when something changed).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSplitter,
+                               QTabWidget, QVBoxLayout, QWidget)
+
+from tunedesk.engine.config import RunConfig
+from tunedesk.engine.errors import ConfigError
+from tunedesk.ui.training.curves import TrainingCurves
+from tunedesk.ui.training.monitor import LogPane, RunMonitor
+from tunedesk.ui.training.results import EvaluationView, TryItBox, metric_line
+from tunedesk.ui.training.setup_form import FieldError, SetupForm, set_role
+from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
+
+RESUMABLE = ("stopped", "interrupted", "failed")
+
+
+def _icon(name: str) -> QIcon:
+    try:
+        from tunedesk.ui.app import resource
+
+        path = resource("icons", name)
+        return QIcon(str(path)) if path.is_file() else QIcon()
+    except (FileNotFoundError, OSError):
+        return QIcon()
+
+
+class TrainingPanel(QWidget):
+    """The Train area, constructed as ``TrainingPanel(state)``."""
+
+    REDRAW_MS = 100  # 10 redraws a second at most (the UI rules allow up to 20)
+    _predictRequested = Signal(object)  # to the worker's thread
+
+    def __init__(self, state: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.curves = TrainingCurves()
+        self.plots: Any = None  # LivePlots, built once pyqtgraph may be imported
+        self.worker: RunWorker | None = None
+        self.thread_: QThread | None = None
+        self.run_id: int | None = None
+        self.last_finished: Any = None  # RunFinished of the last run
+        self.epoch_events: list[Any] = []
+        self.error_dialog: QMessageBox | None = None
+        self.lr_dialog: Any = None
+        self._closing = False
+        self._util_ok = True
+        self._ticks = 0
+        self._task = "text_classification"
+
+        self.form = SetupForm()
+        self.form.findLearningRate.connect(self.open_lr_finder)
+        self.form.editLayers.connect(lambda: self.state.showPanel.emit("layers"))
+        self._build()
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.REDRAW_MS)
+        self.timer.timeout.connect(self._tick)
+
+        state.modelSelected.connect(self.form.set_model_entry)
+        state.datasetSelected.connect(self.form.set_data_spec)
+        state.freezeChanged.connect(self.form.set_freeze)
+        state.configRequested.connect(self.load_config)
+        state.engineReady.connect(self.engine_ready)
+        if hasattr(state, "resumeRequested"):
+            state.resumeRequested.connect(self.resume_run)
+        if state.model is not None:
+            self.form.set_model_entry(state.model)
+        if state.data is not None:
+            self.form.set_data_spec(state.data)
+        if state.freeze is not None:
+            self.form.set_freeze(state.freeze)
+        self._set_mode("idle")
+
+    # ---- layout ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(12, 10, 12, 8)
+        outer.setSpacing(8)
+        header = QHBoxLayout()
+        title = QLabel("Train")
+        set_role(title, "title")
+        header.addWidget(title)
+        self.status = QLabel("Set the run up on the left, then press Start.")
+        set_role(self.status, "hint")
+        header.addWidget(self.status, 1)
+        self.open_button = QPushButton("Open setup…")
+        self.open_button.setToolTip("Load a run configuration file (JSON or TOML)")
+        self.open_button.clicked.connect(self._open_config)
+        self.save_button = QPushButton("Save setup…")
+        self.save_button.setToolTip("Save this setup as a run configuration file (JSON or TOML)")
+        self.save_button.clicked.connect(self._save_config)
+        header.addWidget(self.open_button)
+        header.addWidget(self.save_button)
+        outer.addLayout(header)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.form)
+        scroll.setMinimumWidth(380)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        split.addWidget(scroll)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(6, 0, 0, 0)
+        rv.setSpacing(8)
+        controls = QHBoxLayout()
+        self.start_button = QPushButton(_icon("play.svg"), "Start")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton(_icon("pause.svg"), "Pause")
+        self.pause_button.clicked.connect(self.pause)
+        self.unpause_button = QPushButton(_icon("resume.svg"), "Resume")
+        self.unpause_button.clicked.connect(self.unpause)
+        self.stop_button = QPushButton(_icon("stop.svg"), "Stop")
+        self.stop_button.setToolTip("Finish the current step, save a resumable checkpoint and stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.continue_button = QPushButton(_icon("resume.svg"), "Continue run")
+        self.continue_button.setToolTip("Resume the stopped run from its last checkpoint")
+        self.continue_button.clicked.connect(self._continue_last)
+        for b in (self.start_button, self.pause_button, self.unpause_button, self.stop_button, self.continue_button):
+            controls.addWidget(b)
+        controls.addStretch(1)
+        self.run_label = QLabel("")
+        set_role(self.run_label, "hint")
+        controls.addWidget(self.run_label)
+        rv.addLayout(controls)
+        self.monitor = RunMonitor()
+        rv.addWidget(self.monitor)
+
+        vsplit = QSplitter(Qt.Orientation.Vertical)
+        vsplit.setChildrenCollapsible(False)
+        self.plot_holder = QWidget()
+        self.plot_layout = QVBoxLayout(self.plot_holder)
+        self.plot_layout.setContentsMargins(0, 0, 0, 0)
+        self.plot_placeholder = QLabel("Live plots appear here once the engine has loaded.")
+        self.plot_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        set_role(self.plot_placeholder, "hint")
+        self.plot_layout.addWidget(self.plot_placeholder)
+        self.plot_holder.setMinimumHeight(260)
+        vsplit.addWidget(self.plot_holder)
+        self.tabs = QTabWidget()
+        self.log = LogPane()
+        self.evaluation = EvaluationView()
+        self.try_it = TryItBox()
+        self.try_it.predictRequested.connect(self._predict)
+        self.tabs.addTab(self.log, "Log")
+        self.tabs.addTab(self.evaluation, "Evaluation")
+        self.tabs.addTab(self.try_it, "Try it")
+        self.tabs.setMinimumHeight(150)
+        vsplit.addWidget(self.tabs)
+        vsplit.setStretchFactor(0, 3)
+        vsplit.setStretchFactor(1, 2)
+        vsplit.setSizes([520, 260])
+        rv.addWidget(vsplit, 1)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([420, 900])
+        self.splitter = split
+        outer.addWidget(split, 1)
+
+    def _set_mode(self, mode: str) -> None:
+        """idle / preparing / running / paused / stopping: which controls make sense."""
+        self.mode = mode
+        active = mode != "idle"
+        self.start_button.setVisible(not active)
+        self.start_button.setEnabled(not active)
+        self.pause_button.setVisible(mode in ("running", "preparing", "stopping"))
+        self.pause_button.setEnabled(mode == "running")
+        self.unpause_button.setVisible(mode == "paused")
+        self.stop_button.setVisible(active)
+        self.stop_button.setEnabled(mode in ("running", "paused", "preparing"))
+        last = self.last_finished
+        self.continue_button.setVisible(not active and last is not None and last.status in RESUMABLE
+                                        and self._has_last_checkpoint())
+        self.form.setEnabled(not active)
+        self.open_button.setEnabled(not active)
+        self.form.find_lr_button.setEnabled(not active)
+
+    def _has_last_checkpoint(self) -> bool:
+        result = getattr(self.worker, "result", None)
+        if result is not None and result.output_dir:
+            return (Path(result.output_dir) / "last" / "training_state.pt").is_file()
+        return self.run_id is not None
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+
+    # ---- engine ready, plots ------------------------------------------------------------------
+
+    @Slot()
+    def engine_ready(self) -> None:
+        """torch is imported: list the devices and build the plots."""
+        try:
+            from tunedesk.engine.devices import list_devices
+
+            self.form.set_devices(list_devices())
+        except Exception as exc:  # noqa: BLE001 - the CPU entry stays
+            self.log.add(f"could not list the compute devices: {exc}", "warning")
+        self.ensure_plots()
+
+    def ensure_plots(self) -> Any:
+        if self.plots is None:
+            from tunedesk.ui.training.plots import LivePlots
+
+            self.plots = LivePlots(self.curves)
+            self.plot_layout.removeWidget(self.plot_placeholder)
+            self.plot_placeholder.deleteLater()
+            self.plot_layout.addWidget(self.plots)
+            self.plots.redraw(force=True)
+        return self.plots
+
+    # ---- configuration files --------------------------------------------------------------------
+
+    @Slot(object)
+    def load_config(self, config: RunConfig) -> None:
+        """Show a configuration (a past run's, or a file's) in the form."""
+        if self.mode != "idle":
+            self.state.statusMessage.emit("A run is training: stop it before loading another setup.")
+            return
+        self.form.apply_config(config)
+        self._say("Setup loaded: check it, then press Start.")
+
+    def _open_config(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a run configuration", str(self.state.home),
+                                              "Run configurations (*.json *.toml);;All files (*)")
+        if path:
+            self.open_config_file(path)
+
+    def open_config_file(self, path: str | Path) -> bool:
+        try:
+            config = RunConfig.load(path)
+        except ConfigError as exc:
+            self.form.show_error(exc.field, exc.message, exc.hint)
+            self._say(f"Could not open {Path(path).name}.")
+            return False
+        self.load_config(config)
+        return True
+
+    def _save_config(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration", str(self.state.home / "run.toml"),
+                                              "TOML (*.toml);;JSON (*.json)")
+        if path:
+            self.save_config_file(path)
+
+    def save_config_file(self, path: str | Path) -> bool:
+        try:
+            config = self.form.build_config()
+        except FieldError as exc:
+            self.form.show_error(exc.field, exc.message, exc.hint)
+            return False
+        try:
+            config.save(path)
+        except OSError as exc:
+            self.form.show_error("", f"could not write {path}: {exc.strerror or exc}", "choose another folder")
+            return False
+        lost = _lost_on_reload(config, path)
+        if lost:  # e.g. TOML has no "empty": no clipping would come back as the default
+            self.form.show_error("", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set",
+                                 "save the setup as .json instead")
+            self._say(f"Setup saved to {path}, with a difference — see the note under the form.")
+            return False
+        self._say(f"Setup saved to {path}")
+        return True
+
+    # ---- start, stop, pause, resume ---------------------------------------------------------------
+
+    @Slot()
+    def start(self) -> bool:
+        """Validate the setup and start a run; False (with the message beside the field) when invalid."""
+        if self.mode != "idle":
+            return False
+        config = self.form.validated_config()
+        if config is None:
+            self._say("Fix the highlighted setting, then press Start.")
+            return False
+        self._task = config.task
+        self._begin(RunWorker(config, home=self.state.home), f"Preparing {Path(config.model.name_or_path).name}…")
+        return True
+
+    @Slot(int)
+    def resume_run(self, run_id: int) -> bool:
+        """Continue a stopped / interrupted / failed run from its last checkpoint, in the same record."""
+        if self.mode != "idle":
+            self.state.statusMessage.emit("A run is already training.")
+            return False
+        self._load_history(run_id)
+        self._begin(RunWorker(home=self.state.home, resume_run_id=run_id), f"Resuming run {run_id}…", fresh=False)
+        self.state.showPanel.emit("train")
+        return True
+
+    def _continue_last(self) -> None:
+        if self.run_id is not None:
+            self.resume_run(self.run_id)
+
+    def _load_history(self, run_id: int) -> None:
+        """Curves and evaluations recorded so far, so a resumed run's plots continue where they were."""
+        from tunedesk.engine.store import RunStore
+
+        try:
+            with RunStore(self.state.database) as store:
+                run = store.get_run(run_id)
+                steps = store.step_metrics(run_id, max_points=50000)
+                epochs = store.epoch_metrics(run_id)
+        except Exception as exc:  # noqa: BLE001 - the run itself reports real problems
+            self.log.add(f"could not read run {run_id}'s history: {exc}", "warning")
+            return
+        self._task = run.get("task") or self._task
+        self.curves.load_history(steps, epochs)
+        from tunedesk.engine.events import EpochEnded
+
+        self.epoch_events = [EpochEnded(run_id, e["epoch"], e["step"], e["metrics"], e["confusion"], e["label_names"],
+                                        e["per_class"], e["is_best"]) for e in epochs]
+        if self.epoch_events:
+            self.evaluation.show_epoch(self.epoch_events[-1], self._best_epoch())
+
+    def _begin(self, worker: RunWorker, message: str, fresh: bool = True) -> None:
+        self._release_worker()
+        self.ensure_plots()
+        if fresh:
+            self.curves.reset()
+            self.epoch_events = []
+            self.evaluation.clear()
+            self.plots.clear()
+        self.monitor.reset()
+        self.last_finished = None
+        self.run_id = worker.resume_run_id
+        self._util_ok = True
+        self.log.clear()
+        self.log.add(message.rstrip("…"))
+        self.try_it.set_task(self._task)
+        self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
+        self.tabs.setCurrentWidget(self.log)
+        self.worker = worker
+        worker.progress.connect(self._on_progress)
+        worker.prepared.connect(self._on_prepared)
+        worker.startFailed.connect(self._on_start_failed)
+        worker.runStarted.connect(self._on_run_started)
+        worker.epochEnded.connect(self._on_epoch_ended)
+        worker.checkpointSaved.connect(self._on_checkpoint)
+        worker.logMessage.connect(self._on_log)
+        worker.sampleGenerated.connect(self._on_sample)
+        worker.runFinished.connect(self._on_run_finished)
+        worker.done.connect(self._on_done)
+        worker.predicted.connect(self._on_predicted)
+        worker.predictFailed.connect(self._on_predict_failed)
+        self._predictRequested.connect(worker.predict)
+        self.state.running = True
+        self._set_mode("preparing")
+        self._say(message)
+        self.run_label.setText("")
+        self.thread_ = start_in_thread(worker, worker.run, name="tunedesk-training")
+        self.timer.start()
+
+    def _release_worker(self) -> None:
+        """End the previous run's thread (it stays alive after a run to answer "try it")."""
+        if self.worker is not None:
+            try:
+                self._predictRequested.disconnect(self.worker.predict)
+            except (RuntimeError, TypeError):
+                pass
+            self.worker.release()
+        stop_thread(self.thread_)
+        self.thread_ = None
+        self.worker = None
+
+    @Slot()
+    def pause(self) -> None:
+        if self.worker is not None and self.mode == "running":
+            self.worker.control.pause()
+            self._set_mode("paused")
+            self._say(f"Paused at step {self.monitor.step} — Resume continues, Stop saves a checkpoint.")
+            self.log.add(f"paused at step {self.monitor.step}")
+
+    @Slot()
+    def unpause(self) -> None:
+        if self.worker is not None and self.mode == "paused":
+            self.worker.control.resume()
+            self._set_mode("running")
+            self._say("Training…")
+            self.log.add("resumed")
+
+    @Slot()
+    def stop(self) -> None:
+        if self.worker is not None and self.mode in ("running", "paused", "preparing"):
+            self.worker.control.request_stop("stopped by the user")
+            self._set_mode("stopping")
+            self._say("Stopping: finishing the current step and saving a resumable checkpoint…")
+            self.log.add("stop requested")
+
+    def stop_and_wait(self, timeout: float = 300.0) -> bool:
+        """Stop a run cleanly (checkpoint saved, run marked stopped) and wait; the window calls it on close."""
+        self._closing = True
+        if self.lr_dialog is not None:
+            self.lr_dialog.stop()
+        worker = self.worker
+        finished = True
+        if worker is not None and not worker.finished_flag.is_set():
+            worker.control.request_stop("stopped because TuneDesk was closed")
+            deadline = time.monotonic() + timeout
+            while not worker.finished_flag.wait(0.05):
+                QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+                if time.monotonic() > deadline:
+                    finished = False
+                    break
+        if finished:
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)  # deliver last signals
+            self._release_worker()
+        self.timer.stop()
+        self.state.running = False
+        return finished
+
+    def shutdown(self) -> None:
+        """Stop everything this panel started (tests, app exit)."""
+        self.stop_and_wait()
+        self._closing = False
+
+    # ---- worker signals (GUI thread) ---------------------------------------------------------------
+
+    @Slot(str)
+    def _on_progress(self, message: str) -> None:
+        self._say(message[0].upper() + message[1:] + "…")
+        self.log.add(message)
+
+    @Slot(object)
+    def _on_prepared(self, info: Any) -> None:
+        self.log.add(info.lr_explanation[0].upper() + info.lr_explanation[1:])
+        self.log.add(f"layers: {info.freeze_summary} ({info.trainable_params:,} of {info.total_params:,} parameters train)")
+        if info.data_summary:
+            self.log.add(f"data: {info.data_summary}")
+        self.form.set_freeze_resolved(info.freeze_summary, info.trainable_params, info.total_params)
+        self._task = info.task or self._task
+        self.try_it.set_task(self._task)
+
+    @Slot(str, str, str)
+    def _on_start_failed(self, message: str, hint: str, field: str) -> None:
+        self.log.add(message + (f" — {hint}" if hint else ""), "error")
+        if field and self.form.field_label(field) is not None:
+            self.form.show_error(field, message, hint)
+        self._say("The run did not start: " + message)
+        if not self._closing:
+            self._show_error("The run could not start", message, hint)
+
+    @Slot(object)
+    def _on_run_started(self, ev: Any) -> None:
+        self.run_id = ev.run_id
+        if ev.start_step:
+            self.curves.truncate_after(ev.start_step)
+            self.epoch_events = [e for e in self.epoch_events if e.step <= ev.start_step]
+        self.monitor.started(ev)
+        self._set_mode("paused" if self.worker and self.worker.control.paused else
+                       "stopping" if self.worker and self.worker.control.stop_requested else "running")
+        self.run_label.setText(f"run #{ev.run_id} · {ev.device} · {ev.precision}")
+        self._say("Training…" if not ev.start_step else f"Training, resumed at step {ev.start_step}…")
+        self.log.add(f"run #{ev.run_id} started on {ev.device} ({ev.precision}): {ev.total_steps} steps, "
+                     f"{ev.epochs} epoch(s) of {ev.steps_per_epoch} steps; {ev.trainable_params:,} of "
+                     f"{ev.total_params:,} parameters train")
+        self.state.runsChanged.emit()
+
+    @Slot(object)
+    def _on_epoch_ended(self, ev: Any) -> None:
+        self._drain()
+        self.curves.add_epoch(ev.epoch, ev.step, ev.metrics, ev.is_best)
+        self.epoch_events = [e for e in self.epoch_events if e.epoch != ev.epoch] + [ev]
+        self.monitor.epoch_ended(ev)
+        self.evaluation.show_epoch(ev, self._best_epoch())
+        self.log.add(f"epoch {ev.epoch}: {_plain(metric_line(ev.metrics))}" + (" (best so far)" if ev.is_best else ""),
+                     "ok" if ev.is_best else "info")
+
+    def _best_epoch(self) -> int | None:
+        best = [e.epoch for e in self.epoch_events if e.is_best]
+        return best[-1] if best else None
+
+    @Slot(object)
+    def _on_checkpoint(self, ev: Any) -> None:
+        what = "best weights" if ev.which == "best" else "resumable checkpoint"
+        self.log.add(f"saved the {what} at step {ev.step}")
+
+    @Slot(object)
+    def _on_log(self, ev: Any) -> None:
+        self.log.add(ev.message, ev.level)
+
+    @Slot(object)
+    def _on_sample(self, ev: Any) -> None:
+        self.log.add(f"sample after epoch {ev.epoch} — {ev.prompt!r}: {ev.text}")
+
+    @Slot(object)
+    def _on_run_finished(self, ev: Any) -> None:
+        self._drain()
+        if self.plots is not None:
+            self.plots.redraw()
+        self.last_finished = ev
+        self.monitor.finished(ev)
+        rid = ev.run_id if ev.run_id is not None else self.run_id
+        if ev.status == "completed":
+            best = self._best_epoch()
+            summary = _plain(metric_line(ev.final_metrics))
+            self._say(f"Run #{rid} finished — {summary}")
+            self.log.add(f"finished: {summary}", "ok")
+            best_ev = next((e for e in reversed(self.epoch_events) if e.epoch == best), None)
+            if best_ev is not None:
+                self.evaluation.show_epoch(best_ev, best, final=True)
+            self.tabs.setCurrentWidget(self.evaluation)
+        elif ev.status == "stopped":
+            self._say(f"Run #{rid} stopped at step {ev.steps}: a checkpoint is saved, Continue run resumes it.")
+            self.log.add(f"stopped at step {ev.steps} ({ev.reason})", "warning")
+        else:
+            self._say(f"Run #{rid} failed: {ev.reason}")
+            self.log.add(f"failed: {ev.reason}" + (f" — {ev.hint}" if ev.hint else ""), "error")
+            if not self._closing:
+                self._show_error("The run failed", ev.reason,
+                                 (ev.hint + "\n\n" if ev.hint else "") +
+                                 f"Run #{rid} is recorded as failed in the run history with this reason.")
+        self.state.statusMessage.emit(self.status.text())
+
+    @Slot(object)
+    def _on_done(self, result: Any) -> None:
+        self._drain()
+        self.timer.stop()
+        if self.plots is not None:
+            self.plots.redraw()
+        self.state.running = False
+        self._set_mode("idle")
+        if result is not None:
+            self.run_id = result.run_id
+            has_best = (Path(result.output_dir) / "best" / "model.safetensors").is_file()
+            self.try_it.set_available(has_best, "Type a text and press Predict: the run's best checkpoint answers."
+                                      if has_best and self._task != "image_classification" else
+                                      "Choose or drop an image: the run's best checkpoint answers." if has_best else
+                                      "This run saved no best checkpoint (it ended before its first validation).")
+            self.state.runsChanged.emit()
+            self.state.runFinished.emit(int(result.run_id))
+
+    def _show_error(self, title: str, message: str, hint: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        if hint:
+            box.setInformativeText(hint)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        self.error_dialog = box
+        box.open()
+
+    # ---- the timer: steps, plots, clocks ---------------------------------------------------------
+
+    def _drain(self) -> list[Any]:
+        if self.worker is None:
+            return []
+        steps = self.worker.steps.drain()
+        if steps:
+            self.curves.add_steps(steps)
+            self.monitor.update_steps(steps, self.curves.ema.last())
+        return steps
+
+    @Slot()
+    def _tick(self) -> None:
+        self._drain()
+        if self.plots is not None and self.plots.isVisible():
+            self.plots.redraw()
+        self._ticks += 1
+        if self._ticks % max(1, 1000 // self.REDRAW_MS) == 0:
+            self.monitor.tick(self.mode in ("running", "stopping"))
+            self._poll_gpu()
+
+    def _poll_gpu(self) -> None:
+        device = self.monitor.device
+        if not (self._util_ok and device.startswith("cuda") and self.mode == "running"):
+            return
+        try:
+            import torch
+
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            self.monitor.set_gpu_utilisation(int(torch.cuda.utilization(index)))
+        except Exception:  # noqa: BLE001 - needs pynvml / a driver that reports it
+            self._util_ok = False
+            self.monitor.set_gpu_utilisation(None)
+
+    # ---- learning-rate finder, try it -----------------------------------------------------------
+
+    @Slot()
+    def open_lr_finder(self, num_steps: int = 100) -> Any:
+        if self.mode != "idle":
+            return None
+        config = self.form.validated_config()
+        if config is None:
+            return None
+        from tunedesk.ui.training.lr_dialog import LRFinderDialog
+
+        self.lr_dialog = LRFinderDialog(config, self, num_steps=num_steps)
+        self.lr_dialog.chosen.connect(self.form.set_learning_rate)
+        self.lr_dialog.finished.connect(self._lr_dialog_closed)
+        self.lr_dialog.open()
+        return self.lr_dialog
+
+    def _lr_dialog_closed(self) -> None:
+        self.lr_dialog = None
+
+    def _predict(self, inputs: list[str]) -> None:
+        if self.worker is None or self.mode != "idle":
+            self.try_it.show_error("No finished run to ask", "train a model first")
+            return
+        self._predictRequested.emit(inputs)
+
+    @Slot(object, object)
+    def _on_predicted(self, inputs: Any, scores: Any) -> None:
+        self.try_it.show_result(inputs, scores)
+
+    @Slot(str, str)
+    def _on_predict_failed(self, message: str, hint: str) -> None:
+        self.try_it.show_error(message, hint)
+
+    # ---- window hooks ---------------------------------------------------------------------------
+
+    def save_settings(self, settings: QSettings) -> None:
+        settings.setValue("train/splitter", self.splitter.saveState())
+
+
+def _lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
+    """Settings that do not survive a save + load round trip (dotted names)."""
+    try:
+        again = RunConfig.load(path).to_dict()
+    except ConfigError:
+        return ["the file"]
+    want = config.to_dict()
+    lost: list[str] = []
+    for key, value in want.items():
+        if isinstance(value, dict):
+            lost += [f"{key}.{k}" for k, v in value.items() if again.get(key, {}).get(k) != v]
+        elif key not in ("data", "model") and again.get(key) != value:
+            lost.append(key)
+    return lost
+
+
+def _plain(rich: str) -> str:
+    return rich.replace("<b>", "").replace("</b>", "")

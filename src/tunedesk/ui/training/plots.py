@@ -1,0 +1,168 @@
+"""Live training plots (pyqtgraph): loss per step, learning rate, validation loss and metrics per epoch.
+
+pyqtgraph is imported when the plots are built (after the window is visible), never at import time.
+Step curves use peak downsampling and clip-to-view and are fed views of the curve buffers with
+``skipFiniteCheck`` so a redraw of a 100,000-step run costs about what a 100-step run costs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from tunedesk.ui.training.curves import TrainingCurves
+
+# Colour-blind-safe (Okabe-Ito) series colours; readable on light and dark backgrounds.
+COLORS = {
+    "loss_raw": (86, 180, 233, 110),
+    "loss_ema": (0, 114, 178),
+    "lr": (0, 158, 115),
+    "val_loss": (213, 94, 0),
+    "train_loss": (0, 114, 178),
+    "val_accuracy": (0, 158, 115),
+    "val_macro_f1": (204, 121, 167),
+}
+EXTRA_COLORS = [(230, 159, 0), (86, 180, 233), (240, 228, 66), (120, 120, 120)]
+METRIC_TITLES = {"val_accuracy": "accuracy", "val_macro_f1": "macro-F1", "val_loss": "validation", "train_loss": "training"}
+
+
+def _pg():
+    import pyqtgraph as pg
+
+    return pg
+
+
+class LivePlots(QWidget):
+    """Four plots over one ``TrainingCurves``; ``redraw()`` is cheap when nothing changed."""
+
+    def __init__(self, curves: TrainingCurves, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.curves = curves
+        self._drawn_steps = -1
+        self._drawn_epochs = -1
+        self._metric_items: dict[str, Any] = {}
+        self.redraws = 0
+        pg = _pg()
+        pal = self.palette()
+        bg = pal.color(QPalette.ColorRole.Base)
+        fg = pal.color(QPalette.ColorRole.Text)
+        self._fg = fg
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setBackground(bg)
+        self.view.ci.setContentsMargins(4, 4, 4, 4)
+        self.view.ci.setSpacing(6)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+
+        self.loss_plot = self._plot(0, 0, "Training loss", "step")
+        self.lr_plot = self._plot(0, 1, "Learning rate", "step")
+        self.val_loss_plot = self._plot(1, 0, "Loss per epoch", "epoch")
+        self.metric_plot = self._plot(1, 1, "Validation metrics", "epoch")
+        for p in (self.loss_plot, self.lr_plot):
+            p.setDownsampling(auto=True, mode="peak")
+            p.setClipToView(True)
+        self.metric_plot.setYRange(0, 1.02, padding=0)
+        self.lr_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.lr_plot.getAxis("left").setStyle(tickTextWidth=48)
+
+        self.loss_legend = self.loss_plot.addLegend(offset=(-8, 8), labelTextColor=fg, brush=self._legend_brush())
+        self.raw_curve = self.loss_plot.plot(pen=pg.mkPen(COLORS["loss_raw"], width=1), name="loss")
+        self.ema_curve = self.loss_plot.plot(pen=pg.mkPen(COLORS["loss_ema"], width=2), name="smoothed")
+        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen(COLORS["lr"], width=2))
+        self.val_legend = self.val_loss_plot.addLegend(offset=(-8, 8), labelTextColor=fg, brush=self._legend_brush())
+        self.metric_legend = self.metric_plot.addLegend(offset=(-8, -8), labelTextColor=fg, brush=self._legend_brush())
+        self.val_curves: dict[str, Any] = {}
+        for name in ("train_loss", "val_loss"):
+            self.val_curves[name] = self.val_loss_plot.plot(
+                pen=pg.mkPen(COLORS[name], width=2), symbol="o", symbolSize=7, symbolBrush=COLORS[name],
+                symbolPen=None, name=METRIC_TITLES[name])
+        self.best_marker = pg.InfiniteLine(angle=90, movable=False,
+                                           pen=pg.mkPen(QColor(120, 120, 120), width=1, style=_dash()))
+        self.best_marker.setVisible(False)
+        self.metric_plot.addItem(self.best_marker)
+
+    def _legend_brush(self) -> QColor:
+        c = QColor(self.palette().color(QPalette.ColorRole.Base))
+        c.setAlpha(200)
+        return c
+
+    def _plot(self, row: int, col: int, title: str, xlabel: str):
+        pg = _pg()
+        plot = self.view.addPlot(row=row, col=col)
+        fg = self._fg.name()
+        plot.setTitle(title, color=fg, size="10pt")
+        plot.setLabel("bottom", xlabel, color=fg)
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.setMenuEnabled(False)
+        plot.hideButtons()
+        for axis in ("left", "bottom"):
+            ax = plot.getAxis(axis)
+            ax.setPen(pg.mkPen(self._fg))
+            ax.setTextPen(pg.mkPen(self._fg))
+        plot.getViewBox().setMouseEnabled(x=True, y=False)
+        return plot
+
+    def redraw(self, force: bool = False) -> bool:
+        """Push changed buffers to the curves; True when something was redrawn."""
+        c = self.curves
+        changed = False
+        if force or c.step_version != self._drawn_steps:
+            x = c.steps.view()
+            self.raw_curve.setData(x, c.loss.view(), skipFiniteCheck=True)
+            self.ema_curve.setData(x, c.ema.view(), skipFiniteCheck=True)
+            self.lr_curve.setData(x, c.lr.view(), skipFiniteCheck=True)
+            self._drawn_steps = c.step_version
+            changed = True
+        if force or c.epoch_version != self._drawn_epochs:
+            self._draw_epochs()
+            self._drawn_epochs = c.epoch_version
+            changed = True
+        if changed:
+            self.redraws += 1
+        return changed
+
+    def _draw_epochs(self) -> None:
+        pg = _pg()
+        c = self.curves
+        for name, curve in self.val_curves.items():
+            x, y = c.epoch_series(name)
+            curve.setData(x, y)
+        names = [n for n in c.metric_names() if n.startswith("val_") and n != "val_loss"]
+        extra = iter(EXTRA_COLORS)
+        for name in names:
+            if name not in self._metric_items:
+                color = COLORS.get(name) or next(extra, (120, 120, 120))
+                self._metric_items[name] = self.metric_plot.plot(
+                    pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7, symbolBrush=color, symbolPen=None,
+                    name=METRIC_TITLES.get(name, name.removeprefix("val_")))
+        for name, item in self._metric_items.items():
+            x, y = c.epoch_series(name)
+            item.setData(x, y)
+        best = [e["epoch"] for e in c.epochs if e.get("is_best")]
+        self.best_marker.setVisible(bool(best))
+        if best:
+            self.best_marker.setValue(best[-1])
+        for plot in (self.val_loss_plot, self.metric_plot):
+            n = max((e["epoch"] for e in c.epochs), default=1)
+            plot.setXRange(0.8, max(n, 2) + 0.2, padding=0)
+
+    def clear(self) -> None:
+        self._drawn_steps = self._drawn_epochs = -1
+        for name in list(self._metric_items):
+            self.metric_plot.removeItem(self._metric_items.pop(name))
+        self.metric_legend.clear()
+        self.loss_plot.enableAutoRange()
+        self.lr_plot.enableAutoRange()
+        self.val_loss_plot.enableAutoRange()
+        self.metric_plot.enableAutoRange(axis="x")
+        self.metric_plot.setYRange(0, 1.02, padding=0)
+        self.redraw(force=True)
+
+
+def _dash():
+    from PySide6.QtCore import Qt
+
+    return Qt.PenStyle.DashLine

@@ -1,0 +1,593 @@
+"""The run setup form: model, data, freeze plan, hyperparameters, device and precision.
+
+The form holds no truth of its own beyond what the user typed: ``build_config()`` turns the widgets
+into a ``RunConfig`` (fields the form does not show are kept from the last configuration loaded),
+and ``RunConfig.validate()`` decides what is valid. Its ``ConfigError.field`` is mapped back to the
+widget, so the engine's message appears right beside the value that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+
+from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
+from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
+from tunedesk.engine.errors import ConfigError
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson")
+TASK_LABELS = {"text_classification": "Text classification", "image_classification": "Image classification"}
+PRECISION_LABELS = {"auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)", "bf16": "bf16", "fp16": "fp16 (GPU only)",
+                    "fp32": "fp32"}
+
+
+class FieldError(ConfigError):
+    """A value the form cannot even parse (``abc`` for a learning rate)."""
+
+
+def set_role(widget: QWidget, role: str) -> None:
+    """Apply an app.qss role (hint / error / warning / title) and re-polish."""
+    widget.setProperty("role", role)
+    widget.style().unpolish(widget)
+    widget.style().polish(widget)
+
+
+def _label(text: str = "", role: str = "hint") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    set_role(label, role)
+    return label
+
+
+def freeze_text(spec: FreezeSpec | None) -> str:
+    """The plan in words before it is resolved against the model (percentages come after preparing)."""
+    spec = spec or FreezeSpec()
+    what = {
+        "all": "Train everything (full fine-tuning)",
+        "none": "Train nothing",
+        "head_only": "Train the new head only",
+        "last_n_blocks": f"Train the last {spec.last_n} block{'s' if spec.last_n != 1 else ''} + head",
+    }.get(spec.preset, spec.preset)
+    if spec.rules:
+        what += f", {len(spec.rules)} custom rule{'s' if len(spec.rules) != 1 else ''}"
+    if spec.lr_multipliers:
+        what += ", per-layer learning rates"
+    return what
+
+
+def model_spec_from_entry(entry: Any) -> ModelSpec:
+    """A catalog ModelEntry as the run's ModelSpec (torchvision files load by architecture name)."""
+    if getattr(entry, "model_type", None) == "torchvision" and getattr(entry, "architecture", None):
+        return ModelSpec(name_or_path=entry.architecture, source="torchvision", weights=entry.path)
+    return ModelSpec(name_or_path=entry.path, source="hf")
+
+
+def family_of_path(path: str) -> str | None:
+    """The model family from a folder's config.json (``model_type``), without loading anything."""
+    try:
+        cfg = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def table_columns(path: str) -> list[str]:
+    """Column names of a CSV/TSV header or the first JSONL record; [] when unreadable."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".jsonl", ".ndjson"):
+            with p.open(encoding="utf-8-sig", errors="replace") as fh:
+                for line in fh:
+                    if line.strip():
+                        record = json.loads(line)
+                        return [str(k) for k in record] if isinstance(record, dict) else []
+            return []
+        with p.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            head = fh.read(64 * 1024)
+        delimiter = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+        row = next(csv.reader(head.splitlines(), delimiter=delimiter), [])
+        return [c.strip() for c in row if c.strip()]
+    except (OSError, ValueError, csv.Error):
+        return []
+
+
+class SetupForm(QWidget):
+    """Everything a run needs, as widgets; ``build_config`` and ``show_error`` are its interface."""
+
+    changed = Signal()
+    findLearningRate = Signal()
+    editLayers = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._base = RunConfig()  # fields the form does not show come from here
+        self._freeze = FreezeSpec()
+        self._model_source = "hf"
+        self._model_weights: str | None = None
+        self._family: str | None = None
+        self._suggested_text = ""
+        self._errors: dict[str, QLabel] = {}
+        self._widgets: dict[str, QWidget] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 4, 0)
+        layout.setSpacing(10)
+        layout.addWidget(self._model_group())
+        layout.addWidget(self._data_group())
+        layout.addWidget(self._freeze_group())
+        layout.addWidget(self._hparam_group())
+        layout.addWidget(self._hardware_group())
+        self.general_error = _label("", "error")
+        self.general_error.hide()
+        layout.addWidget(self.general_error)
+        layout.addStretch(1)
+        self._update_task_fields()
+
+    # ---- building ---------------------------------------------------------------------------------
+
+    def _form(self, title: str) -> tuple[QGroupBox, QFormLayout]:
+        box = QGroupBox(title)
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        form.setHorizontalSpacing(10)
+        form.setVerticalSpacing(6)
+        return box, form
+
+    def _row(self, form: QFormLayout, label: str, field: str, *widgets: QWidget, tip: str = "") -> QWidget:
+        """A form row: the editor(s) with an error label right under them (hidden until needed)."""
+        holder = QWidget()
+        v = QVBoxLayout(holder)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(2)
+        h = QHBoxLayout()
+        h.setContentsMargins(0, 0, 0, 0)
+        h.setSpacing(6)
+        for w in widgets:
+            h.addWidget(w)
+            if tip:
+                w.setToolTip(tip)
+        v.addLayout(h)
+        error = _label("", "error")
+        error.hide()
+        v.addWidget(error)
+        self._errors[field] = error
+        self._widgets[field] = widgets[0]
+        form.addRow(label, holder)
+        return holder
+
+    def _model_group(self) -> QGroupBox:
+        box, form = self._form("Model")
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("model folder, Hugging Face id or torchvision name")
+        self.model_edit.textEdited.connect(self._model_edited)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_model)
+        self._row(form, "Model", "model.name_or_path", self.model_edit, browse)
+        self.model_source = QComboBox()
+        self.model_source.addItem("Hugging Face folder or cache id", "hf")
+        self.model_source.addItem("torchvision architecture", "torchvision")
+        self.model_source.currentIndexChanged.connect(self._source_changed)
+        self._row(form, "Format", "model.source", self.model_source)
+        self.model_note = _label("Pick a model in the Models area, or browse to a model folder.")
+        form.addRow("", self.model_note)
+        return box
+
+    def _data_group(self) -> QGroupBox:
+        box, form = self._form("Data")
+        self.data_edit = QLineEdit()
+        self.data_edit.setPlaceholderText("CSV / TSV / JSONL file, or a folder of class folders")
+        self.data_edit.editingFinished.connect(self._data_edited)
+        file_btn = QPushButton("File…")
+        file_btn.clicked.connect(self._browse_data_file)
+        folder_btn = QPushButton("Folder…")
+        folder_btn.clicked.connect(self._browse_data_folder)
+        self._row(form, "Data", "data.path", self.data_edit, file_btn, folder_btn)
+        self.task_combo = QComboBox()
+        for key, text in TASK_LABELS.items():
+            self.task_combo.addItem(text, key)
+        self.task_combo.currentIndexChanged.connect(self._update_task_fields)
+        self._row(form, "Task", "task", self.task_combo)
+        self.text_col = QComboBox()
+        self.text_col.setEditable(True)
+        self.label_col = QComboBox()
+        self.label_col.setEditable(True)
+        self.text_row = self._row(form, "Text column", "data.text_column", self.text_col)
+        self.label_row = self._row(form, "Label column", "data.label_column", self.label_col)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 1.0)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setDecimals(2)
+        self.val_fraction.setValue(0.2)
+        self._row(form, "Validation share", "data.val_fraction", self.val_fraction,
+                  tip="the share of examples held out to measure the model (stratified, seeded)")
+        self.data_note = _label("")
+        self.data_note.hide()
+        form.addRow("", self.data_note)
+        for combo in (self.text_col, self.label_col):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        return box
+
+    def _freeze_group(self) -> QGroupBox:
+        box, form = self._form("Layers to train")
+        self.freeze_label = QLabel(freeze_text(None))
+        self.freeze_label.setWordWrap(True)
+        edit = QPushButton("Edit in Layers…")
+        edit.clicked.connect(self.editLayers.emit)
+        edit.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self._row(form, "Plan", "freeze", self.freeze_label, edit)
+        return box
+
+    def _hparam_group(self) -> QGroupBox:
+        box, form = self._form("Hyperparameters")
+        self.epochs = self._spin(0, 100000, 3)
+        self._row(form, "Epochs", "hparams.epochs", self.epochs)
+        self.batch_size = self._spin(0, 65536, 16)
+        self._row(form, "Batch size", "hparams.batch_size", self.batch_size)
+        self.lr_edit = QLineEdit()
+        self.lr_edit.setPlaceholderText("TuneDesk's suggestion")
+        self.lr_edit.textEdited.connect(self._lr_edited)
+        self.find_lr_button = QPushButton("Find…")
+        self.find_lr_button.setToolTip("Run a short learning-rate range test and pick a value from the curve")
+        self.find_lr_button.clicked.connect(self.findLearningRate.emit)
+        self._row(form, "Learning rate", "hparams.learning_rate", self.lr_edit, self.find_lr_button)
+        self.lr_note = _label("")
+        form.addRow("", self.lr_note)
+        self.weight_decay = QLineEdit("0.01")
+        self._row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
+        self.schedule = QComboBox()
+        for key, text in (("cosine", "cosine (warm-up, then cosine decay)"), ("linear", "linear decay"),
+                          ("constant", "constant after warm-up")):
+            self.schedule.addItem(text, key)
+        self._row(form, "Schedule", "hparams.schedule", self.schedule)
+        self.warmup = QLineEdit("0.1")
+        self._row(form, "Warm-up share", "hparams.warmup_ratio", self.warmup,
+                  tip="share of the steps spent ramping the learning rate up from 0")
+        self.grad_accum = self._spin(0, 4096, 1)
+        self._row(form, "Grad. accumulation", "hparams.grad_accum_steps", self.grad_accum,
+                  tip="batches added up per optimizer step (effective batch = batch size x this)")
+        self.clip = QLineEdit("1.0")
+        self.clip.setPlaceholderText("empty: no clipping")
+        self._row(form, "Gradient clipping", "hparams.max_grad_norm", self.clip,
+                  tip="largest gradient norm; empty for no clipping")
+        self.max_length = self._spin(0, 131072, 128)
+        self.max_length_row = self._row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
+        self.image_size = self._spin(0, 4096, 224)
+        self.image_size_row = self._row(form, "Image size (px)", "hparams.image_size", self.image_size)
+        self._form_layouts = {"hparams": form}
+        return box
+
+    def _hardware_group(self) -> QGroupBox:
+        box, form = self._form("Hardware")
+        self.device = QComboBox()
+        self.device.addItem("Automatic (best available)", "auto")
+        self.device.addItem("CPU", "cpu")
+        self._row(form, "Device", "device", self.device)
+        self.precision = QComboBox()
+        for key, text in PRECISION_LABELS.items():
+            self.precision.addItem(text, key)
+        self._row(form, "Precision", "precision", self.precision)
+        self.seed = self._spin(0, 2**31 - 1, 42)
+        self._row(form, "Seed", "seed", self.seed)
+        return box
+
+    def _spin(self, lo: int, hi: int, value: int) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(lo, hi)
+        spin.setValue(value)
+        spin.setKeyboardTracking(False)
+        return spin
+
+    # ---- model, data, freeze --------------------------------------------------------------------
+
+    def set_model_entry(self, entry: Any) -> None:
+        """A model chosen in the Models area."""
+        if entry is None:
+            return
+        spec = model_spec_from_entry(entry)
+        self._set_model(spec)
+        params = getattr(entry, "parameters", None)
+        bits = [b for b in (getattr(entry, "family", None), f"{params / 1e6:.1f} M parameters" if params else None) if b]
+        self.model_note.setText(f"{entry.name}" + (f" ({', '.join(bits)})" if bits else "") + " — from the Models area")
+        self._family = getattr(entry, "family", None) or family_of_path(spec.name_or_path)
+        if getattr(entry, "task", None) in TASK_LABELS and not self.data_edit.text():
+            self._set_task(entry.task)
+        self._refresh_suggestion()
+
+    def _set_model(self, spec: ModelSpec) -> None:
+        self.model_edit.setText(spec.name_or_path)
+        self._model_weights = spec.weights
+        self._base.model = copy.deepcopy(spec)
+        idx = self.model_source.findData(spec.source)
+        self.model_source.blockSignals(True)
+        self.model_source.setCurrentIndex(max(idx, 0))
+        self.model_source.blockSignals(False)
+
+    def _model_edited(self, text: str) -> None:
+        self._model_weights = None
+        self.model_note.setText("")
+        self._family = family_of_path(text) if self.model_source.currentData() == "hf" else text.rstrip("0123456789_")
+        self._refresh_suggestion()
+        self.changed.emit()
+
+    def _source_changed(self) -> None:
+        self._model_edited(self.model_edit.text())
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)", self.model_edit.text())
+        if folder:
+            self.model_source.setCurrentIndex(0)
+            self.model_edit.setText(folder)
+            self._model_edited(folder)
+
+    def set_data_spec(self, spec: DataSpec | None) -> None:
+        """A data set chosen in the Datasets area (or read from a configuration)."""
+        if spec is None:
+            return
+        self._base.data = copy.deepcopy(spec)
+        self.data_edit.setText(spec.path or (spec.dataset_version or ""))
+        if spec.kind == "image_folder":
+            self._set_task("image_classification")
+        elif spec.kind == "text_table":
+            self._set_task("text_classification")
+        self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
+        self.val_fraction.setValue(spec.val_fraction)
+        note = {"dataset_version": f"saved data set version {spec.dataset_version}"}.get(spec.kind, "")
+        self.data_note.setText(note)
+        self.data_note.setVisible(bool(note))
+
+    def _data_edited(self) -> None:
+        path = self.data_edit.text().strip()
+        if self._base.data.kind == "dataset_version" and path == (self._base.data.dataset_version or ""):
+            return
+        kind = "image_folder" if path and Path(path).expanduser().is_dir() else "text_table"
+        self._base.data = DataSpec(kind=kind, path=path, val_fraction=self.val_fraction.value())
+        self.data_note.hide()
+        if kind == "image_folder":
+            self._set_task("image_classification")
+        elif path:
+            self._set_task("text_classification")
+            self._fill_columns(path, self.text_col.currentText() or "text", self.label_col.currentText() or "label")
+        self.changed.emit()
+
+    def _browse_data_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a labelled text file", self.data_edit.text(),
+                                              "Text tables (*.csv *.tsv *.tab *.txt *.jsonl *.ndjson);;All files (*)")
+        if path:
+            self.data_edit.setText(path)
+            self._data_edited()
+
+    def _browse_data_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder (one sub-folder per class)",
+                                                  self.data_edit.text())
+        if folder:
+            self.data_edit.setText(folder)
+            self._data_edited()
+
+    def _fill_columns(self, path: str, text_column: str, label_column: str) -> None:
+        columns = table_columns(path) if path else []
+        for combo, wanted, guess in ((self.text_col, text_column, ("text", "sentence", "message", "content")),
+                                     (self.label_col, label_column, ("label", "labels", "class", "category"))):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(columns)
+            choice = wanted if wanted in columns or not columns else next(
+                (c for c in columns if c.lower() in guess), wanted)
+            combo.setEditText(choice)
+            combo.blockSignals(False)
+
+    def _set_task(self, task: str) -> None:
+        idx = self.task_combo.findData(task)
+        if idx >= 0:
+            self.task_combo.setCurrentIndex(idx)
+        self._update_task_fields()
+
+    def _update_task_fields(self) -> None:
+        text = self.task_combo.currentData() == "text_classification"
+        self.text_row.setVisible(text)
+        self.label_row.setVisible(text)
+        self.max_length_row.setVisible(text)
+        self.image_size_row.setVisible(not text)
+        form = self._form_layouts["hparams"]
+        form.setRowVisible(self.max_length_row, text)
+        form.setRowVisible(self.image_size_row, not text)
+        for row in (self.text_row, self.label_row):
+            parent_form = row.parentWidget().layout()
+            if isinstance(parent_form, QFormLayout):
+                parent_form.setRowVisible(row, text)
+
+    def set_freeze(self, spec: FreezeSpec | None) -> None:
+        self._freeze = copy.deepcopy(spec) if spec is not None else FreezeSpec()
+        self.freeze_label.setText(freeze_text(self._freeze))
+
+    def set_freeze_resolved(self, summary: str, trainable: int, total: int) -> None:
+        """After preparing: the engine's own description, with real parameter counts."""
+        self.freeze_label.setText(f"{freeze_text(self._freeze)}\n{summary.split(' - ')[0]} of the weights train "
+                                  f"({trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters)")
+
+    # ---- learning rate --------------------------------------------------------------------------
+
+    def _lr_edited(self, text: str) -> None:
+        self.lr_note.setText(self._lr_note_for(text))
+        self.changed.emit()
+
+    def _refresh_suggestion(self) -> None:
+        lr, why = suggested_learning_rate(self._family or "")
+        old = self._suggested_text
+        self._suggested_text = f"{lr:g}"
+        if not self.lr_edit.text().strip() or self.lr_edit.text().strip() == old:
+            self.lr_edit.setText(self._suggested_text)
+        self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))
+
+    def _lr_note_for(self, text: str) -> str:
+        lr, why = suggested_learning_rate(self._family or "")
+        text = text.strip()
+        if not text or text == self._suggested_text:
+            why = why[0].upper() + why[1:]
+            if self.model_source.currentData() == "hf" or self._model_weights:
+                why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
+            return why
+        return f"Set by you; TuneDesk suggests {lr:g} for the {self._family or 'unknown'} family."
+
+    def set_learning_rate(self, value: float, explanation: str = "") -> None:
+        """A value from the learning-rate finder."""
+        self.lr_edit.setText(f"{value:.2g}")
+        self.lr_note.setText(f"From the learning-rate finder: {explanation}" if explanation else self._lr_note_for(f"{value:.2g}"))
+        self.clear_error("hparams.learning_rate")
+        self.changed.emit()
+
+    # ---- devices --------------------------------------------------------------------------------
+
+    def set_devices(self, devices: list[tuple[str, str]]) -> None:
+        """(device, label) pairs from ``devices.list_devices()``; keeps the current choice when it still exists."""
+        current = self.device.currentData()
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItem("Automatic (best available)", "auto")
+        for dev, label in devices:
+            self.device.addItem(label, dev)
+        idx = self.device.findData(current)
+        self.device.setCurrentIndex(max(idx, 0))
+        self.device.blockSignals(False)
+
+    def _select_device(self, device: str) -> None:
+        idx = self.device.findData(device)
+        if idx < 0 and device == "cuda":
+            idx = self.device.findData("cuda:0")
+        if idx < 0:
+            self.device.addItem(f"{device} (not found on this machine)", device)
+            idx = self.device.count() - 1
+        self.device.setCurrentIndex(idx)
+
+    # ---- config in and out ------------------------------------------------------------------------
+
+    def apply_config(self, config: RunConfig) -> None:
+        """Show a configuration (loaded from a file, or a past run's)."""
+        self._base = copy.deepcopy(config)
+        self._set_model(config.model)
+        self._family = family_of_path(config.model.name_or_path) if config.model.source == "hf" else \
+            config.model.name_or_path.rstrip("0123456789_")
+        self.model_note.setText("")
+        self._set_task(config.task)
+        self.set_data_spec(config.data)
+        self.set_freeze(config.freeze)
+        h = config.hparams
+        for spin, value in ((self.epochs, h.epochs), (self.batch_size, h.batch_size), (self.grad_accum, h.grad_accum_steps),
+                            (self.max_length, h.max_length), (self.image_size, h.image_size), (self.seed, config.seed)):
+            spin.setValue(int(value))
+        self._suggested_text = ""
+        self.lr_edit.setText("" if h.learning_rate is None else f"{h.learning_rate:g}")
+        self._refresh_suggestion()
+        self.weight_decay.setText(f"{h.weight_decay:g}")
+        self.schedule.setCurrentIndex(max(self.schedule.findData(h.schedule), 0))
+        self.warmup.setText(f"{h.warmup_ratio:g}")
+        self.clip.setText("" if h.max_grad_norm is None else f"{h.max_grad_norm:g}")
+        self._select_device(config.device)
+        self.precision.setCurrentIndex(max(self.precision.findData(config.precision), 0))
+        self.clear_errors()
+
+    def build_config(self) -> RunConfig:
+        """The configuration the widgets describe (not validated). Raises FieldError for unparseable text."""
+        cfg = copy.deepcopy(self._base)
+        cfg.task = self.task_combo.currentData()
+        source = self.model_source.currentData()
+        name = self.model_edit.text().strip()
+        weights = self._model_weights if source == "torchvision" else None
+        cfg.model = ModelSpec(name_or_path=name, source=source, weights=weights,
+                              pretrained=self._base.model.pretrained,
+                              trust_remote_code=self._base.model.trust_remote_code and name == self._base.model.name_or_path)
+        data = copy.deepcopy(self._base.data)
+        text = self.data_edit.text().strip()
+        if data.kind == "dataset_version":
+            data.dataset_version = text or None
+        else:
+            data.path = text
+            data.kind = "image_folder" if cfg.task == "image_classification" else "text_table"
+        data.text_column = self.text_col.currentText().strip()
+        data.label_column = self.label_col.currentText().strip()
+        data.val_fraction = round(self.val_fraction.value(), 4)
+        cfg.data = data
+        cfg.freeze = copy.deepcopy(self._freeze)
+        h = cfg.hparams
+        h.epochs = self.epochs.value()
+        h.batch_size = self.batch_size.value()
+        lr_text = self.lr_edit.text().strip()
+        h.learning_rate = None if (not lr_text or lr_text == self._suggested_text) else \
+            _number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
+        h.weight_decay = _number(self.weight_decay.text(), "hparams.weight_decay", "a number like 0.01 (0: none)")
+        h.schedule = self.schedule.currentData()
+        h.warmup_ratio = _number(self.warmup.text(), "hparams.warmup_ratio", "a share like 0.1 (0: no warm-up)")
+        h.grad_accum_steps = self.grad_accum.value()
+        clip = self.clip.text().strip()
+        h.max_grad_norm = None if not clip else _number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
+        h.max_length = self.max_length.value()
+        h.image_size = self.image_size.value()
+        cfg.device = self.device.currentData() or "auto"
+        cfg.precision = self.precision.currentData()
+        cfg.seed = self.seed.value()
+        return cfg
+
+    def validated_config(self) -> RunConfig | None:
+        """The configuration when valid; otherwise None with the message shown beside the field."""
+        self.clear_errors()
+        try:
+            return self.build_config().validate()
+        except ConfigError as exc:
+            self.show_error(exc.field, exc.message, exc.hint)
+            return None
+
+    # ---- errors -------------------------------------------------------------------------------------
+
+    def field_label(self, field: str) -> QLabel | None:
+        """The error label for a ConfigError field (the longest known prefix), or None."""
+        best = None
+        for key, label in self._errors.items():
+            if field == key or field.startswith(key + ".") or field.startswith(key + "["):
+                if best is None or len(key) > len(best[0]):
+                    best = (key, label)
+        if best is None and field == "data":
+            best = ("data.path", self._errors["data.path"])
+        return best[1] if best else None
+
+    def show_error(self, field: str, message: str, hint: str = "") -> QLabel:
+        label = self.field_label(field or "") or self.general_error
+        label.setText(message + (f" — {hint}" if hint else ""))
+        label.show()
+        widget = self._widgets.get(next((k for k, v in self._errors.items() if v is label), ""), None)
+        if widget is not None:
+            widget.setFocus()
+        return label
+
+    def clear_error(self, field: str) -> None:
+        label = self._errors.get(field)
+        if label is not None:
+            label.hide()
+            label.clear()
+
+    def clear_errors(self) -> None:
+        for label in [*self._errors.values(), self.general_error]:
+            label.hide()
+            label.clear()
+
+    def visible_errors(self) -> dict[str, str]:
+        """{field: message} of the errors on show (tests, screenshots)."""
+        out = {k: v.text() for k, v in self._errors.items() if v.text()}
+        if self.general_error.text():
+            out[""] = self.general_error.text()
+        return out
+
+
+def _number(text: str, field: str, what: str) -> float:
+    try:
+        return float(text.strip().replace(",", "."))
+    except ValueError:
+        raise FieldError(field, f"must be {what} (got {text.strip()!r})") from None
