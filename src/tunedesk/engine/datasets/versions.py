@@ -19,13 +19,14 @@ _KIND_WORDS = {"text": "labelled texts", "image": "labelled images", "text_corpu
 
 
 def version_database(location: str | os.PathLike[str] | None = None) -> Path:
-    """The database holding versions: ``location`` may be a TuneDesk home folder or a database file;
-    empty means the current home (``TUNEDESK_HOME`` or the user data folder)."""
+    """The database holding versions: ``location`` may be a TuneDesk home folder or a database file
+    (``.db``); anything else (empty, or the data file a configuration named before
+    ``--dataset-version`` replaced it) means the current home (``TUNEDESK_HOME`` or the user data folder)."""
     from tunedesk.engine.paths import database_path, home_dir
 
-    if not location:
+    p = Path(location).expanduser() if location else None
+    if p is None or not (p.is_dir() or p.suffix.lower() in (".db", ".sqlite", ".sqlite3")):
         return database_path(home_dir())
-    p = Path(location).expanduser()
     if p.is_dir():
         p = database_path(p)
     if not p.is_file():
