@@ -1,0 +1,177 @@
+"""Language-model widgets: sample replies per evaluation, the "try it" chat box, LoRA settings."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tunedesk.engine.config import FreezeSpec, HyperParams, LoraRule, LoraSpec
+from tunedesk.engine.errors import TuneDeskError
+
+
+def _sample(step, epoch, prompt, text):
+    from tunedesk.engine.events import SampleGenerated
+
+    return SampleGenerated(1, step, epoch, prompt, text)
+
+
+def test_samples_view_rows_are_evaluations_columns_are_prompts(qtbot):
+    from tunedesk.engine.events import LogMessage
+    from tunedesk.ui.lm import SampleGenerationsView
+
+    view = SampleGenerationsView()
+    qtbot.addWidget(view)
+    view.show()
+    assert view.empty.isVisible() and not view.table.isVisible()
+    for epoch, step in ((1, 10), (2, 20), (3, 30)):
+        view.add_event(_sample(step, epoch, "where is my parcel", f"reply {epoch}"))
+        view.add_event(_sample(step, epoch, "can i get a refund", f"refund {epoch}"))
+    view.add_event(LogMessage(1, "info", "ignored"))
+    m = view.model
+    assert (m.rowCount(), m.columnCount()) == (3, 2)
+    assert m.data(m.index(2, 0)) == "reply 3" and m.data(m.index(0, 1)) == "refund 1"
+    assert m.headerData(0, Qt.Orientation.Vertical) == "Epoch 1\nstep 10"
+    assert "where is my parcel" in m.headerData(0, Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: view.table.isVisible() and not view.empty.isVisible())
+    view.add_sample(30, 3, "where is my parcel", "updated")  # same evaluation again: replaces, no new row
+    assert m.rowCount() == 3 and m.data(m.index(2, 0)) == "updated"
+    view.clear()
+    assert m.rowCount() == 0 and m.columnCount() == 0
+
+
+def test_samples_view_loads_a_runs_stored_samples(qtbot, tmp_path):
+    from tunedesk.engine.paths import database_path
+    from tunedesk.engine.store import RunStore
+    from tunedesk.ui.lm import SampleGenerationsView
+
+    store = RunStore(database_path(tmp_path))
+    run_id = store.create_run(config={}, name="lm", task="causal_lm", model_name="m", model_path="/m", model_hash=None,
+                              dataset_name="d", dataset_hash=None)
+    store.add_sample(run_id, 5, 1, "hi", "hello")
+    store.add_sample(run_id, 10, 2, "hi", "arr hello")
+    store.close()
+    view = SampleGenerationsView()
+    qtbot.addWidget(view)
+    view.load_run(tmp_path, run_id)
+    assert view.model.rowCount() == 2 and view.model.text(1, 0) == "arr hello"
+
+
+class FakeGenerate:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, run_id, messages, max_new_tokens, temperature, home=None):
+        self.calls.append((run_id, messages, max_new_tokens, temperature, home))
+        if self.fail:
+            raise TuneDeskError("the base model of run 3 is no longer at /gone", "put the base model folder back")
+        last = messages[-1]["content"] if isinstance(messages, list) else messages
+        return f"arr, {last}"
+
+
+def test_chat_widget_multi_turn_in_a_thread(qtbot, tmp_path):
+    from tunedesk.ui.lm import ChatTryItWidget
+
+    fake = FakeGenerate()
+    chat = ChatTryItWidget(tmp_path, 3, generate_fn=fake)
+    qtbot.addWidget(chat)
+    chat.temperature.setValue(0.0)
+    chat.max_tokens.setValue(20)
+    chat.input.setText("where is my parcel")
+    with qtbot.waitSignal(chat.replyReceived, timeout=5000) as sig:
+        chat.send_button.click()
+        assert not chat.input.isEnabled()  # one question at a time
+    assert sig.args == ["arr, where is my parcel"]
+    with qtbot.waitSignal(chat.replyReceived, timeout=5000):
+        chat.send("and my refund")
+    run_id, messages, max_new, temperature, home = fake.calls[-1]
+    assert (run_id, max_new, temperature, home) == (3, 20, 0.0, str(tmp_path))
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]  # the whole chat goes along
+    assert "arr, and my refund" in chat.transcript.toPlainText()
+    assert chat.input.isEnabled() and chat.clear_button.isEnabled()
+    chat.clear()
+    assert chat.messages == [] and chat.transcript.toPlainText().strip() == ""
+    chat.set_run(4, chat=False)
+    with qtbot.waitSignal(chat.replyReceived, timeout=5000):
+        chat.send("the parcel")
+    assert fake.calls[-1][1] == "the parcel"  # corpus run: a text to continue
+    assert chat.title.text().endswith("run 4")
+    assert chat.stop_and_wait()
+
+
+def test_chat_widget_shows_errors_and_gives_the_message_back(qtbot, tmp_path):
+    from tunedesk.ui.lm import ChatTryItWidget
+
+    chat = ChatTryItWidget(tmp_path, 3, generate_fn=FakeGenerate(fail=True))
+    qtbot.addWidget(chat)
+    chat.send("hello")
+    qtbot.waitUntil(lambda: "no longer at /gone" in chat.status.text(), timeout=5000)
+    assert "put the base model folder back" in chat.status.text()
+    assert chat.status.property("role") == "error"
+    assert chat.input.text() == "hello" and chat.messages == []
+    none = ChatTryItWidget(tmp_path, None, generate_fn=FakeGenerate())
+    qtbot.addWidget(none)
+    none.send("ignored")
+    assert not none.send_button.isEnabled() and none.messages == []
+    assert chat.stop_and_wait() and none.stop_and_wait()
+
+
+def test_lora_settings_presets_and_edits(qtbot):
+    from tunedesk.engine import lora
+    from tunedesk.ui.lm import LoraSettingsWidget
+
+    w = LoraSettingsWidget(FreezeSpec(preset="none", lora=LoraSpec(rules=[LoraRule("model.layers.1", rank=4)])))
+    qtbot.addWidget(w)
+    assert "1 per-module choice" in w.rules_label.text()
+    with qtbot.waitSignal(w.specChanged) as sig:
+        w.rank.setValue(16)
+    assert sig.args[0].lora.rank == 16 and sig.args[0].lora.rules == [LoraRule("model.layers.1", rank=4)]
+    w.layers.setCurrentIndex(w.layers.findData("all_linear"))
+    assert w.spec().lora.preset == "all_linear"
+    for name, button in (("lora_attention", w.attention_button), ("lora_all_linear", w.linear_button),
+                         ("last_n_full", w.last_n_button)):
+        w.last_n.setValue(3)
+        with qtbot.waitSignal(w.specChanged) as sig:
+            button.click()
+        assert sig.args[0] == lora.preset_spec(name, last_n=3, rank=16, alpha=16.0, dropout=0.05)
+    shown = lora.preset_spec("last_n_full", last_n=5, rank=4, alpha=8, dropout=0.0)
+    with qtbot.assertNotEmitted(w.specChanged):
+        w.set_spec(shown)
+    assert (w.rank.value(), w.alpha.value(), w.last_n.value()) == (4, 8.0, 5)
+
+
+def test_lora_settings_summary_from_a_meta_model(qtbot):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunedesk.ui.lm import LoraSettingsWidget
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    w = LoraSettingsWidget()
+    qtbot.addWidget(w)
+    w.set_model(model)
+    w.attention_button.click()
+    assert w.summary.text().startswith("LoRA on 8 layers")
+    w.set_spec(FreezeSpec(preset="all", lora=LoraSpec(preset="attention")))
+    assert w.summary.text().startswith("No adapters")
+
+
+def test_module_dialog_and_run_settings(qtbot):
+    from tunedesk.ui.lm import LmRunSettingsWidget, ModuleLoraDialog
+
+    d = ModuleLoraDialog("model.layers.3.self_attn", rank=4, alpha=8, dropout=0.1)
+    qtbot.addWidget(d)
+    d.rank.setValue(12)
+    assert d.values() == (12, 8.0, pytest.approx(0.1))
+    s = LmRunSettingsWidget()
+    qtbot.addWidget(s)
+    s.set_hparams(HyperParams(prompts=["a", "b"], sample_max_new_tokens=20, gradient_checkpointing=True))
+    assert s.prompts.toPlainText() == "a\nb" and s.checkpointing.isChecked()
+    with qtbot.waitSignal(s.changed):
+        s.prompts.setPlainText("where is my parcel\n\n  can i get a refund  \n")
+    h = s.apply_to(HyperParams())
+    assert h.prompts == ["where is my parcel", "can i get a refund"]
+    assert h.sample_max_new_tokens == 20 and h.gradient_checkpointing
