@@ -54,10 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id", type=int)
     r.add_argument("--json", action="store_true")
-    r = rsub.add_parser("export", help="export a run's fine-tuned model")
+    r = rsub.add_parser("export", help="export a run's best model (Hugging Face folder, torchvision weights or ONNX)")
     r.add_argument("run_id", type=int)
-    r.add_argument("directory")
-    r.add_argument("--format", default="auto", choices=["auto", "hf", "torchvision", "onnx"])
+    r.add_argument("directory", help="a new or empty folder")
+    r.add_argument("--format", default="auto", choices=["auto", "hf", "torchvision", "onnx"],
+                   help="auto: hf for Hugging Face models, torchvision for torchvision ones; onnx needs `pip install onnx`")
     r.add_argument("--json", action="store_true")
     r = rsub.add_parser("delete", help="delete a run and its files")
     r.add_argument("run_id", type=int)
@@ -338,14 +339,13 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from tunedesk.engine.errors import TuneDeskError
+    from tunedesk.engine.export import export_run
 
-    try:
-        from tunedesk.engine.export import export_run
-    except ImportError as exc:
-        raise TuneDeskError("export is not available in this build", "update TuneDesk") from exc
     result = export_run(args.run_id, Path(args.directory), fmt=args.format)
-    print(f"exported run {args.run_id} to {result['path']} ({result['format']})")
+    print(f"exported run {args.run_id} ({result['format']}) to {result['path']}")
+    for name in result["files"]:
+        print(f"  {name}")
+    print(f"how to load it: {Path(result['path']) / 'README.md'}")
     if args.json:
         print(json.dumps(result, default=str))
     return 0
