@@ -1,10 +1,75 @@
-"""Start the desktop app: show the window first, import torch and transformers afterwards."""
+"""Start the desktop app: show the window first, import torch and transformers afterwards.
+
+Environment switches (smoke tests, screenshots, measurements):
+  ``TUNEDESK_QUIT_AFTER_MS=N``    close the window N ms after it shows
+  ``TUNEDESK_REPORT_STARTUP=1``   print ``TUNEDESK_SHOWN <s>`` (first paint) and ``TUNEDESK_ENGINE_READY <s>``
+                                  to standard error, in seconds since the process started
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+_IMPORTED_AT = time.perf_counter()
+_outliving: list[tuple[Any, tuple[Any, ...]]] = []  # (QThread, objects it uses) that did not stop in time
+
+
+def keep_until_finished(thread: Any, *objects: Any) -> None:
+    """Keep a QThread that did not stop in time (e.g. inside ``import torch``) alive until it ends.
+
+    Qt aborts the process when a running QThread is destroyed. ``run_app`` ends the process
+    without waiting when such a thread is left; other hosts (tests, scripts) wait for it at exit.
+    """
+    if not _outliving:
+        atexit.register(_wait_outliving)
+    thread.setParent(None)
+    _outliving.append((thread, objects))
+
+
+def threads_still_running() -> bool:
+    return any(thread.isRunning() for thread, _ in _outliving)
+
+
+def _wait_outliving() -> None:
+    for thread, _ in _outliving:
+        thread.wait()
+
+
+_true_pinned = False
+
+
+def guard_signal_refcount_bug() -> None:
+    """Work around a PySide6 bug that aborts the app after a few hundred signal emissions.
+
+    PySide6 6.12 (seen with CPython 3.11) loses one reference to ``True`` on every
+    ``SignalInstance.emit()``; when the count reaches zero Python aborts with "Fatal Python error:
+    bool_dealloc". When a probe emission shows the leak, ``True`` gets a refcount it can never use
+    up (as CPython 3.12+ does for all singletons: "immortal" objects). Cheap and idempotent.
+    """
+    global _true_pinned
+    if _true_pinned:
+        return
+    _true_pinned = True
+    if sys.version_info >= (3, 12):
+        return  # True is immortal there
+    from PySide6.QtCore import QObject, Signal
+
+    class Probe(QObject):
+        ping = Signal()
+
+    probe = Probe()
+    before = sys.getrefcount(True)
+    for _ in range(4):
+        probe.ping.emit()
+    if sys.getrefcount(True) < before:
+        import ctypes
+
+        ctypes.c_ssize_t.from_address(id(True)).value += 1 << 40
 
 
 def resource(*parts: str) -> Path:
@@ -13,17 +78,42 @@ def resource(*parts: str) -> Path:
     return resources_dir().joinpath(*parts)
 
 
+def process_age() -> float:
+    """Seconds since this process started (the kernel's start time, so interpreter start-up counts too)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        start = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time in ticks since boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - measuring must never stop the app
+        return time.perf_counter() - _IMPORTED_AT
+
+
+def _report(what: str) -> None:
+    print(f"{what} {process_age():.3f}", file=sys.stderr, flush=True)
+
+
 def run_app(argv: list[str] | None = None) -> int:
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from tunedesk.engine.paths import home_dir
     from tunedesk.ui.main_window import MainWindow
 
+    guard_signal_refcount_bug()
+    report = os.environ.get("TUNEDESK_REPORT_STARTUP") == "1"
     app = QApplication.instance() or QApplication(argv or sys.argv)
     app.setApplicationName("TuneDesk")
     app.setOrganizationName("TuneDesk")
+    app.setApplicationDisplayName("TuneDesk")
+    app.setDesktopFileName("tunedesk")  # matches packaging/tunedesk.desktop (Wayland icon and grouping)
     icon = resource("icons", "tunedesk.png")
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
@@ -31,9 +121,44 @@ def run_app(argv: list[str] | None = None) -> int:
     if qss.is_file():
         app.setStyleSheet(qss.read_text(encoding="utf-8"))
     window = MainWindow(home_dir())
+
+    class FirstPaint(QObject):
+        """After the window's first paint: report it, then start the heavy imports."""
+
+        def __init__(self) -> None:
+            super().__init__(window)
+            self.done = False
+
+        def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+            if event.type() == QEvent.Type.Paint:
+                self.fire()
+            return False
+
+        def fire(self) -> None:
+            if not self.done:
+                self.done = True
+                window.removeEventFilter(self)
+                QTimer.singleShot(0, shown)
+
+    def shown() -> None:
+        if report:
+            _report("TUNEDESK_SHOWN")
+        window.load_engine()  # torch and transformers load in a background thread
+        quit_after = os.environ.get("TUNEDESK_QUIT_AFTER_MS")
+        if quit_after:
+            QTimer.singleShot(int(quit_after), window.close)
+
+    if report:
+        window.state.engineReady.connect(lambda: _report("TUNEDESK_ENGINE_READY"))
+    first_paint = FirstPaint()
+    window.installEventFilter(first_paint)
+    QTimer.singleShot(3000, first_paint.fire)  # a window manager that never exposes it: load anyway
     window.show()
-    # Heavy imports after the first paint, so the window appears at once.
-    QTimer.singleShot(0, window.load_engine)
-    if os.environ.get("TUNEDESK_QUIT_AFTER_MS"):  # smoke tests and screenshots
-        QTimer.singleShot(int(os.environ["TUNEDESK_QUIT_AFTER_MS"]), app.quit)
-    return app.exec()
+    code = app.exec()
+    if window.busy_at_exit or window.engine_loading() or threads_still_running():
+        # A thread is inside an import that cannot be interrupted (torch); everything is saved,
+        # so end the process now instead of waiting for it (and never destroy a running QThread).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -1,16 +1,32 @@
-"""The main window: a sidebar of areas, each a panel, and a status bar. No logic of its own."""
+"""The main window: a sidebar of areas, each a panel, a menu bar and a status bar. No logic of its own.
+
+Optional panel hooks the window calls (all duck-typed, all optional):
+  ``menu_actions() -> dict[str, list[QAction]]``  actions for the "File" / "View" menus (and their shortcuts)
+  ``restore_settings(settings)`` / ``save_settings(settings)``  remembered selections (QSettings)
+  ``shutdown(timeout_ms) -> bool``  stop background threads on close; False if one is still busy
+  ``stop_and_wait()``  stop a training run (train panel)
+
+torch and transformers are never imported here at module or construction time: ``load_engine``
+imports them in a background thread after the window is visible, then emits ``AppState.engineReady``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
+import platform
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QSplitter,
+from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMenu, QMessageBox,
                                QStackedWidget, QWidget)
 
+from tunedesk.ui.app import guard_signal_refcount_bug
 from tunedesk.ui.state import AppState
+
+guard_signal_refcount_bug()  # before any signal is emitted (see its docstring)
+log = logging.getLogger(__name__)
 
 # (key, title, module, class, shortcut)
 PANELS = [
@@ -20,80 +36,259 @@ PANELS = [
     ("train", "Train", "tunedesk.ui.training_panel", "TrainingPanel", "Ctrl+4"),
     ("runs", "Runs", "tunedesk.ui.runs_panel", "RunsPanel", "Ctrl+5"),
 ]
+PANEL_ICONS = {"layers": "freeze.svg"}  # default: <key>.svg
+MENUS = ("File", "View", "Help")
+
+
+def app_settings() -> QSettings:
+    """The app's QSettings; honours ``QSettings.setDefaultFormat``/``setPath`` (tests point them at a temp dir)."""
+    return QSettings(QSettings.defaultFormat(), QSettings.Scope.UserScope, "TuneDesk", "TuneDesk")
+
+
+def _icon(name: str) -> QIcon:
+    from tunedesk.ui.app import resource
+
+    path = resource("icons", name)
+    return QIcon(str(path)) if path.is_file() else QIcon()
+
+
+class EngineLoader(QObject):
+    """Imports torch and transformers and describes the devices, in its own thread."""
+
+    loaded = Signal(str, str)  # status-bar text, tooltip (every device)
+    failed = Signal(str, str)  # message, hint
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            import torch  # noqa: F401 - the slow part, on purpose here
+
+            from tunedesk.engine.catalog import params
+
+            # The model scan may be importing transformers for a parameter count right now: the
+            # catalog serialises that first import with this lock, so take it too.
+            with params._build_lock:
+                import transformers  # noqa: F401
+
+            from tunedesk.engine.devices import describe_devices, list_devices
+
+            text = describe_devices()
+            tip = "\n".join(label for _, label in list_devices())
+            self.loaded.emit(text, tip)
+        except Exception as exc:  # noqa: BLE001 - a broken install is shown, not raised in a thread
+            log.exception("could not load the engine")
+            self.failed.emit(f"torch or transformers failed to import: {type(exc).__name__}: {exc}",
+                             "reinstall TuneDesk's dependencies: pip install -e . (never another torch build)")
 
 
 class MainWindow(QMainWindow):
     def __init__(self, home: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("TuneDesk")
+        self.setWindowIcon(_icon("tunedesk.png"))
         self.state = AppState(home, self)
-        self.settings = QSettings("TuneDesk", "TuneDesk")
+        self.settings = app_settings()
+        self.engine_ready = False
+        self._engine_thread: QThread | None = None
+        self._engine_loader: EngineLoader | None = None
+        self.busy_at_exit = False  # a background thread did not stop: the app exits without waiting
+
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
         self.sidebar.setFixedWidth(150)
         self.stack = QStackedWidget()
         self.panels: dict[str, QWidget] = {}
+        self.panel_actions = QActionGroup(self)
+        self.panel_actions.setExclusive(True)
         for key, title, module, cls, shortcut in PANELS:
             panel = self._make_panel(module, cls, title)
             self.panels[key] = panel
             self.stack.addWidget(panel)
-            item = QListWidgetItem(title)
-            from tunedesk.ui.app import resource
-
-            icon_path = resource("icons", f"{'freeze' if key == 'layers' else key}.svg")
-            if icon_path.is_file():
-                item.setIcon(QIcon(str(icon_path)))
+            icon = _icon(PANEL_ICONS.get(key, f"{key}.svg"))
+            item = QListWidgetItem(icon, title)
             item.setData(Qt.ItemDataRole.UserRole, key)
+            item.setToolTip(f"{title} ({shortcut})")
             self.sidebar.addItem(item)
-            action = QAction(f"Show {title}", self)
+            action = QAction(icon, title, self)
             action.setShortcut(QKeySequence(shortcut))
+            action.setCheckable(True)
+            action.setData(key)
             action.triggered.connect(lambda _=False, k=key: self.show_panel(k))
-            self.addAction(action)
-        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
-        splitter = QSplitter()
-        splitter.addWidget(self.sidebar)
-        splitter.addWidget(self.stack)
-        splitter.setStretchFactor(1, 1)
-        splitter.setChildrenCollapsible(False)
-        self.setCentralWidget(splitter)
+            self.panel_actions.addAction(action)
+        self.sidebar.currentRowChanged.connect(self._on_row_changed)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.sidebar)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
 
+        self._build_menus()
         self.device_label = QLabel("device: detecting…")
+        self.device_label.setToolTip("torch loads after the window opens")
         self.home_label = QLabel(f"data: {home}")
+        self.home_label.setToolTip("TuneDesk's data folder: run history, checkpoints, settings of added models "
+                                   "(set TUNEDESK_HOME or --home to change it)")
         self.home_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.statusBar().addPermanentWidget(self.device_label)
         self.statusBar().addPermanentWidget(self.home_label)
         self.state.showPanel.connect(self.show_panel)
         self.state.statusMessage.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
-
-        quit_action = QAction("Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        self.addAction(quit_action)
         self._restore()
 
+    # ---- assembly --------------------------------------------------------------------------------
+
     def _make_panel(self, module: str, cls: str, title: str) -> QWidget:
-        mod = importlib.import_module(module)
-        return getattr(mod, cls)(self.state)
+        try:
+            mod = importlib.import_module(module)
+            return getattr(mod, cls)(self.state)
+        except Exception as exc:  # noqa: BLE001 - one broken area must not keep the app from opening
+            log.exception("could not build the %s panel", title)
+            label = QLabel(f"The {title} area could not be opened: {type(exc).__name__}: {exc}")
+            label.setProperty("role", "error")
+            label.setWordWrap(True)
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            return label
+
+    def _build_menus(self) -> None:
+        """Menus are assembled from actions: the window's own and those the panels offer."""
+        bar = self.menuBar()
+        menus = {name: bar.addMenu(f"&{name}") for name in MENUS}
+        panel_menu_actions: dict[str, list[QAction]] = {}
+        for panel in self.panels.values():
+            hook = getattr(panel, "menu_actions", None)
+            if callable(hook):
+                for menu, actions in hook().items():
+                    panel_menu_actions.setdefault(menu, []).extend(actions)
+
+        for action in panel_menu_actions.pop("File", []):
+            menus["File"].addAction(action)
+        if not menus["File"].isEmpty():
+            menus["File"].addSeparator()
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        self.quit_action.triggered.connect(self.close)
+        menus["File"].addAction(self.quit_action)
+
+        for action in self.panel_actions.actions():
+            menus["View"].addAction(action)
+        extra_view = panel_menu_actions.pop("View", [])
+        if extra_view:
+            menus["View"].addSeparator()
+            for action in extra_view:
+                menus["View"].addAction(action)
+
+        self.about_action = QAction("&About TuneDesk", self)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self.about_action.triggered.connect(self.show_about)
+        menus["Help"].addAction(self.about_action)
+        for name, actions in panel_menu_actions.items():  # a menu a panel asked for that the window lacks
+            menu = QMenu(f"&{name}", self)
+            bar.insertMenu(menus["Help"].menuAction(), menu)
+            menus[name] = menu
+            for action in actions:
+                menu.addAction(action)
+        self.menus = menus
+
+    # ---- navigation ------------------------------------------------------------------------------
 
     def show_panel(self, key: str) -> None:
         keys = [p[0] for p in PANELS]
         if key in keys:
             self.sidebar.setCurrentRow(keys.index(key))
 
-    def load_engine(self) -> None:
-        """Import torch (slow) after the window is visible, then tell the panels."""
-        from tunedesk.engine.devices import describe_devices
+    def current_panel(self) -> str | None:
+        row = self.sidebar.currentRow()
+        return PANELS[row][0] if 0 <= row < len(PANELS) else None
 
-        self.device_label.setText(describe_devices())
+    def _on_row_changed(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        actions = self.panel_actions.actions()
+        if 0 <= row < len(actions):
+            actions[row].setChecked(True)
+
+    def show_about(self) -> None:
+        from PySide6 import __version__ as pyside_version
+
+        import tunedesk
+
+        torch_line = "torch: loading…"
+        if self.engine_ready:
+            import torch
+
+            torch_line = f"torch {torch.__version__}"
+        QMessageBox.about(
+            self, "About TuneDesk",
+            f"<h3>TuneDesk {tunedesk.__version__}</h3>"
+            "<p>Fine-tune pre-trained models on this workstation, offline: pick a local model, choose "
+            "visually which layers train, and follow every run.</p>"
+            f"<p>Python {platform.python_version()} · PySide6 {pyside_version} · {torch_line}</p>"
+            f"<p>Data folder: {self.state.home}</p>"
+            "<p>Licence: Apache-2.0. The bundled demo model all-MiniLM-L6-v2 is Apache-2.0.</p>")
+
+    # ---- engine (torch) --------------------------------------------------------------------------
+
+    def load_engine(self) -> None:
+        """Import torch and transformers in a background thread (the window stays responsive)."""
+        if self._engine_thread is not None or self.engine_ready:
+            return
+        self._engine_loader = EngineLoader()
+        self._engine_thread = QThread()
+        self._engine_thread.setObjectName("engine-loader")
+        self._engine_loader.moveToThread(self._engine_thread)
+        self._engine_thread.started.connect(self._engine_loader.run)
+        self._engine_loader.loaded.connect(self._on_engine_loaded)
+        self._engine_loader.failed.connect(self._on_engine_failed)
+        self._engine_loader.loaded.connect(self._engine_thread.quit)
+        self._engine_loader.failed.connect(self._engine_thread.quit)
+        self._engine_thread.start()
+
+    def engine_loading(self) -> bool:
+        thread = self._engine_thread
+        return thread is not None and thread.isRunning()
+
+    @Slot(str, str)
+    def _on_engine_loaded(self, text: str, tip: str) -> None:
+        self.engine_ready = True
+        self.device_label.setText(text)
+        self.device_label.setToolTip(tip)
         self.state.engineReady.emit()
+
+    @Slot(str, str)
+    def _on_engine_failed(self, message: str, hint: str) -> None:
+        self.device_label.setText("device: unavailable")
+        self.device_label.setProperty("role", "error")
+        self.device_label.style().unpolish(self.device_label)
+        self.device_label.style().polish(self.device_label)
+        self.device_label.setToolTip(f"{message}\n{hint}")
+        QMessageBox.warning(self, "TuneDesk cannot train", f"{message}\n\n{hint}")
+
+    # ---- settings --------------------------------------------------------------------------------
 
     def _restore(self) -> None:
         geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
+        if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1280, 800)
+        for panel in self.panels.values():
+            hook = getattr(panel, "restore_settings", None)
+            if callable(hook):
+                hook(self.settings)
         self.show_panel(str(self.settings.value("window/panel", "models")))
+        if self.sidebar.currentRow() < 0:
+            self.show_panel("models")
+
+    def save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        key = self.current_panel()
+        if key:
+            self.settings.setValue("window/panel", key)
+        for panel in self.panels.values():
+            hook = getattr(panel, "save_settings", None)
+            if callable(hook):
+                hook(self.settings)
+        self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if self.state.running:
@@ -105,11 +300,14 @@ class MainWindow(QMainWindow):
             panel = self.panels.get("train")
             if panel is not None and hasattr(panel, "stop_and_wait"):
                 panel.stop_and_wait()
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        row = self.sidebar.currentRow()
-        if row >= 0:
-            self.settings.setValue("window/panel", PANELS[row][0])
+        self.save_settings()
         for panel in self.panels.values():
-            if hasattr(panel, "save_settings"):
-                panel.save_settings(self.settings)
+            hook = getattr(panel, "shutdown", None)
+            if callable(hook) and hook(3000) is False:
+                self.busy_at_exit = True
+        if self._engine_thread is not None and not self._engine_thread.wait(200):
+            from tunedesk.ui.app import keep_until_finished
+
+            self.busy_at_exit = True  # still importing torch: cannot be interrupted
+            keep_until_finished(self._engine_thread, self._engine_loader)
         super().closeEvent(event)
