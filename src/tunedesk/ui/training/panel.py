@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSplitter,
                                QTabWidget, QVBoxLayout, QWidget)
 
@@ -20,9 +20,10 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError
 from tunedesk.ui.training.curves import TrainingCurves
 from tunedesk.ui.training.monitor import LogPane, RunMonitor
-from tunedesk.ui.training.results import EvaluationView, TryItBox, metric_line
-from tunedesk.ui.training.setup_form import FieldError, SetupForm, set_role
-from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
+from tunedesk.ui.training.results import EvaluationView, TryItBox
+from tunedesk.ui.training.run_events import RunEventHandlers
+from tunedesk.ui.training.setup_form import FieldError, SetupForm, lost_on_reload, set_role
+from tunedesk.ui.worker import RunWorker, guard_signal_refcount, start_in_thread, stop_thread
 
 RESUMABLE = ("stopped", "interrupted", "failed")
 
@@ -37,14 +38,17 @@ def _icon(name: str) -> QIcon:
         return QIcon()
 
 
-class TrainingPanel(QWidget):
+class TrainingPanel(RunEventHandlers, QWidget):
     """The Train area, constructed as ``TrainingPanel(state)``."""
 
-    REDRAW_MS = 100  # 10 redraws a second at most (the UI rules allow up to 20)
+    REDRAW_MS = 100  # the timer: drain steps and update the numbers 10 times a second (rules allow 20)
+    PLOT_DUTY = 0.02  # plots redraw at most 10 times a second, and spend at most ~2 % of the GUI thread
+    MAX_PLOT_INTERVAL_S = 1.0
     _predictRequested = Signal(object)  # to the worker's thread
 
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        guard_signal_refcount()
         self.state = state
         self.curves = TrainingCurves()
         self.plots: Any = None  # LivePlots, built once pyqtgraph may be imported
@@ -58,6 +62,7 @@ class TrainingPanel(QWidget):
         self._closing = False
         self._util_ok = True
         self._ticks = 0
+        self._next_plot_at = 0.0
         self._task = "text_classification"
 
         self.form = SetupForm()
@@ -271,7 +276,7 @@ class TrainingPanel(QWidget):
         except OSError as exc:
             self.form.show_error("", f"could not write {path}: {exc.strerror or exc}", "choose another folder")
             return False
-        lost = _lost_on_reload(config, path)
+        lost = lost_on_reload(config, path)
         if lost:  # e.g. TOML has no "empty": no clipping would come back as the default
             self.form.show_error("", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set",
                                  "save the setup as .json instead")
@@ -427,134 +432,11 @@ class TrainingPanel(QWidget):
         self.state.running = False
         return finished
 
-    def shutdown(self) -> None:
-        """Stop everything this panel started (tests, app exit)."""
-        self.stop_and_wait()
+    def shutdown(self, timeout_ms: int = 300_000) -> bool:
+        """Stop everything this panel started (window close, tests); False when a thread is still busy."""
+        done = self.stop_and_wait(timeout_ms / 1000)
         self._closing = False
-
-    # ---- worker signals (GUI thread) ---------------------------------------------------------------
-
-    @Slot(str)
-    def _on_progress(self, message: str) -> None:
-        self._say(message[0].upper() + message[1:] + "…")
-        self.log.add(message)
-
-    @Slot(object)
-    def _on_prepared(self, info: Any) -> None:
-        self.log.add(info.lr_explanation[0].upper() + info.lr_explanation[1:])
-        self.log.add(f"layers: {info.freeze_summary} ({info.trainable_params:,} of {info.total_params:,} parameters train)")
-        if info.data_summary:
-            self.log.add(f"data: {info.data_summary}")
-        self.form.set_freeze_resolved(info.freeze_summary, info.trainable_params, info.total_params)
-        self._task = info.task or self._task
-        self.try_it.set_task(self._task)
-
-    @Slot(str, str, str)
-    def _on_start_failed(self, message: str, hint: str, field: str) -> None:
-        self.log.add(message + (f" — {hint}" if hint else ""), "error")
-        if field and self.form.field_label(field) is not None:
-            self.form.show_error(field, message, hint)
-        self._say("The run did not start: " + message)
-        if not self._closing:
-            self._show_error("The run could not start", message, hint)
-
-    @Slot(object)
-    def _on_run_started(self, ev: Any) -> None:
-        self.run_id = ev.run_id
-        if ev.start_step:
-            self.curves.truncate_after(ev.start_step)
-            self.epoch_events = [e for e in self.epoch_events if e.step <= ev.start_step]
-        self.monitor.started(ev)
-        self._set_mode("paused" if self.worker and self.worker.control.paused else
-                       "stopping" if self.worker and self.worker.control.stop_requested else "running")
-        self.run_label.setText(f"run #{ev.run_id} · {ev.device} · {ev.precision}")
-        self._say("Training…" if not ev.start_step else f"Training, resumed at step {ev.start_step}…")
-        self.log.add(f"run #{ev.run_id} started on {ev.device} ({ev.precision}): {ev.total_steps} steps, "
-                     f"{ev.epochs} epoch(s) of {ev.steps_per_epoch} steps; {ev.trainable_params:,} of "
-                     f"{ev.total_params:,} parameters train")
-        self.state.runsChanged.emit()
-
-    @Slot(object)
-    def _on_epoch_ended(self, ev: Any) -> None:
-        self._drain()
-        self.curves.add_epoch(ev.epoch, ev.step, ev.metrics, ev.is_best)
-        self.epoch_events = [e for e in self.epoch_events if e.epoch != ev.epoch] + [ev]
-        self.monitor.epoch_ended(ev)
-        self.evaluation.show_epoch(ev, self._best_epoch())
-        self.log.add(f"epoch {ev.epoch}: {_plain(metric_line(ev.metrics))}" + (" (best so far)" if ev.is_best else ""),
-                     "ok" if ev.is_best else "info")
-
-    def _best_epoch(self) -> int | None:
-        best = [e.epoch for e in self.epoch_events if e.is_best]
-        return best[-1] if best else None
-
-    @Slot(object)
-    def _on_checkpoint(self, ev: Any) -> None:
-        what = "best weights" if ev.which == "best" else "resumable checkpoint"
-        self.log.add(f"saved the {what} at step {ev.step}")
-
-    @Slot(object)
-    def _on_log(self, ev: Any) -> None:
-        self.log.add(ev.message, ev.level)
-
-    @Slot(object)
-    def _on_sample(self, ev: Any) -> None:
-        self.log.add(f"sample after epoch {ev.epoch} — {ev.prompt!r}: {ev.text}")
-
-    @Slot(object)
-    def _on_run_finished(self, ev: Any) -> None:
-        self._drain()
-        if self.plots is not None:
-            self.plots.redraw()
-        self.last_finished = ev
-        self.monitor.finished(ev)
-        rid = ev.run_id if ev.run_id is not None else self.run_id
-        if ev.status == "completed":
-            best = self._best_epoch()
-            summary = _plain(metric_line(ev.final_metrics))
-            self._say(f"Run #{rid} finished — {summary}")
-            self.log.add(f"finished: {summary}", "ok")
-            best_ev = next((e for e in reversed(self.epoch_events) if e.epoch == best), None)
-            if best_ev is not None:
-                self.evaluation.show_epoch(best_ev, best, final=True)
-            self.tabs.setCurrentWidget(self.evaluation)
-        elif ev.status == "stopped":
-            self._say(f"Run #{rid} stopped at step {ev.steps}: a checkpoint is saved, Continue run resumes it.")
-            self.log.add(f"stopped at step {ev.steps} ({ev.reason})", "warning")
-        else:
-            self._say(f"Run #{rid} failed: {ev.reason}")
-            self.log.add(f"failed: {ev.reason}" + (f" — {ev.hint}" if ev.hint else ""), "error")
-            if not self._closing:
-                self._show_error("The run failed", ev.reason,
-                                 (ev.hint + "\n\n" if ev.hint else "") +
-                                 f"Run #{rid} is recorded as failed in the run history with this reason.")
-        self.state.statusMessage.emit(self.status.text())
-
-    @Slot(object)
-    def _on_done(self, result: Any) -> None:
-        self._drain()
-        self.timer.stop()
-        if self.plots is not None:
-            self.plots.redraw()
-        self.state.running = False
-        self._set_mode("idle")
-        if result is not None:
-            self.run_id = result.run_id
-            has_best = (Path(result.output_dir) / "best" / "model.safetensors").is_file()
-            self.try_it.set_available(has_best, "Type a text and press Predict: the run's best checkpoint answers."
-                                      if has_best and self._task != "image_classification" else
-                                      "Choose or drop an image: the run's best checkpoint answers." if has_best else
-                                      "This run saved no best checkpoint (it ended before its first validation).")
-            self.state.runsChanged.emit()
-            self.state.runFinished.emit(int(result.run_id))
-
-    def _show_error(self, title: str, message: str, hint: str) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
-        if hint:
-            box.setInformativeText(hint)
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-        self.error_dialog = box
-        box.open()
+        return done
 
     # ---- the timer: steps, plots, clocks ---------------------------------------------------------
 
@@ -570,12 +452,27 @@ class TrainingPanel(QWidget):
     @Slot()
     def _tick(self) -> None:
         self._drain()
-        if self.plots is not None and self.plots.isVisible():
-            self.plots.redraw()
+        self._maybe_redraw()
         self._ticks += 1
         if self._ticks % max(1, 1000 // self.REDRAW_MS) == 0:
             self.monitor.tick(self.mode in ("running", "stopping"))
             self._poll_gpu()
+
+    def _maybe_redraw(self) -> None:
+        """Redraw the plots when due. The pace adapts to what a redraw costs (data update + paint), so
+        the GUI thread, which shares the Python interpreter lock with the training loop, takes at most
+        about PLOT_DUTY of it: cheap plots redraw 10 times a second, heavy ones less often (>= 1 a second)."""
+        plots = self.plots
+        if plots is None or not plots.isVisible():
+            return
+        now = time.perf_counter()
+        if now < self._next_plot_at:
+            return
+        t = time.perf_counter()
+        if plots.redraw():
+            cost = (time.perf_counter() - t) + plots.last_paint_s
+            pause = min(max(cost / self.PLOT_DUTY, self.REDRAW_MS / 1000), self.MAX_PLOT_INTERVAL_S)
+            self._next_plot_at = now + pause - 0.005
 
     def _poll_gpu(self) -> None:
         device = self.monitor.device
@@ -616,35 +513,20 @@ class TrainingPanel(QWidget):
             return
         self._predictRequested.emit(inputs)
 
-    @Slot(object, object)
-    def _on_predicted(self, inputs: Any, scores: Any) -> None:
-        self.try_it.show_result(inputs, scores)
-
-    @Slot(str, str)
-    def _on_predict_failed(self, message: str, hint: str) -> None:
-        self.try_it.show_error(message, hint)
-
     # ---- window hooks ---------------------------------------------------------------------------
 
     def save_settings(self, settings: QSettings) -> None:
         settings.setValue("train/splitter", self.splitter.saveState())
 
+    def restore_settings(self, settings: QSettings) -> None:
+        state = settings.value("train/splitter")
+        if state is not None:
+            self.splitter.restoreState(state)
 
-def _lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
-    """Settings that do not survive a save + load round trip (dotted names)."""
-    try:
-        again = RunConfig.load(path).to_dict()
-    except ConfigError:
-        return ["the file"]
-    want = config.to_dict()
-    lost: list[str] = []
-    for key, value in want.items():
-        if isinstance(value, dict):
-            lost += [f"{key}.{k}" for k, v in value.items() if again.get(key, {}).get(k) != v]
-        elif key not in ("data", "model") and again.get(key) != value:
-            lost.append(key)
-    return lost
-
-
-def _plain(rich: str) -> str:
-    return rich.replace("<b>", "").replace("</b>", "")
+    def menu_actions(self) -> dict[str, list[QAction]]:
+        """File menu entries for run setup files (the window adds them to its menus)."""
+        open_action = QAction("Open run setup…", self)
+        open_action.triggered.connect(self._open_config)
+        save_action = QAction("Save run setup…", self)
+        save_action.triggered.connect(self._save_config)
+        return {"File": [open_action, save_action]}

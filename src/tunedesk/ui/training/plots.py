@@ -49,7 +49,7 @@ class LivePlots(QWidget):
         bg = pal.color(QPalette.ColorRole.Base)
         fg = pal.color(QPalette.ColorRole.Text)
         self._fg = fg
-        self.view = pg.GraphicsLayoutWidget()
+        self.view = _timed_view_class()()
         self.view.setBackground(bg)
         self.view.ci.setContentsMargins(4, 4, 4, 4)
         self.view.ci.setSpacing(6)
@@ -104,6 +104,10 @@ class LivePlots(QWidget):
             ax.setTextPen(pg.mkPen(self._fg))
         plot.getViewBox().setMouseEnabled(x=True, y=False)
         return plot
+
+    @property
+    def last_paint_s(self) -> float:
+        return float(getattr(self.view, "last_paint_s", 0.0))
 
     def redraw(self, force: bool = False) -> bool:
         """Push changed buffers to the curves; True when something was redrawn."""
@@ -160,6 +164,31 @@ class LivePlots(QWidget):
         self.metric_plot.enableAutoRange(axis="x")
         self.metric_plot.setYRange(0, 1.02, padding=0)
         self.redraw(force=True)
+
+
+_TIMED_VIEW: Any = None
+
+
+def _timed_view_class():
+    """A GraphicsLayoutWidget that remembers how long its last paint took (the panel paces redraws by it)."""
+    global _TIMED_VIEW
+    if _TIMED_VIEW is None:
+        import time
+
+        pg = _pg()
+
+        class TimedLayoutWidget(pg.GraphicsLayoutWidget):
+            last_paint_s = 0.0
+
+            def paintEvent(self, ev):  # noqa: N802 - Qt API
+                t = time.perf_counter()
+                try:
+                    return super().paintEvent(ev)
+                finally:
+                    self.last_paint_s = time.perf_counter() - t
+
+        _TIMED_VIEW = TimedLayoutWidget
+    return _TIMED_VIEW
 
 
 def _dash():

@@ -591,3 +591,18 @@ def _number(text: str, field: str, what: str) -> float:
         return float(text.strip().replace(",", "."))
     except ValueError:
         raise FieldError(field, f"must be {what} (got {text.strip()!r})") from None
+
+
+def lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
+    """Settings that do not survive a save + load round trip (dotted names), e.g. TOML has no "empty"."""
+    try:
+        again = RunConfig.load(path).to_dict()
+    except ConfigError:
+        return ["the file"]
+    lost: list[str] = []
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            lost += [f"{key}.{k}" for k, v in value.items() if again.get(key, {}).get(k) != v]
+        elif again.get(key) != value:
+            lost.append(key)
+    return lost
