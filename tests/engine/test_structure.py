@@ -228,6 +228,22 @@ def test_presets_and_modifiers():
         structure.set_modifier(spec, "@head", True)
 
 
+def test_modifiers_follow_what_the_plan_does(bert_tree):
+    tree = bert_tree
+    spec = FreezeSpec("last_n_blocks", last_n=1)
+    tree.apply(spec)
+    assert structure.token_state(tree, "@embeddings") == 2  # frozen by the preset already
+    assert structure.token_state(tree, "@norms") == 1  # the last block's norms train, the others do not
+    trains = structure.set_modifier(spec, "@embeddings", False, tree)
+    assert trains.rules == [FreezeRule("@embeddings", True)]  # unticked "Freeze embeddings": they train
+    tree.apply(trains)
+    assert structure.token_state(tree, "@embeddings") == 0
+    frozen = structure.set_modifier(trains, "@embeddings", True, tree)
+    assert frozen.rules == [FreezeRule("@embeddings", False)]
+    assert structure.set_modifier(FreezeSpec("all"), "@norms", False, tree).rules == []  # they train already
+    assert structure.token_state(tree, "@block:9") is None
+
+
 def test_lr_multipliers_most_specific_wins(bert_tree):
     tree = bert_tree
     spec = structure.set_lr_multiplier(FreezeSpec(), "bert.encoder.layer.0", 0.25)

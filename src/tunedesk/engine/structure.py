@@ -475,14 +475,34 @@ def modifier_state(spec: FreezeSpec, token: str) -> bool:
     return any(r.pattern == token and not r.train for r in spec.rules)
 
 
-def set_modifier(spec: FreezeSpec, token: str, frozen: bool) -> FreezeSpec:
-    """Freeze (append ``token``: frozen) or stop freezing (remove those rules) embeddings or norms."""
+def token_state(tree: ModelTree, token: str) -> int | None:
+    """How frozen ``token``'s parameters are in the last applied plan: 2 all, 1 some, 0 none; None: the model has none."""
+    ranges = tree.index.match(token, tree.head_paths) or []
+    if tree.plan is None or not ranges:
+        return None
+    flags = [tree.plan.flags[i] for s, e in ranges for i in range(s, e)]
+    frozen = flags.count(False)
+    return 2 if frozen == len(flags) else (1 if frozen else 0)
+
+
+def set_modifier(spec: FreezeSpec, token: str, frozen: bool, tree: ModelTree | None = None) -> FreezeSpec:
+    """Freeze ``token`` (``@embeddings`` / ``@norms``) by a rule, or stop freezing it.
+
+    Freezing appends ``token: frozen`` (kept when the preset changes). Stopping removes those rules;
+    given the ``tree``, it also appends ``token: train`` when the plan would still freeze some of them,
+    so an unticked "Freeze embeddings" always means the embeddings train.
+    """
     if token not in MODIFIER_TOKENS:
         raise ConfigError("freeze.rules", f"{token!r} is not one of {', '.join(MODIFIER_TOKENS)}")
     new = _copy(spec)
     new.rules = [r for r in new.rules if r.pattern != token]
     if frozen:
         new.rules.append(FreezeRule(token, False))
+    elif tree is not None:
+        ranges = tree.index.match(token, tree.head_paths) or []
+        flags = freezing.resolve_flags(tree.index, new, tree.head_paths)
+        if not all(flags[i] for s, e in ranges for i in range(s, e)):
+            new.rules.append(FreezeRule(token, True))
     return new
 
 

@@ -1,0 +1,569 @@
+"""Layers area: the selected model's module tree, presets, a module finder and the live summary.
+
+The plan (``FreezeSpec``) is the only state: every control is drawn from it and every edit produces a
+new one, which goes to ``AppState.set_freeze`` for the training panel. A plan set by someone else
+(the runs panel re-opening a run) is shown without being sent back. The model is built on the meta
+device in a worker thread: no weights are read, so even an 8B model shows in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, QSettings, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                               QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
+                               QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+
+from tunedesk.engine.config import FreezeSpec
+from tunedesk.engine.errors import TuneDeskError
+from tunedesk.ui.layer_tree.fmt import count_text
+from tunedesk.ui.layer_tree.summary import SummaryPanel, _set_role
+from tunedesk.ui.layer_tree.tree import FreezeTreeWidget, icon
+
+log = logging.getLogger("tunedesk.ui.layer_tree")
+PAGE_EMPTY, PAGE_LOADING, PAGE_ERROR, PAGE_TREE = range(4)
+PRESET_IDS = {"all": 0, "head_only": 1, "last_n_blocks": 2, "none": 3}
+
+
+class _BuildWorker(QObject):
+    """Builds the meta model and its tree off the GUI thread; never touches widgets."""
+
+    built = Signal(int, object)  # token, ModelTree
+    failed = Signal(int, str, str)  # token, message, hint
+    finished = Signal()
+
+    def __init__(self, token: int, entry: Any, image_size: int) -> None:
+        super().__init__()
+        self.token, self.entry, self.image_size = token, entry, image_size
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            from tunedesk.engine import structure
+
+            loaded = structure.build_meta_model(self.entry)
+            tree = structure.ModelTree.from_loaded(loaded)
+            tree.apply(FreezeSpec())
+            tree.summary(image_size=self.image_size)  # measures a CNN's activations here, not on the GUI thread
+            self.built.emit(self.token, tree)
+        except TuneDeskError as exc:
+            self.failed.emit(self.token, exc.message, exc.hint)
+        except Exception as exc:  # noqa: BLE001 - the panel must stay usable
+            log.exception("could not build the layer tree")
+            self.failed.emit(self.token, f"could not build the layer tree: {type(exc).__name__}: {exc}",
+                             "this is a bug in TuneDesk; the log has the details")
+        finally:
+            self.finished.emit()
+
+
+class LayerTreePanel(QWidget):
+    """``LayerTreePanel(state)``: follows ``modelSelected``/``freezeChanged``, edits go to ``set_freeze``."""
+
+    treeShown = Signal()  # a model's tree is on screen (tests, screenshots)
+
+    def __init__(self, state: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._spec: FreezeSpec = copy.deepcopy(state.freeze) if state.freeze is not None else FreezeSpec()
+        self._emitted: object = None
+        self._undo: list[FreezeSpec] = []
+        self._token = 0
+        self._threads: list[tuple[QThread, _BuildWorker]] = []
+        self._entry: Any = None
+        self._memory_cache: dict[str, int | None] = {}
+        self._devices_ready = False
+        self._build()
+        state.modelSelected.connect(self.show_entry)
+        state.freezeChanged.connect(self._external_spec)
+        state.engineReady.connect(self._engine_ready)
+        self._restore()
+        if state.model is not None:
+            QTimer.singleShot(0, lambda: self.show_entry(state.model))
+
+    # ---- layout ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(14, 10, 14, 8)
+        head = QHBoxLayout()
+        title = QLabel("Layers")
+        title.setProperty("role", "title")
+        head.addWidget(title)
+        self.subtitle = QLabel("")
+        self.subtitle.setProperty("role", "hint")
+        self.subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        head.addWidget(self.subtitle, 1, Qt.AlignmentFlag.AlignBottom)
+        outer.addLayout(head)
+
+        self.pages = QStackedWidget()
+        outer.addWidget(self.pages, 1)
+        self.pages.addWidget(self._message_page(
+            "Pick a model in Models, then choose what trains here.",
+            "Tick a module to train it, untick it to freeze it. Presets, a module finder and a live memory "
+            "estimate help you choose. Nothing is loaded until you train.", "Open Models", self._open_models))
+        loading = QWidget()
+        ll = QVBoxLayout(loading)
+        ll.addStretch(1)
+        self.loading_label = QLabel("Building the layer tree…")
+        self.loading_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        busy = QProgressBar()
+        busy.setRange(0, 0)
+        busy.setMaximumWidth(280)
+        ll.addWidget(self.loading_label)
+        ll.addWidget(busy, 0, Qt.AlignmentFlag.AlignHCenter)
+        ll.addStretch(2)
+        self.pages.addWidget(loading)
+        self.error_page = self._message_page("", "", "Back to Models", self._open_models)
+        self.pages.addWidget(self.error_page)
+        self.pages.addWidget(self._tree_page())
+        self.pages.setCurrentIndex(PAGE_EMPTY)
+
+    def _message_page(self, text: str, hint: str, button: str, action) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        picture = QLabel()
+        picture.setPixmap(icon("freeze").pixmap(56, 56))
+        picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(picture)
+        main = QLabel(text)
+        main.setWordWrap(True)
+        main.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        font = main.font()
+        font.setPointSizeF(font.pointSizeF() * 1.2)
+        main.setFont(font)
+        sub = QLabel(hint)
+        sub.setWordWrap(True)
+        sub.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        sub.setProperty("role", "hint")
+        sub.setMaximumWidth(520)
+        layout.addWidget(main)
+        layout.addWidget(sub, 0, Qt.AlignmentFlag.AlignHCenter)
+        go = QPushButton(button)
+        go.clicked.connect(action)
+        layout.addWidget(go, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addStretch(2)
+        page.main_label, page.hint_label = main, sub  # type: ignore[attr-defined]
+        return page
+
+    def _tree_page(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 4, 0, 0)
+
+        presets = QHBoxLayout()
+        presets.setSpacing(10)
+        caption = QLabel("Start from:")
+        presets.addWidget(caption)
+        self.preset_group = QButtonGroup(self)
+        self.preset_all = QRadioButton("Everything")
+        self.preset_head = QRadioButton("Head only")
+        self.preset_last = QRadioButton("Last")
+        self.preset_none = QRadioButton("Nothing")
+        self.last_n = QSpinBox()
+        self.last_n.setRange(1, 999)
+        self.last_n.setValue(2)
+        self.last_n.setSuffix(" blocks")
+        self.preset_all.setToolTip("Train every parameter (full fine-tuning)")
+        self.preset_head.setToolTip("Train only the new task head; the pre-trained body stays frozen")
+        self.preset_none.setToolTip("Freeze everything, then tick what should train")
+        for button, key in ((self.preset_all, "all"), (self.preset_head, "head_only"), (self.preset_last, "last_n_blocks"),
+                            (self.preset_none, "none")):
+            self.preset_group.addButton(button, PRESET_IDS[key])
+        presets.addWidget(self.preset_all)
+        presets.addWidget(self.preset_head)
+        presets.addWidget(self.preset_last)
+        presets.addWidget(self.last_n)
+        presets.addWidget(self.preset_none)
+        presets.addSpacing(16)
+        self.freeze_embeddings = QCheckBox("Freeze embeddings")
+        self.freeze_embeddings.setToolTip("Keep the input embeddings as pre-trained (a rule @embeddings → freeze)")
+        self.freeze_norms = QCheckBox("Freeze normalisation layers")
+        self.freeze_norms.setToolTip("Keep LayerNorm / RMSNorm / BatchNorm weights as pre-trained (a rule @norms → freeze)")
+        presets.addWidget(self.freeze_embeddings)
+        presets.addWidget(self.freeze_norms)
+        self.bn_label = QLabel("BatchNorm statistics:")
+        self.bn_choice = QComboBox()
+        self.bn_choice.addItem("keep frozen statistics", False)
+        self.bn_choice.addItem("train them", True)
+        self.bn_choice.setToolTip("Frozen BatchNorm layers keep their running mean/variance (recommended for small "
+                                  "data sets), or update them while training")
+        presets.addWidget(self.bn_label)
+        presets.addWidget(self.bn_choice)
+        presets.addStretch(1)
+        layout.addLayout(presets)
+
+        find = QHBoxLayout()
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Find modules: attention, layer.1*, *.bias …")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
+        self.filter.setToolTip("Shows modules whose path matches (a word matches anywhere; * and ? are wildcards)")
+        self.match_label = QLabel("")
+        self.match_label.setProperty("role", "hint")
+        self.train_matches = QPushButton(icon("unfreeze"), "Train matches")
+        self.freeze_matches = QPushButton(icon("freeze"), "Freeze matches")
+        self.train_matches.setToolTip("Add one rule: every module matching the filter trains")
+        self.freeze_matches.setToolTip("Add one rule: every module matching the filter is frozen")
+        self.undo_button = QToolButton()
+        self.undo_button.setText("Undo")
+        self.undo_button.setToolTip("Undo the last change to the plan (Ctrl+Z)")
+        self.lr_toggle = QCheckBox("LR multipliers")
+        self.lr_toggle.setToolTip("Show the learning-rate multiplier column (double-click a cell to edit)")
+        self.lr_toggle.setChecked(True)
+        find.addWidget(self.filter, 2)
+        find.addWidget(self.match_label)
+        find.addWidget(self.train_matches)
+        find.addWidget(self.freeze_matches)
+        find.addSpacing(12)
+        find.addWidget(self.undo_button)
+        find.addWidget(self.lr_toggle)
+        layout.addLayout(find)
+
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setVisible(False)
+        layout.addWidget(self.message)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.tree = FreezeTreeWidget()
+        split.addWidget(self.tree)
+        self.summary = SummaryPanel()
+        scroll = QScrollArea()
+        scroll.setWidget(self.summary)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setMinimumWidth(320)
+        scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        split.addWidget(scroll)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+        split.setSizes([760, 360])
+        self.splitter = split
+        layout.addWidget(split, 1)
+
+        self.preset_group.idClicked.connect(self._preset_clicked)
+        self.last_n.valueChanged.connect(self._last_n_changed)
+        self.freeze_embeddings.clicked.connect(lambda: self._modifier("@embeddings"))
+        self.freeze_norms.clicked.connect(lambda: self._modifier("@norms"))
+        self.bn_choice.currentIndexChanged.connect(self._bn_changed)
+        self.filter.textChanged.connect(self._filter_changed)
+        self.train_matches.clicked.connect(lambda: self._apply_matches(True))
+        self.freeze_matches.clicked.connect(lambda: self._apply_matches(False))
+        self.undo_button.clicked.connect(self.undo)
+        self.lr_toggle.toggled.connect(self.tree.set_lr_column_visible)
+        self.tree.specChanged.connect(self._edited)
+        self.tree.editFailed.connect(self._show_problem)
+        self.summary.inputsChanged.connect(self._inputs_changed)
+        undo = QAction("Undo plan change", self)
+        undo.setShortcut(QKeySequence.StandardKey.Undo)
+        undo.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        undo.triggered.connect(self.undo)
+        self.addAction(undo)
+        return page
+
+    # ---- model selection -------------------------------------------------------------------------
+
+    def _open_models(self) -> None:
+        self.state.showPanel.emit("models")
+
+    def show_entry(self, entry: Any) -> None:
+        """Build and show a catalog entry's tree (off the GUI thread); None shows the empty state."""
+        self._token += 1
+        self._entry = entry
+        if entry is None:
+            self.tree.set_model(None)
+            self.subtitle.setText("")
+            self.pages.setCurrentIndex(PAGE_EMPTY)
+            return
+        name = getattr(entry, "name", None) or str(entry)
+        self.loading_label.setText(f"Building the layer tree of {name} from its configuration…")
+        self.subtitle.setText(name)
+        self.pages.setCurrentIndex(PAGE_LOADING)
+        thread = QThread(self)
+        worker = _BuildWorker(self._token, entry, self.summary.image.value())
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.built.connect(self._built)
+        worker.failed.connect(self._failed)
+        worker.finished.connect(thread.quit)
+        pair = (thread, worker)
+        thread.finished.connect(lambda p=pair: self._thread_done(p))
+        self._threads.append(pair)
+        thread.start()
+
+    def _thread_done(self, pair: tuple[QThread, _BuildWorker]) -> None:
+        if pair in self._threads:
+            self._threads.remove(pair)
+        pair[1].deleteLater()
+        pair[0].deleteLater()
+
+    def wait_idle(self, timeout_ms: int = 60000) -> None:
+        """Wait for running builds (tests, shutdown)."""
+        for thread, _ in list(self._threads):
+            thread.wait(timeout_ms)
+
+    def _built(self, token: int, tree: Any) -> None:
+        if token != self._token:
+            return  # a newer selection superseded this build
+        self.show_tree(tree)
+
+    def show_tree(self, tree: Any) -> None:
+        """Show an already built ``ModelTree`` with the current plan (pruned to this model)."""
+        from tunedesk.engine import structure
+
+        self._ensure_devices()
+        spec = structure.prune(tree, self._spec)
+        try:
+            self.tree.set_model(tree, spec)
+        except TuneDeskError as exc:  # a plan that cannot apply to this model: start from the default
+            self._show_problem(f"the current plan does not fit this model ({exc.message}); showing the default plan",
+                               exc.hint)
+            spec = FreezeSpec(lr_multipliers={}, lora=copy.deepcopy(spec.lora))
+            self.tree.set_model(tree, spec)
+        self._undo.clear()
+        self.summary.set_task(tree.task)
+        loaded = tree.loaded
+        heads = ", ".join(tree.head_paths) or "none (all pre-trained)"
+        name = getattr(self._entry, "name", None) or (loaded.path if loaded else "")
+        self.subtitle.setText(f"{name} · {type(tree.model).__name__} · {count_text(tree.total_params)} parameters · "
+                              f"new head: {heads} · built from the config, no weights loaded")
+        blocks = tree.blocks
+        self.preset_last.setEnabled(bool(blocks.paths))
+        self.last_n.setEnabled(bool(blocks.paths))
+        self.last_n.setMaximum(max(1, len(blocks.paths)))
+        self.preset_last.setToolTip(f"Train the last N of the {len(blocks)} repeated blocks ({blocks.container or 'stages'}), "
+                                    "what follows them, and the head" if blocks.paths else "no repeated blocks found")
+        self.preset_head.setEnabled(bool(tree.head_paths))
+        self.bn_label.setVisible(tree.has_batchnorm)
+        self.bn_choice.setVisible(tree.has_batchnorm)
+        self.pages.setCurrentIndex(PAGE_TREE)
+        self._set_spec(spec, announce=spec != self.state.freeze, push_undo=False)
+        self.filter.clear()
+        self.treeShown.emit()
+
+    def _failed(self, token: int, message: str, hint: str) -> None:
+        if token != self._token:
+            return
+        self.error_page.main_label.setText(f"This model’s layers cannot be shown: {message}")  # type: ignore[attr-defined]
+        self.error_page.hint_label.setText(hint)  # type: ignore[attr-defined]
+        self.pages.setCurrentIndex(PAGE_ERROR)
+
+    # ---- the plan ---------------------------------------------------------------------------------
+
+    def spec(self) -> FreezeSpec:
+        return copy.deepcopy(self._spec)
+
+    def _set_spec(self, spec: FreezeSpec, *, announce: bool, push_undo: bool) -> None:
+        if push_undo and spec != self._spec:
+            self._undo.append(copy.deepcopy(self._spec))
+            del self._undo[:-100]
+        self._spec = copy.deepcopy(spec)
+        self._sync_controls()
+        self.refresh_summary()
+        if announce:
+            out = copy.deepcopy(spec)
+            self._emitted = out
+            self.state.set_freeze(out)
+
+    def _edited(self, spec: FreezeSpec) -> None:
+        """A plan edit made in the tree (a checkbox, an LR cell, a preset or filter button)."""
+        self.message.setVisible(False)
+        self._set_spec(spec, announce=True, push_undo=True)
+
+    def _external_spec(self, spec: Any) -> None:
+        """A plan set elsewhere (a re-opened run): show it, do not send it back."""
+        if spec is self._emitted or spec is None:
+            return
+        self._spec = copy.deepcopy(spec)
+        if self.tree.model_tree() is None:
+            return  # applied when the model's tree is built
+        try:
+            self.tree.set_spec(self._spec)
+        except TuneDeskError as exc:
+            self._show_problem(f"the plan from elsewhere does not apply to this model: {exc.message}", exc.hint)
+            return
+        self._undo.clear()
+        self._sync_controls()
+        self.refresh_summary()
+
+    def undo(self) -> None:
+        if not self._undo or self.tree.model_tree() is None:
+            return
+        previous = self._undo.pop()
+        self.tree.set_spec(previous)
+        self._set_spec(previous, announce=True, push_undo=False)
+
+    def _edit(self, make) -> None:
+        if self.tree.model_tree() is not None:
+            self.tree.edit_spec(make)
+
+    def _preset_clicked(self, button_id: int) -> None:
+        from tunedesk.engine import structure
+
+        preset = next(k for k, v in PRESET_IDS.items() if v == button_id)
+        self._edit(lambda tree, spec: structure.set_preset(spec, preset, self.last_n.value()))
+
+    def _last_n_changed(self, value: int) -> None:
+        from tunedesk.engine import structure
+
+        if self._syncing:
+            return
+        self._edit(lambda tree, spec: structure.set_preset(spec, "last_n_blocks", value))
+
+    def _modifier(self, token: str) -> None:
+        """The box shows whether the plan freezes them all; a click flips exactly that."""
+        from tunedesk.engine import structure
+
+        tree = self.tree.model_tree()
+        if tree is None:
+            return
+        frozen = structure.token_state(tree, token) != 2
+        self._edit(lambda tree, spec: structure.set_modifier(spec, token, frozen, tree))
+        self._sync_controls()
+
+    def _bn_changed(self) -> None:
+        if self._syncing:
+            return
+        train = bool(self.bn_choice.currentData())
+
+        def make(tree, spec):
+            new = copy.deepcopy(spec)
+            new.train_batchnorm_stats = train
+            return new
+
+        self._edit(make)
+
+    _syncing = False
+
+    def _sync_controls(self) -> None:
+        """Draw the preset, modifier and BatchNorm controls from the plan."""
+        from tunedesk.engine.structure import token_state
+
+        spec = self._spec
+        tree = self.tree.model_tree()
+        self._syncing = True
+        try:
+            button = self.preset_group.button(PRESET_IDS.get(spec.preset, 0))
+            if button is not None:
+                button.setChecked(True)
+            self.last_n.setValue(max(1, spec.last_n) if spec.last_n else self.last_n.value())
+            for box, token, noun in ((self.freeze_embeddings, "@embeddings", "embedding layers"),
+                                     (self.freeze_norms, "@norms", "normalisation layers")):
+                state = token_state(tree, token) if tree is not None else None
+                box.setEnabled(state is not None)
+                box.setTristate(state == 1)
+                box.setCheckState((Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)[state or 0])
+                if state is None and tree is not None:
+                    box.setToolTip(f"this model has no {noun}")
+            self.bn_choice.setCurrentIndex(1 if spec.train_batchnorm_stats else 0)
+            self.undo_button.setEnabled(bool(self._undo))
+        finally:
+            self._syncing = False
+
+    # ---- finder ---------------------------------------------------------------------------------------
+
+    def _filter_changed(self, text: str) -> None:
+        from tunedesk.engine.structure import glob_for
+
+        pattern = glob_for(text)
+        matches = self.tree.set_filter(pattern) if not pattern.startswith("@") else []
+        has = bool(matches)
+        self.train_matches.setEnabled(has)
+        self.freeze_matches.setEnabled(has)
+        if not text.strip():
+            self.match_label.setText("")
+        else:
+            params = self._params_matching(pattern)
+            self.match_label.setText(f"{len(matches)} module{'s' if len(matches) != 1 else ''} · {count_text(params)} parameters"
+                                     if has else "no module matches")
+
+    def _params_matching(self, pattern: str) -> int:
+        tree = self.tree.model_tree()
+        if tree is None:
+            return 0
+        ranges = tree.index.match(pattern, tree.head_paths) or []
+        hit = {i for s, e in ranges for i in range(s, e)}
+        return sum(tree.index.sizes[i] for i in hit)
+
+    def _apply_matches(self, train: bool) -> None:
+        from tunedesk.engine import structure
+
+        pattern = structure.glob_for(self.filter.text())
+        if pattern:
+            self._edit(lambda tree, spec: structure.apply_glob(tree, spec, pattern, train))
+
+    def _show_problem(self, message: str, hint: str) -> None:
+        self.message.setText(message + (f" — {hint}" if hint else ""))
+        _set_role(self.message, "error")
+        self.message.setVisible(True)
+
+    # ---- summary --------------------------------------------------------------------------------------
+
+    def _engine_ready(self) -> None:
+        self._ensure_devices()
+
+    def _ensure_devices(self) -> None:
+        if self._devices_ready:
+            return
+        try:
+            from tunedesk.engine.devices import list_devices
+
+            devices = list_devices()
+        except Exception:  # noqa: BLE001 - no torch yet or a broken driver: the CPU is always there
+            log.exception("could not list devices")
+            devices = [("cpu", "CPU")]
+        wanted = QSettings("TuneDesk", "TuneDesk").value("layers/device", None)
+        self.summary.set_devices(devices, wanted if isinstance(wanted, str) else None)
+        self._devices_ready = True
+
+    def _available(self, device: str) -> int | None:
+        if device not in self._memory_cache:
+            try:
+                from tunedesk.engine.devices import device_memory
+
+                self._memory_cache[device] = device_memory(device)
+            except Exception:  # noqa: BLE001
+                self._memory_cache[device] = None
+        return self._memory_cache[device]
+
+    def _inputs_changed(self) -> None:
+        self._memory_cache.pop(self.summary.inputs()["device"], None)  # re-read free memory on a device switch
+        self.refresh_summary()
+
+    def refresh_summary(self) -> None:
+        tree = self.tree.model_tree()
+        if tree is None or tree.plan is None:
+            self.summary.clear()
+            return
+        args = self.summary.inputs()
+        summary = tree.summary(available=self._available(args["device"]), **args)
+        self.summary.show_summary(summary, self._spec)
+
+    # ---- settings --------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        settings = QSettings("TuneDesk", "TuneDesk")
+        for key, spin in (("batch_size", self.summary.batch), ("sequence_length", self.summary.seq),
+                          ("image_size", self.summary.image)):
+            try:
+                value = int(settings.value(f"layers/{key}", spin.value()))
+            except (TypeError, ValueError):
+                continue
+            spin.setValue(value)
+        precision = settings.value("layers/precision", "auto")
+        if isinstance(precision, str) and self.summary.precision.findData(precision) >= 0:
+            self.summary.precision.setCurrentIndex(self.summary.precision.findData(precision))
+        lr = settings.value("layers/lr_column", True)
+        self.lr_toggle.setChecked(lr not in (False, "false", "0", 0))
+
+    def save_settings(self, settings: QSettings) -> None:
+        inputs = self.summary.inputs()
+        for key in ("batch_size", "sequence_length", "image_size", "precision", "device"):
+            settings.setValue(f"layers/{key}", inputs[key])
+        settings.setValue("layers/lr_column", self.lr_toggle.isChecked())
