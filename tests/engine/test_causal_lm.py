@@ -104,6 +104,7 @@ def test_export_merged_loads_in_plain_transformers_and_adapter_in_peft(lora_run,
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", local_files_only=True)
     tok2 = AutoTokenizer.from_pretrained(tmp_path / "merged", local_files_only=True)
+    assert tok2.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id  # replies end at the turn
     assert torch.allclose(_logits(model, ids), reference, atol=1e-5)
     prompt = tok2.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True)
     enc = tok2(prompt, add_special_tokens=False, return_tensors="pt")

@@ -209,6 +209,11 @@ def _write_merged(rm: RunModel, folder: Path) -> None:
         disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
         disable()
     model.config.use_cache = True
+    from tunedesk.engine.tasks.causal_lm import stop_token_ids
+
+    stops = stop_token_ids(rm.tokenizer, model)  # plain generate() then stops at the end of the reply
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    model.generation_config.pad_token_id = rm.tokenizer.pad_token_id
     dtype = _original_dtype(rm.base_path)
     if dtype is not None:
         model.to(dtype)
