@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -31,6 +31,11 @@ FORMAT = "tunedesk-causal-lm-1"
 ENCODER_FAMILIES = {"bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "electra", "ernie", "data2vec-text",
                     "rembert", "roformer", "megatron-bert", "big_bird", "xmod", "roc_bert", "distilbert", "deberta",
                     "deberta-v2", "mpnet", "albert", "modernbert"}
+
+
+class LMOutput(NamedTuple):
+    loss: torch.Tensor
+    logits: torch.Tensor | None  # evaluation only
 
 
 class LMEvalState:
@@ -227,10 +232,15 @@ class CausalLM:
 
     # ---- training ---------------------------------------------------------------------------------
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> "LMOutput":
+        """The model computes the shifted loss itself. No key/value cache; in training the logits are
+        not kept (the loss's graph holds what backward needs), so the next step's forward does not
+        run next to the previous step's batch x sequence x vocabulary tensor."""
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                    use_cache=False)
+        return LMOutput(out.loss, None if torch.is_grad_enabled() else out.logits)
 
-    def loss(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, output: "LMOutput", batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return output.loss
 
     def new_eval_state(self, num_labels: int, device: torch.device) -> LMEvalState:
