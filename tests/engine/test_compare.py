@@ -84,10 +84,13 @@ def test_freeze_diff_aggregates_to_the_shallowest_uniform_module():
     assert diffs == [FreezeDifference("enc.layer.1", (False, True), 210, 3)]
 
 
-def test_freeze_diff_without_the_model_layout_uses_trained_names_only():
-    # Nothing says enc.layer.0 exists, so the difference is reported at the encoder.
+def test_freeze_diff_without_the_model_layout_groups_by_owning_module_only():
+    # Nothing says whether enc.layer.0 exists (frozen in both), so no grouping above attn / ffn.
     diffs = compare.freeze_differences([HEAD, LAYER1 + HEAD])
-    assert diffs == [FreezeDifference("enc", (False, True), None, 3)]
+    assert diffs == [FreezeDifference("enc.layer.1.attn", (False, True), None, 2),
+                     FreezeDifference("enc.layer.1.ffn", (False, True), None, 1)]
+    mixed = compare.freeze_differences([["m.weight"], ["m.bias"]])
+    assert mixed == [FreezeDifference("m.weight", (True, False), None, 1), FreezeDifference("m.bias", (False, True), None, 1)]
 
 
 def test_freeze_diff_descends_where_a_module_is_mixed():
@@ -168,5 +171,5 @@ def test_compare_runs_puts_it_together(store):
     result = compare.compare_runs(store, [a, b], layout=False)
     assert [r["id"] for r in result.runs] == [a, b]
     assert {d.key for d in result.config} == {"hparams.learning_rate", "effective.learning_rate"}
-    assert result.freeze == [FreezeDifference("enc", (False, True), None, 3)]
+    assert [d.path for d in result.freeze] == ["enc.layer.1.attn", "enc.layer.1.ffn"]
     assert "val_accuracy" in result.metrics and not result.exact_layout

@@ -126,18 +126,16 @@ def freeze_differences(trainable: Sequence[Iterable[str]], all_names: Sequence[s
 
     ``trainable``: each run's trainable parameter names. ``all_names``: every parameter of the model
     (``parameter_layout``), so a module is only aggregated when nothing under it is frozen in all
-    runs; without it the union of the trainable names stands in for the model.
+    runs; without it, differences are grouped by the module that owns the parameters only.
     """
     sets = [set(names) for names in trainable]
     if len(sets) < 2:
         return []
-    order: list[str] = list(all_names) if all_names is not None else []
     if all_names is None:
-        for names in trainable:
-            order.extend(n for n in names if n not in order)
-    else:
-        known = set(order)
-        order.extend(n for s in sets for n in sorted(s - known))
+        return _module_differences(trainable, sets)
+    order: list[str] = list(all_names)
+    known = set(order)
+    order.extend(n for s in sets for n in sorted(s - known))
     root = _Node()
     for name in order:
         vector = tuple(name in s for s in sets)
@@ -166,23 +164,57 @@ def freeze_differences(trainable: Sequence[Iterable[str]], all_names: Sequence[s
     return out
 
 
-def parameter_layout(run: Mapping[str, Any]) -> tuple[list[str], dict[str, int]] | None:
-    """Every parameter name and size of the run's model, built on the meta device (no weights, no
-    memory); None when the model cannot be built any more (files moved)."""
+def meta_model(run: Mapping[str, Any]):
+    """The run's model (a LoadedModel) built on the meta device: structure only, no weights, no memory,
+    with the head paths the run recorded. None when it cannot be built any more (files moved)."""
     try:
         from tunedesk.engine.config import RunConfig
         from tunedesk.engine.tasks import get_task
 
         config = RunConfig.from_dict(run_config(dict(run)))
-        labels = resolved(dict(run)).get("label_names") or ["a", "b"]
+        res = resolved(dict(run))
+        labels = res.get("label_names") or ["a", "b"]
         loaded = get_task(config.task).build_model(config, list(labels), device="meta")
-        names, sizes = [], {}
-        for name, p in loaded.model.named_parameters():
-            names.append(name)
-            sizes[name] = int(p.numel())
-        return names, sizes
-    except Exception:  # noqa: BLE001 - only makes the diff finer; the names alone still work
+        if res.get("head_paths"):
+            loaded.head_paths = list(res["head_paths"])
+        return loaded
+    except Exception:  # noqa: BLE001 - only makes views finer; the recorded names still work
         return None
+
+
+def _module_differences(trainable: Sequence[Iterable[str]], sets: list[set[str]]) -> list[FreezeDifference]:
+    """Without the model's layout, parameters that no run trained are unknown, so differences are only
+    grouped by the module that owns the parameters (grouping further up could hide a frozen sibling)."""
+    modules: dict[str, dict[str, tuple[bool, ...]]] = {}
+    seen: set[str] = set()
+    for names in trainable:
+        for name in names:
+            if name not in seen:
+                seen.add(name)
+                modules.setdefault(name.rpartition(".")[0], {})[name] = tuple(name in s for s in sets)
+    out = []
+    for module, params in modules.items():
+        vectors = set(params.values())
+        if len(vectors) == 1:
+            vector = next(iter(vectors))
+            if len(set(vector)) > 1:
+                out.append(FreezeDifference(module, vector, None, len(params)))
+            continue
+        out.extend(FreezeDifference(name, v, None, 1) for name, v in params.items() if len(set(v)) > 1)
+    return out
+
+
+def parameter_layout(run: Mapping[str, Any]) -> tuple[list[str], dict[str, int]] | None:
+    """Every parameter name and size of the run's model (built on the meta device); None when the
+    model cannot be built any more."""
+    loaded = meta_model(run)
+    if loaded is None:
+        return None
+    names, sizes = [], {}
+    for name, p in loaded.model.named_parameters():
+        names.append(name)
+        sizes[name] = int(p.numel())
+    return names, sizes
 
 
 # ---- curves ---------------------------------------------------------------------------------------

@@ -1,10 +1,5 @@
-"""Runs area (being built: replaced by its owner)."""
+"""Runs area: the panel lives in the ``tunedesk.ui.runs`` package; this name stays importable."""
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from tunedesk.ui.runs import RunsPanel
 
-
-class RunsPanel(QWidget):
-    def __init__(self, state, parent=None) -> None:
-        super().__init__(parent)
-        self.state = state
-        QVBoxLayout(self).addWidget(QLabel("Runs"))
+__all__ = ["RunsPanel"]

@@ -1,0 +1,138 @@
+"""The export dialog: pick a format and a folder; the export runs in a worker thread."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QMessageBox, QPushButton, QVBoxLayout, QWidget)
+
+from tunedesk.ui.runs.calls import Calls
+from tunedesk.ui.runs.detail import set_role
+
+
+def default_export_folder(home: Path, run: dict[str, Any]) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", (run.get("name") or "model")).strip("-")[:40] or "model"
+    base = home / "exports" / f"run-{run['id']:05d}-{slug}"
+    candidate, n = base, 2
+    while candidate.exists() and any(candidate.iterdir()):
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
+
+
+class ExportDialog(QDialog):
+    """Choose format and folder, then export in a thread; errors show inline, the dialog stays open."""
+
+    def __init__(self, run: dict[str, Any], home: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Export run #{run['id']}")
+        self.run = run
+        self.home = Path(home)
+        self.result_info: dict[str, Any] | None = None
+        self._calls = Calls(self)
+        torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
+        intro = QLabel(f"Export the <b>best</b> weights of run #{run['id']} <b>{_esc(run.get('name') or '')}</b> "
+                       "so they load without TuneDesk.")
+        intro.setWordWrap(True)
+        self.format = QComboBox()
+        if torchvision:
+            self.format.addItem("torchvision weights (safetensors) + JSON", "torchvision")
+        else:
+            self.format.addItem("Hugging Face folder (transformers from_pretrained)", "hf")
+        self.format.addItem("ONNX (needs the onnx package)", "onnx")
+        self.format.currentIndexChanged.connect(self._describe)
+        self.folder = QLineEdit(str(default_export_folder(self.home, run)))
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        self.about = QLabel()
+        self.about.setWordWrap(True)
+        set_role(self.about, "hint")
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        set_role(self.error, "error")
+        self.error.hide()
+        form = QFormLayout()
+        form.addRow("Format", self.format)
+        form.addRow("Folder", row)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.accepted.connect(self.start)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.about)
+        layout.addWidget(self.error)
+        layout.addWidget(self.buttons)
+        self.resize(620, self.sizeHint().height())
+        self._describe()
+
+    def _describe(self) -> None:
+        fmt = self.format.currentData()
+        self.about.setText({
+            "hf": "config.json with your label names, model.safetensors and the tokenizer or image processor. "
+                  "Load it with AutoModelFor…from_pretrained(folder). The folder must be new or empty.",
+            "torchvision": "model.safetensors, tunedesk_model.json (architecture, class names, image size, mean/std) "
+                           "and a README with the lines that load it. The folder must be new or empty.",
+            "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
+                    "Needs `pip install onnx`; not every model can be exported.",
+        }.get(fmt, ""))
+
+    def _browse(self) -> None:
+        start = str(Path(self.folder.text()).parent if self.folder.text() else self.home)
+        chosen = QFileDialog.getExistingDirectory(self, "Export into folder", start)
+        if chosen:
+            self.folder.setText(chosen)
+
+    def start(self) -> None:
+        from tunedesk.engine.export import export_run
+
+        folder = self.folder.text().strip()
+        if not folder:
+            self._failed("choose a folder to export into", "")
+            return
+        self.error.hide()
+        self.export_button.setEnabled(False)
+        self.export_button.setText("Exporting…")
+        run_id, fmt, home = self.run["id"], self.format.currentData(), self.home
+        self._calls.start(lambda: export_run(run_id, folder, fmt=fmt, home=home), self._done, self._failed)
+
+    def _done(self, info: dict[str, Any]) -> None:
+        self.result_info = info
+        self.accept()
+
+    def _failed(self, message: str, hint: str) -> None:
+        self.export_button.setEnabled(True)
+        self.export_button.setText("Export")
+        self.error.setText(message + (f"\nHint: {hint}" if hint else ""))
+        self.error.show()
+
+    def done(self, code: int) -> None:  # noqa: D401 - Qt API: wait for a running export before closing
+        self._calls.wait_all()
+        super().done(code)
+
+
+def show_export_result(parent: QWidget, info: dict[str, Any]) -> None:
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Information)
+    box.setWindowTitle("Exported")
+    box.setText(f"Run #{info['run_id']} exported ({info['format']}) to\n{info['path']}")
+    box.setDetailedText("\n".join(info.get("files") or []))
+    open_button = box.addButton("Open folder", QMessageBox.ButtonRole.ActionRole)
+    box.addButton(QMessageBox.StandardButton.Ok)
+    box.exec()
+    if box.clickedButton() is open_button:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(info["path"]))
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,367 @@
+"""The Runs area: browse the history (search, filters, sort, edit), see one run, compare several, act.
+
+Selecting one run shows its detail; selecting two or more compares them. Heavy work (exports, model
+layouts for freeze maps) runs in worker threads; everything else is a quick indexed query through this
+thread's RunStore. Runs left "running" by a crash are marked interrupted when the panel opens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, QTimer
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QMessageBox, QPushButton, QSplitter, QStackedWidget, QTableView, QVBoxLayout, QWidget)
+
+from tunedesk.engine import history
+from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.store import RunStore
+from tunedesk.ui.runs.calls import Calls
+from tunedesk.ui.runs.icons import icon
+from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
+
+log = logging.getLogger("tunedesk.ui.runs")
+
+COLUMN_WIDTHS = {"#": 44, "Started": 118, "Name": 220, "Model": 130, "Data": 120, "Trains": 170, "LR": 58,
+                 "Ep.": 36, "Batch": 48, "Best": 78, "Duration": 86, "Status": 104, "Tags": 110}
+POLL_MS = 3000  # refresh while a listed run is training
+
+
+class RunsPanel(QWidget):
+    def __init__(self, state: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._store: RunStore | None = None
+        self.calls = Calls(self)
+        self._detail = None
+        self._compare = None
+
+        # ---- header: title, search, filters ----
+        self.title = QLabel("Runs")
+        self.title.setProperty("role", "title")
+        self.count_label = QLabel()
+        self.count_label.setProperty("role", "hint")
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search name, model, data, tags, notes or #id")
+        self.search.setClearButtonEnabled(True)
+        self.search.addAction(icon("search.svg"), QLineEdit.ActionPosition.LeadingPosition)
+        self.search.setMinimumWidth(240)
+        self._search_timer = QTimer(self, singleShot=True, interval=200)
+        self._search_timer.timeout.connect(self.apply_filter)
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self.status_filter = self._combo("All statuses")
+        self.model_filter = self._combo("All models")
+        self.dataset_filter = self._combo("All data sets")
+        self.tag_filter = self._combo("All tags")
+        for status in history.RUN_STATUSES:
+            self.status_filter.addItem(status, status)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setIcon(icon("compare.svg"))
+        self.compare_button.setToolTip("Select two or more runs (Ctrl/Shift-click) to compare them")
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self._show_selection)
+        self.refresh_button = QPushButton()
+        self.refresh_button.setIcon(icon("refresh.svg"))
+        self.refresh_button.setToolTip("Reload the history")
+        self.refresh_button.clicked.connect(self.refresh)
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addWidget(self.count_label, 0, Qt.AlignmentFlag.AlignBottom)
+        head.addStretch(1)
+        head.addWidget(self.compare_button)
+        head.addWidget(self.refresh_button)
+        filters = QHBoxLayout()
+        filters.addWidget(self.search, 2)
+        for combo in (self.status_filter, self.model_filter, self.dataset_filter, self.tag_filter):
+            filters.addWidget(combo, 1)
+
+        # ---- the table ----
+        self.table_model = RunsTableModel(self.store, parent=self)
+        self.table_model.countChanged.connect(self._count_changed)
+        self.table_model.editFailed.connect(self._error)
+        self.table_model.edited.connect(self._row_edited)
+        self.view = QTableView()
+        self.view.setModel(self.table_model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.view.setAlternatingRowColors(True)
+        self.view.setWordWrap(False)
+        self.view.setShowGrid(False)
+        self.view.verticalHeader().setVisible(False)
+        self.view.verticalHeader().setDefaultSectionSize(24)
+        self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        header = self.view.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for title, width in COLUMN_WIDTHS.items():
+            self.view.setColumnWidth(COL[title], width)
+        header.setSortIndicator(COL["Started"], Qt.SortOrder.DescendingOrder)
+
+        # ---- below: nothing / one run / a comparison ----
+        self.placeholder = QLabel("Select a run to see its details. Select two or more (Ctrl- or Shift-click) "
+                                  "to compare them.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setProperty("role", "hint")
+        self.placeholder.setWordWrap(True)
+        self.lower = QStackedWidget()
+        self.lower.addWidget(self.placeholder)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.addWidget(self.view)
+        self.split.addWidget(self.lower)
+        self.split.setStretchFactor(0, 2)
+        self.split.setStretchFactor(1, 3)
+        self.split.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 6)
+        layout.addLayout(head)
+        layout.addLayout(filters)
+        layout.addWidget(self.split, 1)
+
+        self._poll = QTimer(self, interval=POLL_MS)
+        self._poll.timeout.connect(self._poll_running)
+        self.state.runsChanged.connect(self.refresh)
+        self._restore_settings()
+
+        # ---- first load: crashed runs become interrupted, then one count and one page ----
+        try:
+            store = self.store()
+            if store.mark_interrupted():
+                pass  # shown as interrupted, with a resume button
+            self._fill_choices()
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+        self.view.setSortingEnabled(True)  # sorts (= loads) by the indicator set above
+        self.view.selectionModel().selectionChanged.connect(self._selection_changed)
+        self._poll.start()
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+
+    def store(self) -> RunStore:
+        """This (GUI) thread's RunStore, opened on first use."""
+        if self._store is None:
+            self._store = RunStore(self.state.database)
+        return self._store
+
+    def _combo(self, everything: str) -> QComboBox:
+        combo = QComboBox()
+        combo.addItem(everything, None)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(10)
+        combo.currentIndexChanged.connect(lambda _i: self.apply_filter())
+        return combo
+
+    @property
+    def detail(self):
+        if self._detail is None:
+            from tunedesk.ui.runs.detail import RunDetail
+
+            self._detail = RunDetail(self.store, self.calls)
+            self._detail.cloneRequested.connect(self.clone_run)
+            self._detail.resumeRequested.connect(self.resume_run)
+            self._detail.exportRequested.connect(self.export_run)
+            self._detail.deleteRequested.connect(self.delete_run)
+            self._detail.edited.connect(lambda rid, fields: self.table_model.update_run(rid, **fields))
+            self._detail.failed.connect(self._error)
+            self.lower.addWidget(self._detail)
+        return self._detail
+
+    @property
+    def compare_view(self):
+        if self._compare is None:
+            from tunedesk.ui.runs.compare_view import CompareView
+
+            self._compare = CompareView(self.store, self.calls)
+            self.lower.addWidget(self._compare)
+        return self._compare
+
+    def _fill_choices(self) -> None:
+        choices = history.filter_choices(self.store())
+        for combo, values in ((self.model_filter, choices.models), (self.dataset_filter, choices.datasets),
+                              (self.tag_filter, choices.tags)):
+            current = combo.currentData()
+            combo.blockSignals(True)
+            while combo.count() > 1:
+                combo.removeItem(1)
+            from tunedesk.ui.runs.format import short_model
+
+            for value in values:
+                combo.addItem(short_model(value) if combo is self.model_filter else value, value)
+                if combo is self.model_filter:
+                    combo.setItemData(combo.count() - 1, value, Qt.ItemDataRole.ToolTipRole)
+            index = combo.findData(current) if current is not None else 0
+            combo.setCurrentIndex(max(0, index))
+            combo.blockSignals(False)
+
+    def current_filter(self) -> history.RunFilter:
+        return history.RunFilter(search=self.search.text().strip(), status=self.status_filter.currentData(),
+                                 model=self.model_filter.currentData(), dataset=self.dataset_filter.currentData(),
+                                 tag=self.tag_filter.currentData())
+
+    # ---- loading ----------------------------------------------------------------------------------
+
+    def apply_filter(self) -> None:
+        selected = self.selected_ids()
+        try:
+            self.table_model.set_filter(self.current_filter())
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+        self._reselect(selected)
+
+    def refresh(self) -> None:
+        """Reload rows (as many as were loaded), filter menus, and the run or comparison shown."""
+        selected = self.selected_ids()
+        try:
+            self.store().mark_interrupted()
+            self._fill_choices()
+            self.table_model.reload(keep_loaded=True)
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+            return
+        self._reselect(selected)
+        self._show_selection()
+
+    def _poll_running(self) -> None:
+        if not self.isVisible():
+            return
+        if any(r.get("status") in ("running", "queued") for r in self.table_model.rows[:200]):
+            self.refresh()
+
+    def _count_changed(self, total: int) -> None:
+        everything = self.current_filter() == history.RunFilter()
+        self.count_label.setText(f"{total:,} run{'s' if total != 1 else ''}" + ("" if everything else " match"))
+
+    def _reselect(self, run_ids: list[int]) -> None:
+        sel = self.view.selectionModel()
+        sel.blockSignals(True)
+        sel.clearSelection()
+        for rid in run_ids:
+            row = self.table_model.row_of(rid)
+            if row >= 0:
+                sel.select(self.table_model.index(row, 0), QItemSelectionModel.SelectionFlag.Select
+                           | QItemSelectionModel.SelectionFlag.Rows)
+        sel.blockSignals(False)
+        self.view.viewport().update()
+
+    # ---- selection --------------------------------------------------------------------------------
+
+    def selected_ids(self) -> list[int]:
+        rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
+        return [self.table_model.index(r, 0).data(RunIdRole) for r in rows]
+
+    def select_runs(self, run_ids: list[int]) -> None:
+        """Select runs by id (loading more pages if needed) and show them."""
+        for rid in run_ids:
+            while self.table_model.row_of(rid) < 0 and self.table_model.canFetchMore():
+                self.table_model.fetchMore()
+        self._reselect(run_ids)
+        rows = [self.table_model.row_of(r) for r in run_ids if self.table_model.row_of(r) >= 0]
+        if rows:
+            self.view.scrollTo(self.table_model.index(rows[0], 0))
+        self._show_selection()
+
+    def _selection_changed(self, *_: Any) -> None:
+        self._show_selection()
+
+    def _show_selection(self) -> None:
+        ids = self.selected_ids()
+        self.compare_button.setEnabled(len(ids) >= 2)
+        self.compare_button.setText(f"Compare {len(ids)}" if len(ids) >= 2 else "Compare")
+        if not ids:
+            self.lower.setCurrentWidget(self.placeholder)
+        elif len(ids) == 1:
+            self.detail.show_run(ids[0])
+            self.lower.setCurrentWidget(self.detail)
+        else:
+            self.compare_view.compare(sorted(ids))  # oldest first, like the order they were trained
+            self.lower.setCurrentWidget(self.compare_view)
+
+    def _row_edited(self, run_id: int) -> None:
+        if self._detail is not None and self._detail.run is not None and self._detail.run["id"] == run_id:
+            self._detail.refresh()
+        self._fill_choices()
+
+    # ---- actions ----------------------------------------------------------------------------------
+
+    def clone_run(self, run_id: int) -> None:
+        try:
+            config = history.clone_config(self.store().get_run(run_id))
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+            return
+        self.state.configRequested.emit(config)
+        self.state.showPanel.emit("train")
+        self.state.statusMessage.emit(f"run #{run_id}'s settings are in the Train panel")
+
+    def resume_run(self, run_id: int) -> None:
+        """The training panel resumes it (it owns the training thread); we only ask."""
+        self.state.resumeRequested.emit(run_id)
+        self.state.showPanel.emit("train")
+        self.state.statusMessage.emit(f"resuming run #{run_id} from its last checkpoint")
+
+    def export_run(self, run_id: int) -> None:
+        from tunedesk.ui.runs.dialogs import ExportDialog, show_export_result
+
+        try:
+            run = self.store().get_run(run_id)
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+            return
+        dialog = ExportDialog(run, self.state.home, self)
+        if dialog.exec() and dialog.result_info:
+            self.state.statusMessage.emit(f"exported run #{run_id} to {dialog.result_info['path']}")
+            show_export_result(self, dialog.result_info)
+
+    def delete_run(self, run_id: int, confirm: bool = True) -> bool:
+        try:
+            run = self.store().get_run(run_id)
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+            return False
+        if confirm:
+            folder = run.get("output_dir") or "(no folder)"
+            answer = QMessageBox.question(
+                self, "Delete run?",
+                f"Delete run #{run_id} “{run.get('name') or ''}”, its metrics and its files?\n\n{folder}\n\n"
+                "This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        try:
+            history.delete_run(self.store(), run_id, self.state.home)
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
+            return False
+        self.state.statusMessage.emit(f"deleted run #{run_id}")
+        self.state.runsChanged.emit()
+        return True
+
+    def _error(self, message: str, hint: str = "") -> None:
+        QMessageBox.warning(self, "Runs", message + (f"\n\nHint: {hint}" if hint else ""))
+
+    # ---- window hooks -----------------------------------------------------------------------------
+
+    def _restore_settings(self) -> None:
+        settings = QSettings("TuneDesk", "TuneDesk")
+        state = settings.value("runs/splitter")
+        if state is not None:
+            self.split.restoreState(state)
+        else:
+            self.split.setSizes([300, 420])
+        columns = settings.value("runs/columns")
+        if columns is not None:
+            self.view.horizontalHeader().restoreState(columns)
+
+    def save_settings(self, settings: QSettings) -> None:
+        settings.setValue("runs/splitter", self.split.saveState())
+        settings.setValue("runs/columns", self.view.horizontalHeader().saveState())
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.calls.wait_all()
+        super().closeEvent(event)
+
+
+__all__ = ["RunsPanel", "COLUMNS"]
