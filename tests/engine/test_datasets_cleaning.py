@@ -42,10 +42,13 @@ def test_normalisation_and_image_hash_comparison():
     assert normalise_text("  Refund,   please!! ") == normalise_text("refund please") == "refund please"
     assert normalise_text("Café—OK") == normalise_text("CAFÉ ok")
     assert normalise_text("?") != normalise_text("!")
-    a = "0" * 16 + "c81e1e"
-    assert near_images(a, "0" * 15 + "7" + "c01e1e")  # 3 bits, colour close
-    assert not near_images(a, "0" * 14 + "ff" + "c81e1e")  # 8 bits apart
-    assert not near_images(a, "0" * 16 + "1ec81e")  # same structure, other colour
+    red, redder, green = "c81e1e" * 16, "c01e1e" * 16, "1ec81e" * 16
+    a = "0" * 64 + red
+    assert near_images(a, "0" * 61 + "7ff" + redder)  # 11 bits apart, colours close
+    assert not near_images(a, "0" * 60 + "ffff" + red)  # 16 bits apart
+    assert not near_images(a, "0" * 64 + green)  # same structure, other colour
+    assert not near_images(a, "0" * 64 + red[:-6] + "1ec81e")  # one cell of another colour
+    assert not near_images(a, "0" * 16 + "c81e1e")  # not an image hash
 
 
 def test_text_flags_with_counts_and_ids(store):
@@ -150,10 +153,35 @@ def test_near_image_search_scales_without_comparing_all_pairs():
     rng = random.Random(0)
     rows = []
     for i in range(3000):
-        bits = rng.getrandbits(64)
-        rows.append((i, "a", "", f"h{i}", f"{bits:016x}808080", 0, 0))
-    base = int(rows[0][4][:16], 16)
-    rows.append((3000, "b", "", "hx", f"{base ^ 0b101:016x}828080", 0, 0))  # 2 bits from row 0
+        bits = rng.getrandbits(256)
+        rows.append((i, "a", "", f"h{i}", f"{bits:064x}" + "808080" * 16, 0, 0))
+    base = int(rows[0][4][:64], 16)
+    changed = base ^ sum(1 << (b * 23) for b in range(10))  # 10 bits spread over the hash
+    rows.append((3000, "b", "", "hx", f"{changed:064x}" + "828080" * 16, 0, 0))
+    for i in range(300):  # a crowd with one identical row (a plain background): skipped, not compared
+        bits = (rng.getrandbits(240) << 16) | 0xFFFF
+        rows.append((3001 + i, "c", "", f"c{i}", f"{bits:064x}" + "101010" * 16, 0, 0))
     flags, groups = analyse(rows, "image")
     assert groups == [[0, 3000]]
     assert flags[0] & F.NEAR_DUPLICATE and flags[0] & F.LABEL_CONFLICT and not flags[1]
+
+
+def test_simple_drawings_are_not_near_duplicates_of_each_other(tmp_path):
+    """Small shapes on a plain background: different pictures, whatever dHash at 8x8 thinks."""
+    from tunedesk.engine.datasets.hashing import inspect_image
+
+    hashes = []
+    from PIL import Image, ImageDraw
+
+    shapes = [(30, 30, (200, 60, 80)), (60, 40, (200, 60, 80)), (40, 66, (200, 60, 80)), (66, 66, (200, 60, 80)),
+              (30, 32, (120, 90, 180))]  # the last: nearly the first's place, another colour
+    for i, (x, y, colour) in enumerate(shapes):
+        im = Image.new("RGB", (96, 96), (245, 245, 240))
+        ImageDraw.Draw(im).ellipse([x - 18, y - 18, x + 18, y + 18], fill=colour)
+        im.save(tmp_path / f"{i}.png")
+        hashes.append(inspect_image(str(tmp_path / f"{i}.png")).near_hash)
+    big = Image.open(tmp_path / "0.png").resize((200, 200))
+    big.save(tmp_path / "big.jpg", quality=85)
+    copy = inspect_image(str(tmp_path / "big.jpg")).near_hash
+    assert near_images(hashes[0], copy)
+    assert not any(near_images(a, b) for k, a in enumerate(hashes) for b in hashes[k + 1 :])

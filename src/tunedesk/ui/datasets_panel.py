@@ -1,10 +1,6 @@
-"""Datasets area (being built: replaced by its owner)."""
+"""Datasets area: the panel lives in the ``tunedesk.ui.datasets`` package (import, label, clean, split,
+version); this module keeps the name the main window loads."""
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from tunedesk.ui.datasets.panel import DatasetsPanel
 
-
-class DatasetsPanel(QWidget):
-    def __init__(self, state, parent=None) -> None:
-        super().__init__(parent)
-        self.state = state
-        QVBoxLayout(self).addWidget(QLabel("Datasets"))
+__all__ = ["DatasetsPanel"]

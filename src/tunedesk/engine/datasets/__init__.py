@@ -14,44 +14,37 @@ then train with ``DataSpec(kind="dataset_version", dataset_version=version.id)``
 ``tunedesk train CONFIG --dataset-version ds1-v1``. No Qt here.
 """
 
-from tunedesk.engine.datasets import edits, flags
-from tunedesk.engine.datasets.cleaning import (
-    CleaningOptions,
-    CleaningReport,
-    check_files,
-    duplicate_groups,
-    refresh_flags,
-)
-from tunedesk.engine.datasets.edits import Edit, apply_edit
-from tunedesk.engine.datasets.flags import FLAG_BY_KEY, FLAGS, FlagInfo, flags_for_kind
-from tunedesk.engine.datasets.hashing import inspect_image, normalise_text
-from tunedesk.engine.datasets.importers import (
-    IMPORT_KINDS,
-    CancelToken,
-    ImportCancelled,
-    ImportResult,
-    ImportSpec,
-    import_path,
-    run_import,
-)
-from tunedesk.engine.datasets.preview import TablePreview, preview_table
-from tunedesk.engine.datasets.splits import METHODS, assign_splits, plan_split, split_dataset
-from tunedesk.engine.datasets.store import KINDS, SPLITS, DatasetInfo, DatasetStore, Item, VersionInfo
-from tunedesk.engine.datasets.thumbnails import make_thumbnail, thumbnail_dir
-from tunedesk.engine.datasets.versions import (
-    VersionExamples,
-    load_chat_version,
-    load_corpus_version,
-    load_version_examples,
-    version_database,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FLAGS", "FLAG_BY_KEY", "IMPORT_KINDS", "KINDS", "METHODS", "SPLITS",
-    "CancelToken", "CleaningOptions", "CleaningReport", "DatasetInfo", "DatasetStore", "Edit", "FlagInfo",
-    "ImportCancelled", "ImportResult", "ImportSpec", "Item", "TablePreview", "VersionExamples", "VersionInfo",
-    "apply_edit", "assign_splits", "check_files", "duplicate_groups", "edits", "flags", "flags_for_kind",
-    "import_path", "inspect_image", "load_chat_version", "load_corpus_version", "load_version_examples",
-    "make_thumbnail", "normalise_text", "plan_split", "preview_table", "refresh_flags", "run_import",
-    "split_dataset", "thumbnail_dir", "version_database",
-]  # fmt: skip
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562): the UI can import ``datasets.flags`` while the window
+# opens without paying for sqlite-utils and Pillow.
+_EXPORTS = {
+    "cleaning": ("CleaningOptions", "CleaningReport", "check_files", "duplicate_groups", "refresh_flags"),
+    "edits": ("Edit", "apply_edit"),
+    "flags": ("FLAG_BY_KEY", "FLAGS", "FlagInfo", "flags_for_kind"),
+    "hashing": ("inspect_image", "normalise_text"),
+    "importers": ("IMPORT_KINDS", "CancelToken", "ImportCancelled", "ImportResult", "ImportSpec", "import_path",
+                  "run_import"),
+    "preview": ("TablePreview", "preview_table"),
+    "splits": ("METHODS", "assign_splits", "plan_split", "split_dataset"),
+    "store": ("KINDS", "SPLITS", "DatasetInfo", "DatasetStore", "Item", "VersionInfo"),
+    "thumbnails": ("make_thumbnail", "thumbnail_dir"),
+    "versions": ("VersionExamples", "load_chat_version", "load_corpus_version", "load_version_examples",
+                 "version_database"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["edits", "flags"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("edits", "flags"):
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -5,21 +5,24 @@ after normalising; images whose perceptual hashes are within a few bits). The sa
 the flags (duplicates, conflicting labels, leakage between train and validation) and the split,
 which keeps each group on one side.
 
-Images are compared without looking at every pair: a 64-bit dHash within ``k`` bits of another
-shares at least one of ``k + 1`` bands exactly (pigeonhole), so only items sharing a band value
-are compared.
+Images are compared without looking at every pair: the 256-bit dHash is cut into 16 bands (one
+per row of the hash grid) and only images that share a band exactly are compared. Two near copies
+(under 5 % of the bits differ) almost always share several rows. A band value shared by very many
+images (a plain background row) says nothing and is skipped; images whose whole hash is equal are
+grouped directly.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from tunedesk.engine.datasets import flags as F
-from tunedesk.engine.datasets.hashing import PHASH_MAX_BITS, PHASH_MAX_COLOUR, TINY_IMAGE_PIXELS, inspect_image
+from tunedesk.engine.datasets.hashing import (PHASH_BITS, PHASH_MAX_BITS, PHASH_MAX_COLOUR, TINY_IMAGE_PIXELS,
+                                              inspect_image, split_image_hash)
 from tunedesk.engine.datasets.store import LABELLED_KINDS, DatasetStore
 
 DEFAULT_OVERLONG_CHARS = 2000  # about 500 tokens: more than a 512-token model sees
@@ -94,41 +97,34 @@ class _UnionFind:
         return [sorted(set(m)) for m in out.values() if len(set(m)) > 1]
 
 
-def _bands(max_bits: int) -> list[tuple[int, int]]:
-    """(shift, mask) of ``max_bits + 1`` bands covering 64 bits."""
-    n = max_bits + 1
-    sizes = [64 // n + (1 if i < 64 % n else 0) for i in range(n)]
-    out, shift = [], 0
-    for size in sizes:
-        out.append((shift, (1 << size) - 1))
-        shift += size
-    return out
+_BAND_BITS = 16
+_CROWDED_BAND = 200  # a band value shared by more images than this is background, not evidence
 
 
-def _near_image_pairs(rows: Sequence[Row], options: CleaningOptions) -> list[tuple[int, int]]:
+def _near_image_pairs(rows: Sequence[tuple], options: CleaningOptions) -> list[tuple[int, int]]:
     """Index pairs of near-duplicate images (a spanning set: enough to build the groups)."""
     reps: dict[str, int] = {}  # equal near hashes: compare one of them
     pairs: list[tuple[int, int]] = []
     for i, r in enumerate(rows):
-        if len(r[_NHASH]) != 22:
+        if split_image_hash(r[_NHASH]) is None:
             continue
         j = reps.setdefault(r[_NHASH], i)
         if j != i:
             pairs.append((j, i))
     idx = list(reps.values())
-    bits = [int(rows[i][_NHASH][:16], 16) for i in idx]
-    colour = [tuple(int(rows[i][_NHASH][k : k + 2], 16) for k in (16, 18, 20)) for i in idx]
+    parsed = [split_image_hash(rows[i][_NHASH]) for i in idx]
+    bits = [p[0] for p in parsed]  # type: ignore[index]
+    colour = [p[1] for p in parsed]  # type: ignore[index]
     max_bits, max_colour = options.phash_max_bits, options.phash_max_colour
-    if max_bits >= 16:  # pigeonhole bands would be too small to help: compare all (tiny sets only)
-        buckets: list[list[int]] = [list(range(len(idx)))]
-    else:
-        table: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for k, h in enumerate(bits):
-            for b, (shift, mask) in enumerate(_bands(max_bits)):
-                table[(b, (h >> shift) & mask)].append(k)
-        buckets = [v for v in table.values() if len(v) > 1]
+    mask = (1 << _BAND_BITS) - 1
+    table: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for k, h in enumerate(bits):
+        for band in range(PHASH_BITS // _BAND_BITS):
+            table[(band, (h >> (band * _BAND_BITS)) & mask)].append(k)
     seen: set[tuple[int, int]] = set()
-    for bucket in buckets:
+    for bucket in table.values():
+        if len(bucket) < 2 or len(bucket) > _CROWDED_BAND:
+            continue
         for x in range(len(bucket)):
             a = bucket[x]
             for y in range(x + 1, len(bucket)):

@@ -1,0 +1,1 @@
+"""The Datasets area: import, label, clean, split and version data sets (``DatasetsPanel``)."""
