@@ -198,9 +198,15 @@ def test_glob_edits(bert_tree):
     tree = bert_tree
     assert structure.glob_for("attention") == "*attention*"
     assert structure.glob_for(" layer.1* ") == "layer.1*"
+    assert structure.glob_for("layer.1*", tree) == "*layer.1*"  # nothing starts so: searched anywhere
+    assert structure.glob_for("bert.encoder.*", tree) == "bert.encoder.*"
+    assert [n.path for n in structure.matching_nodes(tree, "*.LayerNorm.bias", outermost=True)][:1] == \
+        ["bert.embeddings.LayerNorm"]  # a parameter pattern shows the modules owning the parameters
     assert structure.glob_for("@norms") == "@norms"
     nodes = structure.matching_nodes(tree, "*attention*")
     assert nodes and all("attention" in n.path for n in nodes)
+    outer = structure.matching_nodes(tree, "*attention*", outermost=True)
+    assert [n.path for n in outer] == ["bert.encoder.layer.0.attention", "bert.encoder.layer.1.attention"]
     spec = structure.apply_glob(tree, FreezeSpec("head_only"), "*attention*", True)
     assert spec.rules == [FreezeRule("*attention*", True)]
     tree.apply(spec)

@@ -421,20 +421,46 @@ def toggle(tree: ModelTree, spec: FreezeSpec, path: str, train: bool) -> FreezeS
     return _append_rule(tree, spec, FreezeRule(path, bool(train)), tree.params_under(path))
 
 
-def glob_for(text: str) -> str:
-    """The rule pattern for what the user typed in the filter box: globs as typed, words as ``*word*``."""
+def glob_for(text: str, tree: ModelTree | None = None) -> str:
+    """The rule pattern for what the user typed in the filter box.
+
+    A word matches anywhere (``attention`` -> ``*attention*``); a glob is taken as typed, except that
+    one matching nothing from the start of the path (``layer.1*``) may match further in (``*layer.1*``).
+    """
     text = text.strip()
-    if not text or freezing._is_glob(text) or text.startswith("@"):  # noqa: SLF001
+    if not text or text.startswith("@"):
         return text
-    return f"*{text}*"
+    if not freezing._is_glob(text):  # noqa: SLF001
+        return f"*{text}*"
+    if tree is not None and not text.startswith("*") and not tree.index.glob(text):
+        return f"*{text}"
+    return text
 
 
-def matching_nodes(tree: ModelTree, pattern: str) -> list[ModuleNode]:
-    """Modules whose path matches a glob (what the filter box shows and its rule will change)."""
+def matching_nodes(tree: ModelTree, pattern: str, outermost: bool = False) -> list[ModuleNode]:
+    """Modules whose path, or one of whose own parameters' names, matches a glob (the filter box).
+
+    ``outermost``: only matches that are not inside another match (``attention``, not also
+    ``attention.self.query``), for counting and highlighting.
+    """
     if not pattern:
         return []
     match = freezing._compiled(pattern)  # noqa: SLF001
-    return [n for n in tree.nodes if n.path and match(n.path)]
+    owners = {name.rpartition(".")[0] for name in tree.index.names if match(name)}
+    found = [n for n in tree.nodes if n.path and (match(n.path) or n.path in owners)]
+    if outermost:
+        matched = {n.uid for n in found}
+        found = [n for n in found if not any(a.uid in matched for a in _ancestors(n))]
+    return found
+
+
+def _ancestors(node: ModuleNode) -> list[ModuleNode]:
+    out = []
+    parent = node.parent
+    while parent is not None:
+        out.append(parent)
+        parent = parent.parent
+    return out
 
 
 def apply_glob(tree: ModelTree, spec: FreezeSpec, pattern: str, train: bool) -> FreezeSpec:

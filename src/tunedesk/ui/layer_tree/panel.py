@@ -345,6 +345,7 @@ class LayerTreePanel(QWidget):
         self.pages.setCurrentIndex(PAGE_TREE)
         self._set_spec(spec, announce=spec != self.state.freeze, push_undo=False)
         self.filter.clear()
+        self._filter_changed("")
         self.treeShown.emit()
 
     def _failed(self, token: int, message: str, hint: str) -> None:
@@ -471,17 +472,21 @@ class LayerTreePanel(QWidget):
     def _filter_changed(self, text: str) -> None:
         from tunedesk.engine.structure import glob_for
 
-        pattern = glob_for(text)
+        tree = self.tree.model_tree()
+        pattern = glob_for(text, tree)
         matches = self.tree.set_filter(pattern) if not pattern.startswith("@") else []
-        has = bool(matches)
-        self.train_matches.setEnabled(has)
-        self.freeze_matches.setEnabled(has)
+        params = self._params_matching(pattern) if pattern else 0
+        self.train_matches.setEnabled(params > 0)
+        self.freeze_matches.setEnabled(params > 0)
         if not text.strip():
             self.match_label.setText("")
+            self.match_label.setToolTip("")
+        elif params:
+            self.match_label.setText(f"{len(matches)} module{'s' if len(matches) != 1 else ''} · {count_text(params)} parameters")
+            self.match_label.setToolTip(f"pattern {pattern}")
         else:
-            params = self._params_matching(pattern)
-            self.match_label.setText(f"{len(matches)} module{'s' if len(matches) != 1 else ''} · {count_text(params)} parameters"
-                                     if has else "no module matches")
+            self.match_label.setText("no module matches")
+            self.match_label.setToolTip(f"pattern {pattern}")
 
     def _params_matching(self, pattern: str) -> int:
         tree = self.tree.model_tree()
@@ -494,7 +499,7 @@ class LayerTreePanel(QWidget):
     def _apply_matches(self, train: bool) -> None:
         from tunedesk.engine import structure
 
-        pattern = structure.glob_for(self.filter.text())
+        pattern = structure.glob_for(self.filter.text(), self.tree.model_tree())
         if pattern:
             self._edit(lambda tree, spec: structure.apply_glob(tree, spec, pattern, train))
 

@@ -382,34 +382,32 @@ class FreezeTreeModel(QAbstractItemModel):
 
 
 class ModuleFilter(QSortFilterProxyModel):
-    """Shows the modules whose path matches a glob, their ancestors, and everything inside them."""
+    """Shows the matching modules, their ancestors, and everything inside them."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._match = None
+        self._accepted: set[int] | None = None
         self.setRecursiveFilteringEnabled(True)
         self.setAutoAcceptChildRows(True)
         self.setDynamicSortFilter(False)  # names never change: no re-filtering on every check
 
-    def set_pattern(self, pattern: str) -> None:
-        from tunedesk.engine import freezing
-
+    def set_accepted(self, uids: set[int] | None) -> None:
+        """Node uids that match (None: no filter)."""
         begin = getattr(self, "beginFilterChange", None)
         if begin is not None and hasattr(self, "endFilterChange"):
             begin()
-            self._match = freezing._compiled(pattern) if pattern else None  # noqa: SLF001
+            self._accepted = uids
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         else:  # pragma: no cover - older Qt
-            self._match = freezing._compiled(pattern) if pattern else None  # noqa: SLF001
+            self._accepted = uids
             self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
-        if self._match is None:
+        if self._accepted is None:
             return True
         model: FreezeTreeModel = self.sourceModel()  # type: ignore[assignment]
-        index = model.index(source_row, 0, source_parent)
-        node = model.node(index)
-        return node is not None and bool(node.path) and bool(self._match(node.path))
+        node = model.node(model.index(source_row, 0, source_parent))
+        return node is not None and node.uid in self._accepted
 
 
 class LrDelegate(QStyledItemDelegate):
@@ -426,6 +424,15 @@ class LrDelegate(QStyledItemDelegate):
 
     def setModelData(self, editor, model, index):  # noqa: N802
         model.setData(index, editor.text(), Qt.ItemDataRole.EditRole)
+
+
+def _ancestor_uids(node: "ModuleNode") -> list[int]:
+    out = []
+    parent = node.parent
+    while parent is not None:
+        out.append(parent.uid)
+        parent = parent.parent
+    return out
 
 
 class FreezeTreeWidget(QTreeView):
@@ -480,7 +487,7 @@ class FreezeTreeWidget(QTreeView):
             from tunedesk.engine.structure import ModelTree
 
             tree = ModelTree.from_loaded(tree) if hasattr(tree, "head_paths") else ModelTree(tree)
-        self.proxy.set_pattern("")
+        self.proxy.set_accepted(None)
         self.source.set_tree(tree, spec)
         self._fit_type_column()
         self.expand_default()
@@ -553,12 +560,14 @@ class FreezeTreeWidget(QTreeView):
                 node = node.parent
 
     def set_filter(self, pattern: str) -> list["ModuleNode"]:
-        """Show only modules whose path matches the glob (and their ancestors); returns the matches."""
+        """Show only modules whose path matches the glob (and their ancestors); returns the outermost matches."""
         from tunedesk.engine import structure
 
         tree = self.source.tree
-        matches = structure.matching_nodes(tree, pattern) if tree is not None and pattern else []
-        self.proxy.set_pattern(pattern if tree is not None else "")
+        every = structure.matching_nodes(tree, pattern) if tree is not None and pattern else []
+        matched = {n.uid for n in every}
+        matches = [n for n in every if not any(a in matched for a in _ancestor_uids(n))]
+        self.proxy.set_accepted(matched if tree is not None and pattern else None)
         self.source.set_highlight(matches)
         if pattern and matches:
             seen: set[int] = set()
