@@ -210,7 +210,10 @@ def demo_config(device: str = "auto", epochs: int | None = None, pretrained: boo
         data=DataSpec(kind="text_table", path=str(data), text_column="text", label_column="label", val_fraction=0.2),
         # The embedding matrix is half of MiniLM's weights and generic: keep it frozen, train the rest.
         freeze=FreezeSpec(preset="all", rules=[FreezeRule("@embeddings", False)]),
-        hparams=HyperParams(epochs=epochs or 4, batch_size=16, max_length=64, warmup_ratio=0.1, log_every=5),
+        # 5e-5 is the top of BERT's usual fine-tuning range (TuneDesk's generic suggestion is 1e-5): with
+        # 500 tickets and a 4-epoch budget it reaches ~97% instead of ~85%. The new head trains at 1e-3.
+        hparams=HyperParams(epochs=epochs or 4, batch_size=16, max_length=64, warmup_ratio=0.1, log_every=5,
+                            learning_rate=5e-5, head_learning_rate=1e-3),
         device=device, seed=13)
 
 
@@ -232,7 +235,8 @@ def cmd_demo(args) -> int:
     from tunedesk.engine.config import FreezeSpec
 
     scratch_cfg.freeze = FreezeSpec(preset="all")
-    scratch_cfg.hparams.learning_rate = 1e-4
+    scratch_cfg.hparams.learning_rate = 3e-4  # the best of 1e-4, 3e-4 and 1e-3 for this budget
+    scratch_cfg.hparams.head_learning_rate = None
     printer2 = ProgressPrinter("training from scratch")
     scratch = _run_with_interrupt(lambda: execute(scratch_cfg, listeners=[printer2], control=control,
                                                   progress=printer2.write), control)

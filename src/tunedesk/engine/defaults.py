@@ -36,6 +36,10 @@ def suggested_learning_rate(family: str) -> tuple[float, str]:
     return lr, why
 
 
+NEW_LAYER_LR = 1e-3  # AdamW's usual rate for a freshly initialised layer
+
+
 def suggested_head_learning_rate(lr: float) -> float:
-    """A new head starts from random weights, so it trains at the pre-training rate (10x)."""
-    return lr * 10
+    """A new head starts from random weights: it trains at least at AdamW's usual rate for a new
+    layer (1e-3), and never slower than ten times the pre-trained body."""
+    return max(lr * 10, NEW_LAYER_LR)
