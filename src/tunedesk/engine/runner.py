@@ -88,6 +88,8 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     if config.hparams.learning_rate:
         why = f"learning rate {lr:g} (set by you; TuneDesk suggests {suggested:g} for the {loaded.family} family)"
     head_lr = config.hparams.head_learning_rate
+    if head_lr is not None and loaded.head_paths:
+        why += f"; the new head trains at {head_lr:g} (set by you)"
     if head_lr is None and config.hparams.learning_rate is None and loaded.pretrained and loaded.head_paths:
         head_lr = suggested_head_learning_rate(lr)
         # causal_lm with LoRA: "the LoRA adapters train at ... because they start from random weights"
