@@ -120,7 +120,7 @@ def run_app(argv: list[str] | None = None) -> int:
     qss = resource("style", "app.qss")
     if qss.is_file():
         app.setStyleSheet(qss.read_text(encoding="utf-8"))
-    window = MainWindow(home_dir())
+    window = MainWindow(home_dir(), defer_panels=True)  # the other panels are built after the first paint
 
     class FirstPaint(QObject):
         """After the window's first paint: report it, then start the heavy imports."""
@@ -143,6 +143,9 @@ def run_app(argv: list[str] | None = None) -> int:
     def shown() -> None:
         if report:
             _report("TUNEDESK_SHOWN")
+        window.finish_startup()
+        if report:
+            _report("TUNEDESK_PANELS_BUILT")
         window.load_engine()  # torch and transformers load in a background thread
         quit_after = os.environ.get("TUNEDESK_QUIT_AFTER_MS")
         if quit_after:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMenu, QMessageBox,
-                               QStackedWidget, QWidget)
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMenu,
+                               QMessageBox, QScrollArea, QStackedWidget, QWidget)
 
 from tunedesk.ui.app import guard_signal_refcount_bug
 from tunedesk.ui.state import AppState
@@ -38,6 +38,7 @@ PANELS = [
 ]
 PANEL_ICONS = {"layers": "freeze.svg"}  # default: <key>.svg
 MENUS = ("File", "View", "Help")
+KEYS = [p[0] for p in PANELS]
 
 
 def app_settings() -> QSettings:
@@ -82,7 +83,10 @@ class EngineLoader(QObject):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, home: Path, parent: QWidget | None = None) -> None:
+    """``defer_panels=True`` (the app) builds only the shown panel before the first paint; ``finish_startup``
+    builds the others right after it. Otherwise (tests, scripts) every panel exists when this returns."""
+
+    def __init__(self, home: Path, parent: QWidget | None = None, defer_panels: bool = False) -> None:
         super().__init__(parent)
         self.setWindowTitle("TuneDesk")
         self.setWindowIcon(_icon("tunedesk.png"))
@@ -97,13 +101,11 @@ class MainWindow(QMainWindow):
         self.sidebar.setObjectName("sidebar")
         self.sidebar.setFixedWidth(150)
         self.stack = QStackedWidget()
-        self.panels: dict[str, QWidget] = {}
+        self.panels: dict[str, QWidget] = {}  # the panels built so far, by key
         self.panel_actions = QActionGroup(self)
         self.panel_actions.setExclusive(True)
-        for key, title, module, cls, shortcut in PANELS:
-            panel = self._make_panel(module, cls, title)
-            self.panels[key] = panel
-            self.stack.addWidget(panel)
+        for key, title, _module, _cls, shortcut in PANELS:
+            self.stack.addWidget(QWidget())  # placeholder until the panel is built
             icon = _icon(PANEL_ICONS.get(key, f"{key}.svg"))
             item = QListWidgetItem(icon, title)
             item.setData(Qt.ItemDataRole.UserRole, key)
@@ -135,9 +137,45 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.home_label)
         self.state.showPanel.connect(self.show_panel)
         self.state.statusMessage.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
-        self._restore()
+
+        geometry = self.settings.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 800)
+        first = str(self.settings.value("window/panel", "models"))
+        if first not in KEYS:
+            first = "models"
+        self._ensure_panel(first)
+        self.show_panel(first)
+        if not defer_panels:
+            self.finish_startup()
 
     # ---- assembly --------------------------------------------------------------------------------
+
+    def finish_startup(self) -> None:
+        """Build the panels not built yet (the app calls this right after the first paint)."""
+        for key in KEYS:
+            self._ensure_panel(key)
+
+    def _ensure_panel(self, key: str) -> QWidget:
+        """The panel for ``key``, built (and given its settings and menu actions) on first use."""
+        panel = self.panels.get(key)
+        if panel is not None:
+            return panel
+        i = KEYS.index(key)
+        _key, title, module, cls, _shortcut = PANELS[i]
+        panel = self._make_panel(module, cls, title)
+        self.panels[key] = panel
+        placeholder = self.stack.widget(i)
+        current = self.stack.currentIndex()
+        self.stack.insertWidget(i, self._scrollable(panel))
+        self.stack.removeWidget(placeholder)
+        placeholder.deleteLater()
+        self.stack.setCurrentIndex(current)
+        self._add_menu_actions(panel)
+        hook = getattr(panel, "restore_settings", None)
+        if callable(hook):
+            hook(self.settings)
+        return panel
 
     def _make_panel(self, module: str, cls: str, title: str) -> QWidget:
         try:
@@ -151,53 +189,63 @@ class MainWindow(QMainWindow):
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             return label
 
-    def _build_menus(self) -> None:
-        """Menus are assembled from actions: the window's own and those the panels offer."""
-        bar = self.menuBar()
-        menus = {name: bar.addMenu(f"&{name}") for name in MENUS}
-        panel_menu_actions: dict[str, list[QAction]] = {}
-        for panel in self.panels.values():
-            hook = getattr(panel, "menu_actions", None)
-            if callable(hook):
-                for menu, actions in hook().items():
-                    panel_menu_actions.setdefault(menu, []).extend(actions)
+    @staticmethod
+    def _scrollable(panel: QWidget) -> QScrollArea:
+        """A panel in a frameless scroll area: the stack's minimum size is otherwise the largest of all
+        panels' minimums, and a wide panel would keep the window from fitting a laptop screen."""
+        area = QScrollArea()
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidgetResizable(True)
+        area.setWidget(panel)
+        return area
 
-        for action in panel_menu_actions.pop("File", []):
-            menus["File"].addAction(action)
-        if not menus["File"].isEmpty():
-            menus["File"].addSeparator()
+    def _build_menus(self) -> None:
+        """Menus are assembled from actions: the window's own here, the panels' as they are built."""
+        bar = self.menuBar()
+        self.menus = {name: bar.addMenu(f"&{name}") for name in MENUS}
+        self._file_separator = self.menus["File"].addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         self.quit_action.triggered.connect(self.close)
-        menus["File"].addAction(self.quit_action)
-
+        self.menus["File"].addAction(self.quit_action)
         for action in self.panel_actions.actions():
-            menus["View"].addAction(action)
-        extra_view = panel_menu_actions.pop("View", [])
-        if extra_view:
-            menus["View"].addSeparator()
-            for action in extra_view:
-                menus["View"].addAction(action)
-
+            self.menus["View"].addAction(action)
+        self._view_separator = self.menus["View"].addSeparator()
         self.about_action = QAction("&About TuneDesk", self)
         self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
         self.about_action.triggered.connect(self.show_about)
-        menus["Help"].addAction(self.about_action)
-        for name, actions in panel_menu_actions.items():  # a menu a panel asked for that the window lacks
-            menu = QMenu(f"&{name}", self)
-            bar.insertMenu(menus["Help"].menuAction(), menu)
-            menus[name] = menu
+        self.menus["Help"].addAction(self.about_action)
+        self._panel_menu_actions: list[tuple[str, int, QAction]] = []  # (menu, panel rank, action)
+
+    def _add_menu_actions(self, panel: QWidget) -> None:
+        """A panel's ``menu_actions()`` go into the menus in PANELS order (File: above Quit)."""
+        hook = getattr(panel, "menu_actions", None)
+        if not callable(hook):
+            return
+        rank = next(i for i, k in enumerate(KEYS) if self.panels.get(k) is panel)
+        for name, actions in hook().items():
+            menu = self.menus.get(name)
+            if menu is None:  # a menu the window lacks: before Help
+                menu = QMenu(f"&{name}", self)
+                self.menuBar().insertMenu(self.menus["Help"].menuAction(), menu)
+                self.menus[name] = menu
+            later = [a for n, r, a in self._panel_menu_actions if n == name and r > rank]
+            before = later[0] if later else (self._file_separator if name == "File" else None)
             for action in actions:
-                menu.addAction(action)
-        self.menus = menus
+                if before is not None:
+                    menu.insertAction(before, action)
+                else:
+                    menu.addAction(action)
+                self._panel_menu_actions.append((name, rank, action))
+            self._panel_menu_actions.sort(key=lambda t: t[1])
 
     # ---- navigation ------------------------------------------------------------------------------
 
     def show_panel(self, key: str) -> None:
-        keys = [p[0] for p in PANELS]
-        if key in keys:
-            self.sidebar.setCurrentRow(keys.index(key))
+        if key in KEYS:
+            self._ensure_panel(key)
+            self.sidebar.setCurrentRow(KEYS.index(key))
 
     def current_panel(self) -> str | None:
         row = self.sidebar.currentRow()
@@ -241,8 +289,9 @@ class MainWindow(QMainWindow):
         self._engine_thread.started.connect(self._engine_loader.run)
         self._engine_loader.loaded.connect(self._on_engine_loaded)
         self._engine_loader.failed.connect(self._on_engine_failed)
-        self._engine_loader.loaded.connect(self._engine_thread.quit)
-        self._engine_loader.failed.connect(self._engine_thread.quit)
+        direct = Qt.ConnectionType.DirectConnection  # quit() is thread-safe; never wait for the GUI thread
+        self._engine_loader.loaded.connect(self._engine_thread.quit, direct)
+        self._engine_loader.failed.connect(self._engine_thread.quit, direct)
         self._engine_thread.start()
 
     def engine_loading(self) -> bool:
@@ -266,18 +315,6 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, "TuneDesk cannot train", f"{message}\n\n{hint}")
 
     # ---- settings --------------------------------------------------------------------------------
-
-    def _restore(self) -> None:
-        geometry = self.settings.value("window/geometry")
-        if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(1280, 800)
-        for panel in self.panels.values():
-            hook = getattr(panel, "restore_settings", None)
-            if callable(hook):
-                hook(self.settings)
-        self.show_panel(str(self.settings.value("window/panel", "models")))
-        if self.sidebar.currentRow() < 0:
-            self.show_panel("models")
 
     def save_settings(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
@@ -305,6 +342,8 @@ class MainWindow(QMainWindow):
             hook = getattr(panel, "shutdown", None)
             if callable(hook) and hook(3000) is False:
                 self.busy_at_exit = True
+        if self._engine_thread is not None:
+            self._engine_thread.quit()
         if self._engine_thread is not None and not self._engine_thread.wait(200):
             from tunedesk.ui.app import keep_until_finished
 

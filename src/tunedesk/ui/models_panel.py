@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
-from tunedesk.engine import catalog
-from tunedesk.engine.catalog import ModelEntry
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.ui.models.details import DetailsPane
 from tunedesk.ui.models.format import refusal, task_label
@@ -25,6 +24,9 @@ from tunedesk.ui.models.scanner import COUNTING, LISTING, ModelScanner, describe
 from tunedesk.ui.models.table import (ALL_TASKS, COL, ENTRY_ROLE, PROBLEMS, TRAINABLE, ModelFilterProxy,
                                       ModelTableModel)
 from tunedesk.ui.state import AppState
+
+if TYPE_CHECKING:
+    from tunedesk.engine.catalog import ModelEntry
 
 WEIGHT_FILTER = "Weight files (*.safetensors *.bin *.pth *.pt *.ckpt);;All files (*)"
 COLUMN_WIDTHS = {"name": 240, "source": 80, "task": 130, "architecture": 150, "parameters": 80, "size": 75,
@@ -64,8 +66,8 @@ class ModelsPanel(QWidget):
 
         self._build_actions()
         self._build_ui()
-        # Start once the event loop runs: after the window is on screen.
-        QTimer.singleShot(0, self.rescan)
+        # Start once the event loop runs and the window has painted (the scan competes for the CPU).
+        QTimer.singleShot(50, self.rescan)
 
     # ---- construction ----------------------------------------------------------------------------
 
@@ -227,6 +229,8 @@ class ModelsPanel(QWidget):
 
     def add_path(self, path: str | os.PathLike[str]) -> None:
         """Remember a folder or weights file (catalog.add_user_path), rescan, and select what it holds."""
+        from tunedesk.engine import catalog
+
         try:
             stored = catalog.add_user_path(path, self.state.home)
         except TuneDeskError as exc:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser,
                                QVBoxLayout, QWidget)
 
-from tunedesk.engine.catalog import ModelEntry
 from tunedesk.ui.models.format import human_bytes, human_count, source_label, summary_text, task_label
+
+if TYPE_CHECKING:
+    from tunedesk.engine.catalog import ModelEntry
 
 MAX_CARD_BYTES = 512 * 1024
 

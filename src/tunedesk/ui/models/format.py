@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tunedesk.engine.catalog import ModelEntry
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the catalog is imported by the scan thread, not before the window shows
+    from tunedesk.engine.catalog import ModelEntry
 
 # Tasks the training panel can fine-tune. feature_extraction: any encoder gets a new head.
 TRAINABLE_TASKS = ("text_classification", "feature_extraction", "image_classification", "causal_lm")

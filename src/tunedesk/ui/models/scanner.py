@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from tunedesk.engine import catalog
-from tunedesk.engine.catalog import CatalogRoots, ModelEntry
+if TYPE_CHECKING:  # imported in the worker thread: the window shows first
+    from tunedesk.engine.catalog import CatalogRoots, ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class ScanWorker(QObject):
             self.done.emit(self.generation)
 
     def _one_pass(self, roots: CatalogRoots, number: int) -> None:
+        from tunedesk.engine import catalog
+
         buffer: list[ModelEntry] = []
         last = time.monotonic()
 
@@ -110,6 +112,8 @@ class ModelScanner(QObject):
 
     def roots(self) -> CatalogRoots:
         """Where to look; read in the worker (the user-path file may change between scans)."""
+        from tunedesk.engine import catalog
+
         return catalog.default_roots(self.home)
 
     def is_running(self) -> bool:
@@ -129,7 +133,9 @@ class ModelScanner(QObject):
         worker.passDone.connect(self._on_pass_done)
         worker.failed.connect(self._on_failed)
         worker.done.connect(self._on_done)
-        worker.done.connect(thread.quit)
+        # Direct: quit() is thread-safe, and a queued call would wait for the GUI thread, which may be
+        # the one blocked in shutdown() waiting for this thread.
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._reap)
         self._jobs[generation] = (thread, worker)
         self._seen[generation] = []
@@ -153,6 +159,7 @@ class ModelScanner(QObject):
         stopped = True
         for generation, (thread, worker) in list(self._jobs.items()):
             worker.cancel()
+            thread.quit()
             left = max(0, int((deadline - time.monotonic()) * 1000))
             if not thread.wait(left):
                 from tunedesk.ui.app import keep_until_finished

@@ -7,13 +7,15 @@ place (the second, parameter-counting pass), so the view keeps its selection whi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QIcon
 
-from tunedesk.engine.catalog import ModelEntry
 from tunedesk.ui.models.format import (TRAINABLE_TASKS, human_bytes, human_count, source_label, task_label)
+
+if TYPE_CHECKING:
+    from tunedesk.engine.catalog import ModelEntry
 
 COLUMNS = ("name", "source", "task", "architecture", "parameters", "size", "format", "weights", "problem")
 HEADERS = ("Name", "Source", "Task", "Architecture", "Parameters", "Size", "Format", "Weights", "Problem")
