@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("export", help="export a run's best model (Hugging Face folder, torchvision weights or ONNX)")
     r.add_argument("run_id", type=int)
     r.add_argument("directory", help="a new or empty folder")
-    r.add_argument("--format", default="auto", choices=["auto", "hf", "torchvision", "onnx"],
+    r.add_argument("--format", default="auto", choices=["auto", "hf", "torchvision", "onnx", "merged", "adapter"],
                    help="auto: hf for Hugging Face models, torchvision for torchvision ones; onnx needs `pip install onnx`")
     r.add_argument("--json", action="store_true")
     r = rsub.add_parser("delete", help="delete a run and its files")
@@ -123,8 +123,13 @@ class ProgressPrinter:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", sps=f"{event.samples_per_second:.1f}")
         elif kind == "EpochEnded":
             m = event.metrics
-            self.write(f"epoch {event.epoch}: val_loss {m.get('val_loss', 0):.4f}  accuracy {m.get('val_accuracy', 0):.3f}"
-                       f"  macro-F1 {m.get('val_macro_f1', 0):.3f}{'  (best)' if event.is_best else ''}")
+            if "val_perplexity" in m:  # language models
+                scores = f"perplexity {m['val_perplexity']:.2f}"
+            else:
+                scores = f"accuracy {m.get('val_accuracy', 0):.3f}  macro-F1 {m.get('val_macro_f1', 0):.3f}"
+            self.write(f"epoch {event.epoch}: val_loss {m.get('val_loss', 0):.4f}  {scores}{'  (best)' if event.is_best else ''}")
+        elif kind == "SampleGenerated":
+            self.write(f"sample (epoch {event.epoch}) {event.prompt[:60]!r} -> {event.text[:120]!r}")
         elif kind == "LogMessage" and event.level in ("warning", "error"):
             self.write(f"{event.level}: {event.message}")
         elif kind == "RunFinished" and self.bar is not None:
@@ -160,7 +165,9 @@ def _run_with_interrupt(fn, control):
 def _print_result(result, as_json: bool, extra: dict[str, Any] | None = None) -> None:
     acc = result.metrics.get("val_accuracy")
     line = f"run {result.run_id} {result.status}"
-    if acc is not None:
+    if "val_perplexity" in result.metrics:
+        line += f": validation loss {result.metrics['val_loss']:.4f}, perplexity {result.metrics['val_perplexity']:.2f}"
+    elif acc is not None:
         line += f": validation accuracy {acc:.3f}, macro-F1 {result.metrics.get('val_macro_f1', 0):.3f}"
     line += f", {result.samples_per_second:.1f} samples/s, {result.duration:.0f} s"
     print(line)

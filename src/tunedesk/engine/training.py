@@ -230,6 +230,12 @@ class Trainer:
         t_train0 = time.perf_counter()
         stop_reason = ""
 
+        if step == 0 and hasattr(self.task, "generate_samples"):
+            # language models: the replies before any training, so the change of tone can be followed
+            for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
+                self._emit(SampleGenerated(self.run_id, 0, 0, prompt, text))
+            t_window = t_train0 = time.perf_counter()
+
         for epoch in range(state.epoch, h.epochs):
             skip = state.batch_in_epoch if epoch == state.epoch else 0
             sampler.set_epoch(epoch, skip)
