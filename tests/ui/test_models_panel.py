@@ -108,6 +108,7 @@ def isolate(monkeypatch, root: Path, home: Path) -> tuple[Path, Path]:
 
 class World:
     def __init__(self, root: Path, home: Path, monkeypatch) -> None:
+        self.root = root
         self.home = home
         self.cache, self.hub = isolate(monkeypatch, root, home)
         w = safetensors_bytes()
@@ -301,7 +302,9 @@ def test_use_this_model_selects_it_or_explains_why_not(world, make_panel, qtbot)
         assert words in panel.details.message.text()
     assert panel.select_id("hf:tiny-gpt2")  # causal LMs are allowed
     assert panel.use_model() is True
-    assert [e.id for e in emitted] == ["hf:tiny-gpt2"]
+    assert panel.select_id("hf:org/tiny-vit")  # Enter (or a double click) on a row uses it too
+    qtbot.keyClick(panel.view, Qt.Key.Key_Return)
+    assert [e.id for e in emitted] == ["hf:tiny-gpt2", "hf:org/tiny-vit"]
 
 
 def test_added_folder_is_remembered_scanned_and_selected(world, make_panel, qsettings, qtbot, monkeypatch):
@@ -320,10 +323,21 @@ def test_added_folder_is_remembered_scanned_and_selected(world, make_panel, qset
     again = make_panel()
     assert again.model.row_of(folder_id) is not None
 
+    # a single weights file: listed (with why it cannot be used: no config next to it) and selected
+    loose = world.root / "loose" / "weights.safetensors"
+    loose.parent.mkdir()
+    loose.write_bytes(safetensors_bytes())
+    monkeypatch.setattr("tunedesk.ui.models_panel.QFileDialog.getOpenFileName", lambda *a, **k: (str(loose), ""))
+    panel.add_file_action.trigger()
+    wait_scanned(qtbot, panel)
+    entry = panel.current_entry()
+    assert entry.id == f"file:{loose.resolve()}" and "no config.json" in entry.problem
+    assert qsettings.value("models/last_dir") == str(loose.parent.resolve())
+
     # a path that does not exist: an inline message naming it, no crash, nothing remembered
     panel.add_path(world.mine / "missing")
     assert "does not exist" in panel.status.text() and panel.status.property("role") == "error"
-    assert len(catalog.load_user_paths(world.home)) == 1
+    assert len(catalog.load_user_paths(world.home)) == 2
 
 
 def test_last_selected_model_is_reselected_after_the_scan(world, make_panel, qsettings):

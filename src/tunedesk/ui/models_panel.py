@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from tunedesk.engine.catalog import ModelEntry
 
 WEIGHT_FILTER = "Weight files (*.safetensors *.bin *.pth *.pt *.ckpt);;All files (*)"
-COLUMN_WIDTHS = {"name": 240, "source": 80, "task": 130, "architecture": 150, "parameters": 80, "size": 75,
-                 "format": 80, "weights": 65}
+COLUMN_WIDTHS = {"name": 240, "source": 80, "task": 130, "architecture": 150, "parameters": 78, "size": 72,
+                 "format": 82, "weights": 62}
 COLUMN_CAPS = {"name": 340, "source": 110, "task": 170, "architecture": 230}  # fitted once to the first scan
 
 
@@ -151,10 +151,10 @@ class ModelsPanel(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.view)
         self.splitter.addWidget(self.details)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 1)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([760, 440])
+        self.splitter.setSizes([860, 420])
         layout.addWidget(self.splitter, 1)
 
     # ---- window hooks ----------------------------------------------------------------------------
