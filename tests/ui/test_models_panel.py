@@ -404,3 +404,15 @@ def test_thousands_of_models_never_freeze_the_window(tmp_path, home, monkeypatch
     assert len(lateness) > 10
     print(f"probe: {len(lateness)} ticks, max lateness {max(lateness) * 1000:.0f} ms")
     assert max(lateness) < 0.25, f"GUI thread blocked for {max(lateness) * 1000:.0f} ms"
+
+
+def test_a_failing_scan_is_reported_inline_not_raised(world, make_panel, qtbot, monkeypatch):
+    from tunedesk.engine.errors import ModelError
+
+    def broken(*args, **kwargs):
+        raise ModelError("the model list cannot be read", "check the folder permissions")
+
+    monkeypatch.setattr(catalog, "scan", broken)
+    panel = make_panel()
+    assert panel.status.property("role") == "error"
+    assert "the model list cannot be read" in panel.status.text() and "permissions" in panel.status.text()

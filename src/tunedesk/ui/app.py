@@ -2,8 +2,9 @@
 
 Environment switches (smoke tests, screenshots, measurements):
   ``TUNEDESK_QUIT_AFTER_MS=N``    close the window N ms after it shows
-  ``TUNEDESK_REPORT_STARTUP=1``   print ``TUNEDESK_SHOWN <s>`` (first paint) and ``TUNEDESK_ENGINE_READY <s>``
-                                  to standard error, in seconds since the process started
+  ``TUNEDESK_REPORT_STARTUP=1``   print ``TUNEDESK_SHOWN <s>`` (first paint), ``TUNEDESK_PANELS_BUILT <s>``
+                                  (every panel exists) and ``TUNEDESK_ENGINE_READY <s>`` (torch loaded) to
+                                  standard error, in seconds since the process started
 """
 
 from __future__ import annotations
