@@ -102,3 +102,47 @@ def classification_metrics(cm: torch.Tensor, label_names: list[str], loss: float
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     non_blocking = device.type == "cuda"
     return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+MAX_LISTED_ISSUES = 20
+
+
+def report_warnings(report: Any) -> list[str]:
+    """The first data problems of a DataReport as warning lines (the rest counted)."""
+    warnings = [str(i) for i in report.issues[:MAX_LISTED_ISSUES]]
+    if len(report.issues) > MAX_LISTED_ISSUES:
+        warnings.append(f"... and {len(report.issues) - MAX_LISTED_ISSUES} more data problems")
+    return warnings
+
+
+class ClassifierTask:
+    """What text and image classification share: labels, split, loss, metrics."""
+
+    name = ""
+    primary_metric = "val_accuracy"
+    higher_is_better = True
+
+    def label_names(self, examples: Any) -> list[str]:
+        from tunedesk.engine.data import check_labels
+
+        return check_labels(examples.labels, examples.name)
+
+    def split(self, config: RunConfig, examples: Any) -> tuple[list[int], list[int]]:
+        """The stored split of a data set version, else a seeded stratified split."""
+        if examples.split is not None:
+            train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
+            val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
+            if not val_idx:
+                from tunedesk.engine.errors import DataError
+
+                raise DataError(f"{examples.name} has no validation examples", "split the data set version before training")
+            return train_idx, val_idx
+        from tunedesk.engine.data import stratified_split
+
+        return stratified_split(examples.labels, config.data.val_fraction, config.seed)
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), batch["labels"])
+
+    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState:
+        return EvalState(num_labels, device)

@@ -11,7 +11,7 @@ from torch import nn
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
-from tunedesk.engine.tasks.base import EvalState, PreparedData, hash_examples
+from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,10 +48,8 @@ def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return train, val
 
 
-class ImageClassification:
+class ImageClassification(ClassifierTask):
     name = "image_classification"
-    primary_metric = "val_accuracy"
-    higher_is_better = True
 
     def load_examples(self, config: RunConfig) -> ImageExamples:
         d = config.data
@@ -62,16 +60,8 @@ class ImageClassification:
         from tunedesk.engine.data import scan_image_folder
 
         items, report = scan_image_folder(d.path, max_items=d.max_items)
-        warnings = [str(i) for i in report.issues[:20]]
-        if len(report.issues) > 20:
-            warnings.append(f"... and {len(report.issues) - 20} more data problems")
         return ImageExamples([it.path for it in items], [it.label for it in items], Path(d.path).name,
-                             report.summary(), warnings=warnings)
-
-    def label_names(self, examples: ImageExamples) -> list[str]:
-        from tunedesk.engine.data import check_labels
-
-        return check_labels(examples.labels, examples.name)
+                             report.summary(), warnings=report_warnings(report))
 
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
         if config.model.source == "torchvision":
@@ -91,16 +81,10 @@ class ImageClassification:
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: ImageExamples) -> PreparedData:
-        from tunedesk.engine.data import stratified_split
-
         label_names = loaded.label_names
         index = {name: i for i, name in enumerate(label_names)}
         y = [index[label] for label in examples.labels]
-        if examples.split is not None:
-            train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
-            val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
-        else:
-            train_idx, val_idx = stratified_split(examples.labels, config.data.val_fraction, config.seed)
+        train_idx, val_idx = self.split(config, examples)
         mean, std = loaded.processor["mean"], loaded.processor["std"]
         t_train, t_val = image_transforms(config.hparams.image_size, mean, std)
         train = _Images([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], t_train)
@@ -113,12 +97,6 @@ class ImageClassification:
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["pixel_values"])
         return out if isinstance(out, torch.Tensor) else out.logits
-
-    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.float(), batch["labels"])
-
-    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState:
-        return EvalState(num_labels, device)
 
     def predict(self, loaded: LoadedModel, images: list[str], image_size: int = 224) -> list[dict[str, float]]:
         from tunedesk.engine.data import load_image

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from tunedesk.engine.config import RunConfig
-from tunedesk.engine.errors import DataError, ModelError
+from tunedesk.engine.errors import ModelError
 from tunedesk.engine.models import LoadedModel, build_hf_classifier
-from tunedesk.engine.tasks.base import EvalState, PreparedData, hash_examples
+from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
 
 
 @dataclass
@@ -39,10 +39,8 @@ class _Encoded(torch.utils.data.Dataset):
         return item
 
 
-class TextClassification:
+class TextClassification(ClassifierTask):
     name = "text_classification"
-    primary_metric = "val_accuracy"
-    higher_is_better = True
 
     def load_examples(self, config: RunConfig) -> TextExamples:
         d = config.data
@@ -53,16 +51,8 @@ class TextClassification:
         from tunedesk.engine.data import read_text_table
 
         rows, report = read_text_table(d.path, d.text_column, d.label_column, encoding=d.encoding, max_items=d.max_items)
-        warnings = [str(i) for i in report.issues[:20]]
-        if len(report.issues) > 20:
-            warnings.append(f"... and {len(report.issues) - 20} more data problems")
         return TextExamples([r.text for r in rows], [r.label for r in rows], Path(d.path).name, report.summary(),
-                            warnings=warnings)
-
-    def label_names(self, examples: TextExamples) -> list[str]:
-        from tunedesk.engine.data import check_labels
-
-        return check_labels(examples.labels, examples.name)
+                            warnings=report_warnings(report))
 
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
         if config.model.source != "hf":
@@ -73,18 +63,10 @@ class TextClassification:
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: TextExamples) -> PreparedData:
-        from tunedesk.engine.data import stratified_split
-
         label_names = loaded.label_names
         index = {name: i for i, name in enumerate(label_names)}
         y = [index[label] for label in examples.labels]
-        if examples.split is not None:
-            train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
-            val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
-            if not val_idx:
-                raise DataError(f"{examples.name} has no validation examples", "split the data set version before training")
-        else:
-            train_idx, val_idx = stratified_split(examples.labels, config.data.val_fraction, config.seed)
+        train_idx, val_idx = self.split(config, examples)
         tokenizer = loaded.processor
         enc = tokenizer(examples.texts, truncation=True, max_length=config.hparams.max_length)
         keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
@@ -106,12 +88,6 @@ class TextClassification:
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs).logits
-
-    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.float(), batch["labels"])
-
-    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState:
-        return EvalState(num_labels, device)
 
     def predict(self, loaded: LoadedModel, texts: list[str], max_length: int = 128) -> list[dict[str, float]]:
         """Class scores for free texts (the "try it" box)."""
