@@ -86,8 +86,8 @@ class CompareView(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(plot_box)
         split.addWidget(tables)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 0)
         layout.addLayout(controls)
@@ -147,8 +147,7 @@ class CompareView(QWidget):
 
     def _ensure_plot(self):
         if self.plot is None:
-            self.plot = plots.make_plot()
-            plots.add_legend(self.plot)
+            self.plot = plots.make_plot()  # the coloured run list above the plot is its legend
             self.plot_holder.addWidget(self.plot)
         return self.plot
 
@@ -166,6 +165,8 @@ class CompareView(QWidget):
                 plots.plot_series(plot, curve.xs, curve.ys, plots.series_colour(i),
                                   f"#{run['id']} {run.get('name') or ''}"[:40], symbols=symbols)
         item = plot.getPlotItem()
+        last = max((max(c.xs) for c in curves if c.xs), default=None)
+        plots.whole_number_ticks(plot, last if axis == "epoch" else 10**9)
         item.setLabel("bottom", axis)
         item.setLabel("left", fmt.metric_label(metric))
         item.enableAutoRange()

@@ -35,6 +35,7 @@ class OverviewTab(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.facts: dict[str, QLabel] = {}
+        self.run_id: int | None = None
         grid = QGridLayout()
         grid.setHorizontalSpacing(18)
         grid.setVerticalSpacing(4)
@@ -112,14 +113,17 @@ class OverviewTab(QWidget):
         f["speed"].setText(f"{sps:.1f} samples/s" if sps else "—")
         f["best"].setText(fmt.best_text(run) or "—")
         final = run.get("final_metrics") or {}
-        f["final"].setText(" · ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in final.items()
-                                      if isinstance(v, float) and k != "epoch") or "—")
+        f["final"].setText(" · ".join(f"{fmt.metric_label(k).removeprefix('validation ')} {v:.3f}"
+                                      for k, v in final.items() if isinstance(v, float) and k != "epoch") or "—")
         f["checkpoints"].setText(", ".join(f"{k} (step {c.get('step')})" for k, c in sorted(checkpoints.items())) or "none")
         f["identity"].setText(f"model {run.get('model_hash') or '?'} · data {run.get('dataset_hash') or '?'}")
         error = run.get("error")
         self.error.setVisible(bool(error))
         if error:
             self.error.setText(f"{run['status']}: {error}" + (f"\nHint: {run['error_hint']}" if run.get("error_hint") else ""))
+        if run["id"] == self.run_id and self.save.isEnabled():
+            return  # a live refresh of the run being edited: keep the unsaved name, tags and notes
+        self.run_id = run["id"]
         self.name.setText(run.get("name") or "")
         self.tags.setText(", ".join(run.get("tags") or []))
         self.notes.blockSignals(True)
@@ -291,6 +295,8 @@ class RunDetail(QWidget):
         def done(found: Any) -> None:
             if found is None:
                 return
+            if len(self._layouts) >= 16:  # meta models are small, but keep only the recent ones
+                self._layouts.pop(next(iter(self._layouts)))
             self._layouts[rid] = found
             if self.run is not None and self.run["id"] == rid:
                 self.freeze.show_run(self.run, found[0])

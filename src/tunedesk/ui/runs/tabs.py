@@ -41,6 +41,7 @@ def _read_only_table() -> QTableView:
     view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     view.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(24)
     view.setAlternatingRowColors(True)
     return view
 
@@ -78,7 +79,7 @@ class CurvesTab(QWidget):
             self.loss_plot = plots.make_plot("Loss", "step", "")
             self.score_plot = plots.make_plot("Validation", "epoch", "")
             plots.add_legend(self.loss_plot)
-            plots.add_legend(self.score_plot)
+            plots.add_legend(self.score_plot, offset=(-10, -10))  # scores rise: the legend sits below them
             self._layout.addWidget(self.loss_plot, 3)
             self._layout.addWidget(self.score_plot, 2)
 
@@ -110,6 +111,7 @@ class CurvesTab(QWidget):
                                   plots.series_colour(2 + i), fmt.metric_label(key).removeprefix("validation "),
                                   symbols=True)
         self.score_plot.getPlotItem().getViewBox().setYRange(0, 1.02, padding=0)
+        plots.whole_number_ticks(self.score_plot, max((e["epoch"] for e in epochs), default=None))
 
 
 # ---- classes ----------------------------------------------------------------------------------------
