@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # a broken installation is the user's environment, not a TuneDesk bug
+        print(f"error: a library TuneDesk needs could not be loaded ({exc})", file=sys.stderr)
+        print("hint: reinstall TuneDesk and its dependencies: pip install --force-reinstall -e .", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 # ---- train / demo ---------------------------------------------------------------------------------
