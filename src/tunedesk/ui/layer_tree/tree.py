@@ -9,7 +9,7 @@ internal id), so no Python object has to outlive its index.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
@@ -37,6 +37,16 @@ NEW_COLOUR_LIGHT, NEW_COLOUR_DARK = QColor("#1f6fd1"), QColor("#6aa9ff")
 _ROW_ROLES = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.CheckStateRole, Qt.ItemDataRole.ForegroundRole,
               Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole, StateRole]
 _icons: dict[str, QIcon] = {}
+_fonts: dict[str, QFont] = {}
+
+
+def _font(kind: str) -> QFont:
+    if kind not in _fonts:
+        font = QFont()
+        font.setBold(kind == "bold")
+        font.setItalic(kind == "italic")
+        _fonts[kind] = font
+    return _fonts[kind]
 
 
 def icon(name: str) -> QIcon:
@@ -69,6 +79,10 @@ class FreezeTreeModel(QAbstractItemModel):
         self._highlight: set[int] = set()
         self._muted = QColor()
         self._refresh_colours()
+        # A view may say which nodes show their children (expanded, with expanded ancestors): rows
+        # under collapsed nodes are not on screen, and a view asks for their data afresh on expand.
+        self.shown_parents: Callable[[], set[int]] | None = None
+        self._handlers = self._role_handlers()
 
     # ---- content ----------------------------------------------------------------------------
 
@@ -142,10 +156,17 @@ class FreezeTreeModel(QAbstractItemModel):
     # ---- change notification ------------------------------------------------------------------------
 
     def _emit_rows(self, nodes: list["ModuleNode"], roles: list | None = None) -> None:
-        """dataChanged over the minimal ranges: consecutive changed siblings become one range."""
+        """dataChanged over the minimal ranges: consecutive changed siblings become one range.
+
+        With a ``shown_parents`` hook, rows inside collapsed modules are skipped: no view shows them,
+        and an 8B model's 400 changed rows would otherwise cost the view ~100 ms per click.
+        """
+        shown = self.shown_parents() if self.shown_parents is not None else None
         by_parent: dict[int, list[int]] = {}
         for node in nodes:
-            by_parent.setdefault(node.parent.uid if node.parent else -1, []).append(node.row)
+            parent_uid = node.parent.uid if node.parent else -1
+            if shown is None or parent_uid < 0 or parent_uid in shown:
+                by_parent.setdefault(parent_uid, []).append(node.row)
         last = len(HEADERS) - 1
         for parent_uid, rows in by_parent.items():
             rows.sort()
@@ -162,8 +183,9 @@ class FreezeTreeModel(QAbstractItemModel):
     def _emit_column(self, column: int) -> None:
         if self._tree is None:
             return
+        shown = self.shown_parents() if self.shown_parents is not None else None
         for node in self._tree.nodes:
-            if node.children:
+            if node.children and (shown is None or node.uid in shown):
                 parent = self.createIndex(node.row, 0, node.uid)
                 self.dataChanged.emit(self.index(0, column, parent), self.index(len(node.children) - 1, column, parent))
         self.dataChanged.emit(self.index(0, column), self.index(0, column))
@@ -263,54 +285,64 @@ class FreezeTreeModel(QAbstractItemModel):
         return flags
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        node = self.node(index)
-        if node is None:
+        # Called thousands of times per repaint: one dict lookup by role, then a small handler.
+        tree = self._tree
+        if tree is None or not index.isValid():
             return None
-        col = index.column()
-        state = node.state
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(node, col)
-        if role == Qt.ItemDataRole.CheckStateRole and col == COL_MODULE and state is not None:
-            return (Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)[state]
-        if role == Qt.ItemDataRole.ForegroundRole:
+        handler = self._handlers.get(int(role))
+        if handler is None:
+            return None
+        return handler(tree.nodes[index.internalId()], index.column())
+
+    def _role_handlers(self) -> dict[int, Callable[["ModuleNode", int], Any]]:
+        checks = (Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)
+        right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+        def check(node, col):
+            state = node.state
+            return checks[state] if col == COL_MODULE and state is not None else None
+
+        def foreground(node, col):
             if col == COL_LR:
-                value, exact = self.lr_of(node) if node.total_params else (1.0, False)
-                return None if exact else self._muted
-            if state is None or state == 0:
+                return None if node.total_params and self.lr_of(node)[1] else self._muted
+            if not node.trainable:
                 return self._muted
-            if node.is_head and col in (COL_MODULE, COL_TYPE):
-                return self._new
-            return None
-        if role == Qt.ItemDataRole.FontRole:
-            if node.is_head and col in (COL_MODULE, COL_TYPE):
-                font = QFont()
-                font.setBold(True)
-                return font
+            return self._new if node.is_head and col <= COL_TYPE else None
+
+        def font(node, col):
+            if node.is_head and col <= COL_TYPE:
+                return _font("bold")
             if col == COL_LR and node.total_params and not self.lr_of(node)[1]:
-                font = QFont()
-                font.setItalic(True)
-                return font
+                return _font("italic")
             return None
-        if role == Qt.ItemDataRole.DecorationRole and col == COL_MODULE:
+
+        def decoration(node, col):
+            if col != COL_MODULE:
+                return None
             if node.is_head:
                 return icon("new")
-            if state == 0:
-                return icon("freeze")
-            return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_TRAINABLE, COL_LR):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(node, col)
-        if role == Qt.ItemDataRole.EditRole and col == COL_LR:
+            return icon("freeze") if node.total_params and not node.trainable else None
+
+        def edit(node, col):
+            if col != COL_LR:
+                return None
             value = self._spec.lr_multipliers.get(node.path or "*")
             return "" if value is None else f"{value:g}"
-        if role == Qt.ItemDataRole.BackgroundRole and node.uid in self._highlight:
-            return self._match
-        if role == PathRole:
-            return node.path
-        if role == StateRole:
-            return state
-        return None
+
+        R = Qt.ItemDataRole
+        return {
+            int(R.DisplayRole): self._display,
+            int(R.CheckStateRole): check,
+            int(R.ForegroundRole): foreground,
+            int(R.FontRole): font,
+            int(R.DecorationRole): decoration,
+            int(R.TextAlignmentRole): lambda node, col: right if col >= COL_PARAMS else None,
+            int(R.ToolTipRole): self._tooltip,
+            int(R.EditRole): edit,
+            int(R.BackgroundRole): lambda node, col: self._match if node.uid in self._highlight else None,
+            int(PathRole): lambda node, col: node.path,
+            int(StateRole): lambda node, col: node.state,
+        }
 
     def _display(self, node: "ModuleNode", col: int) -> str:
         if col == COL_MODULE:
@@ -393,6 +425,8 @@ class ModuleFilter(QSortFilterProxyModel):
 
     def set_accepted(self, uids: set[int] | None) -> None:
         """Node uids that match (None: no filter)."""
+        if uids is None and self._accepted is None:
+            return  # nothing to re-filter (a full re-filter also re-lays out the view)
         begin = getattr(self, "beginFilterChange", None)
         if begin is not None and hasattr(self, "endFilterChange"):
             begin()
@@ -450,9 +484,11 @@ class FreezeTreeWidget(QTreeView):
         self.source = FreezeTreeModel(self, read_only)
         self.proxy = ModuleFilter(self)
         self.proxy.setSourceModel(self.source)
-        self.setModel(self.proxy)
+        self._filtered = False  # the proxy sits between view and model only while filtering (it doubles paint costs)
+        self.setModel(self.source)
         self.source.specChanged.connect(self.specChanged)
         self.source.editFailed.connect(self.editFailed)
+        self.source.shown_parents = self._shown_parents
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -487,10 +523,25 @@ class FreezeTreeWidget(QTreeView):
             from tunedesk.engine.structure import ModelTree
 
             tree = ModelTree.from_loaded(tree) if hasattr(tree, "head_paths") else ModelTree(tree)
+        self._use_proxy(False)
         self.proxy.set_accepted(None)
         self.source.set_tree(tree, spec)
         self._fit_type_column()
         self.expand_default()
+
+    def _shown_parents(self) -> set[int]:
+        """Uids of the nodes whose children are on screen: expanded, under expanded ancestors."""
+        tree = self.source.tree
+        if tree is None:
+            return set()
+        out: set[int] = set()
+        stack = [tree.root]
+        while stack:
+            node = stack.pop()
+            if node.children and self.isExpanded(self.proxy_index(node)):
+                out.add(node.uid)
+                stack.extend(c for c in node.children if c.children)
+        return out
 
     def _fit_type_column(self) -> None:
         """Wide enough for this model's widest type text (bold for the head), never more than 320 px."""
@@ -524,17 +575,34 @@ class FreezeTreeWidget(QTreeView):
     def set_lr_column_visible(self, visible: bool) -> None:
         self.setColumnHidden(COL_LR, not visible)
 
-    def node_at(self, proxy_index: QModelIndex) -> "ModuleNode | None":
-        return self.source.node(self.proxy.mapToSource(proxy_index))
+    def node_at(self, view_index: QModelIndex) -> "ModuleNode | None":
+        """The node of an index of this view's model (the filter's, while filtering)."""
+        return self.source.node(self.proxy.mapToSource(view_index) if self._filtered else view_index)
 
     def proxy_index(self, node: "ModuleNode", column: int = 0) -> QModelIndex:
-        return self.proxy.mapFromSource(self.source.index_of(node, column))
+        """The node's index in this view's model (invalid while the filter hides it)."""
+        index = self.source.index_of(node, column)
+        return self.proxy.mapFromSource(index) if self._filtered else index
+
+    def _use_proxy(self, on: bool) -> None:
+        if on == self._filtered:
+            return
+        header = self.header()
+        widths = [header.sectionSize(c) for c in range(len(HEADERS))]
+        hidden = [self.isColumnHidden(c) for c in range(len(HEADERS))]
+        self._filtered = on
+        self.setModel(self.proxy if on else self.source)
+        for col, (width, off) in enumerate(zip(widths, hidden)):
+            if col != COL_MODULE:
+                header.resizeSection(col, width)
+            self.setColumnHidden(col, off)
 
     def expand_default(self) -> None:
         """The model row and the path down to the repeated blocks (their container), nothing more."""
         tree = self.source.tree
         if tree is None:
             return
+        self.scheduleDelayedItemsLayout()
         self.expand(self.proxy_index(tree.root))
         target = tree.by_path.get(tree.blocks.container) if tree.blocks.paths else None
         if target is None and tree.blocks.paths:
@@ -553,6 +621,7 @@ class FreezeTreeWidget(QTreeView):
         if tree is None:
             return
         paths = tree.blocks.paths if last is None else tree.blocks.paths[-last:]
+        self.scheduleDelayedItemsLayout()
         for path in paths:
             node = tree.by_path.get(path)
             while node is not None:
@@ -567,9 +636,13 @@ class FreezeTreeWidget(QTreeView):
         every = structure.matching_nodes(tree, pattern) if tree is not None and pattern else []
         matched = {n.uid for n in every}
         matches = [n for n in every if not any(a in matched for a in _ancestor_uids(n))]
-        self.proxy.set_accepted(matched if tree is not None and pattern else None)
+        was_filtering = self._filtered
+        filtering = tree is not None and bool(pattern)
+        self.proxy.set_accepted(matched if filtering else None)
+        self._use_proxy(filtering)
         self.source.set_highlight(matches)
         if pattern and matches:
+            self.scheduleDelayedItemsLayout()  # expands below are then only recorded: one layout, not one per row
             seen: set[int] = set()
             for node in matches[:2000]:
                 parent = node.parent
@@ -577,7 +650,7 @@ class FreezeTreeWidget(QTreeView):
                     seen.add(parent.uid)
                     self.expand(self.proxy_index(parent))
                     parent = parent.parent
-        elif not pattern:
+        elif not pattern and was_filtering:
             self.expand_default()
         return matches
 
