@@ -382,7 +382,11 @@ class PanelActions:
             self.progress_label.setText("cancelling…")
 
     def stop_and_wait(self) -> None:
-        """Cancel running jobs and wait for their threads (the window is closing)."""
+        """Cancel running jobs, wait for their threads, and deliver what they sent on the way out
+        (the window is closing). Results left queued when the application object goes away take
+        PySide down at exit, so they are flushed here while everything is still alive."""
+        from PySide6.QtCore import QCoreApplication, QEvent
+
         self._flags_timer.stop()
         for job in list(self.jobs):
             wait_job(job, 10000)
@@ -390,3 +394,6 @@ class PanelActions:
             self.thumbs.stop()
             self.thumbs = None
             self.model.thumbs = None
+        QCoreApplication.sendPostedEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        self._flags_timer.stop()  # a flushed result may have asked for another check

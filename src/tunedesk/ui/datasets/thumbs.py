@@ -22,7 +22,7 @@ MAX_QUEUED = 400  # older requests beyond this are dropped (the rows scrolled aw
 
 
 class _Loader(QObject):
-    ready = Signal(str, object)  # content hash, QImage or None (cannot be read)
+    ready = Signal(str, QImage)  # content hash, the thumbnail (a null QImage: cannot be read)
     dropped = Signal(list)  # content hashes given up (scrolled away): ask again when visible
 
     def __init__(self, cache_dir: Path, size: int) -> None:
@@ -56,8 +56,7 @@ class _Loader(QObject):
             return
         content_hash, path = item
         dest = make_thumbnail(path, content_hash, self.cache_dir, self.size)
-        image = QImage(str(dest)) if dest is not None else None
-        self.ready.emit(content_hash, image if image is not None and not image.isNull() else None)
+        self.ready.emit(content_hash, QImage(str(dest)) if dest is not None else QImage())
         QTimer.singleShot(0, self._step)
 
 
@@ -93,10 +92,10 @@ class ThumbnailService(QObject):
             self._request.emit(content_hash, path)
         return False, None
 
-    @Slot(str, object)
-    def _on_ready(self, content_hash: str, image: QImage | None) -> None:
+    @Slot(str, QImage)
+    def _on_ready(self, content_hash: str, image: QImage) -> None:
         self._pending.discard(content_hash)
-        self._memory[content_hash] = image
+        self._memory[content_hash] = None if image.isNull() else image
         while len(self._memory) > self._max:
             self._memory.popitem(last=False)
         self.ready.emit(content_hash)
