@@ -58,8 +58,7 @@ def main() -> None:
         generate(database_path(home), args.runs, args.rows)
         generate_s = time.perf_counter() - t0
 
-        import tunedesk.ui.runs_panel  # noqa: F401 - import time is the window's, not the panel's
-        from tunedesk.ui.runs_panel import RunsPanel
+        from tunedesk.ui.runs_panel import RunsPanel  # import time is the window's start-up, not the panel's
         from tunedesk.ui.state import AppState
 
         app = QApplication.instance() or QApplication(sys.argv)

@@ -5,11 +5,10 @@ parts (export, resume, compare) have their own tests."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from tunedesk.engine import history
@@ -345,3 +344,43 @@ def test_opens_fast_on_a_big_history(db, panel, qtbot):
     conn.close()
     p = panel()
     assert p.table_model.total == 3000 and p.table_model.rowCount() == 200
+
+
+def test_an_unreadable_history_is_explained_in_place(db, panel):
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    p = panel()  # no dialog, no exception: the panel says what is wrong
+    assert "cannot be read" in p.placeholder.text() and "Hint:" in p.placeholder.text()
+    assert p.table_model.rowCount() == 0
+
+
+def test_export_dialog_shows_errors_inline_and_returns_the_result(store, panel, qtbot, monkeypatch, tmp_path):
+    from tunedesk.engine import export
+    from tunedesk.ui.runs.dialogs import ExportDialog, default_export_folder
+
+    a = make_run(store, name="to export")
+    p = panel()
+    run = store.get_run(a)
+    dialog = ExportDialog(run, p.state.home, p)
+    qtbot.addWidget(dialog)
+    assert Path(dialog.folder.text()) == default_export_folder(p.state.home, run)
+    assert [dialog.format.itemData(i) for i in range(dialog.format.count())] == ["hf", "onnx"]
+
+    dialog.start()  # the fake run has no best checkpoint: the engine's message shows in the dialog
+    qtbot.waitUntil(lambda: not dialog.error.isHidden(), timeout=60000)
+    assert "no best checkpoint" in dialog.error.text() and "Hint:" in dialog.error.text()
+    assert dialog.export_button.isEnabled()
+
+    calls = []
+
+    def fake_export(run_id, directory, fmt="auto", home=None):
+        calls.append((run_id, str(directory), fmt))
+        return {"path": str(directory), "format": fmt, "files": ["config.json"], "run_id": run_id, "label_names": []}
+
+    monkeypatch.setattr(export, "export_run", fake_export)
+    dialog.folder.setText(str(tmp_path / "out"))
+    dialog.format.setCurrentIndex(1)
+    with qtbot.waitSignal(dialog.accepted, timeout=60000):
+        dialog.start()
+    assert calls == [(a, str(tmp_path / "out"), "onnx")]
+    assert dialog.result_info["format"] == "onnx"

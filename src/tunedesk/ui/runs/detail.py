@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QPushButton, QTabWidget, QVBoxLayout, QWidget)
+                               QPushButton, QSizePolicy, QTabWidget, QVBoxLayout, QWidget)
 
 from tunedesk.engine import history
 from tunedesk.engine.errors import TuneDeskError
@@ -158,6 +158,7 @@ class RunDetail(QWidget):
 
         self.title = QLabel()
         set_role(self.title, "title")
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long names clip
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status = QLabel()
         self.subtitle = hint_label()

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, QTimer
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QSplitter, QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
 from tunedesk.engine import history
@@ -46,7 +46,7 @@ class RunsPanel(QWidget):
         self.search.setPlaceholderText("Search name, model, data, tags, notes or #id")
         self.search.setClearButtonEnabled(True)
         self.search.addAction(icon("search.svg"), QLineEdit.ActionPosition.LeadingPosition)
-        self.search.setMinimumWidth(240)
+        self.search.setMinimumWidth(150)
         self._search_timer = QTimer(self, singleShot=True, interval=200)
         self._search_timer.timeout.connect(self.apply_filter)
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
@@ -122,6 +122,9 @@ class RunsPanel(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.split, 1)
 
+        app = QApplication.instance()
+        if app is not None:  # exports and model layouts finish before the app's objects go away
+            app.aboutToQuit.connect(self.calls.wait_all)
         self._poll = QTimer(self, interval=POLL_MS)
         self._poll.timeout.connect(self._poll_running)
         self.state.runsChanged.connect(self.refresh)
@@ -153,7 +156,7 @@ class RunsPanel(QWidget):
         combo = QComboBox()
         combo.addItem(everything, None)
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(10)
+        combo.setMinimumContentsLength(6)
         combo.currentIndexChanged.connect(lambda _i: self.apply_filter())
         return combo
 
