@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_id", type=int)
     r.add_argument("directory", help="a new or empty folder")
     r.add_argument("--format", default="auto", choices=["auto", "hf", "torchvision", "onnx", "merged", "adapter"],
-                   help="auto: hf for Hugging Face models, torchvision for torchvision ones; onnx needs `pip install onnx`")
+                   help="auto: hf for Hugging Face models, torchvision for torchvision ones, merged for language "
+                        "models (adapter: their LoRA adapter only); onnx needs `pip install onnx`")
     r.add_argument("--json", action="store_true")
     r = rsub.add_parser("delete", help="delete a run and its files")
     r.add_argument("run_id", type=int)

@@ -243,3 +243,28 @@ def test_torchvision_export_loads_with_its_readme_and_predicts_like_tunedesk(ima
     expected = task.predict(loaded, [str(photo)], image_size=32)[0]
     got = dict(zip(meta["class_names"], namespace["probs"].tolist()))
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_language_model_runs_export_through_export_lm(home, tmp_path, monkeypatch):
+    from tunedesk.engine import export, export_lm
+    from tunedesk.engine.runner import open_store
+
+    store = open_store(home)
+    rid = store.create_run(config={"task": "causal_lm"}, name="lm", task="causal_lm", model_name="/m", model_path="/m",
+                           model_hash=None, dataset_name="d", dataset_hash=None)
+    store.close()
+    calls = []
+
+    def fake(run_id, directory, fmt="merged", home=None):
+        Path(directory).mkdir()
+        (Path(directory) / "config.json").write_text("{}")
+        calls.append((run_id, fmt))
+        return {"run_id": run_id, "path": str(directory), "format": fmt, "base_path": "/m"}
+
+    monkeypatch.setattr(export_lm, "export_lm_run", fake)
+    info = export.export_run(rid, tmp_path / "merged")
+    assert calls == [(rid, "merged")] and info["files"] == ["config.json"] and info["format"] == "merged"
+    export.export_run(rid, tmp_path / "adapter", fmt="adapter")
+    assert calls[-1] == (rid, "adapter")
+    with pytest.raises(TuneDeskError, match="exports as merged or adapter"):
+        export.export_run(rid, tmp_path / "x", fmt="torchvision")

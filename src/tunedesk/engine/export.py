@@ -7,6 +7,8 @@
   mean/std) + README.md with the few lines that load it.
 * ``onnx``: model.onnx (+ label names and tokenizer / preprocessing settings), when the ``onnx``
   package is installed and torch's exporter supports the model.
+* causal-LM runs go through ``export_lm.export_lm_run``: ``merged`` (the default; a plain Hugging Face
+  folder) or ``adapter`` (a PEFT LoRA adapter).
 
 The export is written to a temporary folder next to the target and renamed at the end, so a failed
 export never leaves half a model behind. Exports always come from the run's *best* checkpoint.
@@ -25,7 +27,8 @@ from typing import Any
 
 from tunedesk.engine.errors import TuneDeskError
 
-FORMATS = ("auto", "hf", "torchvision", "onnx")
+FORMATS = ("auto", "hf", "torchvision", "onnx", "merged", "adapter")
+LM_FORMATS = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter"}  # causal_lm runs
 TORCHVISION_META = "tunedesk_model.json"
 RESIZE_RATIO = 1.143  # TuneDesk's evaluation transform: resize the short side to size * 1.143, crop size
 
@@ -138,6 +141,10 @@ def export_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "auto"
         raise TuneDeskError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
     target = Path(directory).expanduser().resolve()
     _check_target(target)
+    if _run_task(run_id, home) == "causal_lm":
+        return _export_lm(run_id, target, fmt, home)
+    if fmt in ("merged", "adapter"):
+        raise TuneDeskError(f"{fmt!r} is an export format for language-model runs", "use hf, torchvision or onnx")
     best = find_best(run_id, home)
     kind = best.kind
     if fmt == "auto":
@@ -169,6 +176,36 @@ def export_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "auto"
         raise
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
     return {"path": str(target), "format": fmt, "files": files, "run_id": run_id, "label_names": best.label_names}
+
+
+def _run_task(run_id: int, home: str | os.PathLike[str] | None) -> str:
+    from tunedesk.engine.paths import home_dir
+    from tunedesk.engine.runner import open_store
+
+    store = open_store(home_dir(home))
+    try:
+        return str(store.get_run(run_id).get("task") or "")
+    finally:
+        store.close()
+
+
+def _export_lm(run_id: int, target: Path, fmt: str, home: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Causal-LM runs export through ``export_lm``: ``merged`` (a plain Hugging Face folder, the default)
+    or ``adapter`` (a PEFT LoRA adapter)."""
+    kind = LM_FORMATS.get(fmt)
+    if kind is None:
+        raise TuneDeskError(f"run {run_id} is a language model, which exports as merged or adapter (not {fmt})",
+                            "use --format merged (a Hugging Face folder) or --format adapter (a LoRA adapter)")
+    from tunedesk.engine.export_lm import export_lm_run
+
+    info = dict(export_lm_run(run_id, target, fmt=kind, home=home))
+    path = Path(info.get("path") or target)
+    info["path"] = str(path)
+    info.setdefault("format", kind)
+    info.setdefault("run_id", run_id)
+    info.setdefault("label_names", [])
+    info["files"] = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    return info
 
 
 def _check_target(target: Path) -> None:

@@ -36,15 +36,20 @@ class ExportDialog(QDialog):
         self.result_info: dict[str, Any] | None = None
         self._calls = Calls(self)
         torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
+        language_model = run.get("task") == "causal_lm"
         intro = QLabel(f"Export the <b>best</b> weights of run #{run['id']} <b>{_esc(run.get('name') or '')}</b> "
                        "so they load without TuneDesk.")
         intro.setWordWrap(True)
         self.format = QComboBox()
-        if torchvision:
+        if language_model:
+            self.format.addItem("Hugging Face folder, adapters merged (transformers from_pretrained)", "merged")
+            self.format.addItem("LoRA adapter only (PEFT, needs the base model)", "adapter")
+        elif torchvision:
             self.format.addItem("torchvision weights (safetensors) + JSON", "torchvision")
         else:
             self.format.addItem("Hugging Face folder (transformers from_pretrained)", "hf")
-        self.format.addItem("ONNX (needs the onnx package)", "onnx")
+        if not language_model:
+            self.format.addItem("ONNX (needs the onnx package)", "onnx")
         self.format.currentIndexChanged.connect(self._describe)
         self.folder = QLineEdit(str(default_export_folder(self.home, run)))
         browse = QPushButton("Choose…")
@@ -85,6 +90,11 @@ class ExportDialog(QDialog):
                            "and a README with the lines that load it. The folder must be new or empty.",
             "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
                     "Needs `pip install onnx`; not every model can be exported.",
+            "merged": "The fine-tuned weights (LoRA adapters merged in) and the tokenizer: "
+                      "AutoModelForCausalLM.from_pretrained(folder) loads it without PEFT. "
+                      "The folder must be new or empty.",
+            "adapter": "Only the LoRA adapter (small); load it onto the base model with "
+                       "PeftModel.from_pretrained. The folder must be new or empty.",
         }.get(fmt, ""))
 
     def _browse(self) -> None:
