@@ -242,12 +242,16 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--baseline-s", type=float, default=3.0, help="seconds of probing before any run (noise floor)")
+    ap.add_argument("--switch-ms", type=float, default=None, help="override sys.setswitchinterval (experiments)")
+    ap.add_argument("--no-plots", action="store_true", help="hide the plots (experiments: what do they cost?)")
     args = ap.parse_args()
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.switch_ms:
+        sys.setswitchinterval(args.switch_ms / 1000)
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -275,6 +279,8 @@ def main() -> int:
     panel.resize(1400, 900)
     panel.show()
     panel.engine_ready()
+    if args.no_plots:
+        panel.plots.hide()
     app.processEvents()
 
     quiet = baseline(app, args.baseline_s, args.interval_ms) if args.baseline_s > 0 else []
@@ -305,6 +311,8 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "interval_ms": args.interval_ms,
+        "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+        "plots_shown": not args.no_plots,
         "log_every": args.log_every,
         "ticks": len(train),
         "p50_ms": round(percentile(train, 50), 2),

@@ -86,9 +86,17 @@ class TrainingCurves:
         self._ema_raw = 0.0  # EMA before bias correction
         self._ema_n = 0
         self.epochs: list[dict[str, Any]] = []  # {"epoch", "step", "metrics", "is_best"}
+        self.total_steps = 0  # the run's shape (RunStarted), so plot ranges can be fixed up front
+        self.total_epochs = 0
         self.version = 0  # bumped on every change; plots redraw only when it moved
         self.step_version = 0
         self.epoch_version = 0
+
+    def set_shape(self, total_steps: int, epochs: int) -> None:
+        self.total_steps, self.total_epochs = int(total_steps), int(epochs)
+        self.version += 1
+        self.step_version += 1
+        self.epoch_version += 1
 
     # ---- steps ------------------------------------------------------------------------------------
 
@@ -142,8 +150,20 @@ class TrainingCurves:
     # ---- epochs -----------------------------------------------------------------------------------
 
     def add_epoch(self, epoch: int, step: int, metrics: dict[str, float], is_best: bool = False) -> None:
+        """An evaluation. Without a ``train_loss`` metric, the epoch's mean logged training loss stands in,
+        so training and validation loss can be compared epoch by epoch (the first sign of overfitting)."""
+        metrics = dict(metrics)
+        if "train_loss" not in metrics and len(self.steps):
+            np = _np()
+            prev = max((e["step"] for e in self.epochs if e["epoch"] < epoch), default=0)
+            steps = self.steps.view()
+            mask = (steps > prev) & (steps <= step)
+            losses = self.loss.view()[mask]
+            losses = losses[np.isfinite(losses)]
+            if len(losses):
+                metrics["train_loss"] = float(losses.mean())
         self.epochs = [e for e in self.epochs if e["epoch"] != epoch]
-        self.epochs.append({"epoch": epoch, "step": step, "metrics": dict(metrics), "is_best": is_best})
+        self.epochs.append({"epoch": epoch, "step": step, "metrics": metrics, "is_best": is_best})
         self.epochs.sort(key=lambda e: e["epoch"])
         self.version += 1
         self.epoch_version += 1

@@ -59,6 +59,8 @@ class Stat(QFrame):
         self.value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         v.addWidget(self.caption)
         v.addWidget(self.value)
+        # A steady width: changing numbers must not re-layout the panel (and resize the plots).
+        self.setMinimumWidth(max(self.caption.sizeHint().width(), self.value.fontMetrics().horizontalAdvance("0:00:00 ")) + 8)
 
     def set(self, text: str) -> None:
         if self.value.text() != text:
@@ -67,6 +69,8 @@ class Stat(QFrame):
 
 class RunMonitor(QWidget):
     """Progress bars and live numbers, updated from engine events and the step buffer."""
+
+    BARS_EVERY_S = 0.5
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -117,6 +121,7 @@ class RunMonitor(QWidget):
         self._points: deque[tuple[float, int]] = deque(maxlen=30)  # (elapsed, step) for the rate
         self._started_wall: float | None = None
         self._elapsed_offset = 0.0
+        self._bars_at = 0.0
         self.last_step: Any = None
         self.epoch_bar.setValue(0)
         self.overall_bar.setValue(0)
@@ -163,7 +168,9 @@ class RunMonitor(QWidget):
         remaining = self.total_steps - self.step
         self.stats["eta"].set(format_duration(remaining / rate) if rate else DASH)
         self._elapsed_offset = float(ev.elapsed)
-        self._update_bars()
+        now = time.monotonic()
+        if now - self._bars_at >= self.BARS_EVERY_S:  # QProgressBar.setValue repaints synchronously
+            self._update_bars()
 
     def steps_per_second(self) -> float | None:
         if len(self._points) < 2:
@@ -176,9 +183,10 @@ class RunMonitor(QWidget):
         self._update_bars()
 
     def tick(self, running: bool) -> None:
-        """Once a second: the elapsed clock (which moves between logged steps too)."""
+        """Once a second: the elapsed clock (which moves between logged steps too) and the bars."""
         if self._started_wall is not None and running:
             self.stats["elapsed"].set(format_duration(time.monotonic() - self._started_wall))
+            self._update_bars()
 
     def set_gpu_utilisation(self, percent: int | None) -> None:
         stat = self.stats["util"]
@@ -203,6 +211,7 @@ class RunMonitor(QWidget):
         self._update_bars()
 
     def _update_bars(self) -> None:
+        self._bars_at = time.monotonic()
         if not self.total_steps:
             return
         spe = self.steps_per_epoch

@@ -13,8 +13,8 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QIcon
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSplitter,
-                               QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSizePolicy,
+                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError
@@ -100,6 +100,8 @@ class TrainingPanel(RunEventHandlers, QWidget):
         header.addWidget(title)
         self.status = QLabel("Set the run up on the left, then press Start.")
         set_role(self.status, "hint")
+        # Long status texts must not widen the panel: a re-layout resizes (and re-renders) every plot.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         header.addWidget(self.status, 1)
         self.open_button = QPushButton("Open setup…")
         self.open_button.setToolTip("Load a run configuration file (JSON or TOML)")
@@ -144,6 +146,8 @@ class TrainingPanel(RunEventHandlers, QWidget):
         controls.addStretch(1)
         self.run_label = QLabel("")
         set_role(self.run_label, "hint")
+        self.run_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.run_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         controls.addWidget(self.run_label)
         rv.addLayout(controls)
         self.monitor = RunMonitor()

@@ -7,6 +7,7 @@ Step curves use peak downsampling and clip-to-view and are fed views of the curv
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtGui import QColor, QPalette
@@ -64,6 +65,9 @@ class LivePlots(QWidget):
         for p in (self.loss_plot, self.lr_plot):
             p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
+        for p in (self.loss_plot, self.lr_plot, self.val_loss_plot, self.metric_plot):
+            p.disableAutoRange()  # ranges are set by _sticky_*: axes repaint only when a range moves
+        self._ranges: dict[tuple[int, str], tuple[float, float]] = {}
         self.metric_plot.setYRange(0, 1.02, padding=0)
         self.lr_plot.getAxis("left").enableAutoSIPrefix(False)
         self.lr_plot.getAxis("left").setStyle(tickTextWidth=48)
@@ -118,6 +122,12 @@ class LivePlots(QWidget):
             self.raw_curve.setData(x, c.loss.view(), skipFiniteCheck=True)
             self.ema_curve.setData(x, c.ema.view(), skipFiniteCheck=True)
             self.lr_curve.setData(x, c.lr.view(), skipFiniteCheck=True)
+            if len(x):
+                last = float(x[-1])
+                for plot in (self.loss_plot, self.lr_plot):
+                    self._sticky_x(plot, last)
+                self._sticky_y(self.loss_plot, c.loss.view(), c.ema.view())
+                self._sticky_y(self.lr_plot, c.lr.view(), floor=0.0)
             self._drawn_steps = c.step_version
             changed = True
         if force or c.epoch_version != self._drawn_epochs:
@@ -131,9 +141,13 @@ class LivePlots(QWidget):
     def _draw_epochs(self) -> None:
         pg = _pg()
         c = self.curves
+        ys = []
         for name, curve in self.val_curves.items():
             x, y = c.epoch_series(name)
             curve.setData(x, y)
+            ys.append(y)
+        if any(len(y) for y in ys):
+            self._sticky_y(self.val_loss_plot, *ys)
         names = [n for n in c.metric_names() if n.startswith("val_") and n != "val_loss"]
         extra = iter(EXTRA_COLORS)
         for name in names:
@@ -149,21 +163,84 @@ class LivePlots(QWidget):
         self.best_marker.setVisible(bool(best))
         if best:
             self.best_marker.setValue(best[-1])
+        n = max(max((e["epoch"] for e in c.epochs), default=1), c.total_epochs or 1)
+        major = max(1, math.ceil(n / 8))  # whole epochs only, at most ~8 labels
         for plot in (self.val_loss_plot, self.metric_plot):
-            n = max((e["epoch"] for e in c.epochs), default=1)
             plot.setXRange(0.8, max(n, 2) + 0.2, padding=0)
+            plot.getAxis("bottom").setTickSpacing(major, major)
+
+    # ---- ranges that move only when the data leaves them (axis pictures stay cached) ------------------
+
+    def _set_range(self, plot, axis: str, lo: float, hi: float) -> None:
+        key = (id(plot), axis)
+        if self._ranges.get(key) == (lo, hi):
+            return
+        self._ranges[key] = (lo, hi)
+        if axis == "x":
+            plot.setXRange(lo, hi, padding=0)
+        else:
+            plot.setYRange(lo, hi, padding=0)
+
+    def _sticky_x(self, plot, last: float) -> None:
+        """0 .. the run's last step when known (the axis never moves during a run), else a round
+        number ahead of the data (moves only when the data reaches it)."""
+        total = self.curves.total_steps
+        if total and last <= total:
+            hi = float(total)
+        else:
+            cur = self._ranges.get((id(plot), "x"))
+            if cur is not None and last <= cur[1] <= 4 * max(last, 10):
+                return
+            hi = _nice_ceil(max(last * 1.25, 10.0))
+        self._set_range(plot, "x", 0.0, hi)
+
+    def _sticky_y(self, plot, *series, floor: float | None = None) -> None:
+        """Grow to fit the data with some headroom; shrink only when the data uses under half the range."""
+        np = _np()
+        los, his = [], []
+        for y in series:
+            if len(y):
+                finite = y[np.isfinite(y)]
+                if len(finite):
+                    los.append(float(finite.min()))
+                    his.append(float(finite.max()))
+        if not los:
+            return
+        lo, hi = min(los), max(his)
+        cur = self._ranges.get((id(plot), "y"))
+        if cur is not None and cur[0] <= lo and hi <= cur[1] and (hi - lo) >= 0.5 * (cur[1] - cur[0]):
+            return
+        span = hi - lo or abs(hi) * 0.1 or 1.0
+        new_lo, new_hi = lo - 0.08 * span, hi + 0.08 * span
+        if floor is not None:
+            new_lo = max(new_lo, floor) if lo >= floor else new_lo
+        self._set_range(plot, "y", new_lo, new_hi)
 
     def clear(self) -> None:
+        self._ranges.clear()
         self._drawn_steps = self._drawn_epochs = -1
         for name in list(self._metric_items):
             self.metric_plot.removeItem(self._metric_items.pop(name))
         self.metric_legend.clear()
-        self.loss_plot.enableAutoRange()
-        self.lr_plot.enableAutoRange()
-        self.val_loss_plot.enableAutoRange()
-        self.metric_plot.enableAutoRange(axis="x")
         self.metric_plot.setYRange(0, 1.02, padding=0)
         self.redraw(force=True)
+
+
+def _np():
+    import numpy
+
+    return numpy
+
+
+def _nice_ceil(value: float) -> float:
+    """The next 1, 2 or 5 x 10^k at or above ``value``."""
+    if value <= 0:
+        return 1.0
+    exp = math.floor(math.log10(value))
+    for m in (1, 2, 5, 10):
+        if m * 10**exp >= value:
+            return float(m * 10**exp)
+    return float(10 ** (exp + 1))
 
 
 _TIMED_VIEW: Any = None

@@ -45,6 +45,7 @@ class RunEventHandlers:
         if ev.start_step:
             self.curves.truncate_after(ev.start_step)
             self.epoch_events = [e for e in self.epoch_events if e.step <= ev.start_step]
+        self.curves.set_shape(ev.total_steps, ev.epochs)
         self.monitor.started(ev)
         self._set_mode("paused" if self.worker and self.worker.control.paused else
                        "stopping" if self.worker and self.worker.control.stop_requested else "running")
@@ -116,10 +117,16 @@ class RunEventHandlers:
         if result is not None:
             self.run_id = result.run_id
             has_best = (Path(result.output_dir) / "best" / "model.safetensors").is_file()
-            self.try_it.set_available(has_best, "Type a text and press Predict: the run's best checkpoint answers."
-                                      if has_best and self._task != "image_classification" else
-                                      "Choose or drop an image: the run's best checkpoint answers." if has_best else
-                                      "This run saved no best checkpoint (it ended before its first validation).")
+            if self._task == "causal_lm":
+                self.try_it.set_available(False, "Language models answer in a chat box, not here: this box "
+                                                 "classifies texts and images.")
+            elif not has_best:
+                self.try_it.set_available(False, "This run saved no best checkpoint (it ended before its first "
+                                                 "validation).")
+            elif self._task == "image_classification":
+                self.try_it.set_available(True, "Choose or drop an image: the run's best checkpoint answers.")
+            else:
+                self.try_it.set_available(True, "Type a text and press Predict: the run's best checkpoint answers.")
             self.state.runsChanged.emit()
             self.state.runFinished.emit(int(result.run_id))
 

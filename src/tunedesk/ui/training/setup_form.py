@@ -9,95 +9,27 @@ widget, so the engine's message appears right beside the value that caused it.
 from __future__ import annotations
 
 import copy
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+                               QLineEdit, QMenu, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
 from tunedesk.engine.errors import ConfigError
+from tunedesk.ui.training.setup_helpers import (FieldError, family_of_path, freeze_text, lm_kind,
+                                                 lost_on_reload, make_label, model_spec_from_entry, parse_number,
+                                                 set_role, table_columns)
 
-TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson")
-TASK_LABELS = {"text_classification": "Text classification", "image_classification": "Image classification"}
+__all__ = ["FieldError", "SetupForm", "lost_on_reload", "set_role"]
+
+TASK_LABELS = {"text_classification": "Text classification", "image_classification": "Image classification",
+               "causal_lm": "Language model (text generation)"}
 PRECISION_LABELS = {"auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)", "bf16": "bf16", "fp16": "fp16 (GPU only)",
                     "fp32": "fp32"}
-
-
-class FieldError(ConfigError):
-    """A value the form cannot even parse (``abc`` for a learning rate)."""
-
-
-def set_role(widget: QWidget, role: str) -> None:
-    """Apply an app.qss role (hint / error / warning / title) and re-polish."""
-    widget.setProperty("role", role)
-    widget.style().unpolish(widget)
-    widget.style().polish(widget)
-
-
-def _label(text: str = "", role: str = "hint") -> QLabel:
-    label = QLabel(text)
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    set_role(label, role)
-    return label
-
-
-def freeze_text(spec: FreezeSpec | None) -> str:
-    """The plan in words before it is resolved against the model (percentages come after preparing)."""
-    spec = spec or FreezeSpec()
-    what = {
-        "all": "Train everything (full fine-tuning)",
-        "none": "Train nothing",
-        "head_only": "Train the new head only",
-        "last_n_blocks": f"Train the last {spec.last_n} block{'s' if spec.last_n != 1 else ''} + head",
-    }.get(spec.preset, spec.preset)
-    if spec.rules:
-        what += f", {len(spec.rules)} custom rule{'s' if len(spec.rules) != 1 else ''}"
-    if spec.lr_multipliers:
-        what += ", per-layer learning rates"
-    return what
-
-
-def model_spec_from_entry(entry: Any) -> ModelSpec:
-    """A catalog ModelEntry as the run's ModelSpec (torchvision files load by architecture name)."""
-    if getattr(entry, "model_type", None) == "torchvision" and getattr(entry, "architecture", None):
-        return ModelSpec(name_or_path=entry.architecture, source="torchvision", weights=entry.path)
-    return ModelSpec(name_or_path=entry.path, source="hf")
-
-
-def family_of_path(path: str) -> str | None:
-    """The model family from a folder's config.json (``model_type``), without loading anything."""
-    try:
-        cfg = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = cfg.get("model_type") if isinstance(cfg, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def table_columns(path: str) -> list[str]:
-    """Column names of a CSV/TSV header or the first JSONL record; [] when unreadable."""
-    p = Path(path)
-    try:
-        if p.suffix.lower() in (".jsonl", ".ndjson"):
-            with p.open(encoding="utf-8-sig", errors="replace") as fh:
-                for line in fh:
-                    if line.strip():
-                        record = json.loads(line)
-                        return [str(k) for k in record] if isinstance(record, dict) else []
-            return []
-        with p.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-            head = fh.read(64 * 1024)
-        delimiter = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
-        row = next(csv.reader(head.splitlines(), delimiter=delimiter), [])
-        return [c.strip() for c in row if c.strip()]
-    except (OSError, ValueError, csv.Error):
-        return []
 
 
 class SetupForm(QWidget):
@@ -125,7 +57,7 @@ class SetupForm(QWidget):
         layout.addWidget(self._freeze_group())
         layout.addWidget(self._hparam_group())
         layout.addWidget(self._hardware_group())
-        self.general_error = _label("", "error")
+        self.general_error = make_label("", "error")
         self.general_error.hide()
         layout.addWidget(self.general_error)
         layout.addStretch(1)
@@ -157,7 +89,7 @@ class SetupForm(QWidget):
             if tip:
                 w.setToolTip(tip)
         v.addLayout(h)
-        error = _label("", "error")
+        error = make_label("", "error")
         error.hide()
         v.addWidget(error)
         self._errors[field] = error
@@ -178,7 +110,7 @@ class SetupForm(QWidget):
         self.model_source.addItem("torchvision architecture", "torchvision")
         self.model_source.currentIndexChanged.connect(self._source_changed)
         self._row(form, "Format", "model.source", self.model_source)
-        self.model_note = _label("Pick a model in the Models area, or browse to a model folder.")
+        self.model_note = make_label("Pick a model in the Models area, or browse to a model folder.")
         form.addRow("", self.model_note)
         return box
 
@@ -187,11 +119,15 @@ class SetupForm(QWidget):
         self.data_edit = QLineEdit()
         self.data_edit.setPlaceholderText("CSV / TSV / JSONL file, or a folder of class folders")
         self.data_edit.editingFinished.connect(self._data_edited)
-        file_btn = QPushButton("File…")
-        file_btn.clicked.connect(self._browse_data_file)
-        folder_btn = QPushButton("Folder…")
-        folder_btn.clicked.connect(self._browse_data_folder)
-        self._row(form, "Data", "data.path", self.data_edit, file_btn, folder_btn)
+        browse = QToolButton()
+        browse.setText("Browse…")
+        browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        browse.setMinimumWidth(96)
+        menu = QMenu(browse)
+        menu.addAction("Text table (CSV, TSV, JSONL)…", self._browse_data_file)
+        menu.addAction("Image folder (one sub-folder per class)…", self._browse_data_folder)
+        browse.setMenu(menu)
+        self._row(form, "Data", "data.path", self.data_edit, browse)
         self.task_combo = QComboBox()
         for key, text in TASK_LABELS.items():
             self.task_combo.addItem(text, key)
@@ -210,7 +146,7 @@ class SetupForm(QWidget):
         self.val_fraction.setValue(0.2)
         self._row(form, "Validation share", "data.val_fraction", self.val_fraction,
                   tip="the share of examples held out to measure the model (stratified, seeded)")
-        self.data_note = _label("")
+        self.data_note = make_label("")
         self.data_note.hide()
         form.addRow("", self.data_note)
         for combo in (self.text_col, self.label_col):
@@ -240,7 +176,7 @@ class SetupForm(QWidget):
         self.find_lr_button.setToolTip("Run a short learning-rate range test and pick a value from the curve")
         self.find_lr_button.clicked.connect(self.findLearningRate.emit)
         self._row(form, "Learning rate", "hparams.learning_rate", self.lr_edit, self.find_lr_button)
-        self.lr_note = _label("")
+        self.lr_note = make_label("")
         form.addRow("", self.lr_note)
         self.weight_decay = QLineEdit("0.01")
         self._row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
@@ -305,6 +241,7 @@ class SetupForm(QWidget):
 
     def _set_model(self, spec: ModelSpec) -> None:
         self.model_edit.setText(spec.name_or_path)
+        self.model_edit.setToolTip(spec.name_or_path)
         self._model_weights = spec.weights
         self._base.model = copy.deepcopy(spec)
         idx = self.model_source.findData(spec.source)
@@ -335,10 +272,13 @@ class SetupForm(QWidget):
             return
         self._base.data = copy.deepcopy(spec)
         self.data_edit.setText(spec.path or (spec.dataset_version or ""))
+        self.data_edit.setToolTip(self.data_edit.text())
         if spec.kind == "image_folder":
             self._set_task("image_classification")
         elif spec.kind == "text_table":
             self._set_task("text_classification")
+        elif spec.kind in ("text_corpus", "chat_jsonl"):
+            self._set_task("causal_lm")
         self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
         self.val_fraction.setValue(spec.val_fraction)
         note = {"dataset_version": f"saved data set version {spec.dataset_version}"}.get(spec.kind, "")
@@ -349,9 +289,13 @@ class SetupForm(QWidget):
         path = self.data_edit.text().strip()
         if self._base.data.kind == "dataset_version" and path == (self._base.data.dataset_version or ""):
             return
+        self.data_note.hide()
+        if self.task_combo.currentData() == "causal_lm":  # a corpus or chat file: no columns to pick
+            self._base.data = DataSpec(kind=lm_kind(path), path=path, val_fraction=self.val_fraction.value())
+            self.changed.emit()
+            return
         kind = "image_folder" if path and Path(path).expanduser().is_dir() else "text_table"
         self._base.data = DataSpec(kind=kind, path=path, val_fraction=self.val_fraction.value())
-        self.data_note.hide()
         if kind == "image_folder":
             self._set_task("image_classification")
         elif path:
@@ -392,18 +336,18 @@ class SetupForm(QWidget):
         self._update_task_fields()
 
     def _update_task_fields(self) -> None:
-        text = self.task_combo.currentData() == "text_classification"
-        self.text_row.setVisible(text)
-        self.label_row.setVisible(text)
-        self.max_length_row.setVisible(text)
-        self.image_size_row.setVisible(not text)
+        task = self.task_combo.currentData()
+        columns = task == "text_classification"
+        image = task == "image_classification"
         form = self._form_layouts["hparams"]
-        form.setRowVisible(self.max_length_row, text)
-        form.setRowVisible(self.image_size_row, not text)
+        form.setRowVisible(self.max_length_row, not image)
+        form.setRowVisible(self.image_size_row, image)
         for row in (self.text_row, self.label_row):
             parent_form = row.parentWidget().layout()
             if isinstance(parent_form, QFormLayout):
-                parent_form.setRowVisible(row, text)
+                parent_form.setRowVisible(row, columns)
+        if hasattr(self, "lr_note"):
+            self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))
 
     def set_freeze(self, spec: FreezeSpec | None) -> None:
         self._freeze = copy.deepcopy(spec) if spec is not None else FreezeSpec()
@@ -433,8 +377,11 @@ class SetupForm(QWidget):
         text = text.strip()
         if not text or text == self._suggested_text:
             why = why[0].upper() + why[1:]
-            if self.model_source.currentData() == "hf" or self._model_weights:
+            classifier = self.task_combo.currentData() in ("text_classification", "image_classification")
+            if classifier and (self.model_source.currentData() == "hf" or self._model_weights):
                 why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
+            elif not why.endswith("."):
+                why += "."
             return why
         return f"Set by you; TuneDesk suggests {lr:g} for the {self._family or 'unknown'} family."
 
@@ -511,7 +458,12 @@ class SetupForm(QWidget):
             data.dataset_version = text or None
         else:
             data.path = text
-            data.kind = "image_folder" if cfg.task == "image_classification" else "text_table"
+            if cfg.task == "image_classification":
+                data.kind = "image_folder"
+            elif cfg.task == "text_classification":
+                data.kind = "text_table"
+            elif data.kind not in ("text_corpus", "chat_jsonl"):
+                data.kind = lm_kind(text)
         data.text_column = self.text_col.currentText().strip()
         data.label_column = self.label_col.currentText().strip()
         data.val_fraction = round(self.val_fraction.value(), 4)
@@ -522,13 +474,13 @@ class SetupForm(QWidget):
         h.batch_size = self.batch_size.value()
         lr_text = self.lr_edit.text().strip()
         h.learning_rate = None if (not lr_text or lr_text == self._suggested_text) else \
-            _number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
-        h.weight_decay = _number(self.weight_decay.text(), "hparams.weight_decay", "a number like 0.01 (0: none)")
+            parse_number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
+        h.weight_decay = parse_number(self.weight_decay.text(), "hparams.weight_decay", "a number like 0.01 (0: none)")
         h.schedule = self.schedule.currentData()
-        h.warmup_ratio = _number(self.warmup.text(), "hparams.warmup_ratio", "a share like 0.1 (0: no warm-up)")
+        h.warmup_ratio = parse_number(self.warmup.text(), "hparams.warmup_ratio", "a share like 0.1 (0: no warm-up)")
         h.grad_accum_steps = self.grad_accum.value()
         clip = self.clip.text().strip()
-        h.max_grad_norm = None if not clip else _number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
+        h.max_grad_norm = None if not clip else parse_number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
         cfg.device = self.device.currentData() or "auto"
@@ -584,25 +536,3 @@ class SetupForm(QWidget):
         if self.general_error.text():
             out[""] = self.general_error.text()
         return out
-
-
-def _number(text: str, field: str, what: str) -> float:
-    try:
-        return float(text.strip().replace(",", "."))
-    except ValueError:
-        raise FieldError(field, f"must be {what} (got {text.strip()!r})") from None
-
-
-def lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
-    """Settings that do not survive a save + load round trip (dotted names), e.g. TOML has no "empty"."""
-    try:
-        again = RunConfig.load(path).to_dict()
-    except ConfigError:
-        return ["the file"]
-    lost: list[str] = []
-    for key, value in config.to_dict().items():
-        if isinstance(value, dict):
-            lost += [f"{key}.{k}" for k, v in value.items() if again.get(key, {}).get(k) != v]
-        elif again.get(key) != value:
-            lost.append(key)
-    return lost

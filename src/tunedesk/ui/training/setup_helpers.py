@@ -1,0 +1,113 @@
+"""Helpers of the run setup form that need no widgets of their own: parsing, naming, file peeking."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QWidget
+
+from tunedesk.engine.config import FreezeSpec, ModelSpec, RunConfig
+from tunedesk.engine.errors import ConfigError
+
+
+class FieldError(ConfigError):
+    """A value the form cannot even parse (``abc`` for a learning rate)."""
+
+
+def set_role(widget: QWidget, role: str) -> None:
+    """Apply an app.qss role (hint / error / warning / title) and re-polish."""
+    widget.setProperty("role", role)
+    widget.style().unpolish(widget)
+    widget.style().polish(widget)
+
+
+def make_label(text: str = "", role: str = "hint") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    set_role(label, role)
+    return label
+
+
+def freeze_text(spec: FreezeSpec | None) -> str:
+    """The plan in words before it is resolved against the model (percentages come after preparing)."""
+    spec = spec or FreezeSpec()
+    what = {
+        "all": "Train everything (full fine-tuning)",
+        "none": "Train nothing",
+        "head_only": "Train the new head only",
+        "last_n_blocks": f"Train the last {spec.last_n} block{'s' if spec.last_n != 1 else ''} + head",
+    }.get(spec.preset, spec.preset)
+    if spec.rules:
+        what += f", {len(spec.rules)} custom rule{'s' if len(spec.rules) != 1 else ''}"
+    if spec.lr_multipliers:
+        what += ", per-layer learning rates"
+    return what
+
+
+def model_spec_from_entry(entry: Any) -> ModelSpec:
+    """A catalog ModelEntry as the run's ModelSpec (torchvision files load by architecture name)."""
+    if getattr(entry, "model_type", None) == "torchvision" and getattr(entry, "architecture", None):
+        return ModelSpec(name_or_path=entry.architecture, source="torchvision", weights=entry.path)
+    return ModelSpec(name_or_path=entry.path, source="hf")
+
+
+def family_of_path(path: str) -> str | None:
+    """The model family from a folder's config.json (``model_type``), without loading anything."""
+    try:
+        cfg = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def table_columns(path: str) -> list[str]:
+    """Column names of a CSV/TSV header or the first JSONL record; [] when unreadable."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".jsonl", ".ndjson"):
+            with p.open(encoding="utf-8-sig", errors="replace") as fh:
+                for line in fh:
+                    if line.strip():
+                        record = json.loads(line)
+                        return [str(k) for k in record] if isinstance(record, dict) else []
+            return []
+        with p.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            head = fh.read(64 * 1024)
+        delimiter = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+        row = next(csv.reader(head.splitlines(), delimiter=delimiter), [])
+        return [c.strip() for c in row if c.strip()]
+    except (OSError, ValueError, csv.Error):
+        return []
+
+
+def lm_kind(path: str) -> str:
+    """A language-model data file: chat JSONL (messages per line) or a plain text corpus."""
+    return "chat_jsonl" if path.lower().endswith((".jsonl", ".ndjson")) else "text_corpus"
+
+
+def parse_number(text: str, field: str, what: str) -> float:
+    try:
+        return float(text.strip().replace(",", "."))
+    except ValueError:
+        raise FieldError(field, f"must be {what} (got {text.strip()!r})") from None
+
+
+def lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
+    """Settings that do not survive a save + load round trip (dotted names), e.g. TOML has no "empty"."""
+    try:
+        again = RunConfig.load(path).to_dict()
+    except ConfigError:
+        return ["the file"]
+    lost: list[str] = []
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            lost += [f"{key}.{k}" for k, v in value.items() if again.get(key, {}).get(k) != v]
+        elif again.get(key) != value:
+            lost.append(key)
+    return lost
