@@ -104,13 +104,20 @@ class CurvesTab(QWidget):
         if val:
             plots.plot_series(self.loss_plot, [v[0] for v in val], [v[1] for v in val], plots.series_colour(1),
                               "validation loss", symbols=True)
-        for i, key in enumerate(("val_accuracy", "val_macro_f1")):
+        shares = ("val_accuracy", "val_macro_f1")  # classification: scores in [0, 1]
+        keys = [k for k in shares if any(e["metrics"].get(k) is not None for e in epochs)]
+        if not keys:  # other tasks (language models: perplexity)
+            keys = [k for k in ("val_perplexity",) if any(e["metrics"].get(k) is not None for e in epochs)]
+        for i, key in enumerate(keys):
             points = [(e["epoch"], e["metrics"].get(key)) for e in epochs if e["metrics"].get(key) is not None]
-            if points:
-                plots.plot_series(self.score_plot, [p[0] for p in points], [p[1] for p in points],
-                                  plots.series_colour(2 + i), fmt.metric_label(key).removeprefix("validation "),
-                                  symbols=True)
-        self.score_plot.getPlotItem().getViewBox().setYRange(0, 1.02, padding=0)
+            plots.plot_series(self.score_plot, [p[0] for p in points], [p[1] for p in points],
+                              plots.series_colour(2 + i), fmt.metric_label(key).removeprefix("validation "),
+                              symbols=True)
+        view = self.score_plot.getPlotItem().getViewBox()
+        if keys and keys[0] in shares:
+            view.setYRange(0, 1.02, padding=0)
+        else:
+            view.enableAutoRange()
         plots.whole_number_ticks(self.score_plot, max((e["epoch"] for e in epochs), default=None))
 
 
@@ -169,6 +176,10 @@ class ClassesTab(QWidget):
             self.picker.addItem(f"epoch {e['epoch']}" + ("  (best)" if e["is_best"] else ""), i)
         self.picker.blockSignals(False)
         has = bool(self.epochs)
+        if not has:
+            evaluated = bool(store.epoch_metrics(run["id"]))
+            self.empty.setText("This task has no classes, so there are no per-class metrics." if evaluated
+                               else "No evaluation yet: per-class metrics appear after the first epoch.")
         self.empty.setVisible(not has)
         self.split.setVisible(has)
         self.picker.setEnabled(has)
