@@ -53,8 +53,12 @@ def _guess(columns: list[str], rows: list[list[str]]) -> tuple[str | None, str |
         for i in range(len(columns)):
             if i == ti:
                 continue
-            distinct = len({r[i] for r in rows if i < len(r)})
-            score = (distinct < 2, distinct)
+            values = [r[i] for r in rows if i < len(r)]
+            distinct = len(set(values))
+            name = folded[i]
+            id_like = name in ("id", "index", "#", "key", "uuid") or name.endswith(("_id", " id"))
+            numeric = all(v.strip().lstrip("-").replace(".", "", 1).isdigit() for v in values if v.strip())
+            score = (distinct < 2, id_like, numeric, distinct)
             if best is None or score < best[0]:
                 best = (score, i)
         li = best[1] if best else None

@@ -385,7 +385,7 @@ class PanelActions:
         """Cancel running jobs, wait for their threads, and deliver what they sent on the way out
         (the window is closing). Results left queued when the application object goes away take
         PySide down at exit, so they are flushed here while everything is still alive."""
-        from PySide6.QtCore import QCoreApplication, QEvent
+        from PySide6.QtCore import QCoreApplication
 
         self._flags_timer.stop()
         for job in list(self.jobs):
@@ -395,5 +395,4 @@ class PanelActions:
             self.thumbs = None
             self.model.thumbs = None
         QCoreApplication.sendPostedEvents()
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         self._flags_timer.stop()  # a flushed result may have asked for another check
