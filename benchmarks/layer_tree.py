@@ -155,7 +155,8 @@ def calibrate() -> dict:
     device = torch.device("cuda")
     cases = []
     llama_small = transformers.LlamaConfig(num_hidden_layers=8, hidden_size=2048, intermediate_size=5632, vocab_size=32000,
-                                           num_attention_heads=16, num_key_value_heads=4, num_labels=2)
+                                           num_attention_heads=16, num_key_value_heads=4, num_labels=2,
+                                           pad_token_id=0)
     bert_base = transformers.BertConfig(num_labels=4)
     for name, cfg, auto, spec, batch, seq in (
             ("bert-base seq-cls, all", bert_base, transformers.AutoModelForSequenceClassification, FreezeSpec("all"), 32, 128),
@@ -166,31 +167,46 @@ def calibrate() -> dict:
              FreezeSpec("last_n_blocks", last_n=2), 8, 512),
             ("llama-1B seq-cls, head only", llama_small, transformers.AutoModelForSequenceClassification,
              FreezeSpec("head_only"), 16, 512)):
-        cases.append(_measure(name, auto.from_config(cfg), spec, batch, seq, device, freezing, torch))
+        cases.append(_safe(lambda: _measure(name, auto.from_config(cfg), spec, batch, seq, device, freezing, torch), name))
     import torchvision
 
     for name, spec, batch in (("resnet50, all", FreezeSpec("all"), 64), ("resnet50, last 1", FreezeSpec("last_n_blocks", last_n=1), 64)):
         model = torchvision.models.resnet50(num_classes=10)
-        cases.append(_measure(name, model, spec, batch, 224, device, freezing, torch, heads=["fc"], image=True))
-    ratios = [c["estimate_gib"] / c["measured_gib"] for c in cases]
+        cases.append(_safe(lambda: _measure(name, model, spec, batch, 224, device, freezing, torch, heads=["fc"], image=True), name))
+    cases = [c for c in cases if c]
+    ratios = [c["estimate_gib"] / c["measured_gib"] for c in cases] or [0.0]
     return {"benchmark": "layer_tree_memory", "device": torch.cuda.get_device_name(0), "cases": cases,
             "estimate_over_measured_min": round(min(ratios), 2), "estimate_over_measured_max": round(max(ratios), 2)}
 
 
+def _safe(make, name: str) -> dict | None:
+    try:
+        case = make()
+    except Exception as exc:  # noqa: BLE001 - one failing case must not lose the others
+        print(f"{name}: failed ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
+        return None
+    print(f"{name:<32} measured {case['measured_gib']:>6.2f} GiB  estimate {case['estimate_gib']:>6.2f} GiB  "
+          f"{case['estimate']}", flush=True)
+    return case
+
+
 def _measure(name, model, spec, batch, seq, device, freezing, torch, heads=None, image=False) -> dict:
-    from tunedesk.engine.catalog.params import meta_device
     from tunedesk.engine.models import heuristic_head_paths
+
+    def meta_device():
+        return torch.device("meta")  # (the catalog's faster meta_device needs platformdirs, absent on GPU hosts)
 
     heads = heads if heads is not None else heuristic_head_paths(model)
     causal = type(model).__name__.endswith("ForCausalLM")
     # The estimate is made on a meta copy, as the layer tree makes it.
-    with meta_device():
-        meta = type(model)(model.config) if hasattr(model, "config") else type(model)(num_classes=10)
     if image:
         import torchvision
 
         with meta_device():
             meta = torchvision.models.resnet50(num_classes=10)
+    else:
+        with meta_device():
+            meta = type(model)(model.config)
     meta_plan = freezing.resolve(meta, spec, heads)
     est = freezing.estimate_memory(meta, meta_plan, batch_size=batch, precision="bf16", sequence_length=seq,
                                    image_size=seq, cuda=True)
@@ -232,6 +248,7 @@ def _measure(name, model, spec, batch, seq, device, freezing, torch, heads=None,
             "measured_gib": round(measured / 2**30, 2), "peak_allocated_gib": round(peak / 2**30, 2),
             "reserved_gib": round(reserved / 2**30, 2), "cuda_context_gib": round(context / 2**30, 2),
             "estimate_gib": round(est.total / 2**30, 2),
+            "sum_of_parts_gib": round((est.weights + est.gradients + est.optimizer + est.activations + est.overhead) / 2**30, 2),
             "estimate": {k: round(v / 2**30, 2) for k, v in est.to_dict().items()}}
 
 
@@ -243,8 +260,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.calibrate:
         result = calibrate()
-        for case in result.get("cases", []):
-            print(f"{case['case']:<32} measured {case['measured_gib']:>6.2f} GiB  estimate {case['estimate_gib']:>6.2f} GiB")
     else:
         result = bench(args.task, args.repeat)
         print(f"{result['architecture']}: {result['parameters'] / 1e9:.2f} B parameters, {result['modules']} modules")

@@ -308,7 +308,10 @@ def test_memory_bytes_per_parameter():
     h = freezing.estimate_memory(half, hplan, batch_size=8, precision="bf16")
     assert h.weights + h.gradients + h.optimizer == 8 * trainable + 2 * frozen
     assert gpu.fits(gpu.total) is True and gpu.fits(gpu.total - 1) is False and gpu.fits(None) is None
-    assert set(gpu.to_dict()) == {"weights", "gradients", "optimizer", "activations", "overhead", "total"}
+    assert set(gpu.to_dict()) == {"weights", "gradients", "optimizer", "activations", "working", "overhead", "total"}
+    # backward frees activations as it writes gradients: the larger of the two counts, not both
+    est = freezing.MemoryEstimate(weights=10, gradients=4, optimizer=8, activations=30, overhead=1, working=2)
+    assert est.total == 10 + 8 + 30 + 2 + 1 and est.peak_of_both == 30
 
 
 def test_transformer_activations_follow_the_first_trainable_block():
@@ -328,6 +331,9 @@ def test_transformer_activations_follow_the_first_trainable_block():
     full = act(FreezeSpec("all"))
     # 34 bytes per token and hidden unit in each layer (Korthikanti et al. 2022, with SDPA attention)
     assert full == pytest.approx(16 * 128 * 768 * 34 * 12, rel=0.05)
+    plan = freezing.resolve(model, FreezeSpec("head_only"), HEAD)
+    head = freezing.estimate_memory(model, plan, batch_size=16, precision="bf16", sequence_length=128)
+    assert head.activations == 0 and head.working == pytest.approx(full / 12, rel=0.01)  # the frozen body still runs
     assert act(FreezeSpec("last_n_blocks", last_n=6)) == pytest.approx(full / 2, rel=0.01)
     assert act(FreezeSpec("head_only")) == 0 and act(FreezeSpec("none")) == 0
     assert act(FreezeSpec("head_only", rules=[FreezeRule("@embeddings", True)])) == full

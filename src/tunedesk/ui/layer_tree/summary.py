@@ -14,8 +14,16 @@ from tunedesk.ui.layer_tree.fmt import bytes_text, count_text, percent_text
 
 OK_COLOUR = "#2e8b57"
 PRECISIONS = (("auto", "Auto"), ("bf16", "bf16 mixed"), ("fp16", "fp16 mixed"), ("fp32", "fp32"))
-PARTS = (("weights", "Weights"), ("gradients", "Gradients"), ("optimizer", "AdamW state"),
-         ("activations", "Activations"), ("overhead", "CUDA context"))
+PARTS = (("weights", "Weights"), ("optimizer", "AdamW state"), ("peak", "Activations or gradients"),
+         ("working", "Working memory"), ("overhead", "CUDA context"))
+PART_TIPS = {
+    "weights": "Every parameter in the dtype it is stored in, plus the bf16/fp16 copy autocast keeps of trainable ones",
+    "optimizer": "AdamW keeps two moments per trainable parameter",
+    "peak": "Backward frees each layer's stored activations as it writes that layer's gradients, so the larger "
+            "of the two counts",
+    "working": "What one layer needs while it runs, frozen layers included",
+    "overhead": "The CUDA driver and kernels (about 1 GiB on a GPU)",
+}
 
 
 def _set_role(label: QLabel, role: str) -> None:
@@ -158,6 +166,7 @@ class SummaryPanel(QWidget):
                 name.setFont(bold)
             grid.addWidget(name, row, 0)
             grid.addWidget(value, row, 1)
+            name.setToolTip(PART_TIPS.get(key, "Peak memory of one training step"))
             self.part_labels[key] = value
             if key != "total":
                 name.setProperty("role", "hint")
@@ -252,8 +261,11 @@ class SummaryPanel(QWidget):
         self.rules_label.setVisible(bool(extra))
         mem = summary.memory
         parts = mem.to_dict()
+        parts["peak"] = mem.peak_of_both
         for key, _ in PARTS:
             self.part_labels[key].setText(bytes_text(parts[key]) if parts[key] else "—")
+        self.part_labels["peak"].setToolTip(f"activations {bytes_text(mem.activations)}, gradients "
+                                            f"{bytes_text(mem.gradients)}: {PART_TIPS['peak'].lower()}")
         self.part_labels["total"].setText(bytes_text(mem.total))
         self._verdict(mem.total, summary.available, parts)
 
