@@ -48,7 +48,6 @@ def bench(task: str, repeat: int) -> dict:
 
     imports = time.perf_counter() - t0
     from tunedesk.engine import structure
-    from tunedesk.engine.config import FreezeSpec
     from tunedesk.ui.layer_tree import LayerTreePanel
     from tunedesk.ui.state import AppState
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from tunedesk.engine import freezing, structure
 from tunedesk.engine.catalog import ModelEntry, scan_path

@@ -6,6 +6,7 @@ own (the runs panel shows a past run's freeze map with it: ``set_model(loaded_or
 """
 
 from tunedesk.ui.layer_tree.panel import LayerTreePanel
-from tunedesk.ui.layer_tree.tree import FreezeTreeModel, FreezeTreeWidget
+from tunedesk.ui.layer_tree.item_model import FreezeTreeModel
+from tunedesk.ui.layer_tree.tree import FreezeTreeWidget
 
 __all__ = ["FreezeTreeModel", "FreezeTreeWidget", "LayerTreePanel"]
