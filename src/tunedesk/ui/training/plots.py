@@ -211,7 +211,10 @@ class LivePlots(QWidget):
         if cur is not None and cur[0] <= lo and hi <= cur[1] and (hi - lo) >= 0.5 * (cur[1] - cur[0]):
             return
         span = hi - lo or abs(hi) * 0.1 or 1.0
-        new_lo, new_hi = lo - 0.08 * span, hi + 0.08 * span
+        # Headroom where the data is heading (losses fall): the range, and the axis, move rarely.
+        below = 0.25 if cur is not None and lo < cur[0] else 0.08
+        above = 0.25 if cur is not None and hi > cur[1] else 0.08
+        new_lo, new_hi = lo - below * span, hi + above * span
         if floor is not None:
             new_lo = max(new_lo, floor) if lo >= floor else new_lo
         self._set_range(plot, "y", new_lo, new_hi)

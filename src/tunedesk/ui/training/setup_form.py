@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QMenu, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
+                               QLineEdit, QMenu, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
                                QWidget)
 
 from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
@@ -119,10 +119,8 @@ class SetupForm(QWidget):
         self.data_edit = QLineEdit()
         self.data_edit.setPlaceholderText("CSV / TSV / JSONL file, or a folder of class folders")
         self.data_edit.editingFinished.connect(self._data_edited)
-        browse = QToolButton()
-        browse.setText("Browse…")
-        browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        browse.setMinimumWidth(96)
+        browse = QPushButton("Browse…")
+        browse.setMinimumWidth(browse.sizeHint().width() + 18)  # room for the menu arrow
         menu = QMenu(browse)
         menu.addAction("Text table (CSV, TSV, JSONL)…", self._browse_data_file)
         menu.addAction("Image folder (one sub-folder per class)…", self._browse_data_folder)
