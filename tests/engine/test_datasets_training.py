@@ -75,6 +75,9 @@ def test_unknown_version_and_wrong_kind_are_clear(home, tiny_bert_dir, text_csv,
         ds = run_import(store, ImportSpec("image_folder", str(image_folder))).dataset_id
         split_dataset(store, ds, "stratified", 0.25, seed=0)
         image_version = store.save_version(ds)
+    from tunedesk.engine.datasets import task_for_version
+
+    assert task_for_version(image_version.id) == "image_classification"
     with pytest.raises(DataError, match="holds labelled images, not labelled texts"):
         prepare(version_config(tiny_bert_dir, image_version.id))
     # an image version: paths and stored split; a file deleted since is left out with a warning

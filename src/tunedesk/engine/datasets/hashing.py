@@ -29,6 +29,7 @@ PHASH_MAX_BITS = 12  # dHash bits that may differ between near-duplicate images 
 PHASH_MAX_COLOUR = 16  # largest difference of a colour-thumbnail channel (0-255) between near duplicates
 COLOUR_SIDE = 4  # colour thumbnail: COLOUR_SIDE x COLOUR_SIDE RGB cells
 COLOUR_HEX = COLOUR_SIDE * COLOUR_SIDE * 3 * 2
+IMAGE_HASH_LEN = PHASH_HEX + COLOUR_HEX
 TINY_IMAGE_PIXELS = 32  # images narrower or lower than this are flagged as tiny
 
 _PUNCT_SPACE = re.compile(r"[\W_]+")
@@ -102,7 +103,7 @@ def dhash_and_colour(im) -> str:
 
 def split_image_hash(near_hash: str) -> tuple[int, bytes] | None:
     """(dHash bits, colour thumbnail bytes) of an image near hash; None if it is not one."""
-    if len(near_hash) != PHASH_HEX + COLOUR_HEX:
+    if len(near_hash) != IMAGE_HASH_LEN:
         return None
     return int(near_hash[:PHASH_HEX], 16), bytes.fromhex(near_hash[PHASH_HEX:])
 

@@ -35,6 +35,17 @@ def version_database(location: str | os.PathLike[str] | None = None) -> Path:
     return p
 
 
+TASK_FOR_KIND = {"text": "text_classification", "image": "image_classification", "text_corpus": "causal_lm",
+                 "chat": "causal_lm"}
+
+
+def task_for_version(ref: str, location: str | os.PathLike[str] | None = None) -> str:
+    """The task that trains on version ``ref`` (text or image classification, or causal_lm), so a
+    panel handed a version id can pick the task without knowing what the data set holds."""
+    with DatasetStore(version_database(location)) as store:
+        return TASK_FOR_KIND[store.get_version(ref).kind]
+
+
 @dataclass
 class VersionExamples:
     """Usable items of a version, in order, with the split when the version has one."""

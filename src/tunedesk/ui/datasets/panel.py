@@ -241,6 +241,9 @@ class DatasetsPanel(PanelActions, QWidget):
         splitter.setSizes([220, 700, 340])
         splitter.setChildrenCollapsible(False)
         self.splitter = splitter
+        saved = QSettings("TuneDesk", "TuneDesk").value("datasets/splitter")
+        if saved is not None:
+            splitter.restoreState(saved)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
