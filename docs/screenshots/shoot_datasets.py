@@ -1,6 +1,6 @@
 """Screenshot of the Datasets area: the demo tickets with cleaning flags, the split and the balance chart.
 
-    python docs/screenshots/shoot_datasets.py [--out docs/screenshots] [--dark]
+    python docs/screenshots/shoot_datasets.py [--out docs/screenshots] [--dark] [--images]
 
 Builds the real DatasetsPanel offscreen in a temporary TuneDesk home and imports, through the
 panel's own import jobs:
@@ -14,7 +14,8 @@ panel's own import jobs:
 
 Then it splits the texts (stratified, 20 %, seed 42), saves a version, relabels one ticket (so
 the version box shows "edited since"), filters the table to the flagged items and selects the
-extra copies. Saves datasets.png (and datasets-images.png with the image data set).
+extra copies. Saves datasets.png; with --images also datasets-images.png (the image data set,
+flagged items with their thumbnails).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def image_folder(folder: Path) -> Path:
     return root
 
 
-def shoot(out: Path, dark: bool) -> list[Path]:
+def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QMainWindow
 
@@ -176,6 +177,8 @@ def shoot(out: Path, dark: bool) -> list[Path]:
     paths = [out / f"datasets{suffix}.png"]
     panel.grab().save(str(paths[0]))
 
+    if not images_too:
+        return _finish(app, panel, frame, paths)
     images = next(i for i in range(panel.sets_model.rowCount())
                   if panel.sets_model.item(i).text().startswith("shapes"))
     panel.sets_view.setCurrentIndex(panel.sets_model.index(images, 0))
@@ -186,6 +189,10 @@ def shoot(out: Path, dark: bool) -> list[Path]:
     settle(app, 30)
     paths.append(out / f"datasets-images{suffix}.png")
     panel.grab().save(str(paths[1]))
+    return _finish(app, panel, frame, paths)
+
+
+def _finish(app, panel, frame, paths: list[Path]) -> list[Path]:
     panel.stop_and_wait()
     frame.close()
     for p in paths:
@@ -197,8 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--dark", action="store_true", help="a dark palette (saves datasets-dark.png)")
+    parser.add_argument("--images", action="store_true", help="also shoot the image data set (datasets-images.png)")
     args = parser.parse_args()
-    shoot(args.out, args.dark)
+    shoot(args.out, args.dark, args.images)
 
 
 if __name__ == "__main__":
