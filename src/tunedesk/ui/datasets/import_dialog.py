@@ -97,6 +97,7 @@ class ImportDialog(QDialog):
         self.table.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setWordWrap(False)
         self.status = _role(QLabel(""), "hint")
         self.status.setWordWrap(True)
