@@ -306,3 +306,40 @@ def test_edited_plans_give_the_same_flags_on_the_real_model(bert_tree, real_bert
         for node in tree.nodes:
             module = real_bert.model.get_submodule(node.path) if node.path else real_bert.model
             assert node.trainable == sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ---- LoRA (causal language models) ---------------------------------------------------------------------
+
+
+def test_lora_targets_counts_and_choices(gpt_dir):
+    from tunedesk.engine import lora
+
+    tree = structure.ModelTree.from_loaded(structure.build_meta_model(gpt_dir))
+    assert tree.supports_lora
+    spec = lora.preset_spec("lora_attention")
+    tree.apply(spec)
+    q = tree.by_path["model.layers.0.self_attn.q_proj"]
+    assert q.lora is not None and q.lora.rank == 8 and q.adapters == 8 * (16 + 16)
+    assert tree.by_path["model.layers.0.mlp.up_proj"].lora is None
+    assert tree.root.adapters == lora.adapter_params(tree.model, lora.resolve_targets(tree.model, spec.lora, tree.plan))
+    summary = tree.summary(batch_size=2, sequence_length=32, device="cpu")
+    assert "LoRA" in summary.description and summary.trainable == tree.plan.trainable_params + tree.root.adapters
+    mlp = structure.set_module_choice(tree, spec, "model.layers.1.mlp", "lora", rank=4)
+    tree.apply(mlp)
+    assert tree.by_path["model.layers.1.mlp.down_proj"].lora.rank == 4
+    trained = structure.set_module_choice(tree, mlp, "model.layers.1", "train")
+    tree.apply(trained)
+    assert tree.by_path["model.layers.1"].state == 2 and tree.by_path["model.layers.1"].adapters == 0
+    assert structure.set_module_choice(tree, FreezeSpec(), "model.norm", "frozen").rules == [FreezeRule("model.norm", False)]
+    with pytest.raises(ConfigError):
+        structure.set_module_choice(tree, spec, "", "lora")
+
+
+def test_lora_is_pruned_for_other_models(bert_tree):
+    from tunedesk.engine import lora
+
+    assert not bert_tree.supports_lora
+    pruned = structure.prune(bert_tree, lora.preset_spec("lora_all_linear"))
+    assert not pruned.lora.active
+    with pytest.raises(ConfigError, match="causal"):
+        structure.set_module_choice(bert_tree, FreezeSpec(), "bert.pooler", "lora")

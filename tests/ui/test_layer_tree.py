@@ -349,3 +349,38 @@ def test_importing_the_panel_does_not_import_torch():
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.stdout.strip() == "False", out.stderr
     assert QApplication.instance() is not None
+
+
+# ---- LoRA for causal language models ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_entry(tmp_path_factory):
+    from transformers import LlamaConfig
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, architectures=["LlamaForCausalLM"]).save_pretrained(folder)
+    return ModelEntry(id=f"folder:{folder}", name="tiny-llama", path=str(folder), source="user_folder",
+                      task="causal_lm", architecture="LlamaForCausalLM", model_type="llama")
+
+
+def test_lora_presets_and_module_choices(qtbot, panel, state, llama_entry, bert_entry):
+    from tunedesk.engine import lora
+
+    show(qtbot, panel, state, llama_entry)
+    assert panel.lora_box.isVisibleTo(panel) and panel.lora_widget is not None
+    panel.lora_widget.apply_preset("lora_attention")
+    assert state.freeze.preset == "none" and state.freeze.lora.preset == "attention"
+    tree = panel.tree.model_tree()
+    q = tree.by_path["model.layers.0.self_attn.q_proj"]
+    assert panel.tree.source.data(panel.tree.source.index_of(q, COL_TRAINABLE)) == "LoRA r=8"
+    assert "LoRA" in panel.summary.plan_label.text()
+    labels = [label for label, _ in panel.tree.context_actions(tree.by_path["model.layers.1.mlp"])]
+    assert "LoRA adapter…" in labels and "Train fully" in labels
+    assert panel.tree.choose(tree.by_path["model.layers.1.mlp"], "lora", rank=4)
+    assert state.freeze.lora.rules[-1].pattern == "model.layers.1.mlp" and state.freeze.lora.rules[-1].rank == 4
+    real = lora.resolve_targets(tree.model, state.freeze.lora, freezing.resolve(tree.model, state.freeze, []))
+    assert set(real) == set(tree.lora_targets)  # what the run will adapt is what the tree shows
+    show(qtbot, panel, state, bert_entry)  # LoRA is for causal LMs: the plan drops it for a classifier
+    assert not panel.lora_box.isVisibleTo(panel) and not state.freeze.lora.active

@@ -241,6 +241,8 @@ class ModuleNode:
     spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
     children: list["ModuleNode"] = field(default_factory=list, repr=False)
     trainable: int = 0
+    adapters: int = 0  # LoRA adapter parameters added under this module (causal LMs with FreezeSpec.lora)
+    lora: Any = None  # the LoraTarget when this very layer gets an adapter
 
     @property
     def state(self) -> int | None:
@@ -321,6 +323,7 @@ class ModelTree:
         self.root = self.nodes[0]
         self.spec: FreezeSpec | None = None
         self.plan: freezing.ResolvedPlan | None = None
+        self.lora_targets: dict[str, Any] = {}
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> "ModelTree":
@@ -353,15 +356,42 @@ class ModelTree:
             if on:
                 acc += size
             cum.append(acc)
+        targets = self._lora_targets(spec, plan)
+        adapters: dict[str, int] = {}
+        if targets:
+            from tunedesk.engine import lora
+
+            for path, target in targets.items():
+                size = lora.adapter_params(self.model, {path: target})
+                parts = path.split(".")
+                for i in range(len(parts) + 1):
+                    key = ".".join(parts[:i])
+                    adapters[key] = adapters.get(key, 0) + size
         changed = []
         for node in self.nodes:
             value = sum(cum[e] - cum[s] for s, e in node.spans)
-            if value != node.trainable:
-                node.trainable = value
+            extra = adapters.get(node.path, 0)
+            target = targets.get(node.path)
+            if value != node.trainable or extra != node.adapters or target != node.lora:
+                node.trainable, node.adapters, node.lora = value, extra, target
                 changed.append(node)
         self.spec = copy.deepcopy(spec)
         self.plan = plan
+        self.lora_targets = targets
         return changed
+
+    @property
+    def supports_lora(self) -> bool:
+        """LoRA adapters are offered for causal language models (as the run configuration allows)."""
+        return self.task == CAUSAL
+
+    def _lora_targets(self, spec: FreezeSpec, plan: freezing.ResolvedPlan) -> dict[str, Any]:
+        lora_spec = getattr(spec, "lora", None)
+        if not self.supports_lora or lora_spec is None or not lora_spec.active:
+            return {}
+        from tunedesk.engine import lora
+
+        return lora.resolve_targets(self.model, lora_spec, plan)
 
     def params_under(self, path: str) -> list[int]:
         node = self.by_path.get(path)
@@ -380,6 +410,15 @@ class ModelTree:
         cuda = device.startswith("cuda")
         if precision == "auto" and not cuda:
             precision = "fp32"
+        if self.lora_targets:  # adapters train too, and change what autograd keeps
+            from tunedesk.engine import lora
+
+            extra = self.root.adapters
+            memory = lora.estimate_memory(self.model, self.spec, batch_size=batch_size, precision=precision,
+                                          sequence_length=sequence_length, cuda=cuda, head_paths=self.head_paths)
+            trainable, total = plan.trainable_params + extra, plan.total_params + extra
+            return PlanSummary(trainable, total, trainable / total if total else 0.0,
+                               lora.describe(self.spec, plan, self.lora_targets), memory, available)
         memory = freezing.estimate_memory(self.model, plan, batch_size=batch_size, precision=precision,
                                           sequence_length=sequence_length, image_size=image_size, cuda=cuda)
         return PlanSummary(plan.trainable_params, plan.total_params, plan.share, freezing.describe(self.spec, plan),
@@ -564,7 +603,32 @@ def prune(tree: ModelTree, spec: FreezeSpec) -> FreezeSpec:
         new.preset = "head_only" if tree.head_paths else "all"
     if new.preset == "head_only" and not tree.head_paths:
         new.preset = "all"
+    if not tree.supports_lora and getattr(new, "lora", None) is not None and new.lora.active:
+        new.lora = type(new.lora)()  # LoRA is for causal language models only (the run would refuse it)
     return new
+
+
+def set_module_choice(tree: ModelTree, spec: FreezeSpec, path: str, choice: str, *, rank: int | None = None,
+                      alpha: float | None = None, dropout: float | None = None) -> FreezeSpec:
+    """Make one module (and everything under it) train fully, stay frozen, or get LoRA adapters.
+
+    ``train``/``frozen`` on a model without LoRA are plain ``toggle``s; with LoRA they also remove the
+    adapters there (``lora.set_module_choice``).
+    """
+    if path not in tree.by_path:
+        raise ConfigError("freeze.rules", f"{path!r} is not a module of this model", "pick a module from the tree")
+    if choice == "lora" and not tree.supports_lora:
+        raise ConfigError("freeze.lora", "LoRA adapters are only available for causal language models",
+                          "freeze or train this module instead")
+    lora_spec = getattr(spec, "lora", None)
+    if choice != "lora" and (lora_spec is None or not (lora_spec.active or lora_spec.rules)):
+        return toggle(tree, spec, path, choice == "train")
+    if path == "":
+        raise ConfigError("freeze.lora", "choose LoRA for a part of the model, or use a LoRA preset for all of it",
+                          "right-click a block or a layer")
+    from tunedesk.engine import lora
+
+    return lora.set_module_choice(spec, path, choice, rank=rank, alpha=alpha, dropout=dropout)
 
 
 def explain(tree: ModelTree, spec: FreezeSpec, path: str) -> str:

@@ -79,12 +79,19 @@ class ModelIndex:
                 else:
                     ranges.append((i, i + 1))
         self.spans = spans
-        self.modules: list[tuple[str, nn.Module]] = list(model.named_modules())
         self.total = sum(self.sizes)
         self._blocks: Blocks | None = None
         self._embeddings: list[str] | None = None
         self._norms: list[str] | None = None
         self._patterns: dict[str, Ranges] = {}
+
+    @property
+    def modules(self) -> list[tuple[str, nn.Module]]:
+        """``named_modules()`` of the model (not kept: the index must not keep the model alive)."""
+        model = self.model_ref()
+        if model is None:
+            raise RuntimeError("the model of this index no longer exists")
+        return list(model.named_modules())
 
     @property
     def blocks(self) -> Blocks:
@@ -151,11 +158,27 @@ def _compiled(pattern: str) -> Callable[[str], object]:
     return re.compile(fnmatch.translate(pattern)).match
 
 
+_index_cache: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, ModelIndex]]" = weakref.WeakKeyDictionary()
+
+
 def index_model(model: nn.Module, index: ModelIndex | None = None) -> ModelIndex:
-    """The model's index (``index`` when it was built for this very model)."""
+    """The model's index: ``index`` when it was built for this very model, else a cached one.
+
+    The cache is checked against the model's current parameters (names and objects), so a replaced
+    head or a wrapped model gets a fresh index; the check costs a walk over the parameters only.
+    """
     if index is not None and index.model_ref() is model:
         return index
-    return ModelIndex(model)
+    signature = tuple((n, id(p)) for n, p in model.named_parameters())
+    cached = _index_cache.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    fresh = ModelIndex(model)
+    try:
+        _index_cache[model] = (signature, fresh)
+    except TypeError:  # pragma: no cover - a module that cannot be weakly referenced
+        pass
+    return fresh
 
 
 def _is_norm(name: str, module: nn.Module) -> bool:
@@ -216,7 +239,7 @@ def _detect_blocks(modules: list[tuple[str, nn.Module]], sizes: dict[str, int]) 
 
 def find_embedding_paths(model: nn.Module) -> list[str]:
     """Module paths (and loose parameters such as ``class_token``) that embed the input."""
-    return ModelIndex(model).embedding_paths
+    return index_model(model).embedding_paths
 
 
 def find_norm_paths(model: nn.Module) -> list[str]:
@@ -412,7 +435,7 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float,
     resume can check the optimizer matches the plan.
     """
     head_paths = [h for h in head_paths if h]
-    index = ModelIndex(model)
+    index = index_model(model)
     mults = lr_multiplier_for(index, lr_multipliers or {}, head_paths)
     head = [False] * len(index.names)
     _fill(head, index.ranges_of(head_paths), True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tunedesk.engine.freezing import ModelIndex, ResolvedPlan
+from tunedesk.engine.freezing import ModelIndex, ResolvedPlan, index_model
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CUDA_CONTEXT = 1 << 30
@@ -68,7 +68,7 @@ def estimate_memory(model: nn.Module, plan: ResolvedPlan, *, batch_size: int, pr
     if precision == "auto":
         precision = "bf16" if cuda else "fp32"
     mixed = precision in ("bf16", "fp16")
-    index = plan.index if plan.index is not None and plan.index.model_ref() is model else ModelIndex(model)
+    index = plan.index if plan.index is not None and plan.index.model_ref() is model else index_model(model)
     flags = plan.flags if plan.flags and len(plan.flags) == len(index.names) else [plan.trainable.get(n, False) for n in index.names]
     weights = gradients = optimizer = 0
     for size, nbytes, trains in zip(index.sizes, index.elem_bytes, flags):

@@ -34,6 +34,7 @@ HEADER_TIPS = (
 PathRole = Qt.ItemDataRole.UserRole + 1
 StateRole = Qt.ItemDataRole.UserRole + 2
 NEW_COLOUR_LIGHT, NEW_COLOUR_DARK = QColor("#1f6fd1"), QColor("#6aa9ff")
+LORA_COLOUR_LIGHT, LORA_COLOUR_DARK = QColor("#8e44ad"), QColor("#c39bd3")
 _ROW_ROLES = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.CheckStateRole, Qt.ItemDataRole.ForegroundRole,
               Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole, StateRole]
 _icons: dict[str, QIcon] = {}
@@ -150,6 +151,7 @@ class FreezeTreeModel(QAbstractItemModel):
         palette = app.palette() if app else QPalette()
         self._muted = palette.color(QPalette.ColorRole.PlaceholderText)
         self._new = NEW_COLOUR_DARK if _dark() else NEW_COLOUR_LIGHT
+        self._lora = LORA_COLOUR_DARK if _dark() else LORA_COLOUR_LIGHT
         self._match = QColor(palette.color(QPalette.ColorRole.Highlight))
         self._match.setAlpha(45)
 
@@ -306,7 +308,7 @@ class FreezeTreeModel(QAbstractItemModel):
             if col == COL_LR:
                 return None if node.total_params and self.lr_of(node)[1] else self._muted
             if not node.trainable:
-                return self._muted
+                return self._lora if node.adapters and col in (COL_MODULE, COL_TRAINABLE) else self._muted
             return self._new if node.is_head and col <= COL_TYPE else None
 
         def font(node, col):
@@ -321,7 +323,7 @@ class FreezeTreeModel(QAbstractItemModel):
                 return None
             if node.is_head:
                 return icon("new")
-            return icon("freeze") if node.total_params and not node.trainable else None
+            return icon("freeze") if node.total_params and not node.trainable and not node.adapters else None
 
         def edit(node, col):
             if col != COL_LR:
@@ -357,11 +359,16 @@ class FreezeTreeModel(QAbstractItemModel):
         if col == COL_TRAINABLE:
             if not node.total_params:
                 return ""
+            if node.lora is not None:
+                return f"LoRA r={node.lora.rank}"
+            lora = f"LoRA {count_text(node.adapters)}" if node.adapters else ""
             if node.trainable == 0:
-                return "frozen"
+                return lora or "frozen"
             if node.trainable == node.total_params:
-                return count_text(node.trainable)
-            return f"{count_text(node.trainable)} · {percent_text(node.trainable, node.total_params)}"
+                text = count_text(node.trainable)
+            else:
+                text = f"{count_text(node.trainable)} · {percent_text(node.trainable, node.total_params)}"
+            return f"{text} + {lora}" if lora else text
         if col == COL_LR and node.total_params:
             value, exact = self.lr_of(node)
             if value is None:
@@ -382,6 +389,12 @@ class FreezeTreeModel(QAbstractItemModel):
             lines.append("no parameters (nothing to train or freeze)")
         if node.is_head:
             lines.append("<b>New task head</b>: starts from random weights; it trains unless the plan is 'nothing'")
+        if node.lora is not None:
+            t = node.lora
+            lines.append(f"<b>LoRA adapter</b> rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}: "
+                         f"{node.adapters:,} adapter parameters train, the layer's own weights stay frozen")
+        elif node.adapters:
+            lines.append(f"LoRA adapters inside: {node.adapters:,} adapter parameters")
         if node.is_block and node.block_index is not None:
             lines.append(f"repeated block {node.block_index + 1} of {len(self._tree.blocks)}")
         if node.kind == "batchnorm" and node.state == 0:

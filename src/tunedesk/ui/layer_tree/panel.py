@@ -14,8 +14,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                               QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
                                QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
 from tunedesk.engine.config import FreezeSpec
@@ -233,8 +233,17 @@ class LayerTreePanel(QWidget):
         self.tree = FreezeTreeWidget()
         split.addWidget(self.tree)
         self.summary = SummaryPanel()
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        self.lora_box = QGroupBox("LoRA adapters (language models)")
+        self.lora_box.setVisible(False)
+        QVBoxLayout(self.lora_box).setContentsMargins(6, 4, 6, 4)
+        self.lora_widget: Any = None  # tunedesk.ui.lm.lora_settings.LoraSettingsWidget, made for the first causal LM
+        side_layout.addWidget(self.lora_box)
+        side_layout.addWidget(self.summary, 1)
         scroll = QScrollArea()
-        scroll.setWidget(self.summary)
+        scroll.setWidget(side)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setMinimumWidth(320)
@@ -342,6 +351,7 @@ class LayerTreePanel(QWidget):
         self.preset_head.setEnabled(bool(tree.head_paths))
         self.bn_label.setVisible(tree.has_batchnorm)
         self.bn_choice.setVisible(tree.has_batchnorm)
+        self._setup_lora(tree)
         self.pages.setCurrentIndex(PAGE_TREE)
         self._set_spec(spec, announce=spec != self.state.freeze, push_undo=False)
         self.filter.clear()
@@ -367,6 +377,8 @@ class LayerTreePanel(QWidget):
         self._spec = copy.deepcopy(spec)
         self._sync_controls()
         self.refresh_summary()
+        if self.lora_widget is not None and self.lora_box.isVisibleTo(self):
+            self.lora_widget.set_spec(self._spec)
         if announce:
             out = copy.deepcopy(spec)
             self._emitted = out
@@ -466,6 +478,28 @@ class LayerTreePanel(QWidget):
             self.undo_button.setEnabled(bool(self._undo))
         finally:
             self._syncing = False
+
+    # ---- LoRA (causal language models) ------------------------------------------------------------------
+
+    def _setup_lora(self, tree: Any) -> None:
+        """Show the LoRA settings for a causal LM (the LM area's widget); hide them otherwise."""
+        if not tree.supports_lora:
+            self.lora_box.setVisible(False)
+            return
+        if self.lora_widget is None:
+            try:
+                from tunedesk.ui.lm.lora_settings import LoraSettingsWidget
+            except ImportError:
+                log.exception("the LoRA settings are not available")
+                return
+            self.lora_widget = LoraSettingsWidget(self._spec)
+            self.lora_widget.specChanged.connect(self._lora_edited)
+            self.lora_box.layout().addWidget(self.lora_widget)
+        self.lora_widget.set_model(tree.model, tree.head_paths)
+        self.lora_box.setVisible(True)
+
+    def _lora_edited(self, spec: FreezeSpec) -> None:
+        self._edit(lambda tree, _spec: copy.deepcopy(spec))
 
     # ---- finder ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QStyledItemDelegate, QTreeView
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLineEdit, QMenu, QStyledItemDelegate,
+                               QTreeView)
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.ui.layer_tree.item_model import (COL_LR, COL_MODULE, COL_PARAMS, COL_TRAINABLE, COL_TYPE, HEADERS,
@@ -70,6 +71,14 @@ class LrDelegate(QStyledItemDelegate):
         model.setData(index, editor.text(), Qt.ItemDataRole.EditRole)
 
 
+def _has_lora_dialog() -> bool:
+    try:
+        from tunedesk.ui.lm.lora_settings import ModuleLoraDialog  # noqa: F401 - the LM area's dialog
+    except ImportError:
+        return False
+    return True
+
+
 def _ancestor_uids(node: "ModuleNode") -> list[int]:
     out = []
     parent = node.parent
@@ -123,6 +132,8 @@ class FreezeTreeWidget(QTreeView):
         for col, width in widths.items():
             header.resizeSection(col, width)
         header.setMinimumSectionSize(40)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._context_menu)
 
     # ---- API --------------------------------------------------------------------------------------
 
@@ -263,6 +274,61 @@ class FreezeTreeWidget(QTreeView):
         elif not pattern and was_filtering:
             self.expand_default()
         return matches
+
+    # ---- per-module choices (context menu) ---------------------------------------------------------
+
+    def choose(self, node: "ModuleNode", choice: str, *, rank: int | None = None, alpha: float | None = None,
+               dropout: float | None = None) -> bool:
+        """Make a module train fully (``train``), stay frozen (``frozen``) or get LoRA adapters (``lora``)."""
+        from tunedesk.engine import structure
+
+        return self.source.edit(lambda tree, spec: structure.set_module_choice(
+            tree, spec, node.path, choice, rank=rank, alpha=alpha, dropout=dropout))
+
+    def _ask_lora(self, node: "ModuleNode") -> None:
+        from tunedesk.ui.lm.lora_settings import ModuleLoraDialog
+
+        spec = self.source.spec()
+        current = node.lora
+        defaults = (current.rank, current.alpha, current.dropout) if current is not None else \
+            (spec.lora.rank, spec.lora.alpha, spec.lora.dropout)
+        values = ModuleLoraDialog.ask(self, node.path, *defaults)
+        if values is not None:
+            rank, alpha, dropout = values
+            self.choose(node, "lora", rank=rank, alpha=alpha, dropout=dropout)
+
+    def context_actions(self, node: "ModuleNode") -> list[tuple[str, Any]]:
+        """(label, callback) pairs the context menu offers for a node (None: a separator)."""
+        actions: list[tuple[str, Any]] = []
+        tree = self.source.tree
+        if not self.read_only and node.total_params:
+            actions.append(("Train fully", lambda: self.choose(node, "train")))
+            actions.append(("Freeze", lambda: self.choose(node, "frozen")))
+            if tree is not None and tree.supports_lora and node.path and _has_lora_dialog():
+                actions.append(("LoRA adapter…", lambda: self._ask_lora(node)))
+            actions.append(("", None))
+        if node.children:
+            index = self.proxy_index(node)
+            actions.append(("Expand everything inside", lambda: self.expandRecursively(index)))
+            actions.append(("Collapse", lambda: self.collapse(index)))
+        actions.append(("Copy module path", lambda: QApplication.clipboard().setText(node.path)))
+        return actions
+
+    def _context_menu(self, pos) -> None:
+        node = self.node_at(self.indexAt(pos))
+        if node is None:
+            return
+        menu = QMenu(self)
+        icons = {"Train fully": "unfreeze", "Freeze": "freeze"}
+        for label, callback in self.context_actions(node):
+            if callback is None:
+                menu.addSeparator()
+                continue
+            action = menu.addAction(label)
+            if label in icons:
+                action.setIcon(icon(icons[label]))
+            action.triggered.connect(callback)
+        menu.exec(self.viewport().mapToGlobal(pos))
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
         """Space toggles every selected row (the first one decides: ticked rows untick, others tick)."""
