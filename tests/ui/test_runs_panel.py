@@ -197,8 +197,11 @@ def test_columns_sort_search_and_filters(store, panel, qtbot):
     assert m.index(m.row_of(b), COL["Status"]).data() == "failed"
     assert m.index(m.row_of(b), COL["Status"]).data(Qt.ItemDataRole.ForegroundRole).color().name() == "#d9423f"
 
+    select(p, b)
     p.view.sortByColumn(COL["Name"], Qt.SortOrder.AscendingOrder)
     assert [m.index(r, COL["Name"]).data() for r in range(3)] == ["alpha", "beta", "gamma"]
+    assert p.selected_ids() == [b]  # sorting keeps the selection
+    p.view.clearSelection()
     p.search.setText("gam")
     qtbot.waitUntil(lambda: m.rowCount() == 1)
     assert m.index(0, 0).data(RunIdRole) == c and p.count_label.text() == "1 run match"

@@ -81,8 +81,11 @@ class RunsPanel(QWidget):
         self.table_model.countChanged.connect(self._count_changed)
         self.table_model.editFailed.connect(self._error)
         self.table_model.edited.connect(self._row_edited)
+        self._last_selected: list[int] = []
         self.view = QTableView()
         self.view.setModel(self.table_model)
+        # After setModel: the selection model clears itself on reset first, then we select again.
+        self.table_model.modelReset.connect(self._model_reset)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
@@ -279,8 +282,12 @@ class RunsPanel(QWidget):
     def _selection_changed(self, *_: Any) -> None:
         self._show_selection()
 
+    def _model_reset(self) -> None:
+        """Sorting or reloading resets the model (and silently the selection): select the same runs again."""
+        self._reselect(self._last_selected)
+
     def _show_selection(self) -> None:
-        ids = self.selected_ids()
+        ids = self._last_selected = self.selected_ids()
         self.compare_button.setEnabled(len(ids) >= 2)
         self.compare_button.setText(f"Compare {len(ids)}" if len(ids) >= 2 else "Compare")
         if not ids:
