@@ -97,8 +97,9 @@ def make_images(root: Path, n: int, seed: int = 0) -> None:
         im.save(path, optimize=False, compress_level=1)
         if rng.random() < 0.001:
             data = path.read_bytes()
-            path.write_bytes(data[: len(data) // 2])  # a damaged file
-        last = path
+            path.write_bytes(data[: len(data) // 2])  # a damaged file (never copied)
+        else:
+            last = path
 
 
 def peak_rss_mb() -> float:
