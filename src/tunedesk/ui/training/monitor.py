@@ -71,6 +71,7 @@ class RunMonitor(QWidget):
     """Progress bars and live numbers, updated from engine events and the step buffer."""
 
     BARS_EVERY_S = 0.5
+    NUMBERS_EVERY_S = 0.25
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -122,6 +123,7 @@ class RunMonitor(QWidget):
         self._started_wall: float | None = None
         self._elapsed_offset = 0.0
         self._bars_at = 0.0
+        self._numbers_at = 0.0
         self.last_step: Any = None
         self.epoch_bar.setValue(0)
         self.overall_bar.setValue(0)
@@ -155,6 +157,10 @@ class RunMonitor(QWidget):
         self.last_step = ev
         self.step = int(ev.step)
         self.epoch = int(ev.epoch)
+        now = time.monotonic()
+        if now - self._numbers_at < self.NUMBERS_EVERY_S:
+            return  # numbers that change 10 times a second cannot be read anyway
+        self._numbers_at = now
         rate = self.steps_per_second()
         self.stats["steps"].set(format_rate(rate, ""))
         self.stats["samples"].set(format_rate(ev.samples_per_second, ""))
@@ -168,7 +174,6 @@ class RunMonitor(QWidget):
         remaining = self.total_steps - self.step
         self.stats["eta"].set(format_duration(remaining / rate) if rate else DASH)
         self._elapsed_offset = float(ev.elapsed)
-        now = time.monotonic()
         if now - self._bars_at >= self.BARS_EVERY_S:  # QProgressBar.setValue repaints synchronously
             self._update_bars()
 
