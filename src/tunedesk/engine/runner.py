@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
 from tunedesk.engine.errors import TuneDeskError
@@ -27,7 +26,7 @@ class PreparedRun:
     task: Any
     loaded: Any
     data: Any
-    plan: freezing.ResolvedPlan
+    plan: Any  # freezing.ResolvedPlan (torch is imported only when a run is prepared)
     learning_rate: float
     head_learning_rate: float | None
     lr_explanation: str
@@ -61,6 +60,8 @@ Progress = Callable[[str], None]
 def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
     from tunedesk.engine.tasks import get_task
+
+    from tunedesk.engine import freezing
 
     say = progress or (lambda _msg: None)
     config = copy.deepcopy(config).validate()

@@ -82,14 +82,17 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed + 1000 * self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
         batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2].extend(batches.pop())  # a batch of one breaks BatchNorm in training mode
         return iter(batches[self.skip:])
 
     def __len__(self) -> int:
-        return max(0, math.ceil(self.size / self.batch_size) - self.skip)
+        return max(0, self.batches_per_epoch - self.skip)
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        n = math.ceil(self.size / self.batch_size)
+        return n - 1 if n > 1 and self.size % self.batch_size == 1 else n
 
 
 @dataclass
