@@ -201,7 +201,8 @@ class SummaryPanel(QWidget):
                 "A ticked box trains, an empty box is frozen, a filled box is partly trained. "
                 f"{img('freeze')} frozen module &nbsp; {img('new')} new task head (starts from random weights).<br>"
                 "Click a box to train or freeze a module and everything inside it; Space does it for all "
-                "selected rows. Double-click the LR × column to give a module its own learning-rate multiplier.")
+                "selected rows. Double-click the LR × column to give a module its own learning-rate multiplier; "
+                "right-click a module for more (LoRA adapters, for language models).")
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class SummaryPanel(QWidget):
         if spec.lr_multipliers:
             extra.append("LR multipliers: " + ", ".join(f"{k} ×{v:g}" for k, v in spec.lr_multipliers.items()))
         self.rules_label.setText("<br>".join(extra))
-        self.rules_label.setVisible(bool(extra))
+        if self.rules_label.isHidden() == bool(extra):  # setVisible re-lays out the panel: only on a change
+            self.rules_label.setVisible(bool(extra))
         mem = summary.memory
         parts = mem.to_dict()
         parts["peak"] = mem.peak_of_both
