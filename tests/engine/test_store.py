@@ -49,7 +49,7 @@ def test_new_database_is_migrated_once_and_recorded(tmp_path: Path) -> None:
         assert store.schema_version == len(MIGRATIONS)
         tables = set(store.db.table_names())
         assert {"runs", "step_metrics", "epoch_metrics", "checkpoints", "run_logs", "samples", "run_tags"} <= tables
-        assert not set(store.db.table_names()) & {"datasets"}  # left to a later migration
+        assert {"datasets", "dataset_items", "dataset_versions"} <= tables  # migration 2
 
 
 def test_reopen_is_idempotent(tmp_path: Path) -> None:
@@ -99,10 +99,11 @@ def test_later_migrations_apply_in_order_on_an_existing_file(tmp_path: Path) -> 
 
     db = open_database(path)
     try:
-        assert apply_migrations(db, path, [*MIGRATIONS, m002_example]) == [2]
+        n = len(MIGRATIONS) + 1
+        assert apply_migrations(db, path, [*MIGRATIONS, m002_example]) == [n]
         assert apply_migrations(db, path, [*MIGRATIONS, m002_example]) == []
         assert calls == [2] and db["example"].exists()
-        assert db["_migrations"].get(2)["name"] == "m002_example"
+        assert db["_migrations"].get(n)["name"] == "m002_example"
     finally:
         db.close()
 
@@ -120,7 +121,7 @@ def test_failing_migration_rolls_back_and_is_not_recorded(tmp_path: Path) -> Non
         with pytest.raises(RuntimeError):
             apply_migrations(db, path, [*MIGRATIONS, m002_broken])
         assert not db["half_done"].exists()
-        assert [r["number"] for r in db["_migrations"].rows] == [1]
+        assert [r["number"] for r in db["_migrations"].rows] == list(range(1, len(MIGRATIONS) + 1))
     finally:
         db.close()
 

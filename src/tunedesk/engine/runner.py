@@ -113,6 +113,9 @@ def execute(config: RunConfig, *, home: str | os.PathLike[str] | None = None, li
             name: str | None = None) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
+    if config.data.kind == "dataset_version" and not config.data.path:
+        config = copy.deepcopy(config)
+        config.data.path = str(database_path(home_path))  # the stored version lives in this home's database
     prep = prepared or prepare(config, progress)
     store = open_store(home_path)
     try:
