@@ -373,3 +373,17 @@ def test_lr_finder_dialog_proposes_a_value_and_fills_it_in(panel, qtbot, tiny_be
     assert panel.form.lr_edit.text() == f"{dialog.result.suggestion:.2g}"
     assert "learning-rate finder" in panel.form.lr_note.text()
     assert panel.form.build_config().hparams.learning_rate == pytest.approx(float(f"{dialog.result.suggestion:.2g}"))
+
+
+def test_cancelling_the_lr_finder_closes_at_once_and_changes_nothing(panel, qtbot, tiny_bert_dir, text_csv):
+    from tunedesk.ui.training.lr_dialog import wait_for_background
+
+    _setup(panel, tiny_bert_dir, text_csv, learning_rate=None)
+    before = panel.form.lr_edit.text()
+    dialog = panel.open_lr_finder(num_steps=30)
+    t = time.perf_counter()
+    dialog.reject()  # while it is still preparing
+    assert time.perf_counter() - t < 1.0
+    assert wait_for_background(120_000)  # the cancelled test ends on its own
+    qtbot.waitUntil(lambda: panel.lr_dialog is None, timeout=5000)
+    assert panel.form.lr_edit.text() == before

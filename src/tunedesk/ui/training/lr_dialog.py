@@ -112,11 +112,30 @@ class LRFinderDialog(QDialog):
             self.chosen.emit(float(self.result.suggestion), self.result.explanation)
         self.accept()
 
-    def stop(self) -> None:
-        """Cancel the test (if running) and wait for its thread."""
+    def stop(self, wait: bool = True) -> None:
+        """Cancel the test (if running). ``wait``: block until its thread ended; otherwise the thread
+        finishes in the background (preparing a big model cannot be interrupted) and is kept alive
+        until then (see ``wait_for_background``)."""
         self.worker.control.request_stop("cancelled")
-        stop_thread(self.thread_, 60000)
+        if wait or not self.thread_.isRunning():
+            stop_thread(self.thread_, 60000)
+            return
+        pair = (self.thread_, self.worker)
+        _BACKGROUND.append(pair)
+        self.thread_.finished.connect(lambda: _BACKGROUND.remove(pair) if pair in _BACKGROUND else None)
 
-    def done(self, code: int) -> None:  # accept / reject / close all end the worker first
-        self.stop()
+    def done(self, code: int) -> None:  # accept / reject / close: the dialog closes at once
+        self.stop(wait=False)
         super().done(code)
+
+
+_BACKGROUND: list[tuple[Any, Any]] = []  # (thread, worker) of cancelled tests still finishing
+
+
+def wait_for_background(timeout_ms: int = 60000) -> bool:
+    """Wait for cancelled range tests still running (before the app exits); True when none is left."""
+    for thread, _worker in list(_BACKGROUND):
+        if not stop_thread(thread, timeout_ms):
+            return False
+    _BACKGROUND.clear()
+    return True

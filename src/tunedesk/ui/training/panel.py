@@ -7,6 +7,7 @@ redraws the plots (at most 4 times a second, only when something changed, paced 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,10 @@ class TrainingPanel(RunEventHandlers, QWidget):
         if finished:
             QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)  # deliver last signals
             self._release_worker()
+        if "tunedesk.ui.training.lr_dialog" in sys.modules:
+            from tunedesk.ui.training.lr_dialog import wait_for_background
+
+            finished = wait_for_background(int(timeout * 1000)) and finished
         self.timer.stop()
         self.state.running = False
         return finished
