@@ -62,7 +62,8 @@ def test_lora_run_records_loss_perplexity_samples_and_adapter_names(lora_run):
     home, result, events = lora_run
     assert result.metrics["val_perplexity"] == pytest.approx(torch.tensor(result.metrics["val_loss"]).exp().item(), rel=1e-6)
     samples = [e for e in events if e.kind == "SampleGenerated"]
-    assert [(s.epoch, s.prompt) for s in samples] == [(1, PROMPT), (2, PROMPT), (3, PROMPT)]
+    # epoch 0: the replies before any training, then one set per evaluation
+    assert [(s.epoch, s.prompt) for s in samples] == [(0, PROMPT), (1, PROMPT), (2, PROMPT), (3, PROMPT)]
     assert all(isinstance(s.text, str) for s in samples)
     store = open_store(home)
     try:
@@ -171,7 +172,7 @@ def test_stop_and_resume_lora_run_matches_uninterrupted(tmp_path, llama_dir, cha
     store = open_store(tmp_path / "b")
     try:
         assert store.get_run(stopped.run_id)["status"] == "completed"
-        assert [s["epoch"] for s in store.samples(stopped.run_id)] == [1, 2]
+        assert [s["epoch"] for s in store.samples(stopped.run_id)] == [0, 1, 2]
     finally:
         store.close()
 

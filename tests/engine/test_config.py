@@ -105,3 +105,11 @@ def test_unknown_and_mistyped_settings_are_refused():
     with pytest.raises(ConfigError, match="newer"):
         RunConfig.from_dict({"version": 99})
     assert RunConfig.from_dict(json.loads(valid().to_json())) == valid()
+
+
+def test_no_clipping_survives_a_toml_round_trip(tmp_path):
+    config = valid()
+    config.hparams.max_grad_norm = None
+    loaded = RunConfig.load(config.save(tmp_path / "run.toml"))
+    assert not loaded.hparams.max_grad_norm  # 0.0: no clipping, not the default 1.0
+    loaded.validate()

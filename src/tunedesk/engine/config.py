@@ -191,9 +191,9 @@ class RunConfig:
         _check(_finite(h.warmup_ratio) and 0 <= h.warmup_ratio < 1, "hparams.warmup_ratio", f"must be in [0, 1) (got {h.warmup_ratio})")
         _check(isinstance(h.grad_accum_steps, int) and h.grad_accum_steps >= 1, "hparams.grad_accum_steps",
                f"must be >= 1 (got {h.grad_accum_steps})")
-        if h.max_grad_norm is not None:
-            _check(_finite(h.max_grad_norm) and h.max_grad_norm > 0, "hparams.max_grad_norm",
-                   f"must be > 0 or empty for no clipping (got {h.max_grad_norm})")
+        if h.max_grad_norm is not None:  # 0 (or empty) means no clipping
+            _check(_finite(h.max_grad_norm) and h.max_grad_norm >= 0, "hparams.max_grad_norm",
+                   f"must be > 0, or 0 / empty for no clipping (got {h.max_grad_norm})")
         _check(isinstance(h.max_length, int) and 8 <= h.max_length <= 131072, "hparams.max_length",
                f"must be between 8 and 131072 tokens (got {h.max_length})")
         _check(isinstance(h.image_size, int) and 16 <= h.image_size <= 4096, "hparams.image_size",
@@ -404,6 +404,8 @@ def _to_toml(data: dict[str, Any]) -> str:
     for name, table in tables:
         lines.append(f"\n[{name}]")
         for key, value in table.items():
+            if value is None and name == "hparams" and key == "max_grad_norm":
+                value = 0.0  # TOML has no null: 0 means no clipping (an absent key would mean the default, 1.0)
             if value is not None:
                 lines.append(f"{key} = {fmt(value)}")
     return "\n".join(lines) + "\n"

@@ -225,7 +225,9 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
         heads = heuristic_head_paths(model)
     elif spec.pretrained:
         try:
-            model, info = auto.from_pretrained(str(path), config=config, local_files_only=True,
+            # fp32 master weights whatever the checkpoint's stored dtype: autocast gives the speed of
+            # bf16/fp16, and AdamW on half-precision weights would lose small updates (or fail to unscale)
+            model, info = auto.from_pretrained(str(path), config=config, local_files_only=True, dtype=torch.float32,
                                                trust_remote_code=spec.trust_remote_code, ignore_mismatched_sizes=True,
                                                output_loading_info=True, use_safetensors=None)
         except (OSError, ValueError) as exc:
