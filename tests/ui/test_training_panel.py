@@ -387,3 +387,15 @@ def test_cancelling_the_lr_finder_closes_at_once_and_changes_nothing(panel, qtbo
     assert wait_for_background(120_000)  # the cancelled test ends on its own
     qtbot.waitUntil(lambda: panel.lr_dialog is None, timeout=5000)
     assert panel.form.lr_edit.text() == before
+
+
+def test_language_model_sample_replies_reach_their_tab(panel):
+    from tunedesk.engine.events import SampleGenerated
+
+    tab = panel.tabs.indexOf(panel.samples)
+    assert tab >= 0 and not panel.tabs.isTabVisible(tab)  # hidden for classifiers
+    panel.tabs.setTabVisible(tab, True)
+    panel._on_sample(SampleGenerated(1, 0, 0, "where is my parcel", "arr, it sails"))
+    panel._on_sample(SampleGenerated(1, 10, 1, "where is my parcel", "arr, it be in port"))
+    assert panel.samples.model.rowCount() == 2
+    assert panel.tabs.currentWidget() is panel.samples

@@ -174,6 +174,11 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.tabs.addTab(self.log, "Log")
         self.tabs.addTab(self.evaluation, "Evaluation")
         self.tabs.addTab(self.try_it, "Try it")
+        from tunedesk.ui.lm.samples_view import SampleGenerationsView
+
+        self.samples = SampleGenerationsView()  # language models: replies to the user's prompts, epoch by epoch
+        self.tabs.addTab(self.samples, "Sample replies")
+        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), False)
         self.tabs.setMinimumHeight(150)
         vsplit.addWidget(self.tabs)
         vsplit.setStretchFactor(0, 3)
@@ -357,6 +362,8 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.log.clear()
         self.log.add(message.rstrip("…"))
         self.try_it.set_task(self._task)
+        self.samples.clear()
+        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), self._task == "causal_lm")
         self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
         self.tabs.setCurrentWidget(self.log)
         self.worker = worker

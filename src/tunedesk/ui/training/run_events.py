@@ -78,6 +78,9 @@ class RunEventHandlers:
 
     def _on_sample(self, ev: Any) -> None:
         self.log.add(f"sample after epoch {ev.epoch} — {ev.prompt!r}: {ev.text}")
+        self.samples.add_event(ev)
+        if ev.epoch == 0:
+            self.tabs.setCurrentWidget(self.samples)
 
     def _on_run_finished(self, ev: Any) -> None:
         self._drain()
