@@ -202,6 +202,10 @@ class RunDetail(QWidget):
         for widget, title in zip((self.overview, self.curves, self.classes, self.freeze, self.config,
                                   self.log_view, self.files), self.TABS):
             self.tabs.addTab(widget, title)
+        from tunedesk.ui.lm.samples_view import SampleGenerationsView
+
+        self.samples = SampleGenerationsView()  # language-model runs: the sample replies, epoch by epoch
+        self.tabs.addTab(self.samples, "Sample replies")
         self.tabs.currentChanged.connect(self._fill_tab)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 0)
@@ -236,6 +240,7 @@ class RunDetail(QWidget):
         self.delete_button.setEnabled(not active)
         self.delete_button.setToolTip("Stop the run first" if active else "Delete the run and its files")
         self._shown = set()
+        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), run.get("task") == "causal_lm")
         self._fill_tab(self.tabs.currentIndex())
 
     def refresh(self) -> None:
@@ -264,6 +269,8 @@ class RunDetail(QWidget):
                 self.log_view.show_run(run, store)
             elif widget is self.files:
                 self.files.show_run(run)
+            elif widget is self.samples:
+                self.samples.load_samples(store.samples(run["id"]))
         except TuneDeskError as exc:
             self.failed.emit(exc.message, exc.hint)
 
