@@ -226,3 +226,20 @@ def test_import_dialog_previews_and_builds_the_spec(qtbot, tmp_path):
     dialog.label_column.setCurrentIndex(dialog.label_column.findData("comment"))
     assert not dialog.import_button.isEnabled()  # text and label must differ
     dialog.reject()
+
+
+def test_an_image_version_sets_the_train_area_to_image_classification(qtbot, home, image_folder):
+    from tunedesk.engine.config import DataSpec
+    from tunedesk.engine.datasets import DatasetStore, ImportSpec, run_import
+    from tunedesk.engine.paths import database_path
+    from tunedesk.ui.state import AppState
+    from tunedesk.ui.training_panel import TrainingPanel
+
+    with DatasetStore(database_path(home)) as store:
+        result = run_import(store, ImportSpec(kind="image_folder", path=str(image_folder)))
+        version = store.save_version(result.dataset_id)
+    panel = TrainingPanel(AppState(home))
+    qtbot.addWidget(panel)
+    panel.form.set_data_spec(DataSpec(kind="dataset_version", dataset_version=version.id))
+    assert panel.form.task_combo.currentData() == "image_classification"
+    panel.shutdown()

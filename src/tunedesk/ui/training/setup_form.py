@@ -277,6 +277,14 @@ class SetupForm(QWidget):
             self._set_task("text_classification")
         elif spec.kind in ("text_corpus", "chat_jsonl"):
             self._set_task("causal_lm")
+        elif spec.kind == "dataset_version" and spec.dataset_version:
+            from tunedesk.engine.datasets import task_for_version
+            from tunedesk.engine.errors import TuneDeskError
+
+            try:  # a saved version knows what it holds: texts, images or a corpus
+                self._set_task(task_for_version(spec.dataset_version, spec.path or None))
+            except TuneDeskError:
+                pass  # an unknown version is reported with its hint when the run is prepared
         self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
         self.val_fraction.setValue(spec.val_fraction)
         note = {"dataset_version": f"saved data set version {spec.dataset_version}"}.get(spec.kind, "")
