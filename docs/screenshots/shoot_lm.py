@@ -19,12 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _shots import HERE, wait  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # tests.engine.test_causal_lm_fixtures builds the tiny model and data
 sys.path.insert(0, str(ROOT / "src"))
@@ -46,15 +44,6 @@ def train(work: Path):
     if result.status != "completed":
         raise SystemExit(f"the run {result.status}: {result.reason} {result.hint}")
     return result
-
-
-def wait(app, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> None:
