@@ -41,38 +41,6 @@ def _wait_outliving() -> None:
         thread.wait()
 
 
-_true_pinned = False
-
-
-def guard_signal_refcount_bug() -> None:
-    """Work around a PySide6 bug that aborts the app after a few hundred signal emissions.
-
-    PySide6 6.12 (seen with CPython 3.11) loses one reference to ``True`` on every
-    ``SignalInstance.emit()``; when the count reaches zero Python aborts with "Fatal Python error:
-    bool_dealloc". When a probe emission shows the leak, ``True`` gets a refcount it can never use
-    up (as CPython 3.12+ does for all singletons: "immortal" objects). Cheap and idempotent.
-    """
-    global _true_pinned
-    if _true_pinned:
-        return
-    _true_pinned = True
-    if sys.version_info >= (3, 12):
-        return  # True is immortal there
-    from PySide6.QtCore import QObject, Signal
-
-    class Probe(QObject):
-        ping = Signal()
-
-    probe = Probe()
-    before = sys.getrefcount(True)
-    for _ in range(4):
-        probe.ping.emit()
-    if sys.getrefcount(True) < before:
-        import ctypes
-
-        ctypes.c_ssize_t.from_address(id(True)).value += 1 << 40
-
-
 def resource(*parts: str) -> Path:
     from tunedesk.engine.paths import resources_dir
 
@@ -108,7 +76,6 @@ def run_app(argv: list[str] | None = None) -> int:
     from tunedesk.engine.paths import home_dir
     from tunedesk.ui.main_window import MainWindow
 
-    guard_signal_refcount_bug()
     report = os.environ.get("TUNEDESK_REPORT_STARTUP") == "1"
     app = QApplication.instance() or QApplication(argv or sys.argv)
     app.setApplicationName("TuneDesk")

@@ -22,10 +22,8 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequenc
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMenu,
                                QMessageBox, QScrollArea, QStackedWidget, QWidget)
 
-from tunedesk.ui.app import guard_signal_refcount_bug
 from tunedesk.ui.state import AppState
 
-guard_signal_refcount_bug()  # before any signal is emitted (see its docstring)
 log = logging.getLogger(__name__)
 
 # (key, title, module, class, shortcut)

@@ -31,41 +31,6 @@ from tunedesk.engine.events import (CheckpointSaved, Control, EpochEnded, Event,
                                     SampleGenerated, StepLogged)
 
 log = logging.getLogger("tunedesk.ui.worker")
-_guarded = False
-
-
-def guard_signal_refcount() -> None:
-    """PySide6 6.12 on CPython 3.11 drops a reference to ``True`` on every signal emission, which
-    aborts a long session (pyqtgraph emits several signals per redraw). ``tunedesk.ui.app`` pins
-    ``True`` against it; panels used without the window (tests, benchmarks, screenshots) need it too."""
-    global _guarded
-    if _guarded:
-        return
-    _guarded = True
-    try:
-        from tunedesk.ui.app import guard_signal_refcount_bug
-    except ImportError:
-        guard_signal_refcount_bug = None
-    if guard_signal_refcount_bug is not None:
-        guard_signal_refcount_bug()
-        return
-    import sys
-
-    if sys.version_info >= (3, 12):
-        return
-
-    class _Probe(QObject):
-        ping = Signal()
-
-    probe = _Probe()
-    before = sys.getrefcount(True)
-    for _ in range(4):
-        probe.ping.emit()
-    if sys.getrefcount(True) < before:
-        import ctypes
-
-        ctypes.c_ssize_t.from_address(id(True)).value += 1 << 40
-
 
 class StepBuffer:
     """Step events from the training thread, drained by the GUI thread in batches. Thread-safe."""

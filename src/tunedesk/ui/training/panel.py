@@ -24,7 +24,7 @@ from tunedesk.ui.training.monitor import LogPane, RunMonitor
 from tunedesk.ui.training.results import EvaluationView, TryItBox
 from tunedesk.ui.training.run_events import RunEventHandlers
 from tunedesk.ui.training.setup_form import FieldError, SetupForm, lost_on_reload, set_role
-from tunedesk.ui.worker import RunWorker, guard_signal_refcount, start_in_thread, stop_thread
+from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
 
 RESUMABLE = ("stopped", "interrupted", "failed")
 
@@ -50,7 +50,6 @@ class TrainingPanel(RunEventHandlers, QWidget):
 
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        guard_signal_refcount()
         self.state = state
         self.curves = TrainingCurves()
         self.plots: Any = None  # LivePlots, built once pyqtgraph may be imported
