@@ -127,3 +127,16 @@ def test_meta_build_loads_no_weights(tiny_bert_dir):
     loaded = build_hf_classifier(ModelSpec(str(tiny_bert_dir)), ["a", "b"], device="meta")
     assert all(p.is_meta for p in loaded.model.parameters())
     assert loaded.head_paths == ["classifier"]
+
+
+def test_torch_hub_checkpoints_are_found_as_the_model_browser_names_them(monkeypatch, tmp_path):
+    import torchvision
+
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
+    torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(),
+               hub / "mobilenet_v3_small-047dcff4.pth")
+    loaded = build_torchvision_classifier(ModelSpec("mobilenet_v3_small", source="torchvision"), ["x", "y"])
+    assert loaded.pretrained and loaded.path.endswith("mobilenet_v3_small-047dcff4.pth")

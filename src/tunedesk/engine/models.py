@@ -255,14 +255,18 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
 
 
 def torchvision_weights_file(name: str) -> Path | None:
-    """A torch hub cache checkpoint for a torchvision architecture (``resnet18-f37072fd.pth``)."""
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-    if not hub.is_dir():
+    """A torch hub cache checkpoint for a torchvision architecture (``resnet18-f37072fd.pth``,
+    ``efficientnet_b0_rwightman-7f5810bc.pth``), recognised as the model browser recognises it."""
+    from tunedesk.engine.catalog import default_roots
+    from tunedesk.engine.catalog.torch_hub import recognise, torchvision_index
+
+    index = torchvision_index()
+    if index is None:
         return None
-    for f in sorted(hub.iterdir()):
-        stem = f.name.rsplit("-", 1)[0] if "-" in f.name else f.stem
-        if f.suffix in (".pth", ".pt", ".safetensors") and stem == name:
-            return f
+    for hub in default_roots().torch_hub_dirs:
+        for f in sorted(hub.iterdir()):
+            if f.is_file() and f.suffix in (".pth", ".pt", ".safetensors") and recognise(f.name, index)[0] == name:
+                return f
     return None
 
 
@@ -298,9 +302,3 @@ def build_torchvision_classifier(spec: ModelSpec, label_names: list[str], *, dev
                        architecture=name, path=str(weights_path or name), pretrained=weights_path is not None,
                        warnings=warnings, fingerprint=fingerprint(weights_path) if weights_path else None,
                        kind="torchvision", label_names=list(label_names))
-
-
-def count_trainable(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total

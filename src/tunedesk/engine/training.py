@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,11 +92,6 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
         n = math.ceil(self.size / self.batch_size)
         return n - 1 if n > 1 and self.size % self.batch_size == 1 else n
 
-
-@dataclass
-class TrainerOutcome:
-    finished: RunFinished
-    best_metrics: dict[str, float]
 
 
 class Trainer:
@@ -357,9 +350,3 @@ class Trainer:
                     loss = self.task.loss(logits, batch)
                 state.update(logits, batch["labels"], loss)
         return state.compute(self.data.label_names)
-
-
-def seed_everything(seed: int) -> None:
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
-    random.seed(seed)
-    torch.manual_seed(seed)
