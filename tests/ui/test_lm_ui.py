@@ -175,3 +175,84 @@ def test_module_dialog_and_run_settings(qtbot):
     h = s.apply_to(HyperParams())
     assert h.prompts == ["where is my parcel", "can i get a refund"]
     assert h.sample_max_new_tokens == 20 and h.gradient_checkpointing
+
+
+def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_path):
+    """The new user's path in the app: a LoRA chat run trained from the Train area, then "Try it"
+    in the Train area and in the Runs detail talk to its fine-tuned model (real generation)."""
+    import torch
+
+    from tests.engine.test_causal_lm import last_block_attention_lora
+    from tests.engine.test_causal_lm_fixtures import lm_config, save_tiny_llama, word_tokenizer, write_chat
+    from tunedesk.ui.lm import ChatTryItWidget
+    from tunedesk.ui.runs_panel import RunsPanel
+    from tunedesk.ui.state import AppState
+    from tunedesk.ui.training_panel import TrainingPanel
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    state = AppState(home)
+    train = TrainingPanel(state)
+    qtbot.addWidget(train)
+    try:
+        model = save_tiny_llama(tmp_path / "tiny-llama", word_tokenizer())
+        data = write_chat(tmp_path / "pirate.jsonl", 24)
+        train.form.apply_config(last_block_attention_lora(lm_config(model, data, epochs=1, learning_rate=3e-2)))
+        assert train.try_stack.currentWidget() is train.try_it  # nothing started yet: the classifier box
+        assert train.start()
+        assert isinstance(train.chat, ChatTryItWidget) and train.try_stack.currentWidget() is train.chat
+        assert train.chat.run_id is None and not train.chat.send_button.isEnabled()  # not while training
+        assert "when the run has finished" in train.chat.input.placeholderText()
+        qtbot.waitUntil(lambda: train.mode == "idle" and not state.running, timeout=180_000)
+        run_id = train.run_id
+        assert train.last_finished.status == "completed"
+        assert train.chat.run_id == run_id and train.chat.chat  # trained on conversations
+        train.chat.temperature.setValue(0.0)
+        train.chat.max_tokens.setValue(6)
+        with qtbot.waitSignal(train.chat.replyReceived, timeout=60_000) as got:
+            train.chat.send("where is my parcel")
+        assert got.args[0] == train.chat.messages[-1]["content"]
+        assert [m["role"] for m in train.chat.messages] == ["user", "assistant"]
+
+        runs = RunsPanel(state)
+        qtbot.addWidget(runs)
+        runs.select_runs([run_id])
+        detail = runs.detail
+        tab = detail.tabs.indexOf(detail.try_holder)
+        assert detail.tabs.isTabVisible(tab)
+        detail.tabs.setCurrentIndex(tab)
+        assert detail.chat.run_id == run_id and detail.chat.chat
+        detail.chat.temperature.setValue(0.0)
+        detail.chat.max_tokens.setValue(6)
+        with qtbot.waitSignal(detail.chat.replyReceived, timeout=60_000) as again:
+            detail.chat.send("where is my parcel")
+        assert again.args[0] == got.args[0]  # the same model, greedy: the same reply in both places
+        detail.refresh()  # a live refresh keeps the conversation
+        assert len(detail.chat.messages) == 2
+        assert runs.shutdown(5000)
+    finally:
+        assert train.shutdown(10_000)
+        torch.set_num_threads(threads)
+
+
+def test_runs_detail_try_it_explains_when_a_run_has_no_model(qtbot, home):
+    from tests.ui.test_runs_panel import make_run
+    from tunedesk.engine.store import RunStore
+    from tunedesk.ui.runs_panel import RunsPanel
+    from tunedesk.ui.state import AppState
+
+    state = AppState(home)
+    with RunStore(state.database) as store:
+        lm = make_run(store, name="pirate tone", status="failed")
+        store.update_run(lm, task="causal_lm")  # failed before its first checkpoint: no model
+        clf = make_run(store, name="tickets")
+    runs = RunsPanel(state)
+    qtbot.addWidget(runs)
+    runs.select_runs([clf])
+    assert not runs.detail.tabs.isTabVisible(runs.detail.tabs.indexOf(runs.detail.try_holder))  # classifiers: no chat
+    runs.select_runs([lm])
+    runs.detail.tabs.setCurrentWidget(runs.detail.try_holder)
+    chat = runs.detail.chat
+    assert chat.run_id is None and not chat.input.isEnabled()
+    assert "saved no model" in chat.input.placeholderText()
+    assert runs.shutdown(1000)

@@ -131,6 +131,17 @@ def clone_config(run: dict[str, Any]):
     return config
 
 
+def lm_chat(run: dict[str, Any]) -> bool:
+    """A language-model run trained on conversations: its "try it" sends the whole chat, through the
+    chat template (a corpus run continues the text it is given)."""
+    return run.get("task") == "causal_lm" and (run_config(run).get("data") or {}).get("kind") == "chat_jsonl"
+
+
+def has_model(checkpoints: dict[str, Any]) -> bool:
+    """Whether a run saved weights to load (a best or a last checkpoint whose folder is there)."""
+    return any(Path(c["path"]).is_dir() for k, c in checkpoints.items() if k in ("best", "last") and c.get("path"))
+
+
 def can_resume(run: dict[str, Any], checkpoints: dict[str, Any]) -> tuple[bool, str]:
     """Whether a run can continue from its last checkpoint, and if not, why (for a tooltip)."""
     status = run.get("status")

@@ -66,6 +66,7 @@ class ChatTryItWidget(QWidget):
         self._pending: int | None = None
         self._next_id = 0
         self.chat = True
+        self._why = ""
 
         self.title = QLabel()
         self.title.setProperty("role", "title")
@@ -130,9 +131,11 @@ class ChatTryItWidget(QWidget):
         self._update_state()
 
     # -- public -----------------------------------------------------------------------------------
-    def set_run(self, run_id: int | None, chat: bool = True) -> None:
-        """Talk to another run (``chat`` False: a corpus run, messages are continued as text)."""
+    def set_run(self, run_id: int | None, chat: bool = True, why: str = "") -> None:
+        """Talk to another run (``chat`` False: a corpus run, messages are continued as text).
+        ``run_id`` None: nothing to talk to yet; ``why`` says so in the input box."""
         self.run_id, self.chat = run_id, chat
+        self._why = why
         self.clear()
 
     def clear(self) -> None:
@@ -206,8 +209,8 @@ class ChatTryItWidget(QWidget):
         self.input.setEnabled(ready)
         self.send_button.setEnabled(ready)
         self.clear_button.setEnabled(bool(self.messages) and self._pending is None)
-        if self.run_id is None:
-            self.input.setPlaceholderText("Choose a finished language-model run to talk to it")
+        self.input.setPlaceholderText("Type a message and press Enter" if self.run_id is not None else
+                                      self._why or "Choose a finished language-model run to talk to it")
 
     def _render(self) -> None:
         pal = self.palette()

@@ -91,6 +91,6 @@ class Calls(QObject):
     def busy(self) -> bool:
         return bool(self._running)
 
-    def wait_all(self, timeout_ms: int = 30000) -> None:
-        for thread, _, _ in list(self._running):
-            thread.wait(timeout_ms)
+    def wait_all(self, timeout_ms: int = 30000) -> bool:
+        """Wait for the calls in flight; False when one is still running after ``timeout_ms`` each."""
+        return all([thread.wait(timeout_ms) for thread, _, _ in list(self._running)])

@@ -4,6 +4,7 @@ configuration, log, files). Actions are signals; the panel carries them out."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -145,12 +146,15 @@ class RunDetail(QWidget):
     edited = Signal(int, dict)  # run id, changed fields (name / tags / notes)
     failed = Signal(str, str)
 
-    TABS = ("Overview", "Curves", "Classes", "Freeze map", "Configuration", "Log", "Files")
+    TABS = ("Overview", "Curves", "Classes", "Freeze map", "Configuration", "Log", "Files")  # + LM: samples, try it
 
-    def __init__(self, store: Callable[[], RunStore], calls: Calls, parent: QWidget | None = None) -> None:
+    def __init__(self, store: Callable[[], RunStore], calls: Calls, parent: QWidget | None = None, *,
+                 home: str | Path | None = None) -> None:
         super().__init__(parent)
         self._store = store
         self._calls = calls
+        self.home = home
+        self.chat: Any = None  # language-model runs: the "Try it" chat box, built on first use
         self.run: dict[str, Any] | None = None
         self.checkpoints: dict[str, Any] = {}
         self._shown: set[int] = set()
@@ -206,6 +210,9 @@ class RunDetail(QWidget):
 
         self.samples = SampleGenerationsView()  # language-model runs: the sample replies, epoch by epoch
         self.tabs.addTab(self.samples, "Sample replies")
+        self.try_holder = QWidget()  # language-model runs: chat with the run's model
+        QVBoxLayout(self.try_holder).setContentsMargins(8, 8, 8, 8)
+        self.tabs.addTab(self.try_holder, "Try it")
         self.tabs.currentChanged.connect(self._fill_tab)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 0)
@@ -240,7 +247,9 @@ class RunDetail(QWidget):
         self.delete_button.setEnabled(not active)
         self.delete_button.setToolTip("Stop the run first" if active else "Delete the run and its files")
         self._shown = set()
-        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), run.get("task") == "causal_lm")
+        is_lm = run.get("task") == "causal_lm"
+        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), is_lm)
+        self.tabs.setTabVisible(self.tabs.indexOf(self.try_holder), is_lm)
         self._fill_tab(self.tabs.currentIndex())
 
     def refresh(self) -> None:
@@ -271,8 +280,28 @@ class RunDetail(QWidget):
                 self.files.show_run(run)
             elif widget is self.samples:
                 self.samples.load_samples(store.samples(run["id"]))
+            elif widget is self.try_holder:
+                self._show_chat(run)
         except TuneDeskError as exc:
             self.failed.emit(exc.message, exc.hint)
+
+    def _show_chat(self, run: dict[str, Any]) -> None:
+        """The chat box over this run's model; the conversation stays while the same run is shown."""
+        if self.chat is None:
+            from tunedesk.ui.lm.chat_widget import ChatTryItWidget
+
+            self.chat = ChatTryItWidget(self.home)
+            self.try_holder.layout().addWidget(self.chat)
+        if history.is_active(run):
+            self.chat.set_run(None, why="This run is still training: try it when it has finished")
+        elif not history.has_model(self.checkpoints):
+            self.chat.set_run(None, why="This run saved no model to talk to (it ended before its first checkpoint)")
+        elif self.chat.run_id != run["id"]:
+            self.chat.set_run(run["id"], chat=history.lm_chat(run))
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Stop the chat box's thread (the window is closing)."""
+        return self.chat is None or self.chat.shutdown(timeout_ms)
 
     def _show_freeze(self, run: dict[str, Any]) -> None:
         """The recorded trainable names at once; then the model built on the meta device (in a thread)

@@ -168,7 +168,7 @@ class RunsPanel(QWidget):
         if self._detail is None:
             from tunedesk.ui.runs.detail import RunDetail
 
-            self._detail = RunDetail(self.store, self.calls)
+            self._detail = RunDetail(self.store, self.calls, home=self.state.home)
             self._detail.cloneRequested.connect(self.clone_run)
             self._detail.resumeRequested.connect(self.resume_run)
             self._detail.exportRequested.connect(self.export_run)
@@ -379,8 +379,15 @@ class RunsPanel(QWidget):
         settings.setValue("runs/splitter", self.split.saveState())
         settings.setValue("runs/columns", self.view.horizontalHeader().saveState())
 
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Stop this panel's threads (the window is closing); False when one is still busy."""
+        done = self.calls.wait_all(timeout_ms)
+        if self._detail is not None:
+            done = self._detail.shutdown(timeout_ms) and done
+        return done
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        self.calls.wait_all()
+        self.shutdown()
         super().closeEvent(event)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSizePolicy,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+                               QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError
@@ -170,9 +170,12 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.evaluation = EvaluationView()
         self.try_it = TryItBox()
         self.try_it.predictRequested.connect(self._predict)
+        self.chat: Any = None  # ChatTryItWidget, built for the first language-model run
+        self.try_stack = QStackedWidget()  # classifiers: TryItBox; language models: the chat box
+        self.try_stack.addWidget(self.try_it)
         self.tabs.addTab(self.log, "Log")
         self.tabs.addTab(self.evaluation, "Evaluation")
-        self.tabs.addTab(self.try_it, "Try it")
+        self.tabs.addTab(self.try_stack, "Try it")
         from tunedesk.ui.lm.samples_view import SampleGenerationsView
 
         self.samples = SampleGenerationsView()  # language models: replies to the user's prompts, epoch by epoch
@@ -360,10 +363,12 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self._util_ok = True
         self.log.clear()
         self.log.add(message.rstrip("…"))
-        self.try_it.set_task(self._task)
+        self._set_try_task(self._task)
         self.samples.clear()
         self.tabs.setTabVisible(self.tabs.indexOf(self.samples), self._task == "causal_lm")
         self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
+        if self.chat is not None:
+            self.chat.set_run(None, why="Available when the run has finished: chat with its fine-tuned model")
         self.tabs.setCurrentWidget(self.log)
         self.worker = worker
         worker.progress.connect(self._on_progress)
@@ -451,6 +456,8 @@ class TrainingPanel(RunEventHandlers, QWidget):
     def shutdown(self, timeout_ms: int = 300_000) -> bool:
         """Stop everything this panel started (window close, tests); False when a thread is still busy."""
         done = self.stop_and_wait(timeout_ms / 1000)
+        if self.chat is not None:
+            done = self.chat.shutdown(timeout_ms) and done
         self._closing = False
         return done
 

@@ -30,7 +30,7 @@ class RunEventHandlers:
             self.log.add(f"data: {info.data_summary}")
         self.form.set_freeze_resolved(info.freeze_summary, info.trainable_params, info.total_params)
         self._task = info.task or self._task
-        self.try_it.set_task(self._task)
+        self._set_try_task(self._task)
 
     def _on_start_failed(self, message: str, hint: str, field: str) -> None:
         self.log.add(message + (f" — {hint}" if hint else ""), "error")
@@ -121,8 +121,7 @@ class RunEventHandlers:
             self.run_id = result.run_id
             has_best = (Path(result.output_dir) / "best" / "model.safetensors").is_file()
             if self._task == "causal_lm":
-                self.try_it.set_available(False, "Language models answer in a chat box, not here: this box "
-                                                 "classifies texts and images.")
+                self._offer_chat(int(result.run_id))
             elif not has_best:
                 self.try_it.set_available(False, "This run saved no best checkpoint (it ended before its first "
                                                  "validation).")
@@ -132,6 +131,35 @@ class RunEventHandlers:
                 self.try_it.set_available(True, "Type a text and press Predict: the run's best checkpoint answers.")
             self.state.runsChanged.emit()
             self.state.runFinished.emit(int(result.run_id))
+
+    def _set_try_task(self, task: str) -> None:
+        """The "Try it" tab: the classify box for classifiers, a chat box for language models."""
+        self.try_it.set_task(task)
+        if task == "causal_lm" and self.chat is None:
+            from tunedesk.ui.lm.chat_widget import ChatTryItWidget
+
+            self.chat = ChatTryItWidget(self.state.home)
+            self.chat.set_run(None, why="Available when the run has finished: chat with its fine-tuned model")
+            self.try_stack.addWidget(self.chat)
+        self.try_stack.setCurrentWidget(self.chat if task == "causal_lm" else self.try_it)
+
+    def _offer_chat(self, run_id: int) -> None:
+        """After a language-model run: talk to its best (or, without one, its last) saved model."""
+        from tunedesk.engine import history
+        from tunedesk.engine.store import RunStore
+
+        self._set_try_task("causal_lm")
+        try:
+            with RunStore(self.state.database) as store:
+                run, checkpoints = store.get_run(run_id), store.checkpoints(run_id)
+        except Exception as exc:  # noqa: BLE001 - the chat box says why it is not available
+            self.chat.set_run(None, why=f"Could not read run {run_id}: {exc}")
+            return
+        if not history.has_model(checkpoints):
+            self.chat.set_run(None, why=f"Run {run_id} saved no model to talk to (it ended before its first "
+                                        "checkpoint)")
+            return
+        self.chat.set_run(run_id, chat=history.lm_chat(run))
 
     def _show_error(self, title: str, message: str, hint: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
