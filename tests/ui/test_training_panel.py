@@ -187,18 +187,31 @@ def test_setup_files_and_past_run_configuration(panel, state, tmp_path, tiny_ber
 
 
 def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
-    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+    from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
 
     lm = RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path / "tiny-llama")),
-                   data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl")))
+                   data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl")),
+                   hparams=HyperParams(prompts=["where is my parcel", "can i get a refund"], sample_max_new_tokens=20,
+                                       gradient_checkpointing=True))
     panel.form.apply_config(lm)
     assert panel.form.build_config().to_dict() == lm.to_dict()
     assert not panel.form.text_col.isVisibleTo(panel.form)
+    settings = panel.form.lm_settings  # the prompts the samples answer, in the form for language models
+    assert panel.form.lm_group.isVisibleTo(panel.form)
+    assert settings.prompts.toPlainText() == "where is my parcel\ncan i get a refund"
+    settings.prompts.setPlainText("where is my parcel\n\n  and my invoice  ")
+    settings.max_new.setValue(32)
+    built = panel.form.build_config().hparams
+    assert (built.prompts, built.sample_max_new_tokens) == (["where is my parcel", "and my invoice"], 32)
+    settings.prompts.setPlainText("\n".join(f"question {i}" for i in range(17)))
+    assert panel.form.validated_config() is None  # too many prompts: said beside them, none dropped silently
+    assert "at most 16" in panel.form.visible_errors()["hparams.prompts"]
     images = RunConfig(task="image_classification", model=ModelSpec("resnet18", source="torchvision"),
                        data=DataSpec(kind="image_folder", path=str(tmp_path)), device="cpu")
     panel.form.apply_config(images)
     assert panel.form.build_config().to_dict() == images.to_dict()
     assert panel.form.image_size.isVisibleTo(panel.form) and not panel.form.max_length.isVisibleTo(panel.form)
+    assert not panel.form.lm_group.isVisibleTo(panel.form)
 
 
 def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_bert_dir, text_csv):

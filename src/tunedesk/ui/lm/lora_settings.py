@@ -267,7 +267,7 @@ class LmRunSettingsWidget(QWidget):
             self.blockSignals(False)
 
     def prompt_list(self) -> list[str]:
-        return [line.strip() for line in self.prompts.toPlainText().splitlines() if line.strip()][:16]
+        return [line.strip() for line in self.prompts.toPlainText().splitlines() if line.strip()]  # >16: refused
 
     def apply_to(self, h: HyperParams) -> HyperParams:
         h.prompts = self.prompt_list()

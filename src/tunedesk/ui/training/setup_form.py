@@ -56,6 +56,7 @@ class SetupForm(QWidget):
         layout.addWidget(self._data_group())
         layout.addWidget(self._freeze_group())
         layout.addWidget(self._hparam_group())
+        layout.addWidget(self._lm_group())
         layout.addWidget(self._hardware_group())
         self.general_error = make_label("", "error")
         self.general_error.hide()
@@ -198,6 +199,19 @@ class SetupForm(QWidget):
         self.image_size = self._spin(0, 4096, 224)
         self.image_size_row = self._row(form, "Image size (px)", "hparams.image_size", self.image_size)
         self._form_layouts = {"hparams": form}
+        return box
+
+    def _lm_group(self) -> QGroupBox:
+        """Language models: the prompts answered after each evaluation, their length, gradient checkpointing."""
+        from tunedesk.ui.lm.lora_settings import LmRunSettingsWidget
+
+        box, form = self._form("Language model")
+        self.lm_settings = LmRunSettingsWidget()
+        self.lm_settings.changed.connect(self.changed)
+        self._row(form, "", "hparams.prompts", self.lm_settings)
+        for alias in ("hparams.sample_max_new_tokens", "hparams.gradient_checkpointing"):
+            self._errors[alias] = self._errors["hparams.prompts"]
+        self.lm_group = box
         return box
 
     def _hardware_group(self) -> QGroupBox:
@@ -348,6 +362,8 @@ class SetupForm(QWidget):
         form = self._form_layouts["hparams"]
         form.setRowVisible(self.max_length_row, not image)
         form.setRowVisible(self.image_size_row, image)
+        if hasattr(self, "lm_group"):
+            self.lm_group.setVisible(task == "causal_lm")
         for row in (self.text_row, self.label_row):
             parent_form = row.parentWidget().layout()
             if isinstance(parent_form, QFormLayout):
@@ -444,6 +460,7 @@ class SetupForm(QWidget):
         self.schedule.setCurrentIndex(max(self.schedule.findData(h.schedule), 0))
         self.warmup.setText(f"{h.warmup_ratio:g}")
         self.clip.setText("" if h.max_grad_norm is None else f"{h.max_grad_norm:g}")
+        self.lm_settings.set_hparams(h)
         self._select_device(config.device)
         self.precision.setCurrentIndex(max(self.precision.findData(config.precision), 0))
         self.clear_errors()
@@ -489,6 +506,8 @@ class SetupForm(QWidget):
         h.max_grad_norm = None if not clip else parse_number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
+        if cfg.task == "causal_lm":
+            self.lm_settings.apply_to(h)
         cfg.device = self.device.currentData() or "auto"
         cfg.precision = self.precision.currentData()
         cfg.seed = self.seed.value()
