@@ -44,6 +44,25 @@ def test_presets_choose_layers():
     assert len(lora.resolve_targets(g, LoraSpec(preset="all_linear"))) == 8  # Conv1D layers count as linear
 
 
+def test_attention_of_the_last_n_blocks_preset():
+    model = tiny_llama()
+    spec = lora.preset_spec("lora_attention_last_n", last_n=2, rank=4, alpha=8, dropout=0.0)
+    assert spec.preset == "none" and spec.lora.rules == [LoraRule("@attention:last:2")]
+    plan = freezing.resolve(model, spec)
+    targets = lora.resolve_targets(model, spec.lora, plan)
+    assert list(targets) == [f"model.layers.{i}.self_attn.{p}" for i in (1, 2) for p in ATTN]
+    assert {(t.rank, t.alpha) for t in targets.values()} == {(4, 8.0)}
+    assert plan.trainable_params == 0  # everything else frozen
+    g = tiny_gpt2()
+    assert list(lora.resolve_targets(g, LoraSpec(rules=[LoraRule("@attention:last:1")]))) == [
+        "transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj"]
+    assert len(lora.resolve_targets(model, LoraSpec(rules=[LoraRule("@attention:last:9")]))) == 3 * 4  # all there are
+    for bad in ("@attention:last:0", "@attention:last:two"):
+        with pytest.raises(ConfigError, match="number of blocks"):
+            lora.resolve_targets(model, LoraSpec(rules=[LoraRule(bad)]))
+    assert lora.PRESET_LABELS["lora_attention_last_n"].startswith("LoRA on the attention")
+
+
 def test_rules_override_and_deny():
     model = tiny_llama()
     spec = LoraSpec(preset="attention", rank=8, alpha=16, dropout=0.05, rules=[

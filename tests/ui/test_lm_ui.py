@@ -129,7 +129,7 @@ def test_lora_settings_presets_and_edits(qtbot):
     w.layers.setCurrentIndex(w.layers.findData("all_linear"))
     assert w.spec().lora.preset == "all_linear"
     for name, button in (("lora_attention", w.attention_button), ("lora_all_linear", w.linear_button),
-                         ("last_n_full", w.last_n_button)):
+                         ("last_n_full", w.last_n_button), ("lora_attention_last_n", w.last_attention_button)):
         w.last_n.setValue(3)
         with qtbot.waitSignal(w.specChanged) as sig:
             button.click()
@@ -138,6 +138,8 @@ def test_lora_settings_presets_and_edits(qtbot):
     with qtbot.assertNotEmitted(w.specChanged):
         w.set_spec(shown)
     assert (w.rank.value(), w.alpha.value(), w.last_n.value()) == (4, 8.0, 5)
+    w.set_spec(lora.preset_spec("lora_attention_last_n", last_n=2))
+    assert w.last_n.value() == 2 and "attention of the last 2 blocks" in w.rules_label.text()
 
 
 def test_lora_settings_summary_from_a_meta_model(qtbot):

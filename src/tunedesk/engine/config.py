@@ -23,6 +23,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRESETS = ("all", "head_only", "last_n_blocks", "none")
 LORA_PRESETS = ("none", "attention", "all_linear")  # which linear layers get a LoRA adapter before the rules
+LAST_ATTENTION = "@attention:last:"  # LoRA rule token: the attention projections of the last N blocks
 CONFIG_VERSION = 1
 
 
@@ -67,7 +68,8 @@ class FreezeRule:
 class LoraRule:
     """Give (``lora=True``) or deny (``lora=False``) a LoRA adapter to the linear layers under ``pattern``.
 
-    Patterns are the freeze rules' globs and tokens (``@block:N``) plus ``@attention`` and ``@linear``.
+    Patterns are the freeze rules' globs and tokens (``@block:N``) plus ``@attention``, ``@linear`` and
+    ``@attention:last:N`` (the attention projections of the last N blocks).
     ``rank``/``alpha``/``dropout`` left empty take the LoraSpec's values. Last matching rule wins.
     """
 

@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from tunedesk.engine import freezing
-from tunedesk.engine.config import FreezeRule, FreezeSpec, LoraRule, LoraSpec
+from tunedesk.engine.config import LAST_ATTENTION, FreezeRule, FreezeSpec, LoraRule, LoraSpec
 from tunedesk.engine.errors import ConfigError
 
 PEFT_PREFIX = "base_model.model."
@@ -111,6 +111,17 @@ def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None
     if pattern == "@attention":
         keep = set(attention_layers(model))
         return [p for p in linear if p in keep]
+    if pattern.startswith(LAST_ATTENTION):  # "@attention:last:N": the attention of the last N blocks
+        try:
+            n = int(pattern[len(LAST_ATTENTION):])
+        except ValueError:
+            n = -1
+        if n < 1:
+            raise ConfigError("freeze.lora.rules", f"pattern {pattern!r} needs a number of blocks of 1 or more",
+                              "write it like @attention:last:2")
+        blocks = blocks if blocks is not None else freezing.detect_blocks(model)
+        roots, keep = blocks.paths[-n:], set(attention_layers(model))
+        return [p for p in linear if p in keep and _under(p, roots)]
     if pattern.startswith("@block:"):
         blocks = blocks if blocks is not None else freezing.detect_blocks(model)
         try:
@@ -120,7 +131,8 @@ def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None
         return [p for p in linear if _under(p, [root])]
     if pattern.startswith("@"):
         raise ConfigError("freeze.lora.rules", f"pattern {pattern!r} is not understood",
-                          "use a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N")
+                          "use a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N, "
+                          "@attention:last:N")
     out = []
     for p in linear:
         parts = p.split(".")
@@ -166,23 +178,30 @@ def adapter_params(model: nn.Module, targets: dict[str, LoraTarget]) -> int:
 
 
 def preset_spec(name: str, *, last_n: int = 2, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05) -> FreezeSpec:
-    """The three LoRA presets as complete freeze plans.
+    """The LoRA presets as complete freeze plans.
 
     ``lora_attention``: everything frozen, adapters on the attention projections.
+    ``lora_attention_last_n``: everything frozen, adapters on the attention projections of the last
+    ``last_n`` blocks only (tone and style live mostly in the upper layers; fewer adapters, less memory).
     ``lora_all_linear``: everything frozen, adapters on every linear layer.
     ``last_n_full``: the last ``last_n`` blocks (and the final norm) train fully, adapters on every
     other linear layer.
     """
+    if name == "lora_attention_last_n":
+        return FreezeSpec(preset="none", lora=LoraSpec(preset="none", rank=rank, alpha=alpha, dropout=dropout,
+                                                       rules=[LoraRule(f"{LAST_ATTENTION}{last_n}")]))
     lora = LoraSpec(preset="attention" if name == "lora_attention" else "all_linear", rank=rank, alpha=alpha, dropout=dropout)
     if name in ("lora_attention", "lora_all_linear"):
         return FreezeSpec(preset="none", lora=lora)
     if name == "last_n_full":
         return FreezeSpec(preset="last_n_blocks", last_n=last_n, lora=lora)
-    raise ConfigError("preset", f"unknown LoRA preset {name!r}", "use lora_attention, lora_all_linear or last_n_full")
+    raise ConfigError("preset", f"unknown LoRA preset {name!r}",
+                      "use lora_attention, lora_attention_last_n, lora_all_linear or last_n_full")
 
 
 PRESET_LABELS = {
     "lora_attention": "LoRA on attention projections",
+    "lora_attention_last_n": "LoRA on the attention of the last N blocks",
     "lora_all_linear": "LoRA on all linear layers",
     "last_n_full": "Last N blocks fully, LoRA elsewhere",
 }

@@ -1,4 +1,4 @@
-"""Editors for language-model runs: the LoRA part of a freeze plan (with the three presets), one
+"""Editors for language-model runs: the LoRA part of a freeze plan (with the four presets), one
 module's adapter settings, and the run's sample prompts / gradient checkpointing.
 
 They edit engine objects (``FreezeSpec``, ``HyperParams``) and emit copies; the host (layer tree,
@@ -12,10 +12,10 @@ import copy
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from tunedesk.engine.config import FreezeSpec, HyperParams, LoraSpec
+from tunedesk.engine.config import LAST_ATTENTION, FreezeSpec, HyperParams, LoraRule, LoraSpec
 
 LORA_LAYER_CHOICES = [("none", "No adapters (rules only)"), ("attention", "Attention projections"),
                       ("all_linear", "All linear layers")]
@@ -69,19 +69,26 @@ class LoraSettingsWidget(QWidget):
         self.attention_button.setToolTip("Freeze everything; adapters on the attention projections (q, k, v, o)")
         self.linear_button = QPushButton("LoRA on all linear layers")
         self.linear_button.setToolTip("Freeze everything; adapters on every linear layer (attention and MLP)")
+        self.last_attention_button = QPushButton("LoRA on attention of the last N blocks")
+        self.last_attention_button.setToolTip("Freeze everything; adapters on the attention projections of the last "
+                                              "N blocks only (tone and style: fewer adapters, less memory)")
         self.last_n_button = QPushButton("Last N blocks fully, LoRA elsewhere")
         self.last_n_button.setToolTip("Train the last N blocks (and the final norm) fully; adapters on every other linear layer")
         self.last_n = QSpinBox()
         self.last_n.setRange(1, 256)
         self.last_n.setValue(2)
         self.last_n.setPrefix("N = ")
+        self.last_n.setToolTip("The number of blocks the two 'last N blocks' presets use")
         p = QVBoxLayout(presets)
         p.addWidget(self.attention_button)
         p.addWidget(self.linear_button)
-        row = QHBoxLayout()
-        row.addWidget(self.last_n_button, 1)
-        row.addWidget(self.last_n)
-        p.addLayout(row)
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.last_attention_button, 0, 0)
+        grid.addWidget(self.last_n_button, 1, 0)
+        grid.addWidget(self.last_n, 0, 1, 2, 1)
+        grid.setColumnStretch(0, 1)
+        p.addLayout(grid)
 
         settings = QGroupBox("Adapters")
         self.layers = QComboBox()
@@ -113,6 +120,7 @@ class LoraSettingsWidget(QWidget):
         self.attention_button.clicked.connect(lambda: self.apply_preset("lora_attention"))
         self.linear_button.clicked.connect(lambda: self.apply_preset("lora_all_linear"))
         self.last_n_button.clicked.connect(lambda: self.apply_preset("last_n_full"))
+        self.last_attention_button.clicked.connect(lambda: self.apply_preset("lora_attention_last_n"))
         self.layers.currentIndexChanged.connect(self._edited)
         for w in (self.rank, self.alpha, self.dropout):
             w.valueChanged.connect(self._edited)
@@ -133,8 +141,15 @@ class LoraSettingsWidget(QWidget):
         self._update_summary()
 
     def apply_preset(self, name: str) -> None:
-        """``lora_attention``, ``lora_all_linear`` or ``last_n_full`` (as ``tunedesk.engine.lora.preset_spec``,
-        built here without importing torch)."""
+        """``lora_attention``, ``lora_attention_last_n``, ``lora_all_linear`` or ``last_n_full`` (as
+        ``tunedesk.engine.lora.preset_spec``, built here without importing torch)."""
+        if name == "lora_attention_last_n":
+            self._spec = FreezeSpec(preset="none", lora=LoraSpec(
+                preset="none", rank=self.rank.value(), alpha=self.alpha.value(), dropout=self.dropout.value(),
+                rules=[LoraRule(f"{LAST_ATTENTION}{self.last_n.value()}")]))
+            self._show()
+            self.specChanged.emit(self.spec())
+            return
         lo = LoraSpec(preset="attention" if name == "lora_attention" else "all_linear", rank=self.rank.value(),
                       alpha=self.alpha.value(), dropout=self.dropout.value())
         if name == "last_n_full":
@@ -157,8 +172,16 @@ class LoraSettingsWidget(QWidget):
             self.dropout.setValue(float(lo.dropout))
             if self._spec.preset == "last_n_blocks":
                 self.last_n.setValue(max(1, int(self._spec.last_n)))
-            n = len(lo.rules)
-            self.rules_label.setText(f"{n} per-module choice{'s' if n != 1 else ''} from the layer tree" if n
+            scoped = [r for r in lo.rules if r.lora and r.pattern.startswith(LAST_ATTENTION)]
+            for rule in scoped:
+                try:
+                    self.last_n.setValue(max(1, int(rule.pattern[len(LAST_ATTENTION):])))
+                except ValueError:
+                    pass
+            n = len(lo.rules) - len(scoped)
+            texts = [f"attention of the last {self.last_n.value()} blocks"] if scoped else []
+            texts += [f"{n} per-module choice{'s' if n != 1 else ''} from the layer tree"] if n else []
+            self.rules_label.setText("Adapters also on: " + "; ".join(texts) if texts
                                      else "Per-module choices: right-click a module in the layer tree")
         finally:
             self._quiet = False
