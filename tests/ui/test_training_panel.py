@@ -412,3 +412,22 @@ def test_language_model_sample_replies_reach_their_tab(panel):
     panel._on_sample(SampleGenerated(1, 10, 1, "where is my parcel", "arr, it be in port"))
     assert panel.samples.model.rowCount() == 2
     assert panel.tabs.currentWidget() is panel.samples
+
+
+def test_lora_plans_are_described_with_their_adapters_and_rate(panel, tmp_path):
+    from tunedesk.engine import lora
+    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+    from tunedesk.ui.training.setup_helpers import freeze_text
+
+    assert freeze_text(lora.preset_spec("lora_attention_last_n", last_n=2)) == \
+        "Base frozen + LoRA (rank 8) on the attention of the last 2 blocks"
+    assert freeze_text(lora.preset_spec("lora_all_linear", rank=16)) == "Base frozen + LoRA (rank 16) on all linear layers"
+    assert freeze_text(lora.preset_spec("last_n_full", last_n=1)).endswith("+ LoRA (rank 8) on the other layers")
+    model = tmp_path / "tiny-llama"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    panel.form.apply_config(RunConfig(task="causal_lm", model=ModelSpec(str(model)),
+                                      data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl"))))
+    panel.form.set_freeze(lora.preset_spec("lora_attention"))
+    assert "Base frozen + LoRA" in panel.form.freeze_label.text()
+    assert "LoRA adapters train at 0.001" in panel.form.lr_note.text()  # the suggested base rate is 3e-05

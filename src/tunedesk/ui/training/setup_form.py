@@ -374,6 +374,8 @@ class SetupForm(QWidget):
     def set_freeze(self, spec: FreezeSpec | None) -> None:
         self._freeze = copy.deepcopy(spec) if spec is not None else FreezeSpec()
         self.freeze_label.setText(freeze_text(self._freeze))
+        if hasattr(self, "lr_note"):
+            self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))  # LoRA adapters have their own rate
 
     def set_freeze_resolved(self, summary: str, trainable: int, total: int) -> None:
         """After preparing: the engine's own description, with real parameter counts."""
@@ -402,6 +404,9 @@ class SetupForm(QWidget):
             classifier = self.task_combo.currentData() in ("text_classification", "image_classification")
             if classifier and (self.model_source.currentData() == "hf" or self._model_weights):
                 why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
+            elif self.task_combo.currentData() == "causal_lm" and self._freeze.lora.active:
+                why += (f". The LoRA adapters train at {suggested_head_learning_rate(lr):g} (they start from "
+                        "random weights).")
             elif not why.endswith("."):
                 why += "."
             return why

@@ -10,7 +10,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
-from tunedesk.engine.config import FreezeSpec, ModelSpec, RunConfig
+from tunedesk.engine.config import LAST_ATTENTION, FreezeSpec, ModelSpec, RunConfig
 from tunedesk.engine.errors import ConfigError
 
 
@@ -46,7 +46,25 @@ def freeze_text(spec: FreezeSpec | None) -> str:
         what += f", {len(spec.rules)} custom rule{'s' if len(spec.rules) != 1 else ''}"
     if spec.lr_multipliers:
         what += ", per-layer learning rates"
+    lora = lora_text(spec)
+    if lora:
+        what = ("Base frozen" if spec.preset == "none" and not spec.rules else what) + f" + {lora}"
     return what
+
+
+def lora_text(spec: FreezeSpec) -> str:
+    """The plan's LoRA adapters in words ("" when it has none)."""
+    lo = spec.lora
+    if not lo.active:
+        return ""
+    parts = {"attention": ["attention projections"], "all_linear": ["all linear layers"]}.get(lo.preset, [])
+    scoped = [r.pattern[len(LAST_ATTENTION):] for r in lo.rules if r.lora and r.pattern.startswith(LAST_ATTENTION)]
+    parts += [f"the attention of the last {n} block{'s' if n != '1' else ''}" for n in scoped]
+    others = len(lo.rules) - len(scoped)
+    if others:
+        parts.append(f"{others} module choice{'s' if others != 1 else ''}")
+    where = " and ".join(parts) if spec.preset != "last_n_blocks" or lo.preset == "none" else "the other layers"
+    return f"LoRA (rank {lo.rank}) on {where}"
 
 
 def model_spec_from_entry(entry: Any) -> ModelSpec:
