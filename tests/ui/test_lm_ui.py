@@ -30,11 +30,13 @@ def test_samples_view_rows_are_evaluations_columns_are_prompts(qtbot):
     m = view.model
     assert (m.rowCount(), m.columnCount()) == (3, 2)
     assert m.data(m.index(2, 0)) == "reply 3" and m.data(m.index(0, 1)) == "refund 1"
-    assert m.headerData(0, Qt.Orientation.Vertical) == "Epoch 1\nstep 10"
+    assert m.headerData(0, Qt.Orientation.Vertical) == "Epoch 1 \u00b7 step 10"
     assert "where is my parcel" in m.headerData(0, Qt.Orientation.Horizontal)
     qtbot.waitUntil(lambda: view.table.isVisible() and not view.empty.isVisible())
     view.add_sample(30, 3, "where is my parcel", "updated")  # same evaluation again: replaces, no new row
     assert m.rowCount() == 3 and m.data(m.index(2, 0)) == "updated"
+    view.add_sample(0, 0, "where is my parcel", "your parcel is on its way .")  # the replies before training
+    assert m.headerData(3, Qt.Orientation.Vertical) == "Before training"
     view.clear()
     assert m.rowCount() == 0 and m.columnCount() == 0
 
@@ -209,6 +211,13 @@ def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_pa
         run_id = train.run_id
         assert train.last_finished.status == "completed"
         assert train.chat.run_id == run_id and train.chat.chat  # trained on conversations
+        assert train.tabs.currentWidget() is train.samples  # a finished language model shows its replies
+        assert train.samples.model.headerData(0, Qt.Orientation.Vertical) == "Before training"
+        ev = train.evaluation  # no classes to confuse: a table of the evaluations, perplexity in the summary
+        assert ev.pages.currentWidget() is ev.epoch_table and ev.epoch_table.rowCount() == 1
+        assert "perplexity" in ev.summary.text() and ev.epoch_table.item(0, 3).text()
+        train.plots.redraw(force=True)
+        assert list(train.plots._right_items) == ["val_perplexity"]  # not a share: on its own axis
         train.chat.temperature.setValue(0.0)
         train.chat.max_tokens.setValue(6)
         with qtbot.waitSignal(train.chat.replyReceived, timeout=60_000) as got:

@@ -86,9 +86,12 @@ class SampleTableModel(QAbstractTableModel):
             return None
         epoch, step = self.rows[section]
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"Epoch {epoch}\nstep {step}"
+            return "Before training" if epoch == 0 and step == 0 else f"Epoch {epoch} \u00b7 step {step}"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return ("The pre-trained model's replies, before any training" if epoch == 0 and step == 0
+                    else f"Replies after epoch {epoch} (step {step})")
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+            return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         return None
 
 

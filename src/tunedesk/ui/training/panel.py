@@ -346,8 +346,8 @@ class TrainingPanel(RunEventHandlers, QWidget):
 
         self.epoch_events = [EpochEnded(run_id, e["epoch"], e["step"], e["metrics"], e["confusion"], e["label_names"],
                                         e["per_class"], e["is_best"]) for e in epochs]
-        if self.epoch_events:
-            self.evaluation.show_epoch(self.epoch_events[-1], self._best_epoch())
+        for ev in self.epoch_events:  # a language model's table lists them all; a classifier shows the last
+            self.evaluation.show_epoch(ev, self._best_epoch())
 
     def _begin(self, worker: RunWorker, message: str, fresh: bool = True) -> None:
         self._release_worker()

@@ -44,6 +44,8 @@ class LivePlots(QWidget):
         self._drawn_steps = -1
         self._drawn_epochs = -1
         self._metric_items: dict[str, Any] = {}
+        self._right_items: dict[str, Any] = {}  # metrics on the right axis (perplexity), in ``_right_vb``
+        self._right_vb: Any = None
         self.redraws = 0
         pg = _pg()
         pal = self.palette()
@@ -87,6 +89,31 @@ class LivePlots(QWidget):
                                            pen=pg.mkPen(QColor(120, 120, 120), width=1, style=_dash()))
         self.best_marker.setVisible(False)
         self.metric_plot.addItem(self.best_marker)
+
+    def _right_view(self, title: str):
+        """A second value axis on the right of the metrics plot, for metrics that are not shares."""
+        if self._right_vb is None:
+            pg = _pg()
+            plot = self.metric_plot
+            vb = pg.ViewBox()
+            vb.setMouseEnabled(x=False, y=False)
+            vb.disableAutoRange()
+            plot.scene().addItem(vb)
+            axis = plot.getAxis("right")
+            axis.linkToView(vb)
+            axis.setPen(pg.mkPen(self._fg))
+            axis.setTextPen(pg.mkPen(self._fg))
+            vb.setXLink(plot)
+
+            def follow() -> None:
+                vb.setGeometry(plot.getViewBox().sceneBoundingRect())
+
+            plot.getViewBox().sigResized.connect(follow)
+            follow()
+            self._right_vb = vb
+        self.metric_plot.showAxis("right")
+        self.metric_plot.setLabel("right", title, color=self._fg.name())
+        return self._right_vb
 
     def _legend_brush(self) -> QColor:
         c = QColor(self.palette().color(QPalette.ColorRole.Base))
@@ -149,16 +176,29 @@ class LivePlots(QWidget):
         if any(len(y) for y in ys):
             self._sticky_y(self.val_loss_plot, *ys)
         names = [n for n in c.metric_names() if n.startswith("val_") and n != "val_loss"]
-        extra = iter(EXTRA_COLORS)
+        extra = iter(EXTRA_COLORS[len(self._metric_items):])
         for name in names:
             if name not in self._metric_items:
                 color = COLORS.get(name) or next(extra, (120, 120, 120))
-                self._metric_items[name] = self.metric_plot.plot(
-                    pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7, symbolBrush=color, symbolPen=None,
-                    name=METRIC_TITLES.get(name, name.removeprefix("val_")))
+                title = METRIC_TITLES.get(name, name.removeprefix("val_").replace("_", " "))
+                x, y = c.epoch_series(name)
+                style = dict(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7, symbolBrush=color, symbolPen=None)
+                if len(y) and float(_np().nanmax(y)) > 1.0:  # not a share (perplexity): its own axis, right
+                    item = pg.PlotDataItem(**style)
+                    self._right_view(title).addItem(item)
+                    self.metric_legend.addItem(item, f"{title} (right axis)")
+                    self._right_items[name] = item
+                else:
+                    item = self.metric_plot.plot(name=title, **style)
+                self._metric_items[name] = item
+        right = []
         for name, item in self._metric_items.items():
             x, y = c.epoch_series(name)
             item.setData(x, y)
+            if name in self._right_items:
+                right.append(y)
+        if right:
+            self._sticky_y(self._right_vb, *right)
         best = [e["epoch"] for e in c.epochs if e.get("is_best")]
         self.best_marker.setVisible(bool(best))
         if best:
@@ -223,7 +263,12 @@ class LivePlots(QWidget):
         self._ranges.clear()
         self._drawn_steps = self._drawn_epochs = -1
         for name in list(self._metric_items):
-            self.metric_plot.removeItem(self._metric_items.pop(name))
+            item = self._metric_items.pop(name)
+            if self._right_items.pop(name, None) is not None:
+                self._right_vb.removeItem(item)
+            else:
+                self.metric_plot.removeItem(item)
+        self.metric_plot.hideAxis("right")
         self.metric_legend.clear()
         self.metric_plot.setYRange(0, 1.02, padding=0)
         self.redraw(force=True)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
                                QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QStackedWidget, QTableView,
-                               QVBoxLayout, QWidget)
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 Index = QModelIndex | QPersistentModelIndex
@@ -117,16 +117,64 @@ class PerClassModel(QAbstractTableModel):
 def metric_line(metrics: dict[str, float]) -> str:
     parts = []
     for key, title in (("val_accuracy", "accuracy"), ("val_macro_f1", "macro-F1"), ("val_loss", "validation loss"),
+                       ("val_perplexity", "perplexity"), ("val_token_accuracy", "token accuracy"),
                        ("train_loss", "training loss")):
         value = metrics.get(key)
         if isinstance(value, (int, float)):
-            parts.append(f"{title} <b>{value:.3f}</b>" if key.startswith("val_a") or key.startswith("val_m")
-                         else f"{title} {value:.4f}")
+            parts.append(f"{title} <b>{value:.3f}</b>" if key in ("val_accuracy", "val_macro_f1", "val_perplexity")
+                         else f"{title} {value:.4f}" if key.endswith("loss") else f"{title} {value:.3f}")
     return " · ".join(parts)
 
 
+LM_COLUMNS = (("epoch", "Epoch"), ("step", "Step"), ("val_loss", "Validation loss"), ("val_perplexity", "Perplexity"),
+              ("val_token_accuracy", "Token accuracy"), ("train_loss", "Training loss"))
+
+
+class EpochTable(QTableWidget):
+    """Language models: one row per evaluation (no classes to confuse), the best one in bold."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(0, len(LM_COLUMNS), parent)
+        self.setHorizontalHeaderLabels([title for _, title in LM_COLUMNS])
+        self.verticalHeader().hide()
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.setAlternatingRowColors(True)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.rows: dict[int, int] = {}  # epoch -> row
+
+    def show_epoch(self, ev: Any, best_epoch: int | None) -> None:
+        row = self.rows.get(ev.epoch)
+        if row is None:
+            row = self.rows[ev.epoch] = self.rowCount()
+            self.insertRow(row)
+        values = dict(ev.metrics, epoch=ev.epoch, step=ev.step)
+        for col, (key, _title) in enumerate(LM_COLUMNS):
+            value = values.get(key)
+            text = "" if value is None else str(value) if key in ("epoch", "step") else \
+                f"{value:.4f}" if key.endswith("loss") else f"{value:.3f}"
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.setItem(row, col, item)
+        for col in range(self.columnCount()):  # a metric the task does not report: no empty column
+            self.setColumnHidden(col, all(not (self.item(r, col) and self.item(r, col).text()) for r in self.rows.values()))
+        for epoch, r in self.rows.items():
+            for col in range(self.columnCount()):
+                item = self.item(r, col)
+                if item is not None:
+                    font = item.font()
+                    font.setBold(epoch == best_epoch)
+                    item.setFont(font)
+        self.scrollToItem(self.item(row, 0))
+
+    def clear_rows(self) -> None:
+        self.setRowCount(0)
+        self.rows = {}
+
+
 class EvaluationView(QWidget):
-    """Validation metrics of one epoch with its confusion matrix and per-class scores."""
+    """Validation metrics of one epoch with its confusion matrix and per-class scores; for language
+    models (no classes) a table of the evaluations instead."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -165,7 +213,11 @@ class EvaluationView(QWidget):
         split.addWidget(self.per_class)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
-        layout.addWidget(split, 1)
+        self.epoch_table = EpochTable()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(split)
+        self.pages.addWidget(self.epoch_table)
+        layout.addWidget(self.pages, 1)
         self.shown_epoch: int | None = None
 
     def show_epoch(self, ev: Any, best_epoch: int | None = None, final: bool = False) -> None:
@@ -174,14 +226,21 @@ class EvaluationView(QWidget):
         if not final and best_epoch is not None:
             head += " (best so far)" if best_epoch == ev.epoch else f" (best so far: epoch {best_epoch})"
         self.summary.setText(f"<b>{head}</b> — {metric_line(metrics)}")
-        self.confusion_model.set_data(ev.confusion, ev.label_names)
-        self.per_class_model.set_data(ev.per_class)
+        if ev.confusion or ev.label_names:
+            self.pages.setCurrentIndex(0)
+            self.confusion_model.set_data(ev.confusion, ev.label_names)
+            self.per_class_model.set_data(ev.per_class)
+        else:  # a language model: every evaluation in a table
+            self.pages.setCurrentIndex(1)
+            self.epoch_table.show_epoch(ev, ev.epoch if final else best_epoch)
         self.shown_epoch = ev.epoch
 
     def clear(self) -> None:
         self.summary.setText("Validation results appear after the first epoch.")
         self.confusion_model.set_data([], [])
         self.per_class_model.set_data({})
+        self.epoch_table.clear_rows()
+        self.pages.setCurrentIndex(0)
         self.shown_epoch = None
 
 

@@ -97,7 +97,7 @@ class RunEventHandlers:
             best_ev = next((e for e in reversed(self.epoch_events) if e.epoch == best), None)
             if best_ev is not None:
                 self.evaluation.show_epoch(best_ev, best, final=True)
-            self.tabs.setCurrentWidget(self.evaluation)
+            self.tabs.setCurrentWidget(self.samples if self._task == "causal_lm" else self.evaluation)
         elif ev.status == "stopped":
             self._say(f"Run #{rid} stopped at step {ev.steps}: a checkpoint is saved, Continue run resumes it.")
             self.log.add(f"stopped at step {ev.steps} ({ev.reason})", "warning")
