@@ -80,7 +80,7 @@ def test_lora_run_records_loss_perplexity_samples_and_adapter_names(lora_run):
     expected = {f"base_model.model.model.layers.1.self_attn.{p}.lora_{ab}.default.weight"
                 for p in ("q_proj", "k_proj", "v_proj", "o_proj") for ab in "AB"}
     assert set(names) == expected
-    assert run["freeze_summary"].endswith("nothing + LoRA r=8 on 4 layers")
+    assert run["freeze_summary"].endswith("base frozen + LoRA r=8 on 4 layers")
     best = result.output_dir + "/best"
     meta = json.loads(open(best + "/tunedesk.json").read())
     assert set(meta["lora"]) == {f"model.layers.1.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")}

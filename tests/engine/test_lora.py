@@ -177,7 +177,7 @@ def test_describe_and_config_round_trip():
     targets = lora.resolve_targets(model, spec.lora, plan)
     wrapped = lora.wrap(model, targets)
     text = lora.describe(spec, lora.adapted_plan(wrapped, plan, targets), targets)
-    assert text.endswith("nothing + LoRA r=16 on 12 layers")
+    assert text.endswith("base frozen + LoRA r=16 on 12 layers")
     cfg = RunConfig(task="causal_lm", freeze=spec)
     cfg.model.name_or_path, cfg.data.kind, cfg.data.path = "/m", "chat_jsonl", "/d.jsonl"
     assert RunConfig.from_dict(cfg.to_dict()).freeze == spec

@@ -310,12 +310,14 @@ def adapted_plan(wrapped: nn.Module, plan: freezing.ResolvedPlan, targets: dict[
 
 
 def describe(spec: FreezeSpec, plan: freezing.ResolvedPlan, targets: dict[str, LoraTarget]) -> str:
-    """``"0.8% - nothing + LoRA r=8 on 12 layers"``."""
+    """``"0.8% - base frozen + LoRA r=8 on 12 layers"``."""
     text = freezing.describe(spec, plan)
     if not targets:
         return text
     ranks = sorted({t.rank for t in targets.values()})
     r = f"r={ranks[0]}" if len(ranks) == 1 else f"r={ranks[0]}-{ranks[-1]}"
+    if text.endswith(" - nothing"):  # no layer trains fully: the adapters are all that learns
+        text = text.removesuffix(" - nothing") + " - base frozen"
     return f"{text} + LoRA {r} on {len(targets)} layer{'s' if len(targets) != 1 else ''}"
 
 

@@ -105,7 +105,10 @@ class OverviewTab(QWidget):
         f["trains"].setText(f"{run.get('freeze_summary') or share} ({run.get('trainable_params') or 0:,} of "
                             f"{run.get('total_params') or 0:,})")
         lr = res.get("learning_rate") or h.get("learning_rate")
-        f["hparams"].setText(f"lr {fmt.lr_text(lr)} · {h.get('epochs')} epochs · batch {h.get('batch_size')} · "
+        head_lr = res.get("head_learning_rate")
+        new_layers = "LoRA adapters" if run.get("task") == "causal_lm" else "new head"
+        lr_more = f" ({new_layers} {fmt.lr_text(head_lr)})" if head_lr and head_lr != lr else ""
+        f["hparams"].setText(f"lr {fmt.lr_text(lr)}{lr_more} · {h.get('epochs')} epochs · batch {h.get('batch_size')} · "
                              f"{h.get('schedule', '')} schedule · seed {config.get('seed')}")
         f["device"].setText(" · ".join(x for x in (run.get("device"), run.get("precision")) if x))
         f["started"].setText(fmt.local_time(run.get("started_at") or run.get("created_at"), seconds=True))
@@ -162,7 +165,8 @@ class RunDetail(QWidget):
 
         self.title = QLabel()
         set_role(self.title, "title")
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long names clip
+        self.title.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.title.setMinimumWidth(60)  # its full width when there is room; long names clip
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status = QLabel()
         self.subtitle = hint_label()
@@ -248,6 +252,7 @@ class RunDetail(QWidget):
         self.delete_button.setToolTip("Stop the run first" if active else "Delete the run and its files")
         self._shown = set()
         is_lm = run.get("task") == "causal_lm"
+        self.tabs.setTabVisible(self.tabs.indexOf(self.classes), not is_lm)  # a language model has no classes
         self.tabs.setTabVisible(self.tabs.indexOf(self.samples), is_lm)
         self.tabs.setTabVisible(self.tabs.indexOf(self.try_holder), is_lm)
         self._fill_tab(self.tabs.currentIndex())
