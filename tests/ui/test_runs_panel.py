@@ -241,6 +241,7 @@ def test_detail_shows_one_run_and_saves_notes(store, panel, db, qtbot):
     d = p.detail
     assert p.lower.currentWidget() is d
     assert d.title.text() == f"#{a}  alpha"
+    qtbot.waitUntil(lambda: d.title.width() >= d.title.sizeHint().width())  # on screen, not squeezed away
     assert "tiny-bert" in d.overview.facts["model"].text()
     assert d.overview.facts["best"].text() == "0.800 acc"
     for i, title in enumerate(d.TABS):  # every tab fills without error
