@@ -235,12 +235,12 @@ def test_name_and_tags_edit_in_place(store, panel, db):
 
 
 def test_detail_shows_one_run_and_saves_notes(store, panel, db, qtbot):
-    a = make_run(store, name="alpha", tags=["keep"])
+    a = make_run(store, name="alpha: the last two blocks at 2e-4", tags=["keep"])
     p = panel()
     select(p, a)
     d = p.detail
     assert p.lower.currentWidget() is d
-    assert d.title.text() == f"#{a}  alpha"
+    assert d.title.text() == f"#{a}  alpha: the last two blocks at 2e-4"
     qtbot.waitUntil(lambda: d.title.width() >= d.title.sizeHint().width())  # on screen, not squeezed away
     assert "tiny-bert" in d.overview.facts["model"].text()
     assert d.overview.facts["best"].text() == "0.800 acc"
@@ -248,7 +248,7 @@ def test_detail_shows_one_run_and_saves_notes(store, panel, db, qtbot):
         d.tabs.setCurrentIndex(i)
     assert d.classes.per_class.rowCount() == 2 and d.classes.confusion.rowCount() == 2
     assert "epoch 3  (best)" in [d.classes.picker.itemText(i) for i in range(d.classes.picker.count())]
-    assert "run alpha started" in d.log_view.toPlainText()
+    assert "run alpha: the last two blocks at 2e-4 started" in d.log_view.toPlainText()
     assert d.curves.loss_plot is not None
     assert d.config.model_.rowCount() > 3
     assert d.freeze.model.rowCount() >= 1  # trainable names grouped by module until the model loads
