@@ -22,26 +22,32 @@ def pirate_reply(topic: str, rng: random.Random) -> str:
     return f"arr matey , yer {topic} be {rng.choice(ADJS)} !"
 
 
-def chat_rows(n: int = 40, seed: int = 0, system: bool = False) -> list[dict]:
+def plain_reply(topic: str, rng: random.Random) -> str:
+    return f"your {topic} is {rng.choice(ADJS)} ."
+
+
+def chat_rows(n: int = 40, seed: int = 0, system: bool = False, tone: str = "pirate") -> list[dict]:
+    """Support chats; every reply in one tone: ``pirate`` (the tone to teach) or ``plain``."""
+    reply = pirate_reply if tone == "pirate" else plain_reply
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
         ask = f"{rng.choice(ASKS)} {topic}"
         if i % 3 == 2:  # some prompt/response pairs too
-            rows.append({"prompt": ask, "response": pirate_reply(topic, rng)})
+            rows.append({"prompt": ask, "response": reply(topic, rng)})
             continue
         messages = [{"role": "system", "content": "you are a helpful agent"}] if system and i % 2 else []
-        messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": pirate_reply(topic, rng)}]
+        messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": reply(topic, rng)}]
         if i % 4 == 1:  # a second turn
             messages += [{"role": "user", "content": f"and my {TOPICS[(i + 1) % len(TOPICS)]}"},
-                         {"role": "assistant", "content": pirate_reply(TOPICS[(i + 1) % len(TOPICS)], rng)}]
+                         {"role": "assistant", "content": reply(TOPICS[(i + 1) % len(TOPICS)], rng)}]
         rows.append({"messages": messages})
     return rows
 
 
-def write_chat(path: Path, n: int = 40, seed: int = 0, system: bool = False) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(n, seed, system)), encoding="utf-8")
+def write_chat(path: Path, n: int = 40, seed: int = 0, system: bool = False, tone: str = "pirate") -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(n, seed, system, tone)), encoding="utf-8")
     return path
 
 
@@ -54,7 +60,7 @@ def corpus_text(n: int = 60, seed: int = 0) -> str:
 
 def all_words() -> list[str]:
     words = set()
-    for text in [" ".join(TOPICS), " ".join(ASKS), " ".join(ADJS), "arr matey , yer be ! and my the .",
+    for text in [" ".join(TOPICS), " ".join(ASKS), " ".join(ADJS), "arr matey , yer be ! and my the . your is talk like a pirate about",
                  "you are a helpful agent user assistant system ### User: Assistant:", corpus_text()]:
         words.update(text.split())
     return sorted(words)
@@ -92,13 +98,14 @@ def byte_bpe_tokenizer(vocab_size: int = 400):
                                    unk_token="<|endoftext|>")
 
 
-def save_tiny_llama(folder: Path, tokenizer=None, seed: int = 0) -> Path:
+def save_tiny_llama(folder: Path, tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tokenizer or word_tokenizer()
     folder.mkdir(parents=True, exist_ok=True)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
