@@ -382,5 +382,19 @@ def test_lora_presets_and_module_choices(qtbot, panel, state, llama_entry, bert_
     assert state.freeze.lora.rules[-1].pattern == "model.layers.1.mlp" and state.freeze.lora.rules[-1].rank == 4
     real = lora.resolve_targets(tree.model, state.freeze.lora, freezing.resolve(tree.model, state.freeze, []))
     assert set(real) == set(tree.lora_targets)  # what the run will adapt is what the tree shows
+    # gradient checkpointing in the memory estimate: fewer activations for a long sequence, and it is offered
+    summary = panel.summary
+    assert summary.checkpointing.isVisibleTo(panel)
+    summary.seq.setValue(4096)
+    without = panel.tree.model_tree().summary(**summary.inputs()).memory.activations
+    summary.checkpointing.setChecked(True)
+    with_ckpt = panel.tree.model_tree().summary(**summary.inputs()).memory.activations
+    assert 0 < with_ckpt < without
+    summary.checkpointing.setChecked(False)
+    panel._available = lambda device: 1 << 20  # 1 MiB free: the activations are what does not fit
+    panel.refresh_summary()
+    assert "Gradient checkpointing" in summary.verdict.text()
+    del panel._available
     show(qtbot, panel, state, bert_entry)  # LoRA is for causal LMs: the plan drops it for a classifier
     assert not panel.lora_box.isVisibleTo(panel) and not state.freeze.lora.active
+    assert not summary.checkpointing.isVisibleTo(panel) and not summary.inputs()["gradient_checkpointing"]

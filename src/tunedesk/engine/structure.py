@@ -402,20 +402,23 @@ class ModelTree:
         return freezing.lr_multiplier_for(self.index, spec.lr_multipliers, self.head_paths)
 
     def summary(self, *, batch_size: int = 16, precision: str = "auto", sequence_length: int = 128,
-                image_size: int = 224, device: str = "cpu", available: int | None = None) -> PlanSummary:
-        """Counts, the plan in words and the training-memory estimate of the last applied plan."""
+                image_size: int = 224, device: str = "cpu", available: int | None = None,
+                gradient_checkpointing: bool = False) -> PlanSummary:
+        """Counts, the plan in words and the training-memory estimate of the last applied plan
+        (``gradient_checkpointing``: language models, as the run's switch of that name)."""
         if self.plan is None or self.spec is None:
             raise RuntimeError("apply a FreezeSpec first")
         plan = self.plan
         cuda = device.startswith("cuda")
         if precision == "auto" and not cuda:
             precision = "fp32"
-        if self.lora_targets:  # adapters train too, and change what autograd keeps
+        if self.supports_lora:  # a causal LM: adapters train too (and change what autograd keeps), checkpointing
             from tunedesk.engine import lora
 
-            extra = self.root.adapters
+            extra = self.root.adapters if self.lora_targets else 0
             memory = lora.estimate_memory(self.model, self.spec, batch_size=batch_size, precision=precision,
-                                          sequence_length=sequence_length, cuda=cuda, head_paths=self.head_paths)
+                                          sequence_length=sequence_length, cuda=cuda, head_paths=self.head_paths,
+                                          gradient_checkpointing=gradient_checkpointing)
             trainable, total = plan.trainable_params + extra, plan.total_params + extra
             return PlanSummary(trainable, total, trainable / total if total else 0.0,
                                lora.describe(self.spec, plan, self.lora_targets), memory, available)

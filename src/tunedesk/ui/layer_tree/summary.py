@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSizePolicy, QSpinBox,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSizePolicy, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from tunedesk.engine.config import FreezeSpec
@@ -149,6 +149,12 @@ class SummaryPanel(QWidget):
         form.addRow("Batch size", self.batch)
         form.addRow("Sequence length", self.seq)
         form.addRow("Image size", self.image)
+        self.checkpointing = QCheckBox("Gradient checkpointing")
+        self.checkpointing.setToolTip("Language models: recompute activations in the backward pass (much less memory "
+                                      "for long sequences, about a third slower). Switch it on for the run in the "
+                                      "Train area, under Language model.")
+        form.addRow("", self.checkpointing)
+        form.setRowVisible(self.checkpointing, False)
         self._form = form
         ml.addLayout(form)
         grid = QGridLayout()
@@ -186,6 +192,7 @@ class SummaryPanel(QWidget):
         for spin in (self.batch, self.seq, self.image):
             spin.valueChanged.connect(self.inputsChanged)
         self.precision.currentIndexChanged.connect(self.inputsChanged)
+        self.checkpointing.toggled.connect(self.inputsChanged)
         self.device.currentIndexChanged.connect(self.inputsChanged)
         self.set_task("text_classification")
 
@@ -220,11 +227,14 @@ class SummaryPanel(QWidget):
         image = task == "image_classification"
         self._form.setRowVisible(self.seq, not image)
         self._form.setRowVisible(self.image, image)
+        self._form.setRowVisible(self.checkpointing, task == "causal_lm")
+        self._causal = task == "causal_lm"
 
     def inputs(self) -> dict[str, Any]:
         return {"batch_size": self.batch.value(), "precision": self.precision.currentData() or "auto",
                 "sequence_length": self.seq.value(), "image_size": self.image.value(),
-                "device": self.device.currentData() or "cpu"}
+                "device": self.device.currentData() or "cpu",
+                "gradient_checkpointing": bool(getattr(self, "_causal", False) and self.checkpointing.isChecked())}
 
     def device_text(self) -> str:
         key = self.device.currentData() or "cpu"
@@ -284,6 +294,9 @@ class SummaryPanel(QWidget):
         if ratio > 1:
             if parts["activations"] > parts["gradients"] + parts["optimizer"]:
                 fix = "Lower the batch size or the sequence length, or freeze more of the early layers."
+                if getattr(self, "_causal", False) and not self.checkpointing.isChecked():
+                    fix = ("Tick “Gradient checkpointing” above (for the run: Train area, Language model), "
+                           "lower the batch size or the sequence length, or freeze more layers.")
             else:
                 fix = "Freeze more layers (e.g. “Last N blocks”), or use bf16 mixed precision."
             _set_role(self.verdict, "error")
