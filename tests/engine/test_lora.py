@@ -184,3 +184,45 @@ def test_describe_and_config_round_trip():
     cfg.validate()
     with pytest.raises(ConfigError, match="unknown LoRA preset"):
         lora.preset_spec("nope")
+
+
+FAMILIES = {  # tiny configs of the decoder families the issue names (and two more), built here
+    "qwen2": ("Qwen2Config", dict(num_key_value_heads=1, intermediate_size=64)),
+    "qwen3": ("Qwen3Config", dict(num_key_value_heads=1, intermediate_size=64, head_dim=16)),
+    "mistral": ("MistralConfig", dict(num_key_value_heads=1, intermediate_size=64)),
+    "phi3": ("Phi3Config", dict(num_key_value_heads=2, intermediate_size=64, pad_token_id=0)),
+    "phi": ("PhiConfig", dict(intermediate_size=64)),
+    "gpt_neox": ("GPTNeoXConfig", dict(intermediate_size=64)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_attention_presets_and_training_on_each_decoder_family(family):
+    """Attention LoRA finds each family's attention projections (fused qkv in Phi-3 and GPT-NeoX,
+    ``dense`` in Phi), and a step through PEFT trains the adapters only."""
+    import transformers
+
+    cls, extra = FAMILIES[family]
+    cfg = getattr(transformers, cls)(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                     max_position_embeddings=64, **extra)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    everything = lora.resolve_targets(model, LoraSpec(preset="attention"))
+    last = lora.resolve_targets(model, LoraSpec(rules=[LoraRule("@attention:last:1")]))
+    blocks = freezing.detect_blocks(model).paths
+    assert len(blocks) == 3 and everything and set(last) < set(everything)
+    assert all(p.startswith(blocks[-1] + ".") for p in last)
+    assert len(everything) == 3 * len(last)  # the same projections in every block
+    assert not any(p.split(".")[-1] in ("mlp", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "dense_h_to_4h")
+                   for p in everything)
+    spec = lora.preset_spec("lora_attention_last_n", last_n=1, rank=4, alpha=8, dropout=0.0)
+    plan = freezing.resolve(model, spec)
+    targets = lora.resolve_targets(model, spec.lora, plan)
+    assert set(targets) == set(last)
+    wrapped = lora.wrap(model, targets)
+    freezing.apply(wrapped, lora.adapted_plan(wrapped, plan, targets))
+    ids = torch.randint(0, 64, (2, 12))
+    wrapped(input_ids=ids, labels=ids).loss.backward()
+    grads = {n for n, p in wrapped.named_parameters() if p.grad is not None}
+    assert grads and all(lora.is_adapter_param(n) for n in grads)
+    assert all(f".{blocks[-1]}." in f".{lora.base_name(n)}" for n in grads)
