@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from tunedesk.engine.config import LAST_ATTENTION, FreezeSpec, HyperParams, LoraRule, LoraSpec
 
-LORA_LAYER_CHOICES = [("none", "No adapters (rules only)"), ("attention", "Attention projections"),
+LORA_LAYER_CHOICES = [("none", "Only where chosen (below, or in the tree)"), ("attention", "Attention projections"),
                       ("all_linear", "All linear layers")]
 
 
@@ -181,7 +181,8 @@ class LoraSettingsWidget(QWidget):
             n = len(lo.rules) - len(scoped)
             texts = [f"attention of the last {self.last_n.value()} blocks"] if scoped else []
             texts += [f"{n} per-module choice{'s' if n != 1 else ''} from the layer tree"] if n else []
-            self.rules_label.setText("Adapters also on: " + "; ".join(texts) if texts
+            also = "Adapters also on: " if lo.preset != "none" else "Adapters on: "
+            self.rules_label.setText(also + "; ".join(texts) if texts
                                      else "Per-module choices: right-click a module in the layer tree")
         finally:
             self._quiet = False
