@@ -273,8 +273,33 @@ def test_text_corpus_and_chat_jsonl(store, tmp_path):
     r2 = run_import(store, ImportSpec("chat_jsonl", str(chat)))
     items = list(store.iter_items(r2.dataset_id))
     assert len(items) == 1 and json.loads(items[0].text) == good
-    assert "unknown role" in r2.report.summary() and "no assistant message" in r2.report.summary()
+    assert "unknown role" in r2.report.summary() and "no assistant reply" in r2.report.summary()
     wrong = tmp_path / "labels.jsonl"
     wrong.write_text('{"text": "a", "label": "b"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match="no 'messages' field"):
+    with pytest.raises(DataError, match="holds no conversations"):
         run_import(store, ImportSpec("chat_jsonl", str(wrong)))
+
+
+def test_chat_import_reads_every_shape_training_reads(store, tmp_path):
+    """The Datasets area and training read conversations through one function: pairs, ShareGPT and
+    content parts come in as messages, exactly as a training run would see them."""
+    from tunedesk.engine.lm_data import read_chat_jsonl
+
+    rows = [
+        {"prompt": "where is my parcel", "response": "arr, at sea", "system": "talk like a pirate"},
+        {"instruction": "translate", "input": "hello", "output": "ahoy"},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ahoy"}]},
+        {"messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": [{"text": "a"},
+                      {"text": "b"}]}, {"role": "assistant", "content": "ab"}]},
+        {"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = run_import(store, ImportSpec("chat_jsonl", str(path)))
+    stored = [json.loads(i.text)["messages"] for i in store.iter_items(result.dataset_id)]
+    assert stored == read_chat_jsonl(path).conversations and len(stored) == 4
+    assert stored[0] == [{"role": "system", "content": "talk like a pirate"},
+                         {"role": "user", "content": "where is my parcel"}, {"role": "assistant", "content": "arr, at sea"}]
+    assert stored[1][0]["content"] == "translate\n\nhello" and stored[2][0] == {"role": "user", "content": "hi"}
+    assert stored[3][0]["role"] == "system" and stored[3][1]["content"] == "ab"
+    assert "line 5: unknown role: 'tool'" in "\n".join(str(i) for i in result.report.issues)

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from tunedesk.engine.chat_format import ROLES, normalise_record  # noqa: F401 - re-exported
 from tunedesk.engine.data.encoding import detect_encoding, normalize_encoding
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.errors import DataError
@@ -36,8 +37,6 @@ from tunedesk.engine.errors import DataError
 IGNORE_INDEX = -100
 CORPUS_SUFFIXES = (".txt", ".md", ".text")
 CHAT_SUFFIXES = (".jsonl", ".jsonlines", ".ndjson")
-ROLES = ("system", "user", "assistant")
-_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant"}
 
 #: Used when the tokenizer has no chat template of its own (GPT-2 and most base models):
 #:
@@ -70,6 +69,9 @@ class LMExamples:
     documents: list[tuple[str, str]] = field(default_factory=list)  # corpus: (file name, text)
     conversations: list[list[dict[str, str]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # a saved data set version's split, one "train" / "val" (or "test" / "": left out) per document or
+    # conversation; None: split here with data.val_fraction and the seed
+    split: list[str] | None = None
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -77,7 +79,18 @@ class LMExamples:
             h.update(name.encode("utf-8", "surrogatepass") + b"\x1f" + text.encode("utf-8", "surrogatepass") + b"\x1e")
         for conv in self.conversations:
             h.update(json.dumps(conv, ensure_ascii=False, sort_keys=True).encode("utf-8", "surrogatepass") + b"\x1e")
+        if self.split is not None:
+            h.update(("split:" + ",".join(self.split)).encode("utf-8"))
         return h.hexdigest()[:16]
+
+    def stored_split(self) -> tuple[list[int], list[int]] | None:
+        """(train, validation) indices from a version's split, or None when it has none (or no
+        validation part, or no training part)."""
+        if self.split is None:
+            return None
+        train = [i for i, s in enumerate(self.split) if s == "train"]
+        val = [i for i, s in enumerate(self.split) if s == "val"]
+        return (train, val) if train and val else None
 
 
 def _encoding(path: Path, encoding: str | None) -> str:
@@ -140,48 +153,6 @@ def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | 
         raise DataError(f"{root.name} has no readable text ({report.summary()})",
                         "save the documents as UTF-8 text, or set data.encoding")
     return LMExamples("text_corpus", root.name, report.summary(), documents=docs, warnings=_issue_warnings(report))
-
-
-def normalise_record(obj: Any) -> tuple[list[dict[str, str]] | None, str]:
-    """One JSONL record -> (messages, "") or (None, reason it was skipped)."""
-    if not isinstance(obj, dict):
-        return None, "not an object: each line must be a JSON object"
-    raw = obj.get("messages", obj.get("conversations"))
-    if raw is not None:
-        if not isinstance(raw, list) or not raw:
-            return None, "bad messages: 'messages' must be a non-empty list"
-        messages = []
-        for i, m in enumerate(raw):
-            if not isinstance(m, dict):
-                return None, f"bad message: message {i + 1} is not an object"
-            role = m.get("role", m.get("from"))
-            content = m.get("content", m.get("value"))
-            role = _ROLE_ALIASES.get(str(role).lower(), str(role).lower()) if isinstance(role, str) else role
-            if role not in ROLES:
-                return None, f"unknown role: {role!r} in message {i + 1} (use system, user or assistant)"
-            if not isinstance(content, str):
-                return None, f"bad message: message {i + 1} has no text content"
-            messages.append({"role": role, "content": content})
-    else:
-        prompt = response = None
-        for p_key, r_key in (("prompt", "response"), ("prompt", "completion"), ("instruction", "output"),
-                             ("question", "answer"), ("input", "output")):
-            if p_key in obj and r_key in obj:
-                prompt, response = obj[p_key], obj[r_key]
-                if p_key == "instruction" and isinstance(obj.get("input"), str) and obj["input"].strip():
-                    prompt = f"{prompt}\n\n{obj['input']}" if isinstance(prompt, str) else prompt
-                break
-        if prompt is None and response is None:
-            return None, "unknown format: expected 'messages' or 'prompt'/'response' keys"
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            return None, "bad pair: prompt and response must be text"
-        messages = []
-        if isinstance(obj.get("system"), str) and obj["system"].strip():
-            messages.append({"role": "system", "content": obj["system"]})
-        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        return None, "no assistant reply: nothing to learn from this conversation"
-    return messages, ""
 
 
 def read_chat_jsonl(path: str | Path, encoding: str | None = None, max_items: int | None = None) -> LMExamples:
@@ -402,18 +373,40 @@ class EncodedLM:
 def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_fraction: float, seed: int) -> EncodedLM:
     """Tokenise and split: corpus -> packed blocks (split by block); chat -> one sequence per conversation."""
     warnings = list(examples.warnings)
+    stored = examples.stored_split()
+    if stored is not None:
+        left_out = len(examples.split or []) - len(stored[0]) - len(stored[1])
+        if left_out:
+            warnings.append(f"{left_out} item(s) of the version are in neither its training nor its validation part "
+                            "and are left out")
     if examples.kind == "text_corpus":
-        stream = tokenize_documents(tokenizer, examples.documents)
-        blocks = pack(stream, max_length)
-        if len(blocks) < 2:
-            raise DataError(f"{examples.name} is too short: {len(stream)} tokens make {len(blocks)} block(s) of "
-                            f"{max_length} tokens, and training needs at least 2 (one for validation)",
-                            "add more text, or lower hparams.max_length")
-        train_idx, val_idx = split_indices(len(blocks), val_fraction, seed)
+        if stored is not None:  # the version's split is by passage: pack each part on its own
+            parts = [pack(tokenize_documents(tokenizer, [examples.documents[i] for i in idx]), max_length)
+                     for idx in stored]
+            if not parts[0] or not parts[1]:
+                raise DataError(f"{examples.name}: its {'training' if not parts[0] else 'validation'} part is shorter "
+                                f"than one block of {max_length} tokens",
+                                "lower hparams.max_length, or give that part more text in the Datasets area")
+            blocks = parts[0] + parts[1]
+            train_idx = list(range(len(parts[0])))
+            val_idx = list(range(len(parts[0]), len(blocks)))
+            tokens = sum(len(b) for b in blocks)
+            where = "stored split"
+        else:
+            stream = tokenize_documents(tokenizer, examples.documents)
+            blocks = pack(stream, max_length)
+            tokens = len(stream)
+            if len(blocks) < 2:
+                raise DataError(f"{examples.name} is too short: {len(stream)} tokens make {len(blocks)} block(s) of "
+                                f"{max_length} tokens, and training needs at least 2 (one for validation)",
+                                "add more text, or lower hparams.max_length")
+            train_idx, val_idx = split_indices(len(blocks), val_fraction, seed)
+            where = "validation"
         train = LMDataset([blocks[i] for i in train_idx], [None] * len(train_idx))
         val = LMDataset([blocks[i] for i in val_idx], [None] * len(val_idx))
-        summary = (f"{examples.summary}; {len(stream):,} tokens packed into {len(blocks)} blocks of {max_length} "
-                   f"({len(train_idx)} train, {len(val_idx)} validation)")
+        summary = (f"{examples.summary}; {tokens:,} tokens packed into {len(blocks)} blocks of {max_length} "
+                   f"({len(train_idx)} train, {len(val_idx)} validation" +
+                   (", the version's stored split)" if where == "stored split" else ")"))
         return EncodedLM(train, val, warnings, summary, sum(len(b) for b in train.input_ids))
     ids_list: list[list[int]] = []
     labels_list: list[list[int]] = []
@@ -435,11 +428,21 @@ def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_f
     if len(ids_list) < 2:
         raise DataError(f"{examples.name} has {len(ids_list)} usable conversation(s); training needs at least 2 "
                         "(one for validation)", "add conversations, or raise hparams.max_length if replies were cut off")
-    train_idx, val_idx = split_indices(len(ids_list), val_fraction, seed)
+    if stored is not None:  # the version's split, by conversation (those cut away above drop out)
+        position = {source: k for k, source in enumerate(kept)}
+        train_idx = [position[i] for i in stored[0] if i in position]
+        val_idx = [position[i] for i in stored[1] if i in position]
+        if not train_idx or not val_idx:
+            raise DataError(f"{examples.name}: no usable conversation is left in its "
+                            f"{'training' if not train_idx else 'validation'} part",
+                            "raise hparams.max_length if replies were cut off, or re-split in the Datasets area")
+    else:
+        train_idx, val_idx = split_indices(len(ids_list), val_fraction, seed)
     train = LMDataset([ids_list[i] for i in train_idx], [labels_list[i] for i in train_idx])
     val = LMDataset([ids_list[i] for i in val_idx], [labels_list[i] for i in val_idx])
     targets = sum(sum(1 for x in labels_list[i] if x != IGNORE_INDEX) for i in train_idx)
-    summary = (f"{examples.summary}; {len(train_idx)} train and {len(val_idx)} validation conversations, "
+    how = " (the version's stored split)" if stored is not None else ""
+    summary = (f"{examples.summary}; {len(train_idx)} train and {len(val_idx)} validation conversations{how}, "
                f"{targets:,} assistant tokens to learn")
     return EncodedLM(train, val, warnings, summary, targets, [kept[i] for i in val_idx])
 

@@ -14,15 +14,14 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import iter_table_records
+from tunedesk.engine.chat_format import normalise_record
 from tunedesk.engine.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 MAX_PASSAGE_CHARS = 20_000
-CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
 def list_text_files(path: Path) -> list[Path]:
@@ -71,61 +70,26 @@ def iter_passages(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
         yield start, "\n".join(lines)
 
 
-def _content(value: Any) -> str | None:
-    """A message's content as text: a string, or a list of parts with "text" (OpenAI style)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        if len(texts) == len(value):
-            return "".join(texts)
-    return None
-
-
-def check_messages(value: Any) -> tuple[list[dict[str, str]] | None, str]:
-    """(messages, "") for a valid conversation object, else (None, the reason)."""
-    if not isinstance(value, dict):
-        return None, f"not a JSON object: got {type(value).__name__}"
-    messages = value.get("messages")
-    if messages is None:
-        return None, "missing field: 'messages'"
-    if not isinstance(messages, list) or not messages:
-        return None, "messages must be a non-empty list"
-    out = []
-    for k, m in enumerate(messages):
-        if not isinstance(m, dict):
-            return None, f"message {k + 1} is not an object"
-        role = m.get("role")
-        if role not in CHAT_ROLES:
-            return None, f"unknown role: message {k + 1} has role {role!r} (use {', '.join(CHAT_ROLES)})"
-        content = _content(m.get("content"))
-        if content is None:
-            return None, f"no text content: message {k + 1} ({role})"
-        out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        return None, "no assistant message: nothing for the model to learn"
-    return out, ""
-
-
 def iter_chat_records(path: Path, encoding: str, report: DataReport) -> Iterator[tuple[int, str, str]]:
-    """Yield ``(line, canonical JSON, plain text)`` of each valid conversation; skip and report the rest.
-    Raises DataError when no line has a ``messages`` field at all (the wrong kind of file)."""
-    seen_messages = False
+    """Yield ``(line, canonical JSON, plain text)`` of each valid conversation (any shape
+    ``chat_format`` reads: messages, ShareGPT, prompt/response pairs); skip and report the rest.
+    Raises DataError when no line looks like a conversation at all (the wrong kind of file)."""
+    seen = False
     for line, _, value in iter_table_records(path, encoding, "jsonl", report):
         report.rows_read += 1
-        messages, reason = check_messages(value)
+        messages, reason = normalise_record(value)
         if messages is None:
             report.add(reason, line)
-            if report.rows_read >= 200 and not seen_messages:
+            if report.rows_read >= 200 and not seen:
                 break
             continue
-        seen_messages = True
+        seen = True
         text = json.dumps({"messages": messages}, ensure_ascii=False)
         plain = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
         yield line, text, plain
-    if report.rows_read and not seen_messages and any(i.reason.startswith("missing field: 'messages'")
-                                                      for i in report.issues):
+    if report.rows_read and not seen and any(i.reason.startswith("unknown format") for i in report.issues):
         raise DataError(
-            f"{path.name} has no 'messages' field",
+            f"{path.name} holds no conversations: no line has 'messages' or a prompt/response pair",
             'chat JSONL needs one conversation per line: {"messages": [{"role": "user", "content": "..."}, '
-            '{"role": "assistant", "content": "..."}]}; for labelled texts use the text table import')
+            '{"role": "assistant", "content": "..."}]} or {"prompt": "...", "response": "..."}; '
+            'for labelled texts use the text table import')

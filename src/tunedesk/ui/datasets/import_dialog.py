@@ -25,7 +25,7 @@ KINDS = [
     ("image_folder", "Images in class folders"),
     ("image_csv", "Images + a CSV of file,label"),
     ("text_corpus", "Text corpus (.txt files, for language models)"),
-    ("chat_jsonl", "Chat conversations (JSONL with messages)"),
+    ("chat_jsonl", "Chat conversations (JSONL: messages, or prompt/response pairs)"),
 ]
 TABLE_FILTER = "Tables (*.csv *.tsv *.tab *.jsonl *.ndjson);;All files (*)"
 NO_LABEL = "(none: label them here)"
