@@ -256,7 +256,7 @@ def test_mistakes_are_refused_before_anything_runs(tmp_path, llama_dir, chat_fil
         prepare(config)
     config = lm_config(llama_dir, chat_file)
     config.data.kind = "text_table"
-    with pytest.raises(ConfigError, match="text_corpus or chat_jsonl"):
+    with pytest.raises(ConfigError, match="text_corpus, chat_jsonl or dataset_version"):
         prepare(config)
     config = lm_config(llama_dir, tmp_path / "missing.jsonl")
     with pytest.raises(TuneDeskError, match="not found"):

@@ -165,9 +165,10 @@ class RunConfig:
             _check(d.kind in ("text_table", "dataset_version"), "data.kind",
                    f"must be text_table for text_classification (got {d.kind!r})")
         if self.task == "causal_lm":
-            _check(d.kind in ("text_corpus", "chat_jsonl"), "data.kind",
-                   f"must be text_corpus or chat_jsonl for causal_lm (got {d.kind!r})",
-                   "text_corpus: a .txt file or folder of .txt files; chat_jsonl: a JSONL file of conversations")
+            _check(d.kind in ("text_corpus", "chat_jsonl", "dataset_version"), "data.kind",
+                   f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})",
+                   "text_corpus: a .txt file or folder of .txt files; chat_jsonl: a JSONL file of conversations; "
+                   "dataset_version: a corpus or chat version saved in the Datasets area")
         _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})",
                "0.2 keeps a fifth of the data for validation")
         _positive_or_none(d.max_items, "data.max_items")

@@ -106,7 +106,7 @@ def load_run_model(run_id: int, *, home: str | os.PathLike[str] | None = None, w
     spec = config.model
     spec.name_or_path = base_path
     model, _, _, _ = load_causal_lm(spec, dtype=torch.float32)
-    chat = config.data.kind == "chat_jsonl"
+    chat = bool(run["_resolved"].get("chat", config.data.kind == "chat_jsonl"))  # a version may hold chats
     if meta:
         targets = {p: lora.LoraTarget(p, int(r), float(a), float(d)) for p, (r, a, d) in meta.get("lora", {}).items()}
     elif config.freeze.lora.active:

@@ -134,7 +134,10 @@ def clone_config(run: dict[str, Any]):
 def lm_chat(run: dict[str, Any]) -> bool:
     """A language-model run trained on conversations: its "try it" sends the whole chat, through the
     chat template (a corpus run continues the text it is given)."""
-    return run.get("task") == "causal_lm" and (run_config(run).get("data") or {}).get("kind") == "chat_jsonl"
+    if run.get("task") != "causal_lm":
+        return False
+    chat = resolved(run).get("chat")  # recorded by the engine (a data set version may hold either)
+    return bool(chat) if chat is not None else (run_config(run).get("data") or {}).get("kind") == "chat_jsonl"
 
 
 def has_model(checkpoints: dict[str, Any]) -> bool:

@@ -191,6 +191,8 @@ def _config_record(prep: PreparedRun) -> dict[str, Any]:
                            "head_paths": prep.loaded.head_paths, "trainable_names": prep.plan.trainable_names,
                            "architecture": prep.loaded.architecture, "family": prep.loaded.family,
                            "pretrained": prep.loaded.pretrained}
+    if prep.config.task == "causal_lm":  # a data set version may hold chats or a corpus: say which it was
+        record["_resolved"]["chat"] = bool(getattr(prep.task, "chat", False))
     return record
 
 

@@ -156,6 +156,11 @@ class CausalLM:
         self.base_path = ""
         self.base_fingerprint: str | None = None
 
+    @property
+    def chat(self) -> bool:
+        """Trained on conversations (a chat JSONL file or a chat version): prompts go through the chat template."""
+        return self.kind == "chat_jsonl"
+
     # ---- data and model ------------------------------------------------------------------------
 
     def load_examples(self, config: RunConfig) -> lm_data.LMExamples:
@@ -165,7 +170,13 @@ class CausalLM:
             return lm_data.read_corpus(d.path, d.encoding, d.max_items)
         if d.kind == "chat_jsonl":
             return lm_data.read_chat_jsonl(d.path, d.encoding, d.max_items)
-        raise ConfigError("data.kind", f"must be text_corpus or chat_jsonl for causal_lm (got {d.kind!r})")
+        if d.kind == "dataset_version":
+            from tunedesk.engine.tasks.stored import load_lm_version
+
+            examples = load_lm_version(config)
+            self.kind = examples.kind  # a chat version trains (and later answers) through the chat template
+            return examples
+        raise ConfigError("data.kind", f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})")
 
     def label_names(self, examples: Any) -> list[str]:
         return []
@@ -180,7 +191,7 @@ class CausalLM:
                              fingerprint=fingerprint(path) if device != "meta" else None, kind="hf", label_names=[])
         self.base_path, self.base_fingerprint = str(path), loaded.fingerprint
         if device != "meta":
-            tok = load_lm_tokenizer(str(path), chat=config.data.kind == "chat_jsonl")
+            tok = load_lm_tokenizer(str(path), chat=self.chat)
             loaded.processor = tok
             if getattr(model.config, "pad_token_id", None) is None:
                 model.config.pad_token_id = tok.pad_token_id
@@ -260,7 +271,7 @@ class CausalLM:
         out = []
         try:
             for prompt in prompts:
-                text = generate_text(model, loaded.processor, prompt, chat=config.data.kind == "chat_jsonl",
+                text = generate_text(model, loaded.processor, prompt, chat=self.chat,
                                      max_new_tokens=config.hparams.sample_max_new_tokens, temperature=0.0,
                                      device=device, autocast_dtype=dtype)
                 out.append((prompt, text))
