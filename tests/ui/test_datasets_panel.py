@@ -4,6 +4,7 @@ operations, flag selection, split, save a version, use it for training, thumbnai
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,18 @@ def test_an_image_version_sets_the_train_area_to_image_classification(qtbot, hom
     panel.form.set_data_spec(DataSpec(kind="dataset_version", dataset_version=version.id))
     assert panel.form.task_combo.currentData() == "image_classification"
     panel.shutdown()
+
+
+def test_chat_conversations_read_as_turns_without_a_label_column(panel, qtbot, tmp_path):
+    path = tmp_path / "pirate.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "where is my parcel"},
+                          {"role": "assistant", "content": "arr, it sails"}]},
+            {"prompt": "i lost my password", "response": "arr, a new one be sent"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    imported(panel, qtbot, ImportSpec("chat_jsonl", str(path)))
+    m = panel.model
+    assert m.columns == ("Text", "Split", "Flags")  # nothing to label in a conversation
+    shown = [m.data(m.index(r, 0)) for r in range(2)]
+    assert shown[0] == "user: where is my parcel  \u00b7  assistant: arr, it sails"
+    assert shown[1].startswith("user: i lost my password") and "{" not in shown[1]
+    assert m.data(m.index(0, 0), Qt.ItemDataRole.ToolTipRole) == "user: where is my parcel\nassistant: arr, it sails"

@@ -8,6 +8,7 @@ here: the model emits ``labelEdited`` and the panel pushes an undoable command.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -51,11 +52,21 @@ def _placeholder(size: int, broken: bool = False) -> QPixmap:
     return pm
 
 
+def chat_lines(text: str) -> list[str]:
+    """A stored conversation ({"messages": [...]}) as "role: content" lines (the raw text if it is not one)."""
+    try:
+        messages = json.loads(text)["messages"]
+        return [f"{m['role']}: {m['content']}" for m in messages]
+    except (TypeError, ValueError, KeyError):
+        return [text]
+
+
 class ItemsModel(QAbstractTableModel):
     labelEdited = Signal(int, str)  # item id, new label (the panel makes it an undoable edit)
 
     TEXT_COLUMNS = ("Text", "Label", "Split", "Flags")
     IMAGE_COLUMNS = ("Image", "Label", "Split", "Flags", "Size")
+    LM_COLUMNS = ("Text", "Split", "Flags")  # corpora and chats: no labels
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -79,7 +90,14 @@ class ItemsModel(QAbstractTableModel):
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return self.IMAGE_COLUMNS if self.is_image else self.TEXT_COLUMNS
+        if self.is_image:
+            return self.IMAGE_COLUMNS
+        return self.LM_COLUMNS if self.info is not None and self.info.kind in ("text_corpus", "chat") else \
+            self.TEXT_COLUMNS
+
+    @property
+    def is_chat(self) -> bool:
+        return self.info is not None and self.info.kind == "chat"
 
     def set_dataset(self, store: DatasetStore | None, info: DatasetInfo | None) -> None:
         self.beginResetModel()
@@ -188,6 +206,8 @@ class ItemsModel(QAbstractTableModel):
                 text = item.text or ""
                 if role == Qt.ItemDataRole.EditRole:
                     return text
+                if self.is_chat:
+                    return "  \u00b7  ".join(" ".join(line.split()) for line in chat_lines(text))
                 return " ".join(text.split()) or "(empty text)"
             if column == "Image":
                 return os.path.basename(item.path or "")
@@ -201,6 +221,8 @@ class ItemsModel(QAbstractTableModel):
                 return f"{item.width}×{item.height}" if item.width else ""
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == "Text":
+                if self.is_chat:
+                    return "\n".join(chat_lines(item.text or ""))[:TEXT_LIMIT]
                 return (item.text or "")[:TEXT_LIMIT]
             if column == "Image":
                 return item.path
