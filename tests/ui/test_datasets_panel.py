@@ -259,3 +259,5 @@ def test_chat_conversations_read_as_turns_without_a_label_column(panel, qtbot, t
     assert shown[0] == "user: where is my parcel  \u00b7  assistant: arr, it sails"
     assert shown[1].startswith("user: i lost my password") and "{" not in shown[1]
     assert m.data(m.index(0, 0), Qt.ItemDataRole.ToolTipRole) == "user: where is my parcel\nassistant: arr, it sails"
+    assert not panel.classes_box.isVisibleTo(panel) and not panel.relabel_button.isVisibleTo(panel)
+    assert panel.balance_box.title() == "Training / validation"

@@ -212,7 +212,7 @@ class DatasetsPanel(PanelActions, QWidget):
         self.cleaning_box.selectExtrasRequested.connect(self.select_extra_copies)
         self.chart = BalanceChart()
         self.chart.setMinimumHeight(170)
-        balance = QGroupBox("Class balance")
+        balance = self.balance_box = QGroupBox("Class balance")
         QVBoxLayout(balance).addWidget(self.chart)
         self.split_box = SplitBox()
         self.split_box.splitRequested.connect(self.split)
@@ -464,6 +464,9 @@ class DatasetsPanel(PanelActions, QWidget):
         else:
             self.classes_box.set_counts({}, labelled=False)
             self.chart.set_counts({"(all items)": {s: sum(c[s] for c in counts.values()) for s in ("train", "val", "")}})
+        for widget in (self.classes_box, self.label_filter, self.relabel_combo, self.relabel_button):
+            widget.setVisible(labelled)  # a corpus or a chat has no classes to edit
+        self.balance_box.setTitle("Class balance" if labelled else "Training / validation")
         totals = {s: sum(c[s] for c in counts.values()) for s in ("train", "val", "")}
         self.split_box.set_state(info.split, totals["train"], totals["val"], totals[""], labelled)
         self._update_version_box()
