@@ -261,3 +261,4 @@ def test_chat_conversations_read_as_turns_without_a_label_column(panel, qtbot, t
     assert m.data(m.index(0, 0), Qt.ItemDataRole.ToolTipRole) == "user: where is my parcel\nassistant: arr, it sails"
     assert not panel.classes_box.isVisibleTo(panel) and not panel.relabel_button.isVisibleTo(panel)
     assert panel.balance_box.title() == "Training / validation"
+    assert panel.split_box.method.currentData() == "random"  # nothing to stratify by

@@ -257,6 +257,8 @@ class SplitBox(QGroupBox):
         else:
             text = "Not split yet: training would split at random"
         self.summary.setText(text)
+        if not labelled:  # nothing to stratify by
+            self.method.setCurrentIndex(max(0, self.method.findData("random")))
         self.method.setEnabled(labelled)
 
 
