@@ -301,7 +301,8 @@ class SetupForm(QWidget):
                 pass  # an unknown version is reported with its hint when the run is prepared
         self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
         self.val_fraction.setValue(spec.val_fraction)
-        note = {"dataset_version": f"saved data set version {spec.dataset_version}"}.get(spec.kind, "")
+        note = {"dataset_version": f"saved data set version {spec.dataset_version}: its stored split is used (the "
+                                   "validation share only applies to a version saved unsplit)"}.get(spec.kind, "")
         self.data_note.setText(note)
         self.data_note.setVisible(bool(note))
 
