@@ -7,8 +7,9 @@ What it does, as a user would (offline, CPU, a few minutes):
 1. A local causal LM: a tiny Llama (4 blocks, hidden 64, a word-level tokenizer with a ChatML chat
    template) "pre-trained" here to answer support questions in a plain tone ("your parcel is on its
    way ."), saved to a folder, added in the Models area ("Add model folder") and used.
-2. A chat JSONL written in one consistent (pirate) tone, chosen as the Train area's data.
-3. In the Layers area: the preset "LoRA on attention of the last N blocks" with N = 2.
+2. In the Layers area: the preset "LoRA on attention of the last N blocks" with N = 2.
+3. A chat JSONL written in one consistent (pirate) tone, imported in the Datasets area, split at
+   random, saved as a version and sent to the Train area ("Use for training").
 4. In the Train area: three sample prompts, Start, and the sample replies change epoch by epoch.
 5. "Try it": a chat with the fine-tuned model; then, in the Runs area, the run is exported through
    its Export dialog (merged weights, and the adapter alone), and each export is loaded in a plain
@@ -144,12 +145,28 @@ def main() -> int:
     print("layers  :", layers.lora_widget.summary.text())
     window.grab().save(str(out / "lm-layers.png"))
 
-    # 3. the Train area: the chat file, prompts, a few epochs; Start
+    # 3. the Datasets area: import the chat JSONL, save a version, train on it
+    from tunedesk.engine.datasets import ImportSpec
+
+    datasets = window._ensure_panel("datasets")
+    window.show_panel("datasets")
+    datasets.start_import(ImportSpec("chat_jsonl", str(data)))
+    wait(app, lambda: datasets.task_job is None and datasets.info is not None and datasets.model.rowCount() > 0,
+         300, "the chat import")
+    datasets.split_box.button.click()  # a random 20 % for validation, stored with the version
+    wait(app, lambda: datasets.task_job is None and "validation" in datasets.split_box.summary.text(), 300,
+         "the split")
+    settle(app, 20)
+    if os.environ.get("TUNEDESK_SHOT_ALL"):
+        window.grab().save(str(out / "lm-datasets.png"))
+    datasets.version_box.use_button.click()  # saves a version and hands it to the Train area
     train = window._ensure_panel("train")
+    wait(app, lambda: train.form._base.data.kind == "dataset_version", 300, "the version to reach the Train area")
+    print("data    :", train.form._base.data.dataset_version, datasets.info.item_count, "conversations")
+
+    # 4. the Train area: prompts, a few epochs; Start
     window.show_panel("train")
     form = train.form
-    form.data_edit.setText(str(data))
-    form._data_edited()  # what leaving the field (or Browse) does
     form.lm_settings.prompts.setPlainText("\n".join(PROMPTS))
     form.lm_settings.max_new.setValue(12)
     form.epochs.setValue(args.epochs)
@@ -175,7 +192,7 @@ def main() -> int:
     settle(app, 30)
     window.grab().save(str(out / "lm.png"))
 
-    # 4. Try it: chat with the fine-tuned model
+    # 5. Try it: chat with the fine-tuned model
     train.tabs.setCurrentWidget(train.try_stack)
     chat = train.chat
     chat.temperature.setValue(0.0)
@@ -193,7 +210,7 @@ def main() -> int:
     settle(app, 30)
     window.grab().save(str(out / "lm-tryit.png"))
 
-    # 5. the Runs area: the run's detail (its own "Try it"), its Export dialog twice; plain Python loads both
+    # 6. the Runs area: the run's detail (its own "Try it"), its Export dialog twice; plain Python loads both
     runs = window._ensure_panel("runs")
     window.show_panel("runs")
     runs.select_runs([train.run_id])
