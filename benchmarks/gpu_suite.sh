@@ -11,3 +11,5 @@ $b --model bert-base --batch 64 --seq 128 --precision bf16 --steps 200 --repeats
 $b --model resnet50 --batch 256 --precision bf16 --steps 100 --repeats 3 --workers 12 | tail -1
 $b --model resnet50 --batch 256 --precision bf16 --steps 100 --repeats 3 --workers 12 --frozen | tail -1
 $b --model tiny-bert --device cpu --threads 2 --steps 60 --repeats 3 | tail -1
+$py benchmarks/layer_tree.py --calibrate | tail -1
+PYTHONPATH=${PYTHONPATH:-}:. $py benchmarks/lm_lora.py | tail -1

@@ -355,15 +355,15 @@ def estimate_memory(model: nn.Module, spec: FreezeSpec, *, batch_size: int, prec
     hidden = _cfg_int(cfg, "hidden_size", "n_embd", "d_model")
     layers = max(len(base.blocks), 1)
     tokens = batch_size * sequence_length
-    if gradient_checkpointing and activations and hidden:
+    for path, t in targets.items():  # each adapter keeps its rank-sized hidden state, and its dropout mask
+        fan_in, _ = _in_out(model.get_submodule(path))  # (about 1 byte per input entry, measured on an H200)
+        activations += tokens * ((fan_in if t.dropout > 0 else 0) + t.rank * act)
+    if gradient_checkpointing and activations and hidden:  # adapters live in the blocks: recomputed too
         names = list(base.trainable)
         only_last = freezing.ResolvedPlan({n: n == names[-1] for n in names}, dict(base.param_sizes), base.blocks, [])
         outside = min(freezing.estimate_memory(model, only_last, **kw).activations, activations)  # logits, head
         in_blocks = activations - outside
         activations = outside + int(min(in_blocks, in_blocks / layers + tokens * hidden * act * layers))
-    for path, t in targets.items():
-        fan_in, _ = _in_out(model.get_submodule(path))
-        activations += tokens * ((fan_in if t.dropout > 0 else 0) + t.rank) * act
     # what the causal_lm task holds: what trains in fp32 (+ autocast's half copy), frozen weights in
     # half precision on a GPU with bf16/fp16, else fp32
     trainable = base.trainable_params + adapter_params(model, targets)
