@@ -32,6 +32,7 @@ import torch
 from tunedesk.engine.chat_format import ROLES, normalise_record  # noqa: F401 - re-exported
 from tunedesk.engine.data.encoding import detect_encoding, normalize_encoding
 from tunedesk.engine.data.report import DataReport
+from tunedesk.engine.data.text import iter_table_records
 from tunedesk.engine.errors import DataError
 
 IGNORE_INDEX = -100
@@ -169,27 +170,17 @@ def read_chat_jsonl(path: str | Path, encoding: str | None = None, max_items: in
     report = DataReport(str(p), encoding=enc, unit="conversation")
     conversations: list[list[dict[str, str]]] = []
     try:
-        with open(p, encoding=enc) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if lineno == 1:
-                    raw = raw.lstrip("\ufeff")
-                if not raw.strip():
-                    continue
-                report.rows_read += 1
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    report.add(f"invalid JSON: {exc.msg} at column {exc.colno}", lineno)
-                    continue
-                messages, reason = normalise_record(obj)
-                if messages is None:
-                    report.add(reason, lineno)
-                    continue
-                conversations.append(messages)
-                report.rows_kept += 1
-                if max_items and len(conversations) >= max_items:
-                    report.limit_reached = True
-                    break
+        for lineno, _, obj in iter_table_records(p, enc, "jsonl", report):  # BOM, blank lines, bad JSON
+            report.rows_read += 1
+            messages, reason = normalise_record(obj)
+            if messages is None:
+                report.add(reason, lineno)
+                continue
+            conversations.append(messages)
+            report.rows_kept += 1
+            if max_items and len(conversations) >= max_items:
+                report.limit_reached = True
+                break
     except UnicodeDecodeError:
         raise DataError(f"cannot decode {p.name} as {enc}", 'save the file as UTF-8, or set data.encoding (e.g. "cp1252")') from None
     except OSError as exc:
