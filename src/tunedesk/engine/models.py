@@ -197,20 +197,14 @@ def heuristic_head_paths(model: nn.Module) -> list[str]:
 # ---- builders ------------------------------------------------------------------------------------
 
 
-def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool = False,
-                        device: str = "cpu") -> LoadedModel:
-    """A Hugging Face sequence/image classifier with a fresh head sized to ``label_names``."""
-    import transformers
+
+def load_hf_config(path: Path, spec: Any, **overrides: Any) -> Any:
+    """A model folder's configuration (offline), or a ModelError that says why it cannot be read."""
     from transformers import AutoConfig
 
-    quiet_transformers()
-    path = resolve_hf_path(spec.name_or_path)
-    auto = transformers.AutoModelForImageClassification if image else transformers.AutoModelForSequenceClassification
-    id2label = dict(enumerate(label_names))
     try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code,
-                                            num_labels=len(label_names), id2label=id2label,
-                                            label2id={v: k for k, v in id2label.items()})
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code,
+                                          **overrides)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(f"{path.name} needs its own Python code to load (trust_remote_code)",
@@ -218,6 +212,18 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
     except OSError as exc:
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
+
+def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool = False,
+                        device: str = "cpu") -> LoadedModel:
+    """A Hugging Face sequence/image classifier with a fresh head sized to ``label_names``."""
+    import transformers
+
+    quiet_transformers()
+    path = resolve_hf_path(spec.name_or_path)
+    auto = transformers.AutoModelForImageClassification if image else transformers.AutoModelForSequenceClassification
+    id2label = dict(enumerate(label_names))
+    config = load_hf_config(path, spec, num_labels=len(label_names), id2label=id2label,
+                            label2id={v: k for k, v in id2label.items()})
     warnings: list[str] = []
     if device == "meta":
         with torch.device("meta"):

@@ -20,7 +20,8 @@ from torch import nn
 from tunedesk.engine import freezing, lm_data, lora
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, DataError, ModelError
-from tunedesk.engine.models import LoadedModel, family_of, fingerprint, quiet_transformers, resolve_hf_path
+from tunedesk.engine.models import (LoadedModel, family_of, fingerprint, load_hf_config, quiet_transformers,
+                                    resolve_hf_path)
 from tunedesk.engine.tasks.base import PreparedData
 
 BEST_WEIGHTS = "trainable.safetensors"
@@ -87,19 +88,10 @@ def load_lm_tokenizer(path: str, chat: bool) -> Any:
 def load_causal_lm(spec: Any, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> tuple[nn.Module, Path, Any, list[str]]:
     """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings)."""
     import transformers
-    from transformers import AutoConfig
 
     quiet_transformers()
     path = resolve_hf_path(spec.name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise ModelError(f"{path.name} needs its own Python code to load (trust_remote_code)",
-                             "only if you trust its author, enable 'trust remote code' for this model") from exc
-        raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
-    except OSError as exc:
-        raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
+    config = load_hf_config(path, spec)
     auto = transformers.AutoModelForCausalLM
     if getattr(config, "model_type", "") in ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
         raise ModelError(f"{path.name} is an encoder ({config.model_type}) model, not a decoder language model: "
