@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.shares import percent
 from tunedesk.engine.store import RUN_STATUSES, RunStore, pid_alive
 from tunedesk.engine.store.runs import LIGHT_COLUMNS
 
@@ -215,7 +216,4 @@ def group_by_module(names: Sequence[str]) -> dict[str, list[str]]:
 
 def share_text(trainable: int | None, total: int | None) -> str:
     """``12%`` / ``0.35%`` of parameters that train."""
-    if not total:
-        return ""
-    share = (trainable or 0) / total
-    return f"{100 * share:.0f}%" if share >= 0.01 or share == 0 else f"{100 * share:.2f}%"
+    return percent(trainable or 0, total) if total else ""

@@ -13,7 +13,6 @@ in about a millisecond by passing its index; a run resolves once and may let ``r
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Callable, Iterable
 from torch import nn
 
 from tunedesk.engine.config import FreezeRule, FreezeSpec
+from tunedesk.engine.shares import percent
 from tunedesk.engine.errors import ConfigError
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -458,20 +458,6 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float,
 # ---- words -----------------------------------------------------------------------------------------
 
 
-def _percent(share: float) -> str:
-    """Percent that never rounds a partial plan to 0% or 100%."""
-    pct = 100 * share
-    if share <= 0 or share >= 1:
-        return f"{pct:.0f}%"
-    if pct >= 99.5:
-        return f"{math.floor(pct * 10) / 10:.1f}%"
-    if pct >= 10:
-        return f"{pct:.0f}%"
-    if pct >= 1:
-        return f"{pct:.1f}%"
-    return f"{pct:.2f}%" if pct >= 0.01 else "<0.01%"
-
-
 def describe(spec: FreezeSpec, plan: ResolvedPlan) -> str:
     """A short human summary, e.g. ``"12% - last 2 blocks + head, embeddings frozen"``."""
     what = {
@@ -491,7 +477,7 @@ def describe(spec: FreezeSpec, plan: ResolvedPlan) -> str:
             custom += 1
     if custom:
         extras.append(f"{custom} rule{'s' if custom != 1 else ''}")
-    text = f"{_percent(plan.share)} - {what}"
+    text = f"{percent(plan.trainable_params, plan.total_params)} - {what}"
     return text + (", " + ", ".join(extras) if extras else "")
 
 

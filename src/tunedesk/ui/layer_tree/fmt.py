@@ -25,19 +25,3 @@ def bytes_text(n: int | None) -> str:
     if n >= 2**30:
         return f"{n / 2**30:.1f} GiB"
     return f"{n / 2**20:.0f} MiB"
-
-
-def percent_text(part: int, whole: int) -> str:
-    """A share that never reads 0% or 100% unless it is exactly that."""
-    if not whole or part <= 0:
-        return "0%"
-    if part >= whole:
-        return "100%"
-    pct = 100 * part / whole
-    if pct >= 99.5:
-        return f"{int(pct * 10) / 10:.1f}%"
-    if pct >= 10:
-        return f"{pct:.0f}%"
-    if pct >= 1:
-        return f"{pct:.1f}%"
-    return f"{pct:.2f}%" if pct >= 0.01 else "<0.01%"

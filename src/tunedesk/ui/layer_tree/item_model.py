@@ -17,7 +17,8 @@ from PySide6.QtWidgets import QApplication
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.ui.layer_tree.fmt import count_text, percent_text
+from tunedesk.engine.shares import percent
+from tunedesk.ui.layer_tree.fmt import count_text
 
 if TYPE_CHECKING:
     from tunedesk.engine.structure import ModelTree, ModuleNode
@@ -372,7 +373,7 @@ class FreezeTreeModel(QAbstractItemModel):
             if node.trainable == node.total_params:
                 text = count_text(node.trainable)
             else:
-                text = f"{count_text(node.trainable)} · {percent_text(node.trainable, node.total_params)}"
+                text = f"{count_text(node.trainable)} · {percent(node.trainable, node.total_params)}"
             return f"{text} + {lora}" if lora else text
         if col == COL_LR and node.total_params:
             value, exact = self.lr_of(node)
@@ -387,7 +388,7 @@ class FreezeTreeModel(QAbstractItemModel):
         lines = [f"<b>{node.path or node.name}</b> ({node.type}{', ' + node.detail if node.detail else ''})"]
         if node.total_params:
             lines.append(f"{node.trainable:,} of {node.total_params:,} parameters train "
-                         f"({percent_text(node.trainable, node.total_params)})")
+                         f"({percent(node.trainable, node.total_params)})")
             if node.own_params and node.children:
                 lines.append(f"{node.own_params:,} of them belong to this module itself")
         else:

@@ -10,7 +10,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGridLayout, Q
                                QVBoxLayout, QWidget)
 
 from tunedesk.engine.config import FreezeSpec
-from tunedesk.ui.layer_tree.fmt import bytes_text, count_text, percent_text
+from tunedesk.engine.shares import percent
+from tunedesk.ui.layer_tree.fmt import bytes_text, count_text
 
 OK_COLOUR = "#2e8b57"
 PRECISIONS = (("auto", "Auto"), ("bf16", "bf16 mixed"), ("fp16", "fp16 mixed"), ("fp32", "fp32"))
@@ -259,7 +260,7 @@ class SummaryPanel(QWidget):
         """Render a ``structure.PlanSummary``."""
         self.count_label.setText(f"{count_text(summary.trainable)} trainable")
         self.of_label.setText(f"of {count_text(summary.total)} parameters ({summary.trainable:,} of {summary.total:,})")
-        self.share_bar.set(summary.share, percent_text(summary.trainable, summary.total))
+        self.share_bar.set(summary.share, percent(summary.trainable, summary.total))
         plan = summary.description.split(" - ", 1)[-1]
         self.plan_label.setText(f"Plan: {plan}")
         rules = rule_text(spec)
