@@ -33,7 +33,7 @@ _EXPORTS = {
     "store": ("KINDS", "SPLITS", "DatasetInfo", "DatasetStore", "Item", "VersionInfo"),
     "thumbnails": ("make_thumbnail", "thumbnail_dir"),
     "versions": ("VersionExamples", "load_chat_version", "load_corpus_version", "load_version_examples",
-                 "task_for_version", "version_database"),
+                 "task_for_version", "version_database", "version_kind"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["edits", "flags"]

@@ -42,8 +42,13 @@ TASK_FOR_KIND = {"text": "text_classification", "image": "image_classification",
 def task_for_version(ref: str, location: str | os.PathLike[str] | None = None) -> str:
     """The task that trains on version ``ref`` (text or image classification, or causal_lm), so a
     panel handed a version id can pick the task without knowing what the data set holds."""
+    return TASK_FOR_KIND[version_kind(ref, location)]
+
+
+def version_kind(ref: str, location: str | os.PathLike[str] | None = None) -> str:
+    """What version ``ref`` holds: text, image, text_corpus or chat (DataError when it does not exist)."""
     with DatasetStore(version_database(location)) as store:
-        return TASK_FOR_KIND[store.get_version(ref).kind]
+        return store.get_version(ref).kind
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.datasets.versions import (load_chat_version, load_corpus_version, load_version_examples,
-                                               task_for_version)
+                                               version_kind)
 from tunedesk.engine.errors import DataError
 from tunedesk.engine.tasks.image_classification import ImageExamples
 from tunedesk.engine.tasks.text_classification import TextExamples
@@ -43,15 +43,16 @@ def load_lm_version(config: RunConfig):
 
     d = config.data
     ref, location = d.dataset_version or "", d.path or None
-    if task_for_version(ref, location) != "causal_lm":
-        raise DataError(f"data set version {ref} holds labelled items, not text for a language model",
-                        "import a text corpus (.txt) or chat JSONL in the Datasets area and train on its version")
-    try:
+    stored_kind = version_kind(ref, location)
+    if stored_kind == "chat":
         version, chats, split = load_chat_version(ref, location)
         kind, documents = "chat_jsonl", []
-    except DataError:  # not a chat version: a corpus
+    elif stored_kind == "text_corpus":
         version, passages, split = load_corpus_version(ref, location)
         kind, chats, documents = "text_corpus", [], [(f"passage {i + 1}", t) for i, t in enumerate(passages)]
+    else:
+        raise DataError(f"data set version {ref} holds labelled items, not text for a language model",
+                        "import a text corpus (.txt) or chat JSONL in the Datasets area and train on its version")
     count = len(chats) if kind == "chat_jsonl" else len(documents)
     warnings = []
     if d.max_items is not None and count > d.max_items:

@@ -235,7 +235,7 @@ class SummaryPanel(QWidget):
         return {"batch_size": self.batch.value(), "precision": self.precision.currentData() or "auto",
                 "sequence_length": self.seq.value(), "image_size": self.image.value(),
                 "device": self.device.currentData() or "cpu",
-                "gradient_checkpointing": bool(getattr(self, "_causal", False) and self.checkpointing.isChecked())}
+                "gradient_checkpointing": bool(self._causal and self.checkpointing.isChecked())}
 
     def device_text(self) -> str:
         key = self.device.currentData() or "cpu"
@@ -295,7 +295,7 @@ class SummaryPanel(QWidget):
         if ratio > 1:
             if parts["activations"] > parts["gradients"] + parts["optimizer"]:
                 fix = "Lower the batch size or the sequence length, or freeze more of the early layers."
-                if getattr(self, "_causal", False) and not self.checkpointing.isChecked():
+                if self._causal and not self.checkpointing.isChecked():
                     fix = ("Tick “Gradient checkpointing” above (for the run: Train area, Language model), "
                            "lower the batch size or the sequence length, or freeze more layers.")
             else:

@@ -22,7 +22,7 @@ from tunedesk.engine.errors import ConfigError
 from tunedesk.ui.training.curves import TrainingCurves
 from tunedesk.ui.training.monitor import LogPane, RunMonitor
 from tunedesk.ui.training.results import EvaluationView, TryItBox
-from tunedesk.ui.training.run_events import RunEventHandlers
+from tunedesk.ui.training.run_events import CHAT_LATER, RunEventHandlers
 from tunedesk.ui.training.setup_form import FieldError, SetupForm, lost_on_reload, set_role
 from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
 
@@ -368,7 +368,7 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.tabs.setTabVisible(self.tabs.indexOf(self.samples), self._task == "causal_lm")
         self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
         if self.chat is not None:
-            self.chat.set_run(None, why="Available when the run has finished: chat with its fine-tuned model")
+            self.chat.set_run(None, why=CHAT_LATER)
         self.tabs.setCurrentWidget(self.log)
         self.worker = worker
         worker.progress.connect(self._on_progress)

@@ -176,7 +176,7 @@ class LivePlots(QWidget):
         if any(len(y) for y in ys):
             self._sticky_y(self.val_loss_plot, *ys)
         names = [n for n in c.metric_names() if n.startswith("val_") and n != "val_loss"]
-        extra = iter(EXTRA_COLORS[len(self._metric_items):])
+        extra = iter(EXTRA_COLORS[sum(n not in COLORS for n in self._metric_items):])  # next unused
         for name in names:
             if name not in self._metric_items:
                 color = COLORS.get(name) or next(extra, (120, 120, 120))

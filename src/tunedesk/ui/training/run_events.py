@@ -13,6 +13,8 @@ from PySide6.QtWidgets import QMessageBox
 
 from tunedesk.ui.training.results import metric_line
 
+CHAT_LATER = "Available when the run has finished: chat with its fine-tuned model"
+
 
 class RunEventHandlers:
     """Slots for RunWorker's signals; connected to bound methods, so Qt queues them to the GUI thread."""
@@ -139,7 +141,7 @@ class RunEventHandlers:
             from tunedesk.ui.lm.chat_widget import ChatTryItWidget
 
             self.chat = ChatTryItWidget(self.state.home)
-            self.chat.set_run(None, why="Available when the run has finished: chat with its fine-tuned model")
+            self.chat.set_run(None, why=CHAT_LATER)
             self.try_stack.addWidget(self.chat)
         self.try_stack.setCurrentWidget(self.chat if task == "causal_lm" else self.try_it)
 
