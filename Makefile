@@ -5,7 +5,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install run demo app test test-fast bench screenshots
+.PHONY: install run demo app test test-fast lint bench screenshots
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e ".[dev]"
@@ -25,6 +25,12 @@ test: install
 
 test-fast: install
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow"
+
+# ruff (lint + format), import-linter (Qt boundary, layers, no import cycles).
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	lint-imports
 
 bench: install
 	$(PYTHON) benchmarks/engine_vs_plain.py

@@ -30,17 +30,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-WORDS = ("invoice refund charge payment card price receipt crash error bug login slow install update parcel "
-         "delivery courier tracking late address box password email profile username delete settings name please "
-         "help my the is not today again since monday order i need with urgent thanks hello team account app "
-         "screen export import sync phone laptop week month yesterday").split()
+WORDS = (
+    "invoice refund charge payment card price receipt crash error bug login slow install update parcel "
+    "delivery courier tracking late address box password email profile username delete settings name please "
+    "help my the is not today again since monday order i need with urgent thanks hello team account app "
+    "screen export import sync phone laptop week month yesterday"
+).split()
 LABELS = ("billing", "technical", "shipping", "account", "feedback")
 
 
 def make_texts(path: Path, n: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     rows: list[tuple[str, str]] = []
-    for i in range(n):
+    for _i in range(n):
         r = rng.random()
         if rows and r < 0.01:
             rows.append(rows[rng.randrange(len(rows))])  # exact copy
@@ -114,8 +116,8 @@ def timed(fn):
 
 
 def run_one(store, kind: str, spec, n: int) -> dict:
-    from tunedesk.engine.datasets import plan_split, refresh_flags, run_import
     from tunedesk.engine.datasets import edits as E
+    from tunedesk.engine.datasets import plan_split, refresh_flags, run_import
 
     last = [0.0]
 
@@ -127,8 +129,13 @@ def run_one(store, kind: str, spec, n: int) -> dict:
 
     result, seconds = timed(lambda: run_import(store, spec, progress))
     ds = result.dataset_id
-    out = {"items": result.items, "import_s": round(seconds, 2), "items_per_s": round(result.items / seconds, 1),
-           "flags": {k: v for k, v in result.cleaning.counts.items() if v}, "duplicate_groups": len(result.cleaning.groups)}
+    out = {
+        "items": result.items,
+        "import_s": round(seconds, 2),
+        "items_per_s": round(result.items / seconds, 1),
+        "flags": {k: v for k, v in result.cleaning.counts.items() if v},
+        "duplicate_groups": len(result.cleaning.groups),
+    }
     _, out["refresh_flags_s"] = timed(lambda: refresh_flags(store, ds))
     edit, out["plan_split_s"] = timed(lambda: plan_split(store, ds, "stratified", 0.2, 42))
     _, out["apply_split_s"] = timed(lambda: E.apply_edit(store, ds, edit))
@@ -141,10 +148,13 @@ def run_one(store, kind: str, spec, n: int) -> dict:
         if key.endswith("_s") and isinstance(out[key], float):
             out[key] = round(out[key], 3)
     out["version"] = version.id
-    print(f"{kind}: {result.items:,} items imported in {seconds:.1f} s ({out['items_per_s']:,.0f}/s); "
-          f"flags {out['refresh_flags_s']:.2f} s, split {out['plan_split_s'] + out['apply_split_s']:.2f} s, "
-          f"version {out['save_version_s']:.2f} s, open table {out['table_open_s']:.3f} s, "
-          f"page {out['table_page_s'] * 1000:.1f} ms", flush=True)
+    print(
+        f"{kind}: {result.items:,} items imported in {seconds:.1f} s ({out['items_per_s']:,.0f}/s); "
+        f"flags {out['refresh_flags_s']:.2f} s, split {out['plan_split_s'] + out['apply_split_s']:.2f} s, "
+        f"version {out['save_version_s']:.2f} s, open table {out['table_open_s']:.3f} s, "
+        f"page {out['table_page_s'] * 1000:.1f} ms",
+        flush=True,
+    )
     return out
 
 
@@ -159,8 +169,12 @@ def main() -> None:
     from tunedesk.engine.paths import database_path
 
     work = Path(tempfile.mkdtemp(prefix="tunedesk-bench-"))
-    report: dict = {"benchmark": "dataset_import", "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "machine": platform.machine()}
+    report: dict = {
+        "benchmark": "dataset_import",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
     try:
         store = DatasetStore(database_path(work / "home"))
         if args.texts:

@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tunedesk.engine import freezing  # noqa: E402
-from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig  # noqa: E402
-from tunedesk.engine.events import EventBus  # noqa: E402
-from tunedesk.engine.tasks.base import PreparedData, to_device  # noqa: E402
-from tunedesk.engine.training import Trainer, select_device, select_precision  # noqa: E402
+from tunedesk.engine import freezing
+from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
+from tunedesk.engine.devices import select_device, select_precision
+from tunedesk.engine.run.events import EventBus
+from tunedesk.engine.run.training import Trainer
+from tunedesk.engine.tasks.base import PreparedData, to_device
 
 
 class SyntheticText(torch.utils.data.Dataset):
@@ -66,11 +67,18 @@ def build(args, tmp: Path):
 
         folder = tmp / args.model
         if args.model == "tiny-bert":
-            cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=128, max_position_embeddings=256)
+            cfg = BertConfig(
+                vocab_size=1000,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=128,
+                max_position_embeddings=256,
+            )
         elif args.model == "minilm":
-            cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                             intermediate_size=1536)
+            cfg = BertConfig(
+                vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+            )
         else:
             cfg = BertConfig()  # bert-base-uncased shape
         cfg.save_pretrained(folder)
@@ -84,17 +92,34 @@ def build(args, tmp: Path):
         train = SyntheticImages(n, args.image_size, args.labels)
         val = SyntheticImages(args.batch, args.image_size, args.labels)
     task = get_task(task_name)
-    config = RunConfig(task=task_name, model=spec,
-                       data=DataSpec(kind="text_table" if task_name == "text_classification" else "image_folder", path="-"),
-                       freeze=FreezeSpec(preset="last_n_blocks", last_n=1) if args.frozen else FreezeSpec(preset="all"),
-                       hparams=HyperParams(epochs=1, batch_size=args.batch, learning_rate=1e-5, max_length=args.seq,
-                                           image_size=args.image_size, log_every=args.log_every, max_steps=args.steps,
-                                           num_workers=args.workers, warmup_ratio=0.1),
-                       device=args.device, precision=args.precision, seed=0)
-    loaded = (task.build_model(config, labels) if task_name == "image_classification"
-              else __import__("tunedesk.engine.models", fromlist=["x"]).build_hf_classifier(spec, labels))
-    data = PreparedData(train=train, val=val, collate=None, label_names=labels, name="synthetic", fingerprint="-",
-                        summary="synthetic")
+    config = RunConfig(
+        task=task_name,
+        model=spec,
+        data=DataSpec(kind="text_table" if task_name == "text_classification" else "image_folder", path="-"),
+        freeze=FreezeSpec(preset="last_n_blocks", last_n=1) if args.frozen else FreezeSpec(preset="all"),
+        hparams=HyperParams(
+            epochs=1,
+            batch_size=args.batch,
+            learning_rate=1e-5,
+            max_length=args.seq,
+            image_size=args.image_size,
+            log_every=args.log_every,
+            max_steps=args.steps,
+            num_workers=args.workers,
+            warmup_ratio=0.1,
+        ),
+        device=args.device,
+        precision=args.precision,
+        seed=0,
+    )
+    loaded = (
+        task.build_model(config, labels)
+        if task_name == "image_classification"
+        else __import__("tunedesk.engine.models", fromlist=["x"]).build_hf_classifier(spec, labels)
+    )
+    data = PreparedData(
+        train=train, val=val, collate=None, label_names=labels, name="synthetic", fingerprint="-", summary="synthetic"
+    )
     plan = freezing.resolve(loaded.model, config.freeze, loaded.head_paths)
     return config, task, loaded, data, plan
 
@@ -130,11 +155,19 @@ def plain_run(config, task, loaded, data, plan) -> float:
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=h.weight_decay, fused=device.type == "cuda")
-    sched = get_scheduler("cosine", opt, num_warmup_steps=int(h.warmup_ratio * h.max_steps), num_training_steps=h.max_steps)
+    sched = get_scheduler(
+        "cosine", opt, num_warmup_steps=int(h.warmup_ratio * h.max_steps), num_training_steps=h.max_steps
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    loader = torch.utils.data.DataLoader(data.train, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=h.num_workers > 0,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        data.train,
+        batch_size=h.batch_size,
+        shuffle=True,
+        num_workers=h.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=h.num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
     freezing.set_train_mode(model)
     total = torch.zeros((), device=device)
     samples = 0
@@ -168,7 +201,9 @@ def plain_run(config, task, loaded, data, plan) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny-bert", help="tiny-bert | minilm | bert-base | a torchvision name (resnet50)")
+    ap.add_argument(
+        "--model", default="tiny-bert", help="tiny-bert | minilm | bert-base | a torchvision name (resnet50)"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--batch", type=int, default=16)
@@ -190,9 +225,11 @@ def main() -> None:
         config, task, loaded, data, plan = build(args, tmp)
         device = select_device(config.device)
         precision = select_precision(config.precision, device)
-        print(f"{args.model} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-              f"{precision}, batch {args.batch}, {plan.trainable_params:,}/{plan.total_params:,} trainable",
-              file=sys.stderr)
+        print(
+            f"{args.model} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+            f"{precision}, batch {args.batch}, {plan.trainable_params:,}/{plan.total_params:,} trainable",
+            file=sys.stderr,
+        )
         # warm-up both (allocator, cuDNN autotuning, lazy imports)
         engine_run(config, task, loaded, data, plan, tmp / "warm")
         plain_run(config, task, loaded, data, plan)
@@ -200,16 +237,31 @@ def main() -> None:
         for r in range(args.repeats):
             engine.append(engine_run(config, task, loaded, data, plan, tmp / f"e{r}"))
             plain.append(plain_run(config, task, loaded, data, plan))
-            print(f"repeat {r + 1}: engine {engine[-1]:.1f} samples/s, plain {plain[-1]:.1f} samples/s", file=sys.stderr)
+            print(
+                f"repeat {r + 1}: engine {engine[-1]:.1f} samples/s, plain {plain[-1]:.1f} samples/s", file=sys.stderr
+            )
     e, p = statistics.median(engine), statistics.median(plain)
-    result = {"benchmark": "engine_vs_plain", "model": args.model, "device": str(device),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "precision": precision,
-              "batch": args.batch, "seq": args.seq if task.name != "image_classification" else None,
-              "image_size": args.image_size if task.name == "image_classification" else None,
-              "frozen": args.frozen, "trainable_params": plan.trainable_params, "total_params": plan.total_params,
-              "steps": args.steps, "timed_from_step": WARMUP_STEPS, "log_every": args.log_every,
-              "threads": torch.get_num_threads() if device.type == "cpu" else None, "repeats": args.repeats, "engine_sps": round(e, 2), "plain_sps": round(p, 2),
-              "ratio": round(e / p, 4) if p and not math.isnan(p) else None}
+    result = {
+        "benchmark": "engine_vs_plain",
+        "model": args.model,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "precision": precision,
+        "batch": args.batch,
+        "seq": args.seq if task.name != "image_classification" else None,
+        "image_size": args.image_size if task.name == "image_classification" else None,
+        "frozen": args.frozen,
+        "trainable_params": plan.trainable_params,
+        "total_params": plan.total_params,
+        "steps": args.steps,
+        "timed_from_step": WARMUP_STEPS,
+        "log_every": args.log_every,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "repeats": args.repeats,
+        "engine_sps": round(e, 2),
+        "plain_sps": round(p, 2),
+        "ratio": round(e / p, 4) if p and not math.isnan(p) else None,
+    }
     print(json.dumps(result))
 
 

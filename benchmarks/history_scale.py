@@ -24,13 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tunedesk.engine.paths import database_path  # noqa: E402
-from tunedesk.engine.store import RunStore  # noqa: E402
+from tunedesk.engine.paths import database_path
+from tunedesk.engine.store import RunStore
 
 MODELS = [
     ("all-MiniLM-L6-v2", "text_classification"), ("bert-base-uncased", "text_classification"),
@@ -46,7 +46,10 @@ WORDS = ["quick", "retry", "final", "lr sweep", "frozen", "full", "small batch",
 
 
 def _names(rng: random.Random, n: int) -> list[str]:
-    return [f"encoder.layer.{i // 6}.{rng.choice(['attention.self.query', 'attention.output.dense', 'intermediate.dense', 'output.dense'])}.{rng.choice(['weight', 'bias'])}" for i in range(n)]  # noqa: E501
+    return [
+        f"encoder.layer.{i // 6}.{rng.choice(['attention.self.query', 'attention.output.dense', 'intermediate.dense', 'output.dense'])}.{rng.choice(['weight', 'bias'])}"
+        for i in range(n)
+    ]
 
 
 def generate(path: Path, runs: int, rows: int, seed: int = 7) -> tuple[int, int]:
@@ -56,7 +59,7 @@ def generate(path: Path, runs: int, rows: int, seed: int = 7) -> tuple[int, int]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while loading
-    t0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2022, 1, 1, tzinfo=UTC)
     run_rows, tag_rows = [], []
     for i in range(1, runs + 1):
         model, task = rng.choice(MODELS)
@@ -86,10 +89,12 @@ def generate(path: Path, runs: int, rows: int, seed: int = 7) -> tuple[int, int]
             json.dumps(_names(rng, rng.randint(20, 200))),
         ))  # fmt: skip
         tag_rows.extend((i, t) for t in tags)
-    cols = ("id, name, status, task, model_name, model_path, model_hash, dataset_name, dataset_hash, dataset_version,"
-            " trainable_params, total_params, freeze_summary, total_steps, created_at, started_at, finished_at,"
-            " duration_s, best_metric, best_metric_name, samples_per_second, error, error_hint, output_dir, device,"
-            " precision, tags_json, notes, parent_run_id, pid, final_metrics_json, config_json, trainable_names_json")
+    cols = (
+        "id, name, status, task, model_name, model_path, model_hash, dataset_name, dataset_hash, dataset_version,"
+        " trainable_params, total_params, freeze_summary, total_steps, created_at, started_at, finished_at,"
+        " duration_s, best_metric, best_metric_name, samples_per_second, error, error_hint, output_dir, device,"
+        " precision, tags_json, notes, parent_run_id, pid, final_metrics_json, config_json, trainable_names_json"
+    )
     conn.execute("BEGIN")
     conn.executemany(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * 33)})", run_rows)
     conn.executemany("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)", tag_rows)

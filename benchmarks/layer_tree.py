@@ -29,8 +29,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-LLAMA3_8B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, vocab_size=128256,
-                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0)
+LLAMA3_8B = dict(
+    num_hidden_layers=32,
+    hidden_size=4096,
+    intermediate_size=14336,
+    vocab_size=128256,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+)
 BUILD_SHOW_TARGET_S = 0.5
 TOGGLE_TARGET_MS = 50.0
 
@@ -128,18 +136,30 @@ def bench(task: str, repeat: int) -> dict:
 
     toggle_median, toggle_max = statistics.median(toggles), max(toggles)
     return {
-        "benchmark": "layer_tree", "task": task, "architecture": loaded.architecture,
-        "parameters": tree.total_params, "modules": len(tree.nodes), "blocks": len(tree.blocks),
-        "import_s": round(imports, 2), "build_s": round(build, 4), "tree_s": round(tree_s, 4), "show_s": round(show, 4),
-        "build_show_s": round(build + tree_s + show, 4), "build_show_target_s": BUILD_SHOW_TARGET_S,
-        "toggle_top_ms_median": round(toggle_median, 2), "toggle_top_ms_max": round(toggle_max, 2),
+        "benchmark": "layer_tree",
+        "task": task,
+        "architecture": loaded.architecture,
+        "parameters": tree.total_params,
+        "modules": len(tree.nodes),
+        "blocks": len(tree.blocks),
+        "import_s": round(imports, 2),
+        "build_s": round(build, 4),
+        "tree_s": round(tree_s, 4),
+        "show_s": round(show, 4),
+        "build_show_s": round(build + tree_s + show, 4),
+        "build_show_target_s": BUILD_SHOW_TARGET_S,
+        "toggle_top_ms_median": round(toggle_median, 2),
+        "toggle_top_ms_max": round(toggle_max, 2),
         "toggle_top_cpu_ms_median": round(statistics.median(toggles_cpu), 2),
         "toggle_leaf_ms_median": round(statistics.median(leaf_times), 2),
         "preset_ms_median": round(statistics.median(preset_times), 2),
-        "filter_ms": round(filter_ms, 2), "glob_rule_ms": round(glob_ms, 2), "toggle_target_ms": TOGGLE_TARGET_MS,
+        "filter_ms": round(filter_ms, 2),
+        "glob_rule_ms": round(glob_ms, 2),
+        "toggle_target_ms": TOGGLE_TARGET_MS,
         "full_finetune_estimate_gib": round(summary.memory.total / 2**30, 1) if summary.memory else None,
         "pass": build + tree_s + show < BUILD_SHOW_TARGET_S and toggle_median < TOGGLE_TARGET_MS,
-        "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -157,29 +177,76 @@ def calibrate() -> dict:
         return {"benchmark": "layer_tree_memory", "skipped": "needs a CUDA GPU"}
     device = torch.device("cuda")
     cases = []
-    llama_small = transformers.LlamaConfig(num_hidden_layers=8, hidden_size=2048, intermediate_size=5632, vocab_size=32000,
-                                           num_attention_heads=16, num_key_value_heads=4, num_labels=2,
-                                           pad_token_id=0)
+    llama_small = transformers.LlamaConfig(
+        num_hidden_layers=8,
+        hidden_size=2048,
+        intermediate_size=5632,
+        vocab_size=32000,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        num_labels=2,
+        pad_token_id=0,
+    )
     bert_base = transformers.BertConfig(num_labels=4)
     for name, cfg, auto, spec, batch, seq in (
-            ("bert-base seq-cls, all", bert_base, transformers.AutoModelForSequenceClassification, FreezeSpec("all"), 32, 128),
-            ("bert-base seq-cls, last 4", bert_base, transformers.AutoModelForSequenceClassification,
-             FreezeSpec("last_n_blocks", last_n=4), 32, 256),
-            ("llama-1B causal, all", llama_small, transformers.AutoModelForCausalLM, FreezeSpec("all"), 4, 512),
-            ("llama-1B causal, last 2", llama_small, transformers.AutoModelForCausalLM,
-             FreezeSpec("last_n_blocks", last_n=2), 8, 512),
-            ("llama-1B seq-cls, head only", llama_small, transformers.AutoModelForSequenceClassification,
-             FreezeSpec("head_only"), 16, 512)):
-        cases.append(_safe(lambda: _measure(name, auto.from_config(cfg), spec, batch, seq, device, freezing, torch), name))
+        (
+            "bert-base seq-cls, all",
+            bert_base,
+            transformers.AutoModelForSequenceClassification,
+            FreezeSpec("all"),
+            32,
+            128,
+        ),
+        (
+            "bert-base seq-cls, last 4",
+            bert_base,
+            transformers.AutoModelForSequenceClassification,
+            FreezeSpec("last_n_blocks", last_n=4),
+            32,
+            256,
+        ),
+        ("llama-1B causal, all", llama_small, transformers.AutoModelForCausalLM, FreezeSpec("all"), 4, 512),
+        (
+            "llama-1B causal, last 2",
+            llama_small,
+            transformers.AutoModelForCausalLM,
+            FreezeSpec("last_n_blocks", last_n=2),
+            8,
+            512,
+        ),
+        (
+            "llama-1B seq-cls, head only",
+            llama_small,
+            transformers.AutoModelForSequenceClassification,
+            FreezeSpec("head_only"),
+            16,
+            512,
+        ),
+    ):
+        cases.append(
+            _safe(lambda: _measure(name, auto.from_config(cfg), spec, batch, seq, device, freezing, torch), name)
+        )
     import torchvision
 
-    for name, spec, batch in (("resnet50, all", FreezeSpec("all"), 64), ("resnet50, last 1", FreezeSpec("last_n_blocks", last_n=1), 64)):
+    for name, spec, batch in (
+        ("resnet50, all", FreezeSpec("all"), 64),
+        ("resnet50, last 1", FreezeSpec("last_n_blocks", last_n=1), 64),
+    ):
         model = torchvision.models.resnet50(num_classes=10)
-        cases.append(_safe(lambda: _measure(name, model, spec, batch, 224, device, freezing, torch, heads=["fc"], image=True), name))
+        cases.append(
+            _safe(
+                lambda: _measure(name, model, spec, batch, 224, device, freezing, torch, heads=["fc"], image=True), name
+            )
+        )
     cases = [c for c in cases if c]
     ratios = [c["estimate_gib"] / c["measured_gib"] for c in cases] or [0.0]
-    return {"benchmark": "layer_tree_memory", "device": torch.cuda.get_device_name(0), "cases": cases,
-            "estimate_over_measured_min": round(min(ratios), 2), "estimate_over_measured_max": round(max(ratios), 2)}
+    return {
+        "benchmark": "layer_tree_memory",
+        "device": torch.cuda.get_device_name(0),
+        "cases": cases,
+        "estimate_over_measured_min": round(min(ratios), 2),
+        "estimate_over_measured_max": round(max(ratios), 2),
+    }
 
 
 def _safe(make, name: str) -> dict | None:
@@ -188,8 +255,11 @@ def _safe(make, name: str) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - one failing case must not lose the others
         print(f"{name}: failed ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
         return None
-    print(f"{name:<32} measured {case['measured_gib']:>6.2f} GiB  estimate {case['estimate_gib']:>6.2f} GiB  "
-          f"{case['estimate']}", flush=True)
+    print(
+        f"{name:<32} measured {case['measured_gib']:>6.2f} GiB  estimate {case['estimate_gib']:>6.2f} GiB  "
+        f"{case['estimate']}",
+        flush=True,
+    )
     return case
 
 
@@ -211,8 +281,9 @@ def _measure(name, model, spec, batch, seq, device, freezing, torch, heads=None,
         with meta_device():
             meta = type(model)(model.config)
     meta_plan = freezing.resolve(meta, spec, heads)
-    est = freezing.estimate_memory(meta, meta_plan, batch_size=batch, precision="bf16", sequence_length=seq,
-                                   image_size=seq, cuda=True)
+    est = freezing.estimate_memory(
+        meta, meta_plan, batch_size=batch, precision="bf16", sequence_length=seq, image_size=seq, cuda=True
+    )
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -247,12 +318,22 @@ def _measure(name, model, spec, batch, seq, device, freezing, torch, heads=None,
     del opt
     torch.cuda.empty_cache()
     measured = peak + max(context, 0)
-    return {"case": name, "batch": batch, "size": seq, "trainable": plan.trainable_params, "total": plan.total_params,
-            "measured_gib": round(measured / 2**30, 2), "peak_allocated_gib": round(peak / 2**30, 2),
-            "reserved_gib": round(reserved / 2**30, 2), "cuda_context_gib": round(context / 2**30, 2),
-            "estimate_gib": round(est.total / 2**30, 2),
-            "sum_of_parts_gib": round((est.weights + est.gradients + est.optimizer + est.activations + est.overhead) / 2**30, 2),
-            "estimate": {k: round(v / 2**30, 2) for k, v in est.to_dict().items()}}
+    return {
+        "case": name,
+        "batch": batch,
+        "size": seq,
+        "trainable": plan.trainable_params,
+        "total": plan.total_params,
+        "measured_gib": round(measured / 2**30, 2),
+        "peak_allocated_gib": round(peak / 2**30, 2),
+        "reserved_gib": round(reserved / 2**30, 2),
+        "cuda_context_gib": round(context / 2**30, 2),
+        "estimate_gib": round(est.total / 2**30, 2),
+        "sum_of_parts_gib": round(
+            (est.weights + est.gradients + est.optimizer + est.activations + est.overhead) / 2**30, 2
+        ),
+        "estimate": {k: round(v / 2**30, 2) for k, v in est.to_dict().items()},
+    }
 
 
 def main() -> None:
@@ -266,12 +347,16 @@ def main() -> None:
     else:
         result = bench(args.task, args.repeat)
         print(f"{result['architecture']}: {result['parameters'] / 1e9:.2f} B parameters, {result['modules']} modules")
-        print(f"build {result['build_s']:.3f} s + tree {result['tree_s']:.3f} s + show {result['show_s']:.3f} s "
-              f"= {result['build_show_s']:.3f} s (target < {BUILD_SHOW_TARGET_S} s)")
-        print(f"toggle top-level: median {result['toggle_top_ms_median']:.1f} ms (CPU {result['toggle_top_cpu_ms_median']:.1f} ms), "
-              f"max {result['toggle_top_ms_max']:.1f} ms (target < {TOGGLE_TARGET_MS:.0f} ms); "
-              f"leaf {result['toggle_leaf_ms_median']:.1f} ms; "
-              f"preset {result['preset_ms_median']:.1f} ms; filter {result['filter_ms']:.1f} ms")
+        print(
+            f"build {result['build_s']:.3f} s + tree {result['tree_s']:.3f} s + show {result['show_s']:.3f} s "
+            f"= {result['build_show_s']:.3f} s (target < {BUILD_SHOW_TARGET_S} s)"
+        )
+        print(
+            f"toggle top-level: median {result['toggle_top_ms_median']:.1f} ms (CPU {result['toggle_top_cpu_ms_median']:.1f} ms), "
+            f"max {result['toggle_top_ms_max']:.1f} ms (target < {TOGGLE_TARGET_MS:.0f} ms); "
+            f"leaf {result['toggle_leaf_ms_median']:.1f} ms; "
+            f"preset {result['preset_ms_median']:.1f} ms; filter {result['filter_ms']:.1f} ms"
+        )
     print(json.dumps(result))
 
 

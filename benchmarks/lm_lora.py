@@ -38,14 +38,24 @@ MODES = {
 def build_model(folder: Path, tiny: bool) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.engine.test_causal_lm_fixtures import word_tokenizer
+    from tests.fixtures.causal_lm import word_tokenizer
 
     tok = word_tokenizer()
-    size = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4) if tiny else
-            dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16))
-    config = LlamaConfig(vocab_size=32000, num_key_value_heads=size["num_attention_heads"], max_position_embeddings=4096,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=False, **size)
+    size = (
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4)
+        if tiny
+        else dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16)
+    )
+    config = LlamaConfig(
+        vocab_size=32000,
+        num_key_value_heads=size["num_attention_heads"],
+        max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+        **size,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
@@ -53,7 +63,7 @@ def build_model(folder: Path, tiny: bool) -> Path:
 
 
 def write_corpus(path: Path, tokens: int) -> Path:
-    from tests.engine.test_causal_lm_fixtures import all_words
+    from tests.fixtures.causal_lm import all_words
 
     rng = random.Random(0)
     words = all_words()
@@ -63,24 +73,50 @@ def write_corpus(path: Path, tokens: int) -> Path:
 
 
 def run_mode(name: str, model: Path, corpus: Path, home: Path, args) -> dict:
-    from tunedesk.engine import lora
     from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.lm import lora
+    from tunedesk.engine.run.runner import execute
     from tunedesk.engine.structure import build_meta_model
 
     preset = MODES[name]
-    freeze = FreezeSpec(preset="all") if preset is None else lora.preset_spec(preset[0], rank=16, alpha=32, dropout=0.05,
-                                                                               **preset[1])
+    freeze = (
+        FreezeSpec(preset="all")
+        if preset is None
+        else lora.preset_spec(preset[0], rank=16, alpha=32, dropout=0.05, **preset[1])
+    )
     ckpt = name.endswith("+ckpt")
-    h = HyperParams(epochs=1, batch_size=args.batch, max_length=args.seq, max_steps=args.steps, log_every=5,
-                    warmup_ratio=0.0, gradient_checkpointing=ckpt, prompts=["where is my parcel"],
-                    sample_max_new_tokens=8)
-    config = RunConfig(task="causal_lm", model=ModelSpec(str(model)), data=DataSpec(kind="text_corpus", path=str(corpus),
-                       val_fraction=0.02), freeze=freeze, hparams=h, device=args.device, precision=args.precision, seed=1)
+    h = HyperParams(
+        epochs=1,
+        batch_size=args.batch,
+        max_length=args.seq,
+        max_steps=args.steps,
+        log_every=5,
+        warmup_ratio=0.0,
+        gradient_checkpointing=ckpt,
+        prompts=["where is my parcel"],
+        sample_max_new_tokens=8,
+    )
+    config = RunConfig(
+        task="causal_lm",
+        model=ModelSpec(str(model)),
+        data=DataSpec(kind="text_corpus", path=str(corpus), val_fraction=0.02),
+        freeze=freeze,
+        hparams=h,
+        device=args.device,
+        precision=args.precision,
+        seed=1,
+    )
     meta = build_meta_model(model, "causal_lm")
     cuda = args.device.startswith("cuda")
-    est = lora.estimate_memory(meta.model, freeze, batch_size=args.batch, precision=args.precision,
-                               sequence_length=args.seq, cuda=cuda, gradient_checkpointing=ckpt)
+    est = lora.estimate_memory(
+        meta.model,
+        freeze,
+        batch_size=args.batch,
+        precision=args.precision,
+        sequence_length=args.seq,
+        cuda=cuda,
+        gradient_checkpointing=ckpt,
+    )
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -91,10 +127,16 @@ def run_mode(name: str, model: Path, corpus: Path, home: Path, args) -> dict:
         raise SystemExit(f"{name}: {result.status}: {result.reason} {result.hint}")
     peak = torch.cuda.max_memory_allocated() if cuda else None
     estimate = est.total - est.overhead
-    row = {"mode": name, "samples_per_s": round(result.samples_per_second, 2),
-           "tokens_per_s": round(result.samples_per_second * args.seq), "wall_s": round(wall, 1),
-           "estimate_gib": round(estimate / 2**30, 2), "peak_gib": round(peak / 2**30, 2) if peak else None,
-           "estimate_over_peak": round(estimate / peak, 2) if peak else None, "val_loss": round(result.metrics["val_loss"], 3)}
+    row = {
+        "mode": name,
+        "samples_per_s": round(result.samples_per_second, 2),
+        "tokens_per_s": round(result.samples_per_second * args.seq),
+        "wall_s": round(wall, 1),
+        "estimate_gib": round(estimate / 2**30, 2),
+        "peak_gib": round(peak / 2**30, 2) if peak else None,
+        "estimate_over_peak": round(estimate / peak, 2) if peak else None,
+        "val_loss": round(result.metrics["val_loss"], 3),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -116,13 +158,29 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tunedesk-lm-bench-"))
     model = build_model(work / "llama", args.tiny)
     corpus = write_corpus(work / "corpus.txt", int(args.batch * args.seq * (args.steps + 2) * 1.1))
-    params = sum(p.numel() for p in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
-        str(model / "model.safetensors")).values())
+    params = sum(
+        p.numel()
+        for p in __import__("safetensors.torch", fromlist=["load_file"])
+        .load_file(str(model / "model.safetensors"))
+        .values()
+    )
     rows = [run_mode(m, model, corpus, work / f"home-{i}", args) for i, m in enumerate(args.modes.split(","))]
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
-    print(json.dumps({"benchmark": "lm_lora", "device": device, "torch": torch.__version__, "params": params,
-                      "batch": args.batch, "seq": args.seq, "steps": args.steps, "precision": args.precision,
-                      "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "lm_lora",
+                "device": device,
+                "torch": torch.__version__,
+                "params": params,
+                "batch": args.batch,
+                "seq": args.seq,
+                "steps": args.steps,
+                "precision": args.precision,
+                "rows": rows,
+            }
+        )
+    )
     return 0
 
 

@@ -63,9 +63,16 @@ def base_configs(rng: random.Random, distinct: int) -> list[dict]:
         vocab = rng.choice([500, 1000, 2000, 5000])
         style = rng.choice(["bert", "bert-cls", "roberta", "gpt2", "llama"])
         if style in ("bert", "bert-cls", "roberta"):
-            cfg = {"model_type": "roberta" if style == "roberta" else "bert", "hidden_size": hidden,
-                   "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": hidden * 4,
-                   "vocab_size": vocab, "max_position_embeddings": 130, "type_vocab_size": 2}
+            cfg = {
+                "model_type": "roberta" if style == "roberta" else "bert",
+                "hidden_size": hidden,
+                "num_hidden_layers": layers,
+                "num_attention_heads": heads,
+                "intermediate_size": hidden * 4,
+                "vocab_size": vocab,
+                "max_position_embeddings": 130,
+                "type_vocab_size": 2,
+            }
             if style == "bert-cls":
                 cfg["architectures"] = ["BertForSequenceClassification"]
                 labels = rng.randint(2, 6)
@@ -74,12 +81,29 @@ def base_configs(rng: random.Random, distinct: int) -> list[dict]:
             else:
                 cfg["architectures"] = ["RobertaModel" if style == "roberta" else "BertModel"]
         elif style == "gpt2":
-            cfg = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": hidden, "n_layer": layers,
-                   "n_head": heads, "vocab_size": vocab, "n_positions": 256, "bos_token_id": 0, "eos_token_id": 0}
+            cfg = {
+                "model_type": "gpt2",
+                "architectures": ["GPT2LMHeadModel"],
+                "n_embd": hidden,
+                "n_layer": layers,
+                "n_head": heads,
+                "vocab_size": vocab,
+                "n_positions": 256,
+                "bos_token_id": 0,
+                "eos_token_id": 0,
+            }
         else:
-            cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
-                   "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
-                   "intermediate_size": hidden * 3, "vocab_size": vocab, "max_position_embeddings": 512}
+            cfg = {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": hidden,
+                "num_hidden_layers": layers,
+                "num_attention_heads": heads,
+                "num_key_value_heads": heads,
+                "intermediate_size": hidden * 3,
+                "vocab_size": vocab,
+                "max_position_embeddings": 512,
+            }
         if cfg not in configs:
             configs.append(cfg)
     return configs
@@ -165,8 +189,13 @@ def main() -> None:
         import torch  # noqa: F401
         import transformers
 
-        for cls in ("BertModel", "BertForSequenceClassification", "RobertaModel", "GPT2LMHeadModel",
-                    "LlamaForCausalLM"):
+        for cls in (
+            "BertModel",
+            "BertForSequenceClassification",
+            "RobertaModel",
+            "GPT2LMHeadModel",
+            "LlamaForCausalLM",
+        ):
             getattr(transformers, cls)  # transformers imports each modeling module lazily, once per process
         import_seconds = time.perf_counter() - t
 
@@ -187,19 +216,30 @@ def main() -> None:
 
         broken = sum(1 for e in entries if e.problem)
         counted = sum(1 for e in entries if e.parameters is not None)
-        print(f"generated {args.models} models ({args.distinct} distinct configs, {stats['broken']} broken), "
-              f"{du(tmp) / 1e6:.2f} MB on disk")
+        print(
+            f"generated {args.models} models ({args.distinct} distinct configs, {stats['broken']} broken), "
+            f"{du(tmp) / 1e6:.2f} MB on disk"
+        )
         print(f"listed {len(entries)}: {counted} with parameter counts, {broken} with a problem")
-        print(f"import torch+transformers {import_seconds:.2f} s; scan {seconds:.2f} s; rescan {rescan:.3f} s; "
-              f"fresh process with count cache {warm['seconds']:.2f} s (imported torch: {warm['torch']})")
+        print(
+            f"import torch+transformers {import_seconds:.2f} s; scan {seconds:.2f} s; rescan {rescan:.3f} s; "
+            f"fresh process with count cache {warm['seconds']:.2f} s (imported torch: {warm['torch']})"
+        )
         assert len(entries) == args.models and broken == stats["broken"], "scan result does not match the cache"
         assert warm["counted"] == counted
-        result = {"benchmark": "model_scan", "models": len(entries), "seconds": round(seconds, 3),
-                  "per_model_ms": round(1000 * seconds / max(1, len(entries)), 3),
-                  "distinct_configs": args.distinct, "import_seconds": round(import_seconds, 2),
-                  "cold_seconds": round(import_seconds + seconds, 2),
-                  "rescan_seconds": round(rescan, 3), "warm_start_seconds": round(warm["seconds"], 3),
-                  "warm_start_imported_torch": warm["torch"], "broken": broken}
+        result = {
+            "benchmark": "model_scan",
+            "models": len(entries),
+            "seconds": round(seconds, 3),
+            "per_model_ms": round(1000 * seconds / max(1, len(entries)), 3),
+            "distinct_configs": args.distinct,
+            "import_seconds": round(import_seconds, 2),
+            "cold_seconds": round(import_seconds + seconds, 2),
+            "rescan_seconds": round(rescan, 3),
+            "warm_start_seconds": round(warm["seconds"], 3),
+            "warm_start_imported_torch": warm["torch"],
+            "broken": broken,
+        }
         print(json.dumps(result))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

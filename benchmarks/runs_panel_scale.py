@@ -58,7 +58,7 @@ def main() -> None:
         generate(database_path(home), args.runs, args.rows)
         generate_s = time.perf_counter() - t0
 
-        from tunedesk.ui.runs_panel import RunsPanel  # import time is the window's start-up, not the panel's
+        from tunedesk.ui.runs.panel import RunsPanel  # import time is the window's start-up, not the panel's
         from tunedesk.ui.state import AppState
 
         app = QApplication.instance() or QApplication(sys.argv)
@@ -106,8 +106,14 @@ def main() -> None:
             panel.close()
             panel.deleteLater()
             app.processEvents()
-        result = {"benchmark": "runs_panel_scale", "runs": args.runs, "step_rows": args.rows,
-                  "generate_s": round(generate_s, 1), "first_page_rows": rows, "filter_matches": matched}
+        result = {
+            "benchmark": "runs_panel_scale",
+            "runs": args.runs,
+            "step_rows": args.rows,
+            "generate_s": round(generate_s, 1),
+            "first_page_rows": rows,
+            "filter_matches": matched,
+        }
         result["first_open_ms"] = round(timings["open_ms"][0], 1)  # cold: Qt fonts and SQLite pages not warm yet
         for key, values in timings.items():
             result[key] = round(statistics.median(values[1:]), 1)

@@ -61,9 +61,16 @@ def tiny_setup(tmp: Path, rows_per_class: int, hidden: int, layers: int) -> tupl
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + list("abcdefghijklmnopqrstuvwxyz")
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                         num_attention_heads=max(1, hidden // 32), intermediate_size=4 * hidden,
-                         max_position_embeddings=128)).save_pretrained(folder, safe_serialization=True)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=max(1, hidden // 32),
+            intermediate_size=4 * hidden,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(folder, safe_serialization=True)
     rng = random.Random(0)
     data = tmp / "tickets.csv"
     with data.open("w", newline="", encoding="utf-8") as fh:
@@ -80,12 +87,24 @@ def tiny_setup(tmp: Path, rows_per_class: int, hidden: int, layers: int) -> tupl
 def make_config(args, model: Path, data: Path):
     from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
 
-    h = HyperParams(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                    log_every=args.log_every, learning_rate=args.lr, max_steps=args.max_steps)
-    return RunConfig(task="text_classification", model=ModelSpec(str(model)),
-                     data=DataSpec(kind="text_table", path=str(data)), freeze=FreezeSpec(preset=args.freeze,
-                                                                                          last_n=2),
-                     hparams=h, device=args.device, precision=args.precision, seed=1)
+    h = HyperParams(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        log_every=args.log_every,
+        learning_rate=args.lr,
+        max_steps=args.max_steps,
+    )
+    return RunConfig(
+        task="text_classification",
+        model=ModelSpec(str(model)),
+        data=DataSpec(kind="text_table", path=str(data)),
+        freeze=FreezeSpec(preset=args.freeze, last_n=2),
+        hparams=h,
+        device=args.device,
+        precision=args.precision,
+        seed=1,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,11 +164,20 @@ def app_run(app, panel, config, interval_ms: int) -> dict:
     gui_cpu = time.thread_time() - cpu0
     result = panel.worker.result
     if result is None or result.status != "completed":
-        raise SystemExit(f"the app run did not complete: {getattr(result, 'status', None)} "
-                         f"{getattr(result, 'reason', '')}; log: {panel.log.lines()[-5:]}")
-    return {"lateness_all": lateness_all, "lateness_train": lateness_train, "sps": result.samples_per_second,
-            "worst": sorted(worst, reverse=True)[:8],
-            "wall_s": wall, "gui_cpu_s": gui_cpu, "redraws": panel.plots.redraws if panel.plots else 0, "run_id": result.run_id}
+        raise SystemExit(
+            f"the app run did not complete: {getattr(result, 'status', None)} "
+            f"{getattr(result, 'reason', '')}; log: {panel.log.lines()[-5:]}"
+        )
+    return {
+        "lateness_all": lateness_all,
+        "lateness_train": lateness_train,
+        "sps": result.samples_per_second,
+        "worst": sorted(worst, reverse=True)[:8],
+        "wall_s": wall,
+        "gui_cpu_s": gui_cpu,
+        "redraws": panel.plots.redraws if panel.plots else 0,
+        "run_id": result.run_id,
+    }
 
 
 def panel_slot(panel, fn):
@@ -222,7 +250,7 @@ def time_gui_work(panel) -> list[float]:
 
 
 def headless_run(config, home: Path) -> dict:
-    from tunedesk.engine import runner
+    from tunedesk.engine.run import runner
 
     t0 = time.perf_counter()
     result = runner.execute(config, home=home)
@@ -277,7 +305,7 @@ def main() -> int:
     config = make_config(args, model, data)
 
     from tunedesk.ui.state import AppState
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
     qss = ROOT / "resources" / "style" / "app.qss"
     if qss.is_file():
@@ -300,8 +328,11 @@ def main() -> int:
     for which in order:
         if which == "app":
             apps.append(app_run(app, panel, config, args.interval_ms))
-            print(f"app run: {apps[-1]['sps']:.1f} samples/s, {apps[-1]['wall_s']:.1f} s, "
-                  f"{len(apps[-1]['lateness_train'])} probe ticks while training", flush=True)
+            print(
+                f"app run: {apps[-1]['sps']:.1f} samples/s, {apps[-1]['wall_s']:.1f} s, "
+                f"{len(apps[-1]['lateness_train'])} probe ticks while training",
+                flush=True,
+            )
         else:
             heads.append(headless_run(config, home))
             print(f"headless run: {heads[-1]['sps']:.1f} samples/s, {heads[-1]['wall_s']:.1f} s", flush=True)
@@ -341,8 +372,11 @@ def main() -> int:
         "baseline_max_ms": round(max(quiet, default=float("nan")), 2),
         "worst_stalls": [w for a in apps for w in a["worst"]][:8],
     }
-    out["pass"] = {"p99_lt_30ms": out["p99_ms"] < 30, "max_lt_250ms": out["max_ms"] < 250,
-                   "ratio_ge_0_97": (out["ratio"] or 0) >= 0.97}
+    out["pass"] = {
+        "p99_lt_30ms": out["p99_ms"] < 30,
+        "max_lt_250ms": out["max_ms"] < 250,
+        "ratio_ge_0_97": (out["ratio"] or 0) >= 0.97,
+    }
     print(json.dumps(out))
     return 0
 

@@ -9,30 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.data import FILLER, TOPICS, make_texts
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-TOPICS = {
-    "billing": ["invoice", "refund", "charge", "payment", "card", "price", "receipt"],
-    "technical": ["crash", "error", "bug", "login", "slow", "install", "update"],
-    "shipping": ["parcel", "delivery", "courier", "tracking", "late", "address", "box"],
-    "account": ["password", "email", "profile", "username", "delete", "settings", "name"],
-}
-FILLER = ["please", "help", "my", "the", "is", "not", "today", "again", "since", "monday", "order", "i", "need", "with"]
-
-
-def make_texts(n_per_class: int = 24, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for label, words in TOPICS.items():
-        for _ in range(n_per_class):
-            tokens = rng.sample(words, 2) + rng.sample(FILLER, 4)
-            rng.shuffle(tokens)
-            rows.append((" ".join(tokens), label))
-    rng.shuffle(rows)
-    return rows
 
 
 @pytest.fixture
@@ -54,8 +36,15 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + list("abcdefghijklmnopqrstuvwxyz")
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, architectures=["BertModel"])
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        architectures=["BertModel"],
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny-bert\nA test model.\n", encoding="utf-8")
@@ -86,13 +75,3 @@ def image_folder(tmp_path) -> Path:
             img = Image.new("RGB", (40, 40), tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in rgb))
             img.save(root / label / f"{label}_{i}.png")
     return root
-
-
-def tiny_text_config(model_dir: Path, data: Path, **hparams):
-    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
-
-    h = dict(epochs=2, batch_size=8, max_length=16, log_every=2, learning_rate=3e-3)
-    h.update(hparams)
-    return RunConfig(task="text_classification", model=ModelSpec(str(model_dir)),
-                     data=DataSpec(kind="text_table", path=str(data)), freeze=FreezeSpec(preset="all"),
-                     hparams=HyperParams(**h), device="cpu", seed=1)

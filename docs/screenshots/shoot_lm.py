@@ -29,7 +29,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from _shots import HERE, settle, wait  # noqa: E402
+from _shots import HERE, settle, wait
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -68,16 +68,29 @@ def build_inputs(work: Path) -> tuple[Path, Path]:
     import json
     import random
 
-    from tests.engine.test_causal_lm_fixtures import (TOPICS, chat_rows, lm_config, pirate_reply, save_tiny_llama,
-                                                      word_tokenizer, write_chat)
-    from tunedesk.engine.export_lm import export_lm_run
-    from tunedesk.engine.runner import execute
+    from tests.fixtures.causal_lm import (
+        TOPICS,
+        chat_rows,
+        lm_config,
+        pirate_reply,
+        save_tiny_llama,
+        word_tokenizer,
+        write_chat,
+    )
+    from tunedesk.engine.lm.export import export_lm_run
+    from tunedesk.engine.run.runner import execute
 
     raw = save_tiny_llama(work / "random-init", word_tokenizer(), layers=4, hidden=64)
     rng = random.Random(3)  # like a real LLM it knows pirate talk, but answers support questions plainly
     rows = chat_rows(160, seed=7, tone="plain") + [
-        {"messages": [{"role": "user", "content": f"talk like a pirate about my {t}"},
-                      {"role": "assistant", "content": pirate_reply(t, rng)}]} for t in TOPICS * 5]
+        {
+            "messages": [
+                {"role": "user", "content": f"talk like a pirate about my {t}"},
+                {"role": "assistant", "content": pirate_reply(t, rng)},
+            ]
+        }
+        for t in TOPICS * 5
+    ]
     rng.shuffle(rows)
     plain = work / "plain-support.jsonl"
     plain.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -85,8 +98,11 @@ def build_inputs(work: Path) -> tuple[Path, Path]:
     result = execute(config, home=work / "pretraining-home")
     if result.status != "completed":
         raise SystemExit(f"pre-training the tiny model failed: {result.reason} {result.hint}")
-    model = Path(export_lm_run(result.run_id, work / "models" / "tiny-llama-chat", "merged",
-                               home=work / "pretraining-home")["path"])
+    model = Path(
+        export_lm_run(result.run_id, work / "models" / "tiny-llama-chat", "merged", home=work / "pretraining-home")[
+            "path"
+        ]
+    )
     data = write_chat(work / "pirate-support.jsonl", 96)
     return model, data
 
@@ -130,8 +146,12 @@ def main() -> int:
     models = window._ensure_panel("models")
     window.show_panel("models")
     models.add_path(model_dir)
-    wait(app, lambda: (e := models.current_entry()) is not None and Path(e.path) == model_dir, 300,
-         "the model folder to be scanned and selected")
+    wait(
+        app,
+        lambda: (e := models.current_entry()) is not None and Path(e.path) == model_dir,
+        300,
+        "the model folder to be scanned and selected",
+    )
     print("model   :", models.current_entry().name, models.current_entry().task, models.current_entry().parameters)
     assert models.use_model(), "the Models area refused the model"
 
@@ -151,11 +171,14 @@ def main() -> int:
     datasets = window._ensure_panel("datasets")
     window.show_panel("datasets")
     datasets.start_import(ImportSpec("chat_jsonl", str(data)))
-    wait(app, lambda: datasets.task_job is None and datasets.info is not None and datasets.model.rowCount() > 0,
-         300, "the chat import")
+    wait(
+        app,
+        lambda: datasets.task_job is None and datasets.info is not None and datasets.model.rowCount() > 0,
+        300,
+        "the chat import",
+    )
     datasets.split_box.button.click()  # a random 20 % for validation, stored with the version
-    wait(app, lambda: datasets.task_job is None and "validation" in datasets.split_box.summary.text(), 300,
-         "the split")
+    wait(app, lambda: datasets.task_job is None and "validation" in datasets.split_box.summary.text(), 300, "the split")
     settle(app, 20)
     if os.environ.get("TUNEDESK_SHOT_ALL"):
         window.grab().save(str(out / "lm-datasets.png"))
@@ -200,8 +223,15 @@ def main() -> int:
     for message in ("where is my order", "and my printer"):
         replies = sum(m["role"] == "assistant" for m in chat.messages)
         chat.send(message)
-        wait(app, lambda: sum(m["role"] == "assistant" for m in chat.messages) > replies
-             or chat.status.property("role") == "error", 300, "a reply")
+        wait(
+            app,
+            lambda: (
+                sum(m["role"] == "assistant" for m in chat.messages) > replies
+                or chat.status.property("role") == "error"
+            ),
+            300,
+            "a reply",
+        )
         if chat.status.property("role") == "error":
             raise SystemExit(chat.status.text())
     for m in chat.messages:
@@ -218,8 +248,12 @@ def main() -> int:
     if os.environ.get("TUNEDESK_SHOT_ALL"):
         detail.tabs.setCurrentWidget(detail.try_holder)
         detail.chat.send("where is my parcel")
-        wait(app, lambda: len(detail.chat.messages) == 2 or detail.chat.status.property("role") == "error", 300,
-             "a reply in the Runs area")
+        wait(
+            app,
+            lambda: len(detail.chat.messages) == 2 or detail.chat.status.property("role") == "error",
+            300,
+            "a reply in the Runs area",
+        )
         settle(app, 20)
         window.grab().save(str(out / "lm-runs.png"))
     from tunedesk.ui.runs.dialogs import ExportDialog
@@ -238,8 +272,13 @@ def main() -> int:
     merged, adapter = exported["merged"], exported["adapter"]
     window.close()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", PLAIN_PYTHON, str(merged), str(adapter), str(model_dir)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_PYTHON, str(merged), str(adapter), str(model_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     print(done.stdout.strip())
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])

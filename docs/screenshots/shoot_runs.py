@@ -18,18 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shots import HERE, wait, settle  # noqa: E402
+from _shots import HERE, settle, wait
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 
 
 def train_runs(home: Path, epochs: int) -> list[int]:
     """Four real runs on the demo data; returns their ids."""
     from tunedesk.cli import demo_config
     from tunedesk.engine.config import FreezeRule, FreezeSpec
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute, open_store
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store
 
     plans = [
         ("head only", FreezeSpec(preset="head_only"), 2e-3, None),
@@ -49,16 +48,21 @@ def train_runs(home: Path, epochs: int) -> list[int]:
         control = Control()
         listeners = []
         if stop_share is not None:
+
             def stop(event, share=stop_share) -> None:
                 if event.kind == "RunStarted":
                     stop.at = int(event.total_steps * share)
                 elif event.kind == "StepLogged" and event.step >= getattr(stop, "at", 10**9):
                     control.request_stop("stopped by the user")
+
             listeners.append(stop)
         t0 = time.monotonic()
         result = execute(config, home=home, control=control, listeners=listeners)
-        print(f"run {result.run_id} {name}: {result.status} "
-              f"acc {result.metrics.get('val_accuracy', 0):.3f} ({time.monotonic() - t0:.0f} s)", flush=True)
+        print(
+            f"run {result.run_id} {name}: {result.status} "
+            f"acc {result.metrics.get('val_accuracy', 0):.3f} ({time.monotonic() - t0:.0f} s)",
+            flush=True,
+        )
         ids.append(result.run_id)
     store = open_store(home)
     try:
@@ -87,15 +91,15 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication, QMainWindow
 
     from tunedesk.ui.app import resource
+    from tunedesk.ui.runs.panel import RunsPanel
     from tunedesk.ui.runs.table import COL
-    from tunedesk.ui.runs_panel import RunsPanel
     from tunedesk.ui.state import AppState
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setStyle("Fusion")
     if args.dark:
         sys.path.insert(0, str(HERE))
-        from shoot_models import dark_palette  # noqa: PLC0415 - the same dark palette as the other shots
+        from shoot_models import dark_palette
 
         app.setPalette(dark_palette())
     app.setStyleSheet(resource("style", "app.qss").read_text(encoding="utf-8"))

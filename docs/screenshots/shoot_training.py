@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shots import HERE, wait  # noqa: E402
+from _shots import HERE, wait
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -39,12 +39,19 @@ def dark_palette():
     from PySide6.QtGui import QColor, QPalette
 
     pal = QPalette()
-    for role, rgb in ((QPalette.ColorRole.Window, (37, 37, 40)), (QPalette.ColorRole.WindowText, (230, 230, 230)),
-                      (QPalette.ColorRole.Base, (28, 28, 30)), (QPalette.ColorRole.AlternateBase, (45, 45, 48)),
-                      (QPalette.ColorRole.Text, (230, 230, 230)), (QPalette.ColorRole.Button, (50, 50, 54)),
-                      (QPalette.ColorRole.ButtonText, (230, 230, 230)), (QPalette.ColorRole.Highlight, (42, 130, 218)),
-                      (QPalette.ColorRole.HighlightedText, (255, 255, 255)), (QPalette.ColorRole.Mid, (80, 80, 85)),
-                      (QPalette.ColorRole.PlaceholderText, (150, 150, 150))):
+    for role, rgb in (
+        (QPalette.ColorRole.Window, (37, 37, 40)),
+        (QPalette.ColorRole.WindowText, (230, 230, 230)),
+        (QPalette.ColorRole.Base, (28, 28, 30)),
+        (QPalette.ColorRole.AlternateBase, (45, 45, 48)),
+        (QPalette.ColorRole.Text, (230, 230, 230)),
+        (QPalette.ColorRole.Button, (50, 50, 54)),
+        (QPalette.ColorRole.ButtonText, (230, 230, 230)),
+        (QPalette.ColorRole.Highlight, (42, 130, 218)),
+        (QPalette.ColorRole.HighlightedText, (255, 255, 255)),
+        (QPalette.ColorRole.Mid, (80, 80, 85)),
+        (QPalette.ColorRole.PlaceholderText, (150, 150, 150)),
+    ):
         pal.setColor(role, QColor(*rgb))
     return pal
 
@@ -72,7 +79,7 @@ def shoot(out: Path, dark: bool, tab: str, epochs_before: int, threads: int) -> 
     from tunedesk.engine.config import DataSpec, FreezeSpec
     from tunedesk.engine.paths import resources_dir
     from tunedesk.ui.state import AppState
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
     state = AppState(home)
     panel = TrainingPanel(state)
@@ -99,8 +106,11 @@ def shoot(out: Path, dark: bool, tab: str, epochs_before: int, threads: int) -> 
             raise SystemExit("the run ended early: " + "\n".join(panel.log.lines()[-5:]))
         if spe["n"] is None and panel.monitor.steps_per_epoch > 1:
             spe["n"] = panel.monitor.steps_per_epoch
-        return (len(panel.curves.epochs) >= epochs_before and spe["n"] is not None
-                and panel.monitor.step >= epochs_before * spe["n"] + spe["n"] // 3)
+        return (
+            len(panel.curves.epochs) >= epochs_before
+            and spe["n"] is not None
+            and panel.monitor.step >= epochs_before * spe["n"] + spe["n"] // 3
+        )
 
     wait(app, far_enough, 900, "the run to pass its validations")
     panel.tabs.setCurrentIndex({"log": 0, "evaluation": 1, "try": 2}[tab])

@@ -19,14 +19,21 @@ def launch(tmp_path: Path, quit_after_ms: int) -> tuple[subprocess.CompletedProc
     env = dict(os.environ)
     for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
         env.pop(var, None)
-    env.update(QT_QPA_PLATFORM="offscreen", TUNEDESK_HOME=str(tmp_path / "home"),
-               TUNEDESK_QUIT_AFTER_MS=str(quit_after_ms), TUNEDESK_REPORT_STARTUP="1",
-               XDG_CONFIG_HOME=str(tmp_path / "config"),  # QSettings: never the user's ~/.config
-               XDG_CACHE_HOME=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hf"),
-               TORCH_HOME=str(tmp_path / "torch"))
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        TUNEDESK_HOME=str(tmp_path / "home"),
+        TUNEDESK_QUIT_AFTER_MS=str(quit_after_ms),
+        TUNEDESK_REPORT_STARTUP="1",
+        XDG_CONFIG_HOME=str(tmp_path / "config"),  # QSettings: never the user's ~/.config
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        HF_HUB_CACHE=str(tmp_path / "hf"),
+        TORCH_HOME=str(tmp_path / "torch"),
+    )
     proc = subprocess.run([sys.executable, "-m", "tunedesk"], env=env, capture_output=True, text=True, timeout=180)
-    marks = {m.group(1): float(m.group(2))
-             for m in re.finditer(r"^TUNEDESK_(SHOWN|ENGINE_READY) ([0-9.]+)$", proc.stderr, re.MULTILINE)}
+    marks = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^TUNEDESK_(SHOWN|ENGINE_READY) ([0-9.]+)$", proc.stderr, re.MULTILINE)
+    }
     return proc, marks
 
 

@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 
 def tunedesk(*args: str, home, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, TUNEDESK_HOME=str(home), HF_HUB_OFFLINE="1", QT_QPA_PLATFORM="offscreen")
-    return subprocess.run([sys.executable, "-m", "tunedesk", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tunedesk", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_train_records_a_completed_run_and_prints_json(tmp_path, tiny_bert_dir, text_csv):
@@ -43,10 +44,13 @@ def test_train_records_a_completed_run_and_prints_json(tmp_path, tiny_bert_dir, 
     assert "completed" in table.stdout
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("train", "missing.json"), "configuration file not found"),
-    (("runs", "show", "42"), "run 42 not found"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("train", "missing.json"), "configuration file not found"),
+        (("runs", "show", "42"), "run 42 not found"),
+    ],
+)
 def test_user_mistakes_print_one_line_and_a_hint(tmp_path, args, needle):
     result = tunedesk(*args, home=tmp_path / "home")
     assert result.returncode == 2

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 pytestmark = pytest.mark.slow
 
 
 def tunedesk(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, TUNEDESK_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "tunedesk", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tunedesk", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def last_json(result: subprocess.CompletedProcess):
@@ -39,9 +40,9 @@ def history(tmp_path_factory, tiny_bert_dir):
     """A home with a completed run (1) and a run stopped at step 3 (2), trained in this process."""
     import csv
 
-    from tests.conftest import make_texts
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute
+    from tests.fixtures.data import make_texts
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute
 
     base = tmp_path_factory.mktemp("cli-runs")
     data = base / "tickets.csv"
@@ -100,8 +101,10 @@ def test_export_and_its_mistakes(history, tmp_path):
     user_error(tunedesk("runs", "export", str(done), str(out), home=home), "is not empty")
     user_error(tunedesk("runs", "export", "99", str(tmp_path / "x"), home=home), "run 99 not found")
     if _no_onnx():
-        user_error(tunedesk("runs", "export", str(done), str(tmp_path / "y"), "--format", "onnx", home=home),
-                   "needs the 'onnx' package")
+        user_error(
+            tunedesk("runs", "export", str(done), str(tmp_path / "y"), "--format", "onnx", home=home),
+            "needs the 'onnx' package",
+        )
 
 
 def _no_onnx() -> bool:

@@ -12,7 +12,9 @@ FORBIDDEN = re.compile(r"^\s*(from|import)\s+(PySide6|PyQt5|PyQt6|shiboken6|pyqt
 
 
 def test_no_engine_module_imports_qt_in_its_source():
-    offenders = [str(p.relative_to(ENGINE)) for p in ENGINE.rglob("*.py") if FORBIDDEN.search(p.read_text(encoding="utf-8"))]
+    offenders = [
+        str(p.relative_to(ENGINE)) for p in ENGINE.rglob("*.py") if FORBIDDEN.search(p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
 
 

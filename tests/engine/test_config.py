@@ -21,20 +21,27 @@ def test_default_valid_config_passes():
     assert valid().validate()
 
 
-@pytest.mark.parametrize("mutate, field, text", [
-    (lambda c: setattr(c.hparams, "learning_rate", -0.0001), "hparams.learning_rate", "must be > 0 (got -0.0001)"),
-    (lambda c: setattr(c.hparams, "learning_rate", float("nan")), "hparams.learning_rate", "must be > 0"),
-    (lambda c: setattr(c.hparams, "batch_size", 0), "hparams.batch_size", "must be >= 1 (got 0)"),
-    (lambda c: setattr(c.hparams, "epochs", 0), "hparams.epochs", "must be >= 1"),
-    (lambda c: setattr(c.hparams, "warmup_ratio", 1.5), "hparams.warmup_ratio", "must be in [0, 1)"),
-    (lambda c: setattr(c.hparams, "schedule", "step"), "hparams.schedule", "must be one of"),
-    (lambda c: setattr(c.data, "val_fraction", 0), "data.val_fraction", "between 0 and 1"),
-    (lambda c: setattr(c.model, "name_or_path", ""), "model.name_or_path", "is empty"),
-    (lambda c: setattr(c, "precision", "int4"), "precision", "must be one of"),
-    (lambda c: setattr(c, "device", "tpu"), "device", "must be auto, cpu"),
-    (lambda c: setattr(c.freeze, "preset", "half"), "freeze.preset", "must be one of"),
-    (lambda c: c.freeze.lr_multipliers.update({"encoder.*": 0}), "freeze.lr_multipliers['encoder.*']", "must be > 0"),
-])
+@pytest.mark.parametrize(
+    "mutate, field, text",
+    [
+        (lambda c: setattr(c.hparams, "learning_rate", -0.0001), "hparams.learning_rate", "must be > 0 (got -0.0001)"),
+        (lambda c: setattr(c.hparams, "learning_rate", float("nan")), "hparams.learning_rate", "must be > 0"),
+        (lambda c: setattr(c.hparams, "batch_size", 0), "hparams.batch_size", "must be >= 1 (got 0)"),
+        (lambda c: setattr(c.hparams, "epochs", 0), "hparams.epochs", "must be >= 1"),
+        (lambda c: setattr(c.hparams, "warmup_ratio", 1.5), "hparams.warmup_ratio", "must be in [0, 1)"),
+        (lambda c: setattr(c.hparams, "schedule", "step"), "hparams.schedule", "must be one of"),
+        (lambda c: setattr(c.data, "val_fraction", 0), "data.val_fraction", "between 0 and 1"),
+        (lambda c: setattr(c.model, "name_or_path", ""), "model.name_or_path", "is empty"),
+        (lambda c: setattr(c, "precision", "int4"), "precision", "must be one of"),
+        (lambda c: setattr(c, "device", "tpu"), "device", "must be auto, cpu"),
+        (lambda c: setattr(c.freeze, "preset", "half"), "freeze.preset", "must be one of"),
+        (
+            lambda c: c.freeze.lr_multipliers.update({"encoder.*": 0}),
+            "freeze.lr_multipliers['encoder.*']",
+            "must be > 0",
+        ),
+    ],
+)
 def test_invalid_values_name_field_and_value(mutate, field, text):
     config = valid()
     mutate(config)

@@ -45,8 +45,13 @@ def pets(tmp_path) -> Path:
 def test_scan_class_folders(pets):
     ex, report = scan_image_folder(pets)
     assert [(e.label, Path(e.path).name) for e in ex] == [
-        ("cat", "c0.png"), ("cat", "c1.png"), ("cat", "c2.png"),
-        ("dog", "d0.jpg"), ("dog", "d1.jpg"), ("dog", "d2.jpg"), ("dog", "d9.JPEG"),
+        ("cat", "c0.png"),
+        ("cat", "c1.png"),
+        ("cat", "c2.png"),
+        ("dog", "d0.jpg"),
+        ("dog", "d1.jpg"),
+        ("dog", "d2.jpg"),
+        ("dog", "d9.JPEG"),
     ]
     assert all(os.path.isabs(e.path) for e in ex)
     assert report.issues == [] and report.summary() == "read 7 images, kept 7"

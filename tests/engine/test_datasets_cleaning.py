@@ -27,8 +27,27 @@ def text_dataset(store, rows):
     from tunedesk.engine.datasets.hashing import text_content_hash, text_near_hash
 
     ds = store.create_dataset("t", "text")
-    store.insert_items(ds, [(i + 1, label, "", 0, text_content_hash(text), text_near_hash(text), None, i + 2,
-                             None, None, None, None, text) for i, (text, label) in enumerate(rows)])
+    store.insert_items(
+        ds,
+        [
+            (
+                i + 1,
+                label,
+                "",
+                0,
+                text_content_hash(text),
+                text_near_hash(text),
+                None,
+                i + 2,
+                None,
+                None,
+                None,
+                None,
+                text,
+            )
+            for i, (text, label) in enumerate(rows)
+        ],
+    )
     with store.write():
         store.replace_classes(ds, sorted({lab for _, lab in rows if lab}))
     return ds, store.item_ids(ds)
@@ -53,16 +72,16 @@ def test_normalisation_and_image_hash_comparison():
 
 def test_text_flags_with_counts_and_ids(store):
     rows = [
-        ("my invoice is wrong", "billing"),      # 0 exact dup of 1
-        ("my invoice is wrong", "billing"),      # 1
-        ("App crashes on start", "technical"),   # 2 near dup of 3, conflicting label
-        ("app crashes on start!!", "billing"),   # 3
-        ("   ", "technical"),                    # 4 empty
-        ("x" * 50, "technical"),                 # 5 overlong (limit 40 below)
-        ("where is my parcel", "shipping"),      # 6 the only shipping: rare class
-        ("no label yet", ""),                    # 7 unlabelled
-        ("reset my password", "account"),        # 8
-        ("change my email", "account"),          # 9
+        ("my invoice is wrong", "billing"),  # 0 exact dup of 1
+        ("my invoice is wrong", "billing"),  # 1
+        ("App crashes on start", "technical"),  # 2 near dup of 3, conflicting label
+        ("app crashes on start!!", "billing"),  # 3
+        ("   ", "technical"),  # 4 empty
+        ("x" * 50, "technical"),  # 5 overlong (limit 40 below)
+        ("where is my parcel", "shipping"),  # 6 the only shipping: rare class
+        ("no label yet", ""),  # 7 unlabelled
+        ("reset my password", "account"),  # 8
+        ("change my email", "account"),  # 9
     ]
     ds, ids = text_dataset(store, rows)
     report = refresh_flags(store, ds, CleaningOptions(overlong_chars=40))
@@ -173,8 +192,13 @@ def test_simple_drawings_are_not_near_duplicates_of_each_other(tmp_path):
     hashes = []
     from PIL import Image, ImageDraw
 
-    shapes = [(30, 30, (200, 60, 80)), (60, 40, (200, 60, 80)), (40, 66, (200, 60, 80)), (66, 66, (200, 60, 80)),
-              (30, 32, (120, 90, 180))]  # the last: nearly the first's place, another colour
+    shapes = [
+        (30, 30, (200, 60, 80)),
+        (60, 40, (200, 60, 80)),
+        (40, 66, (200, 60, 80)),
+        (66, 66, (200, 60, 80)),
+        (30, 32, (120, 90, 180)),
+    ]  # the last: nearly the first's place, another colour
     for i, (x, y, colour) in enumerate(shapes):
         im = Image.new("RGB", (96, 96), (245, 245, 240))
         ImageDraw.Draw(im).ellipse([x - 18, y - 18, x + 18, y + 18], fill=colour)

@@ -115,8 +115,26 @@ def test_assign_splits_keeps_groups_together_and_is_seeded():
 def test_split_dataset_stores_split_per_class_and_is_undoable(store, ds):
     ids = store.item_ids(ds)
     first = store.item(ids[0])
-    store.insert_items(ds, [(500, first.label, "", 0, first.content_hash, first.near_hash, None, None, None, None,
-                             None, None, first.text)])  # a copy of item 0
+    store.insert_items(
+        ds,
+        [
+            (
+                500,
+                first.label,
+                "",
+                0,
+                first.content_hash,
+                first.near_hash,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                first.text,
+            )
+        ],
+    )  # a copy of item 0
     undo = split_dataset(store, ds, "stratified", 0.25, seed=3)
     counts = store.class_counts(ds)
     assert all(c["val"] == 6 and c[""] == 0 for label, c in counts.items() if label != first.label)

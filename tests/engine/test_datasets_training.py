@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 from tunedesk.engine.datasets import DatasetStore, ImportSpec, run_import, split_dataset
 from tunedesk.engine.datasets import edits as E
 from tunedesk.engine.errors import DataError
@@ -36,7 +36,7 @@ def version_config(model_dir: Path, version_id: str, **hparams):
 
 
 def test_prepare_uses_the_stored_split_of_the_exact_version(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     version, val_ids = saved_text_version(home, text_csv)
     prep = prepare(version_config(tiny_bert_dir, version.id))
@@ -49,7 +49,7 @@ def test_prepare_uses_the_stored_split_of_the_exact_version(home, tiny_bert_dir,
 
 def test_cli_trains_on_a_version_and_the_run_records_it(home, tiny_bert_dir, text_csv, tmp_path, capsys):
     from tunedesk.cli import main
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     version, _ = saved_text_version(home, text_csv)
     config_path = tiny_text_config(tiny_bert_dir, text_csv, epochs=1).save(tmp_path / "run.json")
@@ -65,7 +65,7 @@ def test_cli_trains_on_a_version_and_the_run_records_it(home, tiny_bert_dir, tex
 
 
 def test_unknown_version_and_wrong_kind_are_clear(home, tiny_bert_dir, text_csv, image_folder):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
     from tunedesk.engine.tasks.stored import load_image_version
 
     with pytest.raises(DataError) as err:

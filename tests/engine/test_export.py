@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_texts, tiny_text_config
+from tests.fixtures.data import make_texts, tiny_text_config
 from tunedesk.engine.errors import TuneDeskError
 
 pytestmark = pytest.mark.slow  # fine-tunes tiny models (seconds each)
@@ -24,7 +24,7 @@ def text_run(tmp_path_factory, tiny_bert_dir):
     """One completed tiny-BERT run (2 epochs) in a module-private home."""
     import csv
 
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.run.runner import execute
 
     base = tmp_path_factory.mktemp("export-text")
     data = base / "tickets.csv"
@@ -75,7 +75,7 @@ def test_hf_text_export_loads_offline_and_predicts_like_tunedesk(text_run, tmp_p
     # The README's snippet works as written (run from inside the folder).
     monkeypatch.chdir(out)
     namespace: dict = {}
-    exec(_readme_code(out).replace("your text here", TEXTS[0]), namespace)  # noqa: S102 - our own README
+    exec(_readme_code(out).replace("your text here", TEXTS[0]), namespace)
     first = max(expected[0], key=expected[0].get)
     assert namespace["model"].config.id2label[int(namespace["logits"].argmax(-1)[0])] == first
 
@@ -131,13 +131,21 @@ def test_a_failed_export_leaves_nothing_behind(text_run, tmp_path, monkeypatch):
 
 
 def _fake_run(home: Path, status: str, output_dir: Path | None = None) -> int:
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     store = open_store(home)
     try:
-        rid = store.create_run(config={"task": "text_classification", "model": {"name_or_path": "/m"}}, name="x",
-                               task="text_classification", model_name="/m", model_path="/m", model_hash=None,
-                               dataset_name="d", dataset_hash=None, output_dir=str(output_dir or ""))
+        rid = store.create_run(
+            config={"task": "text_classification", "model": {"name_or_path": "/m"}},
+            name="x",
+            task="text_classification",
+            model_name="/m",
+            model_path="/m",
+            model_hash=None,
+            dataset_name="d",
+            dataset_hash=None,
+            output_dir=str(output_dir or ""),
+        )
         store.set_status(rid, "running")
         store.set_status(rid, status, error="boom" if status == "failed" else None)
         if output_dir is not None:
@@ -182,7 +190,7 @@ def images(tmp_path_factory) -> Path:
 
 def _image_run(home: Path, images: Path, model) -> int:
     from tunedesk.engine.config import DataSpec, HyperParams, RunConfig
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.run.runner import execute
 
     config = RunConfig(task="image_classification", model=model, data=DataSpec(kind="image_folder", path=str(images),
                        val_fraction=0.25), hparams=HyperParams(epochs=1, batch_size=3, image_size=32, learning_rate=1e-3),
@@ -202,8 +210,16 @@ def test_hf_image_export_uses_tunedesks_evaluation_transform(images, tmp_path):
 
     vit = tmp_path / "tiny-vit"
     torch.manual_seed(0)
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64)).save_pretrained(vit)
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(vit)
     home = tmp_path / "home"
     run_id = _image_run(home, images, ModelSpec(str(vit), source="hf"))
     info = export_run(run_id, tmp_path / "out", home=home)
@@ -212,7 +228,9 @@ def test_hf_image_export_uses_tunedesks_evaluation_transform(images, tmp_path):
     processor = AutoImageProcessor.from_pretrained(info["path"], local_files_only=True)
     paths = sorted(str(p) for p in images.rglob("*.png"))
     with torch.no_grad():
-        probs = model(**processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt")).logits.softmax(-1)
+        probs = model(
+            **processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt")
+        ).logits.softmax(-1)
     _, (task, loaded) = load_best_model(run_id, home=home)
     for i, scores in enumerate(task.predict(loaded, paths, image_size=32)):
         assert {model.config.id2label[j]: probs[i, j].item() for j in range(3)} == pytest.approx(scores, abs=1e-5)
@@ -238,7 +256,7 @@ def test_torchvision_export_loads_with_its_readme_and_predicts_like_tunedesk(ima
     shutil.copy(photo, out / "photo.jpg.png")
     monkeypatch.chdir(out)
     namespace: dict = {}
-    exec(_readme_code(out).replace('"photo.jpg"', '"photo.jpg.png"'), namespace)  # noqa: S102 - our own README
+    exec(_readme_code(out).replace('"photo.jpg"', '"photo.jpg.png"'), namespace)
     _, (task, loaded) = load_best_model(run_id, home=home)
     expected = task.predict(loaded, [str(photo)], image_size=32)[0]
     got = dict(zip(meta["class_names"], namespace["probs"].tolist()))
@@ -246,12 +264,21 @@ def test_torchvision_export_loads_with_its_readme_and_predicts_like_tunedesk(ima
 
 
 def test_language_model_runs_export_through_export_lm(home, tmp_path, monkeypatch):
-    from tunedesk.engine import export, export_lm
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine import export
+    from tunedesk.engine.lm import export as export_lm
+    from tunedesk.engine.run.runner import open_store
 
     store = open_store(home)
-    rid = store.create_run(config={"task": "causal_lm"}, name="lm", task="causal_lm", model_name="/m", model_path="/m",
-                           model_hash=None, dataset_name="d", dataset_hash=None)
+    rid = store.create_run(
+        config={"task": "causal_lm"},
+        name="lm",
+        task="causal_lm",
+        model_name="/m",
+        model_path="/m",
+        model_hash=None,
+        dataset_name="d",
+        dataset_hash=None,
+    )
     store.close()
     calls = []
 

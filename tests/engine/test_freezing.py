@@ -16,8 +16,15 @@ def bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                        max_position_embeddings=32, num_labels=3)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -26,8 +33,14 @@ def bert11():
     """Eleven blocks: ``encoder.layer.1`` must not match ``encoder.layer.10``."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=11, num_attention_heads=2, intermediate_size=8,
-                        max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=20,
+        hidden_size=8,
+        num_hidden_layers=11,
+        num_attention_heads=2,
+        intermediate_size=8,
+        max_position_embeddings=16,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -60,7 +73,9 @@ def test_bert_presets_give_exact_flag_sets(bert):
     assert trained(bert, FreezeSpec("none"), HEAD) == set()
     assert trained(bert, FreezeSpec("head_only"), HEAD) == {"classifier.weight", "classifier.bias"}
     last1 = trained(bert, FreezeSpec("last_n_blocks", last_n=1), HEAD)
-    assert last1 == names(bert, "bert.encoder.layer.1", "bert.pooler", "classifier")  # pooler after the last block trains
+    assert last1 == names(
+        bert, "bert.encoder.layer.1", "bert.pooler", "classifier"
+    )  # pooler after the last block trains
     last2 = trained(bert, FreezeSpec("last_n_blocks", last_n=2), HEAD)
     assert last2 == every - names(bert, "bert.embeddings")
     assert trained(bert, FreezeSpec("last_n_blocks", last_n=0), HEAD) == {"classifier.weight", "classifier.bias"}
@@ -109,7 +124,9 @@ def test_exact_path_matches_module_and_below_only(bert11):
     assert trained(bert11, spec, HEAD) == names(bert11, "bert.encoder.layer.1", "bert.encoder.layer.10")
     spec = FreezeSpec("none", rules=[FreezeRule("bert.encoder.layer.0.output.dense.weight", True)])
     assert trained(bert11, spec, HEAD) == {"bert.encoder.layer.0.output.dense.weight"}
-    assert trained(bert11, FreezeSpec("none", rules=[FreezeRule("*", True)]), HEAD) == names(bert11, "bert", "classifier")
+    assert trained(bert11, FreezeSpec("none", rules=[FreezeRule("*", True)]), HEAD) == names(
+        bert11, "bert", "classifier"
+    )
 
 
 def test_tokens(bert):
@@ -173,8 +190,13 @@ def test_index_resolution_equals_plain_resolution_and_apply_sets_flags(bert):
 
 
 def test_plan_round_trips_through_a_saved_run(tmp_path):
-    spec = FreezeSpec("last_n_blocks", last_n=3, rules=[FreezeRule("@embeddings", False), FreezeRule("bert.encoder.layer.1", True)],
-                      train_batchnorm_stats=True, lr_multipliers={"bert.encoder.*": 0.5, "@head": 2.0})
+    spec = FreezeSpec(
+        "last_n_blocks",
+        last_n=3,
+        rules=[FreezeRule("@embeddings", False), FreezeRule("bert.encoder.layer.1", True)],
+        train_batchnorm_stats=True,
+        lr_multipliers={"bert.encoder.*": 0.5, "@head": 2.0},
+    )
     config = RunConfig(freeze=spec)
     assert RunConfig.from_dict(config.to_dict()).freeze == spec
     path = config.save(tmp_path / "run.json")
@@ -209,8 +231,10 @@ def test_frozen_batchnorm_stays_in_eval_mode(resnet):
 
 
 def test_batchnorm_without_affine_follows_its_parent():
-    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, affine=False)),
-                          nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, affine=False)))
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, affine=False)),
+        nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, affine=False)),
+    )
     freezing.apply(model, freezing.resolve(model, FreezeSpec("none", rules=[FreezeRule("1", True)])))
     freezing.set_train_mode(model)
     assert not model[0][1].training and model[1][1].training
@@ -262,8 +286,15 @@ def test_describe(bert):
     assert say(FreezeSpec("head_only")).endswith("% - head only") and say(FreezeSpec("head_only")).startswith("0.")
     assert say(FreezeSpec("last_n_blocks", last_n=1)).endswith(" - last 1 block + head")
     assert say(FreezeSpec("last_n_blocks", last_n=2)).endswith(" - last 2 blocks + head")
-    spec = FreezeSpec("all", rules=[FreezeRule("@embeddings", False), FreezeRule("@norms", False), FreezeRule("x.*", True),
-                                    FreezeRule("bert.pooler", False)])
+    spec = FreezeSpec(
+        "all",
+        rules=[
+            FreezeRule("@embeddings", False),
+            FreezeRule("@norms", False),
+            FreezeRule("x.*", True),
+            FreezeRule("bert.pooler", False),
+        ],
+    )
     assert say(spec).endswith(" - everything, embeddings frozen, norms frozen, 2 rules")
     almost = FreezeSpec("all", rules=[FreezeRule("bert.encoder.layer.0.output.LayerNorm.bias", False)])
     assert say(almost).startswith("99.") and "100%" not in say(almost)  # never rounded up while something is frozen

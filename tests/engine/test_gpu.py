@@ -9,21 +9,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def _trainer(config, tmp_path):
     from tunedesk.engine import freezing
-    from tunedesk.engine.events import EventBus
-    from tunedesk.engine.runner import prepare
-    from tunedesk.engine.training import Trainer
+    from tunedesk.engine.run.events import EventBus
+    from tunedesk.engine.run.runner import prepare
+    from tunedesk.engine.run.training import Trainer
 
     prep = prepare(config)
     events = []
-    trainer = Trainer(prep.config, prep.task, prep.loaded, prep.data, prep.plan, tmp_path / "out",
-                      EventBus(events.append), learning_rate=prep.learning_rate)
+    trainer = Trainer(
+        prep.config,
+        prep.task,
+        prep.loaded,
+        prep.data,
+        prep.plan,
+        tmp_path / "out",
+        EventBus(events.append),
+        learning_rate=prep.learning_rate,
+    )
     assert freezing  # the plan is applied by the trainer
     return trainer, events
 
@@ -48,11 +56,16 @@ def test_cuda_text_run_completes(precision, tiny_bert_dir, text_csv, tmp_path):
 def test_cuda_image_run_channels_last(image_folder, tmp_path):
     from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
 
-    config = RunConfig(task="image_classification", model=ModelSpec("resnet18", source="torchvision", pretrained=False),
-                       data=DataSpec(kind="image_folder", path=str(image_folder)),
-                       freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
-                       hparams=HyperParams(epochs=2, batch_size=8, image_size=64, learning_rate=1e-3, log_every=1),
-                       device="cuda", precision="bf16", seed=0)
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision", pretrained=False),
+        data=DataSpec(kind="image_folder", path=str(image_folder)),
+        freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
+        hparams=HyperParams(epochs=2, batch_size=8, image_size=64, learning_rate=1e-3, log_every=1),
+        device="cuda",
+        precision="bf16",
+        seed=0,
+    )
     trainer, events = _trainer(config, tmp_path)
     finished = trainer.run()
     assert finished.status == "completed", finished.reason
@@ -82,10 +95,10 @@ def test_cuda_out_of_memory_fails_with_advice(tiny_bert_dir, text_csv, tmp_path)
 def test_cuda_lora_chat_run_trains_and_answers(precision, checkpointing, tmp_path):
     """Language models on the GPU: LoRA on the attention of the last block over half-precision frozen
     weights (with and without gradient checkpointing), then the "try it" reply on the GPU."""
-    from tests.engine.test_causal_lm_fixtures import lm_config, save_tiny_llama, word_tokenizer, write_chat
-    from tunedesk.engine import lora
-    from tunedesk.engine.export_lm import clear_cache, generate
-    from tunedesk.engine.runner import execute, open_store
+    from tests.fixtures.causal_lm import lm_config, save_tiny_llama, word_tokenizer, write_chat
+    from tunedesk.engine.lm import lora
+    from tunedesk.engine.lm.export import clear_cache, generate
+    from tunedesk.engine.run.runner import execute, open_store
 
     model = save_tiny_llama(tmp_path / "llama", word_tokenizer(), layers=2, hidden=64)
     data = write_chat(tmp_path / "chat.jsonl", 64)
@@ -98,7 +111,13 @@ def test_cuda_lora_chat_run_trains_and_answers(precision, checkpointing, tmp_pat
         epochs = store.epoch_metrics(result.run_id)
     losses = [e["metrics"]["val_loss"] for e in epochs]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
-    reply = generate(result.run_id, [{"role": "user", "content": "where is my parcel"}], 6, 0.0,
-                     home=tmp_path / "home", device="cuda")
+    reply = generate(
+        result.run_id,
+        [{"role": "user", "content": "where is my parcel"}],
+        6,
+        0.0,
+        home=tmp_path / "home",
+        device="cuda",
+    )
     assert isinstance(reply, str)
     clear_cache()

@@ -5,16 +5,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunedesk.engine import freezing, lora
+from tunedesk.engine import freezing
 from tunedesk.engine.config import FreezeRule, FreezeSpec, LoraRule, LoraSpec, RunConfig
 from tunedesk.engine.errors import ConfigError
+from tunedesk.engine.lm import lora
 
 
 def tiny_llama(layers: int = 3, meta: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     if meta:
         with torch.device("meta"):
@@ -40,7 +49,8 @@ def test_presets_choose_layers():
     assert len(linear) == 3 * 7 and "lm_head" not in linear
     g = tiny_gpt2()
     assert list(lora.resolve_targets(g, LoraSpec(preset="attention"))) == [
-        f"transformer.h.{i}.attn.{p}" for i in range(2) for p in ("c_attn", "c_proj")]
+        f"transformer.h.{i}.attn.{p}" for i in range(2) for p in ("c_attn", "c_proj")
+    ]
     assert len(lora.resolve_targets(g, LoraSpec(preset="all_linear"))) == 8  # Conv1D layers count as linear
 
 
@@ -55,7 +65,9 @@ def test_attention_of_the_last_n_blocks_preset():
     assert plan.trainable_params == 0  # everything else frozen
     g = tiny_gpt2()
     assert list(lora.resolve_targets(g, LoraSpec(rules=[LoraRule("@attention:last:1")]))) == [
-        "transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj"]
+        "transformer.h.1.attn.c_attn",
+        "transformer.h.1.attn.c_proj",
+    ]
     assert len(lora.resolve_targets(model, LoraSpec(rules=[LoraRule("@attention:last:9")]))) == 3 * 4  # all there are
     for bad in ("@attention:last:0", "@attention:last:two"):
         with pytest.raises(ConfigError, match="number of blocks"):
@@ -65,11 +77,17 @@ def test_attention_of_the_last_n_blocks_preset():
 
 def test_rules_override_and_deny():
     model = tiny_llama()
-    spec = LoraSpec(preset="attention", rank=8, alpha=16, dropout=0.05, rules=[
-        LoraRule("@block:-1", rank=2, alpha=4.0, dropout=0.0),      # every linear layer of the last block, own settings
-        LoraRule("model.layers.0.self_attn.k_proj", lora=False),    # deny one
-        LoraRule("model.layers.1.mlp.down_proj"),                   # add one with the defaults
-    ])
+    spec = LoraSpec(
+        preset="attention",
+        rank=8,
+        alpha=16,
+        dropout=0.05,
+        rules=[
+            LoraRule("@block:-1", rank=2, alpha=4.0, dropout=0.0),  # every linear layer of the last block, own settings
+            LoraRule("model.layers.0.self_attn.k_proj", lora=False),  # deny one
+            LoraRule("model.layers.1.mlp.down_proj"),  # add one with the defaults
+        ],
+    )
     t = lora.resolve_targets(model, spec)
     assert "model.layers.0.self_attn.k_proj" not in t
     assert t["model.layers.1.mlp.down_proj"] == lora.LoraTarget("model.layers.1.mlp.down_proj", 8, 16.0, 0.05)
@@ -203,8 +221,9 @@ def test_attention_presets_and_training_on_each_decoder_family(family):
     import transformers
 
     cls, extra = FAMILIES[family]
-    cfg = getattr(transformers, cls)(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                     max_position_embeddings=64, **extra)
+    cfg = getattr(transformers, cls)(
+        vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, max_position_embeddings=64, **extra
+    )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg)
     everything = lora.resolve_targets(model, LoraSpec(preset="attention"))
@@ -213,8 +232,10 @@ def test_attention_presets_and_training_on_each_decoder_family(family):
     assert len(blocks) == 3 and everything and set(last) < set(everything)
     assert all(p.startswith(blocks[-1] + ".") for p in last)
     assert len(everything) == 3 * len(last)  # the same projections in every block
-    assert not any(p.split(".")[-1] in ("mlp", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "dense_h_to_4h")
-                   for p in everything)
+    assert not any(
+        p.split(".")[-1] in ("mlp", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "dense_h_to_4h")
+        for p in everything
+    )
     spec = lora.preset_spec("lora_attention_last_n", last_n=1, rank=4, alpha=8, dropout=0.0)
     plan = freezing.resolve(model, spec)
     targets = lora.resolve_targets(model, spec.lora, plan)

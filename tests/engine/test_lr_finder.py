@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_bert_dir, tmp_path_factory):
-    from tests.conftest import make_texts
-    from tunedesk.engine.runner import prepare
-
     import csv
+
+    from tests.fixtures.data import make_texts
+    from tunedesk.engine.run.runner import prepare
 
     path = tmp_path_factory.mktemp("lr") / "tickets.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -27,7 +27,7 @@ def prepared(tiny_bert_dir, tmp_path_factory):
 def test_range_test_gives_a_curve_and_a_suggestion_and_restores_the_model(prepared):
     import torch
 
-    from tunedesk.engine.lr_finder import find_lr
+    from tunedesk.engine.run.lr_finder import find_lr
 
     model = prepared.loaded.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -53,7 +53,7 @@ def test_range_test_gives_a_curve_and_a_suggestion_and_restores_the_model(prepar
 
 
 def test_suggestion_rules():
-    from tunedesk.engine.lr_finder import suggest
+    from tunedesk.engine.run.lr_finder import suggest
 
     lrs = [10 ** (-6 + i * 0.25) for i in range(25)]
     # A clean descent around 1e-3 then a blow-up.
@@ -70,7 +70,7 @@ def test_suggestion_rules():
 
 def test_bad_range_is_refused(prepared):
     from tunedesk.engine.errors import ConfigError
-    from tunedesk.engine.lr_finder import find_lr
+    from tunedesk.engine.run.lr_finder import find_lr
 
     with pytest.raises(ConfigError):
         find_lr(prepared, start_lr=1e-2, end_lr=1e-3)
@@ -80,8 +80,8 @@ def test_bad_range_is_refused(prepared):
 
 def test_stop_request_ends_the_test_early(prepared):
     from tunedesk.engine.errors import TrainingError
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.lr_finder import find_lr
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.lr_finder import find_lr
 
     control = Control()
     control.request_stop()

@@ -10,8 +10,7 @@ import torch
 
 from tunedesk.engine.config import ModelSpec
 from tunedesk.engine.errors import ModelError
-from tunedesk.engine.models import (build_hf_classifier, build_torchvision_classifier, find_classifier,
-                                    load_state_dict)
+from tunedesk.engine.models import build_hf_classifier, build_torchvision_classifier, find_classifier, load_state_dict
 
 
 class _Exploit:
@@ -101,8 +100,9 @@ def test_torchvision_weights_from_local_file_and_new_head(tmp_path):
 
     reference = torchvision.models.get_model("resnet18", weights=None)
     torch.save(reference.state_dict(), tmp_path / "resnet18-local.pth")
-    loaded = build_torchvision_classifier(ModelSpec("resnet18", source="torchvision",
-                                                    weights=str(tmp_path / "resnet18-local.pth")), ["x", "y"])
+    loaded = build_torchvision_classifier(
+        ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "resnet18-local.pth")), ["x", "y"]
+    )
     assert loaded.pretrained and loaded.head_paths == ["fc"]
     assert loaded.model.fc.out_features == 2
     assert torch.equal(loaded.model.conv1.weight, reference.conv1.weight)
@@ -136,7 +136,9 @@ def test_torch_hub_checkpoints_are_found_as_the_model_browser_names_them(monkeyp
     hub.mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("TUNEDESK_HOME", str(tmp_path / "home"))
-    torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(),
-               hub / "mobilenet_v3_small-047dcff4.pth")
+    torch.save(
+        torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(),
+        hub / "mobilenet_v3_small-047dcff4.pth",
+    )
     loaded = build_torchvision_classifier(ModelSpec("mobilenet_v3_small", source="torchvision"), ["x", "y"])
     assert loaded.pretrained and loaded.path.endswith("mobilenet_v3_small-047dcff4.pth")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tunedesk.engine import recorder as recorder_module
-from tunedesk.engine.events import (
+from tunedesk.engine.paths import database_path
+from tunedesk.engine.run import recorder as recorder_module
+from tunedesk.engine.run.events import (
     CheckpointSaved,
     EpochEnded,
     EventBus,
@@ -20,8 +21,7 @@ from tunedesk.engine.events import (
     SampleGenerated,
     StepLogged,
 )
-from tunedesk.engine.paths import database_path
-from tunedesk.engine.recorder import RunRecorder
+from tunedesk.engine.run.recorder import RunRecorder
 from tunedesk.engine.store import RunStore
 
 
@@ -67,8 +67,18 @@ def test_records_every_event_kind(store: RunStore, db: Path) -> None:
     for s in range(1, 11):
         rec(step(run_id, s))
     rec(LogMessage(run_id, "info", "epoch 1 done"))
-    rec(EpochEnded(run_id, epoch=1, step=10, metrics={"val_loss": 0.7, "val_accuracy": 0.6, "val_macro_f1": 0.55},
-                   confusion=[[3, 1], [1, 3]], label_names=["a", "b"], per_class={"a": {"f1": 0.5}}, is_best=True))
+    rec(
+        EpochEnded(
+            run_id,
+            epoch=1,
+            step=10,
+            metrics={"val_loss": 0.7, "val_accuracy": 0.6, "val_macro_f1": 0.55},
+            confusion=[[3, 1], [1, 3]],
+            label_names=["a", "b"],
+            per_class={"a": {"f1": 0.5}},
+            is_best=True,
+        )
+    )
     rec(CheckpointSaved(run_id, "/runs/1/best", "best", 10, 1))
     rec(CheckpointSaved(run_id, "/runs/1/last", "last", 10, 1))
     rec(SampleGenerated(run_id, step=10, epoch=1, prompt="Hello", text="Hello there"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ TOLERANCE = 1e-5
 
 
 def _losses(home: Path, run_id: int) -> dict[int, float]:
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     store = open_store(home)
     try:
@@ -31,7 +31,7 @@ def _losses(home: Path, run_id: int) -> dict[int, float]:
 
 
 def _epochs(home: Path, run_id: int) -> list[dict]:
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     store = open_store(home)
     try:
@@ -45,7 +45,9 @@ def _assert_same_curve(reference: dict[int, float], resumed: dict[int, float], a
     diffs = {s: abs(reference[s] - resumed[s]) for s in reference if s > after}
     assert diffs, "no steps after the interruption to compare"
     worst = max(diffs, key=diffs.get)
-    assert diffs[worst] < TOLERANCE, f"step {worst}: loss {resumed[worst]!r} resumed vs {reference[worst]!r} uninterrupted"
+    assert diffs[worst] < TOLERANCE, (
+        f"step {worst}: loss {resumed[worst]!r} resumed vs {reference[worst]!r} uninterrupted"
+    )
 
 
 def _config(tiny_bert_dir: Path, text_csv: Path, **overrides):
@@ -54,8 +56,8 @@ def _config(tiny_bert_dir: Path, text_csv: Path, **overrides):
 
 
 def test_stopped_mid_epoch_then_resumed_matches_uninterrupted(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute, open_store, resume
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store, resume
 
     config = _config(tiny_bert_dir, text_csv, epochs=2)
     reference = execute(config)
@@ -94,18 +96,24 @@ def test_stopped_mid_epoch_then_resumed_matches_uninterrupted(home, tiny_bert_di
 
 def _tunedesk(*args: str, home: Path, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, TUNEDESK_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "tunedesk", *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "tunedesk", *args], env=env, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_killed_training_process_is_interrupted_then_resumed_from_the_cli(home, tiny_bert_dir, text_csv, tmp_path):
-    from tunedesk.engine.runner import execute, open_store
+    from tunedesk.engine.run.runner import execute, open_store
 
     config = _config(tiny_bert_dir, text_csv, epochs=3)
     cfg_path = config.save(tmp_path / "cfg.json")
     env = dict(os.environ, TUNEDESK_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "tunedesk", "train", str(cfg_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunedesk", "train", str(cfg_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_id = None
     deadline = time.monotonic() + 240
     try:

@@ -8,13 +8,13 @@ import threading
 import pytest
 import torch
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 from tunedesk.engine.errors import ConfigError, DataError, ModelError, TuneDeskError
 
 
 def test_stop_saves_a_resumable_checkpoint_and_marks_the_run_stopped(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute, open_store
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store
 
     control = Control()
 
@@ -33,8 +33,8 @@ def test_stop_saves_a_resumable_checkpoint_and_marks_the_run_stopped(home, tiny_
 
 
 def test_pause_blocks_the_loop_until_resumed(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine.events import Control
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute
 
     control = Control()
     seen = []
@@ -52,11 +52,13 @@ def test_pause_blocks_the_loop_until_resumed(home, tiny_bert_dir, text_csv):
 
 
 def test_nan_loss_fails_the_run_with_that_reason(home, tiny_bert_dir, text_csv, monkeypatch):
-    from tunedesk.engine.runner import execute, open_store
+    from tunedesk.engine.run.runner import execute, open_store
     from tunedesk.engine.tasks.text_classification import TextClassification
 
     real = TextClassification.loss
-    monkeypatch.setattr(TextClassification, "loss", lambda self, logits, batch: real(self, logits, batch) * float("nan"))
+    monkeypatch.setattr(
+        TextClassification, "loss", lambda self, logits, batch: real(self, logits, batch) * float("nan")
+    )
     result = execute(tiny_text_config(tiny_bert_dir, text_csv, epochs=1))
     assert result.status == "failed"
     assert "NaN" in result.reason and "learning rate" in result.hint
@@ -66,10 +68,11 @@ def test_nan_loss_fails_the_run_with_that_reason(home, tiny_bert_dir, text_csv, 
     store.close()
 
 
-@pytest.mark.parametrize("case", ["missing_file", "empty", "single_class", "bad_column", "bad_lr", "missing_model",
-                                  "latin1_forced_utf8"])
+@pytest.mark.parametrize(
+    "case", ["missing_file", "empty", "single_class", "bad_column", "bad_lr", "missing_model", "latin1_forced_utf8"]
+)
 def test_bad_inputs_give_a_clear_error_before_any_work(case, home, tiny_bert_dir, text_csv, tmp_path):
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     config = tiny_text_config(tiny_bert_dir, text_csv)
     expected: type[TuneDeskError] = DataError
@@ -106,22 +109,25 @@ def test_image_run_with_local_weights_keeps_frozen_batchnorm_statistics(home, im
     import torchvision
 
     from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
-    from tunedesk.engine.runner import execute
+    from tunedesk.engine.run.runner import execute
 
     torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
-    config = RunConfig(task="image_classification",
-                       model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
-                       data=DataSpec(kind="image_folder", path=str(image_folder)),
-                       freeze=FreezeSpec(preset="head_only"),
-                       hparams=HyperParams(epochs=2, batch_size=8, image_size=32, learning_rate=1e-2, log_every=1),
-                       device="cpu", seed=0)
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
+        data=DataSpec(kind="image_folder", path=str(image_folder)),
+        freeze=FreezeSpec(preset="head_only"),
+        hparams=HyperParams(epochs=2, batch_size=8, image_size=32, learning_rate=1e-2, log_every=1),
+        device="cpu",
+        seed=0,
+    )
     snapshots = {}
 
     def listener(event):
         if event.kind == "RunStarted":
             snapshots["start"] = True
 
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     prep = prepare(config)
     before = prep.loaded.model.bn1.running_mean.clone()
@@ -133,12 +139,16 @@ def test_image_run_with_local_weights_keeps_frozen_batchnorm_statistics(home, im
 
 def test_corrupt_image_is_skipped_and_reported(home, image_folder):
     from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
-    from tunedesk.engine.runner import prepare
+    from tunedesk.engine.run.runner import prepare
 
     (image_folder / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    config = RunConfig(task="image_classification", model=ModelSpec("resnet18", source="torchvision", pretrained=False),
-                       data=DataSpec(kind="image_folder", path=str(image_folder)),
-                       hparams=HyperParams(image_size=32), device="cpu")
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision", pretrained=False),
+        data=DataSpec(kind="image_folder", path=str(image_folder)),
+        hparams=HyperParams(image_size=32),
+        device="cpu",
+    )
     prep = prepare(config)
     assert any("broken.png" in w for w in prep.warnings)
     assert len(prep.data.train) + len(prep.data.val) == 24

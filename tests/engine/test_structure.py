@@ -31,8 +31,15 @@ def no_pooler_dir(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("bert-no-pooler")
-    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                        max_position_embeddings=32, architectures=["BertModel"])
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        architectures=["BertModel"],
+    )
     BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -42,8 +49,15 @@ def gpt_dir(tmp_path_factory) -> Path:
     from transformers import LlamaConfig
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=1, architectures=["LlamaForCausalLM"]).save_pretrained(folder)
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        architectures=["LlamaForCausalLM"],
+    ).save_pretrained(folder)
     return folder
 
 
@@ -55,7 +69,9 @@ def test_meta_build_matches_the_real_build(tiny_bert_dir, real_bert):
     assert next(meta.model.parameters()).is_meta
     assert meta.architecture == real_bert.architecture == "BertForSequenceClassification"
     assert meta.head_paths == real_bert.head_paths == ["classifier"]
-    assert [(n, p.shape) for n, p in meta.model.named_parameters()] == [(n, p.shape) for n, p in real_bert.model.named_parameters()]
+    assert [(n, p.shape) for n, p in meta.model.named_parameters()] == [
+        (n, p.shape) for n, p in real_bert.model.named_parameters()
+    ]
     entry = scan_path(tiny_bert_dir)[0]
     assert entry.task == "feature_extraction"  # a BertModel checkpoint is trained as a sequence classifier
     assert structure.build_meta_model(entry).architecture == "BertForSequenceClassification"
@@ -73,8 +89,15 @@ def test_meta_build_torchvision_by_name_and_entry():
     loaded = structure.build_meta_model("resnet18", num_labels=5)
     assert loaded.kind == "torchvision" and loaded.head_paths == ["fc"] and loaded.model.fc.out_features == 5
     assert next(loaded.model.parameters()).is_meta
-    entry = ModelEntry(id="torchvision:resnet18", name="resnet18", path="/nowhere/resnet18-f37072fd.pth",
-                       source="torch_hub", task="image_classification", architecture="resnet18", model_type="torchvision")
+    entry = ModelEntry(
+        id="torchvision:resnet18",
+        name="resnet18",
+        path="/nowhere/resnet18-f37072fd.pth",
+        source="torch_hub",
+        task="image_classification",
+        architecture="resnet18",
+        model_type="torchvision",
+    )
     assert structure.build_meta_model(entry).architecture == "resnet18"
     assert structure.task_of_model(loaded) == "image_classification"
 
@@ -90,8 +113,14 @@ def test_meta_build_causal_lm_and_task_override(gpt_dir):
 def test_meta_build_8b_config_is_fast():
     from transformers import LlamaConfig
 
-    config = LlamaConfig(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, vocab_size=128256,
-                         num_attention_heads=32, num_key_value_heads=8)
+    config = LlamaConfig(
+        num_hidden_layers=32,
+        hidden_size=4096,
+        intermediate_size=14336,
+        vocab_size=128256,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    )
     loaded = structure.build_meta_from_config(config, "causal_lm")
     tree = structure.ModelTree.from_loaded(loaded)
     assert tree.total_params == 8_030_261_248
@@ -110,8 +139,14 @@ def test_meta_build_errors_name_the_problem(tmp_path):
     with pytest.raises(ModelError) as info:
         structure.build_meta_model(remote)
     assert "trust_remote_code" in info.value.message or "own" in info.value.message
-    broken = ModelEntry(id="file:/x.pth", name="x.pth", path=str(tmp_path / "x.pth"), source="user_file",
-                        model_type="torchvision", problem="not a recognised torchvision checkpoint")
+    broken = ModelEntry(
+        id="file:/x.pth",
+        name="x.pth",
+        path=str(tmp_path / "x.pth"),
+        source="user_file",
+        model_type="torchvision",
+        problem="not a recognised torchvision checkpoint",
+    )
     with pytest.raises(ModelError, match="not a recognised"):
         structure.build_meta_model(broken)
     with pytest.raises(ConfigError):
@@ -128,8 +163,11 @@ def test_tree_nodes_and_counts(bert_tree):
     assert [n.path for n in tree.nodes] == [n for n, _ in model.named_modules()]
     for node in tree.nodes:
         assert node.total_params == table[node.path][0]
-        assert node.own_params == sum(p.numel() for p in model.get_submodule(node.path).parameters(recurse=False)) \
-            if node.path else node.own_params == 0
+        assert (
+            node.own_params == sum(p.numel() for p in model.get_submodule(node.path).parameters(recurse=False))
+            if node.path
+            else node.own_params == 0
+        )
         assert node.parent is None or node.parent.children[node.row] is node
     assert tree.root.name == "BertForSequenceClassification" and tree.root.total_params == tree.total_params
     assert tree.by_path["classifier"].is_head and not tree.by_path["bert"].is_head
@@ -144,18 +182,31 @@ def test_tree_nodes_and_counts(bert_tree):
 
 def test_apply_counts_equal_the_engine_plan_and_report_changes(bert_tree):
     tree = bert_tree
-    for spec in (FreezeSpec("all"), FreezeSpec("head_only"), FreezeSpec("last_n_blocks", last_n=1),
-                 FreezeSpec("all", rules=[FreezeRule("@norms", False), FreezeRule("*.attention.*", False)])):
+    for spec in (
+        FreezeSpec("all"),
+        FreezeSpec("head_only"),
+        FreezeSpec("last_n_blocks", last_n=1),
+        FreezeSpec("all", rules=[FreezeRule("@norms", False), FreezeRule("*.attention.*", False)]),
+    ):
         tree.apply(spec)
         table = freezing.module_table(tree.model, tree.plan.trainable)
         assert all(n.trainable == table[n.path][1] for n in tree.nodes)
     tree.apply(FreezeSpec("all"))
     spec = structure.toggle(tree, FreezeSpec("all"), "bert.encoder.layer.0.output.dense", False)
     changed = tree.apply(spec)
-    assert {n.path for n in changed} == {"", "bert", "bert.encoder", "bert.encoder.layer", "bert.encoder.layer.0",
-                                         "bert.encoder.layer.0.output", "bert.encoder.layer.0.output.dense"}
+    assert {n.path for n in changed} == {
+        "",
+        "bert",
+        "bert.encoder",
+        "bert.encoder.layer",
+        "bert.encoder.layer.0",
+        "bert.encoder.layer.0.output",
+        "bert.encoder.layer.0.output.dense",
+    }
     assert tree.apply(spec) == []
-    assert tree.by_path["bert.encoder.layer.0"].state == 1 and tree.by_path["bert.encoder.layer.0.output.dense"].state == 0
+    assert (
+        tree.by_path["bert.encoder.layer.0"].state == 1 and tree.by_path["bert.encoder.layer.0.output.dense"].state == 0
+    )
     with pytest.raises(ConfigError):
         tree.apply(FreezeSpec("all", rules=[FreezeRule("@what", True)]))
     assert tree.spec == spec  # a bad spec changes nothing
@@ -183,7 +234,10 @@ def test_toggle_appends_normalised_exact_rules(bert_tree):
     back = structure.toggle(tree, frozen, "bert.encoder.layer.0", True)
     assert back.rules == []  # the click undid the earlier one: nothing left to say
     child = structure.toggle(tree, frozen, "bert.encoder.layer.0.attention", True)
-    assert child.rules == [FreezeRule("bert.encoder.layer.0", False), FreezeRule("bert.encoder.layer.0.attention", True)]
+    assert child.rules == [
+        FreezeRule("bert.encoder.layer.0", False),
+        FreezeRule("bert.encoder.layer.0.attention", True),
+    ]
     parent = structure.toggle(tree, child, "bert.encoder", False)
     assert parent.rules == [FreezeRule("bert.encoder", False)]
     assert structure.toggle(tree, parent, "", True) == FreezeSpec("all", lr_multipliers={"bert.*": 0.5})
@@ -199,8 +253,9 @@ def test_glob_edits(bert_tree):
     assert structure.glob_for(" layer.1* ") == "layer.1*"
     assert structure.glob_for("layer.1*", tree) == "*layer.1*"  # nothing starts so: searched anywhere
     assert structure.glob_for("bert.encoder.*", tree) == "bert.encoder.*"
-    assert [n.path for n in structure.matching_nodes(tree, "*.LayerNorm.bias", outermost=True)][:1] == \
-        ["bert.embeddings.LayerNorm"]  # a parameter pattern shows the modules owning the parameters
+    assert [n.path for n in structure.matching_nodes(tree, "*.LayerNorm.bias", outermost=True)][:1] == [
+        "bert.embeddings.LayerNorm"
+    ]  # a parameter pattern shows the modules owning the parameters
     assert structure.glob_for("@norms") == "@norms"
     nodes = structure.matching_nodes(tree, "*attention*")
     assert nodes and all("attention" in n.path for n in nodes)
@@ -223,7 +278,9 @@ def test_presets_and_modifiers():
     assert structure.modifier_state(spec, "@embeddings") and not structure.modifier_state(spec, "@norms")
     last = structure.set_preset(spec, "last_n_blocks", 3)
     assert last.preset == "last_n_blocks" and last.last_n == 3 and last.rules == [FreezeRule("@embeddings", False)]
-    more = structure.set_preset(dataclasses.replace(last, rules=last.rules + [FreezeRule("x", True)]), "last_n_blocks", 4)
+    more = structure.set_preset(
+        dataclasses.replace(last, rules=last.rules + [FreezeRule("x", True)]), "last_n_blocks", 4
+    )
     assert more.last_n == 4 and FreezeRule("x", True) in more.rules  # only the number changed: edits stay
     off = structure.set_modifier(last, "@embeddings", False)
     assert off.rules == [] and not structure.modifier_state(off, "@embeddings")
@@ -266,9 +323,16 @@ def test_lr_multipliers_most_specific_wins(bert_tree):
 
 def test_prune_for_another_model(bert_tree):
     tree = bert_tree
-    spec = FreezeSpec("last_n_blocks", rules=[FreezeRule("model.layers.3", False), FreezeRule("@norms", False),
-                                              FreezeRule("*attention*", True), FreezeRule("bert.pooler", False)],
-                      lr_multipliers={"model.embed_tokens": 0.1, "bert.embeddings": 0.1})
+    spec = FreezeSpec(
+        "last_n_blocks",
+        rules=[
+            FreezeRule("model.layers.3", False),
+            FreezeRule("@norms", False),
+            FreezeRule("*attention*", True),
+            FreezeRule("bert.pooler", False),
+        ],
+        lr_multipliers={"model.embed_tokens": 0.1, "bert.embeddings": 0.1},
+    )
     pruned = structure.prune(tree, spec)
     assert [r.pattern for r in pruned.rules] == ["@norms", "*attention*", "bert.pooler"]
     assert pruned.lr_multipliers == {"bert.embeddings": 0.1}
@@ -288,13 +352,15 @@ def test_edited_plans_give_the_same_flags_on_the_real_model(bert_tree, real_bert
     tree = bert_tree
     spec = FreezeSpec("all")
     specs = []
-    for edit in (lambda s: structure.set_preset(s, "last_n_blocks", 1),
-                 lambda s: structure.toggle(tree, s, "bert.encoder.layer.0.attention", True),
-                 lambda s: structure.set_modifier(s, "@norms", True),
-                 lambda s: structure.apply_glob(tree, s, "*intermediate*", False),
-                 lambda s: structure.toggle(tree, s, "bert.pooler", False),
-                 lambda s: structure.set_preset(s, "head_only"),
-                 lambda s: structure.toggle(tree, s, "", False)):
+    for edit in (
+        lambda s: structure.set_preset(s, "last_n_blocks", 1),
+        lambda s: structure.toggle(tree, s, "bert.encoder.layer.0.attention", True),
+        lambda s: structure.set_modifier(s, "@norms", True),
+        lambda s: structure.apply_glob(tree, s, "*intermediate*", False),
+        lambda s: structure.toggle(tree, s, "bert.pooler", False),
+        lambda s: structure.set_preset(s, "head_only"),
+        lambda s: structure.toggle(tree, s, "", False),
+    ):
         spec = edit(spec)
         specs.append(spec)
     for spec in specs:
@@ -312,7 +378,7 @@ def test_edited_plans_give_the_same_flags_on_the_real_model(bert_tree, real_bert
 
 
 def test_lora_targets_counts_and_choices(gpt_dir):
-    from tunedesk.engine import lora
+    from tunedesk.engine.lm import lora
 
     tree = structure.ModelTree.from_loaded(structure.build_meta_model(gpt_dir))
     assert tree.supports_lora
@@ -330,13 +396,15 @@ def test_lora_targets_counts_and_choices(gpt_dir):
     trained = structure.set_module_choice(tree, mlp, "model.layers.1", "train")
     tree.apply(trained)
     assert tree.by_path["model.layers.1"].state == 2 and tree.by_path["model.layers.1"].adapters == 0
-    assert structure.set_module_choice(tree, FreezeSpec(), "model.norm", "frozen").rules == [FreezeRule("model.norm", False)]
+    assert structure.set_module_choice(tree, FreezeSpec(), "model.norm", "frozen").rules == [
+        FreezeRule("model.norm", False)
+    ]
     with pytest.raises(ConfigError):
         structure.set_module_choice(tree, spec, "", "lora")
 
 
 def test_lora_is_pruned_for_other_models(bert_tree):
-    from tunedesk.engine import lora
+    from tunedesk.engine.lm import lora
 
     assert not bert_tree.supports_lora
     pruned = structure.prune(bert_tree, lora.preset_spec("lora_all_linear"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 
 def test_tiny_text_run_completes_and_is_recorded(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine.runner import execute, open_store
+    from tunedesk.engine.run.runner import execute, open_store
 
     events = []
     result = execute(tiny_text_config(tiny_bert_dir, text_csv, epochs=6), listeners=[events.append])

@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QInputDialog
 
-from tests.conftest import make_texts
+from tests.fixtures.data import make_texts
 from tunedesk.engine.datasets import DatasetStore, ImportSpec
 from tunedesk.engine.datasets import flags as F
 
@@ -27,7 +27,7 @@ def state(home, qtbot):
 
 @pytest.fixture
 def panel(state, qtbot):
-    from tunedesk.ui.datasets_panel import DatasetsPanel
+    from tunedesk.ui.datasets.panel import DatasetsPanel
 
     p = DatasetsPanel(state)
     qtbot.addWidget(p)
@@ -41,8 +41,11 @@ def panel(state, qtbot):
 @pytest.fixture
 def messy_csv(tmp_path) -> Path:
     rows = make_texts(n_per_class=6)
-    rows += [(rows[0][0], rows[0][1]), (rows[1][0], "billing" if rows[1][1] != "billing" else "account"),
-             (rows[2][0].upper() + "!!", rows[2][1])]
+    rows += [
+        (rows[0][0], rows[0][1]),
+        (rows[1][0], "billing" if rows[1][1] != "billing" else "account"),
+        (rows[2][0].upper() + "!!", rows[2][1]),
+    ]
     path = tmp_path / "messy.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -223,7 +226,12 @@ def test_import_dialog_previews_and_builds_the_spec(qtbot, tmp_path):
     assert dialog.encoding.currentText() == "cp1252" and dialog.import_button.isEnabled()
     assert dialog.table_model.item(0, 1).text() == "très bon café"
     spec = dialog.spec()
-    assert (spec.kind, spec.text_column, spec.label_column, spec.encoding) == ("text_table", "comment", "stars", "cp1252")
+    assert (spec.kind, spec.text_column, spec.label_column, spec.encoding) == (
+        "text_table",
+        "comment",
+        "stars",
+        "cp1252",
+    )
     dialog.label_column.setCurrentIndex(dialog.label_column.findData("comment"))
     assert not dialog.import_button.isEnabled()  # text and label must differ
     dialog.reject()
@@ -234,7 +242,7 @@ def test_an_image_version_sets_the_train_area_to_image_classification(qtbot, hom
     from tunedesk.engine.datasets import DatasetStore, ImportSpec, run_import
     from tunedesk.engine.paths import database_path
     from tunedesk.ui.state import AppState
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
     with DatasetStore(database_path(home)) as store:
         result = run_import(store, ImportSpec(kind="image_folder", path=str(image_folder)))
@@ -248,9 +256,15 @@ def test_an_image_version_sets_the_train_area_to_image_classification(qtbot, hom
 
 def test_chat_conversations_read_as_turns_without_a_label_column(panel, qtbot, tmp_path):
     path = tmp_path / "pirate.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "where is my parcel"},
-                          {"role": "assistant", "content": "arr, it sails"}]},
-            {"prompt": "i lost my password", "response": "arr, a new one be sent"}]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "where is my parcel"},
+                {"role": "assistant", "content": "arr, it sails"},
+            ]
+        },
+        {"prompt": "i lost my password", "response": "arr, a new one be sent"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     imported(panel, qtbot, ImportSpec("chat_jsonl", str(path)))
     m = panel.model

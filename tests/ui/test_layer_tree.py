@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 import transformers  # noqa: F401 - imported up front: the panel's build thread then only builds
-
 from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QPushButton
 
@@ -20,8 +19,15 @@ from tunedesk.ui.layer_tree.panel import PAGE_EMPTY, PAGE_ERROR, PAGE_TREE
 from tunedesk.ui.layer_tree.tree import COL_LR, COL_MODULE, COL_TRAINABLE
 from tunedesk.ui.state import AppState
 
-RESNET = ModelEntry(id="torchvision:resnet18", name="resnet18", path="/nowhere/resnet18-f37072fd.pth", source="torch_hub",
-                    task="image_classification", architecture="resnet18", model_type="torchvision")
+RESNET = ModelEntry(
+    id="torchvision:resnet18",
+    name="resnet18",
+    path="/nowhere/resnet18-f37072fd.pth",
+    source="torch_hub",
+    task="image_classification",
+    architecture="resnet18",
+    model_type="torchvision",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +125,9 @@ def test_empty_state_then_the_tree(qtbot, panel, state, bert_entry):
 
 
 def test_build_failure_is_shown_with_a_hint(qtbot, panel, state, tmp_path):
-    broken = ModelEntry(id="folder:x", name="broken", path=str(tmp_path), source="user_folder", problem="no config.json")
+    broken = ModelEntry(
+        id="folder:x", name="broken", path=str(tmp_path), source="user_folder", problem="no config.json"
+    )
     state.select_model(broken)
     qtbot.waitUntil(lambda: panel.pages.currentIndex() == PAGE_ERROR, timeout=30_000)
     assert "no config.json" in panel.error_page.main_label.text()
@@ -132,7 +140,9 @@ def test_build_failure_is_shown_with_a_hint(qtbot, panel, state, tmp_path):
 def test_clicks_append_rules_and_repaint_minimal_ranges(qtbot, panel, state, bert_entry):
     show(qtbot, panel, state, bert_entry)
     ranges = []
-    panel.tree.source.dataChanged.connect(lambda a, b, roles=(): ranges.append((a.internalId(), b.internalId(), a.row(), b.row())))
+    panel.tree.source.dataChanged.connect(
+        lambda a, b, roles=(): ranges.append((a.internalId(), b.internalId(), a.row(), b.row()))
+    )
     click(panel, "bert.encoder.layer.0.output.dense", False)
     assert state.freeze.rules == [FreezeRule("bert.encoder.layer.0.output.dense", False)]
     # one single-row range per changed row on screen: the model row, bert, encoder, layer, layer.0
@@ -188,7 +198,9 @@ def test_presets_and_edits_give_the_engine_flags(qtbot, panel, state, bert_entry
     record()
     panel.freeze_norms.click()
     record()
-    assert FreezeRule("@norms", False) in state.freeze.rules and panel.freeze_norms.checkState() == Qt.CheckState.Checked
+    assert (
+        FreezeRule("@norms", False) in state.freeze.rules and panel.freeze_norms.checkState() == Qt.CheckState.Checked
+    )
     panel.freeze_embeddings.click()  # already frozen by the preset: the box was ticked, so this trains them
     record()
     assert FreezeRule("@embeddings", True) in state.freeze.rules
@@ -275,8 +287,11 @@ def test_a_plan_set_elsewhere_is_shown_not_sent_back(qtbot, panel, state, bert_e
 
 
 def test_a_cloned_run_reopens_with_its_plan(qtbot, panel, state, bert_entry, real_bert):
-    saved = RunConfig(freeze=FreezeSpec("head_only", rules=[FreezeRule("bert.encoder.layer.1", True)],
-                                        lr_multipliers={"classifier": 2.0}))
+    saved = RunConfig(
+        freeze=FreezeSpec(
+            "head_only", rules=[FreezeRule("bert.encoder.layer.1", True)], lr_multipliers={"classifier": 2.0}
+        )
+    )
     spec = RunConfig.from_dict(saved.to_dict()).freeze  # what a saved run gives back
     state.set_freeze(spec)  # the runs panel sets the plan, then the model
     show(qtbot, panel, state, bert_entry)
@@ -302,7 +317,10 @@ def test_read_only_widget(qtbot, real_bert):
     assert source.data(index, Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Unchecked
     assert not source.setData(index, Qt.CheckState.Checked.value, Qt.ItemDataRole.CheckStateRole)
     assert widget.spec() == spec
-    assert widget.model_tree().plan.trainable_names == freezing.resolve(real_bert.model, spec, ["classifier"]).trainable_names
+    assert (
+        widget.model_tree().plan.trainable_names
+        == freezing.resolve(real_bert.model, spec, ["classifier"]).trainable_names
+    )
     widget.set_model(None)
     assert widget.model().rowCount() == 0
 
@@ -345,8 +363,13 @@ def test_importing_the_panel_does_not_import_torch():
     import sys
 
     code = "import sys, tunedesk.ui.layer_tree; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert out.stdout.strip() == "False", out.stderr
     assert QApplication.instance() is not None
 
@@ -359,14 +382,28 @@ def llama_entry(tmp_path_factory):
     from transformers import LlamaConfig
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=1, architectures=["LlamaForCausalLM"]).save_pretrained(folder)
-    return ModelEntry(id=f"folder:{folder}", name="tiny-llama", path=str(folder), source="user_folder",
-                      task="causal_lm", architecture="LlamaForCausalLM", model_type="llama")
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        architectures=["LlamaForCausalLM"],
+    ).save_pretrained(folder)
+    return ModelEntry(
+        id=f"folder:{folder}",
+        name="tiny-llama",
+        path=str(folder),
+        source="user_folder",
+        task="causal_lm",
+        architecture="LlamaForCausalLM",
+        model_type="llama",
+    )
 
 
 def test_lora_presets_and_module_choices(qtbot, panel, state, llama_entry, bert_entry):
-    from tunedesk.engine import lora
+    from tunedesk.engine.lm import lora
 
     show(qtbot, panel, state, llama_entry)
     assert panel.lora_box.isVisibleTo(panel) and panel.lora_widget is not None

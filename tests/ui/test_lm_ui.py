@@ -10,13 +10,13 @@ from tunedesk.engine.errors import TuneDeskError
 
 
 def _sample(step, epoch, prompt, text):
-    from tunedesk.engine.events import SampleGenerated
+    from tunedesk.engine.run.events import SampleGenerated
 
     return SampleGenerated(1, step, epoch, prompt, text)
 
 
 def test_samples_view_rows_are_evaluations_columns_are_prompts(qtbot):
-    from tunedesk.engine.events import LogMessage
+    from tunedesk.engine.run.events import LogMessage
     from tunedesk.ui.lm import SampleGenerationsView
 
     view = SampleGenerationsView()
@@ -47,8 +47,16 @@ def test_samples_view_loads_a_runs_stored_samples(qtbot, tmp_path):
     from tunedesk.ui.lm import SampleGenerationsView
 
     store = RunStore(database_path(tmp_path))
-    run_id = store.create_run(config={}, name="lm", task="causal_lm", model_name="m", model_path="/m", model_hash=None,
-                              dataset_name="d", dataset_hash=None)
+    run_id = store.create_run(
+        config={},
+        name="lm",
+        task="causal_lm",
+        model_name="m",
+        model_path="/m",
+        model_hash=None,
+        dataset_name="d",
+        dataset_hash=None,
+    )
     store.add_sample(run_id, 5, 1, "hi", "hello")
     store.add_sample(run_id, 10, 2, "hi", "arr hello")
     store.close()
@@ -119,7 +127,7 @@ def test_chat_widget_shows_errors_and_gives_the_message_back(qtbot, tmp_path):
 
 
 def test_lora_settings_presets_and_edits(qtbot):
-    from tunedesk.engine import lora
+    from tunedesk.engine.lm import lora
     from tunedesk.ui.lm import LoraSettingsWidget
 
     w = LoraSettingsWidget(FreezeSpec(preset="none", lora=LoraSpec(rules=[LoraRule("model.layers.1", rank=4)])))
@@ -130,8 +138,12 @@ def test_lora_settings_presets_and_edits(qtbot):
     assert sig.args[0].lora.rank == 16 and sig.args[0].lora.rules == [LoraRule("model.layers.1", rank=4)]
     w.layers.setCurrentIndex(w.layers.findData("all_linear"))
     assert w.spec().lora.preset == "all_linear"
-    for name, button in (("lora_attention", w.attention_button), ("lora_all_linear", w.linear_button),
-                         ("last_n_full", w.last_n_button), ("lora_attention_last_n", w.last_attention_button)):
+    for name, button in (
+        ("lora_attention", w.attention_button),
+        ("lora_all_linear", w.linear_button),
+        ("last_n_full", w.last_n_button),
+        ("lora_attention_last_n", w.last_attention_button),
+    ):
         w.last_n.setValue(3)
         with qtbot.waitSignal(w.specChanged) as sig:
             button.click()
@@ -150,8 +162,15 @@ def test_lora_settings_summary_from_a_meta_model(qtbot):
 
     from tunedesk.ui.lm import LoraSettingsWidget
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
     w = LoraSettingsWidget()
@@ -186,12 +205,17 @@ def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_pa
     in the Train area and in the Runs detail talk to its fine-tuned model (real generation)."""
     import torch
 
-    from tests.engine.test_causal_lm import last_block_attention_lora
-    from tests.engine.test_causal_lm_fixtures import lm_config, save_tiny_llama, word_tokenizer, write_chat
+    from tests.fixtures.causal_lm import (
+        last_block_attention_lora,
+        lm_config,
+        save_tiny_llama,
+        word_tokenizer,
+        write_chat,
+    )
     from tunedesk.ui.lm import ChatTryItWidget
-    from tunedesk.ui.runs_panel import RunsPanel
+    from tunedesk.ui.runs.panel import RunsPanel
     from tunedesk.ui.state import AppState
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -247,9 +271,9 @@ def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_pa
 
 
 def test_runs_detail_try_it_explains_when_a_run_has_no_model(qtbot, home):
-    from tests.ui.test_runs_panel import make_run
+    from tests.fixtures.runs import make_run
     from tunedesk.engine.store import RunStore
-    from tunedesk.ui.runs_panel import RunsPanel
+    from tunedesk.ui.runs.panel import RunsPanel
     from tunedesk.ui.state import AppState
 
     state = AppState(home)

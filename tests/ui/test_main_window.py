@@ -98,11 +98,21 @@ def test_importing_and_building_the_window_does_not_import_torch(tmp_path):
         window.close()
         print(json.dumps({"import": after_import, "build": after_build, "listing": after_listing, "rows": rows}))
     """)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", TUNEDESK_HOME=str(tmp_path / "home"),
-               HF_HUB_CACHE=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "qs"), str(tmp_path / "home")], env=env,
-                         capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        TUNEDESK_HOME=str(tmp_path / "home"),
+        HF_HUB_CACHE=str(tmp_path / "hf"),
+        TORCH_HOME=str(tmp_path / "torch"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "qs"), str(tmp_path / "home")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"import": [], "build": [], "listing": [], "rows": result["rows"]}

@@ -22,9 +22,9 @@ from PySide6.QtCore import QSettings, Qt, QTimer
 from tunedesk.engine import catalog
 from tunedesk.engine.catalog import params as params_mod
 from tunedesk.engine.catalog import torch_hub as torch_hub_mod
+from tunedesk.ui.models.panel import ModelsPanel
 from tunedesk.ui.models.scanner import COUNTING, LISTING
 from tunedesk.ui.models.table import COL, PROBLEMS, TRAINABLE
-from tunedesk.ui.models_panel import ModelsPanel
 from tunedesk.ui.state import AppState
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -66,8 +66,15 @@ def make_hf_repo(cache: Path, repo_id: str, files: dict[str, bytes], *, incomple
 
 
 def config(arch: str, model_type: str, **extra) -> dict:
-    cfg = {"architectures": [arch], "model_type": model_type, "hidden_size": 32, "num_hidden_layers": 2,
-           "num_attention_heads": 2, "vocab_size": 99, "tunedesk_ui_test": True}
+    cfg = {
+        "architectures": [arch],
+        "model_type": model_type,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "vocab_size": 99,
+        "tunedesk_ui_test": True,
+    }
     cfg.update(extra)
     return cfg
 
@@ -77,11 +84,19 @@ def seed_counts(home: Path, counts: list[tuple[dict, int]]) -> None:
     store = params_mod.CountStore(catalog.default_roots(home).cache_file)
     for cfg, n in counts:
         store.put_hf(params_mod.config_hash(cfg), (n, None))
-    store.tv["index"] = {"names": ["resnet18", "vit_b_16"],
-                         "files": {"resnet18-f37072fd.pth": {"name": "resnet18", "num_params": 11_689_512,
-                                                             "weights": "ResNet18_Weights.IMAGENET1K_V1",
-                                                             "num_classes": 1000, "image_size": [1, 1]}},
-                         "defaults": {"resnet18": 11_689_512, "vit_b_16": 86_567_656}}
+    store.tv["index"] = {
+        "names": ["resnet18", "vit_b_16"],
+        "files": {
+            "resnet18-f37072fd.pth": {
+                "name": "resnet18",
+                "num_params": 11_689_512,
+                "weights": "ResNet18_Weights.IMAGENET1K_V1",
+                "num_classes": 1000,
+                "image_size": [1, 1],
+            }
+        },
+        "defaults": {"resnet18": 11_689_512, "vit_b_16": 86_567_656},
+    }
     store.tv["counts"] = {"resnet18": 11_689_512, "vit_b_16": 86_567_656}
     store.dirty = True
     store.save()
@@ -112,8 +127,7 @@ class World:
         self.home = home
         self.cache, self.hub = isolate(monkeypatch, root, home)
         w = safetensors_bytes()
-        card = (b"---\nlanguage: en\nlicense: apache-2.0\ntags:\n- test\n---\n"
-                b"# tiny bert\n\nA **test** model card.\n")
+        card = b"---\nlanguage: en\nlicense: apache-2.0\ntags:\n- test\n---\n# tiny bert\n\nA **test** model card.\n"
         self.cfgs = {
             "bert": config("BertModel", "bert"),
             "cls": config("BertForSequenceClassification", "bert", num_labels=3),
@@ -122,8 +136,9 @@ class World:
             "t5": config("T5ForConditionalGeneration", "t5"),
         }
         js = {k: json.dumps(v).encode() for k, v in self.cfgs.items()}
-        make_hf_repo(self.cache, "org/tiny-bert", {"config.json": js["bert"], "model.safetensors": w,
-                                                   "README.md": card})
+        make_hf_repo(
+            self.cache, "org/tiny-bert", {"config.json": js["bert"], "model.safetensors": w, "README.md": card}
+        )
         make_hf_repo(self.cache, "org/tiny-bert-cls", {"config.json": js["cls"], "model.safetensors": w})
         make_hf_repo(self.cache, "org/tiny-vit", {"config.json": js["vit"], "model.safetensors": w})
         make_hf_repo(self.cache, "tiny-gpt2", {"config.json": js["gpt"], "pytorch_model.bin": torch_zip_bytes()})
@@ -136,8 +151,16 @@ class World:
         (self.hub / "resnet18-f37072fd.pth").write_bytes(pth)
         (self.hub / "vit_b_16-c867db91.pth.0123456789abcdef0123456789abcdef.partial").write_bytes(pth[:20])
         (self.hub / "mystery-12345678.pth").write_bytes(pth)
-        seed_counts(home, [(self.cfgs["bert"], 1000), (self.cfgs["cls"], 1_100), (self.cfgs["vit"], 5_000_000),
-                           (self.cfgs["gpt"], 2_500), (self.cfgs["t5"], 3_000)])
+        seed_counts(
+            home,
+            [
+                (self.cfgs["bert"], 1000),
+                (self.cfgs["cls"], 1_100),
+                (self.cfgs["vit"], 5_000_000),
+                (self.cfgs["gpt"], 2_500),
+                (self.cfgs["t5"], 3_000),
+            ],
+        )
 
         self.mine = root / "mine"
         model = self.mine / "my-model"
@@ -204,9 +227,19 @@ def shown(panel: ModelsPanel) -> dict[str, dict[str, str]]:
 def test_lists_every_model_and_broken_ones_with_their_reason(world, make_panel):
     panel = make_panel()
     rows = shown(panel)
-    expected = {"hf:org/tiny-bert", "hf:org/tiny-bert-cls", "hf:org/tiny-vit", "hf:tiny-gpt2", "hf:org/tiny-t5",
-                "hf:org/half", "hf:org/bad-json", "hf:org/truncated", "hf:org/config-only",
-                "torchvision:resnet18", DEMO_ID}
+    expected = {
+        "hf:org/tiny-bert",
+        "hf:org/tiny-bert-cls",
+        "hf:org/tiny-vit",
+        "hf:tiny-gpt2",
+        "hf:org/tiny-t5",
+        "hf:org/half",
+        "hf:org/bad-json",
+        "hf:org/truncated",
+        "hf:org/config-only",
+        "torchvision:resnet18",
+        DEMO_ID,
+    }
     assert expected <= set(rows)
     demo = rows[DEMO_ID]
     assert demo["parameters"] == "22.7M"
@@ -214,8 +247,12 @@ def test_lists_every_model_and_broken_ones_with_their_reason(world, make_panel):
     assert rows["hf:org/tiny-vit"]["task"] == "image classification"
     assert rows["hf:org/tiny-vit"]["parameters"] == "5.0M"
     assert rows["torchvision:resnet18"]["parameters"] == "11.7M"
-    reasons = {"hf:org/half": "download incomplete", "hf:org/bad-json": "not valid JSON",
-               "hf:org/truncated": "truncated", "hf:org/config-only": "config only"}
+    reasons = {
+        "hf:org/half": "download incomplete",
+        "hf:org/bad-json": "not valid JSON",
+        "hf:org/truncated": "truncated",
+        "hf:org/config-only": "config only",
+    }
     for entry_id, reason in reasons.items():
         assert reason in rows[entry_id]["problem"], rows[entry_id]
         assert rows[entry_id]["weights"] == ("✓" if entry_id == "hf:org/bad-json" else "✗")  # its weights are fine
@@ -245,15 +282,22 @@ def test_search_task_filter_and_sort(world, make_panel):
     panel.set_task_filter("image_classification")
     assert set(shown(panel)) == {"hf:org/tiny-vit", "torchvision:resnet18", "torchvision:vit_b_16"}  # + partial
     panel.set_task_filter(TRAINABLE)
-    assert set(shown(panel)) == {"hf:org/tiny-bert", "hf:org/tiny-bert-cls", "hf:org/tiny-vit", "hf:tiny-gpt2",
-                                 "torchvision:resnet18", DEMO_ID}
+    assert set(shown(panel)) == {
+        "hf:org/tiny-bert",
+        "hf:org/tiny-bert-cls",
+        "hf:org/tiny-vit",
+        "hf:tiny-gpt2",
+        "torchvision:resnet18",
+        DEMO_ID,
+    }
     panel.set_task_filter(PROBLEMS)
     assert "hf:org/bad-json" in shown(panel) and DEMO_ID not in shown(panel)
     panel.set_task_filter("")
 
     panel.view.sortByColumn(COL["parameters"], Qt.SortOrder.DescendingOrder)
-    counts = [panel.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 1).parameters
-              for r in range(panel.proxy.rowCount())]
+    counts = [
+        panel.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 1).parameters for r in range(panel.proxy.rowCount())
+    ]
     known = [c for c in counts if c is not None]
     assert known == sorted(known, reverse=True) and known[0] == 86_567_656  # numbers, not "86.6M" < "5.0M" text
     assert counts.index(None) == len(known)  # unknown counts last
@@ -294,8 +338,11 @@ def test_use_this_model_selects_it_or_explains_why_not(world, make_panel, qtbot)
 
     emitted = []
     state.modelSelected.connect(emitted.append)
-    for entry_id, words in (("hf:org/truncated", "truncated"), ("hf:org/tiny-t5", "seq2seq lm"),
-                            ("hf:org/config-only", "config only")):
+    for entry_id, words in (
+        ("hf:org/truncated", "truncated"),
+        ("hf:org/tiny-t5", "seq2seq lm"),
+        ("hf:org/config-only", "config only"),
+    ):
         assert panel.select_id(entry_id)
         assert panel.use_model() is False
         assert panel.details.message.isVisibleTo(panel)
@@ -309,8 +356,7 @@ def test_use_this_model_selects_it_or_explains_why_not(world, make_panel, qtbot)
 
 def test_added_folder_is_remembered_scanned_and_selected(world, make_panel, qsettings, qtbot, monkeypatch):
     panel = make_panel(qsettings)
-    monkeypatch.setattr("tunedesk.ui.models_panel.QFileDialog.getExistingDirectory",
-                        lambda *a, **k: str(world.mine))
+    monkeypatch.setattr("tunedesk.ui.models.panel.QFileDialog.getExistingDirectory", lambda *a, **k: str(world.mine))
     panel.add_folder_action.trigger()
     wait_scanned(qtbot, panel)
     folder_id = f"folder:{world.mine.resolve() / 'my-model'}"
@@ -327,7 +373,7 @@ def test_added_folder_is_remembered_scanned_and_selected(world, make_panel, qset
     loose = world.root / "loose" / "weights.safetensors"
     loose.parent.mkdir()
     loose.write_bytes(safetensors_bytes())
-    monkeypatch.setattr("tunedesk.ui.models_panel.QFileDialog.getOpenFileName", lambda *a, **k: (str(loose), ""))
+    monkeypatch.setattr("tunedesk.ui.models.panel.QFileDialog.getOpenFileName", lambda *a, **k: (str(loose), ""))
     panel.add_file_action.trigger()
     wait_scanned(qtbot, panel)
     entry = panel.current_entry()

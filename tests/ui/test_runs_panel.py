@@ -11,47 +11,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from tunedesk.engine import history
-from tunedesk.engine.store import RunStore
+from tests.fixtures.runs import HEAD, make_run
+from tunedesk.engine.store import RunStore, history
 from tunedesk.ui.runs.table import COL, RunIdRole
-
-BERT_NAMES = [f"bert.encoder.layer.{i}.{part}" for i in range(2) for part in
-              ("attention.self.query.weight", "attention.self.query.bias", "output.dense.weight")]  # fmt: skip
-HEAD = ["classifier.weight", "classifier.bias"]
-
-
-def make_run(store: RunStore, *, name: str, status: str = "completed", model: str = "/models/tiny-bert",
-             dataset: str = "tickets.csv", lr: float = 1e-4, epochs: int = 3, batch: int = 16,
-             trainable: list[str] | None = None, tags: list[str] = (), best: float | None = 0.8,
-             output_dir: str = "", steps: int = 12, summary: str = "12% - last 1 block + head") -> int:
-    trainable = list(trainable if trainable is not None else BERT_NAMES[3:] + HEAD)
-    config = {"task": "text_classification", "name": name, "seed": 1, "version": 1,
-              "model": {"name_or_path": model, "source": "hf"},
-              "data": {"kind": "text_table", "path": f"/data/{dataset}"},
-              "freeze": {"preset": "last_n_blocks", "last_n": 1, "rules": []},
-              "hparams": {"epochs": epochs, "batch_size": batch, "learning_rate": lr},
-              "output_dir": output_dir or None,
-              "_resolved": {"learning_rate": lr, "label_names": ["a", "b"], "head_paths": ["classifier"]}}
-    rid = store.create_run(config=config, name=name, task="text_classification", model_name=model, model_path=model,
-                           model_hash="m", dataset_name=dataset, dataset_hash="d", trainable_names=trainable,
-                           trainable_params=120, total_params=1000, freeze_summary=summary, output_dir=output_dir)
-    store.set_status(rid, "running")
-    store.add_step_metrics(rid, [{"step": s, "epoch": (s - 1) // 4, "loss": 1.0 / s, "learning_rate": lr}
-                                 for s in range(1, steps + 1)])
-    for e in range(1, steps // 4 + 1):
-        store.add_epoch_metrics(rid, e, 4 * e, {"val_loss": 0.5 / e, "val_accuracy": 0.6 + 0.05 * e, "epoch": e},
-                                confusion=[[5, 1], [2, 4]], label_names=["a", "b"],
-                                per_class={"a": {"precision": 0.7, "recall": 0.8, "f1": 0.75, "support": 6},
-                                           "b": {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 6}},
-                                is_best=e == steps // 4)
-    if status != "running":
-        store.set_status(rid, status, error="stopped by the user" if status == "stopped" else None)
-    if best is not None:
-        store.update_run(rid, best_metric=best, best_metric_name="val_accuracy")
-    if tags:
-        store.set_tags(rid, tags)
-    store.add_log(rid, "info", f"run {name} started")
-    return rid
 
 
 @pytest.fixture
@@ -79,11 +41,12 @@ def state(home, qtbot):
 def panel(state, qtbot, monkeypatch):
     from PySide6.QtCore import QSettings
 
-    monkeypatch.setattr("tunedesk.ui.runs.panel.QSettings", lambda *a: QSettings(str(state.home / "ui.ini"),
-                                                                                   QSettings.Format.IniFormat))
+    monkeypatch.setattr(
+        "tunedesk.ui.runs.panel.QSettings", lambda *a: QSettings(str(state.home / "ui.ini"), QSettings.Format.IniFormat)
+    )
 
     def make():
-        from tunedesk.ui.runs_panel import RunsPanel
+        from tunedesk.ui.runs.panel import RunsPanel
 
         p = RunsPanel(state)
         qtbot.addWidget(p)
@@ -169,8 +132,11 @@ def test_delete_removes_only_tunedesk_files_in_a_chosen_folder(store, home, tmp_
 
 def test_table_pages_lazily(store, panel):
     for i in range(450):
-        store.db.execute("INSERT INTO runs (name, status, created_at, model_name, dataset_name, config_json) "
-                         "VALUES (?, 'completed', ?, 'm', 'd', '{}')", [f"run {i}", f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}"])
+        store.db.execute(
+            "INSERT INTO runs (name, status, created_at, model_name, dataset_name, config_json) "
+            "VALUES (?, 'completed', ?, 'm', 'd', '{}')",
+            [f"run {i}", f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}"],
+        )
     store.db.conn.commit()
     p = panel()
     model = p.table_model
@@ -244,7 +210,7 @@ def test_detail_shows_one_run_and_saves_notes(store, panel, db, qtbot):
     qtbot.waitUntil(lambda: d.title.width() >= d.title.sizeHint().width())  # on screen, not squeezed away
     assert "tiny-bert" in d.overview.facts["model"].text()
     assert d.overview.facts["best"].text() == "0.800 acc"
-    for i, title in enumerate(d.TABS):  # every tab fills without error
+    for i, _title in enumerate(d.TABS):  # every tab fills without error
         d.tabs.setCurrentIndex(i)
     assert d.classes.per_class.rowCount() == 2 and d.classes.confusion.rowCount() == 2
     assert "epoch 3  (best)" in [d.classes.picker.itemText(i) for i in range(d.classes.picker.count())]
@@ -275,8 +241,10 @@ def test_selecting_two_runs_compares_them(store, panel, qtbot):
     assert keys == ["hparams.learning_rate", "effective.learning_rate"]
     assert view.config_model.item(0, 1).text() == "0.0001" and view.config_model.item(0, 2).text() == "0.0003"
     rows = [[view.freeze_model.item(r, c).text() for c in range(3)] for r in range(view.freeze_model.rowCount())]
-    assert rows == [["bert.encoder.layer.1.attention.self.query", "frozen", "trains"],
-                    ["bert.encoder.layer.1.output.dense", "frozen", "trains"]]  # names only: no model here
+    assert rows == [
+        ["bert.encoder.layer.1.attention.self.query", "frozen", "trains"],
+        ["bert.encoder.layer.1.output.dense", "frozen", "trains"],
+    ]  # names only: no model here
     metrics = [view.metric.itemData(i) for i in range(view.metric.count())]
     assert metrics[:1] == ["loss"] and "val_accuracy" in metrics
     assert view.metric.currentData() == "val_accuracy"
@@ -340,10 +308,18 @@ def test_opens_fast_on_a_big_history(db, panel, qtbot):
 
     RunStore(db).close()
     conn = sqlite3.connect(db)
-    conn.executemany("INSERT INTO runs (name, status, created_at, model_name, dataset_name, config_json) VALUES "
-                     "(?, 'completed', ?, 'm', 'd', ?)",
-                     [(f"r{i}", f"2025-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
-                       json.dumps({"hparams": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-4}})) for i in range(3000)])
+    conn.executemany(
+        "INSERT INTO runs (name, status, created_at, model_name, dataset_name, config_json) VALUES "
+        "(?, 'completed', ?, 'm', 'd', ?)",
+        [
+            (
+                f"r{i}",
+                f"2025-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
+                json.dumps({"hparams": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-4}}),
+            )
+            for i in range(3000)
+        ],
+    )
     conn.commit()
     conn.close()
     p = panel()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 RUN_TIMEOUT_MS = 180_000
 
@@ -32,7 +32,7 @@ def state(home, qtbot):
 
 @pytest.fixture
 def panel(state, qtbot):
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
     p = TrainingPanel(state)
     qtbot.addWidget(p)
@@ -61,13 +61,17 @@ def test_panel_imports_no_heavy_modules():
     import subprocess
     import sys
 
-    code = ("import sys; import tunedesk.ui.training_panel as m; assert m.TrainingPanel; "
-            "print(','.join(x for x in ('torch', 'transformers', 'pyqtgraph') if x in sys.modules))")
+    code = (
+        "import sys; import tunedesk.ui.training.panel as m; assert m.TrainingPanel; "
+        "print(','.join(x for x in ('torch', 'transformers', 'pyqtgraph') if x in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
 
-def test_tiny_run_finishes_reaches_the_plots_is_recorded_and_answers_try_it(panel, state, qtbot, tiny_bert_dir, text_csv):
+def test_tiny_run_finishes_reaches_the_plots_is_recorded_and_answers_try_it(
+    panel, state, qtbot, tiny_bert_dir, text_csv
+):
     _setup(panel, tiny_bert_dir, text_csv, epochs=2)
     with qtbot.waitSignal(state.runFinished, timeout=RUN_TIMEOUT_MS) as finished:
         assert panel.start()
@@ -100,12 +104,18 @@ def test_tiny_run_finishes_reaches_the_plots_is_recorded_and_answers_try_it(pane
     panel.try_it.predict_button.click()  # answered in the worker's thread (not waitSignal: it is cross-thread)
     qtbot.waitUntil(lambda: "Predicted class" in panel.try_it.status.text(), timeout=60_000)
     got = [(bar.format(), label.text()) for label, bar in panel.try_it.bars._rows]
-    assert {name.replace("<b>", "").replace("</b>", "") for _, name in got} == {"account", "billing", "shipping",
-                                                                                 "technical"}
+    assert {name.replace("<b>", "").replace("</b>", "") for _, name in got} == {
+        "account",
+        "billing",
+        "shipping",
+        "technical",
+    }
     assert sum(float(fmt.rstrip(" %")) for fmt, _ in got) == pytest.approx(100.0, abs=0.5)
 
 
-def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_start(panel, state, tiny_bert_dir, text_csv):
+def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_start(
+    panel, state, tiny_bert_dir, text_csv
+):
     _setup(panel, tiny_bert_dir, text_csv)
     panel.form.lr_edit.setText("-0.001")
     assert panel.start() is False
@@ -189,10 +199,14 @@ def test_setup_files_and_past_run_configuration(panel, state, tmp_path, tiny_ber
 def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
     from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
 
-    lm = RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path / "tiny-llama")),
-                   data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl")),
-                   hparams=HyperParams(prompts=["where is my parcel", "can i get a refund"], sample_max_new_tokens=20,
-                                       gradient_checkpointing=True))
+    lm = RunConfig(
+        task="causal_lm",
+        model=ModelSpec(str(tmp_path / "tiny-llama")),
+        data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl")),
+        hparams=HyperParams(
+            prompts=["where is my parcel", "can i get a refund"], sample_max_new_tokens=20, gradient_checkpointing=True
+        ),
+    )
     panel.form.apply_config(lm)
     assert panel.form.build_config().to_dict() == lm.to_dict()
     assert not panel.form.text_col.isVisibleTo(panel.form)
@@ -206,8 +220,12 @@ def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
     settings.prompts.setPlainText("\n".join(f"question {i}" for i in range(17)))
     assert panel.form.validated_config() is None  # too many prompts: said beside them, none dropped silently
     assert "at most 16" in panel.form.visible_errors()["hparams.prompts"]
-    images = RunConfig(task="image_classification", model=ModelSpec("resnet18", source="torchvision"),
-                       data=DataSpec(kind="image_folder", path=str(tmp_path)), device="cpu")
+    images = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision"),
+        data=DataSpec(kind="image_folder", path=str(tmp_path)),
+        device="cpu",
+    )
     panel.form.apply_config(images)
     assert panel.form.build_config().to_dict() == images.to_dict()
     assert panel.form.image_size.isVisibleTo(panel.form) and not panel.form.max_length.isVisibleTo(panel.form)
@@ -217,10 +235,16 @@ def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
 def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_bert_dir, text_csv):
     from tunedesk.engine.catalog.entry import ModelEntry
     from tunedesk.engine.config import DataSpec, FreezeSpec
-    from tunedesk.ui.training_panel import TrainingPanel
+    from tunedesk.ui.training.panel import TrainingPanel
 
-    state.model = ModelEntry(id="folder:x", name="tiny-bert", path=str(tiny_bert_dir), source="user_folder",
-                             family="bert", parameters=123_456)
+    state.model = ModelEntry(
+        id="folder:x",
+        name="tiny-bert",
+        path=str(tiny_bert_dir),
+        source="user_folder",
+        family="bert",
+        parameters=123_456,
+    )
     p = TrainingPanel(state)
     qtbot.addWidget(p)
     assert p.form.model_edit.text() == str(tiny_bert_dir)
@@ -233,8 +257,16 @@ def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_
     assert "head only" in p.form.freeze_label.text()
     cfg = p.form.build_config()
     assert cfg.freeze.preset == "head_only" and cfg.model.name_or_path == str(tiny_bert_dir)
-    tv = ModelEntry(id="torchvision:resnet18", name="resnet18", path="/w/resnet18-f37072fd.pth", source="torch_hub",
-                    architecture="resnet18", model_type="torchvision", family="resnet", task="image_classification")
+    tv = ModelEntry(
+        id="torchvision:resnet18",
+        name="resnet18",
+        path="/w/resnet18-f37072fd.pth",
+        source="torch_hub",
+        architecture="resnet18",
+        model_type="torchvision",
+        family="resnet",
+        task="image_classification",
+    )
     state.select_model(tv)
     cfg = p.form.build_config()
     assert (cfg.model.source, cfg.model.name_or_path, cfg.model.weights) == ("torchvision", "resnet18", tv.path)
@@ -338,7 +370,7 @@ def test_closing_during_a_run_stops_cleanly(panel, state, qtbot, tiny_bert_dir, 
 
 
 def test_a_100k_step_run_redraws_as_fast_as_a_100_step_run(panel, qtbot):
-    from tunedesk.engine.events import StepLogged
+    from tunedesk.engine.run.events import StepLogged
 
     panel.ensure_plots()
     panel.show()
@@ -346,8 +378,10 @@ def test_a_100k_step_run_redraws_as_fast_as_a_100_step_run(panel, qtbot):
 
     def feed(n):
         panel.curves.reset()
-        events = [StepLogged(1, i + 1, i // 1000, 2.0 * math.exp(-i / 20000) + 0.1 * math.sin(i), 1e-5, 100.0, i * 0.01)
-                  for i in range(n)]
+        events = [
+            StepLogged(1, i + 1, i // 1000, 2.0 * math.exp(-i / 20000) + 0.1 * math.sin(i), 1e-5, 100.0, i * 0.01)
+            for i in range(n)
+        ]
         t = time.perf_counter()
         panel.curves.add_steps(events)  # what the timer does with a drained buffer
         return time.perf_counter() - t
@@ -366,8 +400,10 @@ def test_a_100k_step_run_redraws_as_fast_as_a_100_step_run(panel, qtbot):
     big = min(timed_redraw() for _ in range(3))
     assert len(panel.curves.steps) == 100_000
     assert panel.plots.raw_curve.xData.shape[0] == 100_000  # all data; getData() is what is drawn (downsampled)
-    print(f"append 100k: {append_100k * 1000:.0f} ms; redraw 100: {first_small * 1000:.1f}/{small * 1000:.1f} ms, "
-          f"100k: {first_big * 1000:.1f}/{big * 1000:.1f} ms")
+    print(
+        f"append 100k: {append_100k * 1000:.0f} ms; redraw 100: {first_small * 1000:.1f}/{small * 1000:.1f} ms, "
+        f"100k: {first_big * 1000:.1f}/{big * 1000:.1f} ms"
+    )
     assert append_100k < 2.0
     assert first_big < 0.5
     assert big < 0.25, f"redraw of 100k steps took {big * 1000:.0f} ms (100 steps: {small * 1000:.0f} ms)"
@@ -403,7 +439,7 @@ def test_cancelling_the_lr_finder_closes_at_once_and_changes_nothing(panel, qtbo
 
 
 def test_language_model_sample_replies_reach_their_tab(panel):
-    from tunedesk.engine.events import SampleGenerated
+    from tunedesk.engine.run.events import SampleGenerated
 
     tab = panel.tabs.indexOf(panel.samples)
     assert tab >= 0 and not panel.tabs.isTabVisible(tab)  # hidden for classifiers
@@ -415,19 +451,28 @@ def test_language_model_sample_replies_reach_their_tab(panel):
 
 
 def test_lora_plans_are_described_with_their_adapters_and_rate(panel, tmp_path):
-    from tunedesk.engine import lora
     from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+    from tunedesk.engine.lm import lora
     from tunedesk.ui.training.setup_helpers import freeze_text
 
-    assert freeze_text(lora.preset_spec("lora_attention_last_n", last_n=2)) == \
-        "Base frozen + LoRA (rank 8) on the attention of the last 2 blocks"
-    assert freeze_text(lora.preset_spec("lora_all_linear", rank=16)) == "Base frozen + LoRA (rank 16) on all linear layers"
+    assert (
+        freeze_text(lora.preset_spec("lora_attention_last_n", last_n=2))
+        == "Base frozen + LoRA (rank 8) on the attention of the last 2 blocks"
+    )
+    assert (
+        freeze_text(lora.preset_spec("lora_all_linear", rank=16)) == "Base frozen + LoRA (rank 16) on all linear layers"
+    )
     assert freeze_text(lora.preset_spec("last_n_full", last_n=1)).endswith("+ LoRA (rank 8) on the other layers")
     model = tmp_path / "tiny-llama"
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
-    panel.form.apply_config(RunConfig(task="causal_lm", model=ModelSpec(str(model)),
-                                      data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl"))))
+    panel.form.apply_config(
+        RunConfig(
+            task="causal_lm",
+            model=ModelSpec(str(model)),
+            data=DataSpec(kind="chat_jsonl", path=str(tmp_path / "chat.jsonl")),
+        )
+    )
     panel.form.set_freeze(lora.preset_spec("lora_attention"))
     assert "Base frozen + LoRA" in panel.form.freeze_label.text()
     assert "LoRA adapters train at 0.001" in panel.form.lr_note.text()  # the suggested base rate is 3e-05

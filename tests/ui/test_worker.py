@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.conftest import tiny_text_config
+from tests.fixtures.data import tiny_text_config
 
 
 @pytest.fixture(autouse=True)
@@ -22,8 +22,19 @@ def one_torch_thread():
 class Recorder:
     """Collects every signal of a worker (direct connections: the worker runs in this thread)."""
 
-    NAMES = ("progress", "prepared", "startFailed", "runStarted", "epochEnded", "checkpointSaved", "logMessage",
-             "runFinished", "done", "predicted", "predictFailed")
+    NAMES = (
+        "progress",
+        "prepared",
+        "startFailed",
+        "runStarted",
+        "epochEnded",
+        "checkpointSaved",
+        "logMessage",
+        "runFinished",
+        "done",
+        "predicted",
+        "predictFailed",
+    )
 
     def __init__(self, worker) -> None:
         self.calls: list[tuple[str, tuple]] = []
@@ -35,7 +46,7 @@ class Recorder:
 
 
 def test_step_buffer_is_thread_safe():
-    from tunedesk.engine.events import StepLogged
+    from tunedesk.engine.run.events import StepLogged
     from tunedesk.ui.worker import StepBuffer
 
     buf = StepBuffer()
@@ -92,7 +103,7 @@ def test_synchronous_run_emits_events_buffers_steps_and_predicts(home, tiny_bert
 
 
 def test_best_model_loads_from_a_finished_run_folder_without_the_prepared_model(home, tiny_bert_dir, text_csv):
-    from tunedesk.engine import runner
+    from tunedesk.engine.run import runner
     from tunedesk.ui.worker import load_best_model
 
     config = tiny_text_config(tiny_bert_dir, text_csv, epochs=1)
@@ -121,11 +132,14 @@ def test_predict_before_the_run_or_without_a_checkpoint_is_a_clear_error(home, t
         load_best_model(tmp_path)
 
 
-@pytest.mark.parametrize("change, field, words", [
-    (lambda c: setattr(c.hparams, "learning_rate", -1.0), "hparams.learning_rate", "must be > 0"),
-    (lambda c: setattr(c.data, "path", "/nowhere/tickets.csv"), "data.path", "tickets.csv"),
-    (lambda c: setattr(c.model, "name_or_path", "/nowhere/model"), "model.name_or_path", "/nowhere/model"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        (lambda c: setattr(c.hparams, "learning_rate", -1.0), "hparams.learning_rate", "must be > 0"),
+        (lambda c: setattr(c.data, "path", "/nowhere/tickets.csv"), "data.path", "tickets.csv"),
+        (lambda c: setattr(c.model, "name_or_path", "/nowhere/model"), "model.name_or_path", "/nowhere/model"),
+    ],
+)
 def test_preparation_errors_become_start_failed_with_the_field(home, tiny_bert_dir, text_csv, change, field, words):
     from tunedesk.engine.store import RunStore
     from tunedesk.ui.worker import RunWorker
@@ -144,7 +158,7 @@ def test_preparation_errors_become_start_failed_with_the_field(home, tiny_bert_d
 
 
 def test_unexpected_errors_are_caught_and_reported(home, tiny_bert_dir, text_csv, monkeypatch):
-    from tunedesk.engine import runner
+    from tunedesk.engine.run import runner
     from tunedesk.ui.worker import RunWorker
 
     def boom(*a, **k):

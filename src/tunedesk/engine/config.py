@@ -83,7 +83,7 @@ class LoraRule:
 @dataclass
 class LoraSpec:
     """LoRA adapters (causal_lm). Applied after the freeze plan, only to layers the plan leaves frozen:
-    a layer the plan trains keeps training fully. See tunedesk.engine.lora."""
+    a layer the plan trains keeps training fully. See tunedesk.engine.lm.lora."""
 
     preset: str = "none"
     rank: int = 8
@@ -143,81 +143,171 @@ class RunConfig:
 
     # ---- validation ---------------------------------------------------------------------------
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise ConfigError on the first invalid or incompatible value; return self."""
         _check(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)} (got {self.task!r})")
         m = self.model
         _check(bool(m.name_or_path), "model.name_or_path", "is empty", "choose a model folder or name")
-        _check(m.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)} (got {m.source!r})")
+        _check(
+            m.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)} (got {m.source!r})"
+        )
         if m.source == "torchvision" and self.task != "image_classification":
-            raise ConfigError("model.source", f"'torchvision' only supports image_classification (task is {self.task!r})",
-                              "pick a Hugging Face model for text tasks")
+            raise ConfigError(
+                "model.source",
+                f"'torchvision' only supports image_classification (task is {self.task!r})",
+                "pick a Hugging Face model for text tasks",
+            )
         d = self.data
         _check(d.kind in DATA_KINDS, "data.kind", f"must be one of {', '.join(DATA_KINDS)} (got {d.kind!r})")
         if d.kind == "dataset_version":
-            _check(bool(d.dataset_version), "data.dataset_version", "is empty", "give the id of a saved data set version")
+            _check(
+                bool(d.dataset_version), "data.dataset_version", "is empty", "give the id of a saved data set version"
+            )
         else:
             _check(bool(d.path), "data.path", "is empty", "point it at your data file or folder")
         if self.task == "image_classification":
-            _check(d.kind in ("image_folder", "dataset_version"), "data.kind",
-                   f"must be image_folder for image_classification (got {d.kind!r})")
+            _check(
+                d.kind in ("image_folder", "dataset_version"),
+                "data.kind",
+                f"must be image_folder for image_classification (got {d.kind!r})",
+            )
         if self.task == "text_classification":
-            _check(d.kind in ("text_table", "dataset_version"), "data.kind",
-                   f"must be text_table for text_classification (got {d.kind!r})")
+            _check(
+                d.kind in ("text_table", "dataset_version"),
+                "data.kind",
+                f"must be text_table for text_classification (got {d.kind!r})",
+            )
         if self.task == "causal_lm":
-            _check(d.kind in ("text_corpus", "chat_jsonl", "dataset_version"), "data.kind",
-                   f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})",
-                   "text_corpus: a .txt file or folder of .txt files; chat_jsonl: a JSONL file of conversations; "
-                   "dataset_version: a corpus or chat version saved in the Datasets area")
-        _check(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})",
-               "0.2 keeps a fifth of the data for validation")
+            _check(
+                d.kind in ("text_corpus", "chat_jsonl", "dataset_version"),
+                "data.kind",
+                f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})",
+                "text_corpus: a .txt file or folder of .txt files; chat_jsonl: a JSONL file of conversations; "
+                "dataset_version: a corpus or chat version saved in the Datasets area",
+            )
+        _check(
+            0.0 < d.val_fraction < 1.0,
+            "data.val_fraction",
+            f"must be between 0 and 1 (got {d.val_fraction})",
+            "0.2 keeps a fifth of the data for validation",
+        )
         _positive_or_none(d.max_items, "data.max_items")
         f = self.freeze
         _check(f.preset in PRESETS, "freeze.preset", f"must be one of {', '.join(PRESETS)} (got {f.preset!r})")
-        _check(isinstance(f.last_n, int) and f.last_n >= 0, "freeze.last_n", f"must be a whole number >= 0 (got {f.last_n!r})")
+        _check(
+            isinstance(f.last_n, int) and f.last_n >= 0,
+            "freeze.last_n",
+            f"must be a whole number >= 0 (got {f.last_n!r})",
+        )
         for pattern, mult in f.lr_multipliers.items():
             _check(_finite(mult) and mult > 0, f"freeze.lr_multipliers[{pattern!r}]", f"must be > 0 (got {mult})")
         _validate_lora(f.lora, self.task)
         h = self.hparams
         _check(isinstance(h.epochs, int) and h.epochs >= 1, "hparams.epochs", f"must be >= 1 (got {h.epochs})")
-        _check(isinstance(h.batch_size, int) and h.batch_size >= 1, "hparams.batch_size", f"must be >= 1 (got {h.batch_size})")
+        _check(
+            isinstance(h.batch_size, int) and h.batch_size >= 1,
+            "hparams.batch_size",
+            f"must be >= 1 (got {h.batch_size})",
+        )
         if h.learning_rate is not None:
-            _check(_finite(h.learning_rate) and h.learning_rate > 0, "hparams.learning_rate", f"must be > 0 (got {h.learning_rate})",
-                   "fine-tuning usually uses 1e-5 to 1e-4; leave it empty for TuneDesk's suggestion")
-            _check(h.learning_rate < 1.0, "hparams.learning_rate", f"must be < 1 (got {h.learning_rate})",
-                   "fine-tuning usually uses 1e-5 to 1e-4")
+            _check(
+                _finite(h.learning_rate) and h.learning_rate > 0,
+                "hparams.learning_rate",
+                f"must be > 0 (got {h.learning_rate})",
+                "fine-tuning usually uses 1e-5 to 1e-4; leave it empty for TuneDesk's suggestion",
+            )
+            _check(
+                h.learning_rate < 1.0,
+                "hparams.learning_rate",
+                f"must be < 1 (got {h.learning_rate})",
+                "fine-tuning usually uses 1e-5 to 1e-4",
+            )
         if h.head_learning_rate is not None:
-            _check(_finite(h.head_learning_rate) and h.head_learning_rate > 0, "hparams.head_learning_rate",
-                   f"must be > 0 (got {h.head_learning_rate})")
-        _check(_finite(h.weight_decay) and h.weight_decay >= 0, "hparams.weight_decay", f"must be >= 0 (got {h.weight_decay})")
-        _check(h.schedule in SCHEDULES, "hparams.schedule", f"must be one of {', '.join(SCHEDULES)} (got {h.schedule!r})")
-        _check(_finite(h.warmup_ratio) and 0 <= h.warmup_ratio < 1, "hparams.warmup_ratio", f"must be in [0, 1) (got {h.warmup_ratio})")
-        _check(isinstance(h.grad_accum_steps, int) and h.grad_accum_steps >= 1, "hparams.grad_accum_steps",
-               f"must be >= 1 (got {h.grad_accum_steps})")
+            _check(
+                _finite(h.head_learning_rate) and h.head_learning_rate > 0,
+                "hparams.head_learning_rate",
+                f"must be > 0 (got {h.head_learning_rate})",
+            )
+        _check(
+            _finite(h.weight_decay) and h.weight_decay >= 0,
+            "hparams.weight_decay",
+            f"must be >= 0 (got {h.weight_decay})",
+        )
+        _check(
+            h.schedule in SCHEDULES, "hparams.schedule", f"must be one of {', '.join(SCHEDULES)} (got {h.schedule!r})"
+        )
+        _check(
+            _finite(h.warmup_ratio) and 0 <= h.warmup_ratio < 1,
+            "hparams.warmup_ratio",
+            f"must be in [0, 1) (got {h.warmup_ratio})",
+        )
+        _check(
+            isinstance(h.grad_accum_steps, int) and h.grad_accum_steps >= 1,
+            "hparams.grad_accum_steps",
+            f"must be >= 1 (got {h.grad_accum_steps})",
+        )
         if h.max_grad_norm is not None:  # 0 (or empty) means no clipping
-            _check(_finite(h.max_grad_norm) and h.max_grad_norm >= 0, "hparams.max_grad_norm",
-                   f"must be > 0, or 0 / empty for no clipping (got {h.max_grad_norm})")
-        _check(isinstance(h.max_length, int) and 8 <= h.max_length <= 131072, "hparams.max_length",
-               f"must be between 8 and 131072 tokens (got {h.max_length})")
-        _check(isinstance(h.image_size, int) and 16 <= h.image_size <= 4096, "hparams.image_size",
-               f"must be between 16 and 4096 pixels (got {h.image_size})")
-        _check(isinstance(h.log_every, int) and h.log_every >= 1, "hparams.log_every", f"must be >= 1 (got {h.log_every})")
+            _check(
+                _finite(h.max_grad_norm) and h.max_grad_norm >= 0,
+                "hparams.max_grad_norm",
+                f"must be > 0, or 0 / empty for no clipping (got {h.max_grad_norm})",
+            )
+        _check(
+            isinstance(h.max_length, int) and 8 <= h.max_length <= 131072,
+            "hparams.max_length",
+            f"must be between 8 and 131072 tokens (got {h.max_length})",
+        )
+        _check(
+            isinstance(h.image_size, int) and 16 <= h.image_size <= 4096,
+            "hparams.image_size",
+            f"must be between 16 and 4096 pixels (got {h.image_size})",
+        )
+        _check(
+            isinstance(h.log_every, int) and h.log_every >= 1, "hparams.log_every", f"must be >= 1 (got {h.log_every})"
+        )
         _positive_or_none(h.max_steps, "hparams.max_steps")
-        _check(isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64, "hparams.num_workers",
-               f"must be between 0 and 64 (got {h.num_workers})")
-        _check(isinstance(h.prompts, list) and all(isinstance(p, str) and p.strip() for p in h.prompts), "hparams.prompts",
-               "must be a list of non-empty texts", "write one prompt per entry, or leave the list empty")
-        _check(len(h.prompts) <= 16, "hparams.prompts", f"has {len(h.prompts)} prompts; at most 16 are generated",
-               "keep a few prompts that show the change you want")
-        _check(isinstance(h.sample_max_new_tokens, int) and 1 <= h.sample_max_new_tokens <= 2048,
-               "hparams.sample_max_new_tokens", f"must be between 1 and 2048 (got {h.sample_max_new_tokens!r})")
-        _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        _check(
+            isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64,
+            "hparams.num_workers",
+            f"must be between 0 and 64 (got {h.num_workers})",
+        )
+        _check(
+            isinstance(h.prompts, list) and all(isinstance(p, str) and p.strip() for p in h.prompts),
+            "hparams.prompts",
+            "must be a list of non-empty texts",
+            "write one prompt per entry, or leave the list empty",
+        )
+        _check(
+            len(h.prompts) <= 16,
+            "hparams.prompts",
+            f"has {len(h.prompts)} prompts; at most 16 are generated",
+            "keep a few prompts that show the change you want",
+        )
+        _check(
+            isinstance(h.sample_max_new_tokens, int) and 1 <= h.sample_max_new_tokens <= 2048,
+            "hparams.sample_max_new_tokens",
+            f"must be between 1 and 2048 (got {h.sample_max_new_tokens!r})",
+        )
+        _check(
+            self.precision in PRECISIONS,
+            "precision",
+            f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})",
+        )
         dev = self.device
-        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), "device",
-               f"must be auto, cpu, cuda, cuda:N or mps (got {dev!r})")
+        _check(
+            dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"),
+            "device",
+            f"must be auto, cpu, cuda, cuda:N or mps (got {dev!r})",
+        )
         if dev == "cpu" and self.precision == "fp16":
-            raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 (or bf16) on the CPU, or pick a GPU")
-        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed", f"must be a whole number in [0, 2^32) (got {self.seed!r})")
+            raise ConfigError(
+                "precision", "fp16 is not supported on the CPU", "use fp32 (or bf16) on the CPU, or pick a GPU"
+            )
+        _check(
+            isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+            "seed",
+            f"must be a whole number in [0, 2^32) (got {self.seed!r})",
+        )
         return self
 
     # ---- serialisation ------------------------------------------------------------------------
@@ -229,7 +319,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = _migrate(dict(data))
         try:
             return _build(cls, data, "")
@@ -247,7 +337,7 @@ class RunConfig:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("", f"configuration file not found: {path}", "check the path, or save one from the app")
@@ -258,8 +348,11 @@ class RunConfig:
         try:
             data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError("", f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}",
-                              "fix the syntax error at the position shown") from exc
+            raise ConfigError(
+                "",
+                f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}",
+                "fix the syntax error at the position shown",
+            ) from exc
         if not isinstance(data, dict):
             raise ConfigError("", f"{path} must hold an object of settings")
         config = cls.from_dict(data)
@@ -267,8 +360,11 @@ class RunConfig:
         base = path.resolve().parent
         if config.data.path and not Path(config.data.path).is_absolute() and (base / config.data.path).exists():
             config.data.path = str(base / config.data.path)
-        if config.model.name_or_path and not Path(config.model.name_or_path).is_absolute() \
-                and (base / config.model.name_or_path).exists():
+        if (
+            config.model.name_or_path
+            and not Path(config.model.name_or_path).is_absolute()
+            and (base / config.model.name_or_path).exists()
+        ):
             config.model.name_or_path = str(base / config.model.name_or_path)
         return config
 
@@ -285,39 +381,66 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validate_lora(spec: "LoraSpec", task: str) -> None:
-    _check(spec.preset in LORA_PRESETS, "freeze.lora.preset", f"must be one of {', '.join(LORA_PRESETS)} (got {spec.preset!r})")
+def _validate_lora(spec: LoraSpec, task: str) -> None:
+    _check(
+        spec.preset in LORA_PRESETS,
+        "freeze.lora.preset",
+        f"must be one of {', '.join(LORA_PRESETS)} (got {spec.preset!r})",
+    )
     if spec.active and task != "causal_lm":
-        raise ConfigError("freeze.lora", f"LoRA adapters are only available for causal_lm (task is {task!r})",
-                          "set freeze.lora.preset to none and remove the LoRA rules, or freeze layers instead")
+        raise ConfigError(
+            "freeze.lora",
+            f"LoRA adapters are only available for causal_lm (task is {task!r})",
+            "set freeze.lora.preset to none and remove the LoRA rules, or freeze layers instead",
+        )
     checks = [("", spec.rank, spec.alpha, spec.dropout, False)]
     checks += [(f"rules[{i}].", r.rank, r.alpha, r.dropout, True) for i, r in enumerate(spec.rules)]
     for i, r in enumerate(spec.rules):
-        _check(isinstance(r.pattern, str) and bool(r.pattern.strip()), f"freeze.lora.rules[{i}].pattern", "is empty",
-               "name a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N")
+        _check(
+            isinstance(r.pattern, str) and bool(r.pattern.strip()),
+            f"freeze.lora.rules[{i}].pattern",
+            "is empty",
+            "name a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N",
+        )
     for where, rank, alpha, dropout, optional in checks:
         if not (optional and rank is None):
-            _check(isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 4096, f"freeze.lora.{where}rank",
-                   f"must be a whole number between 1 and 4096 (got {rank!r})", "8 or 16 suits most fine-tuning")
+            _check(
+                isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 4096,
+                f"freeze.lora.{where}rank",
+                f"must be a whole number between 1 and 4096 (got {rank!r})",
+                "8 or 16 suits most fine-tuning",
+            )
         if not (optional and alpha is None):
-            _check(_finite(alpha) and alpha > 0, f"freeze.lora.{where}alpha", f"must be > 0 (got {alpha!r})",
-                   "twice the rank is a common choice")
+            _check(
+                _finite(alpha) and alpha > 0,
+                f"freeze.lora.{where}alpha",
+                f"must be > 0 (got {alpha!r})",
+                "twice the rank is a common choice",
+            )
         if not (optional and dropout is None):
-            _check(_finite(dropout) and 0 <= dropout < 1, f"freeze.lora.{where}dropout", f"must be in [0, 1) (got {dropout!r})",
-                   "0.05 is a common choice")
+            _check(
+                _finite(dropout) and 0 <= dropout < 1,
+                f"freeze.lora.{where}dropout",
+                f"must be in [0, 1) (got {dropout!r})",
+                "0.05 is a common choice",
+            )
 
 
 def _positive_or_none(value: Any, name: str) -> None:
     if value is not None:
-        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
-               f"must be a whole number >= 1 or empty (got {value!r})")
+        _check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            name,
+            f"must be a whole number >= 1 or empty (got {value!r})",
+        )
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     version = data.get("version", CONFIG_VERSION)
     if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError("version", f"{version!r} is newer than this TuneDesk understands ({CONFIG_VERSION})",
-                          "update TuneDesk")
+        raise ConfigError(
+            "version", f"{version!r} is newer than this TuneDesk understands ({CONFIG_VERSION})", "update TuneDesk"
+        )
     data["version"] = CONFIG_VERSION
     return data
 
@@ -331,8 +454,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(prefix + unknown[0], "is not a known setting",
-                          f"known settings here: {', '.join(sorted(names))}")
+        raise ConfigError(
+            prefix + unknown[0], "is not a known setting", f"known settings here: {', '.join(sorted(names))}"
+        )
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if cls is RunConfig and key in _NESTED:
@@ -345,7 +469,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                 if isinstance(rule, FreezeRule):
                     rules.append(rule)
                     continue
-                if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str) or not isinstance(rule.get("train"), bool):
+                if (
+                    not isinstance(rule, dict)
+                    or not isinstance(rule.get("pattern"), str)
+                    or not isinstance(rule.get("train"), bool)
+                ):
                     raise ConfigError(f"freeze.rules[{i}]", "must have a text 'pattern' and a true/false 'train'")
                 rules.append(FreezeRule(rule["pattern"], rule["train"]))
             kwargs[key] = rules
@@ -353,9 +481,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = value if isinstance(value, LoraSpec) else _build(LoraSpec, value, "freeze.lora.")
         elif cls is LoraSpec and key == "rules":
             if not isinstance(value, list):
-                raise ConfigError("freeze.lora.rules", "must be a list of {pattern, lora, rank, alpha, dropout} entries")
-            kwargs[key] = [r if isinstance(r, LoraRule) else _build(LoraRule, r, f"freeze.lora.rules[{i}].")
-                           for i, r in enumerate(value)]
+                raise ConfigError(
+                    "freeze.lora.rules", "must be a list of {pattern, lora, rank, alpha, dropout} entries"
+                )
+            kwargs[key] = [
+                r if isinstance(r, LoraRule) else _build(LoraRule, r, f"freeze.lora.rules[{i}].")
+                for i, r in enumerate(value)
+            ]
         else:
             kwargs[key] = _coerce(value, names[key], prefix + key)
     return cls(**kwargs)

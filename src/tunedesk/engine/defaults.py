@@ -5,12 +5,38 @@ from __future__ import annotations
 # Peak pre-training learning rates reported by each family's paper or reference recipe (AdamW
 # equivalents for the SGD-trained convnets).
 PRETRAINING_LR: dict[str, float] = {
-    "bert": 1e-4, "distilbert": 5e-4, "roberta": 6e-4, "xlm-roberta": 6e-4, "deberta": 2e-4, "deberta-v2": 2e-4,
-    "electra": 5e-4, "albert": 1.76e-3, "mpnet": 1e-4, "camembert": 6e-4,
-    "gpt2": 2.5e-4, "llama": 3e-4, "mistral": 3e-4, "qwen2": 3e-4, "qwen3": 3e-4, "phi": 2e-4, "phi3": 2e-4,
-    "gemma": 3e-4, "gpt_neox": 3e-4, "opt": 3e-4,
-    "vit": 1e-3, "deit": 1e-3, "beit": 1.5e-3, "swin": 1e-3, "convnext": 4e-3, "dinov2": 1e-3,
-    "resnet": 1e-3, "efficientnet": 1e-3, "mobilenet": 1e-3, "regnet": 1e-3, "densenet": 1e-3, "vgg": 1e-3,
+    "bert": 1e-4,
+    "distilbert": 5e-4,
+    "roberta": 6e-4,
+    "xlm-roberta": 6e-4,
+    "deberta": 2e-4,
+    "deberta-v2": 2e-4,
+    "electra": 5e-4,
+    "albert": 1.76e-3,
+    "mpnet": 1e-4,
+    "camembert": 6e-4,
+    "gpt2": 2.5e-4,
+    "llama": 3e-4,
+    "mistral": 3e-4,
+    "qwen2": 3e-4,
+    "qwen3": 3e-4,
+    "phi": 2e-4,
+    "phi3": 2e-4,
+    "gemma": 3e-4,
+    "gpt_neox": 3e-4,
+    "opt": 3e-4,
+    "vit": 1e-3,
+    "deit": 1e-3,
+    "beit": 1.5e-3,
+    "swin": 1e-3,
+    "convnext": 4e-3,
+    "dinov2": 1e-3,
+    "resnet": 1e-3,
+    "efficientnet": 1e-3,
+    "mobilenet": 1e-3,
+    "regnet": 1e-3,
+    "densenet": 1e-3,
+    "vgg": 1e-3,
 }
 DEFAULT_PRETRAINING_LR = 5e-4
 
@@ -28,11 +54,15 @@ def suggested_learning_rate(family: str) -> tuple[float, str]:
     pre = pre or DEFAULT_PRETRAINING_LR
     lr = float(f"{pre / 10:.2g}")
     if known:
-        why = (f"learning rate {lr:g}: about a tenth of the {family} family's usual pre-training rate ({pre:g}), "
-               "so fine-tuning adapts the pre-trained features instead of overwriting them")
+        why = (
+            f"learning rate {lr:g}: about a tenth of the {family} family's usual pre-training rate ({pre:g}), "
+            "so fine-tuning adapts the pre-trained features instead of overwriting them"
+        )
     else:
-        why = (f"learning rate {lr:g}: a tenth of a typical pre-training rate ({pre:g}); "
-               f"TuneDesk has no reference rate for the {family or 'unknown'} family")
+        why = (
+            f"learning rate {lr:g}: a tenth of a typical pre-training rate ({pre:g}); "
+            f"TuneDesk has no reference rate for the {family or 'unknown'} family"
+        )
     return lr, why
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from tunedesk.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
 
 def list_devices() -> list[tuple[str, str]]:
     """(device string, label) for each usable device, best first; the CPU is always last."""
@@ -43,3 +50,46 @@ def device_memory(device: str) -> int | None:
 def describe_devices() -> str:
     devices = list_devices()
     return "device: " + devices[0][1]
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` picks the first CUDA GPU, then Apple MPS, then the CPU."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device", f"{requested} was asked for but no CUDA GPU is available", "choose device 'cpu' or 'auto'"
+            )
+        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                "device",
+                f"{requested} does not exist (this machine has {torch.cuda.device_count()} GPU(s))",
+                "choose another GPU or 'auto'",
+            )
+        return torch.device(requested)
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device", "Apple MPS was asked for but is not available", "choose 'cpu' or 'auto'")
+    return torch.device(requested)
+
+
+def select_precision(requested: str, device: torch.device) -> str:
+    """``auto`` is bf16 on GPUs that have it, else fp16 on CUDA and fp32 elsewhere."""
+    import torch
+
+    if requested == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if requested == "fp16" and device.type == "cpu":
+        raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 or bf16 on the CPU")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision", "this GPU does not support bf16", "use fp16 or fp32")
+    return requested

@@ -53,11 +53,11 @@ class BestCheckpoint:
 
 def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCheckpoint:
     """The run's best checkpoint, or a TuneDeskError saying why there is none and what to do."""
-    from tunedesk.engine.checkpoint import META_FILE, MODEL_FILE
     from tunedesk.engine.config import RunConfig
-    from tunedesk.engine.history import run_config
     from tunedesk.engine.paths import home_dir
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.checkpoint import META_FILE, MODEL_FILE
+    from tunedesk.engine.run.runner import open_store
+    from tunedesk.engine.store.history import run_config
 
     store = open_store(home_dir(home))
     try:
@@ -70,17 +70,25 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
     if best is None:
         status = run["status"]
         if status == "failed":
-            raise TuneDeskError(f"run {run_id} failed before its first checkpoint, so it has no model to export",
-                                "fix the problem shown in the run's log and train it again")
+            raise TuneDeskError(
+                f"run {run_id} failed before its first checkpoint, so it has no model to export",
+                "fix the problem shown in the run's log and train it again",
+            )
         if status in ("queued", "running"):
-            raise TuneDeskError(f"run {run_id} has not finished its first epoch yet, so there is no model to export",
-                                "wait for its first validation, then export")
-        raise TuneDeskError(f"run {run_id} ({status}) has no best checkpoint: it ended before its first validation",
-                            "resume it (`tunedesk runs resume ID`) or train it again, then export")
+            raise TuneDeskError(
+                f"run {run_id} has not finished its first epoch yet, so there is no model to export",
+                "wait for its first validation, then export",
+            )
+        raise TuneDeskError(
+            f"run {run_id} ({status}) has no best checkpoint: it ended before its first validation",
+            "resume it (`tunedesk runs resume ID`) or train it again, then export",
+        )
     folder = Path(best["path"])
     if not (folder / MODEL_FILE).is_file():
-        raise TuneDeskError(f"the best checkpoint of run {run_id} is missing from disk ({folder / MODEL_FILE})",
-                            "the run's files were moved or deleted; train the run again to export it")
+        raise TuneDeskError(
+            f"the best checkpoint of run {run_id} is missing from disk ({folder / MODEL_FILE})",
+            "the run's files were moved or deleted; train the run again to export it",
+        )
     meta: dict[str, Any] = {}
     if (folder / META_FILE).is_file():
         try:
@@ -93,8 +101,10 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
     meta.setdefault("architecture", res.get("architecture"))
     meta.setdefault("source_path", run.get("model_path"))
     if not meta["label_names"]:
-        raise TuneDeskError(f"run {run_id}'s checkpoint does not record its class names",
-                            "train the run again with this TuneDesk version")
+        raise TuneDeskError(
+            f"run {run_id}'s checkpoint does not record its class names",
+            "train the run again with this TuneDesk version",
+        )
     return BestCheckpoint(run, folder, meta, config)
 
 
@@ -110,7 +120,7 @@ def _engine_model(best: BestCheckpoint):
 
     from safetensors.torch import load_model
 
-    from tunedesk.engine.checkpoint import MODEL_FILE
+    from tunedesk.engine.run.checkpoint import MODEL_FILE
     from tunedesk.engine.tasks import get_task
 
     config = copy.deepcopy(best.config)
@@ -123,8 +133,10 @@ def _engine_model(best: BestCheckpoint):
     try:
         load_model(loaded.model, str(best.folder / MODEL_FILE), strict=True, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
-        raise TuneDeskError(f"the best checkpoint in {best.folder} does not fit the run's model ({str(exc).splitlines()[0]})",
-                            "the base model files changed since the run; train it again") from exc
+        raise TuneDeskError(
+            f"the best checkpoint in {best.folder} does not fit the run's model ({str(exc).splitlines()[0]})",
+            "the base model files changed since the run; train it again",
+        ) from exc
     loaded.model.eval()
     loaded.pretrained = True
     return task, loaded
@@ -133,8 +145,9 @@ def _engine_model(best: BestCheckpoint):
 # ---- export -----------------------------------------------------------------------------------------
 
 
-def export_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "auto",
-               home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def export_run(
+    run_id: int, directory: str | os.PathLike[str], fmt: str = "auto", home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Export run ``run_id``'s best model to ``directory`` (new or empty); returns
     ``{"path", "format", "files", "run_id", "label_names"}``."""
     if fmt not in FORMATS:
@@ -150,14 +163,20 @@ def export_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "auto"
     if fmt == "auto":
         fmt = "torchvision" if kind == "torchvision" else "hf"
     if fmt == "hf" and kind == "torchvision":
-        raise TuneDeskError(f"run {run_id} fine-tuned the torchvision model {best.meta.get('architecture')}, "
-                            "which has no Hugging Face format", "export with --format torchvision (or onnx)")
+        raise TuneDeskError(
+            f"run {run_id} fine-tuned the torchvision model {best.meta.get('architecture')}, "
+            "which has no Hugging Face format",
+            "export with --format torchvision (or onnx)",
+        )
     if fmt == "torchvision" and kind != "torchvision":
-        raise TuneDeskError(f"run {run_id} fine-tuned a Hugging Face model, not a torchvision one",
-                            "export with --format hf (or onnx)")
+        raise TuneDeskError(
+            f"run {run_id} fine-tuned a Hugging Face model, not a torchvision one", "export with --format hf (or onnx)"
+        )
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
-        raise TuneDeskError("ONNX export needs the 'onnx' package, which is not installed",
-                            "pip install onnx  (then export again), or export as hf / torchvision")
+        raise TuneDeskError(
+            "ONNX export needs the 'onnx' package, which is not installed",
+            "pip install onnx  (then export again), or export as hf / torchvision",
+        )
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".export", dir=target.parent))
@@ -180,7 +199,7 @@ def export_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "auto"
 
 def _run_task(run_id: int, home: str | os.PathLike[str] | None) -> str:
     from tunedesk.engine.paths import home_dir
-    from tunedesk.engine.runner import open_store
+    from tunedesk.engine.run.runner import open_store
 
     store = open_store(home_dir(home))
     try:
@@ -194,9 +213,11 @@ def _export_lm(run_id: int, target: Path, fmt: str, home: str | os.PathLike[str]
     or ``adapter`` (a PEFT LoRA adapter)."""
     kind = LM_FORMATS.get(fmt)
     if kind is None:
-        raise TuneDeskError(f"run {run_id} is a language model, which exports as merged or adapter (not {fmt})",
-                            "use --format merged (a Hugging Face folder) or --format adapter (a LoRA adapter)")
-    from tunedesk.engine.export_lm import export_lm_run
+        raise TuneDeskError(
+            f"run {run_id} is a language model, which exports as merged or adapter (not {fmt})",
+            "use --format merged (a Hugging Face folder) or --format adapter (a LoRA adapter)",
+        )
+    from tunedesk.engine.lm.export import export_lm_run
 
     info = dict(export_lm_run(run_id, target, fmt=kind, home=home))
     path = Path(info.get("path") or target)
@@ -212,7 +233,9 @@ def _check_target(target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise TuneDeskError(f"{target} is a file, not a folder", "choose a new or empty folder to export into")
     if target.is_dir() and any(target.iterdir()):
-        raise TuneDeskError(f"{target} is not empty", "choose a new or empty folder, so no file of yours is overwritten")
+        raise TuneDeskError(
+            f"{target} is not empty", "choose a new or empty folder, so no file of yours is overwritten"
+        )
 
 
 def _copy_code_files(source: Path, out: Path) -> None:
@@ -227,20 +250,27 @@ def _hf_model(best: BestCheckpoint):
     from safetensors.torch import load_model
     from transformers import AutoConfig
 
-    from tunedesk.engine.checkpoint import MODEL_FILE
     from tunedesk.engine.models import quiet_transformers
+    from tunedesk.engine.run.checkpoint import MODEL_FILE
 
     quiet_transformers()
     source = Path(best.meta.get("source_path") or "")
     if not (source / "config.json").is_file():
-        raise TuneDeskError(f"the base model folder of this run is gone ({source})",
-                            "put the model back at that path (its config and tokenizer are needed), then export")
+        raise TuneDeskError(
+            f"the base model folder of this run is gone ({source})",
+            "put the model back at that path (its config and tokenizer are needed), then export",
+        )
     labels = best.label_names
     id2label = dict(enumerate(labels))
     trust = bool(best.config.model.trust_remote_code)
-    config = AutoConfig.from_pretrained(str(source), local_files_only=True, trust_remote_code=trust,
-                                        num_labels=len(labels), id2label=id2label,
-                                        label2id={v: k for k, v in id2label.items()})
+    config = AutoConfig.from_pretrained(
+        str(source),
+        local_files_only=True,
+        trust_remote_code=trust,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
     image = best.config.task == "image_classification"
     auto = transformers.AutoModelForImageClassification if image else transformers.AutoModelForSequenceClassification
     model = auto.from_config(config, trust_remote_code=trust)
@@ -249,14 +279,16 @@ def _hf_model(best: BestCheckpoint):
     try:
         load_model(model, str(best.folder / MODEL_FILE), strict=True, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
-        raise TuneDeskError(f"the best checkpoint does not fit {source.name} ({str(exc).splitlines()[0]})",
-                            "the base model files changed since the run; train it again") from exc
+        raise TuneDeskError(
+            f"the best checkpoint does not fit {source.name} ({str(exc).splitlines()[0]})",
+            "the base model files changed since the run; train it again",
+        ) from exc
     model.eval()
     return model, source, image
 
 
 def _export_hf(best: BestCheckpoint, out: Path) -> None:
-    from tunedesk.engine.checkpoint import META_FILE
+    from tunedesk.engine.run.checkpoint import META_FILE
 
     if (best.folder / "config.json").is_file():  # tasks that save a complete HF folder as their best
         for f in best.folder.iterdir():
@@ -300,14 +332,23 @@ def _image_processor(best: BestCheckpoint):
     from transformers import BitImageProcessor
 
     s = _image_settings(best)
-    return BitImageProcessor(do_resize=True, size={"shortest_edge": s["resize_shorter_side"]}, resample=2,
-                             do_center_crop=True, crop_size={"height": s["image_size"], "width": s["image_size"]},
-                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=s["mean"],
-                             image_std=s["std"], do_convert_rgb=True)
+    return BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": s["resize_shorter_side"]},
+        resample=2,
+        do_center_crop=True,
+        crop_size={"height": s["image_size"], "width": s["image_size"]},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=s["mean"],
+        image_std=s["std"],
+        do_convert_rgb=True,
+    )
 
 
 def _export_torchvision(best: BestCheckpoint, out: Path) -> None:
-    from tunedesk.engine.checkpoint import MODEL_FILE
+    from tunedesk.engine.run.checkpoint import MODEL_FILE
 
     shutil.copy2(best.folder / MODEL_FILE, out / MODEL_FILE)
     meta = {
@@ -355,12 +396,22 @@ def _export_onnx(best: BestCheckpoint, out: Path) -> None:
         axes["logits"] = {0: "batch"}
         meta.update(inputs=names, max_length=best.config.hparams.max_length)
     try:
-        torch.onnx.export(wrapper, args, str(out / "model.onnx"), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    except Exception as exc:  # noqa: BLE001 - the exporter's errors are many and model specific
-        raise TuneDeskError(f"torch's ONNX exporter does not support this model ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})",
-                            "export in the hf or torchvision format instead") from exc
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(out / "model.onnx"),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    except Exception as exc:
+        raise TuneDeskError(
+            f"torch's ONNX exporter does not support this model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})",
+            "export in the hf or torchvision format instead",
+        ) from exc
     (out / "tunedesk_onnx.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     _write_readme(best, out, "onnx")
 
@@ -374,8 +425,11 @@ def _logits_module():
             self.model, self.names = model, names
 
         def forward(self, *inputs):
-            out = self.model(**dict(zip(self.names, inputs))) if self.names != ("pixel_values",) \
+            out = (
+                self.model(**dict(zip(self.names, inputs)))
+                if self.names != ("pixel_values",)
                 else self.model(inputs[0])
+            )
             return out if hasattr(out, "shape") else out.logits
 
     return Logits
@@ -392,41 +446,53 @@ def _write_readme(best: BestCheckpoint, out: Path, fmt: str) -> None:
     run = best.run
     metrics = best.meta.get("metrics") or {}
     score = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float))
-    head = (f"# {run.get('name') or 'TuneDesk model'}\n\nFine-tuned with TuneDesk (run {run['id']}, "
-            f"{run.get('task')}) from `{best.meta.get('source_path') or run.get('model_name')}` on "
-            f"{run.get('dataset_name')}.\n\nClasses: {', '.join(best.label_names)}\n\n"
-            + (f"Best validation: {score}\n\n" if score else ""))
+    head = (
+        f"# {run.get('name') or 'TuneDesk model'}\n\nFine-tuned with TuneDesk (run {run['id']}, "
+        f"{run.get('task')}) from `{best.meta.get('source_path') or run.get('model_name')}` on "
+        f"{run.get('dataset_name')}.\n\nClasses: {', '.join(best.label_names)}\n\n"
+        + (f"Best validation: {score}\n\n" if score else "")
+    )
     if fmt == "hf":
         image = best.config.task == "image_classification"
         auto = "AutoModelForImageClassification" if image else "AutoModelForSequenceClassification"
         proc = "AutoImageProcessor" if image else "AutoTokenizer"
         if image:
-            use = ("from PIL import Image\n"
-                   "inputs = processor(images=Image.open(\"photo.jpg\").convert(\"RGB\"), return_tensors=\"pt\")\n")
+            use = (
+                "from PIL import Image\n"
+                'inputs = processor(images=Image.open("photo.jpg").convert("RGB"), return_tensors="pt")\n'
+            )
         else:
-            use = (f"inputs = processor([\"your text here\"], truncation=True, "
-                   f"max_length={best.config.hparams.max_length}, padding=True, return_tensors=\"pt\")\n")
-        body = ("## Load it\n\n```python\nimport torch\n"
-                f"from transformers import {auto}, {proc}\n\n"
-                f"model = {auto}.from_pretrained(\".\", local_files_only=True).eval()\n"
-                f"processor = {proc}.from_pretrained(\".\", local_files_only=True)\n{use}"
-                "with torch.no_grad():\n    logits = model(**inputs).logits\n"
-                "print(model.config.id2label[int(logits.argmax(-1)[0])])\n```\n\n"
-                "Replace \".\" with this folder's path when you run the code elsewhere.\n")
+            use = (
+                f'inputs = processor(["your text here"], truncation=True, '
+                f'max_length={best.config.hparams.max_length}, padding=True, return_tensors="pt")\n'
+            )
+        body = (
+            "## Load it\n\n```python\nimport torch\n"
+            f"from transformers import {auto}, {proc}\n\n"
+            f'model = {auto}.from_pretrained(".", local_files_only=True).eval()\n'
+            f'processor = {proc}.from_pretrained(".", local_files_only=True)\n{use}'
+            "with torch.no_grad():\n    logits = model(**inputs).logits\n"
+            "print(model.config.id2label[int(logits.argmax(-1)[0])])\n```\n\n"
+            'Replace "." with this folder\'s path when you run the code elsewhere.\n'
+        )
     elif fmt == "torchvision":
-        body = ("## Load it\n\n```python\nimport json\n\nimport torch\nimport torchvision\n"
-                "from PIL import Image\nfrom safetensors.torch import load_model\nfrom torchvision import transforms as T\n\n"
-                f"meta = json.load(open(\"{TORCHVISION_META}\"))\n"
-                "model = torchvision.models.get_model(meta[\"architecture\"], weights=None, num_classes=meta[\"num_classes\"])\n"
-                "load_model(model, \"model.safetensors\")\nmodel.eval()\n\n"
-                "preprocess = T.Compose([T.Resize(meta[\"resize_shorter_side\"]), T.CenterCrop(meta[\"image_size\"]),\n"
-                "                        T.ToTensor(), T.Normalize(meta[\"mean\"], meta[\"std\"])])\n"
-                "x = preprocess(Image.open(\"photo.jpg\").convert(\"RGB\")).unsqueeze(0)\n"
-                "with torch.no_grad():\n    probs = model(x).softmax(-1)[0]\n"
-                "print(meta[\"class_names\"][int(probs.argmax())])\n```\n")
+        body = (
+            "## Load it\n\n```python\nimport json\n\nimport torch\nimport torchvision\n"
+            "from PIL import Image\nfrom safetensors.torch import load_model\nfrom torchvision import transforms as T\n\n"
+            f'meta = json.load(open("{TORCHVISION_META}"))\n'
+            'model = torchvision.models.get_model(meta["architecture"], weights=None, num_classes=meta["num_classes"])\n'
+            'load_model(model, "model.safetensors")\nmodel.eval()\n\n'
+            'preprocess = T.Compose([T.Resize(meta["resize_shorter_side"]), T.CenterCrop(meta["image_size"]),\n'
+            '                        T.ToTensor(), T.Normalize(meta["mean"], meta["std"])])\n'
+            'x = preprocess(Image.open("photo.jpg").convert("RGB")).unsqueeze(0)\n'
+            "with torch.no_grad():\n    probs = model(x).softmax(-1)[0]\n"
+            'print(meta["class_names"][int(probs.argmax())])\n```\n'
+        )
     else:
-        body = ("## Load it\n\n```python\nimport json\n\nimport onnxruntime as ort\n\n"
-                "meta = json.load(open(\"tunedesk_onnx.json\"))\n"
-                "session = ort.InferenceSession(\"model.onnx\")\n"
-                "# inputs: see meta[\"inputs\"]; text models ship their tokenizer files here too\n```\n")
+        body = (
+            "## Load it\n\n```python\nimport json\n\nimport onnxruntime as ort\n\n"
+            'meta = json.load(open("tunedesk_onnx.json"))\n'
+            'session = ort.InferenceSession("model.onnx")\n'
+            '# inputs: see meta["inputs"]; text models ship their tokenizer files here too\n```\n'
+        )
     (out / "README.md").write_text(head + body, encoding="utf-8")

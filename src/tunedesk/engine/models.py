@@ -58,17 +58,22 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"{path.name} is not a readable safetensors file ({exc})",
-                             "the download may be incomplete: copy the file again") from exc
+            raise ModelError(
+                f"{path.name} is not a readable safetensors file ({exc})",
+                "the download may be incomplete: copy the file again",
+            ) from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelError(
             f"refused to load {path.name}: it contains Python objects that could run code when opened",
-            "convert the checkpoint to safetensors with a trusted tool, or use a weights-only checkpoint") from exc
+            "convert the checkpoint to safetensors with a trusted tool, or use a weights-only checkpoint",
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})",
-                         "check that the file is complete and is a state dict") from exc
+        raise ModelError(
+            f"{path.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})",
+            "check that the file is complete and is a state dict",
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -110,12 +115,16 @@ def resolve_hf_path(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path} has no config.json, so it is not a Hugging Face model folder",
-                             "pick the folder that holds config.json and the weights")
+            raise ModelError(
+                f"{path} has no config.json, so it is not a Hugging Face model folder",
+                "pick the folder that holds config.json and the weights",
+            )
         return path.resolve()
     if path.is_file():
-        raise ModelError(f"{path} is a file; Hugging Face models are folders",
-                         "pick the folder that holds config.json, or use a torchvision architecture for a single weights file")
+        raise ModelError(
+            f"{path} is a file; Hugging Face models are folders",
+            "pick the folder that holds config.json, or use a torchvision architecture for a single weights file",
+        )
     from tunedesk.engine import catalog
 
     return catalog.resolve_model_path(name_or_path)
@@ -156,8 +165,10 @@ def find_classifier(model: nn.Module) -> tuple[str, nn.Linear]:
         if isinstance(module, nn.Linear):
             last = (name, module)
     if last is None:
-        raise ModelError(f"{type(model).__name__} has no linear classifier layer to replace",
-                         "pick a classification architecture (ResNet, EfficientNet, ViT, ConvNeXt, ...)")
+        raise ModelError(
+            f"{type(model).__name__} has no linear classifier layer to replace",
+            "pick a classification architecture (ResNet, EfficientNet, ViT, ConvNeXt, ...)",
+        )
     return last
 
 
@@ -197,24 +208,28 @@ def heuristic_head_paths(model: nn.Module) -> list[str]:
 # ---- builders ------------------------------------------------------------------------------------
 
 
-
 def load_hf_config(path: Path, spec: Any, **overrides: Any) -> Any:
     """A model folder's configuration (offline), or a ModelError that says why it cannot be read."""
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code,
-                                          **overrides)
+        return AutoConfig.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code, **overrides
+        )
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise ModelError(f"{path.name} needs its own Python code to load (trust_remote_code)",
-                             "only if you trust its author, enable 'trust remote code' for this model") from exc
+            raise ModelError(
+                f"{path.name} needs its own Python code to load (trust_remote_code)",
+                "only if you trust its author, enable 'trust remote code' for this model",
+            ) from exc
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
     except OSError as exc:
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
 
-def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool = False,
-                        device: str = "cpu") -> LoadedModel:
+
+def build_hf_classifier(
+    spec: ModelSpec, label_names: list[str], *, image: bool = False, device: str = "cpu"
+) -> LoadedModel:
     """A Hugging Face sequence/image classifier with a fresh head sized to ``label_names``."""
     import transformers
 
@@ -222,8 +237,9 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
     path = resolve_hf_path(spec.name_or_path)
     auto = transformers.AutoModelForImageClassification if image else transformers.AutoModelForSequenceClassification
     id2label = dict(enumerate(label_names))
-    config = load_hf_config(path, spec, num_labels=len(label_names), id2label=id2label,
-                            label2id={v: k for k, v in id2label.items()})
+    config = load_hf_config(
+        path, spec, num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     warnings: list[str] = []
     if device == "meta":
         with torch.device("meta"):
@@ -233,15 +249,26 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
         try:
             # fp32 master weights whatever the checkpoint's stored dtype: autocast gives the speed of
             # bf16/fp16, and AdamW on half-precision weights would lose small updates (or fail to unscale)
-            model, info = auto.from_pretrained(str(path), config=config, local_files_only=True, dtype=torch.float32,
-                                               trust_remote_code=spec.trust_remote_code, ignore_mismatched_sizes=True,
-                                               output_loading_info=True, use_safetensors=None)
+            model, info = auto.from_pretrained(
+                str(path),
+                config=config,
+                local_files_only=True,
+                dtype=torch.float32,
+                trust_remote_code=spec.trust_remote_code,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                use_safetensors=None,
+            )
         except (OSError, ValueError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "does not appear to have a file named" in msg or "no file named" in msg.lower():
-                raise ModelError(f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
-                                 "the download may be incomplete: copy the weights into the folder") from exc
-            raise ModelError(f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model") from exc
+                raise ModelError(
+                    f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
+                    "the download may be incomplete: copy the weights into the folder",
+                ) from exc
+            raise ModelError(
+                f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
+            ) from exc
         missing = list(info.get("missing_keys", [])) + [k for k, *_ in info.get("mismatched_keys", [])]
         heads = head_paths_from_missing(missing, model) or heuristic_head_paths(model)
         body_missing = [h for h in heads if h not in HEAD_NAMES]
@@ -254,10 +281,18 @@ def build_hf_classifier(spec: ModelSpec, label_names: list[str], *, image: bool 
         warnings.append("random initialisation: this trains from scratch, it is not fine-tuning")
     if not image and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = getattr(model.config, "eos_token_id", None)
-    return LoadedModel(model=model, head_paths=heads, family=family_of(config),
-                       architecture=type(model).__name__, path=str(path), pretrained=spec.pretrained and device != "meta",
-                       warnings=warnings, fingerprint=fingerprint(path) if device != "meta" else None,
-                       kind="hf", label_names=list(label_names))
+    return LoadedModel(
+        model=model,
+        head_paths=heads,
+        family=family_of(config),
+        architecture=type(model).__name__,
+        path=str(path),
+        pretrained=spec.pretrained and device != "meta",
+        warnings=warnings,
+        fingerprint=fingerprint(path) if device != "meta" else None,
+        kind="hf",
+        label_names=list(label_names),
+    )
 
 
 def torchvision_weights_file(name: str) -> Path | None:
@@ -283,14 +318,19 @@ def build_torchvision_classifier(spec: ModelSpec, label_names: list[str], *, dev
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         close = [m for m in available if name.lower()[:4] in m][:5]
-        raise ModelError(f"{name!r} is not a torchvision classification architecture",
-                         f"try one of: {', '.join(close or available[:5])}")
+        raise ModelError(
+            f"{name!r} is not a torchvision classification architecture",
+            f"try one of: {', '.join(close or available[:5])}",
+        )
     warnings: list[str] = []
     weights_path: Path | None = None
     if spec.pretrained and device != "meta":
         weights_path = Path(spec.weights).expanduser() if spec.weights else torchvision_weights_file(name)
         if spec.weights and not weights_path.is_file():
-            raise ModelError(f"weights file not found: {weights_path}", "check the path, or leave it empty to use the torch hub cache")
+            raise ModelError(
+                f"weights file not found: {weights_path}",
+                "check the path, or leave it empty to use the torch hub cache",
+            )
     ctx = torch.device("meta") if device == "meta" else torch.device("cpu")
     with ctx:
         model = torchvision.models.get_model(name, weights=None)
@@ -298,13 +338,26 @@ def build_torchvision_classifier(spec: ModelSpec, label_names: list[str], *, dev
         state = load_state_dict(weights_path)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys:
-            raise ModelError(f"{weights_path.name} does not match {name}: {len(result.missing_keys)} weights missing "
-                             f"(e.g. {result.missing_keys[0]})", "pick the weights file made for this architecture")
+            raise ModelError(
+                f"{weights_path.name} does not match {name}: {len(result.missing_keys)} weights missing "
+                f"(e.g. {result.missing_keys[0]})",
+                "pick the weights file made for this architecture",
+            )
     elif device != "meta":
-        warnings.append(f"no pre-trained weights for {name} found (torch hub cache or a weights file): "
-                        "this trains from random initialisation, not fine-tuning")
+        warnings.append(
+            f"no pre-trained weights for {name} found (torch hub cache or a weights file): "
+            "this trains from random initialisation, not fine-tuning"
+        )
     head = replace_classifier(model, len(label_names))
-    return LoadedModel(model=model, head_paths=[head], family=name.rstrip("0123456789_").split("_")[0] or name,
-                       architecture=name, path=str(weights_path or name), pretrained=weights_path is not None,
-                       warnings=warnings, fingerprint=fingerprint(weights_path) if weights_path else None,
-                       kind="torchvision", label_names=list(label_names))
+    return LoadedModel(
+        model=model,
+        head_paths=[head],
+        family=name.rstrip("0123456789_").split("_")[0] or name,
+        architecture=name,
+        path=str(weights_path or name),
+        pretrained=weights_path is not None,
+        warnings=warnings,
+        fingerprint=fingerprint(weights_path) if weights_path else None,
+        kind="torchvision",
+        label_names=list(label_names),
+    )

@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from torch import nn
 
@@ -53,12 +54,19 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
     quiet_transformers()
     id2label = dict(enumerate(labels))
     try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, num_labels=num_labels, id2label=id2label,
-                                            label2id={v: k for k, v in id2label.items()})
+        config = AutoConfig.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            num_labels=num_labels,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+        )
     except ValueError as exc:
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
-            raise ModelError(f"{folder.name} needs its own Python code to build (trust_remote_code)",
-                             "TuneDesk does not run a model's own code to show its layers") from exc
+            raise ModelError(
+                f"{folder.name} needs its own Python code to build (trust_remote_code)",
+                "TuneDesk does not run a model's own code to show its layers",
+            ) from exc
         raise ModelError(f"cannot read the configuration of {folder}: {_first_line(exc)}", "check config.json") from exc
     except OSError as exc:
         raise ModelError(f"cannot read the configuration of {folder}: {_first_line(exc)}", "check config.json") from exc
@@ -75,9 +83,11 @@ def build_meta_from_config(config: Any, task: str = TEXT, path: str = "") -> Loa
 
     from tunedesk.engine.catalog.params import _build_lock, meta_device  # one meta build at a time (import safety)
 
-    autos = {TEXT: [transformers.AutoModelForSequenceClassification, transformers.AutoModelForImageClassification],
-             IMAGE: [transformers.AutoModelForImageClassification],
-             CAUSAL: [transformers.AutoModelForCausalLM]}.get(task)
+    autos = {
+        TEXT: [transformers.AutoModelForSequenceClassification, transformers.AutoModelForImageClassification],
+        IMAGE: [transformers.AutoModelForImageClassification],
+        CAUSAL: [transformers.AutoModelForCausalLM],
+    }.get(task)
     if autos is None:
         raise ConfigError("task", f"must be one of {TEXT}, {IMAGE}, {CAUSAL} (got {task!r})")
     errors: list[str] = []
@@ -92,12 +102,21 @@ def build_meta_from_config(config: Any, task: str = TEXT, path: str = "") -> Loa
                 errors.append(_first_line(exc))
     if model is None:
         kind = getattr(config, "model_type", "?")
-        raise ModelError(f"TuneDesk cannot build a {task.replace('_', ' ')} model from a {kind!r} configuration "
-                         f"({errors[0] if errors else 'unknown reason'})",
-                         "pick a model made for this task (its Models entry shows the task)")
+        raise ModelError(
+            f"TuneDesk cannot build a {task.replace('_', ' ')} model from a {kind!r} configuration "
+            f"({errors[0] if errors else 'unknown reason'})",
+            "pick a model made for this task (its Models entry shows the task)",
+        )
     heads = heuristic_head_paths(model)
-    return LoadedModel(model=model, head_paths=heads, family=family_of(config), architecture=type(model).__name__,
-                       path=path, pretrained=False, kind="hf")
+    return LoadedModel(
+        model=model,
+        head_paths=heads,
+        family=family_of(config),
+        architecture=type(model).__name__,
+        path=path,
+        pretrained=False,
+        kind="hf",
+    )
 
 
 def _build_torchvision(arch: str, labels: list[str]) -> LoadedModel:
@@ -105,8 +124,9 @@ def _build_torchvision(arch: str, labels: list[str]) -> LoadedModel:
     from tunedesk.engine.models import build_torchvision_classifier
 
     with _build_lock, meta_device():
-        loaded = build_torchvision_classifier(ModelSpec(arch, source="torchvision", pretrained=False), labels,
-                                              device="meta")
+        loaded = build_torchvision_classifier(
+            ModelSpec(arch, source="torchvision", pretrained=False), labels, device="meta"
+        )
     loaded.warnings = []
     return loaded
 
@@ -124,15 +144,19 @@ def _locate(entry_or_path: Any) -> tuple[str, Path | None, str | None]:
         entry_task = entry.task
         if entry.model_type == "torchvision":
             if not entry.architecture:
-                raise ModelError(f"{entry.name}: {entry.problem or 'the architecture is unknown'}",
-                                 "rename the file to its torchvision name (e.g. resnet18-...pth)")
+                raise ModelError(
+                    f"{entry.name}: {entry.problem or 'the architecture is unknown'}",
+                    "rename the file to its torchvision name (e.g. resnet18-...pth)",
+                )
             return entry.architecture, None, "image_classification"
         target = Path(entry.path)
         if target.is_file():
             target = target.parent
         if not (target / "config.json").is_file():
-            raise ModelError(f"{entry.name} cannot be shown: {entry.problem or 'it has no config.json'}",
-                             "the layer tree needs the model's config.json; check the folder in Models")
+            raise ModelError(
+                f"{entry.name} cannot be shown: {entry.problem or 'it has no config.json'}",
+                "the layer tree needs the model's config.json; check the folder in Models",
+            )
         return "", target, entry_task
     text = str(entry_or_path)
     path = Path(text).expanduser()
@@ -193,14 +217,16 @@ def _missing_from_checkpoint(model: nn.Module, folder: Path) -> list[str]:
         return []
     params = dict(model.named_parameters())
     prefix = getattr(model, "base_model_prefix", "") or ""
-    if prefix and any(n.startswith(prefix + ".") for n in params) and not any(k.startswith(prefix + ".") for k in stored):
+    if (
+        prefix
+        and any(n.startswith(prefix + ".") for n in params)
+        and not any(k.startswith(prefix + ".") for k in stored)
+    ):
         stored = {f"{prefix}.{k}": v for k, v in stored.items()}
     stored = {k.replace(".gamma", ".weight").replace(".beta", ".bias"): v for k, v in stored.items()}
     missing = []
     for name, p in params.items():
-        if name not in stored:
-            missing.append(name)
-        elif stored[name] is not None and list(stored[name]) != list(p.shape):
+        if name not in stored or stored[name] is not None and list(stored[name]) != list(p.shape):
             missing.append(name)
     if len(missing) > len(params) // 2:
         return []  # the checkpoint's naming is not understood here: keep the heuristic head
@@ -230,7 +256,7 @@ class ModuleNode:
     detail: str  # "384 → 1536", "30522 × 384", ...
     own_params: int
     total_params: int
-    parent: "ModuleNode | None"
+    parent: ModuleNode | None
     row: int
     uid: int
     depth: int
@@ -239,7 +265,7 @@ class ModuleNode:
     block_index: int | None = None
     kind: str = ""  # "embedding" | "norm" | "batchnorm" | ""
     spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
-    children: list["ModuleNode"] = field(default_factory=list, repr=False)
+    children: list[ModuleNode] = field(default_factory=list, repr=False)
     trainable: int = 0
     adapters: int = 0  # LoRA adapter parameters added under this module (causal LMs with FreezeSpec.lora)
     lora: Any = None  # the LoraTarget when this very layer gets an adapter
@@ -259,12 +285,12 @@ def _detail(module: nn.Module) -> str:
         return f"{module.in_features} → {module.out_features}"
     if isinstance(module, nn.Embedding):
         return f"{module.num_embeddings} × {module.embedding_dim}"
-    if isinstance(module, nn.modules.conv._ConvNd):  # noqa: SLF001
+    if isinstance(module, nn.modules.conv._ConvNd):
         k = "×".join(str(x) for x in module.kernel_size)
         return f"{module.in_channels} → {module.out_channels}, {k}"
     if isinstance(module, (nn.LayerNorm,)):
         return "×".join(str(x) for x in module.normalized_shape)
-    if isinstance(module, freezing._BN_TYPES):  # noqa: SLF001
+    if isinstance(module, freezing.BN_TYPES):
         return str(module.num_features)
     if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module):
         return f"{len(module)} items"
@@ -307,13 +333,32 @@ class ModelTree:
             parent = self.by_path.get(path.rpartition(".")[0]) if path else None
             spans = idx.spans.get(path, [])
             total = sum(sum(idx.sizes[s:e]) for s, e in spans)
-            kind = ("batchnorm" if isinstance(module, freezing._BN_TYPES) else "norm" if path in norms  # noqa: SLF001
-                    else "embedding" if path in embeddings else "")
-            node = ModuleNode(path=path, name=path.rpartition(".")[2] if path else type(module).__name__,
-                              type=type(module).__name__, detail=_detail(module), own_params=0, total_params=total,
-                              parent=parent, row=len(parent.children) if parent else 0, uid=len(self.nodes),
-                              depth=parent.depth + 1 if parent else 0, is_head=path in self.head_paths,
-                              is_block=path in blocks, block_index=blocks.get(path), kind=kind, spans=spans)
+            kind = (
+                "batchnorm"
+                if isinstance(module, freezing.BN_TYPES)
+                else "norm"
+                if path in norms
+                else "embedding"
+                if path in embeddings
+                else ""
+            )
+            node = ModuleNode(
+                path=path,
+                name=path.rpartition(".")[2] if path else type(module).__name__,
+                type=type(module).__name__,
+                detail=_detail(module),
+                own_params=0,
+                total_params=total,
+                parent=parent,
+                row=len(parent.children) if parent else 0,
+                uid=len(self.nodes),
+                depth=parent.depth + 1 if parent else 0,
+                is_head=path in self.head_paths,
+                is_block=path in blocks,
+                block_index=blocks.get(path),
+                kind=kind,
+                spans=spans,
+            )
             if parent is not None:
                 parent.children.append(node)
             self.nodes.append(node)
@@ -326,7 +371,7 @@ class ModelTree:
         self.lora_targets: dict[str, Any] = {}
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel) -> "ModelTree":
+    def from_loaded(cls, loaded: LoadedModel) -> ModelTree:
         return cls(loaded.model, loaded.head_paths, loaded)
 
     @property
@@ -359,7 +404,7 @@ class ModelTree:
         targets = self._lora_targets(spec, plan)
         adapters: dict[str, int] = {}
         if targets:
-            from tunedesk.engine import lora
+            from tunedesk.engine.lm import lora
 
             for path, target in targets.items():
                 size = lora.adapter_params(self.model, {path: target})
@@ -389,7 +434,7 @@ class ModelTree:
         lora_spec = getattr(spec, "lora", None)
         if not self.supports_lora or lora_spec is None or not lora_spec.active:
             return {}
-        from tunedesk.engine import lora
+        from tunedesk.engine.lm import lora
 
         return lora.resolve_targets(self.model, lora_spec, plan)
 
@@ -401,9 +446,17 @@ class ModelTree:
         """Each parameter's learning-rate multiplier (``index.names`` order), as the optimizer groups use them."""
         return freezing.lr_multiplier_for(self.index, spec.lr_multipliers, self.head_paths)
 
-    def summary(self, *, batch_size: int = 16, precision: str = "auto", sequence_length: int = 128,
-                image_size: int = 224, device: str = "cpu", available: int | None = None,
-                gradient_checkpointing: bool = False) -> PlanSummary:
+    def summary(
+        self,
+        *,
+        batch_size: int = 16,
+        precision: str = "auto",
+        sequence_length: int = 128,
+        image_size: int = 224,
+        device: str = "cpu",
+        available: int | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> PlanSummary:
         """Counts, the plan in words and the training-memory estimate of the last applied plan
         (``gradient_checkpointing``: language models, as the run's switch of that name)."""
         if self.plan is None or self.spec is None:
@@ -413,19 +466,40 @@ class ModelTree:
         if precision == "auto" and not cuda:
             precision = "fp32"
         if self.supports_lora:  # a causal LM: adapters train too (and change what autograd keeps), checkpointing
-            from tunedesk.engine import lora
+            from tunedesk.engine.lm import lora
 
             extra = self.root.adapters if self.lora_targets else 0
-            memory = lora.estimate_memory(self.model, self.spec, batch_size=batch_size, precision=precision,
-                                          sequence_length=sequence_length, cuda=cuda, head_paths=self.head_paths,
-                                          gradient_checkpointing=gradient_checkpointing)
+            memory = lora.estimate_memory(
+                self.model,
+                self.spec,
+                batch_size=batch_size,
+                precision=precision,
+                sequence_length=sequence_length,
+                cuda=cuda,
+                head_paths=self.head_paths,
+                gradient_checkpointing=gradient_checkpointing,
+            )
             trainable, total = plan.trainable_params + extra, plan.total_params + extra
-            return PlanSummary(trainable, total, trainable / total if total else 0.0,
-                               lora.describe(self.spec, plan, self.lora_targets), memory, available)
-        memory = freezing.estimate_memory(self.model, plan, batch_size=batch_size, precision=precision,
-                                          sequence_length=sequence_length, image_size=image_size, cuda=cuda)
-        return PlanSummary(plan.trainable_params, plan.total_params, plan.share, freezing.describe(self.spec, plan),
-                           memory, available)
+            return PlanSummary(
+                trainable,
+                total,
+                trainable / total if total else 0.0,
+                lora.describe(self.spec, plan, self.lora_targets),
+                memory,
+                available,
+            )
+        memory = freezing.estimate_memory(
+            self.model,
+            plan,
+            batch_size=batch_size,
+            precision=precision,
+            sequence_length=sequence_length,
+            image_size=image_size,
+            cuda=cuda,
+        )
+        return PlanSummary(
+            plan.trainable_params, plan.total_params, plan.share, freezing.describe(self.spec, plan), memory, available
+        )
 
 
 # ---- plan edits (each returns a new FreezeSpec) -----------------------------------------------------------
@@ -472,7 +546,7 @@ def glob_for(text: str, tree: ModelTree | None = None) -> str:
     text = text.strip()
     if not text or text.startswith("@"):
         return text
-    if not freezing._is_glob(text):  # noqa: SLF001
+    if not freezing.is_glob(text):
         return f"*{text}*"
     if tree is not None and not text.startswith("*") and not tree.index.glob(text):
         return f"*{text}"
@@ -487,7 +561,7 @@ def matching_nodes(tree: ModelTree, pattern: str, outermost: bool = False) -> li
     """
     if not pattern:
         return []
-    match = freezing._compiled(pattern)  # noqa: SLF001
+    match = freezing.compile_pattern(pattern)
     owners = {name.rpartition(".")[0] for name in tree.index.names if match(name)}
     found = [n for n in tree.nodes if n.path and (match(n.path) or n.path in owners)]
     if outermost:
@@ -512,10 +586,15 @@ def apply_glob(tree: ModelTree, spec: FreezeSpec, pattern: str, train: bool) -> 
         raise ConfigError("pattern", "is empty", "type part of a module name, e.g. attention or layer.1*")
     matched = tree.index.match(pattern, tree.head_paths)
     if matched is None:
-        raise ConfigError("pattern", f"{pattern!r} is not understood",
-                          "use a module path glob like 'encoder.layer.1*' or @head, @embeddings, @norms, @block:N")
+        raise ConfigError(
+            "pattern",
+            f"{pattern!r} is not understood",
+            "use a module path glob like 'encoder.layer.1*' or @head, @embeddings, @norms, @block:N",
+        )
     if not matched:
-        raise ConfigError("pattern", f"{pattern!r} matches no parameters of this model", "check the spelling in the filter box")
+        raise ConfigError(
+            "pattern", f"{pattern!r} matches no parameters of this model", "check the spelling in the filter box"
+        )
     under = sorted({i for s, e in matched for i in range(s, e)})
     return _append_rule(tree, spec, FreezeRule(pattern, bool(train)), under)
 
@@ -580,7 +659,9 @@ def set_lr_multiplier(spec: FreezeSpec, path: str, value: float | None) -> Freez
     Multipliers resolve last-match-wins in dict order, so the new entry goes after those of enclosing
     modules and before those of modules inside it: the most specific module always wins.
     """
-    if value is not None and not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
+    if value is not None and not (
+        isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")
+    ):
         raise ConfigError(f"freeze.lr_multipliers[{path!r}]", f"must be > 0 (got {value!r})", "1 keeps the base rate")
     new = _copy(spec)
     pattern = path or "*"
@@ -597,8 +678,13 @@ def prune(tree: ModelTree, spec: FreezeSpec) -> FreezeSpec:
     new = _copy(spec)
 
     def known(pattern: str) -> bool:
-        return pattern.startswith("@") or freezing._is_glob(pattern) or pattern in ("", "*", "**") \
-            or pattern in tree.by_path or pattern in tree.index.position  # noqa: SLF001
+        return (
+            pattern.startswith("@")
+            or freezing.is_glob(pattern)
+            or pattern in ("", "*", "**")
+            or pattern in tree.by_path
+            or pattern in tree.index.position
+        )
 
     new.rules = [r for r in new.rules if known(r.pattern.strip())]
     new.lr_multipliers = {k: v for k, v in new.lr_multipliers.items() if known(k)}
@@ -611,8 +697,16 @@ def prune(tree: ModelTree, spec: FreezeSpec) -> FreezeSpec:
     return new
 
 
-def set_module_choice(tree: ModelTree, spec: FreezeSpec, path: str, choice: str, *, rank: int | None = None,
-                      alpha: float | None = None, dropout: float | None = None) -> FreezeSpec:
+def set_module_choice(
+    tree: ModelTree,
+    spec: FreezeSpec,
+    path: str,
+    choice: str,
+    *,
+    rank: int | None = None,
+    alpha: float | None = None,
+    dropout: float | None = None,
+) -> FreezeSpec:
     """Make one module (and everything under it) train fully, stay frozen, or get LoRA adapters.
 
     ``train``/``frozen`` on a model without LoRA are plain ``toggle``s; with LoRA they also remove the
@@ -621,15 +715,21 @@ def set_module_choice(tree: ModelTree, spec: FreezeSpec, path: str, choice: str,
     if path not in tree.by_path:
         raise ConfigError("freeze.rules", f"{path!r} is not a module of this model", "pick a module from the tree")
     if choice == "lora" and not tree.supports_lora:
-        raise ConfigError("freeze.lora", "LoRA adapters are only available for causal language models",
-                          "freeze or train this module instead")
+        raise ConfigError(
+            "freeze.lora",
+            "LoRA adapters are only available for causal language models",
+            "freeze or train this module instead",
+        )
     lora_spec = getattr(spec, "lora", None)
     if choice != "lora" and (lora_spec is None or not (lora_spec.active or lora_spec.rules)):
         return toggle(tree, spec, path, choice == "train")
     if path == "":
-        raise ConfigError("freeze.lora", "choose LoRA for a part of the model, or use a LoRA preset for all of it",
-                          "right-click a block or a layer")
-    from tunedesk.engine import lora
+        raise ConfigError(
+            "freeze.lora",
+            "choose LoRA for a part of the model, or use a LoRA preset for all of it",
+            "right-click a block or a layer",
+        )
+    from tunedesk.engine.lm import lora
 
     return lora.set_module_choice(spec, path, choice, rank=rank, alpha=alpha, dropout=dropout)
 

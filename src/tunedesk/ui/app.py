@@ -97,7 +97,7 @@ def run_app(argv: list[str] | None = None) -> int:
             super().__init__(window)
             self.done = False
 
-        def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        def eventFilter(self, obj: QObject, event: QEvent) -> bool:
             if event.type() == QEvent.Type.Paint:
                 self.fire()
             return False

@@ -19,8 +19,19 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMenu,
-                               QMessageBox, QScrollArea, QStackedWidget, QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QScrollArea,
+    QStackedWidget,
+    QWidget,
+)
 
 from tunedesk.ui.state import AppState
 
@@ -28,11 +39,11 @@ log = logging.getLogger(__name__)
 
 # (key, title, module, class, shortcut)
 PANELS = [
-    ("models", "Models", "tunedesk.ui.models_panel", "ModelsPanel", "Ctrl+1"),
+    ("models", "Models", "tunedesk.ui.models.panel", "ModelsPanel", "Ctrl+1"),
     ("layers", "Layers", "tunedesk.ui.layer_tree", "LayerTreePanel", "Ctrl+2"),
-    ("datasets", "Datasets", "tunedesk.ui.datasets_panel", "DatasetsPanel", "Ctrl+3"),
-    ("train", "Train", "tunedesk.ui.training_panel", "TrainingPanel", "Ctrl+4"),
-    ("runs", "Runs", "tunedesk.ui.runs_panel", "RunsPanel", "Ctrl+5"),
+    ("datasets", "Datasets", "tunedesk.ui.datasets.panel", "DatasetsPanel", "Ctrl+3"),
+    ("train", "Train", "tunedesk.ui.training.panel", "TrainingPanel", "Ctrl+4"),
+    ("runs", "Runs", "tunedesk.ui.runs.panel", "RunsPanel", "Ctrl+5"),
 ]
 PANEL_ICONS = {"layers": "freeze.svg"}  # default: <key>.svg
 MENUS = ("File", "View", "Help")
@@ -74,10 +85,12 @@ class EngineLoader(QObject):
             text = describe_devices()
             tip = "\n".join(label for _, label in list_devices())
             self.loaded.emit(text, tip)
-        except Exception as exc:  # noqa: BLE001 - a broken install is shown, not raised in a thread
+        except Exception as exc:
             log.exception("could not load the engine")
-            self.failed.emit(f"torch or transformers failed to import: {type(exc).__name__}: {exc}",
-                             "reinstall TuneDesk's dependencies: pip install -e . (never another torch build)")
+            self.failed.emit(
+                f"torch or transformers failed to import: {type(exc).__name__}: {exc}",
+                "reinstall TuneDesk's dependencies: pip install -e . (never another torch build)",
+            )
 
 
 class MainWindow(QMainWindow):
@@ -128,8 +141,10 @@ class MainWindow(QMainWindow):
         self.device_label = QLabel("device: detecting…")
         self.device_label.setToolTip("torch loads after the window opens")
         self.home_label = QLabel(f"data: {home}")
-        self.home_label.setToolTip("TuneDesk's data folder: run history, checkpoints, settings of added models "
-                                   "(set TUNEDESK_HOME or --home to change it)")
+        self.home_label.setToolTip(
+            "TuneDesk's data folder: run history, checkpoints, settings of added models "
+            "(set TUNEDESK_HOME or --home to change it)"
+        )
         self.home_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.statusBar().addPermanentWidget(self.device_label)
         self.statusBar().addPermanentWidget(self.home_label)
@@ -179,7 +194,7 @@ class MainWindow(QMainWindow):
         try:
             mod = importlib.import_module(module)
             return getattr(mod, cls)(self.state)
-        except Exception as exc:  # noqa: BLE001 - one broken area must not keep the app from opening
+        except Exception as exc:
             log.exception("could not build the %s panel", title)
             label = QLabel(f"The {title} area could not be opened: {type(exc).__name__}: {exc}")
             label.setProperty("role", "error")
@@ -266,13 +281,15 @@ class MainWindow(QMainWindow):
 
             torch_line = f"torch {torch.__version__}"
         QMessageBox.about(
-            self, "About TuneDesk",
+            self,
+            "About TuneDesk",
             f"<h3>TuneDesk {tunedesk.__version__}</h3>"
             "<p>Fine-tune pre-trained models on this workstation, offline: pick a local model, choose "
             "visually which layers train, and follow every run.</p>"
             f"<p>Python {platform.python_version()} · PySide6 {pyside_version} · {torch_line}</p>"
             f"<p>Data folder: {self.state.home}</p>"
-            "<p>Licence: Apache-2.0. The bundled demo model all-MiniLM-L6-v2 is Apache-2.0.</p>")
+            "<p>Licence: Apache-2.0. The bundled demo model all-MiniLM-L6-v2 is Apache-2.0.</p>",
+        )
 
     # ---- engine (torch) --------------------------------------------------------------------------
 
@@ -325,10 +342,11 @@ class MainWindow(QMainWindow):
                 hook(self.settings)
         self.settings.sync()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: QCloseEvent) -> None:
         if self.state.running:
-            answer = QMessageBox.question(self, "Stop the run?",
-                                          "A run is training. Stop it (a resumable checkpoint is saved) and quit?")
+            answer = QMessageBox.question(
+                self, "Stop the run?", "A run is training. Stop it (a resumable checkpoint is saved) and quit?"
+            )
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return

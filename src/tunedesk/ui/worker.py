@@ -27,10 +27,20 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from tunedesk.engine.errors import ConfigError, DataError, ModelError, TuneDeskError
-from tunedesk.engine.events import (CheckpointSaved, Control, EpochEnded, Event, LogMessage, RunFinished, RunStarted,
-                                    SampleGenerated, StepLogged)
+from tunedesk.engine.run.events import (
+    CheckpointSaved,
+    Control,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    SampleGenerated,
+    StepLogged,
+)
 
 log = logging.getLogger("tunedesk.ui.worker")
+
 
 class StepBuffer:
     """Step events from the training thread, drained by the GUI thread in batches. Thread-safe."""
@@ -72,9 +82,18 @@ class PreparedInfo:
 
 
 def _info(prep: Any) -> PreparedInfo:
-    return PreparedInfo(prep.learning_rate, prep.head_learning_rate, prep.lr_explanation, prep.freeze_summary,
-                        prep.plan.trainable_params, prep.plan.total_params, list(prep.data.label_names),
-                        getattr(prep.data, "summary", ""), list(prep.warnings), prep.config.task)
+    return PreparedInfo(
+        prep.learning_rate,
+        prep.head_learning_rate,
+        prep.lr_explanation,
+        prep.freeze_summary,
+        prep.plan.trainable_params,
+        prep.plan.total_params,
+        list(prep.data.label_names),
+        getattr(prep.data, "summary", ""),
+        list(prep.warnings),
+        prep.config.task,
+    )
 
 
 def _error_parts(exc: BaseException) -> tuple[str, str, str]:
@@ -89,8 +108,11 @@ def _error_parts(exc: BaseException) -> tuple[str, str, str]:
             field_name = ""
         return exc.message, exc.hint, field_name
     log.exception("unexpected error in a worker")
-    return (f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in TuneDesk; the log has the details, and the app keeps working", "")
+    return (
+        f"internal error: {type(exc).__name__}: {exc}",
+        "this is a bug in TuneDesk; the log has the details, and the app keeps working",
+        "",
+    )
 
 
 class RunWorker(QObject):
@@ -109,8 +131,14 @@ class RunWorker(QObject):
     predicted = Signal(object, object)  # inputs, list of {label: score}
     predictFailed = Signal(str, str)  # message, hint
 
-    def __init__(self, config: Any = None, *, home: str | Path | None = None, resume_run_id: int | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        home: str | Path | None = None,
+        resume_run_id: int | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         if config is None and resume_run_id is None:
             raise ValueError("RunWorker needs a configuration or a run to resume")
@@ -153,14 +181,19 @@ class RunWorker(QObject):
     @Slot()
     def run(self) -> None:
         """Prepare and train (or resume). Never raises: every outcome is a signal."""
-        from tunedesk.engine import runner
+        from tunedesk.engine.run import runner
 
         result = None
         try:
             if self.resume_run_id is not None:
                 self.progress.emit(f"resuming run {self.resume_run_id}")
-                result = runner.resume(self.resume_run_id, home=self.home, listeners=[self.listen],
-                                       control=self.control, progress=self.progress.emit)
+                result = runner.resume(
+                    self.resume_run_id,
+                    home=self.home,
+                    listeners=[self.listen],
+                    control=self.control,
+                    progress=self.progress.emit,
+                )
             else:
                 prep = runner.prepare(self.config, self.progress.emit)
                 self._prep = prep
@@ -169,8 +202,9 @@ class RunWorker(QObject):
                     self.startFailed.emit("the run was cancelled before it started", "", "")
                     return
                 self.progress.emit("training")
-                result = runner.execute(self.config, home=self.home, listeners=[self.listen], control=self.control,
-                                        prepared=prep)
+                result = runner.execute(
+                    self.config, home=self.home, listeners=[self.listen], control=self.control, prepared=prep
+                )
             self.result = result
             self.run_id = result.run_id
         except Exception as exc:  # noqa: BLE001 - shown to the user; the app keeps running
@@ -218,18 +252,22 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
 
     from safetensors.torch import load_model
 
-    from tunedesk.engine.checkpoint import META_FILE, MODEL_FILE
     from tunedesk.engine.config import RunConfig
+    from tunedesk.engine.run.checkpoint import META_FILE, MODEL_FILE
     from tunedesk.engine.tasks import get_task
 
     best = Path(output_dir) / "best"
     if not (best / MODEL_FILE).is_file():
-        raise TuneDeskError("this run has no best checkpoint yet",
-                            "a best checkpoint is saved after the first validation; let the run finish an epoch")
+        raise TuneDeskError(
+            "this run has no best checkpoint yet",
+            "a best checkpoint is saved after the first validation; let the run finish an epoch",
+        )
     try:
         meta = json.loads((best / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise TuneDeskError(f"the best checkpoint's description in {best} is unreadable", "run the training again") from exc
+        raise TuneDeskError(
+            f"the best checkpoint's description in {best} is unreadable", "run the training again"
+        ) from exc
     if prep is not None:
         task, loaded, config = prep.task, prep.loaded, prep.config
     else:
@@ -260,8 +298,8 @@ class LRFinderWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from tunedesk.engine import runner
-        from tunedesk.engine.lr_finder import find_lr
+        from tunedesk.engine.run import runner
+        from tunedesk.engine.run.lr_finder import find_lr
 
         try:
             prep = runner.prepare(self.config, self.progress.emit)

@@ -149,7 +149,7 @@ def card_license(card: Path) -> str | None:
     if not text.startswith("---"):
         return None
     end = text.find("\n---", 3)
-    lines = text[3:end if end > 0 else len(text)].splitlines()
+    lines = text[3 : end if end > 0 else len(text)].splitlines()
     for i, line in enumerate(lines):
         match = re.match(r"^license:\s*(.*?)\s*$", line)
         if not match:
@@ -158,7 +158,7 @@ def card_license(card: Path) -> str | None:
         if value:
             return value
         items = []
-        for follow in lines[i + 1:]:
+        for follow in lines[i + 1 :]:
             item = re.match(r"^\s*-\s*(.+?)\s*$", follow)
             if not item:
                 break
@@ -167,8 +167,16 @@ def card_license(card: Path) -> str | None:
     return None
 
 
-def inspect_folder(folder: Path, *, entry_id: str, name: str, source: str, count_params: bool = True,
-                   store: CountStore | None = None, incomplete: str | None = None) -> ModelEntry:
+def inspect_folder(
+    folder: Path,
+    *,
+    entry_id: str,
+    name: str,
+    source: str,
+    count_params: bool = True,
+    store: CountStore | None = None,
+    incomplete: str | None = None,
+) -> ModelEntry:
     """Describe a model folder; every failure becomes ``problem`` text.
 
     ``incomplete`` is a download problem found outside the folder (``*.incomplete`` HF blobs).
@@ -183,8 +191,10 @@ def inspect_folder(folder: Path, *, entry_id: str, name: str, source: str, count
     if "config.json" not in names and "adapter_config.json" in names:
         adapter, _ = read_config(folder / "adapter_config.json")
         base = adapter.get("base_model_name_or_path") if adapter else None
-        entry.problem = (f"a fine-tuning adapter (adapter_config.json) for {base or 'another model'}, "
-                         "not a full model: pick its base model")
+        entry.problem = (
+            f"a fine-tuning adapter (adapter_config.json) for {base or 'another model'}, "
+            "not a full model: pick its base model"
+        )
         if "README.md" in names:
             entry.card_path = str(folder / "README.md")
         return entry

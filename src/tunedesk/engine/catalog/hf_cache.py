@@ -18,7 +18,7 @@ PREFIX = "models--"
 
 def repo_id_of(folder_name: str) -> str:
     """``models--org--name`` -> ``org/name`` (``models--gpt2`` -> ``gpt2``)."""
-    return folder_name[len(PREFIX):].replace("--", "/", 1)
+    return folder_name[len(PREFIX) :].replace("--", "/", 1)
 
 
 def folder_name_of(repo_id: str) -> str:
@@ -72,8 +72,15 @@ def repo_entry(repo_dir: Path, *, count_params: bool = True, store: CountStore |
     if snapshot is None:
         problem = incomplete or "nothing downloaded (no snapshot folder)"
         return ModelEntry(id=f"hf:{repo_id}", name=repo_id, path=str(repo_dir), source="hf_cache", problem=problem)
-    return inspect_folder(snapshot, entry_id=f"hf:{repo_id}", name=repo_id, source="hf_cache",
-                          count_params=count_params, store=store, incomplete=incomplete)
+    return inspect_folder(
+        snapshot,
+        entry_id=f"hf:{repo_id}",
+        name=repo_id,
+        source="hf_cache",
+        count_params=count_params,
+        store=store,
+        incomplete=incomplete,
+    )
 
 
 def list_repos(cache: Path) -> list[Path]:

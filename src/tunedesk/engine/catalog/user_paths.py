@@ -73,19 +73,29 @@ def remove_user_path(path: str | os.PathLike[str], home: Path | None = None) -> 
 
 
 def _file_entry(path: Path, count_params: bool, store: CountStore | None) -> ModelEntry:
-    unknown = (NOT_TORCHVISION if path.name.endswith((".pth", ".pt", ".ckpt"))
-               else "no config.json next to this weight file, so its architecture is unknown")
-    return checkpoint_entry(path, source="user_file", entry_id=f"file:{path}", count_params=count_params,
-                            store=store, unknown_problem=unknown)
+    unknown = (
+        NOT_TORCHVISION
+        if path.name.endswith((".pth", ".pt", ".ckpt"))
+        else "no config.json next to this weight file, so its architecture is unknown"
+    )
+    return checkpoint_entry(
+        path,
+        source="user_file",
+        entry_id=f"file:{path}",
+        count_params=count_params,
+        store=store,
+        unknown_problem=unknown,
+    )
 
 
 def _folder_entry(path: Path, count_params: bool, store: CountStore | None) -> ModelEntry:
     name = path.name
     parts = path.parts
     if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith(PREFIX):
-        name = parts[-3][len(PREFIX):].replace("--", "/", 1)  # a snapshot inside some HF cache
-    return inspect_folder(path, entry_id=f"folder:{path}", name=name, source="user_folder",
-                          count_params=count_params, store=store)
+        name = parts[-3][len(PREFIX) :].replace("--", "/", 1)  # a snapshot inside some HF cache
+    return inspect_folder(
+        path, entry_id=f"folder:{path}", name=name, source="user_folder", count_params=count_params, store=store
+    )
 
 
 def iter_user_path(path: Path, *, count_params: bool = True, store: CountStore | None = None) -> Iterator[ModelEntry]:
@@ -95,12 +105,22 @@ def iter_user_path(path: Path, *, count_params: bool = True, store: CountStore |
         is_dir = path.is_dir()
         exists = is_dir or path.exists()
     except OSError as exc:
-        yield ModelEntry(id=f"folder:{path}", name=path.name, path=str(path), source="user_folder",
-                         problem=f"cannot be read: {exc.strerror or exc}")
+        yield ModelEntry(
+            id=f"folder:{path}",
+            name=path.name,
+            path=str(path),
+            source="user_folder",
+            problem=f"cannot be read: {exc.strerror or exc}",
+        )
         return
     if not exists:
-        yield ModelEntry(id=f"folder:{path}", name=path.name, path=str(path), source="user_folder",
-                         problem="not found (moved or deleted?)")
+        yield ModelEntry(
+            id=f"folder:{path}",
+            name=path.name,
+            path=str(path),
+            source="user_folder",
+            problem="not found (moved or deleted?)",
+        )
         return
     if not is_dir:
         if (path.parent / "config.json").exists():
@@ -113,12 +133,18 @@ def iter_user_path(path: Path, *, count_params: bool = True, store: CountStore |
         found = True
         yield entry
     if not found:
-        yield ModelEntry(id=f"folder:{path}", name=path.name, path=str(path), source="user_folder",
-                         problem="no models found here (no config.json or weight files)")
+        yield ModelEntry(
+            id=f"folder:{path}",
+            name=path.name,
+            path=str(path),
+            source="user_folder",
+            problem="no models found here (no config.json or weight files)",
+        )
 
 
-def _walk(folder: Path, depth: int, visited: set[tuple[int, int]], count_params: bool,
-          store: CountStore | None) -> Iterator[ModelEntry]:
+def _walk(
+    folder: Path, depth: int, visited: set[tuple[int, int]], count_params: bool, store: CountStore | None
+) -> Iterator[ModelEntry]:
     try:
         st = folder.stat()
         key = (st.st_dev, st.st_ino)
@@ -128,8 +154,13 @@ def _walk(folder: Path, depth: int, visited: set[tuple[int, int]], count_params:
         children = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         if depth == 0:
-            yield ModelEntry(id=f"folder:{folder}", name=folder.name, path=str(folder), source="user_folder",
-                             problem=f"cannot read folder: {exc.strerror or exc}")
+            yield ModelEntry(
+                id=f"folder:{folder}",
+                name=folder.name,
+                path=str(folder),
+                source="user_folder",
+                problem=f"cannot read folder: {exc.strerror or exc}",
+            )
         return  # an unreadable subfolder of a collection is skipped: it may not be a model at all
     names = {c.name for c in children}
     if looks_like_model_folder(names):

@@ -110,8 +110,13 @@ def _expected(folder: Path, names: set[str], fmt: str) -> tuple[list[str], list[
     if single in names:
         return [single], []
     shards = [SHARD_RE.match(n) for n in names]
-    shards = [m for m in shards if m and m.group("ext") == ("safetensors" if fmt == "safetensors" else "bin")
-              and (fmt == "safetensors" or m.group("stem") == "pytorch_model")]
+    shards = [
+        m
+        for m in shards
+        if m
+        and m.group("ext") == ("safetensors" if fmt == "safetensors" else "bin")
+        and (fmt == "safetensors" or m.group("stem") == "pytorch_model")
+    ]
     if shards:
         m = shards[0]
         total = int(m.group("n"))
@@ -154,9 +159,16 @@ def inspect_weights(folder: Path, names: set[str]) -> WeightInfo:
             return info
     if candidates:
         return candidates[0]
-    other = sorted(n for n in names if n in ("tf_model.h5", "flax_model.msgpack", "model.onnx")
-                   or n.endswith((".pth", ".pt", ".ckpt", ".gguf")))
+    other = sorted(
+        n
+        for n in names
+        if n in ("tf_model.h5", "flax_model.msgpack", "model.onnx") or n.endswith((".pth", ".pt", ".ckpt", ".gguf"))
+    )
     if other:
-        return WeightInfo(problems=[f"only {', '.join(other[:3])}: no PyTorch weights a Hugging Face loader can "
-                                    "use (model.safetensors or pytorch_model.bin)"])
+        return WeightInfo(
+            problems=[
+                f"only {', '.join(other[:3])}: no PyTorch weights a Hugging Face loader can "
+                "use (model.safetensors or pytorch_model.bin)"
+            ]
+        )
     return WeightInfo(problems=["no weight files"])

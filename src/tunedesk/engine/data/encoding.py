@@ -17,8 +17,20 @@ _CHUNK = 1 << 20
 
 # When several code pages decode a sample equally well, prefer the one users most likely have.
 _PREFERRED = (
-    "cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "cp1255", "cp1256", "cp1258",
-    "cp932", "gb18030", "cp949", "big5", "koi8_r",
+    "cp1252",
+    "cp1250",
+    "cp1251",
+    "cp1253",
+    "cp1254",
+    "cp1257",
+    "cp1255",
+    "cp1256",
+    "cp1258",
+    "cp932",
+    "gb18030",
+    "cp949",
+    "big5",
+    "koi8_r",
 )
 _CHAOS_TIE = 0.01  # mess ratios this close count as equally good
 _CONFIDENT_CHAOS = 0.05
@@ -58,7 +70,7 @@ def first_decode_error(path: Path, encoding: str) -> tuple[int, int, bytes] | No
                 good = data[: e.start]
                 try:
                     newlines += codecs.decode(good, encoding, "replace").count("\n")
-                except Exception:  # pragma: no cover - stateful codecs; line stays approximate
+                except Exception:  # noqa: BLE001 - pragma: no cover - stateful codecs; line stays approximate
                     pass
                 return offset - len(pending) + e.start, newlines + 1, data[e.start : e.end]
             newlines += text.count("\n")
@@ -74,7 +86,7 @@ def _charset_normalizer_guess(sample: bytes) -> tuple[str, bool] | None:
         return None
     try:
         matches = list(from_bytes(sample))
-    except Exception:  # a detector failure must never stop loading: fall back
+    except Exception:  # noqa: BLE001 - a detector failure must never stop loading: fall back
         return None
     if not matches:
         return None
@@ -83,7 +95,7 @@ def _charset_normalizer_guess(sample: bytes) -> tuple[str, bool] | None:
         # The detector stops early once something decodes cleanly; ask about cp1252 directly.
         try:
             cp = from_bytes(sample, cp_isolation=["cp1252"]).best()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a detector failure falls back to UTF-8
             cp = None
         if cp is not None:
             candidates.append(({"cp1252"}, "cp1252", cp.chaos, cp.coherence))

@@ -66,7 +66,7 @@ def _check_image(path: str, min_size: int) -> str | None:
         return "not a readable image: unknown or damaged format"
     except Image.DecompressionBombError as e:
         return f"too large: {e}"
-    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error...) on bad data
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, struct.error...) on bad data
         text = str(e)
         if "truncated" in text.lower() or isinstance(e, EOFError):
             return "truncated image: the file is cut short"
@@ -252,7 +252,7 @@ def load_image(path: str) -> PILImage.Image:
         ) from None
     except UnidentifiedImageError:
         raise DataError(f"cannot read image {path}: unknown or damaged format", "remove or replace the file") from None
-    except Exception as e:  # truncated/corrupt data surfaces as OSError, SyntaxError, ...
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ...
         raise DataError(
             f"cannot read image {path}: {e or type(e).__name__}",
             "the file is damaged or cut short; remove or replace it (scanning with verify on finds these)",

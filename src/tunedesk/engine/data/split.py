@@ -22,7 +22,7 @@ def check_labels(labels: Sequence[str], source: str) -> list[str]:
     if not counts:
         raise DataError(f"{source} has no examples", "add labelled examples: at least 2 classes with examples each")
     if len(counts) == 1:
-        (label, n), = counts.items()
+        ((label, n),) = counts.items()
         raise DataError(
             f"{source} has only one class ({label!r}, {n} example{'s' if n != 1 else ''})",
             "a classifier needs at least 2 classes with examples each; add examples of the other classes "

@@ -51,7 +51,7 @@ def _table_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".json":
         hint = (
-            "TuneDesk reads JSON Lines: one object per line, like {\"text\": \"...\", \"label\": \"...\"}; "
+            'TuneDesk reads JSON Lines: one object per line, like {"text": "...", "label": "..."}; '
             "save the file as .jsonl"
         )
     elif suffix in (".txt", ".text", ""):
@@ -134,9 +134,7 @@ def _sniff_delimiter(path: Path, encoding: str, default: str) -> str:
     return default
 
 
-def iter_table_records(
-    path: Path, encoding: str, fmt: str, report: DataReport
-) -> Iterator[tuple[int, int, Any]]:
+def iter_table_records(path: Path, encoding: str, fmt: str, report: DataReport) -> Iterator[tuple[int, int, Any]]:
     """Yield ``(start_line, end_line, record)`` for each non-blank record.
 
     CSV: the first record is the header (a list of column names, BOM and spaces stripped), then
@@ -204,9 +202,7 @@ def _find_column(columns: list[str], wanted: str) -> int | None:
     return None
 
 
-def _missing_columns_error(
-    path: Path, columns: list[str], missing: list[tuple[str, str, str]], noun: str
-) -> DataError:
+def _missing_columns_error(path: Path, columns: list[str], missing: list[tuple[str, str, str]], noun: str) -> DataError:
     found = ", ".join(repr(c) for c in columns) if columns else "none"
     names = " and ".join(f"{option} {name!r}" for option, name, _ in missing)
     fixes = "; ".join(f"set {option} to the {kind} {noun}" for option, _, kind in missing)

@@ -26,14 +26,28 @@ _EXPORTS = {
     "edits": ("Edit", "apply_edit"),
     "flags": ("FLAG_BY_KEY", "FLAGS", "FlagInfo", "flags_for_kind"),
     "hashing": ("inspect_image", "normalise_text"),
-    "importers": ("IMPORT_KINDS", "CancelToken", "ImportCancelled", "ImportResult", "ImportSpec", "import_path",
-                  "run_import"),
+    "importers": (
+        "IMPORT_KINDS",
+        "CancelToken",
+        "ImportCancelled",
+        "ImportResult",
+        "ImportSpec",
+        "import_path",
+        "run_import",
+    ),
     "preview": ("TablePreview", "preview_table"),
     "splits": ("METHODS", "assign_splits", "plan_split", "split_dataset"),
     "store": ("KINDS", "SPLITS", "DatasetInfo", "DatasetStore", "Item", "VersionInfo"),
     "thumbnails": ("make_thumbnail", "thumbnail_dir"),
-    "versions": ("VersionExamples", "load_chat_version", "load_corpus_version", "load_version_examples",
-                 "task_for_version", "version_database", "version_kind"),
+    "versions": (
+        "VersionExamples",
+        "load_chat_version",
+        "load_corpus_version",
+        "load_version_examples",
+        "task_for_version",
+        "version_database",
+        "version_kind",
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["edits", "flags"]

@@ -157,8 +157,9 @@ def _near_image_pairs(rows: Sequence[tuple], options: CleaningOptions) -> list[t
     return pairs
 
 
-def analyse(rows: Sequence[Row] | Sequence[tuple], kind: str, options: CleaningOptions | None = None
-            ) -> tuple[list[int], list[list[int]]]:
+def analyse(
+    rows: Sequence[Row] | Sequence[tuple], kind: str, options: CleaningOptions | None = None
+) -> tuple[list[int], list[list[int]]]:
     """Duplicate flags (exact, near, conflicting labels, leakage) for each row, in order, and the
     duplicate groups as lists of row indexes (2+ members, sorted).
 
@@ -215,8 +216,10 @@ def duplicate_candidates(store: DatasetStore, dataset_id: int, kind: str) -> lis
     Images: every decodable image (near copies are found by comparing perceptual hashes)."""
     cols = "id, label, split, content_hash, near_hash, flags, 0"
     if kind == "image":
-        sql = (f"SELECT {cols} FROM dataset_items WHERE dataset_id = :ds AND (content_hash != '' OR near_hash != '') "
-               "ORDER BY position")
+        sql = (
+            f"SELECT {cols} FROM dataset_items WHERE dataset_id = :ds AND (content_hash != '' OR near_hash != '') "
+            "ORDER BY position"
+        )
     else:
         sql = f"""
             SELECT {cols} FROM dataset_items WHERE dataset_id = :ds AND (
@@ -234,7 +237,9 @@ def load_rows(store: DatasetStore, dataset_id: int, lengths: bool = True) -> lis
     length = "COALESCE(length(text), 0)" if lengths else "0"
     cur = store.conn.execute(
         f"SELECT id, label, split, content_hash, near_hash, flags, {length} "
-        "FROM dataset_items WHERE dataset_id = ? ORDER BY position", (dataset_id,))
+        "FROM dataset_items WHERE dataset_id = ? ORDER BY position",
+        (dataset_id,),
+    )
     return cur.fetchall()
 
 
@@ -258,9 +263,17 @@ def refresh_flags(store: DatasetStore, dataset_id: int, options: CleaningOptions
     texty = info.kind != "image"
     labelled = info.kind in LABELLED_KINDS
     conn = store.conn
-    rare = [r[0] for r in conn.execute(
-        "SELECT label FROM dataset_items WHERE dataset_id = ? AND label != '' GROUP BY label HAVING COUNT(*) < 2",
-        (dataset_id,))] if labelled else []
+    rare = (
+        [
+            r[0]
+            for r in conn.execute(
+                "SELECT label FROM dataset_items WHERE dataset_id = ? AND label != '' GROUP BY label HAVING COUNT(*) < 2",
+                (dataset_id,),
+            )
+        ]
+        if labelled
+        else []
+    )
     expr = f"""((flags & {F.FILE_FLAGS})
         | COALESCE((SELECT bits FROM temp.td_group_flags g WHERE g.id = dataset_items.id), 0)
         | (CASE WHEN {int(texty)} AND near_hash = '' THEN {F.EMPTY_TEXT} ELSE 0 END)
@@ -272,16 +285,23 @@ def refresh_flags(store: DatasetStore, dataset_id: int, options: CleaningOptions
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS td_rare (label TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM temp.td_group_flags")
         conn.execute("DELETE FROM temp.td_rare")
-        conn.executemany("INSERT INTO temp.td_group_flags (id, bits) VALUES (?, ?)",
-                         [(r[_ID], bits) for r, bits in zip(rows, group_flags) if bits])
+        conn.executemany(
+            "INSERT INTO temp.td_group_flags (id, bits) VALUES (?, ?)",
+            [(r[_ID], bits) for r, bits in zip(rows, group_flags) if bits],
+        )
         conn.executemany("INSERT INTO temp.td_rare (label) VALUES (?)", [(lab,) for lab in rare])
         before = conn.total_changes
-        conn.execute(f"UPDATE dataset_items SET flags = {expr} WHERE dataset_id = ? AND flags != {expr}",
-                     (dataset_id,))
+        conn.execute(f"UPDATE dataset_items SET flags = {expr} WHERE dataset_id = ? AND flags != {expr}", (dataset_id,))
         changed = conn.total_changes - before
     id_groups = [[rows[i][_ID] for i in g] for g in groups]
-    return CleaningReport(store.flag_counts(dataset_id), id_groups, [i for g in id_groups for i in g[1:]],
-                          sorted(rare), store.count_items(dataset_id), changed)
+    return CleaningReport(
+        store.flag_counts(dataset_id),
+        id_groups,
+        [i for g in id_groups for i in g[1:]],
+        sorted(rare),
+        store.count_items(dataset_id),
+        changed,
+    )
 
 
 def check_files(
@@ -296,7 +316,9 @@ def check_files(
     options = options or CleaningOptions()
     rows = store.conn.execute(
         "SELECT id, path, size_bytes, mtime, flags FROM dataset_items WHERE dataset_id = ? AND path IS NOT NULL "
-        "ORDER BY position", (dataset_id,)).fetchall()
+        "ORDER BY position",
+        (dataset_id,),
+    ).fetchall()
     out = {"checked": 0, "missing": 0, "changed": 0, "back": 0}
     updates: list[tuple] = []
     for n, (item_id, path, size, mtime, bits) in enumerate(rows):
@@ -322,9 +344,16 @@ def check_files(
                     conn.execute("UPDATE dataset_items SET flags = ? WHERE id = ?", (u[1], u[2]))
                 else:
                     _, item_id, bits, info = u
-                    store.set_file_info(item_id, flags=bits, content_hash=info.content_hash,
-                                        near_hash=info.near_hash, width=info.width, height=info.height,
-                                        size_bytes=info.size_bytes, mtime=info.mtime)
+                    store.set_file_info(
+                        item_id,
+                        flags=bits,
+                        content_hash=info.content_hash,
+                        near_hash=info.near_hash,
+                        width=info.width,
+                        height=info.height,
+                        size_bytes=info.size_bytes,
+                        mtime=info.mtime,
+                    )
     if progress is not None:
         progress(len(rows), len(rows))
     return out

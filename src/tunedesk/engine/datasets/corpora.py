@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import iter_table_records
-from tunedesk.engine.chat_format import normalise_record
 from tunedesk.engine.errors import DataError
+from tunedesk.engine.lm.chat_format import normalise_record
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 MAX_PASSAGE_CHARS = 20_000
@@ -31,14 +31,17 @@ def list_text_files(path: Path) -> list[Path]:
         raise DataError(f"not found: {path}", "choose a .txt file or a folder of .txt files")
     if path.is_file():
         if not path.name.lower().endswith(TEXT_SUFFIXES):
-            raise DataError(f"{path.name} is not a plain-text file",
-                            "choose a .txt file (or .md), or a folder of them; chat data goes in as chat JSONL")
+            raise DataError(
+                f"{path.name} is not a plain-text file",
+                "choose a .txt file (or .md), or a folder of them; chat data goes in as chat JSONL",
+            )
         return [path]
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and f.lower().endswith(TEXT_SUFFIXES)]
+        files += [
+            Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and f.lower().endswith(TEXT_SUFFIXES)
+        ]
     if not files:
         raise DataError(f"no .txt files in {path.name or path}", "put the corpus in .txt files (UTF-8) in that folder")
     return files
@@ -92,4 +95,5 @@ def iter_chat_records(path: Path, encoding: str, report: DataReport) -> Iterator
             f"{path.name} holds no conversations: no line has 'messages' or a prompt/response pair",
             'chat JSONL needs one conversation per line: {"messages": [{"role": "user", "content": "..."}, '
             '{"role": "assistant", "content": "..."}]} or {"prompt": "...", "response": "..."}; '
-            'for labelled texts use the text table import')
+            "for labelled texts use the text table import",
+        )

@@ -78,14 +78,18 @@ def rename_class(old: str, new: str) -> Edit:
 
 def merge_classes(sources: Sequence[str], target: str) -> Edit:
     target = check_class_name(target)
-    return Edit("merge_classes", {"sources": list(sources), "target": target},
-                f"merge {', '.join(sources)} into {target}")
+    return Edit(
+        "merge_classes", {"sources": list(sources), "target": target}, f"merge {', '.join(sources)} into {target}"
+    )
 
 
 def delete_class(name: str, delete_items: bool = False) -> Edit:
     """Remove a class; its items are deleted too, or (default) kept without a label."""
-    return Edit("delete_class", {"name": name, "delete_items": bool(delete_items)},
-                f"delete class {name}" + (" and its items" if delete_items else ""))
+    return Edit(
+        "delete_class",
+        {"name": name, "delete_items": bool(delete_items)},
+        f"delete class {name}" + (" and its items" if delete_items else ""),
+    )
 
 
 def delete_items(ids: Iterable[int]) -> Edit:
@@ -95,8 +99,11 @@ def delete_items(ids: Iterable[int]) -> Edit:
 
 def set_splits(splits: Mapping[int, str], settings: Mapping[str, Any] | None = None, text: str = "") -> Edit:
     """Assign items to "train", "val" or "" (not assigned); ``settings`` records how (method, ratio, seed)."""
-    return Edit("set_splits", {"splits": dict(splits), "settings": dict(settings) if settings is not None else None},
-                text or f"split {_plural(len(splits), 'item')}")
+    return Edit(
+        "set_splits",
+        {"splits": dict(splits), "settings": dict(settings) if settings is not None else None},
+        text or f"split {_plural(len(splits), 'item')}",
+    )
 
 
 def batch(edits: Sequence[Edit], text: str) -> Edit:
@@ -129,14 +136,20 @@ def _current(store: DatasetStore, ds: int, column: str, ids: Sequence[int]) -> d
     """id -> current value of ``column`` for those ids that are items of data set ``ds``."""
     if len(ids) > 20_000:  # one scan beats many "IN (...)" lookups
         wanted = set(ids)
-        return {i: v for i, v in store.conn.execute(
-            f"SELECT id, {column} FROM dataset_items WHERE dataset_id = ?", (ds,)) if i in wanted}
+        return {
+            i: v
+            for i, v in store.conn.execute(f"SELECT id, {column} FROM dataset_items WHERE dataset_id = ?", (ds,))
+            if i in wanted
+        }
     out: dict[int, str] = {}
     for part in chunks(ids):
         # "+dataset_id": look the ids up by primary key, not through the (dataset_id, ...) indexes
-        out.update(store.conn.execute(
-            f"SELECT id, {column} FROM dataset_items WHERE id IN ({', '.join('?' * len(part))}) AND +dataset_id = ?",
-            [*part, ds]).fetchall())
+        out.update(
+            store.conn.execute(
+                f"SELECT id, {column} FROM dataset_items WHERE id IN ({', '.join('?' * len(part))}) AND +dataset_id = ?",
+                [*part, ds],
+            ).fetchall()
+        )
     return out
 
 
@@ -149,8 +162,10 @@ def _set_labels(store: DatasetStore, ds: int, text: str, labels: Mapping[int, st
     new_classes = [lab for lab in dict.fromkeys(labels.values()) if lab and lab not in known]
     for lab in new_classes:
         check_class_name(lab)
-    conn.executemany("UPDATE dataset_items SET label = ? WHERE id = ?",
-                     [(labels[i], i) for i in ids if i in old and old[i] != labels[i]])
+    conn.executemany(
+        "UPDATE dataset_items SET label = ? WHERE id = ?",
+        [(labels[i], i) for i in ids if i in old and old[i] != labels[i]],
+    )
     undo = set_labels(old, text)
     if new_classes:
         store.replace_classes(ds, classes + new_classes)
@@ -175,7 +190,9 @@ def _add_class(store: DatasetStore, ds: int, text: str, name: str) -> Edit:
 def _require_class(store: DatasetStore, ds: int, name: str) -> list[str]:
     classes = store.classes(ds)
     if name not in classes:
-        raise DataError(f"there is no class {name!r}", "pick one of: " + ", ".join(classes) if classes else "add a class first")
+        raise DataError(
+            f"there is no class {name!r}", "pick one of: " + ", ".join(classes) if classes else "add a class first"
+        )
     return classes
 
 
@@ -234,16 +251,19 @@ def _restore_items(store: DatasetStore, ds: int, text: str, rows: Sequence[tuple
     return Edit("delete_items", {"ids": [r[0] for r in rows]}, text)
 
 
-def _set_splits(store: DatasetStore, ds: int, text: str, splits: Mapping[int, str],
-                settings: Mapping[str, Any] | None) -> Edit:
+def _set_splits(
+    store: DatasetStore, ds: int, text: str, splits: Mapping[int, str], settings: Mapping[str, Any] | None
+) -> Edit:
     bad = {s for s in splits.values() if s not in SPLITS and s != ""}
     if bad:
         raise DataError(f"unknown split {sorted(bad)[0]!r}", "use train or val")
     conn = store.conn
     ids = list(splits)
     old = _current(store, ds, "split", ids)
-    conn.executemany("UPDATE dataset_items SET split = ? WHERE id = ?",
-                     [(splits[i], i) for i in ids if i in old and old[i] != splits[i]])
+    conn.executemany(
+        "UPDATE dataset_items SET split = ? WHERE id = ?",
+        [(splits[i], i) for i in ids if i in old and old[i] != splits[i]],
+    )
     old_settings = None
     if settings is not None:
         old_settings = store.get_dataset(ds).split

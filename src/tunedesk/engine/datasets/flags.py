@@ -23,8 +23,12 @@ RARE_CLASS = 1 << 10
 UNLABELLED = 1 << 11
 
 FILE_FLAGS = UNREADABLE_IMAGE | TRUNCATED_IMAGE | TINY_IMAGE | MISSING_FILE
-PROBLEM_FLAG = {"unreadable": UNREADABLE_IMAGE, "truncated": TRUNCATED_IMAGE, "tiny": TINY_IMAGE,
-                "missing": MISSING_FILE}
+PROBLEM_FLAG = {
+    "unreadable": UNREADABLE_IMAGE,
+    "truncated": TRUNCATED_IMAGE,
+    "tiny": TINY_IMAGE,
+    "missing": MISSING_FILE,
+}
 
 
 @dataclass(frozen=True)
@@ -42,27 +46,63 @@ _ALL = ("text", "image", "text_corpus", "chat")
 _LABELLED = ("text", "image")
 
 FLAGS: tuple[FlagInfo, ...] = (
-    FlagInfo(EXACT_DUPLICATE, "exact_duplicate", "Exact duplicates",
-             "the same text or image file content appears more than once", _ALL, True),
-    FlagInfo(LABEL_CONFLICT, "label_conflict", "Conflicting labels",
-             "copies (exact or near) of one item carry different labels: at most one can be right",
-             _LABELLED),
-    FlagInfo(NEAR_DUPLICATE, "near_duplicate", "Near duplicates",
-             "texts equal up to case, punctuation and spacing; images that look the same", _ALL, True),
-    FlagInfo(LEAKAGE, "leakage", "Train/validation leakage",
-             "copies on both sides of the split: validation grades memory, so its score looks better than it is",
-             _ALL),
+    FlagInfo(
+        EXACT_DUPLICATE,
+        "exact_duplicate",
+        "Exact duplicates",
+        "the same text or image file content appears more than once",
+        _ALL,
+        True,
+    ),
+    FlagInfo(
+        LABEL_CONFLICT,
+        "label_conflict",
+        "Conflicting labels",
+        "copies (exact or near) of one item carry different labels: at most one can be right",
+        _LABELLED,
+    ),
+    FlagInfo(
+        NEAR_DUPLICATE,
+        "near_duplicate",
+        "Near duplicates",
+        "texts equal up to case, punctuation and spacing; images that look the same",
+        _ALL,
+        True,
+    ),
+    FlagInfo(
+        LEAKAGE,
+        "leakage",
+        "Train/validation leakage",
+        "copies on both sides of the split: validation grades memory, so its score looks better than it is",
+        _ALL,
+    ),
     FlagInfo(EMPTY_TEXT, "empty_text", "Empty texts", "nothing to learn from", _TEXTS),
-    FlagInfo(OVERLONG_TEXT, "overlong_text", "Overlong texts",
-             "longer than the limit: the model only sees the beginning", _TEXTS),
-    FlagInfo(UNREADABLE_IMAGE, "unreadable_image", "Unreadable images",
-             "the file is not an image, is damaged, or cannot be opened", ("image",)),
+    FlagInfo(
+        OVERLONG_TEXT,
+        "overlong_text",
+        "Overlong texts",
+        "longer than the limit: the model only sees the beginning",
+        _TEXTS,
+    ),
+    FlagInfo(
+        UNREADABLE_IMAGE,
+        "unreadable_image",
+        "Unreadable images",
+        "the file is not an image, is damaged, or cannot be opened",
+        ("image",),
+    ),
     FlagInfo(TRUNCATED_IMAGE, "truncated_image", "Truncated images", "the file is cut short", ("image",)),
     FlagInfo(TINY_IMAGE, "tiny_image", "Tiny images", "too few pixels to show the class", ("image",)),
-    FlagInfo(MISSING_FILE, "missing_file", "Missing files",
-             "the image was moved or deleted since the import", ("image",)),
-    FlagInfo(RARE_CLASS, "rare_class", "Classes under 2 examples",
-             "a class with fewer than 2 examples cannot be in both train and validation", _LABELLED),
+    FlagInfo(
+        MISSING_FILE, "missing_file", "Missing files", "the image was moved or deleted since the import", ("image",)
+    ),
+    FlagInfo(
+        RARE_CLASS,
+        "rare_class",
+        "Classes under 2 examples",
+        "a class with fewer than 2 examples cannot be in both train and validation",
+        _LABELLED,
+    ),
     FlagInfo(UNLABELLED, "unlabelled", "Not labelled", "the item has no label yet", _LABELLED),
 )
 FLAG_BY_KEY = {f.key: f for f in FLAGS}

@@ -152,7 +152,7 @@ def inspect_image(path: str, tiny: int = TINY_IMAGE_PIXELS) -> ImageInfo:
     except Image.DecompressionBombError as e:
         info.problem, info.detail = "unreadable", f"too large: {e}"
         return info
-    except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, struct.error ... on bad data
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, EOFError, struct.error ... on bad data
         text = str(e)
         if "truncated" in text.lower() or isinstance(e, EOFError):
             info.problem, info.detail = "truncated", "truncated image: the file is cut short"

@@ -12,8 +12,20 @@ from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import _check_file, _decode_error, _resolve_encoding, _table_format, iter_table_records
 from tunedesk.engine.errors import DataError
 
-TEXT_NAMES = ("text", "sentence", "content", "message", "body", "review", "comment", "question", "utterance",
-              "description", "document", "title")
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "content",
+    "message",
+    "body",
+    "review",
+    "comment",
+    "question",
+    "utterance",
+    "description",
+    "document",
+    "title",
+)
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "intent", "tag", "topic", "sentiment", "y")
 ENCODING_CHOICES = ("utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16", "cp1250", "cp1251", "mac_roman")
 
@@ -81,7 +93,9 @@ def preview_table(path: str | Path, encoding: str | None = None, max_rows: int =
         if fmt == "csv":
             first = next(records, None)
             if first is None:
-                raise DataError(f"{path.name} is empty", "add a header row naming the columns, then one example per row")
+                raise DataError(
+                    f"{path.name} is empty", "add a header row naming the columns, then one example per row"
+                )
             columns = list(first[2])
             for _, _, row in itertools.islice(records, max_rows):
                 rows.append([row[i] if i < len(row) else "" for i in range(len(columns))])
@@ -99,8 +113,19 @@ def preview_table(path: str | Path, encoding: str | None = None, max_rows: int =
         raise DataError(f"{path.name} has no columns", "the first row must be a header naming the columns")
     text_col, label_col = _guess(columns, rows)
     choices = [] if confident else list(dict.fromkeys([enc, *ENCODING_CHOICES]))
-    return TablePreview(str(path), fmt, enc, confident, columns, rows, text_col, label_col, path.stat().st_size,
-                        choices, [str(i) for i in report.issues[:10]])
+    return TablePreview(
+        str(path),
+        fmt,
+        enc,
+        confident,
+        columns,
+        rows,
+        text_col,
+        label_col,
+        path.stat().st_size,
+        choices,
+        [str(i) for i in report.issues[:10]],
+    )
 
 
 def _cell(value: object) -> str:

@@ -27,8 +27,10 @@ def check_split_settings(method: str, val_fraction: float, seed: int) -> None:
     if method not in METHODS:
         raise DataError(f"unknown split method {method!r}", "use stratified or random")
     if not isinstance(val_fraction, (int, float)) or math.isnan(val_fraction) or not 0.0 < val_fraction < 1.0:
-        raise DataError(f"the validation share must be between 0 and 1 (got {val_fraction})",
-                        "use e.g. 0.2 to keep a fifth of the data for validation")
+        raise DataError(
+            f"the validation share must be between 0 and 1 (got {val_fraction})",
+            "use e.g. 0.2 to keep a fifth of the data for validation",
+        )
     if not isinstance(seed, int) or seed < 0:
         raise DataError(f"the seed must be a whole number of 0 or more (got {seed!r})", "use e.g. 42")
 
@@ -58,8 +60,9 @@ def assign_splits(
     if not units:
         return out
     if method == "stratified" and labelled:
-        unit_labels = [labels[u[0]] if len(u) == 1 else Counter(labels[i] for i in u).most_common(1)[0][0]
-                       for u in units]
+        unit_labels = [
+            labels[u[0]] if len(u) == 1 else Counter(labels[i] for i in u).most_common(1)[0][0] for u in units
+        ]
         # A tie in most_common keeps first-seen order, which follows item order: deterministic.
         _, val_units = stratified_split(unit_labels, val_fraction, seed)
         val_set = set(val_units)
@@ -95,8 +98,9 @@ def plan_split(
     it on the UI's undo stack). Duplicate groups stay on one side."""
     check_split_settings(method, val_fraction, seed)
     info = store.get_dataset(dataset_id)
-    rows = store.conn.execute("SELECT id, label FROM dataset_items WHERE dataset_id = ? ORDER BY position",
-                              (dataset_id,)).fetchall()
+    rows = store.conn.execute(
+        "SELECT id, label FROM dataset_items WHERE dataset_id = ? ORDER BY position", (dataset_id,)
+    ).fetchall()
     if not rows:
         raise DataError(f"{info.name} has no items to split", "import data first")
     labelled = info.kind in LABELLED_KINDS
@@ -105,15 +109,16 @@ def plan_split(
     index = {r[0]: i for i, r in enumerate(rows)}
     groups = [[index[i] for i in g] for g in duplicate_groups(store, dataset_id, options)]
     sides = assign_splits([r[1] for r in rows], groups, method, val_fraction, seed, labelled)
-    settings: dict[str, Any] = {"method": method if labelled else "random", "val_fraction": val_fraction,
-                                "seed": seed}
+    settings: dict[str, Any] = {"method": method if labelled else "random", "val_fraction": val_fraction, "seed": seed}
     pct = round(val_fraction * 100)
-    return E.set_splits({r[0]: s for r, s in zip(rows, sides)}, settings,
-                        f"{settings['method']} split, {pct}% validation, seed {seed}")
+    return E.set_splits(
+        {r[0]: s for r, s in zip(rows, sides)}, settings, f"{settings['method']} split, {pct}% validation, seed {seed}"
+    )
 
 
-def split_dataset(store: DatasetStore, dataset_id: int, method: str = "stratified", val_fraction: float = 0.2,
-                  seed: int = 42) -> E.Edit:
+def split_dataset(
+    store: DatasetStore, dataset_id: int, method: str = "stratified", val_fraction: float = 0.2, seed: int = 42
+) -> E.Edit:
     """Split and store; returns the edit that undoes it."""
     return E.apply_edit(store, dataset_id, plan_split(store, dataset_id, method, val_fraction, seed))
 

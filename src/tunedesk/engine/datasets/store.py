@@ -35,8 +35,21 @@ LABELLED_KINDS = ("text", "image")
 SPLITS = ("train", "val")
 
 # Insert order used by importers (``insert_items``) and restores.
-ITEM_COLUMNS = ("position", "label", "split", "flags", "content_hash", "near_hash", "path", "source_line",
-                "width", "height", "size_bytes", "mtime", "text")
+ITEM_COLUMNS = (
+    "position",
+    "label",
+    "split",
+    "flags",
+    "content_hash",
+    "near_hash",
+    "path",
+    "source_line",
+    "width",
+    "height",
+    "size_bytes",
+    "mtime",
+    "text",
+)
 _ALL_ITEM_COLUMNS = ("id", "dataset_id") + ITEM_COLUMNS
 _CHUNK = 900  # ids per "IN (...)" query: below SQLite's default 999 variables
 
@@ -171,8 +184,9 @@ class DatasetStore:
         return None if row is None else row[0]
 
     # -- data sets --------------------------------------------------------------------------
-    def create_dataset(self, name: str, kind: str, source: str = "", import_info: dict | None = None,
-                       status: str = "ready") -> int:
+    def create_dataset(
+        self, name: str, kind: str, source: str = "", import_info: dict | None = None, status: str = "ready"
+    ) -> int:
         """A new, empty data set. Importers create it with status ``importing`` and call
         ``finish_import`` at the end; until then lists do not show it."""
         if kind not in KINDS:
@@ -183,16 +197,25 @@ class DatasetStore:
             cur = conn.execute(
                 "INSERT INTO datasets (name, kind, status, source, created_at, updated_at, pid, import_json) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, kind, status, source, now, now, os.getpid() if status == "importing" else None,
-                 _dumps(import_info or {})),
+                (
+                    name,
+                    kind,
+                    status,
+                    source,
+                    now,
+                    now,
+                    os.getpid() if status == "importing" else None,
+                    _dumps(import_info or {}),
+                ),
             )
             return int(cur.lastrowid)
 
     def finish_import(self, dataset_id: int, import_info: dict | None = None) -> None:
         with self.write() as conn:
             self._update_count(dataset_id)
-            conn.execute("UPDATE datasets SET status = 'ready', pid = NULL, updated_at = ? WHERE id = ?",
-                         (utc_now(), dataset_id))
+            conn.execute(
+                "UPDATE datasets SET status = 'ready', pid = NULL, updated_at = ? WHERE id = ?", (utc_now(), dataset_id)
+            )
             if import_info is not None:
                 conn.execute("UPDATE datasets SET import_json = ? WHERE id = ?", (_dumps(import_info), dataset_id))
 
@@ -207,7 +230,8 @@ class DatasetStore:
     def cleanup_interrupted_imports(self) -> list[int]:
         """Delete data sets whose import was killed (status ``importing`` and the process is gone)."""
         stale = [
-            int(i) for i, pid in self.conn.execute("SELECT id, pid FROM datasets WHERE status = 'importing'")
+            int(i)
+            for i, pid in self.conn.execute("SELECT id, pid FROM datasets WHERE status = 'importing'")
             if pid != os.getpid() and not pid_alive(pid)
         ]
         for dataset_id in stale:
@@ -216,8 +240,18 @@ class DatasetStore:
 
     def _dataset(self, row: sqlite3.Row | tuple) -> DatasetInfo:
         (id_, name, kind, status, source, created, updated, count, split_json, import_json) = row
-        return DatasetInfo(int(id_), name, kind, status, source, created, updated, int(count),
-                           _loads(split_json, {}), _loads(import_json, {}))
+        return DatasetInfo(
+            int(id_),
+            name,
+            kind,
+            status,
+            source,
+            created,
+            updated,
+            int(count),
+            _loads(split_json, {}),
+            _loads(import_json, {}),
+        )
 
     _DATASET_COLUMNS = "id, name, kind, status, source, created_at, updated_at, item_count, split_json, import_json"
 
@@ -256,8 +290,10 @@ class DatasetStore:
     # -- items ------------------------------------------------------------------------------
     def insert_items(self, dataset_id: int, rows: Iterable[Sequence[Any]]) -> None:
         """Insert rows of ``ITEM_COLUMNS`` values (one transaction; importers call it per batch)."""
-        sql = (f"INSERT INTO dataset_items (dataset_id, {', '.join(ITEM_COLUMNS)}) "
-               f"VALUES ({dataset_id:d}, {', '.join('?' * len(ITEM_COLUMNS))})")
+        sql = (
+            f"INSERT INTO dataset_items (dataset_id, {', '.join(ITEM_COLUMNS)}) "
+            f"VALUES ({dataset_id:d}, {', '.join('?' * len(ITEM_COLUMNS))})"
+        )
         with self.write() as conn:
             conn.executemany(sql, rows)
 
@@ -293,13 +329,21 @@ class DatasetStore:
         if needle:
             where.append("(td_contains(text, ?) OR td_contains(path, ?))")
             params += [needle, needle]
-        columns = {"position": "position", "label": "label", "split": "split", "flags": "flags",
-                   "text": "COALESCE(text, path)", "id": "id"}
+        columns = {
+            "position": "position",
+            "label": "label",
+            "split": "split",
+            "flags": "flags",
+            "text": "COALESCE(text, path)",
+            "id": "id",
+        }
         if order not in columns:
             raise ValueError(f"order must be one of {sorted(columns)}")
         direction = "DESC" if descending else "ASC"
-        sql = (f"SELECT id FROM dataset_items WHERE {' AND '.join(where)} "
-               f"ORDER BY {columns[order]} {direction}, position {direction}")
+        sql = (
+            f"SELECT id FROM dataset_items WHERE {' AND '.join(where)} "
+            f"ORDER BY {columns[order]} {direction}, position {direction}"
+        )
         return [r[0] for r in self.conn.execute(sql, params)]
 
     def items(self, ids: Sequence[int], *, text_limit: int | None = None) -> list[Item]:
@@ -323,7 +367,8 @@ class DatasetStore:
     def iter_items(self, dataset_id: int, batch: int = 5000) -> Iterator[Item]:
         cols = ", ".join(("id",) + ITEM_COLUMNS)
         cur = self.conn.execute(
-            f"SELECT {cols} FROM dataset_items WHERE dataset_id = ? ORDER BY position", (dataset_id,))
+            f"SELECT {cols} FROM dataset_items WHERE dataset_id = ? ORDER BY position", (dataset_id,)
+        )
         while True:
             rows = cur.fetchmany(batch)
             if not rows:
@@ -337,42 +382,65 @@ class DatasetStore:
         for part in chunks(list(ids)):
             out += self.conn.execute(
                 f"SELECT {', '.join(_ALL_ITEM_COLUMNS)} FROM dataset_items WHERE id IN ({', '.join('?' * len(part))})",
-                list(part)).fetchall()
+                list(part),
+            ).fetchall()
         return out
 
     def restore_rows(self, rows: Sequence[tuple]) -> None:
         self.conn.executemany(
             f"INSERT INTO dataset_items ({', '.join(_ALL_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_ITEM_COLUMNS))})",
-            rows)
+            rows,
+        )
 
     def ids_of_label(self, dataset_id: int, label: str) -> list[int]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM dataset_items WHERE dataset_id = ? AND label = ? ORDER BY position", (dataset_id, label))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM dataset_items WHERE dataset_id = ? AND label = ? ORDER BY position", (dataset_id, label)
+            )
+        ]
 
-    def set_file_info(self, item_id: int, *, flags: int, content_hash: str, near_hash: str, width: int | None,
-                      height: int | None, size_bytes: int | None, mtime: float | None) -> None:
+    def set_file_info(
+        self,
+        item_id: int,
+        *,
+        flags: int,
+        content_hash: str,
+        near_hash: str,
+        width: int | None,
+        height: int | None,
+        size_bytes: int | None,
+        mtime: float | None,
+    ) -> None:
         self.conn.execute(
             "UPDATE dataset_items SET flags = ?, content_hash = ?, near_hash = ?, width = ?, height = ?, "
             "size_bytes = ?, mtime = ? WHERE id = ?",
-            (flags, content_hash, near_hash, width, height, size_bytes, mtime, item_id))
+            (flags, content_hash, near_hash, width, height, size_bytes, mtime, item_id),
+        )
 
     # -- classes and counts ------------------------------------------------------------------
     def classes(self, dataset_id: int) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT name FROM dataset_classes WHERE dataset_id = ? ORDER BY position, name", (dataset_id,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT name FROM dataset_classes WHERE dataset_id = ? ORDER BY position, name", (dataset_id,)
+            )
+        ]
 
     def replace_classes(self, dataset_id: int, names: Sequence[str]) -> None:
         self.conn.execute("DELETE FROM dataset_classes WHERE dataset_id = ?", (dataset_id,))
-        self.conn.executemany("INSERT INTO dataset_classes (dataset_id, name, position) VALUES (?, ?, ?)",
-                              [(dataset_id, n, i) for i, n in enumerate(names)])
+        self.conn.executemany(
+            "INSERT INTO dataset_classes (dataset_id, name, position) VALUES (?, ?, ?)",
+            [(dataset_id, n, i) for i, n in enumerate(names)],
+        )
 
     def class_counts(self, dataset_id: int) -> dict[str, dict[str, int]]:
         """label -> {"train": n, "val": n, "": n (not assigned)}, for every class (empty ones too) and
         ``""`` (unlabelled) when there are unlabelled items."""
         out: dict[str, dict[str, int]] = {c: {"train": 0, "val": 0, "": 0} for c in self.classes(dataset_id)}
         for label, split, n in self.conn.execute(
-            "SELECT label, split, COUNT(*) FROM dataset_items WHERE dataset_id = ? GROUP BY label, split",
-            (dataset_id,)):
+            "SELECT label, split, COUNT(*) FROM dataset_items WHERE dataset_id = ? GROUP BY label, split", (dataset_id,)
+        ):
             out.setdefault(label, {"train": 0, "val": 0, "": 0})[split if split in SPLITS else ""] += n
         return out
 
@@ -381,7 +449,8 @@ class DatasetStore:
         counts = {f.key: 0 for f in F.FLAGS}
         rows = self.conn.execute(
             "SELECT flags, COUNT(*) FROM dataset_items WHERE dataset_id = ? AND flags != 0 GROUP BY flags",
-            (dataset_id,)).fetchall()
+            (dataset_id,),
+        ).fetchall()
         for bits, n in rows:
             for f in F.FLAGS:
                 if bits & f.bit:
@@ -392,13 +461,16 @@ class DatasetStore:
         return self.item_ids(dataset_id, flags=bits)
 
     # -- versions ---------------------------------------------------------------------------
-    _VERSION_COLUMNS = ("id, dataset_id, number, dataset_name, kind, content_hash, created_at, item_count, note, "
-                        "classes_json, split_json")
+    _VERSION_COLUMNS = (
+        "id, dataset_id, number, dataset_name, kind, content_hash, created_at, item_count, note, "
+        "classes_json, split_json"
+    )
 
     def _version(self, row: tuple) -> VersionInfo:
         (id_, ds, number, name, kind, chash, created, count, note, classes, split) = row
-        return VersionInfo(id_, ds, int(number), name, kind, chash, created, int(count), note,
-                           _loads(classes, []), _loads(split, {}))
+        return VersionInfo(
+            id_, ds, int(number), name, kind, chash, created, int(count), note, _loads(classes, []), _loads(split, {})
+        )
 
     def dataset_content_hash(self, dataset_id: int) -> str:
         """The hash a version saved now would get: kind, classes, and each item's content hash, label
@@ -408,8 +480,8 @@ class DatasetStore:
         h.update(info.kind.encode())
         h.update(b"\x1d" + "\x1f".join(self.classes(dataset_id)).encode("utf-8", "surrogatepass") + b"\x1d")
         cur = self.conn.execute(
-            "SELECT content_hash, label, split FROM dataset_items WHERE dataset_id = ? ORDER BY position",
-            (dataset_id,))
+            "SELECT content_hash, label, split FROM dataset_items WHERE dataset_id = ? ORDER BY position", (dataset_id,)
+        )
         while rows := cur.fetchmany(10_000):
             h.update("".join(f"{c}\x1f{lab}\x1f{s}\x1e" for c, lab, s in rows).encode("utf-8", "surrogatepass"))
         return h.hexdigest()
@@ -427,24 +499,46 @@ class DatasetStore:
             chash = self.dataset_content_hash(dataset_id)
             latest = conn.execute(
                 f"SELECT {self._VERSION_COLUMNS} FROM dataset_versions WHERE dataset_id = ? "
-                "ORDER BY number DESC LIMIT 1", (dataset_id,)).fetchone()
+                "ORDER BY number DESC LIMIT 1",
+                (dataset_id,),
+            ).fetchone()
             if latest is not None and latest[5] == chash:
                 version = self._version(latest)
                 version.reused = True
                 return version
-            number = int(self._one("SELECT COALESCE(MAX(number), 0) FROM dataset_versions WHERE dataset_id = ?",
-                                   (dataset_id,))) + 1
+            number = (
+                int(
+                    self._one(
+                        "SELECT COALESCE(MAX(number), 0) FROM dataset_versions WHERE dataset_id = ?", (dataset_id,)
+                    )
+                )
+                + 1
+            )
             version_id = f"ds{dataset_id}-v{number}"
             classes = self.classes(dataset_id)
             split = {"settings": info.split, "counts": self.class_counts(dataset_id)}
             conn.execute(
                 f"INSERT INTO dataset_versions ({self._VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (version_id, dataset_id, number, info.name, info.kind, chash, utc_now(), count, note.strip(),
-                 _dumps(classes), _dumps(split)))
+                (
+                    version_id,
+                    dataset_id,
+                    number,
+                    info.name,
+                    info.kind,
+                    chash,
+                    utc_now(),
+                    count,
+                    note.strip(),
+                    _dumps(classes),
+                    _dumps(split),
+                ),
+            )
             conn.execute(
                 "INSERT INTO dataset_version_items (version_id, position, item_id, label, split, content_hash, path, text) "
                 "SELECT ?, ROW_NUMBER() OVER (ORDER BY position), id, label, split, content_hash, path, text "
-                "FROM dataset_items WHERE dataset_id = ?", (version_id, dataset_id))
+                "FROM dataset_items WHERE dataset_id = ?",
+                (version_id, dataset_id),
+            )
             return self.get_version(version_id)
 
     def list_versions(self, dataset_id: int | None = None) -> list[VersionInfo]:
@@ -454,7 +548,8 @@ class DatasetStore:
         else:
             rows = self.conn.execute(
                 f"SELECT {self._VERSION_COLUMNS} FROM dataset_versions WHERE dataset_id = ? ORDER BY number DESC",
-                (dataset_id,))
+                (dataset_id,),
+            )
         return [self._version(r) for r in rows]
 
     def get_version(self, ref: str) -> VersionInfo:
@@ -464,12 +559,18 @@ class DatasetStore:
         if row is None and len(ref) >= 8:
             rows = self.conn.execute(
                 f"SELECT {self._VERSION_COLUMNS} FROM dataset_versions WHERE content_hash LIKE ? LIMIT 2",
-                (ref.lower() + "%",)).fetchall()
+                (ref.lower() + "%",),
+            ).fetchall()
             row = rows[0] if len(rows) == 1 else None
         if row is None:
-            known = [r[0] for r in self.conn.execute("SELECT id FROM dataset_versions ORDER BY created_at DESC LIMIT 5")]
-            hint = (f"saved versions include: {', '.join(known)}" if known else
-                    "no version is saved yet: open the Datasets area, then click Save version")
+            known = [
+                r[0] for r in self.conn.execute("SELECT id FROM dataset_versions ORDER BY created_at DESC LIMIT 5")
+            ]
+            hint = (
+                f"saved versions include: {', '.join(known)}"
+                if known
+                else "no version is saved yet: open the Datasets area, then click Save version"
+            )
             raise DataError(f"data set version {ref!r} not found in {self.path}", hint)
         return self._version(row)
 
@@ -477,4 +578,6 @@ class DatasetStore:
         """``(item_id, label, split, content_hash, path, text)`` of each item of a version, in order."""
         return self.conn.execute(
             "SELECT item_id, label, split, content_hash, path, text FROM dataset_version_items "
-            "WHERE version_id = ? ORDER BY position", (version_id,)).fetchall()
+            "WHERE version_id = ? ORDER BY position",
+            (version_id,),
+        ).fetchall()

@@ -14,8 +14,12 @@ from pathlib import Path
 from tunedesk.engine.datasets.store import DatasetStore, VersionInfo
 from tunedesk.engine.errors import DataError
 
-_KIND_WORDS = {"text": "labelled texts", "image": "labelled images", "text_corpus": "a text corpus",
-               "chat": "chat conversations"}
+_KIND_WORDS = {
+    "text": "labelled texts",
+    "image": "labelled images",
+    "text_corpus": "a text corpus",
+    "chat": "chat conversations",
+}
 
 
 def version_database(location: str | os.PathLike[str] | None = None) -> Path:
@@ -30,13 +34,19 @@ def version_database(location: str | os.PathLike[str] | None = None) -> Path:
     if p.is_dir():
         p = database_path(p)
     if not p.is_file():
-        raise DataError(f"no TuneDesk database at {p}",
-                        "leave data.path empty to use the current TuneDesk home, or point it at the home folder")
+        raise DataError(
+            f"no TuneDesk database at {p}",
+            "leave data.path empty to use the current TuneDesk home, or point it at the home folder",
+        )
     return p
 
 
-TASK_FOR_KIND = {"text": "text_classification", "image": "image_classification", "text_corpus": "causal_lm",
-                 "chat": "causal_lm"}
+TASK_FOR_KIND = {
+    "text": "text_classification",
+    "image": "image_classification",
+    "text_corpus": "causal_lm",
+    "chat": "causal_lm",
+}
 
 
 def task_for_version(ref: str, location: str | os.PathLike[str] | None = None) -> str:
@@ -85,7 +95,8 @@ def load_version_examples(ref: str, kind: str, location: str | os.PathLike[str] 
             raise DataError(
                 f"data set version {version.id} holds {_KIND_WORDS.get(version.kind, version.kind)}, "
                 f"not {_KIND_WORDS[kind]}",
-                f"pick a version of a {'text' if kind == 'text' else 'image'} data set, or change the task")
+                f"pick a version of a {'text' if kind == 'text' else 'image'} data set, or change the task",
+            )
         rows = store.version_rows(version.id)
     items, labels, splits = [], [], []
     unlabelled = empty = missing = 0
@@ -113,8 +124,10 @@ def load_version_examples(ref: str, kind: str, location: str | os.PathLike[str] 
     if missing:
         warnings.append(f"{missing} image files were moved or deleted since version {version.id} was saved: left out")
     if not items:
-        raise DataError(f"data set version {version.id} has no usable items",
-                        "label items in the Datasets area and save a new version")
+        raise DataError(
+            f"data set version {version.id} has no usable items",
+            "label items in the Datasets area and save a new version",
+        )
     split: list[str] | None = splits
     if not any(s in ("train", "val") for s in splits):
         split = None
@@ -127,7 +140,9 @@ def load_version_examples(ref: str, kind: str, location: str | os.PathLike[str] 
     return VersionExamples(version, items, labels, split, warnings)
 
 
-def load_corpus_version(ref: str, location: str | os.PathLike[str] | None = None) -> tuple[VersionInfo, list[str], list[str]]:
+def load_corpus_version(
+    ref: str, location: str | os.PathLike[str] | None = None
+) -> tuple[VersionInfo, list[str], list[str]]:
     """(version, passages, split per passage) of a text-corpus version, for the language-model task."""
     with DatasetStore(version_database(location)) as store:
         version = store.get_version(ref)
@@ -138,8 +153,9 @@ def load_corpus_version(ref: str, location: str | os.PathLike[str] | None = None
     return version, [t for t, _ in kept], [s for _, s in kept]
 
 
-def load_chat_version(ref: str, location: str | os.PathLike[str] | None = None
-                      ) -> tuple[VersionInfo, list[list[dict[str, str]]], list[str]]:
+def load_chat_version(
+    ref: str, location: str | os.PathLike[str] | None = None
+) -> tuple[VersionInfo, list[list[dict[str, str]]], list[str]]:
     """(version, conversations, split per conversation) of a chat version; each conversation is a
     list of {"role", "content"} messages."""
     with DatasetStore(version_database(location)) as store:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tunedesk.engine.freezing import ModelIndex, ResolvedPlan, index_model
+from tunedesk.engine.freezing.plan import ModelIndex, ResolvedPlan, index_model
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CUDA_CONTEXT = 1 << 30
@@ -48,14 +48,28 @@ class MemoryEstimate:
         return None if not available else self.total <= available
 
     def to_dict(self) -> dict[str, int]:
-        return {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
-                "activations": self.activations, "working": self.working, "overhead": self.overhead,
-                "total": self.total}
+        return {
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer": self.optimizer,
+            "activations": self.activations,
+            "working": self.working,
+            "overhead": self.overhead,
+            "total": self.total,
+        }
 
 
-def estimate_memory(model: nn.Module, plan: ResolvedPlan, *, batch_size: int, precision: str = "fp32",
-                    sequence_length: int = 128, image_size: int = 224, cuda: bool = False,
-                    config: object | None = None) -> MemoryEstimate:
+def estimate_memory(
+    model: nn.Module,
+    plan: ResolvedPlan,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    sequence_length: int = 128,
+    image_size: int = 224,
+    cuda: bool = False,
+    config: object | None = None,
+) -> MemoryEstimate:
     """Training memory at the step's peak: weights, AdamW state, gradients or stored activations
     (whichever is larger), one layer's working memory, and the CUDA context on a GPU.
 
@@ -69,7 +83,11 @@ def estimate_memory(model: nn.Module, plan: ResolvedPlan, *, batch_size: int, pr
         precision = "bf16" if cuda else "fp32"
     mixed = precision in ("bf16", "fp16")
     index = plan.index if plan.index is not None and plan.index.model_ref() is model else index_model(model)
-    flags = plan.flags if plan.flags and len(plan.flags) == len(index.names) else [plan.trainable.get(n, False) for n in index.names]
+    flags = (
+        plan.flags
+        if plan.flags and len(plan.flags) == len(index.names)
+        else [plan.trainable.get(n, False) for n in index.names]
+    )
     weights = gradients = optimizer = 0
     for size, nbytes, trains in zip(index.sizes, index.elem_bytes, flags):
         weights += size * nbytes
@@ -79,8 +97,9 @@ def estimate_memory(model: nn.Module, plan: ResolvedPlan, *, batch_size: int, pr
             if mixed and nbytes > 2:
                 weights += size * 2  # autocast caches a half-precision copy of trainable weights
     act_bytes = 2 if mixed else 4
-    activations, working = _activation_bytes(model, index, flags, batch_size, sequence_length, image_size, act_bytes,
-                                             config)
+    activations, working = _activation_bytes(
+        model, index, flags, batch_size, sequence_length, image_size, act_bytes, config
+    )
     overhead = CUDA_CONTEXT if cuda else 0
     return MemoryEstimate(weights, gradients, optimizer, activations, overhead, working)
 
@@ -109,8 +128,16 @@ def _cfg(cfg: object, *names: str) -> int | None:
     return None
 
 
-def _activation_bytes(model: nn.Module, index: ModelIndex, flags: list[bool], batch: int, seq: int, image: int,
-                      act_bytes: int, config: object | None) -> tuple[int, int]:
+def _activation_bytes(
+    model: nn.Module,
+    index: ModelIndex,
+    flags: list[bool],
+    batch: int,
+    seq: int,
+    image: int,
+    act_bytes: int,
+    config: object | None,
+) -> tuple[int, int]:
     """(activations kept for backward, working memory of the largest layer while it runs)."""
     if not any(flags):
         return 0, 0
@@ -122,8 +149,11 @@ def _activation_bytes(model: nn.Module, index: ModelIndex, flags: list[bool], ba
     if not (hidden and layers and heads):
         return _measured_activations(model, index, flags, batch, image, act_bytes)
     tokens = seq
-    if getattr(cfg, "model_type", "") in ("vit", "deit", "beit", "swin", "convnext", "dinov2", "siglip_vision_model") \
-            or _cfg(cfg, "patch_size") and not _cfg(cfg, "vocab_size"):
+    if (
+        getattr(cfg, "model_type", "") in ("vit", "deit", "beit", "swin", "convnext", "dinov2", "siglip_vision_model")
+        or _cfg(cfg, "patch_size")
+        and not _cfg(cfg, "vocab_size")
+    ):
         patch = _cfg(cfg, "patch_size") or 16
         tokens = (image // patch) ** 2 + 1  # vision transformers: patches are the sequence
     inter = _cfg(cfg, "intermediate_size", "n_inner", "ffn_dim", "d_ff") or 4 * hidden
@@ -142,19 +172,24 @@ def _activation_bytes(model: nn.Module, index: ModelIndex, flags: list[bool], ba
         per_layer += 5 * heads * tokens * tokens * batch * act_bytes // 2  # scores, softmax, dropout
     total = int(per_layer * layers * _first_trainable_block(index, flags))
     vocab = _cfg(cfg, "vocab_size")
-    if vocab and any(p == "lm_head" or p.endswith(".lm_head") for p in index.spans) or \
-            vocab and type(model).__name__.endswith(("ForCausalLM", "LMHeadModel")):
+    if (
+        vocab
+        and any(p == "lm_head" or p.endswith(".lm_head") for p in index.spans)
+        or vocab
+        and type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+    ):
         # logits, their fp32 copy, the loss's log-softmax and its gradient at the start of backward
         # (2.95 GiB measured for 8 x 1024 tokens x 32k vocabulary in bf16 on an H200: act_bytes + 10 per entry)
         total += batch * tokens * vocab * (act_bytes + 10)
     return total, int(per_layer)
 
 
-_measured: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_measured: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
-def _measured_activations(model: nn.Module, index: ModelIndex, flags: list[bool], batch: int, image: int,
-                          act_bytes: int) -> tuple[int, int]:
+def _measured_activations(
+    model: nn.Module, index: ModelIndex, flags: list[bool], batch: int, image: int, act_bytes: int
+) -> tuple[int, int]:
     """Leaf-module outputs from the first trainable layer on, for one image batch on the meta device.
 
     Only a model on the meta device is measured (no memory, no compute). The trace is taken once per
@@ -185,9 +220,11 @@ def _trace_leaf_outputs(model: nn.Module, image: int) -> list[tuple[str, int]]:
     for name, module in model.named_modules():
         # in-place layers (ReLU(inplace=True)) write into their input: no new memory
         if not any(True for _ in module.children()) and not getattr(module, "inplace", False):
+
             def hook(_m, _inp, out, name=name):
                 if isinstance(out, torch.Tensor):
                     trace.append((name, out.numel()))
+
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()  # one image: BatchNorm in training mode would refuse a 1x1 batch

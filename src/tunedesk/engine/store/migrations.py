@@ -18,9 +18,9 @@ To add one (e.g. data sets)::
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from sqlite_utils import Database
 
@@ -33,7 +33,7 @@ MIGRATIONS_TABLE = "_migrations"
 
 def utc_now() -> str:
     """ISO 8601 UTC with milliseconds: fixed width, so text order is time order."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _run(db: Database, *statements: str) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
@@ -102,7 +103,7 @@ class RunStore:
                 self._db.close()
             self._db = None
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -358,9 +359,7 @@ class RunStore:
         or not (only when the caller knows no other TuneDesk process is training).
         """
         db = self.db
-        rows = db.execute(
-            "SELECT id, pid, started_at FROM runs WHERE status IN ('running', 'queued')"
-        ).fetchall()
+        rows = db.execute("SELECT id, pid, started_at FROM runs WHERE status IN ('running', 'queued')").fetchall()
         stale = [(rid, started) for rid, pid, started in rows if all_unfinished or not pid_alive(pid)]
         if not stale:
             return []
@@ -441,7 +440,9 @@ class RunStore:
             return [dict(zip(STEP_COLUMNS, r)) for r in db.execute(select_all, args).fetchall()]
 
         head = [r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step LIMIT 2", args)]
-        tail = [r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step DESC LIMIT 2", args)]
+        tail = [
+            r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step DESC LIMIT 2", args)
+        ]
         if not head:
             return []
         first, last = head[0], tail[0]
@@ -536,7 +537,14 @@ class RunStore:
 
     def add_sample(self, run_id: int, step: int, epoch: int, prompt: str, text: str, ts: str | None = None) -> None:
         self.db["samples"].insert(
-            {"run_id": run_id, "step": step, "epoch": epoch, "prompt": prompt, "text": text, "created_at": ts or utc_now()}
+            {
+                "run_id": run_id,
+                "step": step,
+                "epoch": epoch,
+                "prompt": prompt,
+                "text": text,
+                "created_at": ts or utc_now(),
+            }
         )
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
@@ -557,7 +565,9 @@ def _order_by(order: str) -> str:
     column = parts[0].lower()
     direction = parts[1].lower() if len(parts) > 1 else "asc"
     if column not in ORDER_COLUMNS or direction not in ("asc", "desc") or len(parts) > 2:
-        raise ValueError(f"cannot order runs by {order!r}; use '<column> [asc|desc]' with one of {sorted(ORDER_COLUMNS)}")
+        raise ValueError(
+            f"cannot order runs by {order!r}; use '<column> [asc|desc]' with one of {sorted(ORDER_COLUMNS)}"
+        )
     return f"{column} {direction.upper()}, id {direction.upper()}"
 
 

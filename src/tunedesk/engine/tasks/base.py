@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ class Task(Protocol):
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
-    def new_eval_state(self, num_labels: int, device: torch.device) -> "EvalState": ...
+    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState: ...
 
 
 def hash_examples(rows: Sequence[tuple[str, str]]) -> str:
@@ -77,8 +78,9 @@ class EvalState:
         return classification_metrics(cm, label_names, loss)
 
 
-def classification_metrics(cm: torch.Tensor, label_names: list[str], loss: float
-                           ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
+def classification_metrics(
+    cm: torch.Tensor, label_names: list[str], loss: float
+) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
     """Accuracy, macro-F1 and per-class precision/recall/F1 from a confusion matrix (rows: truth)."""
     cm = cm.to(torch.float64)
     total = cm.sum().item()
@@ -88,11 +90,18 @@ def classification_metrics(cm: torch.Tensor, label_names: list[str], loss: float
     actual = cm.sum(1)
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp)
+    )
     present = actual > 0
     macro_f1 = f1[present].mean().item() if present.any() else 0.0
     per_class = {
-        name: {"precision": precision[i].item(), "recall": recall[i].item(), "f1": f1[i].item(), "support": int(actual[i].item())}
+        name: {
+            "precision": precision[i].item(),
+            "recall": recall[i].item(),
+            "f1": f1[i].item(),
+            "support": int(actual[i].item()),
+        }
         for i, name in enumerate(label_names)
     }
     metrics = {"val_loss": loss, "val_accuracy": correct / total if total else 0.0, "val_macro_f1": macro_f1}
@@ -101,7 +110,9 @@ def classification_metrics(cm: torch.Tensor, label_names: list[str], loss: float
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     non_blocking = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
+    }
 
 
 MAX_LISTED_ISSUES = 20
@@ -135,7 +146,9 @@ class ClassifierTask:
             if not val_idx:
                 from tunedesk.engine.errors import DataError
 
-                raise DataError(f"{examples.name} has no validation examples", "split the data set version before training")
+                raise DataError(
+                    f"{examples.name} has no validation examples", "split the data set version before training"
+                )
             return train_idx, val_idx
         from tunedesk.engine.data import stratified_split
 

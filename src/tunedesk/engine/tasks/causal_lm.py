@@ -1,7 +1,7 @@
 """Causal language modelling: adapt a local decoder LLM's tone or domain, fully, frozen in part, or with LoRA.
 
-Data and masks: tunedesk.engine.lm_data. LoRA: tunedesk.engine.lora. Export and "try it":
-tunedesk.engine.export_lm. The Trainer drives this task through the same plug-in calls as the
+Data and masks: tunedesk.engine.lm.data. LoRA: tunedesk.engine.lm.lora. Export and "try it":
+tunedesk.engine.lm.export. The Trainer drives this task through the same plug-in calls as the
 classifiers; the extras it uses here are ``adapt_plan`` (LoRA joins the freeze plan),
 ``generate_samples`` (a reply per user prompt at each evaluation) and ``save_best`` (only the
 parameters that trained, plus what is needed to rebuild the model from its base).
@@ -17,11 +17,19 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from tunedesk.engine import freezing, lm_data, lora
+from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, DataError, ModelError
-from tunedesk.engine.models import (LoadedModel, family_of, fingerprint, load_hf_config, quiet_transformers,
-                                    resolve_hf_path)
+from tunedesk.engine.lm import data as lm_data
+from tunedesk.engine.lm import lora
+from tunedesk.engine.models import (
+    LoadedModel,
+    family_of,
+    fingerprint,
+    load_hf_config,
+    quiet_transformers,
+    resolve_hf_path,
+)
 from tunedesk.engine.tasks.base import PreparedData
 
 BEST_WEIGHTS = "trainable.safetensors"
@@ -29,9 +37,28 @@ BEST_META = "tunedesk.json"
 TOKENIZER_DIR = "tokenizer"
 FORMAT = "tunedesk-causal-lm-1"
 # Encoders that AutoModelForCausalLM would still load (as an LM head over a bidirectional encoder)
-ENCODER_FAMILIES = {"bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "electra", "ernie", "data2vec-text",
-                    "rembert", "roformer", "megatron-bert", "big_bird", "xmod", "roc_bert", "distilbert", "deberta",
-                    "deberta-v2", "mpnet", "albert", "modernbert"}
+ENCODER_FAMILIES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "electra",
+    "ernie",
+    "data2vec-text",
+    "rembert",
+    "roformer",
+    "megatron-bert",
+    "big_bird",
+    "xmod",
+    "roc_bert",
+    "distilbert",
+    "deberta",
+    "deberta-v2",
+    "mpnet",
+    "albert",
+    "modernbert",
+}
 
 
 class LMOutput(NamedTuple):
@@ -61,8 +88,11 @@ class LMEvalState:
     def compute(self, label_names: list[str]) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
         tokens = float(self.tokens.cpu())
         loss = float(self.loss_sum.cpu()) / max(tokens, 1.0)
-        metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
-                   "val_token_accuracy": float(self.correct.cpu()) / max(tokens, 1.0)}
+        metrics = {
+            "val_loss": loss,
+            "val_perplexity": math.exp(min(loss, 50.0)),
+            "val_token_accuracy": float(self.correct.cpu()) / max(tokens, 1.0),
+        }
         return metrics, [], {}
 
 
@@ -73,11 +103,15 @@ def load_lm_tokenizer(path: str, chat: bool) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"no usable tokenizer in {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-                         "the model folder needs tokenizer.json (or the vocabulary files) next to config.json") from exc
+        raise ModelError(
+            f"no usable tokenizer in {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            "the model folder needs tokenizer.json (or the vocabulary files) next to config.json",
+        ) from exc
     if tok.eos_token_id is None:
-        raise ModelError(f"the tokenizer in {path} has no end-of-sequence token",
-                         "set eos_token in the folder's tokenizer_config.json")
+        raise ModelError(
+            f"the tokenizer in {path} has no end-of-sequence token",
+            "set eos_token in the folder's tokenizer_config.json",
+        )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if chat:
@@ -85,7 +119,9 @@ def load_lm_tokenizer(path: str, chat: bool) -> Any:
     return tok
 
 
-def load_causal_lm(spec: Any, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> tuple[nn.Module, Path, Any, list[str]]:
+def load_causal_lm(
+    spec: Any, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[nn.Module, Path, Any, list[str]]:
     """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings)."""
     import transformers
 
@@ -94,26 +130,36 @@ def load_causal_lm(spec: Any, *, dtype: torch.dtype = torch.float32, device: str
     config = load_hf_config(path, spec)
     auto = transformers.AutoModelForCausalLM
     if getattr(config, "model_type", "") in ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
-        raise ModelError(f"{path.name} is an encoder ({config.model_type}) model, not a decoder language model: "
-                         "it cannot write text", "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi; "
-                         "encoders suit text classification")
+        raise ModelError(
+            f"{path.name} is an encoder ({config.model_type}) model, not a decoder language model: "
+            "it cannot write text",
+            "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi; encoders suit text classification",
+        )
     if type(config) not in auto._model_mapping and not spec.trust_remote_code:
-        raise ModelError(f"{path.name} ({getattr(config, 'model_type', '?')}) is not a decoder language model that "
-                         "AutoModelForCausalLM can load", "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi")
+        raise ModelError(
+            f"{path.name} ({getattr(config, 'model_type', '?')}) is not a decoder language model that "
+            "AutoModelForCausalLM can load",
+            "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi",
+        )
     warnings: list[str] = []
     if device == "meta":
         with torch.device("meta"):
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
     elif spec.pretrained:
         try:
-            model = auto.from_pretrained(str(path), config=config, local_files_only=True, dtype=dtype,
-                                         trust_remote_code=spec.trust_remote_code)
+            model = auto.from_pretrained(
+                str(path), config=config, local_files_only=True, dtype=dtype, trust_remote_code=spec.trust_remote_code
+            )
         except (OSError, ValueError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "no file named" in msg.lower() or "does not appear to have a file named" in msg:
-                raise ModelError(f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
-                                 "the download may be incomplete: copy the weights into the folder") from exc
-            raise ModelError(f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model") from exc
+                raise ModelError(
+                    f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
+                    "the download may be incomplete: copy the weights into the folder",
+                ) from exc
+            raise ModelError(
+                f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
+            ) from exc
     else:
         torch.manual_seed(0)
         model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype)
@@ -123,7 +169,7 @@ def load_causal_lm(spec: Any, *, dtype: torch.dtype = torch.float32, device: str
 
 def _training_dtype(config: RunConfig) -> tuple[torch.dtype, torch.device | None, str]:
     """Frozen weights are kept in half precision when training runs in bf16/fp16 on a GPU."""
-    from tunedesk.engine.training import select_device, select_precision
+    from tunedesk.engine.devices import select_device, select_precision
 
     try:
         device = select_device(config.device)
@@ -168,7 +214,9 @@ class CausalLM:
             examples = load_lm_version(config)
             self.kind = examples.kind  # a chat version trains (and later answers) through the chat template
             return examples
-        raise ConfigError("data.kind", f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})")
+        raise ConfigError(
+            "data.kind", f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})"
+        )
 
     def label_names(self, examples: Any) -> list[str]:
         return []
@@ -178,9 +226,18 @@ class CausalLM:
             raise ModelError("language-model fine-tuning needs a Hugging Face model folder", "pick a causal LM folder")
         dtype = torch.float32 if device == "meta" else _training_dtype(config)[0]
         model, path, hf_config, warnings = load_causal_lm(config.model, dtype=dtype, device=device)
-        loaded = LoadedModel(model=model, head_paths=[], family=family_of(hf_config), architecture=type(model).__name__,
-                             path=str(path), pretrained=config.model.pretrained and device != "meta", warnings=warnings,
-                             fingerprint=fingerprint(path) if device != "meta" else None, kind="hf", label_names=[])
+        loaded = LoadedModel(
+            model=model,
+            head_paths=[],
+            family=family_of(hf_config),
+            architecture=type(model).__name__,
+            path=str(path),
+            pretrained=config.model.pretrained and device != "meta",
+            warnings=warnings,
+            fingerprint=fingerprint(path) if device != "meta" else None,
+            kind="hf",
+            label_names=[],
+        )
         self.base_path, self.base_fingerprint = str(path), loaded.fingerprint
         if device != "meta":
             tok = load_lm_tokenizer(str(path), chat=self.chat)
@@ -189,17 +246,27 @@ class CausalLM:
                 model.config.pad_token_id = tok.pad_token_id
             limit = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
             if limit and config.hparams.max_length > limit:
-                raise ConfigError("hparams.max_length", f"is {config.hparams.max_length} but {path.name} handles at most "
-                                  f"{limit} tokens", f"set max_length to {limit} or less")
+                raise ConfigError(
+                    "hparams.max_length",
+                    f"is {config.hparams.max_length} but {path.name} handles at most {limit} tokens",
+                    f"set max_length to {limit} or less",
+                )
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: lm_data.LMExamples) -> PreparedData:
         tok = loaded.processor
         enc = lm_data.encode_examples(tok, examples, config.hparams.max_length, config.data.val_fraction, config.seed)
         self.prompts = list(config.hparams.prompts) or lm_data.default_prompts(examples, enc.val_sources)
-        return PreparedData(train=enc.train, val=enc.val, collate=lm_data.LMCollate(tok.pad_token_id), label_names=[],
-                            name=examples.name, fingerprint=examples.fingerprint(), summary=enc.summary,
-                            warnings=enc.warnings)
+        return PreparedData(
+            train=enc.train,
+            val=enc.val,
+            collate=lm_data.LMCollate(tok.pad_token_id),
+            label_names=[],
+            name=examples.name,
+            fingerprint=examples.fingerprint(),
+            summary=enc.summary,
+            warnings=enc.warnings,
+        )
 
     def adapt_plan(self, config: RunConfig, loaded: LoadedModel, plan: freezing.ResolvedPlan) -> freezing.ResolvedPlan:
         """After the freeze plan: gradient checkpointing, LoRA adapters, fp32 for what trains."""
@@ -207,20 +274,29 @@ class CausalLM:
         h = config.hparams
         if h.gradient_checkpointing:
             if not getattr(model, "supports_gradient_checkpointing", False):
-                raise ConfigError("hparams.gradient_checkpointing", f"is not supported by {loaded.architecture}",
-                                  "switch it off, or use a shorter max_length / smaller batch")
+                raise ConfigError(
+                    "hparams.gradient_checkpointing",
+                    f"is not supported by {loaded.architecture}",
+                    "switch it off, or use a shorter max_length / smaller batch",
+                )
             enable_checkpointing(model)
             model.config.use_cache = False
             emb = model.get_input_embeddings()
-            if emb is not None and not any(plan.trainable.get(n, False) for n, _ in model.named_parameters()
-                                           if n.startswith(_module_name(model, emb) + ".")):
+            if emb is not None and not any(
+                plan.trainable.get(n, False)
+                for n, _ in model.named_parameters()
+                if n.startswith(_module_name(model, emb) + ".")
+            ):
                 model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
         self.targets = {}
         if config.freeze.lora.active:
             self.targets = lora.resolve_targets(model, config.freeze.lora, plan)
             if not self.targets:
-                raise ConfigError("freeze.lora", "chooses no layer for an adapter (every chosen layer trains fully or none matched)",
-                                  "pick the attention or all-linear preset, or freeze the layers you want adapters on")
+                raise ConfigError(
+                    "freeze.lora",
+                    "chooses no layer for an adapter (every chosen layer trains fully or none matched)",
+                    "pick the attention or all-linear preset, or freeze the layers you want adapters on",
+                )
             torch.manual_seed(config.seed)
             loaded.model = lora.wrap(model, self.targets, loaded.path)
             plan = lora.adapted_plan(loaded.model, plan, self.targets)
@@ -235,26 +311,32 @@ class CausalLM:
 
     # ---- training ---------------------------------------------------------------------------------
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> "LMOutput":
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LMOutput:
         """The model computes the shifted loss itself. No key/value cache; in training the logits are
         not kept (the loss's graph holds what backward needs), so the next step's forward does not
         run next to the previous step's batch x sequence x vocabulary tensor."""
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                    use_cache=False)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            use_cache=False,
+        )
         return LMOutput(out.loss, None if torch.is_grad_enabled() else out.logits)
 
-    def loss(self, output: "LMOutput", batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, output: LMOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return output.loss
 
     def new_eval_state(self, num_labels: int, device: torch.device) -> LMEvalState:
         return LMEvalState(device)
 
-    def generate_samples(self, model: nn.Module, loaded: LoadedModel, config: RunConfig, device: torch.device) -> list[tuple[str, str]]:
+    def generate_samples(
+        self, model: nn.Module, loaded: LoadedModel, config: RunConfig, device: torch.device
+    ) -> list[tuple[str, str]]:
         """Greedy replies to the run's prompts (the same decoding each time, so epochs compare)."""
         prompts = self.prompts or list(config.hparams.prompts)
         if not prompts:
             return []
-        from tunedesk.engine.training import select_precision
+        from tunedesk.engine.devices import select_precision
 
         precision = select_precision(config.precision, device)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -263,9 +345,16 @@ class CausalLM:
         out = []
         try:
             for prompt in prompts:
-                text = generate_text(model, loaded.processor, prompt, chat=self.chat,
-                                     max_new_tokens=config.hparams.sample_max_new_tokens, temperature=0.0,
-                                     device=device, autocast_dtype=dtype)
+                text = generate_text(
+                    model,
+                    loaded.processor,
+                    prompt,
+                    chat=self.chat,
+                    max_new_tokens=config.hparams.sample_max_new_tokens,
+                    temperature=0.0,
+                    device=device,
+                    autocast_dtype=dtype,
+                )
                 out.append((prompt, text))
         finally:
             model.train(was_training)
@@ -275,7 +364,7 @@ class CausalLM:
         """Only the parameters that train (adapters and/or unfrozen layers) plus how to rebuild the model."""
         from safetensors.torch import save_file
 
-        from tunedesk.engine.checkpoint import atomic_write, atomic_write_text
+        from tunedesk.engine.run.checkpoint import atomic_write, atomic_write_text
 
         folder = Path(output_dir) / "best"
         state = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
@@ -283,10 +372,18 @@ class CausalLM:
         tok_dir = folder / TOKENIZER_DIR
         if not tok_dir.is_dir() and loaded.processor is not None:
             loaded.processor.save_pretrained(str(tok_dir))
-        meta = {"format": FORMAT, "task": self.name, "base_path": loaded.path, "base_fingerprint": loaded.fingerprint,
-                "architecture": loaded.architecture, "family": loaded.family, "data_kind": self.kind,
-                "lora": {p: [t.rank, t.alpha, t.dropout] for p, t in self.targets.items()},
-                "trainable_names": sorted(state), "metrics": metrics}
+        meta = {
+            "format": FORMAT,
+            "task": self.name,
+            "base_path": loaded.path,
+            "base_fingerprint": loaded.fingerprint,
+            "architecture": loaded.architecture,
+            "family": loaded.family,
+            "data_kind": self.kind,
+            "lora": {p: [t.rank, t.alpha, t.dropout] for p, t in self.targets.items()},
+            "trainable_names": sorted(state),
+            "metrics": metrics,
+        }
         atomic_write_text(folder / BEST_META, json.dumps(meta, indent=2))
         return folder
 
@@ -315,16 +412,19 @@ def stop_token_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
     ids: list[int] = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if cached is None:
         cached = []
-        special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(
+            getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        )
         if getattr(tokenizer, "chat_template", None):
             try:
                 probe = "zq"
-                text, spans = lm_data.assistant_spans(tokenizer, [{"role": "user", "content": "hi"},
-                                                                  {"role": "assistant", "content": probe}])
+                text, spans = lm_data.assistant_spans(
+                    tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}]
+                )
                 if spans:
                     start, end = spans[-1]
                     at = text.find(probe, start)
-                    tail = text[at + len(probe):end] if at >= 0 else ""
+                    tail = text[at + len(probe) : end] if at >= 0 else ""
                     tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
                     first = next((i for i in tail_ids if i in special), None)
                     if first is not None:
@@ -346,9 +446,18 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     return ""
 
 
-def generate_text(model: nn.Module, tokenizer: Any, prompt: str | list[dict[str, str]], *, chat: bool, max_new_tokens: int,
-                  temperature: float = 0.0, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
-                  top_p: float = 0.95) -> str:
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str | list[dict[str, str]],
+    *,
+    chat: bool,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    top_p: float = 0.95,
+) -> str:
     """One reply: a chat (list of messages, or one user message) rendered with the template, or a plain
     text continued. ``temperature`` 0 decodes greedily."""
     device = torch.device(device)
@@ -363,13 +472,19 @@ def generate_text(model: nn.Module, tokenizer: Any, prompt: str | list[dict[str,
     enc = tokenizer(text, add_special_tokens=special, return_tensors="pt")
     if enc["input_ids"].shape[1] == 0:
         raise DataError("the prompt is empty after tokenisation", "type some text")
-    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                  eos_token_id=stop_token_ids(tokenizer, model), use_cache=True)
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_token_ids(tokenizer, model),
+        use_cache=True,
+    )
     if temperature and temperature > 0:
         kwargs.update(do_sample=True, temperature=float(temperature), top_p=top_p)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device), **kwargs)
-    new = out[0, enc["input_ids"].shape[1]:]
+        out = model.generate(
+            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device), **kwargs
+        )
+    new = out[0, enc["input_ids"].shape[1] :]
     return tokenizer.decode(new, skip_special_tokens=True).strip()

@@ -43,7 +43,9 @@ class _Images(torch.utils.data.Dataset):
 def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     from torchvision import transforms as T
 
-    train = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    train = T.Compose(
+        [T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+    )
     val = T.Compose([T.Resize(int(size * 1.143)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     return train, val
 
@@ -60,8 +62,13 @@ class ImageClassification(ClassifierTask):
         from tunedesk.engine.data import scan_image_folder
 
         items, report = scan_image_folder(d.path, max_items=d.max_items)
-        return ImageExamples([it.path for it in items], [it.label for it in items], Path(d.path).name,
-                             report.summary(), warnings=report_warnings(report))
+        return ImageExamples(
+            [it.path for it in items],
+            [it.label for it in items],
+            Path(d.path).name,
+            report.summary(),
+            warnings=report_warnings(report),
+        )
 
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
         if config.model.source == "torchvision":
@@ -89,10 +96,17 @@ class ImageClassification(ClassifierTask):
         t_train, t_val = image_transforms(config.hparams.image_size, mean, std)
         train = _Images([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], t_train)
         val = _Images([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], t_val)
-        return PreparedData(train=train, val=val, collate=None, label_names=label_names, name=examples.name,
-                            fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
-                            summary=examples.summary, warnings=list(examples.warnings or []),
-                            train_labels=[y[i] for i in train_idx])
+        return PreparedData(
+            train=train,
+            val=val,
+            collate=None,
+            label_names=label_names,
+            name=examples.name,
+            fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
+            summary=examples.summary,
+            warnings=list(examples.warnings or []),
+            train_labels=[y[i] for i in train_idx],
+        )
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["pixel_values"])

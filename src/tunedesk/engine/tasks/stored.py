@@ -9,8 +9,12 @@ side); a version saved before any split falls back to ``data.val_fraction`` and 
 from __future__ import annotations
 
 from tunedesk.engine.config import RunConfig
-from tunedesk.engine.datasets.versions import (load_chat_version, load_corpus_version, load_version_examples,
-                                               version_kind)
+from tunedesk.engine.datasets.versions import (
+    load_chat_version,
+    load_corpus_version,
+    load_version_examples,
+    version_kind,
+)
 from tunedesk.engine.errors import DataError
 from tunedesk.engine.tasks.image_classification import ImageExamples
 from tunedesk.engine.tasks.text_classification import TextExamples
@@ -39,7 +43,7 @@ def load_image_version(config: RunConfig) -> ImageExamples:
 
 def load_lm_version(config: RunConfig):
     """A text-corpus or chat version as ``lm_data.LMExamples`` (passages as documents), with its split."""
-    from tunedesk.engine.lm_data import LMExamples
+    from tunedesk.engine.lm.data import LMExamples
 
     d = config.data
     ref, location = d.dataset_version or "", d.path or None
@@ -51,16 +55,25 @@ def load_lm_version(config: RunConfig):
         version, passages, split = load_corpus_version(ref, location)
         kind, chats, documents = "text_corpus", [], [(f"passage {i + 1}", t) for i, t in enumerate(passages)]
     else:
-        raise DataError(f"data set version {ref} holds labelled items, not text for a language model",
-                        "import a text corpus (.txt) or chat JSONL in the Datasets area and train on its version")
+        raise DataError(
+            f"data set version {ref} holds labelled items, not text for a language model",
+            "import a text corpus (.txt) or chat JSONL in the Datasets area and train on its version",
+        )
     count = len(chats) if kind == "chat_jsonl" else len(documents)
     warnings = []
     if d.max_items is not None and count > d.max_items:
         warnings.append(f"data.max_items: using the first {d.max_items} of {count} items")
-        chats, documents, split = chats[:d.max_items], documents[:d.max_items], split[:d.max_items]
+        chats, documents, split = chats[: d.max_items], documents[: d.max_items], split[: d.max_items]
         count = d.max_items
     has_split = any(s in ("train", "val") for s in split)
     unit = "conversations" if kind == "chat_jsonl" else "passages"
     summary = f"data set version {version.id} (hash {version.content_hash[:12]}): {count} {unit}"
-    return LMExamples(kind, f"{version.dataset_name} ({version.id})", summary, documents=documents, conversations=chats,
-                      warnings=warnings, split=list(split) if has_split else None)
+    return LMExamples(
+        kind,
+        f"{version.dataset_name} ({version.id})",
+        summary,
+        documents=documents,
+        conversations=chats,
+        warnings=warnings,
+        split=list(split) if has_split else None,
+    )

@@ -50,9 +50,16 @@ class TextClassification(ClassifierTask):
             return load_text_version(config)
         from tunedesk.engine.data import read_text_table
 
-        rows, report = read_text_table(d.path, d.text_column, d.label_column, encoding=d.encoding, max_items=d.max_items)
-        return TextExamples([r.text for r in rows], [r.label for r in rows], Path(d.path).name, report.summary(),
-                            warnings=report_warnings(report))
+        rows, report = read_text_table(
+            d.path, d.text_column, d.label_column, encoding=d.encoding, max_items=d.max_items
+        )
+        return TextExamples(
+            [r.text for r in rows],
+            [r.label for r in rows],
+            Path(d.path).name,
+            report.summary(),
+            warnings=report_warnings(report),
+        )
 
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
         if config.model.source != "hf":
@@ -81,9 +88,16 @@ class TextClassification(ClassifierTask):
         if truncated:
             warnings.append(f"{truncated} texts were cut to max_length={config.hparams.max_length} tokens")
         return PreparedData(
-            train=subset(train_idx), val=subset(val_idx), collate=PadCollate(pad_id), label_names=label_names,
-            name=examples.name, fingerprint=hash_examples(list(zip(examples.texts, examples.labels))),
-            summary=examples.summary, warnings=warnings, train_labels=[y[i] for i in train_idx])
+            train=subset(train_idx),
+            val=subset(val_idx),
+            collate=PadCollate(pad_id),
+            label_names=label_names,
+            name=examples.name,
+            fingerprint=hash_examples(list(zip(examples.texts, examples.labels))),
+            summary=examples.summary,
+            warnings=warnings,
+            train_labels=[y[i] for i in train_idx],
+        )
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -115,7 +129,9 @@ class PadCollate:
                 out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
                 continue
             pad = self.pad_id if key == "input_ids" else 0
-            out[key] = torch.tensor([list(it[key]) + [pad] * (longest - len(it[key])) for it in items], dtype=torch.long)
+            out[key] = torch.tensor(
+                [list(it[key]) + [pad] * (longest - len(it[key])) for it in items], dtype=torch.long
+            )
         return out
 
 
@@ -125,8 +141,10 @@ def load_tokenizer(path: str):
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"no usable tokenizer in {path} ({str(exc).splitlines()[0]})",
-                         "the model folder needs tokenizer.json or vocab files next to config.json") from exc
+        raise ModelError(
+            f"no usable tokenizer in {path} ({str(exc).splitlines()[0]})",
+            "the model folder needs tokenizer.json or vocab files next to config.json",
+        ) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok

@@ -120,8 +120,9 @@ class PanelActions:
 
     def delete_class(self, name: str) -> None:
         n = len(self.store.ids_of_label(self.info.id, name)) if self.store and self.info else 0
-        box = QMessageBox(QMessageBox.Icon.Question, "Delete class",
-                          f"Delete the class {name!r}? It has {n:,} items.", parent=self)
+        box = QMessageBox(
+            QMessageBox.Icon.Question, "Delete class", f"Delete the class {name!r}? It has {n:,} items.", parent=self
+        )
         keep = box.addButton("Keep items, unlabelled", QMessageBox.ButtonRole.AcceptRole)
         drop = box.addButton("Delete its items too", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -222,12 +223,18 @@ class PanelActions:
 
         def done(result):
             ds_done, counts = result
-            if self.info is not None and ds_done == self.info.id and (counts["missing"] or counts["changed"]
-                                                                       or counts["back"]):
+            if (
+                self.info is not None
+                and ds_done == self.info.id
+                and (counts["missing"] or counts["changed"] or counts["back"])
+            ):
                 self.refresh_flags()
                 if counts["missing"]:
-                    self.show_message(f"{counts['missing']:,} image files were moved or deleted since the import: "
-                                      "they are flagged as missing", "warning")
+                    self.show_message(
+                        f"{counts['missing']:,} image files were moved or deleted since the import: "
+                        "they are flagged as missing",
+                        "warning",
+                    )
 
         self._start(Job("checking image files", work), done, lambda m, h: None)
 
@@ -269,8 +276,9 @@ class PanelActions:
             self.refresh_datasets()
             self.update_side()
             word = "unchanged since" if version.reused else "saved"
-            self.show_message(f"Version <b>{version.id}</b> {word} (hash <code>{version.content_hash[:12]}</code>)",
-                              "hint")
+            self.show_message(
+                f"Version <b>{version.id}</b> {word} (hash <code>{version.content_hash[:12]}</code>)", "hint"
+            )
             if then is not None:
                 then(version)
 
@@ -296,9 +304,11 @@ class PanelActions:
         if self.info is None or self.store is None:
             return
         answer = QMessageBox.question(
-            self, "Delete data set",
+            self,
+            "Delete data set",
             f"Delete {self.info.name!r} and its {self.info.item_count:,} items?\n"
-            "Saved versions stay, so past runs can still be reproduced. Image files are not touched.")
+            "Saved versions stay, so past runs can still be reproduced. Image files are not touched.",
+        )
         if answer == QMessageBox.StandardButton.Yes:
             self.store.delete_dataset(self.info.id)
             self.info = None
@@ -333,9 +343,14 @@ class PanelActions:
         return self._start_task(Job("importing", work), done)
 
     # ---- jobs ----------------------------------------------------------------------------------
-    def _start(self, job: Job, on_done: Callable[[Any], None], on_failed: Callable[[str, str], None],
-               on_progress: Callable[[int, int, str], None] | None = None,
-               on_finished: Callable[[], None] | None = None) -> Job:
+    def _start(
+        self,
+        job: Job,
+        on_done: Callable[[Any], None],
+        on_failed: Callable[[str, str], None],
+        on_progress: Callable[[int, int, str], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+    ) -> Job:
         self.jobs.add(job)
 
         def finished() -> None:

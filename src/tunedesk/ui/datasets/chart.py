@@ -62,11 +62,13 @@ class BalanceChart(QWidget):
         left = [0.0] * n
         for split in ("train", "val", ""):
             widths = [float(counts[lab][split]) for lab in labels]
-            if not any(widths) and (split != "train" or shown or any(counts[lab][s] for lab in labels
-                                                                      for s in ("val", ""))):
+            if not any(widths) and (
+                split != "train" or shown or any(counts[lab][s] for lab in labels for s in ("val", ""))
+            ):
                 continue  # nothing in this split (an empty chart still shows the train colour)
-            bar = pg.BarGraphItem(x0=left, y=ys, height=0.62, width=widths, brush=pg.mkBrush(*COLOURS[split]),
-                                  pen=pg.mkPen(None))
+            bar = pg.BarGraphItem(
+                x0=left, y=ys, height=0.62, width=widths, brush=pg.mkBrush(*COLOURS[split]), pen=pg.mkPen(None)
+            )
             plot.addItem(bar)
             shown.append(split)
             left = [a + b for a, b in zip(left, widths)]
@@ -76,8 +78,9 @@ class BalanceChart(QWidget):
         top = max(left) if left else 1.0
         plot.setXRange(0, top * 1.05 or 1, padding=0)
         plot.setYRange(-0.6, n - 0.4, padding=0)
-        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
-            f"<span style='color:rgb{COLOURS[s]}'>&#9632;</span> {NAMES[s]}" for s in shown))
+        self.legend.setText(
+            "&nbsp;&nbsp;&nbsp;".join(f"<span style='color:rgb{COLOURS[s]}'>&#9632;</span> {NAMES[s]}" for s in shown)
+        )
         self.legend.setTextFormat(Qt.TextFormat.RichText)
 
     def totals(self) -> dict[str, int]:

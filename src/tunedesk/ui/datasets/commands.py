@@ -36,15 +36,15 @@ class EditCommand(QUndoCommand):
 class LabelDelegate(QStyledItemDelegate):
     """Edit a label in place with the class names offered (a new name makes a new class)."""
 
-    def createEditor(self, parent, option, index):  # noqa: N802 - Qt API
+    def createEditor(self, parent, option, index):
         combo = QComboBox(parent)
         combo.setEditable(True)
         combo.addItems(index.model().classes)
         return combo
 
-    def setEditorData(self, editor, index):  # noqa: N802
+    def setEditorData(self, editor, index):
         editor.setCurrentText(index.data(Qt.ItemDataRole.EditRole) or "")
         editor.lineEdit().selectAll()
 
-    def setModelData(self, editor, model, index):  # noqa: N802
+    def setModelData(self, editor, model, index):
         model.setData(index, editor.currentText(), Qt.ItemDataRole.EditRole)

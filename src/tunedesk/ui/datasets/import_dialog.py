@@ -12,8 +12,21 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QLineEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.ui.datasets.jobs import Job, start_job, wait_job
 
@@ -183,7 +196,9 @@ class ImportDialog(QDialog):
         _role(self.status, "hint")
         job = Job("previewing", lambda progress, token: preview_table(path, encoding))
         self._job = job
-        start_job(job, self, lambda p, j=job: self._show_preview(p, j), lambda m, h, j=job: self._preview_failed(m, h, j))
+        start_job(
+            job, self, lambda p, j=job: self._show_preview(p, j), lambda m, h, j=job: self._preview_failed(m, h, j)
+        )
 
     def _show_preview(self, preview: TablePreview, job: Job | None = None) -> None:
         if job is not self._job:
@@ -279,6 +294,6 @@ class ImportDialog(QDialog):
                 spec.label_column = self.label_column.currentData() or ""
         return spec
 
-    def done(self, result: int) -> None:  # noqa: D401 - Qt API
+    def done(self, result: int) -> None:
         wait_job(self._job, 5000)
         super().done(result)

@@ -51,10 +51,12 @@ class Job(QObject):
             result = self.fn(self._progress, self.token)
         except TuneDeskError as exc:
             self.failed.emit(exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the app keeps working
+        except Exception as exc:
             log.exception("data set job %s failed", self.name)
-            self.failed.emit(f"internal error while {self.name}: {type(exc).__name__}: {exc}",
-                             "this is a bug in TuneDesk; the log has the details, and your data is unchanged")
+            self.failed.emit(
+                f"internal error while {self.name}: {type(exc).__name__}: {exc}",
+                "this is a bug in TuneDesk; the log has the details, and your data is unchanged",
+            )
         else:
             self.succeeded.emit(result)
         finally:
@@ -65,8 +67,14 @@ class _Relay(QObject):
     """Lives in the GUI thread: the job's signals reach these slots queued, so the callbacks (plain
     Python functions, which PySide would otherwise call in the emitting worker thread) run there."""
 
-    def __init__(self, parent: QObject, on_done: Callable[[Any], None], on_failed: Callable[[str, str], None],
-                 on_progress: Callable[[int, int, str], None] | None, on_finished: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        parent: QObject,
+        on_done: Callable[[Any], None],
+        on_failed: Callable[[str, str], None],
+        on_progress: Callable[[int, int, str], None] | None,
+        on_finished: Callable[[], None] | None,
+    ) -> None:
         super().__init__(parent)
         self.on_done, self.on_failed, self.on_progress, self.on_finished = on_done, on_failed, on_progress, on_finished
 
@@ -92,9 +100,14 @@ class _Relay(QObject):
             self.deleteLater()
 
 
-def start_job(job: Job, parent: QObject, on_done: Callable[[Any], None], on_failed: Callable[[str, str], None],
-              on_progress: Callable[[int, int, str], None] | None = None,
-              on_finished: Callable[[], None] | None = None) -> Job:
+def start_job(
+    job: Job,
+    parent: QObject,
+    on_done: Callable[[Any], None],
+    on_failed: Callable[[str, str], None],
+    on_progress: Callable[[int, int, str], None] | None = None,
+    on_finished: Callable[[], None] | None = None,
+) -> Job:
     """Run ``job`` in a new QThread (ended when the job finishes); the callbacks run in the GUI thread
     (the thread of ``parent``), ``on_finished`` last."""
     relay = _Relay(parent, on_done, on_failed, on_progress, on_finished)

@@ -14,9 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence, QStandardItem, QStandardItemModel, QUndoStack
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QSplitter, QTableView, QToolButton, QTreeView, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.datasets.flags import flags_for_kind
 from tunedesk.engine.errors import TuneDeskError
@@ -31,8 +45,12 @@ if TYPE_CHECKING:  # the engine's data set code (sqlite-utils, Pillow) loads aft
     from tunedesk.ui.datasets.jobs import Job
 
 
-KIND_NAMES = {"text": "labelled texts", "image": "labelled images", "text_corpus": "text corpus",
-              "chat": "chat conversations"}
+KIND_NAMES = {
+    "text": "labelled texts",
+    "image": "labelled images",
+    "text_corpus": "text corpus",
+    "chat": "chat conversations",
+}
 DATASET_ROLE = Qt.ItemDataRole.UserRole + 1
 VERSION_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -123,9 +141,11 @@ class DatasetsPanel(PanelActions, QWidget):
         self.table.setItemDelegateForColumn(1, LabelDelegate(self.table))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
-                                   | QAbstractItemView.EditTrigger.EditKeyPressed
-                                   | QAbstractItemView.EditTrigger.SelectedClicked)
+        self.table.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+            | QAbstractItemView.EditTrigger.SelectedClicked
+        )
         self.table.setWordWrap(False)
         self.table.setAlternatingRowColors(True)
         self.table.setSortingEnabled(False)
@@ -250,9 +270,20 @@ class DatasetsPanel(PanelActions, QWidget):
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.search, self.label_filter, self.split_filter, self.flag_filter, self.table,
-                  self.relabel_combo, self.relabel_button, self.delete_button, self.split_box, self.version_box,
-                  self.classes_box, self.delete_set_button):
+        for w in (
+            self.search,
+            self.label_filter,
+            self.split_filter,
+            self.flag_filter,
+            self.table,
+            self.relabel_combo,
+            self.relabel_button,
+            self.delete_button,
+            self.split_box,
+            self.version_box,
+            self.classes_box,
+            self.delete_set_button,
+        ):
             w.setEnabled(on)
         if on:
             self._selection_changed()
@@ -296,8 +327,10 @@ class DatasetsPanel(PanelActions, QWidget):
             item.setData(info.id, DATASET_ROLE)
             for v in sorted(versions_by_set.get(info.id, []), key=lambda v: -v.number):
                 child = QStandardItem(f"{v.id}  ·  {v.item_count:,} items")
-                child.setToolTip(f"saved {v.created_at[:19].replace('T', ' ')} UTC\nhash {v.content_hash}"
-                                 + (f"\n{v.note}" if v.note else ""))
+                child.setToolTip(
+                    f"saved {v.created_at[:19].replace('T', ' ')} UTC\nhash {v.content_hash}"
+                    + (f"\n{v.note}" if v.note else "")
+                )
                 child.setData(info.id, DATASET_ROLE)
                 child.setData(v.id, VERSION_ROLE)
                 item.appendRow(child)
@@ -415,8 +448,12 @@ class DatasetsPanel(PanelActions, QWidget):
     def apply_filters(self) -> None:
         if self.info is None:
             return
-        self.model.set_filters(label=self.label_filter.currentData(), split=self.split_filter.currentData(),
-                               flags=self.flag_filter.currentData() or 0, search=self.search.text())
+        self.model.set_filters(
+            label=self.label_filter.currentData(),
+            split=self.split_filter.currentData(),
+            flags=self.flag_filter.currentData() or 0,
+            search=self.search.text(),
+        )
         self._update_count()
 
     def _filter_label(self, label: str) -> None:
@@ -463,7 +500,9 @@ class DatasetsPanel(PanelActions, QWidget):
             self.chart.set_counts(counts)
         else:
             self.classes_box.set_counts({}, labelled=False)
-            self.chart.set_counts({"(all items)": {s: sum(c[s] for c in counts.values()) for s in ("train", "val", "")}})
+            self.chart.set_counts(
+                {"(all items)": {s: sum(c[s] for c in counts.values()) for s in ("train", "val", "")}}
+            )
         for widget in (self.classes_box, self.label_filter, self.relabel_combo, self.relabel_button):
             widget.setVisible(labelled)  # a corpus or a chat has no classes to edit
         self.balance_box.setTitle("Class balance" if labelled else "Training / validation")
@@ -471,8 +510,11 @@ class DatasetsPanel(PanelActions, QWidget):
         self.split_box.set_state(info.split, totals["train"], totals["val"], totals[""], labelled)
         self._update_version_box()
         classes = len([c for c in counts if c])
-        self.info_label.setText(f"{KIND_NAMES.get(info.kind, info.kind)} · {info.item_count:,} items"
-                                + (f" · {classes} classes" if labelled else "") + f" · from {info.source}")
+        self.info_label.setText(
+            f"{KIND_NAMES.get(info.kind, info.kind)} · {info.item_count:,} items"
+            + (f" · {classes} classes" if labelled else "")
+            + f" · from {info.source}"
+        )
         self._fill_label_filter()
         self._update_count()
 
@@ -488,6 +530,6 @@ class DatasetsPanel(PanelActions, QWidget):
             settings.setValue("datasets/current", self.info.id)
         self.stop_and_wait()
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event) -> None:
         self.stop_and_wait()
         super().closeEvent(event)

@@ -9,9 +9,22 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout,
-                               QHeaderView, QLabel, QPushButton, QSpinBox, QTableView, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.datasets.flags import FlagInfo, flags_for_kind
 
@@ -62,12 +75,19 @@ class ClassesBox(QGroupBox):
         buttons = QHBoxLayout()
         buttons.setSpacing(4)
         self.add_button = self._button("Add", "Add an empty class", self.addRequested.emit)
-        self.rename_button = self._button("Rename", "Rename the selected class",
-                                          lambda: self._with_selection(lambda n: self.renameRequested.emit(n[0])))
-        self.merge_button = self._button("Merge", "Merge the selected classes into one",
-                                         lambda: self._with_selection(self.mergeRequested.emit))
-        self.delete_button = self._button("Delete", "Delete the selected class",
-                                          lambda: self._with_selection(lambda n: self.deleteRequested.emit(n[0])))
+        self.rename_button = self._button(
+            "Rename",
+            "Rename the selected class",
+            lambda: self._with_selection(lambda n: self.renameRequested.emit(n[0])),
+        )
+        self.merge_button = self._button(
+            "Merge", "Merge the selected classes into one", lambda: self._with_selection(self.mergeRequested.emit)
+        )
+        self.delete_button = self._button(
+            "Delete",
+            "Delete the selected class",
+            lambda: self._with_selection(lambda n: self.deleteRequested.emit(n[0])),
+        )
         for b in (self.add_button, self.rename_button, self.merge_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
@@ -188,7 +208,7 @@ class CleaningBox(QGroupBox):
 
     def set_counts(self, counts_by_bit: dict[int, int], total: int, status: str = "") -> None:
         flagged_any = False
-        for bit, (count, title, select, extras) in self.rows.items():
+        for bit, (count, _title, select, extras) in self.rows.items():
             n = counts_by_bit.get(bit, 0)
             count.setText(f"{n:,}")
             _role(count, "warning" if n else "hint")
@@ -226,8 +246,9 @@ class SplitBox(QGroupBox):
         self.seed.setToolTip("The same seed gives the same split")
         self.button = QPushButton("Split")
         self.button.setToolTip("Assign every labelled item to train or validation; copies stay on one side")
-        self.button.clicked.connect(lambda: self.splitRequested.emit(
-            self.method.currentData(), self.val.value() / 100.0, self.seed.value()))
+        self.button.clicked.connect(
+            lambda: self.splitRequested.emit(self.method.currentData(), self.val.value() / 100.0, self.seed.value())
+        )
         self.summary = _role(QLabel("Not split yet"), "hint")
         self.summary.setWordWrap(True)
         row = QHBoxLayout()
@@ -290,8 +311,10 @@ class VersionBox(QGroupBox):
             self.label.setText("No version saved yet: <b>Save version</b> freezes the data for training")
             return
         when = version.created_at[:16].replace("T", " ")
-        text = (f"Latest: <b>{version.id}</b> · {version.item_count:,} items · {when} · "
-                f"<code>{version.content_hash[:8]}</code>")
+        text = (
+            f"Latest: <b>{version.id}</b> · {version.item_count:,} items · {when} · "
+            f"<code>{version.content_hash[:8]}</code>"
+        )
         self.label.setToolTip(f"version {version.id}, saved {when} UTC\ncontent hash {version.content_hash}")
         if changed:
             text += "<br><span style='color:#b07000'>Edited since: save a new version to train on the edits</span>"

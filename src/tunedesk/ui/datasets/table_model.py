@@ -27,9 +27,17 @@ TEXT_LIMIT = 400  # characters read per text for the table (the tooltip shows th
 WARN = QColor("#b07000")
 SPLIT_NAMES = {"train": "train", "val": "validation", "": "—"}
 SHORT_FLAG = {
-    F.EXACT_DUPLICATE: "duplicate", F.LABEL_CONFLICT: "conflict", F.NEAR_DUPLICATE: "near duplicate",
-    F.LEAKAGE: "leakage", F.EMPTY_TEXT: "empty", F.OVERLONG_TEXT: "overlong", F.UNREADABLE_IMAGE: "unreadable",
-    F.TRUNCATED_IMAGE: "truncated", F.TINY_IMAGE: "tiny", F.MISSING_FILE: "missing", F.RARE_CLASS: "rare class",
+    F.EXACT_DUPLICATE: "duplicate",
+    F.LABEL_CONFLICT: "conflict",
+    F.NEAR_DUPLICATE: "near duplicate",
+    F.LEAKAGE: "leakage",
+    F.EMPTY_TEXT: "empty",
+    F.OVERLONG_TEXT: "overlong",
+    F.UNREADABLE_IMAGE: "unreadable",
+    F.TRUNCATED_IMAGE: "truncated",
+    F.TINY_IMAGE: "tiny",
+    F.MISSING_FILE: "missing",
+    F.RARE_CLASS: "rare class",
     F.UNLABELLED: "no label",
 }
 
@@ -92,8 +100,11 @@ class ItemsModel(QAbstractTableModel):
     def columns(self) -> tuple[str, ...]:
         if self.is_image:
             return self.IMAGE_COLUMNS
-        return self.LM_COLUMNS if self.info is not None and self.info.kind in ("text_corpus", "chat") else \
-            self.TEXT_COLUMNS
+        return (
+            self.LM_COLUMNS
+            if self.info is not None and self.info.kind in ("text_corpus", "chat")
+            else self.TEXT_COLUMNS
+        )
 
     @property
     def is_chat(self) -> bool:
@@ -174,13 +185,13 @@ class ItemsModel(QAbstractTableModel):
         return self.ids[row] if 0 <= row < len(self.ids) else None
 
     # ---- Qt model API -----------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.ids)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.columns)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if orientation == Qt.Orientation.Horizontal:
@@ -189,8 +200,12 @@ class ItemsModel(QAbstractTableModel):
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)
-        if index.isValid() and self.columns[index.column()] == "Label" and self.info is not None \
-                and self.info.kind in ("text", "image"):
+        if (
+            index.isValid()
+            and self.columns[index.column()] == "Label"
+            and self.info is not None
+            and self.info.kind in ("text", "image")
+        ):
             return base | Qt.ItemFlag.ItemIsEditable
         return base
 
@@ -228,10 +243,12 @@ class ItemsModel(QAbstractTableModel):
                 return item.path
             if column == "Flags" and item.flags:
                 return "\n".join(F.flag_names(item.flags))
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if column == "Flags" or (column == "Label" and not item.label) or (
-                    column == "Text" and not (item.text or "").strip()):
-                return QBrush(WARN)
+        if role == Qt.ItemDataRole.ForegroundRole and (
+            column == "Flags"
+            or (column == "Label" and not item.label)
+            or (column == "Text" and not (item.text or "").strip())
+        ):
+            return QBrush(WARN)
         if role == Qt.ItemDataRole.DecorationRole and column == "Image" and self.thumbs is not None:
             if item.flags & (F.MISSING_FILE | F.UNREADABLE_IMAGE | F.TRUNCATED_IMAGE):
                 return self._broken
@@ -245,7 +262,9 @@ class ItemsModel(QAbstractTableModel):
             return item.id
         return None
 
-    def setData(self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+    def setData(
+        self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole
+    ) -> bool:
         if role != Qt.ItemDataRole.EditRole or not index.isValid() or self.columns[index.column()] != "Label":
             return False
         item = self.item_at(index.row())
@@ -257,7 +276,8 @@ class ItemsModel(QAbstractTableModel):
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         key = {"Text": "text", "Image": "text", "Label": "label", "Split": "split", "Flags": "flags"}.get(
-            self.columns[column] if column < len(self.columns) else "", "position")
+            self.columns[column] if column < len(self.columns) else "", "position"
+        )
         self.order = (key, order == Qt.SortOrder.DescendingOrder)
         self.reload()
 
@@ -269,4 +289,3 @@ class ItemsModel(QAbstractTableModel):
                 if item is not None and item.content_hash == content_hash:
                     idx = self.index(page_no * PAGE + k, 0)
                     self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
-

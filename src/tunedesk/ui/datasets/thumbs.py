@@ -66,8 +66,9 @@ class ThumbnailService(QObject):
     ready = Signal(str)  # content hash whose thumbnail is now in memory
     _request = Signal(str, str)
 
-    def __init__(self, cache_dir: Path, size: int = THUMB_SIZE, memory_items: int = 3000,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path, size: int = THUMB_SIZE, memory_items: int = 3000, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.size = size
         self._memory: OrderedDict[str, QImage | None] = OrderedDict()

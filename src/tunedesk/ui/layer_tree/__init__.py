@@ -5,8 +5,8 @@ own (the runs panel shows a past run's freeze map with it: ``set_model(loaded_or
 ``spec()``, ``specChanged(FreezeSpec)``). Importing this package does not import torch.
 """
 
-from tunedesk.ui.layer_tree.panel import LayerTreePanel
 from tunedesk.ui.layer_tree.item_model import FreezeTreeModel
+from tunedesk.ui.layer_tree.panel import LayerTreePanel
 from tunedesk.ui.layer_tree.tree import FreezeTreeWidget
 
 __all__ = ["FreezeTreeModel", "FreezeTreeWidget", "LayerTreePanel"]

@@ -9,7 +9,8 @@ so no Python object has to outlive its index.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
@@ -36,8 +37,14 @@ PathRole = Qt.ItemDataRole.UserRole + 1
 StateRole = Qt.ItemDataRole.UserRole + 2
 NEW_COLOUR_LIGHT, NEW_COLOUR_DARK = QColor("#1f6fd1"), QColor("#6aa9ff")
 LORA_COLOUR_LIGHT, LORA_COLOUR_DARK = QColor("#8e44ad"), QColor("#c39bd3")
-_ROW_ROLES = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.CheckStateRole, Qt.ItemDataRole.ForegroundRole,
-              Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole, StateRole]
+_ROW_ROLES = [
+    Qt.ItemDataRole.DisplayRole,
+    Qt.ItemDataRole.CheckStateRole,
+    Qt.ItemDataRole.ForegroundRole,
+    Qt.ItemDataRole.DecorationRole,
+    Qt.ItemDataRole.ToolTipRole,
+    StateRole,
+]
 # Item flags, combined once: enum arithmetic per call was a visible share of a repaint.
 _NO_FLAGS = Qt.ItemFlag.NoItemFlags
 _PLAIN = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
@@ -94,13 +101,13 @@ class FreezeTreeModel(QAbstractItemModel):
     # ---- content ----------------------------------------------------------------------------
 
     @property
-    def tree(self) -> "ModelTree | None":
+    def tree(self) -> ModelTree | None:
         return self._tree
 
     def spec(self) -> FreezeSpec:
         return copy.deepcopy(self._spec)
 
-    def set_tree(self, tree: "ModelTree | None", spec: FreezeSpec | None = None) -> None:
+    def set_tree(self, tree: ModelTree | None, spec: FreezeSpec | None = None) -> None:
         """Show another model (or none); the spec is resolved on it first, so a bad one raises here."""
         spec = copy.deepcopy(spec) if spec is not None else FreezeSpec()
         if tree is not None:
@@ -112,7 +119,7 @@ class FreezeTreeModel(QAbstractItemModel):
         self._highlight = set()
         self.endResetModel()
 
-    def set_spec(self, spec: FreezeSpec, *, emit: bool = False) -> list["ModuleNode"]:
+    def set_spec(self, spec: FreezeSpec, *, emit: bool = False) -> list[ModuleNode]:
         """Show another plan: only the rows whose counts changed are repainted. Raises ConfigError."""
         spec = copy.deepcopy(spec)
         changed: list[ModuleNode] = []
@@ -141,12 +148,12 @@ class FreezeTreeModel(QAbstractItemModel):
             return False
         return True
 
-    def toggle(self, node: "ModuleNode", train: bool) -> bool:
+    def toggle(self, node: ModuleNode, train: bool) -> bool:
         from tunedesk.engine import structure
 
         return self.edit(lambda tree, spec: structure.toggle(tree, spec, node.path, train))
 
-    def set_highlight(self, nodes: list["ModuleNode"]) -> None:
+    def set_highlight(self, nodes: list[ModuleNode]) -> None:
         old, self._highlight = self._highlight, {n.uid for n in nodes}
         if self._tree is not None and old != self._highlight:
             tree = self._tree
@@ -163,7 +170,7 @@ class FreezeTreeModel(QAbstractItemModel):
 
     # ---- change notification ------------------------------------------------------------------------
 
-    def _emit_rows(self, nodes: list["ModuleNode"], roles: list | None = None) -> None:
+    def _emit_rows(self, nodes: list[ModuleNode], roles: list | None = None) -> None:
         """dataChanged over the minimal ranges: consecutive changed siblings become one range.
 
         With a ``shown_parents`` hook, rows inside collapsed modules are skipped: no view shows them,
@@ -178,7 +185,9 @@ class FreezeTreeModel(QAbstractItemModel):
         last = len(HEADERS) - 1
         for parent_uid, rows in by_parent.items():
             rows.sort()
-            parent = QModelIndex() if parent_uid < 0 else self.createIndex(self._tree.nodes[parent_uid].row, 0, parent_uid)
+            parent = (
+                QModelIndex() if parent_uid < 0 else self.createIndex(self._tree.nodes[parent_uid].row, 0, parent_uid)
+            )
             start = prev = rows[0]
             for r in rows[1:] + [None]:
                 if r is not None and r == prev + 1:
@@ -204,7 +213,7 @@ class FreezeTreeModel(QAbstractItemModel):
         self._mult = None
         self._mult_cache = {}
 
-    def lr_of(self, node: "ModuleNode") -> tuple[float | None, bool]:
+    def lr_of(self, node: ModuleNode) -> tuple[float | None, bool]:
         """(multiplier shared by everything under the node or None when mixed, whether set on it exactly)."""
         cached = self._mult_cache.get(node.uid)
         if cached is not None:
@@ -220,19 +229,19 @@ class FreezeTreeModel(QAbstractItemModel):
         self._mult_cache[node.uid] = value
         return value
 
-    def set_lr(self, node: "ModuleNode", value: float | None) -> bool:
+    def set_lr(self, node: ModuleNode, value: float | None) -> bool:
         from tunedesk.engine import structure
 
         return self.edit(lambda tree, spec: structure.set_lr_multiplier(spec, node.path, value))
 
     # ---- QAbstractItemModel -------------------------------------------------------------------------
 
-    def node(self, index: QModelIndex) -> "ModuleNode | None":
+    def node(self, index: QModelIndex) -> ModuleNode | None:
         if not index.isValid() or self._tree is None:
             return None
         return self._tree.nodes[index.internalId()]
 
-    def index_of(self, node: "ModuleNode", column: int = 0) -> QModelIndex:
+    def index_of(self, node: ModuleNode, column: int = 0) -> QModelIndex:
         return self.createIndex(node.row, column, node.uid)
 
     def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:
@@ -253,7 +262,7 @@ class FreezeTreeModel(QAbstractItemModel):
             return QModelIndex()
         return self.createIndex(node.parent.row, 0, node.parent.uid)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         if self._tree is None:
             return 0
         if not parent.isValid():
@@ -262,13 +271,13 @@ class FreezeTreeModel(QAbstractItemModel):
             return 0
         return len(self._tree.nodes[parent.internalId()].children)
 
-    def hasChildren(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:  # noqa: N802
+    def hasChildren(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:
         return self.rowCount(parent) > 0
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return len(HEADERS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(HEADERS):
             return None
         if role == Qt.ItemDataRole.DisplayRole:
@@ -302,7 +311,7 @@ class FreezeTreeModel(QAbstractItemModel):
             return None
         return handler(tree.nodes[index.internalId()], index.column())
 
-    def _role_handlers(self) -> dict[int, Callable[["ModuleNode", int], Any]]:
+    def _role_handlers(self) -> dict[int, Callable[[ModuleNode, int], Any]]:
         checks = (Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)
         right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
@@ -337,7 +346,7 @@ class FreezeTreeModel(QAbstractItemModel):
             value = self._spec.lr_multipliers.get(node.path or "*")
             return "" if value is None else f"{value:g}"
 
-        R = Qt.ItemDataRole
+        R = Qt.ItemDataRole  # noqa: N806 - a short alias for the role enum
         return {
             int(R.DisplayRole): self._display,
             int(R.CheckStateRole): check,
@@ -352,7 +361,7 @@ class FreezeTreeModel(QAbstractItemModel):
             int(StateRole): lambda node, col: node.state,
         }
 
-    def _display(self, node: "ModuleNode", col: int) -> str:
+    def _display(self, node: ModuleNode, col: int) -> str:
         if col == COL_MODULE:
             return node.name
         if col == COL_TYPE:
@@ -382,13 +391,15 @@ class FreezeTreeModel(QAbstractItemModel):
             return f"×{value:g}" if exact or value != 1.0 else ""
         return ""
 
-    def _tooltip(self, node: "ModuleNode", col: int) -> str:
+    def _tooltip(self, node: ModuleNode, col: int) -> str:
         from tunedesk.engine import structure
 
         lines = [f"<b>{node.path or node.name}</b> ({node.type}{', ' + node.detail if node.detail else ''})"]
         if node.total_params:
-            lines.append(f"{node.trainable:,} of {node.total_params:,} parameters train "
-                         f"({percent(node.trainable, node.total_params)})")
+            lines.append(
+                f"{node.trainable:,} of {node.total_params:,} parameters train "
+                f"({percent(node.trainable, node.total_params)})"
+            )
             if node.own_params and node.children:
                 lines.append(f"{node.own_params:,} of them belong to this module itself")
         else:
@@ -397,8 +408,10 @@ class FreezeTreeModel(QAbstractItemModel):
             lines.append("<b>New task head</b>: starts from random weights; it trains unless the plan is 'nothing'")
         if node.lora is not None:
             t = node.lora
-            lines.append(f"<b>LoRA adapter</b> rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}: "
-                         f"{node.adapters:,} adapter parameters train, the layer's own weights stay frozen")
+            lines.append(
+                f"<b>LoRA adapter</b> rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}: "
+                f"{node.adapters:,} adapter parameters train, the layer's own weights stay frozen"
+            )
         elif node.adapters:
             lines.append(f"LoRA adapters inside: {node.adapters:,} adapter parameters")
         if node.is_block and node.block_index is not None:
@@ -407,12 +420,16 @@ class FreezeTreeModel(QAbstractItemModel):
             keep = not self._spec.train_batchnorm_stats
             lines.append("frozen BatchNorm: running statistics " + ("kept as loaded" if keep else "still updated"))
         if node.total_params and self._tree is not None:
-            lines.append(f"decided by {structure.explain(self._tree, self._spec, node.path) if node.path else 'the preset'}")
+            lines.append(
+                f"decided by {structure.explain(self._tree, self._spec, node.path) if node.path else 'the preset'}"
+            )
         if col == COL_LR and node.total_params:
             lines.append("double-click to set a learning-rate multiplier for this module (empty = inherit)")
         return "<br>".join(lines)
 
-    def setData(self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+    def setData(
+        self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole
+    ) -> bool:
         node = self.node(index)
         if node is None or self.read_only:
             return False
@@ -426,7 +443,9 @@ class FreezeTreeModel(QAbstractItemModel):
             try:
                 number = float(text)
             except ValueError:
-                self.editFailed.emit(f"{text!r} is not a number", "type a multiplier such as 0.5, or clear the cell to inherit")
+                self.editFailed.emit(
+                    f"{text!r} is not a number", "type a multiplier such as 0.5, or clear the cell to inherit"
+                )
                 return False
             return self.set_lr(node, number)
         return False

@@ -14,9 +14,26 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox, QSplitter,
-                               QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.engine.errors import TuneDeskError
@@ -52,10 +69,13 @@ class _BuildWorker(QObject):
             self.built.emit(self.token, tree)
         except TuneDeskError as exc:
             self.failed.emit(self.token, exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - the panel must stay usable
+        except Exception as exc:
             log.exception("could not build the layer tree")
-            self.failed.emit(self.token, f"could not build the layer tree: {type(exc).__name__}: {exc}",
-                             "this is a bug in TuneDesk; the log has the details")
+            self.failed.emit(
+                self.token,
+                f"could not build the layer tree: {type(exc).__name__}: {exc}",
+                "this is a bug in TuneDesk; the log has the details",
+            )
         finally:
             self.finished.emit()
 
@@ -101,10 +121,15 @@ class LayerTreePanel(QWidget):
 
         self.pages = QStackedWidget()
         outer.addWidget(self.pages, 1)
-        self.pages.addWidget(self._message_page(
-            "Pick a model in Models, then choose what trains here.",
-            "Tick a module to train it, untick it to freeze it. Presets, a module finder and a live memory "
-            "estimate help you choose. Nothing is loaded until you train.", "Open Models", self._open_models))
+        self.pages.addWidget(
+            self._message_page(
+                "Pick a model in Models, then choose what trains here.",
+                "Tick a module to train it, untick it to freeze it. Presets, a module finder and a live memory "
+                "estimate help you choose. Nothing is loaded until you train.",
+                "Open Models",
+                self._open_models,
+            )
+        )
         loading = QWidget()
         ll = QVBoxLayout(loading)
         ll.addStretch(1)
@@ -171,8 +196,12 @@ class LayerTreePanel(QWidget):
         self.preset_all.setToolTip("Train every parameter (full fine-tuning)")
         self.preset_head.setToolTip("Train only the new task head; the pre-trained body stays frozen")
         self.preset_none.setToolTip("Freeze everything, then tick what should train")
-        for button, key in ((self.preset_all, "all"), (self.preset_head, "head_only"), (self.preset_last, "last_n_blocks"),
-                            (self.preset_none, "none")):
+        for button, key in (
+            (self.preset_all, "all"),
+            (self.preset_head, "head_only"),
+            (self.preset_last, "last_n_blocks"),
+            (self.preset_none, "none"),
+        ):
             self.preset_group.addButton(button, PRESET_IDS[key])
         presets.addWidget(self.preset_all)
         presets.addWidget(self.preset_head)
@@ -183,15 +212,19 @@ class LayerTreePanel(QWidget):
         self.freeze_embeddings = QCheckBox("Freeze embeddings")
         self.freeze_embeddings.setToolTip("Keep the input embeddings as pre-trained (a rule @embeddings → freeze)")
         self.freeze_norms = QCheckBox("Freeze normalisation layers")
-        self.freeze_norms.setToolTip("Keep LayerNorm / RMSNorm / BatchNorm weights as pre-trained (a rule @norms → freeze)")
+        self.freeze_norms.setToolTip(
+            "Keep LayerNorm / RMSNorm / BatchNorm weights as pre-trained (a rule @norms → freeze)"
+        )
         presets.addWidget(self.freeze_embeddings)
         presets.addWidget(self.freeze_norms)
         self.bn_label = QLabel("BatchNorm statistics:")
         self.bn_choice = QComboBox()
         self.bn_choice.addItem("keep frozen statistics", False)
         self.bn_choice.addItem("train them", True)
-        self.bn_choice.setToolTip("Frozen BatchNorm layers keep their running mean/variance (recommended for small "
-                                  "data sets), or update them while training")
+        self.bn_choice.setToolTip(
+            "Frozen BatchNorm layers keep their running mean/variance (recommended for small "
+            "data sets), or update them while training"
+        )
         presets.addWidget(self.bn_label)
         presets.addWidget(self.bn_choice)
         presets.addStretch(1)
@@ -331,8 +364,9 @@ class LayerTreePanel(QWidget):
         try:
             self.tree.set_model(tree, spec)
         except TuneDeskError as exc:  # a plan that cannot apply to this model: start from the default
-            self._show_problem(f"the current plan does not fit this model ({exc.message}); showing the default plan",
-                               exc.hint)
+            self._show_problem(
+                f"the current plan does not fit this model ({exc.message}); showing the default plan", exc.hint
+            )
             spec = FreezeSpec(lr_multipliers={}, lora=copy.deepcopy(spec.lora))
             self.tree.set_model(tree, spec)
         self._undo.clear()
@@ -340,14 +374,20 @@ class LayerTreePanel(QWidget):
         loaded = tree.loaded
         heads = ", ".join(tree.head_paths) or "none (all pre-trained)"
         name = getattr(self._entry, "name", None) or (loaded.path if loaded else "")
-        self.subtitle.setText(f"{name} · {type(tree.model).__name__} · {count_text(tree.total_params)} parameters · "
-                              f"new head: {heads} · built from the config, no weights loaded")
+        self.subtitle.setText(
+            f"{name} · {type(tree.model).__name__} · {count_text(tree.total_params)} parameters · "
+            f"new head: {heads} · built from the config, no weights loaded"
+        )
         blocks = tree.blocks
         self.preset_last.setEnabled(bool(blocks.paths))
         self.last_n.setEnabled(bool(blocks.paths))
         self.last_n.setMaximum(max(1, len(blocks.paths)))
-        self.preset_last.setToolTip(f"Train the last N of the {len(blocks)} repeated blocks ({blocks.container or 'stages'}), "
-                                    "what follows them, and the head" if blocks.paths else "no repeated blocks found")
+        self.preset_last.setToolTip(
+            f"Train the last N of the {len(blocks)} repeated blocks ({blocks.container or 'stages'}), "
+            "what follows them, and the head"
+            if blocks.paths
+            else "no repeated blocks found"
+        )
         self.preset_head.setEnabled(bool(tree.head_paths))
         self.bn_label.setVisible(tree.has_batchnorm)
         self.bn_choice.setVisible(tree.has_batchnorm)
@@ -466,12 +506,16 @@ class LayerTreePanel(QWidget):
             if button is not None:
                 button.setChecked(True)
             self.last_n.setValue(max(1, spec.last_n) if spec.last_n else self.last_n.value())
-            for box, token, noun in ((self.freeze_embeddings, "@embeddings", "embedding layers"),
-                                     (self.freeze_norms, "@norms", "normalisation layers")):
+            for box, token, noun in (
+                (self.freeze_embeddings, "@embeddings", "embedding layers"),
+                (self.freeze_norms, "@norms", "normalisation layers"),
+            ):
                 state = token_state(tree, token) if tree is not None else None
                 box.setEnabled(state is not None)
                 box.setTristate(state == 1)
-                box.setCheckState((Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)[state or 0])
+                box.setCheckState(
+                    (Qt.CheckState.Unchecked, Qt.CheckState.PartiallyChecked, Qt.CheckState.Checked)[state or 0]
+                )
                 if state is None and tree is not None:
                     box.setToolTip(f"this model has no {noun}")
             self.bn_choice.setCurrentIndex(1 if spec.train_batchnorm_stats else 0)
@@ -516,7 +560,9 @@ class LayerTreePanel(QWidget):
             self.match_label.setText("")
             self.match_label.setToolTip("")
         elif params:
-            self.match_label.setText(f"{len(matches)} module{'s' if len(matches) != 1 else ''} · {count_text(params)} parameters")
+            self.match_label.setText(
+                f"{len(matches)} module{'s' if len(matches) != 1 else ''} · {count_text(params)} parameters"
+            )
             self.match_label.setToolTip(f"pattern {pattern}")
         else:
             self.match_label.setText("no module matches")
@@ -554,7 +600,7 @@ class LayerTreePanel(QWidget):
             from tunedesk.engine.devices import list_devices
 
             devices = list_devices()
-        except Exception:  # noqa: BLE001 - no torch yet or a broken driver: the CPU is always there
+        except Exception:
             log.exception("could not list devices")
             devices = [("cpu", "CPU")]
         wanted = QSettings("TuneDesk", "TuneDesk").value("layers/device", None)
@@ -588,8 +634,11 @@ class LayerTreePanel(QWidget):
 
     def _restore(self) -> None:
         settings = QSettings("TuneDesk", "TuneDesk")
-        for key, spin in (("batch_size", self.summary.batch), ("sequence_length", self.summary.seq),
-                          ("image_size", self.summary.image)):
+        for key, spin in (
+            ("batch_size", self.summary.batch),
+            ("sequence_length", self.summary.seq),
+            ("image_size", self.summary.image),
+        ):
             try:
                 value = int(settings.value(f"layers/{key}", spin.value()))
             except (TypeError, ValueError):

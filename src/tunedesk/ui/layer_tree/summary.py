@@ -6,8 +6,18 @@ from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSizePolicy, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.engine.shares import percent
@@ -15,13 +25,18 @@ from tunedesk.ui.layer_tree.fmt import bytes_text, count_text
 
 OK_COLOUR = "#2e8b57"
 PRECISIONS = (("auto", "Auto"), ("bf16", "bf16 mixed"), ("fp16", "fp16 mixed"), ("fp32", "fp32"))
-PARTS = (("weights", "Weights"), ("optimizer", "AdamW state"), ("peak", "Activations or gradients"),
-         ("working", "Working memory"), ("overhead", "CUDA context"))
+PARTS = (
+    ("weights", "Weights"),
+    ("optimizer", "AdamW state"),
+    ("peak", "Activations or gradients"),
+    ("working", "Working memory"),
+    ("overhead", "CUDA context"),
+)
 PART_TIPS = {
     "weights": "Every parameter in the dtype it is stored in, plus the bf16/fp16 copy autocast keeps of trainable ones",
     "optimizer": "AdamW keeps two moments per trainable parameter",
     "peak": "Backward frees each layer's stored activations as it writes that layer's gradients, so the larger "
-            "of the two counts",
+    "of the two counts",
     "working": "What one layer needs while it runs, frozen layers included",
     "overhead": "The CUDA driver and kernels (about 1 GiB on a GPU)",
 }
@@ -39,8 +54,10 @@ def rule_text(spec: FreezeSpec) -> str:
     words = {"@embeddings": "embeddings", "@norms": "normalisation layers", "@head": "the new head"}
     parts = []
     for rule in spec.rules:
-        what = words.get(rule.pattern, rule.pattern if not rule.pattern.startswith("@block:")
-                         else f"block {rule.pattern.split(':', 1)[1]}")
+        what = words.get(
+            rule.pattern,
+            rule.pattern if not rule.pattern.startswith("@block:") else f"block {rule.pattern.split(':', 1)[1]}",
+        )
         parts.append(f"{'train' if rule.train else 'freeze'} {what}")
     return ", then ".join(parts)
 
@@ -66,10 +83,10 @@ class Bar(QWidget):
     def text(self) -> str:
         return self._text
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(200, 18)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
@@ -151,9 +168,11 @@ class SummaryPanel(QWidget):
         form.addRow("Sequence length", self.seq)
         form.addRow("Image size", self.image)
         self.checkpointing = QCheckBox("Gradient checkpointing")
-        self.checkpointing.setToolTip("Language models: recompute activations in the backward pass (much less memory "
-                                      "for long sequences, about a third slower). Switch it on for the run in the "
-                                      "Train area, under Language model.")
+        self.checkpointing.setToolTip(
+            "Language models: recompute activations in the backward pass (much less memory "
+            "for long sequences, about a third slower). Switch it on for the run in the "
+            "Train area, under Language model."
+        )
         form.addRow("", self.checkpointing)
         form.setRowVisible(self.checkpointing, False)
         self._form = form
@@ -203,14 +222,20 @@ class SummaryPanel(QWidget):
 
         def img(name: str) -> str:
             path = resource("icons", f"{name}.svg")
-            return f"<img src='{path.as_uri()}' width='14' height='14' style='vertical-align: middle'>" if path.is_file() else ""
+            return (
+                f"<img src='{path.as_uri()}' width='14' height='14' style='vertical-align: middle'>"
+                if path.is_file()
+                else ""
+            )
 
-        return ("<b>Reading the tree</b><br>"
-                "A ticked box trains, an empty box is frozen, a filled box is partly trained. "
-                f"{img('freeze')} frozen module &nbsp; {img('new')} new task head (starts from random weights).<br>"
-                "Click a box to train or freeze a module and everything inside it; Space does it for all "
-                "selected rows. Double-click the LR × column to give a module its own learning-rate multiplier; "
-                "right-click a module for more (LoRA adapters, for language models).")
+        return (
+            "<b>Reading the tree</b><br>"
+            "A ticked box trains, an empty box is frozen, a filled box is partly trained. "
+            f"{img('freeze')} frozen module &nbsp; {img('new')} new task head (starts from random weights).<br>"
+            "Click a box to train or freeze a module and everything inside it; Space does it for all "
+            "selected rows. Double-click the LR × column to give a module its own learning-rate multiplier; "
+            "right-click a module for more (LoRA adapters, for language models)."
+        )
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -232,10 +257,14 @@ class SummaryPanel(QWidget):
         self._causal = task == "causal_lm"
 
     def inputs(self) -> dict[str, Any]:
-        return {"batch_size": self.batch.value(), "precision": self.precision.currentData() or "auto",
-                "sequence_length": self.seq.value(), "image_size": self.image.value(),
-                "device": self.device.currentData() or "cpu",
-                "gradient_checkpointing": bool(self._causal and self.checkpointing.isChecked())}
+        return {
+            "batch_size": self.batch.value(),
+            "precision": self.precision.currentData() or "auto",
+            "sequence_length": self.seq.value(),
+            "image_size": self.image.value(),
+            "device": self.device.currentData() or "cpu",
+            "gradient_checkpointing": bool(self._causal and self.checkpointing.isChecked()),
+        }
 
     def device_text(self) -> str:
         key = self.device.currentData() or "cpu"
@@ -277,8 +306,10 @@ class SummaryPanel(QWidget):
         parts["peak"] = mem.peak_of_both
         for key, _ in PARTS:
             self.part_labels[key].setText(bytes_text(parts[key]) if parts[key] else "—")
-        self.part_labels["peak"].setToolTip(f"activations {bytes_text(mem.activations)}, gradients "
-                                            f"{bytes_text(mem.gradients)}: {PART_TIPS['peak'].lower()}")
+        self.part_labels["peak"].setToolTip(
+            f"activations {bytes_text(mem.activations)}, gradients "
+            f"{bytes_text(mem.gradients)}: {PART_TIPS['peak'].lower()}"
+        )
         self.part_labels["total"].setText(bytes_text(mem.total))
         self._verdict(mem.total, summary.available, parts)
 
@@ -296,21 +327,28 @@ class SummaryPanel(QWidget):
             if parts["activations"] > parts["gradients"] + parts["optimizer"]:
                 fix = "Lower the batch size or the sequence length, or freeze more of the early layers."
                 if self._causal and not self.checkpointing.isChecked():
-                    fix = ("Tick “Gradient checkpointing” above (for the run: Train area, Language model), "
-                           "lower the batch size or the sequence length, or freeze more layers.")
+                    fix = (
+                        "Tick “Gradient checkpointing” above (for the run: Train area, Language model), "
+                        "lower the batch size or the sequence length, or freeze more layers."
+                    )
             else:
                 fix = "Freeze more layers (e.g. “Last N blocks”), or use bf16 mixed precision."
             _set_role(self.verdict, "error")
-            self.verdict.setText(f"<b>Won’t fit: needs about {bytes_text(need)}, but {where} has "
-                                 f"{bytes_text(available)} free.</b> {fix}")
+            self.verdict.setText(
+                f"<b>Won’t fit: needs about {bytes_text(need)}, but {where} has {bytes_text(available)} free.</b> {fix}"
+            )
             self.mem_bar.set(ratio, bar_text, "#d9423f")
         elif ratio > 0.85:
             _set_role(self.verdict, "warning")
-            self.verdict.setText(f"Tight: about {bytes_text(need)} of the {bytes_text(available)} free on {where}. "
-                                 "Other programs using memory could make it fail.")
+            self.verdict.setText(
+                f"Tight: about {bytes_text(need)} of the {bytes_text(available)} free on {where}. "
+                "Other programs using memory could make it fail."
+            )
             self.mem_bar.set(ratio, bar_text, "#b07000")
         else:
             _set_role(self.verdict, "")
-            self.verdict.setText(f"<span style='color: {OK_COLOUR}'>Fits: about {bytes_text(need)} of the "
-                                 f"{bytes_text(available)} free on {where}.</span>")
+            self.verdict.setText(
+                f"<span style='color: {OK_COLOUR}'>Fits: about {bytes_text(need)} of the "
+                f"{bytes_text(available)} free on {where}.</span>"
+            )
             self.mem_bar.set(ratio, bar_text, OK_COLOUR)

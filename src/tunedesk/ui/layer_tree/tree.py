@@ -10,18 +10,48 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLineEdit, QMenu, QStyledItemDelegate,
-                               QTreeView)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QHeaderView,
+    QLineEdit,
+    QMenu,
+    QStyledItemDelegate,
+    QTreeView,
+)
 
 from tunedesk.engine.config import FreezeSpec
-from tunedesk.ui.layer_tree.item_model import (COL_LR, COL_MODULE, COL_PARAMS, COL_TRAINABLE, COL_TYPE, HEADERS,
-                                               PathRole, StateRole, FreezeTreeModel, icon)
+from tunedesk.ui.layer_tree.item_model import (
+    COL_LR,
+    COL_MODULE,
+    COL_PARAMS,
+    COL_TRAINABLE,
+    COL_TYPE,
+    HEADERS,
+    FreezeTreeModel,
+    PathRole,
+    StateRole,
+    icon,
+)
 
 if TYPE_CHECKING:
     from tunedesk.engine.structure import ModelTree, ModuleNode
 
-__all__ = ["COL_LR", "COL_MODULE", "COL_PARAMS", "COL_TRAINABLE", "COL_TYPE", "HEADERS", "FreezeTreeModel",
-           "FreezeTreeWidget", "LrDelegate", "ModuleFilter", "PathRole", "StateRole", "icon"]
+__all__ = [
+    "COL_LR",
+    "COL_MODULE",
+    "COL_PARAMS",
+    "COL_TRAINABLE",
+    "COL_TYPE",
+    "HEADERS",
+    "FreezeTreeModel",
+    "FreezeTreeWidget",
+    "LrDelegate",
+    "ModuleFilter",
+    "PathRole",
+    "StateRole",
+    "icon",
+]
 
 
 class ModuleFilter(QSortFilterProxyModel):
@@ -47,7 +77,7 @@ class ModuleFilter(QSortFilterProxyModel):
             self._accepted = uids
             self.invalidateFilter()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         if self._accepted is None:
             return True
         model: FreezeTreeModel = self.sourceModel()  # type: ignore[assignment]
@@ -58,16 +88,16 @@ class ModuleFilter(QSortFilterProxyModel):
 class LrDelegate(QStyledItemDelegate):
     """A plain line edit for multipliers: empty means "inherit"."""
 
-    def createEditor(self, parent, option, index):  # noqa: N802
+    def createEditor(self, parent, option, index):
         editor = QLineEdit(parent)
         editor.setPlaceholderText("inherit")
         return editor
 
-    def setEditorData(self, editor, index):  # noqa: N802
+    def setEditorData(self, editor, index):
         editor.setText(str(index.data(Qt.ItemDataRole.EditRole) or ""))
         editor.selectAll()
 
-    def setModelData(self, editor, model, index):  # noqa: N802
+    def setModelData(self, editor, model, index):
         model.setData(index, editor.text(), Qt.ItemDataRole.EditRole)
 
 
@@ -79,7 +109,7 @@ def _has_lora_dialog() -> bool:
     return True
 
 
-def _ancestor_uids(node: "ModuleNode") -> list[int]:
+def _ancestor_uids(node: ModuleNode) -> list[int]:
     out = []
     parent = node.parent
     while parent is not None:
@@ -124,11 +154,17 @@ class FreezeTreeWidget(QTreeView):
         bold = QFont(self.font())
         bold.setBold(True)
         fmb = type(fm)(bold)
-        widths = {COL_TYPE: max(fm.horizontalAdvance("BertForSequenceClassification"),
-                                fmb.horizontalAdvance("Linear · 4096 → 14336 · new head")) + 16,
-                  COL_PARAMS: max(fmb.horizontalAdvance(HEADERS[COL_PARAMS]), fm.horizontalAdvance("8.03 B")) + 28,
-                  COL_TRAINABLE: max(fmb.horizontalAdvance(HEADERS[COL_TRAINABLE]), fm.horizontalAdvance("1.18 M · 52%")) + 28,
-                  COL_LR: max(fmb.horizontalAdvance(HEADERS[COL_LR]), fm.horizontalAdvance("mixed")) + 28}
+        widths = {
+            COL_TYPE: max(
+                fm.horizontalAdvance("BertForSequenceClassification"),
+                fmb.horizontalAdvance("Linear · 4096 → 14336 · new head"),
+            )
+            + 16,
+            COL_PARAMS: max(fmb.horizontalAdvance(HEADERS[COL_PARAMS]), fm.horizontalAdvance("8.03 B")) + 28,
+            COL_TRAINABLE: max(fmb.horizontalAdvance(HEADERS[COL_TRAINABLE]), fm.horizontalAdvance("1.18 M · 52%"))
+            + 28,
+            COL_LR: max(fmb.horizontalAdvance(HEADERS[COL_LR]), fm.horizontalAdvance("mixed")) + 28,
+        }
         for col, width in widths.items():
             header.resizeSection(col, width)
         header.setMinimumSectionSize(40)
@@ -175,11 +211,11 @@ class FreezeTreeWidget(QTreeView):
         fmb = type(fm)(bold)
         widest = 0
         for node in tree.nodes[:3000]:
-            text = self.source._display(node, COL_TYPE)  # noqa: SLF001
+            text = self.source._display(node, COL_TYPE)
             widest = max(widest, (fmb if node.is_head else fm).horizontalAdvance(text))
         self.header().resizeSection(COL_TYPE, max(120, min(320, widest + 20)))
 
-    def model_tree(self) -> "ModelTree | None":
+    def model_tree(self) -> ModelTree | None:
         return self.source.tree
 
     def spec(self) -> FreezeSpec:
@@ -196,11 +232,11 @@ class FreezeTreeWidget(QTreeView):
     def set_lr_column_visible(self, visible: bool) -> None:
         self.setColumnHidden(COL_LR, not visible)
 
-    def node_at(self, view_index: QModelIndex) -> "ModuleNode | None":
+    def node_at(self, view_index: QModelIndex) -> ModuleNode | None:
         """The node of an index of this view's model (the filter's, while filtering)."""
         return self.source.node(self.proxy.mapToSource(view_index) if self._filtered else view_index)
 
-    def proxy_index(self, node: "ModuleNode", column: int = 0) -> QModelIndex:
+    def proxy_index(self, node: ModuleNode, column: int = 0) -> QModelIndex:
         """The node's index in this view's model (invalid while the filter hides it)."""
         index = self.source.index_of(node, column)
         return self.proxy.mapFromSource(index) if self._filtered else index
@@ -249,7 +285,7 @@ class FreezeTreeWidget(QTreeView):
                 self.expand(self.proxy_index(node))
                 node = node.parent
 
-    def set_filter(self, pattern: str) -> list["ModuleNode"]:
+    def set_filter(self, pattern: str) -> list[ModuleNode]:
         """Show only modules whose path matches the glob (and their ancestors); returns the outermost matches."""
         from tunedesk.engine import structure
 
@@ -277,27 +313,40 @@ class FreezeTreeWidget(QTreeView):
 
     # ---- per-module choices (context menu) ---------------------------------------------------------
 
-    def choose(self, node: "ModuleNode", choice: str, *, rank: int | None = None, alpha: float | None = None,
-               dropout: float | None = None) -> bool:
+    def choose(
+        self,
+        node: ModuleNode,
+        choice: str,
+        *,
+        rank: int | None = None,
+        alpha: float | None = None,
+        dropout: float | None = None,
+    ) -> bool:
         """Make a module train fully (``train``), stay frozen (``frozen``) or get LoRA adapters (``lora``)."""
         from tunedesk.engine import structure
 
-        return self.source.edit(lambda tree, spec: structure.set_module_choice(
-            tree, spec, node.path, choice, rank=rank, alpha=alpha, dropout=dropout))
+        return self.source.edit(
+            lambda tree, spec: structure.set_module_choice(
+                tree, spec, node.path, choice, rank=rank, alpha=alpha, dropout=dropout
+            )
+        )
 
-    def _ask_lora(self, node: "ModuleNode") -> None:
+    def _ask_lora(self, node: ModuleNode) -> None:
         from tunedesk.ui.lm.lora_settings import ModuleLoraDialog
 
         spec = self.source.spec()
         current = node.lora
-        defaults = (current.rank, current.alpha, current.dropout) if current is not None else \
-            (spec.lora.rank, spec.lora.alpha, spec.lora.dropout)
+        defaults = (
+            (current.rank, current.alpha, current.dropout)
+            if current is not None
+            else (spec.lora.rank, spec.lora.alpha, spec.lora.dropout)
+        )
         values = ModuleLoraDialog.ask(self, node.path, *defaults)
         if values is not None:
             rank, alpha, dropout = values
             self.choose(node, "lora", rank=rank, alpha=alpha, dropout=dropout)
 
-    def context_actions(self, node: "ModuleNode") -> list[tuple[str, Any]]:
+    def context_actions(self, node: ModuleNode) -> list[tuple[str, Any]]:
         """(label, callback) pairs the context menu offers for a node (None: a separator)."""
         actions: list[tuple[str, Any]] = []
         tree = self.source.tree
@@ -330,7 +379,7 @@ class FreezeTreeWidget(QTreeView):
             action.triggered.connect(callback)
         menu.exec(self.viewport().mapToGlobal(pos))
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def keyPressEvent(self, event) -> None:
         """Space toggles every selected row (the first one decides: ticked rows untick, others tick)."""
         if event.key() == Qt.Key.Key_Space and not self.read_only:
             nodes = [self.node_at(i) for i in self.selectionModel().selectedRows(COL_MODULE)]

@@ -12,5 +12,11 @@ from tunedesk.ui.lm.chat_widget import ChatTryItWidget
 from tunedesk.ui.lm.lora_settings import LmRunSettingsWidget, LoraSettingsWidget, ModuleLoraDialog
 from tunedesk.ui.lm.samples_view import SampleGenerationsView, SampleTableModel
 
-__all__ = ["ChatTryItWidget", "LmRunSettingsWidget", "LoraSettingsWidget", "ModuleLoraDialog", "SampleGenerationsView",
-           "SampleTableModel"]
+__all__ = [
+    "ChatTryItWidget",
+    "LmRunSettingsWidget",
+    "LoraSettingsWidget",
+    "ModuleLoraDialog",
+    "SampleGenerationsView",
+    "SampleTableModel",
+]

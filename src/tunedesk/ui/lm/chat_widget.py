@@ -1,16 +1,26 @@
-""""Try it": chat with a causal-LM run's fine-tuned model. Replies are generated in a worker thread
-by ``tunedesk.engine.export_lm.generate`` (the model is loaded once and kept between replies)."""
+""" "Try it": chat with a causal-LM run's fine-tuned model. Replies are generated in a worker thread
+by ``tunedesk.engine.lm.export.generate`` (the model is loaded once and kept between replies)."""
 
 from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
-from PySide6.QtWidgets import (QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QTextBrowser,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 log = logging.getLogger("tunedesk.ui.lm")
 
@@ -34,16 +44,24 @@ class _Worker(QObject):
         try:
             fn = self.generate_fn
             if fn is None:
-                from tunedesk.engine.export_lm import generate as fn
-            reply = fn(request["run_id"], request["messages"], request["max_new_tokens"], request["temperature"],
-                       home=request["home"])
+                from tunedesk.engine.lm.export import generate as fn
+            reply = fn(
+                request["run_id"],
+                request["messages"],
+                request["max_new_tokens"],
+                request["temperature"],
+                home=request["home"],
+            )
             self.replied.emit(request["id"], reply)
         except TuneDeskError as exc:
             self.failed.emit(request["id"], exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - shown inline; the app keeps running
+        except Exception as exc:
             log.exception("try-it generation failed")
-            self.failed.emit(request["id"], f"internal error: {type(exc).__name__}: {exc}",
-                             "this is a bug in TuneDesk; the log has the details")
+            self.failed.emit(
+                request["id"],
+                f"internal error: {type(exc).__name__}: {exc}",
+                "this is a bug in TuneDesk; the log has the details",
+            )
 
 
 class ChatTryItWidget(QWidget):
@@ -57,8 +75,14 @@ class ChatTryItWidget(QWidget):
     requested = Signal(object)  # to the worker
     replyReceived = Signal(str)  # for tests and hosts
 
-    def __init__(self, home: str | Path | None = None, run_id: int | None = None, parent: QWidget | None = None, *,
-                 generate_fn: GenerateFn | None = None) -> None:
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        run_id: int | None = None,
+        parent: QWidget | None = None,
+        *,
+        generate_fn: GenerateFn | None = None,
+    ) -> None:
         super().__init__(parent)
         self.home = str(home) if home is not None else None
         self.run_id = run_id
@@ -153,9 +177,14 @@ class ChatTryItWidget(QWidget):
         self.messages.append({"role": "user", "content": text})
         self._next_id += 1
         self._pending = self._next_id
-        request = {"id": self._pending, "run_id": self.run_id, "home": self.home,
-                   "messages": list(self.messages) if self.chat else text,
-                   "max_new_tokens": self.max_tokens.value(), "temperature": self.temperature.value()}
+        request = {
+            "id": self._pending,
+            "run_id": self.run_id,
+            "home": self.home,
+            "messages": list(self.messages) if self.chat else text,
+            "max_new_tokens": self.max_tokens.value(),
+            "temperature": self.temperature.value(),
+        }
         self._set_status("Thinking\u2026 (the first reply also loads the model)")
         self._render()
         self._update_state()
@@ -209,8 +238,11 @@ class ChatTryItWidget(QWidget):
         self.input.setEnabled(ready)
         self.send_button.setEnabled(ready)
         self.clear_button.setEnabled(bool(self.messages) and self._pending is None)
-        self.input.setPlaceholderText("Type a message and press Enter" if self.run_id is not None else
-                                      self._why or "Choose a finished language-model run to talk to it")
+        self.input.setPlaceholderText(
+            "Type a message and press Enter"
+            if self.run_id is not None
+            else self._why or "Choose a finished language-model run to talk to it"
+        )
 
     def _render(self) -> None:
         pal = self.palette()
@@ -221,13 +253,17 @@ class ChatTryItWidget(QWidget):
         for m in self.messages:
             text = html.escape(m["content"]).replace("\n", "<br>") or "<i>(empty reply)</i>"
             if m["role"] == "user":
-                parts.append(f'<table width="100%" cellspacing="0" cellpadding="0"><tr><td width="25%"></td>'
-                             f'<td style="background:{user_bg}; color:{user_fg}; padding:6px 10px;" align="left">'
-                             f'{text}</td></tr></table>')
+                parts.append(
+                    f'<table width="100%" cellspacing="0" cellpadding="0"><tr><td width="25%"></td>'
+                    f'<td style="background:{user_bg}; color:{user_fg}; padding:6px 10px;" align="left">'
+                    f"{text}</td></tr></table>"
+                )
             else:
-                parts.append(f'<table width="100%" cellspacing="0" cellpadding="0"><tr>'
-                             f'<td style="background:{bot_bg}; padding:6px 10px;" align="left">{text}</td>'
-                             f'<td width="25%"></td></tr></table>')
+                parts.append(
+                    f'<table width="100%" cellspacing="0" cellpadding="0"><tr>'
+                    f'<td style="background:{bot_bg}; padding:6px 10px;" align="left">{text}</td>'
+                    f'<td width="25%"></td></tr></table>'
+                )
         if self._pending is not None:
             parts.append('<p style="color:gray"><i>\u2026</i></p>')
         self.transcript.setHtml('<div style="margin:0">' + '<div style="height:6px"></div>'.join(parts) + "</div>")

@@ -2,7 +2,7 @@
 module's adapter settings, and the run's sample prompts / gradient checkpointing.
 
 They edit engine objects (``FreezeSpec``, ``HyperParams``) and emit copies; the host (layer tree,
-training panel) stores them in AppState. ``tunedesk.engine.lora`` (torch) is imported only when a
+training panel) stores them in AppState. ``tunedesk.engine.lm.lora`` (torch) is imported only when a
 model is given for the parameter summary.
 """
 
@@ -12,13 +12,30 @@ import copy
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.config import LAST_ATTENTION, FreezeSpec, HyperParams, LoraRule, LoraSpec
 
-LORA_LAYER_CHOICES = [("none", "Only where chosen (below, or in the tree)"), ("attention", "Attention projections"),
-                      ("all_linear", "All linear layers")]
+LORA_LAYER_CHOICES = [
+    ("none", "Only where chosen (below, or in the tree)"),
+    ("attention", "Attention projections"),
+    ("all_linear", "All linear layers"),
+]
 
 
 def _count(n: int) -> str:
@@ -70,10 +87,14 @@ class LoraSettingsWidget(QWidget):
         self.linear_button = QPushButton("LoRA on all linear layers")
         self.linear_button.setToolTip("Freeze everything; adapters on every linear layer (attention and MLP)")
         self.last_attention_button = QPushButton("LoRA on attention of the last N blocks")
-        self.last_attention_button.setToolTip("Freeze everything; adapters on the attention projections of the last "
-                                              "N blocks only (tone and style: fewer adapters, less memory)")
+        self.last_attention_button.setToolTip(
+            "Freeze everything; adapters on the attention projections of the last "
+            "N blocks only (tone and style: fewer adapters, less memory)"
+        )
         self.last_n_button = QPushButton("Last N blocks fully, LoRA elsewhere")
-        self.last_n_button.setToolTip("Train the last N blocks (and the final norm) fully; adapters on every other linear layer")
+        self.last_n_button.setToolTip(
+            "Train the last N blocks (and the final norm) fully; adapters on every other linear layer"
+        )
         self.last_n = QSpinBox()
         self.last_n.setRange(1, 256)
         self.last_n.setValue(2)
@@ -94,8 +115,10 @@ class LoraSettingsWidget(QWidget):
         self.layers = QComboBox()
         for key, label in LORA_LAYER_CHOICES:
             self.layers.addItem(label, key)
-        self.layers.setToolTip("Which linear layers get an adapter (only those the freeze plan leaves frozen); "
-                               "per-module choices in the layer tree come on top")
+        self.layers.setToolTip(
+            "Which linear layers get an adapter (only those the freeze plan leaves frozen); "
+            "per-module choices in the layer tree come on top"
+        )
         self.rank, self.alpha, self.dropout = _spins(8, 16.0, 0.05)
         form = QFormLayout(settings)
         form.addRow("Layers", self.layers)
@@ -142,16 +165,27 @@ class LoraSettingsWidget(QWidget):
 
     def apply_preset(self, name: str) -> None:
         """``lora_attention``, ``lora_attention_last_n``, ``lora_all_linear`` or ``last_n_full`` (as
-        ``tunedesk.engine.lora.preset_spec``, built here without importing torch)."""
+        ``tunedesk.engine.lm.lora.preset_spec``, built here without importing torch)."""
         if name == "lora_attention_last_n":
-            self._spec = FreezeSpec(preset="none", lora=LoraSpec(
-                preset="none", rank=self.rank.value(), alpha=self.alpha.value(), dropout=self.dropout.value(),
-                rules=[LoraRule(f"{LAST_ATTENTION}{self.last_n.value()}")]))
+            self._spec = FreezeSpec(
+                preset="none",
+                lora=LoraSpec(
+                    preset="none",
+                    rank=self.rank.value(),
+                    alpha=self.alpha.value(),
+                    dropout=self.dropout.value(),
+                    rules=[LoraRule(f"{LAST_ATTENTION}{self.last_n.value()}")],
+                ),
+            )
             self._show()
             self.specChanged.emit(self.spec())
             return
-        lo = LoraSpec(preset="attention" if name == "lora_attention" else "all_linear", rank=self.rank.value(),
-                      alpha=self.alpha.value(), dropout=self.dropout.value())
+        lo = LoraSpec(
+            preset="attention" if name == "lora_attention" else "all_linear",
+            rank=self.rank.value(),
+            alpha=self.alpha.value(),
+            dropout=self.dropout.value(),
+        )
         if name == "last_n_full":
             self._spec = FreezeSpec(preset="last_n_blocks", last_n=self.last_n.value(), lora=lo)
         elif name in ("lora_attention", "lora_all_linear"):
@@ -175,15 +209,16 @@ class LoraSettingsWidget(QWidget):
             scoped = [r for r in lo.rules if r.lora and r.pattern.startswith(LAST_ATTENTION)]
             for rule in scoped:
                 try:
-                    self.last_n.setValue(max(1, int(rule.pattern[len(LAST_ATTENTION):])))
+                    self.last_n.setValue(max(1, int(rule.pattern[len(LAST_ATTENTION) :])))
                 except ValueError:
                     pass
             n = len(lo.rules) - len(scoped)
             texts = [f"attention of the last {self.last_n.value()} blocks"] if scoped else []
             texts += [f"{n} per-module choice{'s' if n != 1 else ''} from the layer tree"] if n else []
             also = "Adapters also on: " if lo.preset != "none" else "Adapters on: "
-            self.rules_label.setText(also + "; ".join(texts) if texts
-                                     else "Per-module choices: right-click a module in the layer tree")
+            self.rules_label.setText(
+                also + "; ".join(texts) if texts else "Per-module choices: right-click a module in the layer tree"
+            )
         finally:
             self._quiet = False
         self._update_summary()
@@ -191,18 +226,25 @@ class LoraSettingsWidget(QWidget):
     def _edited(self, *args: Any) -> None:
         if self._quiet:
             return
-        self._spec.lora = LoraSpec(preset=self.layers.currentData(), rank=self.rank.value(), alpha=self.alpha.value(),
-                                   dropout=self.dropout.value(), rules=list(self._spec.lora.rules))
+        self._spec.lora = LoraSpec(
+            preset=self.layers.currentData(),
+            rank=self.rank.value(),
+            alpha=self.alpha.value(),
+            dropout=self.dropout.value(),
+            rules=list(self._spec.lora.rules),
+        )
         self._update_summary()
         self.specChanged.emit(self.spec())
 
     def _update_summary(self) -> None:
         if self._model is None:
-            self.summary.setText("Adapters go only on layers the freeze plan leaves frozen; a trained layer keeps "
-                                 "training fully.")
+            self.summary.setText(
+                "Adapters go only on layers the freeze plan leaves frozen; a trained layer keeps training fully."
+            )
             return
-        from tunedesk.engine import freezing, lora
+        from tunedesk.engine import freezing
         from tunedesk.engine.errors import TuneDeskError
+        from tunedesk.engine.lm import lora
 
         try:
             plan = freezing.resolve(self._model, self._spec, self._heads)
@@ -213,18 +255,23 @@ class LoraSettingsWidget(QWidget):
             return
         total = plan.total_params
         if not targets:
-            self.summary.setText(f"No adapters: {_count(plan.trainable_params)} of {_count(total)} parameters train fully.")
+            self.summary.setText(
+                f"No adapters: {_count(plan.trainable_params)} of {_count(total)} parameters train fully."
+            )
             return
-        self.summary.setText(f"LoRA on {len(targets)} layer{'s' if len(targets) != 1 else ''}: "
-                             f"{_count(extra)} adapter parameters ({100 * extra / max(total, 1):.2f}% of {_count(total)}); "
-                             f"{_count(plan.trainable_params)} parameters train fully.")
+        self.summary.setText(
+            f"LoRA on {len(targets)} layer{'s' if len(targets) != 1 else ''}: "
+            f"{_count(extra)} adapter parameters ({100 * extra / max(total, 1):.2f}% of {_count(total)}); "
+            f"{_count(plan.trainable_params)} parameters train fully."
+        )
 
 
 class ModuleLoraDialog(QDialog):
     """Rank, alpha and dropout for one module's adapter (the layer tree's "LoRA adapter..." action)."""
 
-    def __init__(self, path: str, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, path: str, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("LoRA adapter")
         self.rank, self.alpha, self.dropout = _spins(rank, alpha, dropout)
@@ -246,8 +293,9 @@ class ModuleLoraDialog(QDialog):
         return self.rank.value(), self.alpha.value(), self.dropout.value()
 
     @staticmethod
-    def ask(parent: QWidget | None, path: str, rank: int = 8, alpha: float = 16.0,
-            dropout: float = 0.05) -> tuple[int, float, float] | None:
+    def ask(
+        parent: QWidget | None, path: str, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05
+    ) -> tuple[int, float, float] | None:
         dialog = ModuleLoraDialog(path, rank, alpha, dropout, parent)
         return dialog.values() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
@@ -262,16 +310,18 @@ class LmRunSettingsWidget(QWidget):
         super().__init__(parent)
         self.prompts = QPlainTextEdit()
         self.prompts.setPlaceholderText("One prompt per line, e.g.\nWhere is my parcel?\nCan I get a refund?")
-        self.prompts.setToolTip("After each evaluation the model answers these; empty: the first questions of the "
-                                "validation data")
+        self.prompts.setToolTip(
+            "After each evaluation the model answers these; empty: the first questions of the validation data"
+        )
         self.prompts.setMaximumHeight(90)
         self.max_new = QSpinBox()
         self.max_new.setRange(1, 2048)
         self.max_new.setValue(48)
         self.max_new.setSuffix(" tokens")
         self.checkpointing = QCheckBox("Gradient checkpointing")
-        self.checkpointing.setToolTip("Recompute activations in the backward pass: much less memory for long "
-                                      "sequences, about a third slower")
+        self.checkpointing.setToolTip(
+            "Recompute activations in the backward pass: much less memory for long sequences, about a third slower"
+        )
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Sample prompts", self.prompts)

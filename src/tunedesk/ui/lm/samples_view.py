@@ -55,10 +55,10 @@ class SampleTableModel(QAbstractTableModel):
         return self.texts[self.rows[row]].get(self.prompts[column])
 
     # -- Qt -------------------------------------------------------------------------------------
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.prompts)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -88,8 +88,11 @@ class SampleTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return "Before training" if epoch == 0 and step == 0 else f"Epoch {epoch} \u00b7 step {step}"
         if role == Qt.ItemDataRole.ToolTipRole:
-            return ("The pre-trained model's replies, before any training" if epoch == 0 and step == 0
-                    else f"Replies after epoch {epoch} (step {step})")
+            return (
+                "The pre-trained model's replies, before any training"
+                if epoch == 0 and step == 0
+                else f"Replies after epoch {epoch} (step {step})"
+            )
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -108,12 +111,16 @@ class SampleGenerationsView(QWidget):
         self.model = SampleTableModel(self)
         title = QLabel("Sample replies")
         title.setProperty("role", "title")
-        self.hint = QLabel("After each evaluation the model answers your prompts (greedy decoding, so epochs compare): "
-                           "read down a column to follow the change of tone.")
+        self.hint = QLabel(
+            "After each evaluation the model answers your prompts (greedy decoding, so epochs compare): "
+            "read down a column to follow the change of tone."
+        )
         self.hint.setProperty("role", "hint")
         self.hint.setWordWrap(True)
-        self.empty = QLabel("No samples yet: they appear after the first evaluation. Set prompts in the run settings "
-                            "(without any, TuneDesk asks the first questions of the validation data).")
+        self.empty = QLabel(
+            "No samples yet: they appear after the first evaluation. Set prompts in the run settings "
+            "(without any, TuneDesk asks the first questions of the validation data)."
+        )
         self.empty.setProperty("role", "hint")
         self.empty.setWordWrap(True)
         self.table = QTableView()

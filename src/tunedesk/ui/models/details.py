@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTextBrowser,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.ui.models.format import human_bytes, human_count, source_label, summary_text, task_label
 
@@ -27,7 +35,7 @@ def strip_front_matter(text: str) -> str:
         return text
     for i in range(1, len(lines)):
         if lines[i].strip() in ("---", "..."):
-            return "".join(lines[i + 1:]).lstrip("\n")
+            return "".join(lines[i + 1 :]).lstrip("\n")
     return text
 
 
@@ -80,8 +88,13 @@ class DetailsPane(QWidget):
         self.form.setHorizontalSpacing(12)
         self.form.setVerticalSpacing(3)
         self.fields: dict[str, QLabel] = {}
-        for key, label in (("parameters", "Parameters"), ("size", "Size on disk"), ("format", "Weights"),
-                           ("license", "Licence"), ("config", "Config")):
+        for key, label in (
+            ("parameters", "Parameters"),
+            ("size", "Size on disk"),
+            ("format", "Weights"),
+            ("license", "Licence"),
+            ("config", "Config"),
+        ):
             value = QLabel()
             value.setWordWrap(True)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -145,8 +158,11 @@ class DetailsPane(QWidget):
         self.subtitle.setText(" · ".join(b for b in bits if b))
         self.problem.setText(f"⚠ {entry.problem}" if entry.problem else "")
         self.problem.setVisible(bool(entry.problem))
-        params = (f"{entry.parameters:,} ({human_count(entry.parameters)})" if entry.parameters is not None
-                  else ("counting…" if not entry.problem else "unknown"))
+        params = (
+            f"{entry.parameters:,} ({human_count(entry.parameters)})"
+            if entry.parameters is not None
+            else ("counting…" if not entry.problem else "unknown")
+        )
         self.fields["parameters"].setText(params)
         self.fields["size"].setText(human_bytes(entry.size_bytes) or "—")
         fmt = entry.weight_format or "none"
@@ -169,7 +185,7 @@ class DetailsPane(QWidget):
         self.card.setSearchPaths([str(base)])
         self.card.setMarkdown(text)
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+    def changeEvent(self, event: QEvent) -> None:
         # Markdown links take the palette's link colour when rendered: redo it when the theme changes.
         if event.type() == QEvent.Type.PaletteChange and self.entry is not None:
             self._show_card(self.entry)

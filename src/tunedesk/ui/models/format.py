@@ -81,14 +81,20 @@ def summary_text(summary: dict) -> list[tuple[str, str]]:
 def refusal(entry: ModelEntry) -> str | None:
     """Why "Use this model" must refuse this entry (a sentence naming the fix), or None when it can be used."""
     if entry.problem:
-        return (f"{entry.name} cannot be used: {entry.problem}. Repair or re-download it "
-                "(on a connected machine), or pick another model.")
+        return (
+            f"{entry.name} cannot be used: {entry.problem}. Repair or re-download it "
+            "(on a connected machine), or pick another model."
+        )
     if not entry.weights_present:
-        return (f"{entry.name} has no complete weights on this machine. Copy the full model folder "
-                "here, or pick another model.")
+        return (
+            f"{entry.name} has no complete weights on this machine. Copy the full model folder "
+            "here, or pick another model."
+        )
     if entry.task not in TRAINABLE_TASKS:
         what = f"a {task_label(entry.task)} model" if entry.task else "a model whose task TuneDesk cannot tell"
-        return (f"{entry.name} is {what}. TuneDesk fine-tunes text classification, feature extraction "
-                "(encoders get a new head), image classification and causal language models: "
-                "choose \"Trainable\" in the task filter to see those.")
+        return (
+            f"{entry.name} is {what}. TuneDesk fine-tunes text classification, feature extraction "
+            "(encoders get a new head), image classification and causal language models: "
+            'choose "Trainable" in the task filter to see those.'
+        )
     return None

@@ -29,13 +29,20 @@ LISTING, COUNTING = 1, 2  # pass numbers
 class ScanWorker(QObject):
     """Runs ``catalog.scan`` in its thread; never touches widgets. ``cancel()`` is thread-safe."""
 
-    batch = Signal(int, int, object)  # generation, pass, [ModelEntry] (object: a list type would be copied element-wise)
+    batch = Signal(
+        int, int, object
+    )  # generation, pass, [ModelEntry] (object: a list type would be copied element-wise)
     passDone = Signal(int, int, int, bool)  # generation, pass, number of entries, cancelled
     failed = Signal(int, str, str)  # generation, message, hint
     done = Signal(int)  # generation
 
-    def __init__(self, generation: int, roots: Callable[[], CatalogRoots], interval: float = 0.1,
-                 passes: tuple[int, ...] = (LISTING, COUNTING)) -> None:
+    def __init__(
+        self,
+        generation: int,
+        roots: Callable[[], CatalogRoots],
+        interval: float = 0.1,
+        passes: tuple[int, ...] = (LISTING, COUNTING),
+    ) -> None:
         super().__init__()
         self.generation = generation
         self._roots = roots
@@ -62,10 +69,13 @@ class ScanWorker(QObject):
                 self._one_pass(roots, number)
         except TuneDeskError as exc:
             self.failed.emit(self.generation, exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - a bug in scanning must not kill the app
+        except Exception as exc:
             log.exception("model scan failed")
-            self.failed.emit(self.generation, f"the model scan failed: {type(exc).__name__}: {exc}",
-                             "rescan (F5); if it fails again, report this with the log")
+            self.failed.emit(
+                self.generation,
+                f"the model scan failed: {type(exc).__name__}: {exc}",
+                "rescan (F5); if it fails again, report this with the log",
+            )
         finally:
             self.done.emit(self.generation)
 
@@ -84,8 +94,7 @@ class ScanWorker(QObject):
                 buffer.clear()
                 last = now
 
-        found = catalog.scan(roots, on_entry=on_entry, cancel=self._cancel.is_set,
-                             count_params=(number == COUNTING))
+        found = catalog.scan(roots, on_entry=on_entry, cancel=self._cancel.is_set, count_params=(number == COUNTING))
         if buffer:
             self.batch.emit(self.generation, number, buffer.copy())
         self.passDone.emit(self.generation, number, len(found), self._cancel.is_set())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QIcon
 
-from tunedesk.ui.models.format import (TRAINABLE_TASKS, human_bytes, human_count, source_label, task_label)
+from tunedesk.ui.models.format import TRAINABLE_TASKS, human_bytes, human_count, source_label, task_label
 
 if TYPE_CHECKING:
     from tunedesk.engine.catalog import ModelEntry
@@ -58,13 +58,13 @@ class ModelTableModel(QAbstractTableModel):
 
     # ---- reading ---------------------------------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt API
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt API
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def index(self, row: int, column: int, parent: _Index = QModelIndex()) -> QModelIndex:  # noqa: B008
+    def index(self, row: int, column: int, parent: _Index = QModelIndex()) -> QModelIndex:
         # Qt's own index() asks rowCount() and columnCount() first: two more calls into Python per cell.
         if 0 <= row < len(self._rows) and 0 <= column < len(COLUMNS) and not parent.isValid():
             return self.createIndex(row, column)
@@ -82,14 +82,20 @@ class ModelTableModel(QAbstractTableModel):
     def tasks(self) -> set[str]:
         return {e.task for e in self._rows if e.task}
 
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802 - Qt API
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self,
+        section: int,
+        orientation: Qt.Orientation,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return HEADERS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return {"parameters": "exact count from the config (built on the meta device, weights not loaded)",
-                    "size": "size on disk of the weight files a loader would read",
-                    "weights": "✓: all weight files present and intact"}.get(COLUMNS[section])
+            return {
+                "parameters": "exact count from the config (built on the meta device, weights not loaded)",
+                "size": "size on disk of the weight files a loader would read",
+                "weights": "✓: all weight files present and intact",
+            }.get(COLUMNS[section])
         return None
 
     def data(self, index: _Index, role: int = _DISPLAY) -> Any:
@@ -255,7 +261,7 @@ class ModelFilterProxy(QSortFilterProxyModel):
             change()
             self.invalidateFilter()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:  # noqa: N802 - Qt API
+    def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:
         model = self.sourceModel()
         if not isinstance(model, ModelTableModel):
             return True
@@ -273,7 +279,8 @@ class ModelFilterProxy(QSortFilterProxyModel):
         elif task and e.task != task:
             return False
         if self._words:
-            hay = " ".join(filter(None, (e.name, e.architecture, e.model_type, task_label(e.task),
-                                         source_label(e.source), e.id))).lower()
+            hay = " ".join(
+                filter(None, (e.name, e.architecture, e.model_type, task_label(e.task), source_label(e.source), e.id))
+            ).lower()
             return all(w in hay for w in self._words)
         return True

@@ -7,7 +7,8 @@ TuneDeskError arrives as ``failed(message, hint)``; anything else as an internal
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -31,10 +32,11 @@ class _Call(QObject):
             self.finished.emit(self.fn())
         except TuneDeskError as exc:
             self.failed.emit(exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the app keeps running
+        except Exception as exc:
             log.exception("background task failed")
-            self.failed.emit(f"internal error: {type(exc).__name__}: {exc}",
-                             "this is a bug in TuneDesk; the log has the details")
+            self.failed.emit(
+                f"internal error: {type(exc).__name__}: {exc}", "this is a bug in TuneDesk; the log has the details"
+            )
         finally:
             self.done.emit()
 
@@ -64,8 +66,9 @@ class Calls(QObject):
         super().__init__(parent)
         self._running: list[tuple[QThread, _Call, _Relay]] = []
 
-    def start(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
-              on_error: Callable[[str, str], None] | None = None) -> QThread:
+    def start(
+        self, fn: Callable[[], Any], on_done: Callable[[Any], None], on_error: Callable[[str, str], None] | None = None
+    ) -> QThread:
         thread = QThread()
         call = _Call(fn)
         relay = _Relay(on_done, on_error)

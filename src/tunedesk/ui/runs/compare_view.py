@@ -3,16 +3,15 @@ and the freeze-map difference (which modules train in one run and not in another
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QStandardItemModel
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QSizePolicy, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QHeaderView, QLabel, QSizePolicy, QSplitter, QVBoxLayout, QWidget
 
-from tunedesk.engine import compare
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store import RunStore
+from tunedesk.engine.store import RunStore, compare
 from tunedesk.ui.runs import format as fmt
 from tunedesk.ui.runs import plots
 from tunedesk.ui.runs.calls import Calls
@@ -109,18 +108,25 @@ class CompareView(QWidget):
             return
         more = len(run_ids) - len(self.run_ids)
         self.title.setText(f"Comparing {len(self.runs)} runs" + (f" (first {MAX_RUNS})" if more > 0 else ""))
-        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
-            f"<span style='color:{plots.series_colour(i)}; font-size:14pt'>■</span> "
-            f"<b>#{r['id']}</b> {_escape(r.get('name') or '')} "
-            f"<span style='color:gray'>({_escape(r.get('freeze_summary') or '')}, best {fmt.best_text(r) or '—'})</span>"
-            for i, r in enumerate(self.runs)))
+        self.legend.setText(
+            "&nbsp;&nbsp;&nbsp;".join(
+                f"<span style='color:{plots.series_colour(i)}; font-size:14pt'>■</span> "
+                f"<b>#{r['id']}</b> {_escape(r.get('name') or '')} "
+                f"<span style='color:gray'>({_escape(r.get('freeze_summary') or '')}, best {fmt.best_text(r) or '—'})</span>"
+                for i, r in enumerate(self.runs)
+            )
+        )
         current = self.metric.currentData()
         self.metric.blockSignals(True)
         self.metric.clear()
         names = compare.available_metrics(store, self.run_ids)
         for name in names:
             self.metric.addItem(fmt.metric_label(name), name)
-        pick = current if current in names else ("val_accuracy" if "val_accuracy" in names else (names[0] if names else None))
+        pick = (
+            current
+            if current in names
+            else ("val_accuracy" if "val_accuracy" in names else (names[0] if names else None))
+        )
         if pick is not None:
             self.metric.setCurrentIndex(names.index(pick))
         self.metric.blockSignals(False)
@@ -134,8 +140,9 @@ class CompareView(QWidget):
         same_model = len({r.get("model_path") or r.get("model_name") for r in self.runs}) == 1
         if same_model and self.runs:
             generation, first = self._generation, self.runs[0]
-            self._calls.start(lambda: compare.parameter_layout(first),
-                              lambda layout: self._layout_ready(generation, layout))
+            self._calls.start(
+                lambda: compare.parameter_layout(first), lambda layout: self._layout_ready(generation, layout)
+            )
 
     def _layout_ready(self, generation: int, layout: Any) -> None:
         if generation != self._generation or layout is None:
@@ -164,8 +171,14 @@ class CompareView(QWidget):
         symbols = metric not in compare.STEP_METRICS
         for i, (curve, run) in enumerate(zip(curves, self.runs)):
             if curve.xs:
-                plots.plot_series(plot, curve.xs, curve.ys, plots.series_colour(i),
-                                  f"#{run['id']} {run.get('name') or ''}"[:40], symbols=symbols)
+                plots.plot_series(
+                    plot,
+                    curve.xs,
+                    curve.ys,
+                    plots.series_colour(i),
+                    f"#{run['id']} {run.get('name') or ''}"[:40],
+                    symbols=symbols,
+                )
         item = plot.getPlotItem()
         last = max((max(c.xs) for c in curves if c.xs), default=None)
         plots.whole_number_ticks(plot, last if axis == "epoch" else 10**9)
@@ -193,7 +206,9 @@ class CompareView(QWidget):
             cells = [_item(compare.format_value(v), tooltip=compare.format_value(v)) for v in diff.values]
             m.appendRow([_item(diff.key)] + cells)
         n = len(self.config_diff)
-        self.config_label.setText(f"Settings that differ ({n})" if n else "Settings that differ: none — same configuration")
+        self.config_label.setText(
+            f"Settings that differ ({n})" if n else "Settings that differ: none — same configuration"
+        )
         header = self.config_view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.config_view.resizeColumnsToContents()
@@ -207,14 +222,24 @@ class CompareView(QWidget):
         m.setHorizontalHeaderLabels(["module"] + self._run_headers() + ["parameters"])
         self._colour_headers(m, 1)
         for diff in self.freeze_diff:
-            cells = [_item("trains" if t else "frozen", colour=TRAIN_COLOUR if t else FROZEN_COLOUR) for t in diff.trains]
+            cells = [
+                _item("trains" if t else "frozen", colour=TRAIN_COLOUR if t else FROZEN_COLOUR) for t in diff.trains
+            ]
             size = fmt.count_text(diff.params) if diff.params is not None else f"{diff.names} tensors"
-            m.appendRow([_item(diff.path or "(whole model)", tooltip=diff.path)] + cells + [_item(size, align_right=True)])
+            m.appendRow(
+                [_item(diff.path or "(whole model)", tooltip=diff.path)] + cells + [_item(size, align_right=True)]
+            )
         n = len(self.freeze_diff)
-        self.freeze_label.setText(f"Freeze map: what trains differently ({n} module{'s' if n != 1 else ''})" if n
-                                  else "Freeze map: the same parameters train in every run")
-        self.freeze_hint.setText("" if self.exact_layout or not n else
-                                 "From the runs' trainable parameters; the model's full layout refines this when it loads.")
+        self.freeze_label.setText(
+            f"Freeze map: what trains differently ({n} module{'s' if n != 1 else ''})"
+            if n
+            else "Freeze map: the same parameters train in every run"
+        )
+        self.freeze_hint.setText(
+            ""
+            if self.exact_layout or not n
+            else "From the runs' trainable parameters; the model's full layout refines this when it loads."
+        )
         self.freeze_hint.setVisible(bool(self.freeze_hint.text()))
         header = self.freeze_view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)

@@ -4,20 +4,31 @@ configuration, log, files). Actions are signals; the panel carries them out."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QPushButton, QSizePolicy, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from tunedesk.engine import history
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store import RunStore
+from tunedesk.engine.store import RunStore, history
 from tunedesk.ui.runs import format as fmt
 from tunedesk.ui.runs.calls import Calls
-from tunedesk.ui.runs.tabs import (ClassesTab, ConfigView, CurvesTab, FilesView, FreezeMapView, LogView,
-                                   hint_label)
+from tunedesk.ui.runs.tabs import ClassesTab, ConfigView, CurvesTab, FilesView, FreezeMapView, LogView, hint_label
 
 log = logging.getLogger("tunedesk.ui.runs")
 
@@ -40,10 +51,20 @@ class OverviewTab(QWidget):
         grid = QGridLayout()
         grid.setHorizontalSpacing(18)
         grid.setVerticalSpacing(4)
-        fields = [("model", "Model"), ("data", "Data"), ("trains", "Trains"), ("hparams", "Hyperparameters"),
-                  ("device", "Device"), ("started", "Started"), ("duration", "Duration"), ("speed", "Speed"),
-                  ("best", "Best validation"), ("final", "Final metrics"), ("checkpoints", "Checkpoints"),
-                  ("identity", "Content hashes")]
+        fields = [
+            ("model", "Model"),
+            ("data", "Data"),
+            ("trains", "Trains"),
+            ("hparams", "Hyperparameters"),
+            ("device", "Device"),
+            ("started", "Started"),
+            ("duration", "Duration"),
+            ("speed", "Speed"),
+            ("best", "Best validation"),
+            ("final", "Final metrics"),
+            ("checkpoints", "Checkpoints"),
+            ("identity", "Content hashes"),
+        ]
         for i, (key, title) in enumerate(fields):
             name = QLabel(title)
             set_role(name, "hint")
@@ -96,20 +117,28 @@ class OverviewTab(QWidget):
         h = config.get("hparams") or {}
         res = history.resolved(run)
         f = self.facts
-        f["model"].setText(f"{fmt.short_model(run.get('model_name'))}  <span style='color:gray'>"
-                           f"({(res.get('architecture') or run.get('task') or '')})</span>")
+        f["model"].setText(
+            f"{fmt.short_model(run.get('model_name'))}  <span style='color:gray'>"
+            f"({(res.get('architecture') or run.get('task') or '')})</span>"
+        )
         f["model"].setToolTip(run.get("model_path") or "")
-        f["data"].setText(fmt.dataset_text(run) + (f" — {len(res.get('label_names') or [])} classes"
-                                                   if res.get("label_names") else ""))
+        f["data"].setText(
+            fmt.dataset_text(run)
+            + (f" — {len(res.get('label_names') or [])} classes" if res.get("label_names") else "")
+        )
         share = history.share_text(run.get("trainable_params"), run.get("total_params"))
-        f["trains"].setText(f"{run.get('freeze_summary') or share} ({run.get('trainable_params') or 0:,} of "
-                            f"{run.get('total_params') or 0:,})")
+        f["trains"].setText(
+            f"{run.get('freeze_summary') or share} ({run.get('trainable_params') or 0:,} of "
+            f"{run.get('total_params') or 0:,})"
+        )
         lr = res.get("learning_rate") or h.get("learning_rate")
         head_lr = res.get("head_learning_rate")
         new_layers = "LoRA adapters" if run.get("task") == "causal_lm" else "new head"
         lr_more = f" ({new_layers} {fmt.lr_text(head_lr)})" if head_lr and head_lr != lr else ""
-        f["hparams"].setText(f"lr {fmt.lr_text(lr)}{lr_more} · {h.get('epochs')} epochs · batch {h.get('batch_size')} · "
-                             f"{h.get('schedule', '')} schedule · seed {config.get('seed')}")
+        f["hparams"].setText(
+            f"lr {fmt.lr_text(lr)}{lr_more} · {h.get('epochs')} epochs · batch {h.get('batch_size')} · "
+            f"{h.get('schedule', '')} schedule · seed {config.get('seed')}"
+        )
         f["device"].setText(" · ".join(x for x in (run.get("device"), run.get("precision")) if x))
         f["started"].setText(fmt.local_time(run.get("started_at") or run.get("created_at"), seconds=True))
         f["duration"].setText(fmt.duration(run.get("duration_s")) or "—")
@@ -117,14 +146,24 @@ class OverviewTab(QWidget):
         f["speed"].setText(f"{sps:.1f} samples/s" if sps else "—")
         f["best"].setText(fmt.best_text(run) or "—")
         final = run.get("final_metrics") or {}
-        f["final"].setText(" · ".join(f"{fmt.metric_label(k).removeprefix('validation ')} {v:.3f}"
-                                      for k, v in final.items() if isinstance(v, float) and k != "epoch") or "—")
-        f["checkpoints"].setText(", ".join(f"{k} (step {c.get('step')})" for k, c in sorted(checkpoints.items())) or "none")
+        f["final"].setText(
+            " · ".join(
+                f"{fmt.metric_label(k).removeprefix('validation ')} {v:.3f}"
+                for k, v in final.items()
+                if isinstance(v, float) and k != "epoch"
+            )
+            or "—"
+        )
+        f["checkpoints"].setText(
+            ", ".join(f"{k} (step {c.get('step')})" for k, c in sorted(checkpoints.items())) or "none"
+        )
         f["identity"].setText(f"model {run.get('model_hash') or '?'} · data {run.get('dataset_hash') or '?'}")
         error = run.get("error")
         self.error.setVisible(bool(error))
         if error:
-            self.error.setText(f"{run['status']}: {error}" + (f"\nHint: {run['error_hint']}" if run.get("error_hint") else ""))
+            self.error.setText(
+                f"{run['status']}: {error}" + (f"\nHint: {run['error_hint']}" if run.get("error_hint") else "")
+            )
         if run["id"] == self.run_id and self.save.isEnabled():
             return  # a live refresh of the run being edited: keep the unsaved name, tags and notes
         self.run_id = run["id"]
@@ -151,8 +190,14 @@ class RunDetail(QWidget):
 
     TABS = ("Overview", "Curves", "Classes", "Freeze map", "Configuration", "Log", "Files")  # + LM: samples, try it
 
-    def __init__(self, store: Callable[[], RunStore], calls: Calls, parent: QWidget | None = None, *,
-                 home: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Callable[[], RunStore],
+        calls: Calls,
+        parent: QWidget | None = None,
+        *,
+        home: str | Path | None = None,
+    ) -> None:
         super().__init__(parent)
         self._store = store
         self._calls = calls
@@ -177,8 +222,11 @@ class RunDetail(QWidget):
         self.delete_button = QPushButton("Delete…")
         from tunedesk.ui.runs.icons import icon
 
-        for button, name in ((self.clone_button, "new.svg"), (self.resume_button, "resume.svg"),
-                             (self.export_button, "export.svg")):
+        for button, name in (
+            (self.clone_button, "new.svg"),
+            (self.resume_button, "resume.svg"),
+            (self.export_button, "export.svg"),
+        ):
             button.setIcon(icon(name))
         self.clone_button.clicked.connect(lambda: self._emit(self.cloneRequested))
         self.resume_button.clicked.connect(lambda: self._emit(self.resumeRequested))
@@ -207,8 +255,9 @@ class RunDetail(QWidget):
         self.files = FilesView()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        for widget, title in zip((self.overview, self.curves, self.classes, self.freeze, self.config,
-                                  self.log_view, self.files), self.TABS):
+        for widget, title in zip(
+            (self.overview, self.curves, self.classes, self.freeze, self.config, self.log_view, self.files), self.TABS
+        ):
             self.tabs.addTab(widget, title)
         from tunedesk.ui.lm.samples_view import SampleGenerationsView
 
@@ -237,16 +286,21 @@ class RunDetail(QWidget):
         self.title.setText(f"#{run['id']}  {run.get('name') or ''}")
         colour = fmt.STATUS_COLOURS.get(run["status"], "#7d8896")
         self.status.setText(f"<span style='color:{colour}; font-weight:bold'>● {run['status']}</span>")
-        self.subtitle.setText(f"{fmt.short_model(run.get('model_name'))} on {fmt.dataset_text(run)} · "
-                              f"{run.get('freeze_summary') or ''} · best {fmt.best_text(run) or '—'}")
+        self.subtitle.setText(
+            f"{fmt.short_model(run.get('model_name'))} on {fmt.dataset_text(run)} · "
+            f"{run.get('freeze_summary') or ''} · best {fmt.best_text(run) or '—'}"
+        )
         ok, why = history.can_resume(run, self.checkpoints)
         self.resume_button.setEnabled(ok)
         self.resume_button.setToolTip(("Continue from the last checkpoint: " + why) if ok else f"Cannot resume: {why}")
         self.resume_button.setVisible(run["status"] in history.RESUMABLE_STATUSES)
         has_best = "best" in self.checkpoints
         self.export_button.setEnabled(has_best)
-        self.export_button.setToolTip("Export the best weights (Hugging Face folder, torchvision weights or ONNX)"
-                                      if has_best else "No best checkpoint: the run ended before its first validation")
+        self.export_button.setToolTip(
+            "Export the best weights (Hugging Face folder, torchvision weights or ONNX)"
+            if has_best
+            else "No best checkpoint: the run ended before its first validation"
+        )
         active = history.is_active(run)
         self.delete_button.setEnabled(not active)
         self.delete_button.setToolTip("Stop the run first" if active else "Delete the run and its files")
@@ -319,13 +373,15 @@ class RunDetail(QWidget):
             return
 
         def build() -> Any:
-            from tunedesk.engine.compare import meta_model
+            from tunedesk.engine.store.compare import meta_model
 
             loaded = meta_model(run)
             if loaded is None:
                 return None
-            layout = ([n for n, _ in loaded.model.named_parameters()],
-                      {n: int(p.numel()) for n, p in loaded.model.named_parameters()})
+            layout = (
+                [n for n, _ in loaded.model.named_parameters()],
+                {n: int(p.numel()) for n, p in loaded.model.named_parameters()},
+            )
             try:
                 from tunedesk.engine.structure import ModelTree
 

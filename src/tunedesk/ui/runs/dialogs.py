@@ -8,8 +8,20 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QMessageBox, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.ui.runs.calls import Calls
 from tunedesk.ui.runs.detail import set_role
@@ -37,8 +49,10 @@ class ExportDialog(QDialog):
         self._calls = Calls(self)
         torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
         language_model = run.get("task") == "causal_lm"
-        intro = QLabel(f"Export the <b>best</b> weights of run #{run['id']} <b>{_esc(run.get('name') or '')}</b> "
-                       "so they load without TuneDesk.")
+        intro = QLabel(
+            f"Export the <b>best</b> weights of run #{run['id']} <b>{_esc(run.get('name') or '')}</b> "
+            "so they load without TuneDesk."
+        )
         intro.setWordWrap(True)
         self.format = QComboBox()
         if language_model:
@@ -83,19 +97,21 @@ class ExportDialog(QDialog):
 
     def _describe(self) -> None:
         fmt = self.format.currentData()
-        self.about.setText({
-            "hf": "config.json with your label names, model.safetensors and the tokenizer or image processor. "
-                  "Load it with AutoModelFor…from_pretrained(folder). The folder must be new or empty.",
-            "torchvision": "model.safetensors, tunedesk_model.json (architecture, class names, image size, mean/std) "
-                           "and a README with the lines that load it. The folder must be new or empty.",
-            "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
-                    "Needs `pip install onnx`; not every model can be exported.",
-            "merged": "The fine-tuned weights (LoRA adapters merged in) and the tokenizer: "
-                      "AutoModelForCausalLM.from_pretrained(folder) loads it without PEFT. "
-                      "The folder must be new or empty.",
-            "adapter": "Only the LoRA adapter (small); load it onto the base model with "
-                       "PeftModel.from_pretrained. The folder must be new or empty.",
-        }.get(fmt, ""))
+        self.about.setText(
+            {
+                "hf": "config.json with your label names, model.safetensors and the tokenizer or image processor. "
+                "Load it with AutoModelFor…from_pretrained(folder). The folder must be new or empty.",
+                "torchvision": "model.safetensors, tunedesk_model.json (architecture, class names, image size, mean/std) "
+                "and a README with the lines that load it. The folder must be new or empty.",
+                "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
+                "Needs `pip install onnx`; not every model can be exported.",
+                "merged": "The fine-tuned weights (LoRA adapters merged in) and the tokenizer: "
+                "AutoModelForCausalLM.from_pretrained(folder) loads it without PEFT. "
+                "The folder must be new or empty.",
+                "adapter": "Only the LoRA adapter (small); load it onto the base model with "
+                "PeftModel.from_pretrained. The folder must be new or empty.",
+            }.get(fmt, "")
+        )
 
     def _browse(self) -> None:
         start = str(Path(self.folder.text()).parent if self.folder.text() else self.home)
@@ -126,7 +142,7 @@ class ExportDialog(QDialog):
         self.error.setText(message + (f"\nHint: {hint}" if hint else ""))
         self.error.show()
 
-    def done(self, code: int) -> None:  # noqa: D401 - Qt API: wait for a running export before closing
+    def done(self, code: int) -> None:
         self._calls.wait_all()
         super().done(code)
 

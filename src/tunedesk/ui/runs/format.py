@@ -60,8 +60,11 @@ def short_model(name: str | None) -> str:
         if part.startswith("models--"):
             return part.removeprefix("models--").replace("--", "/")
     for part in reversed(parts):
-        generic = part.lower() in GENERIC_FOLDERS or part == "snapshots" or (
-            len(part) >= 32 and all(c in "0123456789abcdef" for c in part))
+        generic = (
+            part.lower() in GENERIC_FOLDERS
+            or part == "snapshots"
+            or (len(part) >= 32 and all(c in "0123456789abcdef" for c in part))
+        )
         if not generic:
             return part
     return Path(name).name

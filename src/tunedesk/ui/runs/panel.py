@@ -11,20 +11,46 @@ import logging
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, QTimer
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QPushButton, QSplitter, QStackedWidget, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
-from tunedesk.engine import history
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store import RunStore
+from tunedesk.engine.store import RunStore, history
 from tunedesk.ui.runs.calls import Calls
 from tunedesk.ui.runs.icons import icon
 from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
 
 log = logging.getLogger("tunedesk.ui.runs")
 
-COLUMN_WIDTHS = {"#": 40, "Started": 116, "Name": 180, "Model": 130, "Data": 140, "Trains": 172, "LR": 50,
-                 "Ep.": 34, "Batch": 46, "Best": 76, "Duration": 82, "Status": 104, "Tags": 100}
+COLUMN_WIDTHS = {
+    "#": 40,
+    "Started": 116,
+    "Name": 180,
+    "Model": 130,
+    "Data": 140,
+    "Trains": 172,
+    "LR": 50,
+    "Ep.": 34,
+    "Batch": 46,
+    "Best": 76,
+    "Duration": 82,
+    "Status": 104,
+    "Tags": 100,
+}
 POLL_MS = 3000  # refresh while a listed run is training
 
 
@@ -88,7 +114,9 @@ class RunsPanel(QWidget):
         self.table_model.modelReset.connect(self._model_reset)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.view.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
         self.view.setAlternatingRowColors(True)
         self.view.setWordWrap(False)
         self.view.setShowGrid(False)
@@ -105,8 +133,9 @@ class RunsPanel(QWidget):
         header.setSortIndicator(COL["Started"], Qt.SortOrder.DescendingOrder)
 
         # ---- below: nothing / one run / a comparison ----
-        self.placeholder = QLabel("Select a run to see its details. Select two or more (Ctrl- or Shift-click) "
-                                  "to compare them.")
+        self.placeholder = QLabel(
+            "Select a run to see its details. Select two or more (Ctrl- or Shift-click) to compare them."
+        )
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setProperty("role", "hint")
         self.placeholder.setWordWrap(True)
@@ -141,8 +170,9 @@ class RunsPanel(QWidget):
             self._fill_choices()
             self.view.setSortingEnabled(True)  # sorts (= loads) by the indicator set above
         except TuneDeskError as exc:
-            self.placeholder.setText(f"The run history cannot be read: {exc.message}"
-                                     + (f"\nHint: {exc.hint}" if exc.hint else ""))
+            self.placeholder.setText(
+                f"The run history cannot be read: {exc.message}" + (f"\nHint: {exc.hint}" if exc.hint else "")
+            )
             self.placeholder.setProperty("role", "error")
             return
         self._poll.start()
@@ -189,8 +219,11 @@ class RunsPanel(QWidget):
 
     def _fill_choices(self) -> None:
         choices = history.filter_choices(self.store())
-        for combo, values in ((self.model_filter, choices.models), (self.dataset_filter, choices.datasets),
-                              (self.tag_filter, choices.tags)):
+        for combo, values in (
+            (self.model_filter, choices.models),
+            (self.dataset_filter, choices.datasets),
+            (self.tag_filter, choices.tags),
+        ):
             current = combo.currentData()
             combo.blockSignals(True)
             while combo.count() > 1:
@@ -206,9 +239,13 @@ class RunsPanel(QWidget):
             combo.blockSignals(False)
 
     def current_filter(self) -> history.RunFilter:
-        return history.RunFilter(search=self.search.text().strip(), status=self.status_filter.currentData(),
-                                 model=self.model_filter.currentData(), dataset=self.dataset_filter.currentData(),
-                                 tag=self.tag_filter.currentData())
+        return history.RunFilter(
+            search=self.search.text().strip(),
+            status=self.status_filter.currentData(),
+            model=self.model_filter.currentData(),
+            dataset=self.dataset_filter.currentData(),
+            tag=self.tag_filter.currentData(),
+        )
 
     # ---- loading ----------------------------------------------------------------------------------
 
@@ -257,8 +294,10 @@ class RunsPanel(QWidget):
         for rid in run_ids:
             row = self.table_model.row_of(rid)
             if row >= 0:
-                sel.select(self.table_model.index(row, 0), QItemSelectionModel.SelectionFlag.Select
-                           | QItemSelectionModel.SelectionFlag.Rows)
+                sel.select(
+                    self.table_model.index(row, 0),
+                    QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows,
+                )
         sel.blockSignals(False)
         self.view.viewport().update()
 
@@ -344,10 +383,13 @@ class RunsPanel(QWidget):
         if confirm:
             folder = run.get("output_dir") or "(no folder)"
             answer = QMessageBox.question(
-                self, "Delete run?",
+                self,
+                "Delete run?",
                 f"Delete run #{run_id} “{run.get('name') or ''}”, its metrics and its files?\n\n{folder}\n\n"
                 "This cannot be undone.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Cancel,
+            )
             if answer != QMessageBox.StandardButton.Yes:
                 return False
         try:
@@ -386,7 +428,7 @@ class RunsPanel(QWidget):
             done = self._detail.shutdown(timeout_ms) and done
         return done
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
 # Distinguishable on light and dark backgrounds (Tableau 10, reordered).
-SERIES_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-                  "#bcbd22", "#7f7f7f"]
+SERIES_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+]
 
 
 def series_colour(i: int) -> str:
@@ -51,13 +61,24 @@ def add_legend(widget, offset: tuple[int, int] = (-10, 10)):
     text = QApplication.palette().color(QPalette.ColorRole.Text)
     base = QColor(QApplication.palette().color(QPalette.ColorRole.Base))
     base.setAlpha(210)
-    legend = widget.getPlotItem().addLegend(offset=offset, labelTextColor=text, brush=pg.mkBrush(base),
-                                            pen=pg.mkPen(QApplication.palette().color(QPalette.ColorRole.Mid)))
+    legend = widget.getPlotItem().addLegend(
+        offset=offset,
+        labelTextColor=text,
+        brush=pg.mkBrush(base),
+        pen=pg.mkPen(QApplication.palette().color(QPalette.ColorRole.Mid)),
+    )
     return legend
 
 
-def plot_series(widget, xs: Sequence[float], ys: Sequence[float], colour: str, name: str | None = None,
-                symbols: bool = False, width: float = 2.0):
+def plot_series(
+    widget,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    colour: str,
+    name: str | None = None,
+    symbols: bool = False,
+    width: float = 2.0,
+):
     import pyqtgraph as pg
 
     pen = pg.mkPen(QColor(colour), width=width)

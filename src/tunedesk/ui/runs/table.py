@@ -8,14 +8,14 @@ sorting in Python. Name and tags are edited in place and written through the GUI
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QPainter, QPixmap
 
-from tunedesk.engine import history
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store import RunStore
+from tunedesk.engine.store import RunStore, history
 from tunedesk.ui.runs import format as fmt
 
 Index = QModelIndex | QPersistentModelIndex
@@ -96,14 +96,20 @@ class RunsTableModel(QAbstractTableModel):
         self.filter = flt
         self.reload()
 
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: N802 - Qt API
+    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:
         return not parent.isValid() and len(self.rows) < self.total
 
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: N802 - Qt API
+    def fetchMore(self, parent: Index = QModelIndex()) -> None:
         if parent.isValid():
             return
-        more = history.page(self._store(), self.filter, sort=self.sort_key, descending=self.descending,
-                            limit=self.page_size, offset=len(self.rows))
+        more = history.page(
+            self._store(),
+            self.filter,
+            sort=self.sort_key,
+            descending=self.descending,
+            limit=self.page_size,
+            offset=len(self.rows),
+        )
         if not more:
             self.total = len(self.rows)
             return
@@ -127,13 +133,13 @@ class RunsTableModel(QAbstractTableModel):
 
     # ---- Qt model API ------------------------------------------------------------------------
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation != Qt.Orientation.Horizontal:
             return None
         if role == Qt.ItemDataRole.DisplayRole:
@@ -215,7 +221,7 @@ class RunsTableModel(QAbstractTableModel):
             return fmt.local_time(row.get("started_at") or row.get("created_at"), seconds=True)
         return None
 
-    def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+    def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
         if role != Qt.ItemDataRole.EditRole or index.column() not in EDITABLE:
             return False
         row = self.rows[index.row()]

@@ -13,13 +13,25 @@ from typing import Any
 
 from PySide6.QtCore import QDir, Qt, QUrl
 from PySide6.QtGui import QColor, QDesktopServices, QFontDatabase, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileSystemModel, QHBoxLayout, QHeaderView, QLabel,
-                               QPlainTextEdit, QPushButton, QSplitter, QStackedWidget, QTableView, QTreeView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileSystemModel,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
-from tunedesk.engine import history
-from tunedesk.engine.compare import format_value
-from tunedesk.engine.store import RunStore
+from tunedesk.engine.store import RunStore, history
+from tunedesk.engine.store.compare import format_value
 from tunedesk.ui.runs import format as fmt
 from tunedesk.ui.runs import plots
 
@@ -46,7 +58,9 @@ def _read_only_table() -> QTableView:
     return view
 
 
-def _item(text: Any, *, align_right: bool = False, colour: str | None = None, tooltip: str | None = None) -> QStandardItem:
+def _item(
+    text: Any, *, align_right: bool = False, colour: str | None = None, tooltip: str | None = None
+) -> QStandardItem:
     item = QStandardItem("" if text is None else str(text))
     item.setEditable(False)
     if align_right:
@@ -102,17 +116,28 @@ class CurvesTab(QWidget):
         plots.plot_series(self.loss_plot, xs, ys, plots.series_colour(0), "training loss")
         val = [(e["step"], e["metrics"].get("val_loss")) for e in epochs if e["metrics"].get("val_loss") is not None]
         if val:
-            plots.plot_series(self.loss_plot, [v[0] for v in val], [v[1] for v in val], plots.series_colour(1),
-                              "validation loss", symbols=True)
+            plots.plot_series(
+                self.loss_plot,
+                [v[0] for v in val],
+                [v[1] for v in val],
+                plots.series_colour(1),
+                "validation loss",
+                symbols=True,
+            )
         shares = ("val_accuracy", "val_macro_f1")  # classification: scores in [0, 1]
         keys = [k for k in shares if any(e["metrics"].get(k) is not None for e in epochs)]
         if not keys:  # other tasks (language models: perplexity)
             keys = [k for k in ("val_perplexity",) if any(e["metrics"].get(k) is not None for e in epochs)]
         for i, key in enumerate(keys):
             points = [(e["epoch"], e["metrics"].get(key)) for e in epochs if e["metrics"].get(key) is not None]
-            plots.plot_series(self.score_plot, [p[0] for p in points], [p[1] for p in points],
-                              plots.series_colour(2 + i), fmt.metric_label(key).removeprefix("validation "),
-                              symbols=True)
+            plots.plot_series(
+                self.score_plot,
+                [p[0] for p in points],
+                [p[1] for p in points],
+                plots.series_colour(2 + i),
+                fmt.metric_label(key).removeprefix("validation "),
+                symbols=True,
+            )
         view = self.score_plot.getPlotItem().getViewBox()
         if keys and keys[0] in shares:
             view.setYRange(0, 1.02, padding=0)
@@ -178,8 +203,11 @@ class ClassesTab(QWidget):
         has = bool(self.epochs)
         if not has:
             evaluated = bool(store.epoch_metrics(run["id"]))
-            self.empty.setText("This task has no classes, so there are no per-class metrics." if evaluated
-                               else "No evaluation yet: per-class metrics appear after the first epoch.")
+            self.empty.setText(
+                "This task has no classes, so there are no per-class metrics."
+                if evaluated
+                else "No evaluation yet: per-class metrics appear after the first epoch."
+            )
         self.empty.setVisible(not has)
         self.split.setVisible(has)
         self.picker.setEnabled(has)
@@ -196,9 +224,11 @@ class ClassesTab(QWidget):
         self.per_class.setHorizontalHeaderLabels(["class", "precision", "recall", "F1", "support"])
         for name in labels:
             m = (e.get("per_class") or {}).get(name, {})
-            self.per_class.appendRow([_item(name)] + [_item(f"{m[k]:.3f}" if k in m else "", align_right=True)
-                                                      for k in ("precision", "recall", "f1")]
-                                     + [_item(m.get("support", ""), align_right=True)])
+            self.per_class.appendRow(
+                [_item(name)]
+                + [_item(f"{m[k]:.3f}" if k in m else "", align_right=True) for k in ("precision", "recall", "f1")]
+                + [_item(m.get("support", ""), align_right=True)]
+            )
         self.per_class_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         cm = e["confusion"]
         self.confusion.clear()
@@ -210,8 +240,11 @@ class ClassesTab(QWidget):
         for r, row in enumerate(cm):
             total = sum(row) or 1
             for c, v in enumerate(row):
-                item = _item(v, align_right=True, tooltip=f"true {labels[r]}, predicted {labels[c]}: {v} "
-                                                           f"({100 * v / total:.0f}% of {labels[r]})")
+                item = _item(
+                    v,
+                    align_right=True,
+                    tooltip=f"true {labels[r]}, predicted {labels[c]}: {v} ({100 * v / total:.0f}% of {labels[r]})",
+                )
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 strength = v / peak
                 colour = QColor("#2e8b57" if r == c else "#d9423f")
@@ -255,9 +288,11 @@ class FreezeMapView(QWidget):
         self.run_id = run["id"]
         trainable = list(run.get("trainable_names") or [])
         share = history.share_text(run.get("trainable_params"), run.get("total_params"))
-        self.summary.setText(f"<b>{run.get('freeze_summary') or share}</b> &nbsp;·&nbsp; "
-                             f"{run.get('trainable_params') or 0:,} of {run.get('total_params') or 0:,} parameters train")
-        freeze = (history.run_config(run).get("freeze") or {})
+        self.summary.setText(
+            f"<b>{run.get('freeze_summary') or share}</b> &nbsp;·&nbsp; "
+            f"{run.get('trainable_params') or 0:,} of {run.get('total_params') or 0:,} parameters train"
+        )
+        freeze = history.run_config(run).get("freeze") or {}
         self.rules.setText(_plan_text(freeze))
         self.exact = layout is not None
         if layout is not None:
@@ -277,7 +312,7 @@ class FreezeMapView(QWidget):
                 self.tree_widget = FreezeTreeWidget(read_only=True)
                 self.stack.addWidget(self.tree_widget)
             self.tree_widget.set_model(tree, spec)
-        except Exception:  # noqa: BLE001 - the module list below is a complete fallback
+        except Exception:
             log.exception("the layer tree could not show run %s", self.run_id)
             return False
         self.stack.setCurrentWidget(self.tree_widget)
@@ -308,8 +343,7 @@ class FreezeMapView(QWidget):
                 state, colour = "frozen", FROZEN_COLOUR
             else:
                 state, colour = f"partly ({100 * train / total:.0f}%)", TRAIN_COLOUR
-            count = (f"{fmt.count_text(train)} / {fmt.count_text(total)}" if known
-                     else f"{train} / {total} tensors")
+            count = f"{fmt.count_text(train)} / {fmt.count_text(total)}" if known else f"{train} / {total} tensors"
             name_item = _item(leaf, colour=colour if train else FROZEN_COLOUR, tooltip=path)
             parent.appendRow([name_item, _item(state, colour=colour), _item(count, align_right=True)])
             items[path] = name_item
@@ -323,8 +357,12 @@ class FreezeMapView(QWidget):
 
 def _plan_text(freeze: dict[str, Any]) -> str:
     preset = freeze.get("preset", "all")
-    text = {"all": "plan: train everything", "none": "plan: freeze everything", "head_only": "plan: head only",
-            "last_n_blocks": f"plan: last {freeze.get('last_n', 2)} blocks + head"}.get(preset, f"plan: {preset}")
+    text = {
+        "all": "plan: train everything",
+        "none": "plan: freeze everything",
+        "head_only": "plan: head only",
+        "last_n_blocks": f"plan: last {freeze.get('last_n', 2)} blocks + head",
+    }.get(preset, f"plan: {preset}")
     rules = freeze.get("rules") or []
     if rules:
         text += ", then " + format_value(rules)
@@ -350,8 +388,20 @@ class ConfigView(QTreeView):
         self.model_.setHorizontalHeaderLabels(["setting", "value"])
         config = history.run_config(run)
         res = history.resolved(run)
-        effective = {k: res[k] for k in ("learning_rate", "head_learning_rate", "lr_explanation", "architecture",
-                                         "family", "pretrained", "label_names", "head_paths") if k in res}
+        effective = {
+            k: res[k]
+            for k in (
+                "learning_rate",
+                "head_learning_rate",
+                "lr_explanation",
+                "architecture",
+                "family",
+                "pretrained",
+                "label_names",
+                "head_paths",
+            )
+            if k in res
+        }
         if effective:
             config = {**config, "resolved by TuneDesk": effective}
         self._add(self.model_.invisibleRootItem(), config)
@@ -383,8 +433,10 @@ class LogView(QPlainTextEdit):
         for row in store.logs(run["id"], limit=self.MAX_LINES):
             lines.append(f"{fmt.local_time(row['ts'], seconds=True)}  {row['level']:<7} {row['message']}")
         if run.get("error"):
-            lines.append(f"{'':19}  {'result':<7} {run['status']}: {run['error']}"
-                         + (f" (hint: {run['error_hint']})" if run.get("error_hint") else ""))
+            lines.append(
+                f"{'':19}  {'result':<7} {run['status']}: {run['error']}"
+                + (f" (hint: {run['error_hint']})" if run.get("error_hint") else "")
+            )
         self.setPlainText("\n".join(lines) if lines else "(no log lines)")
 
 

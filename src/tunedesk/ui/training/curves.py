@@ -169,8 +169,9 @@ class TrainingCurves:
         self.epoch_version += 1
 
     def epoch_series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = [(e["epoch"], e["metrics"][name]) for e in self.epochs
-                if isinstance(e["metrics"].get(name), (int, float))]
+        rows = [
+            (e["epoch"], e["metrics"][name]) for e in self.epochs if isinstance(e["metrics"].get(name), (int, float))
+        ]
         np = _np()
         if not rows:
             return np.empty(0), np.empty(0)
@@ -192,9 +193,13 @@ class TrainingCurves:
         self.reset()
         np = _np()
         if step_rows:
-            self.extend(np.asarray([r["step"] for r in step_rows], dtype=np.float64),
-                        np.asarray([r["loss"] if r["loss"] is not None else math.nan for r in step_rows], dtype=np.float64),
-                        np.asarray([r["learning_rate"] if r["learning_rate"] is not None else math.nan
-                                    for r in step_rows], dtype=np.float64))
+            self.extend(
+                np.asarray([r["step"] for r in step_rows], dtype=np.float64),
+                np.asarray([r["loss"] if r["loss"] is not None else math.nan for r in step_rows], dtype=np.float64),
+                np.asarray(
+                    [r["learning_rate"] if r["learning_rate"] is not None else math.nan for r in step_rows],
+                    dtype=np.float64,
+                ),
+            )
         for r in epoch_rows:
             self.add_epoch(r["epoch"], r["step"], r["metrics"], r.get("is_best", False))

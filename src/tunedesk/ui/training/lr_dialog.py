@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from tunedesk.ui.worker import LRFinderWorker, start_in_thread, stop_thread
 
@@ -27,9 +27,11 @@ class LRFinderDialog(QDialog):
         self._lrs: list[float] = []
         self._losses: list[float] = []
         layout = QVBoxLayout(self)
-        intro = QLabel("TuneDesk trains a copy of the model for a few steps while raising the learning rate "
-                       "from 1e-7 to 1. The loss falls fastest at a good rate and shoots up when the rate is "
-                       "too high. Your model and data are left exactly as they were.")
+        intro = QLabel(
+            "TuneDesk trains a copy of the model for a few steps while raising the learning rate "
+            "from 1e-7 to 1. The loss falls fastest at a good rate and shoots up when the rate is "
+            "too high. Your model and data are left exactly as they were."
+        )
         intro.setWordWrap(True)
         intro.setProperty("role", "hint")
         layout.addWidget(intro)

@@ -10,8 +10,16 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 DASH = "—"
 
@@ -60,7 +68,9 @@ class Stat(QFrame):
         v.addWidget(self.caption)
         v.addWidget(self.value)
         # A steady width: changing numbers must not re-layout the panel (and resize the plots).
-        self.setMinimumWidth(max(self.caption.sizeHint().width(), self.value.fontMetrics().horizontalAdvance("0:00:00 ")) + 8)
+        self.setMinimumWidth(
+            max(self.caption.sizeHint().width(), self.value.fontMetrics().horizontalAdvance("0:00:00 ")) + 8
+        )
 
     def set(self, text: str) -> None:
         if self.value.text() != text:
@@ -100,9 +110,16 @@ class RunMonitor(QWidget):
         stats = QHBoxLayout()
         stats.setSpacing(18)
         self.stats: dict[str, Stat] = {}
-        for key, caption in (("elapsed", "Elapsed"), ("eta", "Time left"), ("steps", "Steps/s"),
-                             ("samples", "Samples/s"), ("loss", "Loss (smoothed)"), ("lr", "Learning rate"),
-                             ("memory", "GPU memory (peak)"), ("util", "GPU busy")):
+        for key, caption in (
+            ("elapsed", "Elapsed"),
+            ("eta", "Time left"),
+            ("steps", "Steps/s"),
+            ("samples", "Samples/s"),
+            ("loss", "Loss (smoothed)"),
+            ("lr", "Learning rate"),
+            ("memory", "GPU memory (peak)"),
+            ("util", "GPU busy"),
+        ):
             stat = Stat(caption)
             self.stats[key] = stat
             stats.addWidget(stat)
@@ -227,7 +244,9 @@ class RunMonitor(QWidget):
         self.epoch_bar.setValue(int(1000 * in_epoch / spe))
         self.epoch_bar.setFormat(f"epoch {epoch + 1} of {epochs}: step {in_epoch} of {spe}")
         self.overall_bar.setValue(int(1000 * self.step / self.total_steps))
-        self.overall_bar.setFormat(f"step {self.step} of {self.total_steps} ({100 * self.step / self.total_steps:.0f} %)")
+        self.overall_bar.setFormat(
+            f"step {self.step} of {self.total_steps} ({100 * self.step / self.total_steps:.0f} %)"
+        )
 
 
 class LogPane(QPlainTextEdit):

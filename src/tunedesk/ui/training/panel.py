@@ -14,8 +14,20 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QIcon
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea, QSizePolicy,
-                               QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError
@@ -206,8 +218,9 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.stop_button.setVisible(active)
         self.stop_button.setEnabled(mode in ("running", "paused", "preparing"))
         last = self.last_finished
-        self.continue_button.setVisible(not active and last is not None and last.status in RESUMABLE
-                                        and self._has_last_checkpoint())
+        self.continue_button.setVisible(
+            not active and last is not None and last.status in RESUMABLE and self._has_last_checkpoint()
+        )
         self.form.setEnabled(not active)
         self.open_button.setEnabled(not active)
         self.form.find_lr_button.setEnabled(not active)
@@ -257,8 +270,9 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self._say("Setup loaded: check it, then press Start.")
 
     def _open_config(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a run configuration", str(self.state.home),
-                                              "Run configurations (*.json *.toml);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a run configuration", str(self.state.home), "Run configurations (*.json *.toml);;All files (*)"
+        )
         if path:
             self.open_config_file(path)
 
@@ -273,8 +287,9 @@ class TrainingPanel(RunEventHandlers, QWidget):
         return True
 
     def _save_config(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration", str(self.state.home / "run.toml"),
-                                              "TOML (*.toml);;JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the run configuration", str(self.state.home / "run.toml"), "TOML (*.toml);;JSON (*.json)"
+        )
         if path:
             self.save_config_file(path)
 
@@ -291,8 +306,9 @@ class TrainingPanel(RunEventHandlers, QWidget):
             return False
         lost = lost_on_reload(config, path)
         if lost:  # e.g. TOML has no "empty": no clipping would come back as the default
-            self.form.show_error("", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set",
-                                 "save the setup as .json instead")
+            self.form.show_error(
+                "", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set", "save the setup as .json instead"
+            )
             self._say(f"Setup saved to {path}, with a difference — see the note under the form.")
             return False
         self._say(f"Setup saved to {path}")
@@ -342,10 +358,21 @@ class TrainingPanel(RunEventHandlers, QWidget):
             return
         self._task = run.get("task") or self._task
         self.curves.load_history(steps, epochs)
-        from tunedesk.engine.events import EpochEnded
+        from tunedesk.engine.run.events import EpochEnded
 
-        self.epoch_events = [EpochEnded(run_id, e["epoch"], e["step"], e["metrics"], e["confusion"], e["label_names"],
-                                        e["per_class"], e["is_best"]) for e in epochs]
+        self.epoch_events = [
+            EpochEnded(
+                run_id,
+                e["epoch"],
+                e["step"],
+                e["metrics"],
+                e["confusion"],
+                e["label_names"],
+                e["per_class"],
+                e["is_best"],
+            )
+            for e in epochs
+        ]
         for ev in self.epoch_events:  # a language model's table lists them all; a classifier shows the last
             self.evaluation.show_epoch(ev, self._best_epoch())
 

@@ -26,7 +26,12 @@ COLORS = {
     "val_macro_f1": (204, 121, 167),
 }
 EXTRA_COLORS = [(230, 159, 0), (86, 180, 233), (240, 228, 66), (120, 120, 120)]
-METRIC_TITLES = {"val_accuracy": "accuracy", "val_macro_f1": "macro-F1", "val_loss": "validation", "train_loss": "training"}
+METRIC_TITLES = {
+    "val_accuracy": "accuracy",
+    "val_macro_f1": "macro-F1",
+    "val_loss": "validation",
+    "train_loss": "training",
+}
 
 
 def _pg():
@@ -83,10 +88,16 @@ class LivePlots(QWidget):
         self.val_curves: dict[str, Any] = {}
         for name in ("train_loss", "val_loss"):
             self.val_curves[name] = self.val_loss_plot.plot(
-                pen=pg.mkPen(COLORS[name], width=2), symbol="o", symbolSize=7, symbolBrush=COLORS[name],
-                symbolPen=None, name=METRIC_TITLES[name])
-        self.best_marker = pg.InfiniteLine(angle=90, movable=False,
-                                           pen=pg.mkPen(QColor(120, 120, 120), width=1, style=_dash()))
+                pen=pg.mkPen(COLORS[name], width=2),
+                symbol="o",
+                symbolSize=7,
+                symbolBrush=COLORS[name],
+                symbolPen=None,
+                name=METRIC_TITLES[name],
+            )
+        self.best_marker = pg.InfiniteLine(
+            angle=90, movable=False, pen=pg.mkPen(QColor(120, 120, 120), width=1, style=_dash())
+        )
         self.best_marker.setVisible(False)
         self.metric_plot.addItem(self.best_marker)
 
@@ -176,7 +187,7 @@ class LivePlots(QWidget):
         if any(len(y) for y in ys):
             self._sticky_y(self.val_loss_plot, *ys)
         names = [n for n in c.metric_names() if n.startswith("val_") and n != "val_loss"]
-        extra = iter(EXTRA_COLORS[sum(n not in COLORS for n in self._metric_items):])  # next unused
+        extra = iter(EXTRA_COLORS[sum(n not in COLORS for n in self._metric_items) :])  # next unused
         for name in names:
             if name not in self._metric_items:
                 color = COLORS.get(name) or next(extra, (120, 120, 120))
@@ -305,7 +316,7 @@ def _timed_view_class():
         class TimedLayoutWidget(pg.GraphicsLayoutWidget):
             last_paint_s = 0.0
 
-            def paintEvent(self, ev):  # noqa: N802 - Qt API
+            def paintEvent(self, ev):
                 t = time.thread_time()  # CPU time: waiting for the interpreter lock is not a cost to pace by
                 try:
                     return super().paintEvent(ev)

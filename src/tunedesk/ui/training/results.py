@@ -7,9 +7,24 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                               QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QStackedWidget, QTableView,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 Index = QModelIndex | QPersistentModelIndex
@@ -29,10 +44,10 @@ class ConfusionModel(QAbstractTableModel):
         self.labels = list(labels) or [str(i) for i in range(len(matrix))]
         self.endResetModel()
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.matrix)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.matrix)
 
     def _share(self, r: int, c: int) -> float:
@@ -61,11 +76,13 @@ class ConfusionModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return Qt.AlignmentFlag.AlignCenter
         if role == Qt.ItemDataRole.ToolTipRole:
-            return (f"true {self.labels[r]}, predicted {self.labels[c]}: {self.matrix[r][c]} "
-                    f"({100 * self._share(r, c):.0f} % of {self.labels[r]})")
+            return (
+                f"true {self.labels[r]}, predicted {self.labels[c]}: {self.matrix[r][c]} "
+                f"({100 * self._share(r, c):.0f} % of {self.labels[r]})"
+            )
         return None
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(self.labels):
             return self.labels[section]
         if role == Qt.ItemDataRole.ToolTipRole and 0 <= section < len(self.labels):
@@ -85,10 +102,10 @@ class PerClassModel(QAbstractTableModel):
         self.rows = list(per_class.items())
         self.endResetModel()
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.COLUMNS)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -108,7 +125,7 @@ class PerClassModel(QAbstractTableModel):
             return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
         return None
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.COLUMNS[section]
         return None
@@ -116,18 +133,34 @@ class PerClassModel(QAbstractTableModel):
 
 def metric_line(metrics: dict[str, float]) -> str:
     parts = []
-    for key, title in (("val_accuracy", "accuracy"), ("val_macro_f1", "macro-F1"), ("val_loss", "validation loss"),
-                       ("val_perplexity", "perplexity"), ("val_token_accuracy", "token accuracy"),
-                       ("train_loss", "training loss")):
+    for key, title in (
+        ("val_accuracy", "accuracy"),
+        ("val_macro_f1", "macro-F1"),
+        ("val_loss", "validation loss"),
+        ("val_perplexity", "perplexity"),
+        ("val_token_accuracy", "token accuracy"),
+        ("train_loss", "training loss"),
+    ):
         value = metrics.get(key)
         if isinstance(value, (int, float)):
-            parts.append(f"{title} <b>{value:.3f}</b>" if key in ("val_accuracy", "val_macro_f1", "val_perplexity")
-                         else f"{title} {value:.4f}" if key.endswith("loss") else f"{title} {value:.3f}")
+            parts.append(
+                f"{title} <b>{value:.3f}</b>"
+                if key in ("val_accuracy", "val_macro_f1", "val_perplexity")
+                else f"{title} {value:.4f}"
+                if key.endswith("loss")
+                else f"{title} {value:.3f}"
+            )
     return " · ".join(parts)
 
 
-LM_COLUMNS = (("epoch", "Epoch"), ("step", "Step"), ("val_loss", "Validation loss"), ("val_perplexity", "Perplexity"),
-              ("val_token_accuracy", "Token accuracy"), ("train_loss", "Training loss"))
+LM_COLUMNS = (
+    ("epoch", "Epoch"),
+    ("step", "Step"),
+    ("val_loss", "Validation loss"),
+    ("val_perplexity", "Perplexity"),
+    ("val_token_accuracy", "Token accuracy"),
+    ("train_loss", "Training loss"),
+)
 
 
 class EpochTable(QTableWidget):
@@ -151,13 +184,22 @@ class EpochTable(QTableWidget):
         values = dict(ev.metrics, epoch=ev.epoch, step=ev.step)
         for col, (key, _title) in enumerate(LM_COLUMNS):
             value = values.get(key)
-            text = "" if value is None else str(value) if key in ("epoch", "step") else \
-                f"{value:.4f}" if key.endswith("loss") else f"{value:.3f}"
+            text = (
+                ""
+                if value is None
+                else str(value)
+                if key in ("epoch", "step")
+                else f"{value:.4f}"
+                if key.endswith("loss")
+                else f"{value:.3f}"
+            )
             item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.setItem(row, col, item)
         for col in range(self.columnCount()):  # a metric the task does not report: no empty column
-            self.setColumnHidden(col, all(not (self.item(r, col) and self.item(r, col).text()) for r in self.rows.values()))
+            self.setColumnHidden(
+                col, all(not (self.item(r, col) and self.item(r, col).text()) for r in self.rows.values())
+            )
         for epoch, r in self.rows.items():
             for col in range(self.columnCount()):
                 item = self.item(r, col)
@@ -286,12 +328,12 @@ class DropLabel(QLabel):
         self.setFrameShape(QLabel.Shape.StyledPanel)
         self.setStyleSheet("QLabel { border: 1px dashed palette(mid); border-radius: 6px; }")
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         urls = event.mimeData().urls()
         if urls and urls[0].toLocalFile().lower().endswith(IMAGE_SUFFIXES):
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         urls = event.mimeData().urls()
         if urls:
             self.dropped.emit(urls[0].toLocalFile())
@@ -365,8 +407,9 @@ class TryItBox(QWidget):
         self.predictRequested.emit([text])
 
     def _choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose an image", "",
-                                              "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ")")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose an image", "", "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ")"
+        )
         if path:
             self.predict_image(path)
 
@@ -376,8 +419,9 @@ class TryItBox(QWidget):
             return
         pix = QPixmap(path)
         if not pix.isNull():
-            self.drop.setPixmap(pix.scaled(150, 150, Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation))
+            self.drop.setPixmap(
+                pix.scaled(150, 150, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+            )
         self.status.setText("Predicting…")
         self.predictRequested.emit([path])
 

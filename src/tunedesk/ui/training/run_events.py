@@ -27,7 +27,9 @@ class RunEventHandlers:
 
     def _on_prepared(self, info: Any) -> None:
         self.log.add(info.lr_explanation[0].upper() + info.lr_explanation[1:])
-        self.log.add(f"layers: {info.freeze_summary} ({info.trainable_params:,} of {info.total_params:,} parameters train)")
+        self.log.add(
+            f"layers: {info.freeze_summary} ({info.trainable_params:,} of {info.total_params:,} parameters train)"
+        )
         if info.data_summary:
             self.log.add(f"data: {info.data_summary}")
         self.form.set_freeze_resolved(info.freeze_summary, info.trainable_params, info.total_params)
@@ -49,13 +51,20 @@ class RunEventHandlers:
             self.epoch_events = [e for e in self.epoch_events if e.step <= ev.start_step]
         self.curves.set_shape(ev.total_steps, ev.epochs)
         self.monitor.started(ev)
-        self._set_mode("paused" if self.worker and self.worker.control.paused else
-                       "stopping" if self.worker and self.worker.control.stop_requested else "running")
+        self._set_mode(
+            "paused"
+            if self.worker and self.worker.control.paused
+            else "stopping"
+            if self.worker and self.worker.control.stop_requested
+            else "running"
+        )
         self.run_label.setText(f"run #{ev.run_id} · {ev.device} · {ev.precision}")
         self._say("Training…" if not ev.start_step else f"Training, resumed at step {ev.start_step}…")
-        self.log.add(f"run #{ev.run_id} started on {ev.device} ({ev.precision}): {ev.total_steps} steps, "
-                     f"{ev.epochs} epoch(s) of {ev.steps_per_epoch} steps; {ev.trainable_params:,} of "
-                     f"{ev.total_params:,} parameters train")
+        self.log.add(
+            f"run #{ev.run_id} started on {ev.device} ({ev.precision}): {ev.total_steps} steps, "
+            f"{ev.epochs} epoch(s) of {ev.steps_per_epoch} steps; {ev.trainable_params:,} of "
+            f"{ev.total_params:,} parameters train"
+        )
         self.state.runsChanged.emit()
 
     def _on_epoch_ended(self, ev: Any) -> None:
@@ -64,8 +73,10 @@ class RunEventHandlers:
         self.epoch_events = [e for e in self.epoch_events if e.epoch != ev.epoch] + [ev]
         self.monitor.epoch_ended(ev)
         self.evaluation.show_epoch(ev, self._best_epoch())
-        self.log.add(f"epoch {ev.epoch}: {_plain(metric_line(ev.metrics))}" + (" (best so far)" if ev.is_best else ""),
-                     "ok" if ev.is_best else "info")
+        self.log.add(
+            f"epoch {ev.epoch}: {_plain(metric_line(ev.metrics))}" + (" (best so far)" if ev.is_best else ""),
+            "ok" if ev.is_best else "info",
+        )
 
     def _best_epoch(self) -> int | None:
         best = [e.epoch for e in self.epoch_events if e.is_best]
@@ -107,9 +118,12 @@ class RunEventHandlers:
             self._say(f"Run #{rid} failed: {ev.reason}")
             self.log.add(f"failed: {ev.reason}" + (f" — {ev.hint}" if ev.hint else ""), "error")
             if not self._closing:
-                self._show_error("The run failed", ev.reason,
-                                 (ev.hint + "\n\n" if ev.hint else "") +
-                                 f"Run #{rid} is recorded as failed in the run history with this reason.")
+                self._show_error(
+                    "The run failed",
+                    ev.reason,
+                    (ev.hint + "\n\n" if ev.hint else "")
+                    + f"Run #{rid} is recorded as failed in the run history with this reason.",
+                )
         self.state.statusMessage.emit(self.status.text())
 
     def _on_done(self, result: Any) -> None:
@@ -125,8 +139,9 @@ class RunEventHandlers:
             if self._task == "causal_lm":
                 self._offer_chat(int(result.run_id))
             elif not has_best:
-                self.try_it.set_available(False, "This run saved no best checkpoint (it ended before its first "
-                                                 "validation).")
+                self.try_it.set_available(
+                    False, "This run saved no best checkpoint (it ended before its first validation)."
+                )
             elif self._task == "image_classification":
                 self.try_it.set_available(True, "Choose or drop an image: the run's best checkpoint answers.")
             else:
@@ -147,8 +162,7 @@ class RunEventHandlers:
 
     def _offer_chat(self, run_id: int) -> None:
         """After a language-model run: talk to its best (or, without one, its last) saved model."""
-        from tunedesk.engine import history
-        from tunedesk.engine.store import RunStore
+        from tunedesk.engine.store import RunStore, history
 
         self._set_try_task("causal_lm")
         try:
@@ -158,8 +172,9 @@ class RunEventHandlers:
             self.chat.set_run(None, why=f"Could not read run {run_id}: {exc}")
             return
         if not history.has_model(checkpoints):
-            self.chat.set_run(None, why=f"Run {run_id} saved no model to talk to (it ended before its first "
-                                        "checkpoint)")
+            self.chat.set_run(
+                None, why=f"Run {run_id} saved no model to talk to (it ended before its first checkpoint)"
+            )
             return
         self.chat.set_run(run_id, chat=history.lm_chat(run))
 

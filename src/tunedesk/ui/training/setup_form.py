@@ -13,23 +13,52 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QMenu, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
 from tunedesk.engine.errors import ConfigError
-from tunedesk.ui.training.setup_helpers import (FieldError, family_of_path, freeze_text, lm_kind,
-                                                 lost_on_reload, make_label, model_spec_from_entry, parse_number,
-                                                 set_role, table_columns)
+from tunedesk.ui.training.setup_helpers import (
+    FieldError,
+    family_of_path,
+    freeze_text,
+    lm_kind,
+    lost_on_reload,
+    make_label,
+    model_spec_from_entry,
+    parse_number,
+    set_role,
+    table_columns,
+)
 
 __all__ = ["FieldError", "SetupForm", "lost_on_reload", "set_role"]
 
-TASK_LABELS = {"text_classification": "Text classification", "image_classification": "Image classification",
-               "causal_lm": "Language model (text generation)"}
-PRECISION_LABELS = {"auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)", "bf16": "bf16", "fp16": "fp16 (GPU only)",
-                    "fp32": "fp32"}
+TASK_LABELS = {
+    "text_classification": "Text classification",
+    "image_classification": "Image classification",
+    "causal_lm": "Language model (text generation)",
+}
+PRECISION_LABELS = {
+    "auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)",
+    "bf16": "bf16",
+    "fp16": "fp16 (GPU only)",
+    "fp32": "fp32",
+}
 
 
 class SetupForm(QWidget):
@@ -143,8 +172,13 @@ class SetupForm(QWidget):
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setDecimals(2)
         self.val_fraction.setValue(0.2)
-        self._row(form, "Validation share", "data.val_fraction", self.val_fraction,
-                  tip="the share of examples held out to measure the model (stratified, seeded)")
+        self._row(
+            form,
+            "Validation share",
+            "data.val_fraction",
+            self.val_fraction,
+            tip="the share of examples held out to measure the model (stratified, seeded)",
+        )
         self.data_note = make_label("")
         self.data_note.hide()
         form.addRow("", self.data_note)
@@ -180,20 +214,38 @@ class SetupForm(QWidget):
         self.weight_decay = QLineEdit("0.01")
         self._row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
         self.schedule = QComboBox()
-        for key, text in (("cosine", "cosine (warm-up, then cosine decay)"), ("linear", "linear decay"),
-                          ("constant", "constant after warm-up")):
+        for key, text in (
+            ("cosine", "cosine (warm-up, then cosine decay)"),
+            ("linear", "linear decay"),
+            ("constant", "constant after warm-up"),
+        ):
             self.schedule.addItem(text, key)
         self._row(form, "Schedule", "hparams.schedule", self.schedule)
         self.warmup = QLineEdit("0.1")
-        self._row(form, "Warm-up share", "hparams.warmup_ratio", self.warmup,
-                  tip="share of the steps spent ramping the learning rate up from 0")
+        self._row(
+            form,
+            "Warm-up share",
+            "hparams.warmup_ratio",
+            self.warmup,
+            tip="share of the steps spent ramping the learning rate up from 0",
+        )
         self.grad_accum = self._spin(0, 4096, 1)
-        self._row(form, "Grad. accumulation", "hparams.grad_accum_steps", self.grad_accum,
-                  tip="batches added up per optimizer step (effective batch = batch size x this)")
+        self._row(
+            form,
+            "Grad. accumulation",
+            "hparams.grad_accum_steps",
+            self.grad_accum,
+            tip="batches added up per optimizer step (effective batch = batch size x this)",
+        )
         self.clip = QLineEdit("1.0")
         self.clip.setPlaceholderText("empty: no clipping")
-        self._row(form, "Gradient clipping", "hparams.max_grad_norm", self.clip,
-                  tip="largest gradient norm; empty for no clipping")
+        self._row(
+            form,
+            "Gradient clipping",
+            "hparams.max_grad_norm",
+            self.clip,
+            tip="largest gradient norm; empty for no clipping",
+        )
         self.max_length = self._spin(0, 131072, 128)
         self.max_length_row = self._row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
         self.image_size = self._spin(0, 4096, 224)
@@ -244,7 +296,9 @@ class SetupForm(QWidget):
         spec = model_spec_from_entry(entry)
         self._set_model(spec)
         params = getattr(entry, "parameters", None)
-        bits = [b for b in (getattr(entry, "family", None), f"{params / 1e6:.1f} M parameters" if params else None) if b]
+        bits = [
+            b for b in (getattr(entry, "family", None), f"{params / 1e6:.1f} M parameters" if params else None) if b
+        ]
         self.model_note.setText(f"{entry.name}" + (f" ({', '.join(bits)})" if bits else "") + " — from the Models area")
         self._family = getattr(entry, "family", None) or family_of_path(spec.name_or_path)
         if getattr(entry, "task", None) in TASK_LABELS and not self.data_edit.text():
@@ -272,7 +326,9 @@ class SetupForm(QWidget):
         self._model_edited(self.model_edit.text())
 
     def _browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)", self.model_edit.text())
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a model folder (with config.json)", self.model_edit.text()
+        )
         if folder:
             self.model_source.setCurrentIndex(0)
             self.model_edit.setText(folder)
@@ -301,8 +357,10 @@ class SetupForm(QWidget):
                 pass  # an unknown version is reported with its hint when the run is prepared
         self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
         self.val_fraction.setValue(spec.val_fraction)
-        note = {"dataset_version": f"saved data set version {spec.dataset_version}: its stored split is used (the "
-                                   "validation share only applies to a version saved unsplit)"}.get(spec.kind, "")
+        note = {
+            "dataset_version": f"saved data set version {spec.dataset_version}: its stored split is used (the "
+            "validation share only applies to a version saved unsplit)"
+        }.get(spec.kind, "")
         self.data_note.setText(note)
         self.data_note.setVisible(bool(note))
 
@@ -325,28 +383,36 @@ class SetupForm(QWidget):
         self.changed.emit()
 
     def _browse_data_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a labelled text file", self.data_edit.text(),
-                                              "Text tables (*.csv *.tsv *.tab *.txt *.jsonl *.ndjson);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Choose a labelled text file",
+            self.data_edit.text(),
+            "Text tables (*.csv *.tsv *.tab *.txt *.jsonl *.ndjson);;All files (*)",
+        )
         if path:
             self.data_edit.setText(path)
             self._data_edited()
 
     def _browse_data_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder (one sub-folder per class)",
-                                                  self.data_edit.text())
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose an image folder (one sub-folder per class)", self.data_edit.text()
+        )
         if folder:
             self.data_edit.setText(folder)
             self._data_edited()
 
     def _fill_columns(self, path: str, text_column: str, label_column: str) -> None:
         columns = table_columns(path) if path else []
-        for combo, wanted, guess in ((self.text_col, text_column, ("text", "sentence", "message", "content")),
-                                     (self.label_col, label_column, ("label", "labels", "class", "category"))):
+        for combo, wanted, guess in (
+            (self.text_col, text_column, ("text", "sentence", "message", "content")),
+            (self.label_col, label_column, ("label", "labels", "class", "category")),
+        ):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(columns)
-            choice = wanted if wanted in columns or not columns else next(
-                (c for c in columns if c.lower() in guess), wanted)
+            choice = (
+                wanted if wanted in columns or not columns else next((c for c in columns if c.lower() in guess), wanted)
+            )
             combo.setEditText(choice)
             combo.blockSignals(False)
 
@@ -380,8 +446,10 @@ class SetupForm(QWidget):
 
     def set_freeze_resolved(self, summary: str, trainable: int, total: int) -> None:
         """After preparing: the engine's own description, with real parameter counts."""
-        self.freeze_label.setText(f"{freeze_text(self._freeze)}\n{summary.split(' - ')[0]} of the weights train "
-                                  f"({trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters)")
+        self.freeze_label.setText(
+            f"{freeze_text(self._freeze)}\n{summary.split(' - ')[0]} of the weights train "
+            f"({trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters)"
+        )
 
     # ---- learning rate --------------------------------------------------------------------------
 
@@ -406,8 +474,10 @@ class SetupForm(QWidget):
             if classifier and (self.model_source.currentData() == "hf" or self._model_weights):
                 why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
             elif self.task_combo.currentData() == "causal_lm" and self._freeze.lora.active:
-                why += (f". The LoRA adapters train at {suggested_head_learning_rate(lr):g} (they start from "
-                        "random weights).")
+                why += (
+                    f". The LoRA adapters train at {suggested_head_learning_rate(lr):g} (they start from "
+                    "random weights)."
+                )
             elif not why.endswith("."):
                 why += "."
             return why
@@ -416,7 +486,9 @@ class SetupForm(QWidget):
     def set_learning_rate(self, value: float, explanation: str = "") -> None:
         """A value from the learning-rate finder."""
         self.lr_edit.setText(f"{value:.2g}")
-        self.lr_note.setText(f"From the learning-rate finder: {explanation}" if explanation else self._lr_note_for(f"{value:.2g}"))
+        self.lr_note.setText(
+            f"From the learning-rate finder: {explanation}" if explanation else self._lr_note_for(f"{value:.2g}")
+        )
         self.clear_error("hparams.learning_rate")
         self.changed.emit()
 
@@ -449,15 +521,24 @@ class SetupForm(QWidget):
         """Show a configuration (loaded from a file, or a past run's)."""
         self._base = copy.deepcopy(config)
         self._set_model(config.model)
-        self._family = family_of_path(config.model.name_or_path) if config.model.source == "hf" else \
-            config.model.name_or_path.rstrip("0123456789_")
+        self._family = (
+            family_of_path(config.model.name_or_path)
+            if config.model.source == "hf"
+            else config.model.name_or_path.rstrip("0123456789_")
+        )
         self.model_note.setText("")
         self._set_task(config.task)
         self.set_data_spec(config.data)
         self.set_freeze(config.freeze)
         h = config.hparams
-        for spin, value in ((self.epochs, h.epochs), (self.batch_size, h.batch_size), (self.grad_accum, h.grad_accum_steps),
-                            (self.max_length, h.max_length), (self.image_size, h.image_size), (self.seed, config.seed)):
+        for spin, value in (
+            (self.epochs, h.epochs),
+            (self.batch_size, h.batch_size),
+            (self.grad_accum, h.grad_accum_steps),
+            (self.max_length, h.max_length),
+            (self.image_size, h.image_size),
+            (self.seed, config.seed),
+        ):
             spin.setValue(int(value))
         self._suggested_text = ""
         self.lr_edit.setText("" if h.learning_rate is None else f"{h.learning_rate:g}")
@@ -478,9 +559,13 @@ class SetupForm(QWidget):
         source = self.model_source.currentData()
         name = self.model_edit.text().strip()
         weights = self._model_weights if source == "torchvision" else None
-        cfg.model = ModelSpec(name_or_path=name, source=source, weights=weights,
-                              pretrained=self._base.model.pretrained,
-                              trust_remote_code=self._base.model.trust_remote_code and name == self._base.model.name_or_path)
+        cfg.model = ModelSpec(
+            name_or_path=name,
+            source=source,
+            weights=weights,
+            pretrained=self._base.model.pretrained,
+            trust_remote_code=self._base.model.trust_remote_code and name == self._base.model.name_or_path,
+        )
         data = copy.deepcopy(self._base.data)
         text = self.data_edit.text().strip()
         if data.kind == "dataset_version":
@@ -502,14 +587,19 @@ class SetupForm(QWidget):
         h.epochs = self.epochs.value()
         h.batch_size = self.batch_size.value()
         lr_text = self.lr_edit.text().strip()
-        h.learning_rate = None if (not lr_text or lr_text == self._suggested_text) else \
-            parse_number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
+        h.learning_rate = (
+            None
+            if (not lr_text or lr_text == self._suggested_text)
+            else parse_number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
+        )
         h.weight_decay = parse_number(self.weight_decay.text(), "hparams.weight_decay", "a number like 0.01 (0: none)")
         h.schedule = self.schedule.currentData()
         h.warmup_ratio = parse_number(self.warmup.text(), "hparams.warmup_ratio", "a share like 0.1 (0: no warm-up)")
         h.grad_accum_steps = self.grad_accum.value()
         clip = self.clip.text().strip()
-        h.max_grad_norm = None if not clip else parse_number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
+        h.max_grad_norm = (
+            None if not clip else parse_number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
+        )
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
         if cfg.task == "causal_lm":
@@ -534,9 +624,9 @@ class SetupForm(QWidget):
         """The error label for a ConfigError field (the longest known prefix), or None."""
         best = None
         for key, label in self._errors.items():
-            if field == key or field.startswith(key + ".") or field.startswith(key + "["):
-                if best is None or len(key) > len(best[0]):
-                    best = (key, label)
+            matches = field == key or field.startswith(key + ".") or field.startswith(key + "[")
+            if matches and (best is None or len(key) > len(best[0])):
+                best = (key, label)
         if best is None and field == "data":
             best = ("data.path", self._errors["data.path"])
         return best[1] if best else None

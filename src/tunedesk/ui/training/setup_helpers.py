@@ -58,7 +58,7 @@ def lora_text(spec: FreezeSpec) -> str:
     if not lo.active:
         return ""
     parts = {"attention": ["attention projections"], "all_linear": ["all linear layers"]}.get(lo.preset, [])
-    scoped = [r.pattern[len(LAST_ATTENTION):] for r in lo.rules if r.lora and r.pattern.startswith(LAST_ATTENTION)]
+    scoped = [r.pattern[len(LAST_ATTENTION) :] for r in lo.rules if r.lora and r.pattern.startswith(LAST_ATTENTION)]
     parts += [f"the attention of the last {n} block{'s' if n != '1' else ''}" for n in scoped]
     others = len(lo.rules) - len(scoped)
     if others:

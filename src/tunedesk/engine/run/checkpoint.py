@@ -10,9 +10,10 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,17 +72,32 @@ def save_weights(path: Path, model: nn.Module) -> Path:
     return atomic_write(path, lambda tmp: save_model(model, tmp))
 
 
-def save_best(output_dir: Path, model: nn.Module, loaded: Any, label_names: list[str], metrics: dict[str, float]) -> Path:
+def save_best(
+    output_dir: Path, model: nn.Module, loaded: Any, label_names: list[str], metrics: dict[str, float]
+) -> Path:
     folder = Path(output_dir) / "best"
     save_weights(folder / MODEL_FILE, model)
-    meta = {"architecture": loaded.architecture, "kind": loaded.kind, "source_path": loaded.path,
-            "label_names": list(label_names), "head_paths": loaded.head_paths, "metrics": metrics}
+    meta = {
+        "architecture": loaded.architecture,
+        "kind": loaded.kind,
+        "source_path": loaded.path,
+        "label_names": list(label_names),
+        "head_paths": loaded.head_paths,
+        "metrics": metrics,
+    }
     atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
     return folder
 
 
-def save_last(output_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-              scaler: Any, group_names: list[list[str]], state: CheckpointState) -> Path:
+def save_last(
+    output_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    group_names: list[list[str]],
+    state: CheckpointState,
+) -> Path:
     folder = Path(output_dir) / "last"
     save_weights(folder / MODEL_FILE, model)
     payload = {
@@ -100,22 +116,34 @@ def save_last(output_dir: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return folder
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                    group_names: list[list[str]], device: torch.device) -> CheckpointState:
+def load_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    group_names: list[list[str]],
+    device: torch.device,
+) -> CheckpointState:
     """Restore model, optimizer, scheduler, scaler, RNG and position from a ``last`` checkpoint."""
     from safetensors.torch import load_model
 
     folder = Path(folder)
     if not (folder / STATE_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise TuneDeskError(f"no resumable checkpoint in {folder}", "the run stopped before its first checkpoint; start it again")
+        raise TuneDeskError(
+            f"no resumable checkpoint in {folder}", "the run stopped before its first checkpoint; start it again"
+        )
     try:
         payload = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise TuneDeskError(f"the checkpoint in {folder} is unreadable ({type(exc).__name__})",
-                            "it may be damaged; start the run again") from exc
+    except Exception as exc:
+        raise TuneDeskError(
+            f"the checkpoint in {folder} is unreadable ({type(exc).__name__})", "it may be damaged; start the run again"
+        ) from exc
     if payload.get("group_names") != group_names:
-        raise TuneDeskError("the freeze plan differs from the checkpoint's, so the optimizer state does not fit",
-                            "resume with the run's original freeze plan, or start a new run")
+        raise TuneDeskError(
+            "the freeze plan differs from the checkpoint's, so the optimizer state does not fit",
+            "resume with the run's original freeze plan, or start a new run",
+        )
     load_model(model, str(folder / MODEL_FILE), strict=True, device=str(device))
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

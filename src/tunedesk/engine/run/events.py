@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class EventBus:
         for listener in list(self._listeners):
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a broken listener must not end training
+            except Exception:
                 import logging
 
                 logging.getLogger("tunedesk").exception("event listener failed on %s", event.kind)

@@ -10,56 +10,33 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from tunedesk.engine import freezing
-from tunedesk.engine.checkpoint import CheckpointState, load_checkpoint, save_best, save_last
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.devices import select_device, select_precision
 from tunedesk.engine.errors import ConfigError, TuneDeskError
-from tunedesk.engine.events import (CheckpointSaved, Control, EpochEnded, EventBus, LogMessage, RunFinished,
-                                    RunStarted, SampleGenerated, StepLogged)
 from tunedesk.engine.models import LoadedModel
+from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_best, save_last
+from tunedesk.engine.run.events import (
+    CheckpointSaved,
+    Control,
+    EpochEnded,
+    EventBus,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    SampleGenerated,
+    StepLogged,
+)
 from tunedesk.engine.tasks.base import PreparedData, to_device
 
 log = logging.getLogger("tunedesk.training")
-
-
-def select_device(requested: str) -> torch.device:
-    """``auto`` picks the first CUDA GPU, then Apple MPS, then the CPU."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device", f"{requested} was asked for but no CUDA GPU is available",
-                              "choose device 'cpu' or 'auto'")
-        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError("device", f"{requested} does not exist (this machine has {torch.cuda.device_count()} GPU(s))",
-                              "choose another GPU or 'auto'")
-        return torch.device(requested)
-    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device", "Apple MPS was asked for but is not available", "choose 'cpu' or 'auto'")
-    return torch.device(requested)
-
-
-def select_precision(requested: str, device: torch.device) -> str:
-    if requested == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp16" if device.type == "cuda" else "fp32"
-    if requested == "fp16" and device.type == "cpu":
-        raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 or bf16 on the CPU")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("precision", "this GPU does not support bf16", "use fp16 or fp32")
-    return requested
 
 
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
@@ -79,10 +56,10 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed + 1000 * self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
-        batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches[-2].extend(batches.pop())  # a batch of one breaks BatchNorm in training mode
-        return iter(batches[self.skip:])
+        return iter(batches[self.skip :])
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch - self.skip)
@@ -93,14 +70,24 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
         return n - 1 if n > 1 and self.size % self.batch_size == 1 else n
 
 
-
 class Trainer:
     """Runs one fine-tuning run. Build it with everything prepared; call ``run()`` in any thread."""
 
-    def __init__(self, config: RunConfig, task: Any, loaded: LoadedModel, data: PreparedData,
-                 plan: freezing.ResolvedPlan, output_dir: Path, bus: EventBus, control: Control | None = None,
-                 run_id: int | None = None, learning_rate: float | None = None,
-                 head_learning_rate: float | None = None, resume_from: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Any,
+        loaded: LoadedModel,
+        data: PreparedData,
+        plan: freezing.ResolvedPlan,
+        output_dir: Path,
+        bus: EventBus,
+        control: Control | None = None,
+        run_id: int | None = None,
+        learning_rate: float | None = None,
+        head_learning_rate: float | None = None,
+        resume_from: Path | None = None,
+    ) -> None:
         self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
         self.output_dir = Path(output_dir)
         self.bus, self.control, self.run_id = bus, control or Control(), run_id
@@ -119,8 +106,12 @@ class Trainer:
     def _loader(self, dataset, sampler=None, batch_size=None, shuffle=False):
         h = self.config.hparams
         workers = h.num_workers
-        kwargs: dict[str, Any] = dict(collate_fn=self.data.collate, num_workers=workers,
-                                      pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        kwargs: dict[str, Any] = dict(
+            collate_fn=self.data.collate,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
         # Each new DataLoader iterator draws a worker seed from this generator; without one it draws from
         # the global RNG that dropout uses, so a resumed run (one extra iterator mid-epoch) would diverge.
         kwargs["generator"] = torch.Generator().manual_seed(self.config.seed)
@@ -138,22 +129,32 @@ class Trainer:
             return self._run(start)
         except torch.OutOfMemoryError:
             self._free_cuda()
-            return self._finish("failed", start, reason="ran out of GPU memory",
-                                hint="use a smaller batch size or shorter sequences/images, freeze more layers, "
-                                     "or switch on bf16 precision")
+            return self._finish(
+                "failed",
+                start,
+                reason="ran out of GPU memory",
+                hint="use a smaller batch size or shorter sequences/images, freeze more layers, "
+                "or switch on bf16 precision",
+            )
         except TuneDeskError as exc:
             return self._finish("failed", start, reason=exc.message, hint=exc.hint)
-        except Exception as exc:  # noqa: BLE001 - recorded as failed, with the trace in the log
+        except Exception as exc:
             log.exception("run %s failed", self.run_id)
-            return self._finish("failed", start, reason=f"internal error: {type(exc).__name__}: {exc}",
-                                hint="this is a bug in TuneDesk; the log has the details")
+            return self._finish(
+                "failed",
+                start,
+                reason=f"internal error: {type(exc).__name__}: {exc}",
+                hint="this is a bug in TuneDesk; the log has the details",
+            )
 
     def _free_cuda(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _finish(self, status: str, start: float, reason: str = "", hint: str = "", **extra: Any) -> RunFinished:
-        event = RunFinished(self.run_id, status, reason=reason, hint=hint, duration=time.perf_counter() - start, **extra)
+        event = RunFinished(
+            self.run_id, status, reason=reason, hint=hint, duration=time.perf_counter() - start, **extra
+        )
         self._emit(event)
         return event
 
@@ -164,7 +165,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         if len(self.data.train) == 0 or len(self.data.val) == 0:
-            raise ConfigError("data", "the training or validation split is empty", "add more examples or change data.val_fraction")
+            raise ConfigError(
+                "data", "the training or validation split is empty", "add more examples or change data.val_fraction"
+            )
 
         model = self.loaded.model
         freezing.apply(model, self.plan)
@@ -176,8 +179,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
 
-        groups = freezing.param_groups(model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers,
-                                       self.loaded.head_paths, self.head_lr)
+        groups = freezing.param_groups(
+            model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
+        )
         group_names = [g.pop("names") for g in groups]
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
@@ -191,8 +195,9 @@ class Trainer:
         from transformers import get_scheduler
 
         sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[h.schedule]
-        scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=int(h.warmup_ratio * total_steps),
-                                  num_training_steps=total_steps)
+        scheduler = get_scheduler(
+            sched_name, optimizer, num_warmup_steps=int(h.warmup_ratio * total_steps), num_training_steps=total_steps
+        )
         use_scaler = precision == "fp16"
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -203,8 +208,20 @@ class Trainer:
             self._log("info", f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
 
         trainable, total = self.plan.trainable_params, self.plan.total_params
-        self._emit(RunStarted(self.run_id, total_steps, steps_per_epoch, h.epochs, trainable, total, str(self.device),
-                              precision, self.lr, start_step=state.step))
+        self._emit(
+            RunStarted(
+                self.run_id,
+                total_steps,
+                steps_per_epoch,
+                h.epochs,
+                trainable,
+                total,
+                str(self.device),
+                precision,
+                self.lr,
+                start_step=state.step,
+            )
+        )
         for w in self.loaded.warnings + self.data.warnings:
             self._log("warning", w)
 
@@ -271,18 +288,32 @@ class Trainer:
                     # the one host read per logging window (it waits for the queued GPU work)
                     loss_value = float(loss_sum) / max(micro_in_window, 1)
                     if bool(nonfinite):
-                        return self._finish("failed", start, reason=f"the loss became NaN or infinite near step {step}",
-                                            hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
-                                            steps=step)
+                        return self._finish(
+                            "failed",
+                            start,
+                            reason=f"the loss became NaN or infinite near step {step}",
+                            hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
+                            steps=step,
+                        )
                     now = time.perf_counter()
                     window = max(now - t_window, 1e-9)
                     mem = peak = None
                     if self.device.type == "cuda":
                         mem = torch.cuda.memory_allocated(self.device) / 2**20
                         peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-                    self._emit(StepLogged(self.run_id, step, epoch, loss_value,
-                                          scheduler.get_last_lr()[0], samples_window / window,
-                                          now - t_train0 - paused_total, mem, peak))
+                    self._emit(
+                        StepLogged(
+                            self.run_id,
+                            step,
+                            epoch,
+                            loss_value,
+                            scheduler.get_last_lr()[0],
+                            samples_window / window,
+                            now - t_train0 - paused_total,
+                            mem,
+                            peak,
+                        )
+                    )
                     loss_sum.zero_()
                     micro_in_window = samples_window = 0
                     t_window = time.perf_counter()
@@ -292,8 +323,14 @@ class Trainer:
                     t_window = time.perf_counter()
                 if self.control.stop_requested:
                     stop_reason = self.control.stop_reason or "stopped by the user"
-                    st = CheckpointState(step=step, epoch=epoch, batch_in_epoch=micro, best_metric=best,
-                                         best_metrics=best_metrics, last_metrics=last_metrics)
+                    st = CheckpointState(
+                        step=step,
+                        epoch=epoch,
+                        batch_in_epoch=micro,
+                        best_metric=best,
+                        best_metrics=best_metrics,
+                        last_metrics=last_metrics,
+                    )
                     path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
                     self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
                     break
@@ -308,7 +345,9 @@ class Trainer:
             metrics["epoch"] = epoch + 1
             key = self.task.primary_metric
             value = metrics.get(key)
-            is_best = value is not None and (best is None or (value > best if self.task.higher_is_better else value < best))
+            is_best = value is not None and (
+                best is None or (value > best if self.task.higher_is_better else value < best)
+            )
             last_metrics = metrics
             if hasattr(self.task, "generate_samples"):  # language models: follow the tone epoch by epoch
                 for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
@@ -317,13 +356,24 @@ class Trainer:
                 best = value
                 best_metrics = dict(metrics)
                 saver = getattr(self.task, "save_best", None)
-                bpath = (saver(self.output_dir, model, self.loaded, metrics) if saver is not None
-                         else save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics))
-            self._emit(EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best))
+                bpath = (
+                    saver(self.output_dir, model, self.loaded, metrics)
+                    if saver is not None
+                    else save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
+                )
+            self._emit(
+                EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best)
+            )
             if is_best:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
-            st = CheckpointState(step=step, epoch=epoch + 1, batch_in_epoch=0, best_metric=best,
-                                 best_metrics=best_metrics, last_metrics=last_metrics)
+            st = CheckpointState(
+                step=step,
+                epoch=epoch + 1,
+                batch_in_epoch=0,
+                best_metric=best,
+                best_metrics=best_metrics,
+                last_metrics=last_metrics,
+            )
             path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
             paused_total += time.perf_counter() - t_eval0
@@ -334,10 +384,23 @@ class Trainer:
         train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)
         sps = samples_total / train_time
         if stop_reason:
-            return self._finish("stopped", start, reason=stop_reason, best_metric=best, final_metrics=last_metrics,
-                                samples_per_second=sps, steps=step)
-        return self._finish("completed", start, best_metric=best, final_metrics=best_metrics or last_metrics,
-                            samples_per_second=sps, steps=step)
+            return self._finish(
+                "stopped",
+                start,
+                reason=stop_reason,
+                best_metric=best,
+                final_metrics=last_metrics,
+                samples_per_second=sps,
+                steps=step,
+            )
+        return self._finish(
+            "completed",
+            start,
+            best_metric=best,
+            final_metrics=best_metrics or last_metrics,
+            samples_per_second=sps,
+            steps=step,
+        )
 
     def evaluate(self, model: nn.Module, loader, autocast_dtype) -> tuple[dict[str, float], list[list[int]], dict]:
         model.eval()

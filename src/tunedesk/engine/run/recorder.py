@@ -23,11 +23,12 @@ import queue
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from tunedesk.engine.events import (
+from tunedesk.engine.run.events import (
     CheckpointSaved,
     EpochEnded,
     Event,
@@ -58,7 +59,7 @@ class _Flush:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
 class RunRecorder:
@@ -137,7 +138,7 @@ class RunRecorder:
             return False
         return True
 
-    def __enter__(self) -> "RunRecorder":
+    def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,23 +14,42 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.ui.models.details import DetailsPane
 from tunedesk.ui.models.format import refusal, task_label
 from tunedesk.ui.models.scanner import COUNTING, LISTING, ModelScanner, describe
-from tunedesk.ui.models.table import (ALL_TASKS, COL, ENTRY_ROLE, PROBLEMS, TRAINABLE, ModelFilterProxy,
-                                      ModelTableModel)
+from tunedesk.ui.models.table import ALL_TASKS, COL, ENTRY_ROLE, PROBLEMS, TRAINABLE, ModelFilterProxy, ModelTableModel
 from tunedesk.ui.state import AppState
 
 if TYPE_CHECKING:
     from tunedesk.engine.catalog import ModelEntry
 
 WEIGHT_FILTER = "Weight files (*.safetensors *.bin *.pth *.pt *.ckpt);;All files (*)"
-COLUMN_WIDTHS = {"name": 240, "source": 80, "task": 130, "architecture": 150, "parameters": 78, "size": 72,
-                 "format": 82, "weights": 62}
+COLUMN_WIDTHS = {
+    "name": 240,
+    "source": 80,
+    "task": 130,
+    "architecture": 150,
+    "parameters": 78,
+    "size": 72,
+    "format": 82,
+    "weights": 62,
+}
 COLUMN_CAPS = {"name": 340, "source": 110, "task": 170, "architecture": 230}  # fitted once to the first scan
 
 
@@ -111,10 +130,15 @@ class ModelsPanel(QWidget):
         bar.addWidget(self.search, 2)
         bar.addWidget(self.task_combo)
         bar.addStretch(1)
-        for action, text in ((self.add_folder_action, "Add folder…"), (self.add_file_action, "Add weights file…"),
-                             (self.rescan_action, "Rescan")):
+        for action, text in (
+            (self.add_folder_action, "Add folder…"),
+            (self.add_file_action, "Add weights file…"),
+            (self.rescan_action, "Rescan"),
+        ):
             button = QPushButton(action.icon(), text)
-            button.setToolTip(f"{action.statusTip()} ({action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
+            button.setToolTip(
+                f"{action.statusTip()} ({action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
+            )
             button.clicked.connect(action.trigger)
             bar.addWidget(button)
         layout.addLayout(bar)
@@ -172,8 +196,10 @@ class ModelsPanel(QWidget):
         task = settings.value("models/task")
         if task:
             self.set_task_filter(str(task))
-        for key, restore in (("models/splitter", self.splitter.restoreState),
-                             ("models/header", self.view.horizontalHeader().restoreState)):
+        for key, restore in (
+            ("models/splitter", self.splitter.restoreState),
+            ("models/header", self.view.horizontalHeader().restoreState),
+        ):
             value = settings.value(key)
             if value is not None and restore(value) and key == "models/header":
                 self._columns_fitted = True
@@ -237,8 +263,9 @@ class ModelsPanel(QWidget):
             self._show_error(exc.message, exc.hint)
             return
         except OSError as exc:
-            self._show_error(f"cannot remember {path}: {exc.strerror or exc}",
-                             "check that TuneDesk's data folder is writable")
+            self._show_error(
+                f"cannot remember {path}: {exc.strerror or exc}", "check that TuneDesk's data folder is writable"
+            )
             return
         if self.settings is not None:
             self.settings.setValue("models/last_dir", str(stored if stored.is_dir() else stored.parent))
@@ -281,7 +308,8 @@ class ModelsPanel(QWidget):
         self._selecting = True
         try:
             self.view.selectionModel().setCurrentIndex(
-                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+            )
         finally:
             self._selecting = False
         self.view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
@@ -355,7 +383,7 @@ class ModelsPanel(QWidget):
         fm = self.view.fontMetrics()
         header = self.view.horizontalHeader()
         sample = self.model.entries()
-        sample = sample[::max(1, len(sample) // 200)]  # a sample is plenty for widths
+        sample = sample[:: max(1, len(sample) // 200)]  # a sample is plenty for widths
         pad = 2 * self.view.style().pixelMetric(self.view.style().PixelMetric.PM_FocusFrameHMargin) + 16
         for key in COLUMN_CAPS:  # the free-text columns; numbers and marks keep their default widths
             col = COL[key]
@@ -376,8 +404,10 @@ class ModelsPanel(QWidget):
         took = time.monotonic() - self._scan_started
         text = describe(self.model.entries())
         if self.model.rowCount() == 0:
-            text = ("No models found. Add a model folder (Ctrl+O), or copy a Hugging Face cache "
-                    "(~/.cache/huggingface/hub) from a connected machine.")
+            text = (
+                "No models found. Add a model folder (Ctrl+O), or copy a Hugging Face cache "
+                "(~/.cache/huggingface/hub) from a connected machine."
+            )
         self.status.setText(f"{text} · scanned in {took:.1f} s")
         self._set_status_role("hint")
 

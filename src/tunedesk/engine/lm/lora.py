@@ -36,8 +36,25 @@ from tunedesk.engine.errors import ConfigError
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_NAME = "default"
-ATTENTION_LEAVES = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query", "key", "value",
-                    "query_key_value", "Wqkv", "out_proj", "q", "k", "v", "o", "dense_qkv"}
+ATTENTION_LEAVES = {
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "c_attn",
+    "query",
+    "key",
+    "value",
+    "query_key_value",
+    "Wqkv",
+    "out_proj",
+    "q",
+    "k",
+    "v",
+    "o",
+    "dense_qkv",
+}
 _ATTENTION_SEGMENT = re.compile(r"(attn|attention)", re.IGNORECASE)
 CHOICES = ("frozen", "train", "lora")
 
@@ -101,8 +118,9 @@ def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r + ".") for r in roots)
 
 
-def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None,
-                 blocks: freezing.Blocks | None = None) -> list[str]:
+def match_layers(
+    model: nn.Module, pattern: str, linear: list[str] | None = None, blocks: freezing.Blocks | None = None
+) -> list[str]:
     """The adaptable layers a LoRA rule pattern names (raises ConfigError for an unknown token)."""
     linear = linear_layers(model) if linear is None else linear
     pattern = pattern.strip()
@@ -113,12 +131,15 @@ def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None
         return [p for p in linear if p in keep]
     if pattern.startswith(LAST_ATTENTION):  # "@attention:last:N": the attention of the last N blocks
         try:
-            n = int(pattern[len(LAST_ATTENTION):])
+            n = int(pattern[len(LAST_ATTENTION) :])
         except ValueError:
             n = -1
         if n < 1:
-            raise ConfigError("freeze.lora.rules", f"pattern {pattern!r} needs a number of blocks of 1 or more",
-                              "write it like @attention:last:2")
+            raise ConfigError(
+                "freeze.lora.rules",
+                f"pattern {pattern!r} needs a number of blocks of 1 or more",
+                "write it like @attention:last:2",
+            )
         blocks = blocks if blocks is not None else freezing.detect_blocks(model)
         roots, keep = blocks.paths[-n:], set(attention_layers(model))
         return [p for p in linear if p in keep and _under(p, roots)]
@@ -130,9 +151,12 @@ def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None
             return []
         return [p for p in linear if _under(p, [root])]
     if pattern.startswith("@"):
-        raise ConfigError("freeze.lora.rules", f"pattern {pattern!r} is not understood",
-                          "use a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N, "
-                          "@attention:last:N")
+        raise ConfigError(
+            "freeze.lora.rules",
+            f"pattern {pattern!r} is not understood",
+            "use a module path glob like 'model.layers.*.self_attn' or @attention, @linear, @block:N, "
+            "@attention:last:N",
+        )
     out = []
     for p in linear:
         parts = p.split(".")
@@ -141,7 +165,9 @@ def match_layers(model: nn.Module, pattern: str, linear: list[str] | None = None
     return out
 
 
-def resolve_targets(model: nn.Module, spec: LoraSpec, plan: freezing.ResolvedPlan | None = None) -> dict[str, LoraTarget]:
+def resolve_targets(
+    model: nn.Module, spec: LoraSpec, plan: freezing.ResolvedPlan | None = None
+) -> dict[str, LoraTarget]:
     """Module path -> LoraTarget for every layer that gets an adapter (works on meta models too).
 
     With a ``plan``, layers whose weight the plan trains fully are left out.
@@ -157,9 +183,12 @@ def resolve_targets(model: nn.Module, spec: LoraSpec, plan: freezing.ResolvedPla
             if not rule.lora:
                 chosen.pop(path, None)
                 continue
-            chosen[path] = LoraTarget(path, rule.rank if rule.rank is not None else spec.rank,
-                                      float(rule.alpha if rule.alpha is not None else spec.alpha),
-                                      float(rule.dropout if rule.dropout is not None else spec.dropout))
+            chosen[path] = LoraTarget(
+                path,
+                rule.rank if rule.rank is not None else spec.rank,
+                float(rule.alpha if rule.alpha is not None else spec.alpha),
+                float(rule.dropout if rule.dropout is not None else spec.dropout),
+            )
     if plan is not None:
         chosen = {p: t for p, t in chosen.items() if not plan.trainable.get(f"{p}.weight", False)}
     return dict(sorted(chosen.items(), key=lambda kv: linear.index(kv[0])))
@@ -188,15 +217,24 @@ def preset_spec(name: str, *, last_n: int = 2, rank: int = 8, alpha: float = 16.
     other linear layer.
     """
     if name == "lora_attention_last_n":
-        return FreezeSpec(preset="none", lora=LoraSpec(preset="none", rank=rank, alpha=alpha, dropout=dropout,
-                                                       rules=[LoraRule(f"{LAST_ATTENTION}{last_n}")]))
-    lora = LoraSpec(preset="attention" if name == "lora_attention" else "all_linear", rank=rank, alpha=alpha, dropout=dropout)
+        return FreezeSpec(
+            preset="none",
+            lora=LoraSpec(
+                preset="none", rank=rank, alpha=alpha, dropout=dropout, rules=[LoraRule(f"{LAST_ATTENTION}{last_n}")]
+            ),
+        )
+    lora = LoraSpec(
+        preset="attention" if name == "lora_attention" else "all_linear", rank=rank, alpha=alpha, dropout=dropout
+    )
     if name in ("lora_attention", "lora_all_linear"):
         return FreezeSpec(preset="none", lora=lora)
     if name == "last_n_full":
         return FreezeSpec(preset="last_n_blocks", last_n=last_n, lora=lora)
-    raise ConfigError("preset", f"unknown LoRA preset {name!r}",
-                      "use lora_attention, lora_attention_last_n, lora_all_linear or last_n_full")
+    raise ConfigError(
+        "preset",
+        f"unknown LoRA preset {name!r}",
+        "use lora_attention, lora_attention_last_n, lora_all_linear or last_n_full",
+    )
 
 
 PRESET_LABELS = {
@@ -207,8 +245,15 @@ PRESET_LABELS = {
 }
 
 
-def set_module_choice(spec: FreezeSpec, path: str, choice: str, *, rank: int | None = None, alpha: float | None = None,
-                      dropout: float | None = None) -> FreezeSpec:
+def set_module_choice(
+    spec: FreezeSpec,
+    path: str,
+    choice: str,
+    *,
+    rank: int | None = None,
+    alpha: float | None = None,
+    dropout: float | None = None,
+) -> FreezeSpec:
     """A copy of ``spec`` in which module ``path`` (and everything under it) is frozen, trained or LoRA.
 
     ``lora`` freezes the module's weights and gives each linear layer under it an adapter (with the
@@ -247,15 +292,27 @@ def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str
     from peft import LoraConfig
 
     if not targets:
-        raise ConfigError("freeze.lora", "chooses no layer for an adapter",
-                          "pick a LoRA preset, or check that the chosen layers are not trained fully by the freeze plan")
+        raise ConfigError(
+            "freeze.lora",
+            "chooses no layer for an adapter",
+            "pick a LoRA preset, or check that the chosen layers are not trained fully by the freeze plan",
+        )
     first = next(iter(targets.values()))
     rank_pattern = {re.escape(p): t.rank for p, t in targets.items() if t.rank != first.rank}
     alpha_pattern = {re.escape(p): t.alpha for p, t in targets.items() if t.alpha != first.alpha}
     conv1d = any(type(model.get_submodule(p)).__name__ == "Conv1D" for p in targets)
-    return LoraConfig(r=first.rank, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=list(targets),
-                      rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, fan_in_fan_out=conv1d, bias="none",
-                      task_type="CAUSAL_LM", base_model_name_or_path=base_path)
+    return LoraConfig(
+        r=first.rank,
+        lora_alpha=first.alpha,
+        lora_dropout=first.dropout,
+        target_modules=list(targets),
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
+        fan_in_fan_out=conv1d,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_path,
+    )
 
 
 def wrap(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None):
@@ -284,7 +341,7 @@ def quiet_peft():
 
 def base_name(wrapped_name: str) -> str:
     """``base_model.model.x.y.base_layer.weight`` -> ``x.y.weight`` (adapter names keep their tail)."""
-    name = wrapped_name[len(PEFT_PREFIX):] if wrapped_name.startswith(PEFT_PREFIX) else wrapped_name
+    name = wrapped_name[len(PEFT_PREFIX) :] if wrapped_name.startswith(PEFT_PREFIX) else wrapped_name
     return name.replace(".base_layer.", ".")
 
 
@@ -297,15 +354,19 @@ def adapter_module_paths(targets: dict[str, LoraTarget]) -> list[str]:
     return [f"{PEFT_PREFIX}{p}.{ab}" for p in targets for ab in ("lora_A", "lora_B")]
 
 
-def adapted_plan(wrapped: nn.Module, plan: freezing.ResolvedPlan, targets: dict[str, LoraTarget]) -> freezing.ResolvedPlan:
+def adapted_plan(
+    wrapped: nn.Module, plan: freezing.ResolvedPlan, targets: dict[str, LoraTarget]
+) -> freezing.ResolvedPlan:
     """The freeze plan over the wrapped model's names: the plan's flags for base parameters, adapters trained."""
     trainable: dict[str, bool] = {}
     sizes: dict[str, int] = {}
     for name, p in wrapped.named_parameters():
         trainable[name] = True if is_adapter_param(name) else plan.trainable.get(base_name(name), False)
         sizes[name] = p.numel()
-    blocks = freezing.Blocks(PEFT_PREFIX + plan.blocks.container if plan.blocks.container else plan.blocks.container,
-                             [PEFT_PREFIX + b for b in plan.blocks.paths])
+    blocks = freezing.Blocks(
+        PEFT_PREFIX + plan.blocks.container if plan.blocks.container else plan.blocks.container,
+        [PEFT_PREFIX + b for b in plan.blocks.paths],
+    )
     return freezing.ResolvedPlan(trainable, sizes, blocks, adapter_module_paths(targets))
 
 
@@ -324,9 +385,18 @@ def describe(spec: FreezeSpec, plan: freezing.ResolvedPlan, targets: dict[str, L
 # ---- memory ---------------------------------------------------------------------------------------
 
 
-def estimate_memory(model: nn.Module, spec: FreezeSpec, *, batch_size: int, precision: str = "fp32",
-                    sequence_length: int = 512, cuda: bool = False, gradient_checkpointing: bool = False,
-                    head_paths: list[str] | tuple[str, ...] = (), config: Any = None) -> freezing.MemoryEstimate:
+def estimate_memory(
+    model: nn.Module,
+    spec: FreezeSpec,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    sequence_length: int = 512,
+    cuda: bool = False,
+    gradient_checkpointing: bool = False,
+    head_paths: list[str] | tuple[str, ...] = (),
+    config: Any = None,
+) -> freezing.MemoryEstimate:
     """Training memory of a causal LM with this freeze plan and its LoRA adapters (meta models work).
 
     Builds on ``freezing.estimate_memory`` for the base model: the adapters add their parameters
@@ -348,8 +418,13 @@ def estimate_memory(model: nn.Module, spec: FreezeSpec, *, batch_size: int, prec
     for path in targets:
         if f"{path}.weight" in flags:
             flags[f"{path}.weight"] = True
-    activations = est.activations if not targets else freezing.estimate_memory(
-        model, freezing.ResolvedPlan(flags, dict(base.param_sizes), base.blocks, base.head_paths), **kw).activations
+    activations = (
+        est.activations
+        if not targets
+        else freezing.estimate_memory(
+            model, freezing.ResolvedPlan(flags, dict(base.param_sizes), base.blocks, base.head_paths), **kw
+        ).activations
+    )
     cfg = config if config is not None else getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
     hidden = _cfg_int(cfg, "hidden_size", "n_embd", "d_model")

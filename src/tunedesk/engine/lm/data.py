@@ -23,17 +23,18 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
-from tunedesk.engine.chat_format import ROLES, normalise_record  # noqa: F401 - re-exported
 from tunedesk.engine.data.encoding import detect_encoding, normalize_encoding
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import iter_table_records
 from tunedesk.engine.errors import DataError
+from tunedesk.engine.lm.chat_format import ROLES, normalise_record  # noqa: F401 - re-exported
 
 IGNORE_INDEX = -100
 CORPUS_SUFFIXES = (".txt", ".md", ".text")
@@ -99,8 +100,10 @@ def _encoding(path: Path, encoding: str | None) -> str:
         try:
             return normalize_encoding(encoding)
         except LookupError:
-            raise DataError(f"unknown encoding {encoding!r}",
-                            "use a codec name such as utf-8 or cp1252, or leave the encoding empty to detect it") from None
+            raise DataError(
+                f"unknown encoding {encoding!r}",
+                "use a codec name such as utf-8 or cp1252, or leave the encoding empty to detect it",
+            ) from None
     return detect_encoding(path)[0]
 
 
@@ -117,15 +120,24 @@ def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | 
     if not root.exists():
         raise DataError(f"corpus not found: {root}", "point data.path at a .txt file or a folder of .txt files")
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in CORPUS_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
         if not files:
-            raise DataError(f"{root} holds no text files ({', '.join(CORPUS_SUFFIXES)})",
-                            "put your documents in the folder as UTF-8 .txt files")
+            raise DataError(
+                f"{root} holds no text files ({', '.join(CORPUS_SUFFIXES)})",
+                "put your documents in the folder as UTF-8 .txt files",
+            )
     else:
         if root.suffix.lower() in CHAT_SUFFIXES:
-            raise DataError(f"{root.name} looks like chat data, not a plain-text corpus",
-                            "set the data kind to chat_jsonl for conversations")
+            raise DataError(
+                f"{root.name} looks like chat data, not a plain-text corpus",
+                "set the data kind to chat_jsonl for conversations",
+            )
         files = [root]
     report = DataReport(str(root), unit="document")
     docs: list[tuple[str, str]] = []
@@ -151,8 +163,10 @@ def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | 
             report.limit_reached = len(docs) < len(files)
             break
     if not docs:
-        raise DataError(f"{root.name} has no readable text ({report.summary()})",
-                        "save the documents as UTF-8 text, or set data.encoding")
+        raise DataError(
+            f"{root.name} has no readable text ({report.summary()})",
+            "save the documents as UTF-8 text, or set data.encoding",
+        )
     return LMExamples("text_corpus", root.name, report.summary(), documents=docs, warnings=_issue_warnings(report))
 
 
@@ -162,10 +176,14 @@ def read_chat_jsonl(path: str | Path, encoding: str | None = None, max_items: in
     if not p.exists():
         raise DataError(f"chat data not found: {p}", "point data.path at a .jsonl file with one conversation per line")
     if p.is_dir():
-        raise DataError(f"{p} is a folder", "choose the .jsonl file inside it, or use the text_corpus kind for a folder of .txt")
+        raise DataError(
+            f"{p} is a folder", "choose the .jsonl file inside it, or use the text_corpus kind for a folder of .txt"
+        )
     if p.suffix.lower() not in CHAT_SUFFIXES and p.suffix.lower() != ".json":
-        raise DataError(f"{p.name}: chat data must be a .jsonl file (got {p.suffix or 'no suffix'})",
-                        "write one JSON object per line with 'messages' or 'prompt'/'response'")
+        raise DataError(
+            f"{p.name}: chat data must be a .jsonl file (got {p.suffix or 'no suffix'})",
+            "write one JSON object per line with 'messages' or 'prompt'/'response'",
+        )
     enc = _encoding(p, encoding)
     report = DataReport(str(p), encoding=enc, unit="conversation")
     conversations: list[list[dict[str, str]]] = []
@@ -182,17 +200,22 @@ def read_chat_jsonl(path: str | Path, encoding: str | None = None, max_items: in
                 report.limit_reached = True
                 break
     except UnicodeDecodeError:
-        raise DataError(f"cannot decode {p.name} as {enc}", 'save the file as UTF-8, or set data.encoding (e.g. "cp1252")') from None
+        raise DataError(
+            f"cannot decode {p.name} as {enc}", 'save the file as UTF-8, or set data.encoding (e.g. "cp1252")'
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot read {p}: {exc.strerror or exc}", "check the file permissions") from None
     if not conversations:
         first = report.issues[0] if report.issues else None
-        raise DataError(f"{p.name} has no usable conversation ({report.summary()})"
-                        + (f"; first problem: {first}" if first else ""),
-                        'each line needs {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]} '
-                        'or {"prompt": ..., "response": ...}')
-    return LMExamples("chat_jsonl", p.name, report.summary(), conversations=conversations,
-                      warnings=_issue_warnings(report))
+        raise DataError(
+            f"{p.name} has no usable conversation ({report.summary()})"
+            + (f"; first problem: {first}" if first else ""),
+            'each line needs {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]} '
+            'or {"prompt": ..., "response": ...}',
+        )
+    return LMExamples(
+        "chat_jsonl", p.name, report.summary(), conversations=conversations, warnings=_issue_warnings(report)
+    )
 
 
 # ---- chat rendering and the assistant-only mask -------------------------------------------------
@@ -208,11 +231,14 @@ def ensure_chat_template(tokenizer: Any) -> bool:
 
 def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
     try:
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-    except Exception as exc:  # noqa: BLE001 - a template's own error (e.g. "roles must alternate")
-        raise DataError(f"the model's chat template refused a conversation: {str(exc).splitlines()[0]}",
-                        "check the roles' order (many templates need user/assistant turns alternating, "
-                        "system first)") from exc
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except Exception as exc:
+        raise DataError(
+            f"the model's chat template refused a conversation: {str(exc).splitlines()[0]}",
+            "check the roles' order (many templates need user/assistant turns alternating, system first)",
+        ) from exc
 
 
 def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -229,7 +255,7 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple
         if m["role"] != "assistant":
             continue
         before = render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        through = render_chat(tokenizer, messages[:i + 1])
+        through = render_chat(tokenizer, messages[: i + 1])
         if text.startswith(through) and through.startswith(before) and len(before) >= cursor:
             start, end = len(before), len(through)
         else:  # not prefix-stable: find the reply's text after the previous span
@@ -246,7 +272,9 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple
     return text, spans
 
 
-def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> tuple[list[int], list[int], bool]:
+def encode_chat(
+    tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int
+) -> tuple[list[int], list[int], bool]:
     """Token ids and labels (assistant tokens only, -100 elsewhere) for one conversation.
 
     A token is the assistant's when its first character lies inside an assistant span. Returns
@@ -299,7 +327,7 @@ def pack(stream: Sequence[int], block: int, min_tail: int | None = None) -> list
     """Cut a token stream into blocks of ``block`` tokens; a last partial block is kept when it
     holds at least ``min_tail`` tokens (default: half a block), else dropped."""
     min_tail = block // 2 if min_tail is None else min_tail
-    blocks = [list(stream[i:i + block]) for i in range(0, len(stream), block)]
+    blocks = [list(stream[i : i + block]) for i in range(0, len(stream), block)]
     if blocks and len(blocks[-1]) < block and len(blocks[-1]) < max(min_tail, 2):
         blocks.pop()
     return blocks
@@ -368,16 +396,21 @@ def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_f
     if stored is not None:
         left_out = len(examples.split or []) - len(stored[0]) - len(stored[1])
         if left_out:
-            warnings.append(f"{left_out} item(s) of the version are in neither its training nor its validation part "
-                            "and are left out")
+            warnings.append(
+                f"{left_out} item(s) of the version are in neither its training nor its validation part "
+                "and are left out"
+            )
     if examples.kind == "text_corpus":
         if stored is not None:  # the version's split is by passage: pack each part on its own
-            parts = [pack(tokenize_documents(tokenizer, [examples.documents[i] for i in idx]), max_length)
-                     for idx in stored]
+            parts = [
+                pack(tokenize_documents(tokenizer, [examples.documents[i] for i in idx]), max_length) for idx in stored
+            ]
             if not parts[0] or not parts[1]:
-                raise DataError(f"{examples.name}: its {'training' if not parts[0] else 'validation'} part is shorter "
-                                f"than one block of {max_length} tokens",
-                                "lower hparams.max_length, or give that part more text in the Datasets area")
+                raise DataError(
+                    f"{examples.name}: its {'training' if not parts[0] else 'validation'} part is shorter "
+                    f"than one block of {max_length} tokens",
+                    "lower hparams.max_length, or give that part more text in the Datasets area",
+                )
             blocks = parts[0] + parts[1]
             train_idx = list(range(len(parts[0])))
             val_idx = list(range(len(parts[0]), len(blocks)))
@@ -388,16 +421,20 @@ def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_f
             blocks = pack(stream, max_length)
             tokens = len(stream)
             if len(blocks) < 2:
-                raise DataError(f"{examples.name} is too short: {len(stream)} tokens make {len(blocks)} block(s) of "
-                                f"{max_length} tokens, and training needs at least 2 (one for validation)",
-                                "add more text, or lower hparams.max_length")
+                raise DataError(
+                    f"{examples.name} is too short: {len(stream)} tokens make {len(blocks)} block(s) of "
+                    f"{max_length} tokens, and training needs at least 2 (one for validation)",
+                    "add more text, or lower hparams.max_length",
+                )
             train_idx, val_idx = split_indices(len(blocks), val_fraction, seed)
             where = "validation"
         train = LMDataset([blocks[i] for i in train_idx], [None] * len(train_idx))
         val = LMDataset([blocks[i] for i in val_idx], [None] * len(val_idx))
-        summary = (f"{examples.summary}; {tokens:,} tokens packed into {len(blocks)} blocks of {max_length} "
-                   f"({len(train_idx)} train, {len(val_idx)} validation" +
-                   (", the version's stored split)" if where == "stored split" else ")"))
+        summary = (
+            f"{examples.summary}; {tokens:,} tokens packed into {len(blocks)} blocks of {max_length} "
+            f"({len(train_idx)} train, {len(val_idx)} validation"
+            + (", the version's stored split)" if where == "stored split" else ")")
+        )
         return EncodedLM(train, val, warnings, summary, sum(len(b) for b in train.input_ids))
     ids_list: list[list[int]] = []
     labels_list: list[list[int]] = []
@@ -417,24 +454,31 @@ def encode_examples(tokenizer: Any, examples: LMExamples, max_length: int, val_f
     if dropped:
         warnings.append(f"{dropped} conversation(s) skipped: no assistant token left within max_length={max_length}")
     if len(ids_list) < 2:
-        raise DataError(f"{examples.name} has {len(ids_list)} usable conversation(s); training needs at least 2 "
-                        "(one for validation)", "add conversations, or raise hparams.max_length if replies were cut off")
+        raise DataError(
+            f"{examples.name} has {len(ids_list)} usable conversation(s); training needs at least 2 "
+            "(one for validation)",
+            "add conversations, or raise hparams.max_length if replies were cut off",
+        )
     if stored is not None:  # the version's split, by conversation (those cut away above drop out)
         position = {source: k for k, source in enumerate(kept)}
         train_idx = [position[i] for i in stored[0] if i in position]
         val_idx = [position[i] for i in stored[1] if i in position]
         if not train_idx or not val_idx:
-            raise DataError(f"{examples.name}: no usable conversation is left in its "
-                            f"{'training' if not train_idx else 'validation'} part",
-                            "raise hparams.max_length if replies were cut off, or re-split in the Datasets area")
+            raise DataError(
+                f"{examples.name}: no usable conversation is left in its "
+                f"{'training' if not train_idx else 'validation'} part",
+                "raise hparams.max_length if replies were cut off, or re-split in the Datasets area",
+            )
     else:
         train_idx, val_idx = split_indices(len(ids_list), val_fraction, seed)
     train = LMDataset([ids_list[i] for i in train_idx], [labels_list[i] for i in train_idx])
     val = LMDataset([ids_list[i] for i in val_idx], [labels_list[i] for i in val_idx])
     targets = sum(sum(1 for x in labels_list[i] if x != IGNORE_INDEX) for i in train_idx)
     how = " (the version's stored split)" if stored is not None else ""
-    summary = (f"{examples.summary}; {len(train_idx)} train and {len(val_idx)} validation conversations{how}, "
-               f"{targets:,} assistant tokens to learn")
+    summary = (
+        f"{examples.summary}; {len(train_idx)} train and {len(val_idx)} validation conversations{how}, "
+        f"{targets:,} assistant tokens to learn"
+    )
     return EncodedLM(train, val, warnings, summary, targets, [kept[i] for i in val_idx])
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunedesk.engine import lora
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, ModelError, TuneDeskError
+from tunedesk.engine.lm import lora
 
 FORMATS = ("merged", "adapter")
 _FORMAT_ALIASES = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter", "lora": "adapter"}
@@ -58,8 +58,9 @@ def _run_record(run_id: int, home: str | os.PathLike[str] | None) -> tuple[dict[
     finally:
         store.close()
     if run.get("task") != "causal_lm":
-        raise TuneDeskError(f"run {run_id} is a {run.get('task')} run, not a language-model run",
-                            "use the classifier export for it")
+        raise TuneDeskError(
+            f"run {run_id} is a {run.get('task')} run, not a language-model run", "use the classifier export for it"
+        )
     stored = dict(run["config"])
     resolved = stored.pop("_resolved", {})
     run["_resolved"] = resolved
@@ -68,7 +69,7 @@ def _run_record(run_id: int, home: str | os.PathLike[str] | None) -> tuple[dict[
 
 def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
     out = Path(run.get("output_dir") or "")
-    from tunedesk.engine.checkpoint import MODEL_FILE
+    from tunedesk.engine.run.checkpoint import MODEL_FILE
     from tunedesk.engine.tasks.causal_lm import BEST_META, BEST_WEIGHTS
 
     best, last = out / "best", out / "last"
@@ -78,31 +79,44 @@ def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
         return best, "best"
     if which in ("last", "auto") and has_last:
         return last, "last"
-    raise TuneDeskError(f"run {run['id']} has no saved {'model' if which == 'auto' else which + ' checkpoint'} in {out}",
-                        "the run ends its first evaluation before a model is saved; train at least one epoch")
+    raise TuneDeskError(
+        f"run {run['id']} has no saved {'model' if which == 'auto' else which + ' checkpoint'} in {out}",
+        "the run ends its first evaluation before a model is saved; train at least one epoch",
+    )
 
 
-def load_run_model(run_id: int, *, home: str | os.PathLike[str] | None = None, which: str = "auto",
-                   device: str | torch.device = "cpu") -> RunModel:
+def load_run_model(
+    run_id: int, *, home: str | os.PathLike[str] | None = None, which: str = "auto", device: str | torch.device = "cpu"
+) -> RunModel:
     """Rebuild a causal-LM run's model on ``device`` (fp32) from its base folder and checkpoint."""
     from safetensors.torch import load_file, load_model
 
     from tunedesk.engine import freezing
-    from tunedesk.engine.checkpoint import MODEL_FILE
     from tunedesk.engine.models import fingerprint
-    from tunedesk.engine.tasks.causal_lm import BEST_META, BEST_WEIGHTS, TOKENIZER_DIR, load_causal_lm, load_lm_tokenizer
+    from tunedesk.engine.run.checkpoint import MODEL_FILE
+    from tunedesk.engine.tasks.causal_lm import (
+        BEST_META,
+        BEST_WEIGHTS,
+        TOKENIZER_DIR,
+        load_causal_lm,
+        load_lm_tokenizer,
+    )
 
     run, config = _run_record(run_id, home)
     folder, which = _checkpoint_folder(run, which)
     meta = json.loads((folder / BEST_META).read_text(encoding="utf-8")) if which == "best" else {}
     base_path = meta.get("base_path") or run.get("model_path") or config.model.name_or_path
     if not Path(base_path).is_dir():
-        raise ModelError(f"the base model of run {run_id} is no longer at {base_path}",
-                         "the run stores only what it trained; put the base model folder back where it was")
+        raise ModelError(
+            f"the base model of run {run_id} is no longer at {base_path}",
+            "the run stores only what it trained; put the base model folder back where it was",
+        )
     expected = meta.get("base_fingerprint") or run.get("model_hash")
     if expected and config.model.pretrained and fingerprint(base_path) != expected:
-        raise ModelError(f"the base model at {base_path} changed since run {run_id} trained on it",
-                         "restore the original model files; the adapters only fit the weights they were trained on")
+        raise ModelError(
+            f"the base model at {base_path} changed since run {run_id} trained on it",
+            "restore the original model files; the adapters only fit the weights they were trained on",
+        )
     spec = config.model
     spec.name_or_path = base_path
     model, _, _, _ = load_causal_lm(spec, dtype=torch.float32)
@@ -119,8 +133,11 @@ def load_run_model(run_id: int, *, home: str | os.PathLike[str] | None = None, w
         state = load_file(str(folder / BEST_WEIGHTS), device="cpu")
         result = model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
-            raise ModelError(f"run {run_id}'s checkpoint does not fit its base model ({len(result.unexpected_keys)} unknown "
-                             f"weights, e.g. {result.unexpected_keys[0]})", "the base model folder holds a different model")
+            raise ModelError(
+                f"run {run_id}'s checkpoint does not fit its base model ({len(result.unexpected_keys)} unknown "
+                f"weights, e.g. {result.unexpected_keys[0]})",
+                "the base model folder holds a different model",
+            )
         names = sorted(state)
     else:
         load_model(model, str(folder / MODEL_FILE), strict=True, device="cpu")
@@ -138,8 +155,11 @@ def load_run_model(run_id: int, *, home: str | os.PathLike[str] | None = None, w
 def _prepare_target(directory: Path) -> Path:
     directory = Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ConfigError("directory", f"{directory} already exists and is not an empty folder",
-                          "choose a new or empty folder for the export")
+        raise ConfigError(
+            "directory",
+            f"{directory} already exists and is not an empty folder",
+            "choose a new or empty folder for the export",
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
 
@@ -160,29 +180,44 @@ def _original_dtype(base_path: str) -> torch.dtype | None:
 
 
 def _card(run_id: int, rm: RunModel, fmt: str) -> str:
-    how = ("Load it with `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`."
-           if fmt == "merged" else
-           f"Load the base model ({rm.base_path}) with AutoModelForCausalLM, then "
-           "`PeftModel.from_pretrained(base, folder)`; the tokenizer (with its chat template) is in this folder.")
-    chat = ("It was trained on conversations: prompt it with `tokenizer.apply_chat_template(messages, "
-            "add_generation_prompt=True)`." if rm.chat else "It was trained on plain text: give it text to continue.")
-    return (f"# Fine-tuned with TuneDesk (run {run_id})\n\nBase model: `{rm.base_path}`\n\n"
-            f"Format: {'merged weights' if fmt == 'merged' else 'PEFT LoRA adapter'}.\n\n{how}\n\n{chat}\n")
+    how = (
+        "Load it with `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`."
+        if fmt == "merged"
+        else f"Load the base model ({rm.base_path}) with AutoModelForCausalLM, then "
+        "`PeftModel.from_pretrained(base, folder)`; the tokenizer (with its chat template) is in this folder."
+    )
+    chat = (
+        "It was trained on conversations: prompt it with `tokenizer.apply_chat_template(messages, "
+        "add_generation_prompt=True)`."
+        if rm.chat
+        else "It was trained on plain text: give it text to continue."
+    )
+    return (
+        f"# Fine-tuned with TuneDesk (run {run_id})\n\nBase model: `{rm.base_path}`\n\n"
+        f"Format: {'merged weights' if fmt == 'merged' else 'PEFT LoRA adapter'}.\n\n{how}\n\n{chat}\n"
+    )
 
 
-def export_lm_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "merged",
-                  home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def export_lm_run(
+    run_id: int, directory: str | os.PathLike[str], fmt: str = "merged", home: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Export a causal-LM run: ``merged`` (HF folder) or ``adapter`` (PEFT folder). Returns
     ``{"run_id", "path", "format", "base_path"}``."""
     kind = _FORMAT_ALIASES.get(str(fmt).lower())
     if kind is None:
-        raise ConfigError("format", f"{fmt!r} is not a language-model export format",
-                          "use merged (a Hugging Face folder) or adapter (a PEFT LoRA adapter)")
+        raise ConfigError(
+            "format",
+            f"{fmt!r} is not a language-model export format",
+            "use merged (a Hugging Face folder) or adapter (a PEFT LoRA adapter)",
+        )
     directory = Path(directory).expanduser()
     rm = load_run_model(run_id, home=home)
     if kind == "adapter" and not rm.targets:
-        raise ConfigError("format", f"run {run_id} trained without LoRA, so it has no adapter to export",
-                          "export merged weights instead")
+        raise ConfigError(
+            "format",
+            f"run {run_id} trained without LoRA, so it has no adapter to export",
+            "export merged weights instead",
+        )
     tmp = _prepare_target(directory)
     try:
         if kind == "merged":
@@ -191,9 +226,19 @@ def export_lm_run(run_id: int, directory: str | os.PathLike[str], fmt: str = "me
             _write_adapter(rm, tmp)
         rm.tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(_card(run_id, rm, kind), encoding="utf-8")
-        (tmp / "tunedesk_export.json").write_text(json.dumps(
-            {"run_id": run_id, "format": kind, "base_path": rm.base_path, "checkpoint": rm.which,
-             "lora": {p: [t.rank, t.alpha, t.dropout] for p, t in rm.targets.items()}}, indent=2), encoding="utf-8")
+        (tmp / "tunedesk_export.json").write_text(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "format": kind,
+                    "base_path": rm.base_path,
+                    "checkpoint": rm.which,
+                    "lora": {p: [t.rank, t.alpha, t.dropout] for p, t in rm.targets.items()},
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         _finish(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -234,13 +279,19 @@ def _write_adapter(rm: RunModel, folder: Path) -> None:
         peft_model.save_pretrained(str(folder), safe_serialization=True)
         return
     if any(".base_layer." in n for n in trained_base):
-        raise ConfigError("format", "some adapted layers also train their bias, which a PEFT adapter cannot carry",
-                          "export merged weights instead")
+        raise ConfigError(
+            "format",
+            "some adapted layers also train their bias, which a PEFT adapter cannot carry",
+            "export merged weights instead",
+        )
     emb = base.get_input_embeddings()
     tied = getattr(base.config, "tie_word_embeddings", False) and emb is not None
     if tied and any(base.get_submodule(o) is emb for o in owners):
-        raise ConfigError("format", "the run trained the (tied) token embeddings, which a PEFT adapter cannot carry "
-                          "faithfully", "export merged weights instead")
+        raise ConfigError(
+            "format",
+            "the run trained the (tied) token embeddings, which a PEFT adapter cannot carry faithfully",
+            "export merged weights instead",
+        )
     trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if n in set(rm.trainable_names)}
     cfg = lora.peft_config(base, rm.targets, rm.base_path)
     cfg.modules_to_save = owners
@@ -258,8 +309,11 @@ def _write_adapter(rm: RunModel, folder: Path) -> None:
         module, leaf = lora.PEFT_PREFIX + lora.base_name(name).rsplit(".", 1)[0], name.rsplit(".", 1)[1]
         key = f"{module}.modules_to_save.{lora.ADAPTER_NAME}.{leaf}"
         if key not in own:
-            raise ConfigError("format", f"cannot place the trained weight {lora.base_name(name)} in a PEFT adapter",
-                              "export merged weights instead")
+            raise ConfigError(
+                "format",
+                f"cannot place the trained weight {lora.base_name(name)} in a PEFT adapter",
+                "export merged weights instead",
+            )
         state[key] = value
     result = out.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
@@ -297,8 +351,15 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def generate(run_id: int, messages: str | list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.7,
-             *, home: str | os.PathLike[str] | None = None, device: str = "auto") -> str:
+def generate(
+    run_id: int,
+    messages: str | list[dict[str, str]],
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+) -> str:
     """One reply from a run's fine-tuned model. ``messages``: a chat (list of role/content dicts) or a
     text; a text is a user message for chat-trained runs and a text to continue for corpus runs."""
     from tunedesk.engine.tasks.causal_lm import generate_text
@@ -306,11 +367,20 @@ def generate(run_id: int, messages: str | list[dict[str, str]], max_new_tokens: 
     if not (1 <= int(max_new_tokens) <= 4096):
         raise ConfigError("max_new_tokens", f"must be between 1 and 4096 (got {max_new_tokens})")
     if not (0.0 <= float(temperature) <= 5.0):
-        raise ConfigError("temperature", f"must be between 0 and 5 (got {temperature})", "0 answers greedily; 0.7 is usual")
+        raise ConfigError(
+            "temperature", f"must be between 0 and 5 (got {temperature})", "0 answers greedily; 0.7 is usual"
+        )
     if isinstance(messages, str) and not messages.strip():
         raise ConfigError("prompt", "is empty", "type a message")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     rm = _cached(run_id, home, device)
-    return generate_text(rm.model, rm.tokenizer, messages, chat=rm.chat, max_new_tokens=int(max_new_tokens),
-                         temperature=float(temperature), device=device)
+    return generate_text(
+        rm.model,
+        rm.tokenizer,
+        messages,
+        chat=rm.chat,
+        max_new_tokens=int(max_new_tokens),
+        temperature=float(temperature),
+        device=device,
+    )

@@ -17,8 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
-ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant",
-                "developer": "system"}
+ROLE_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "ai": "assistant",
+    "developer": "system",
+}
 
 
 def message_text(value: Any) -> str | None:
@@ -54,8 +60,13 @@ def normalise_record(obj: Any) -> tuple[list[dict[str, str]] | None, str]:
             messages.append({"role": role, "content": content})
     else:
         prompt = response = None
-        for p_key, r_key in (("prompt", "response"), ("prompt", "completion"), ("instruction", "output"),
-                             ("question", "answer"), ("input", "output")):
+        for p_key, r_key in (
+            ("prompt", "response"),
+            ("prompt", "completion"),
+            ("instruction", "output"),
+            ("question", "answer"),
+            ("input", "output"),
+        ):
             if p_key in obj and r_key in obj:
                 prompt, response = obj[p_key], obj[r_key]
                 if p_key == "instruction" and isinstance(obj.get("input"), str) and obj["input"].strip():

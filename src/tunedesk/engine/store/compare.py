@@ -8,10 +8,11 @@ learn the parameters no compared run trained.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from tunedesk.engine.history import resolved, run_config
+from tunedesk.engine.store.history import resolved, run_config
 
 MISSING = object()  # a key one run's config does not have
 
@@ -77,7 +78,12 @@ def config_differences(runs: Sequence[Mapping[str, Any]]) -> list[ConfigDifferen
 def _same(a: Any, b: Any) -> bool:
     if a is MISSING or b is MISSING:
         return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return float(a) == float(b)
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
@@ -112,15 +118,16 @@ class FreezeDifference:
 
 @dataclass
 class _Node:
-    children: dict[str, "_Node"] = field(default_factory=dict)
+    children: dict[str, _Node] = field(default_factory=dict)
     vectors: set[tuple[bool, ...]] = field(default_factory=set)
     params: int = 0
     names: int = 0
     known_size: bool = True
 
 
-def freeze_differences(trainable: Sequence[Iterable[str]], all_names: Sequence[str] | None = None,
-                       sizes: Mapping[str, int] | None = None) -> list[FreezeDifference]:
+def freeze_differences(
+    trainable: Sequence[Iterable[str]], all_names: Sequence[str] | None = None, sizes: Mapping[str, int] | None = None
+) -> list[FreezeDifference]:
     """Modules that train in some runs and not in others, aggregated to the shallowest module whose
     parameters all differ the same way (``encoder.layer.3`` rather than its 16 tensors).
 
@@ -243,8 +250,9 @@ def available_metrics(store: Any, run_ids: Sequence[int]) -> list[str]:
     return names
 
 
-def curves(store: Any, run_ids: Sequence[int], metric: str = "loss", axis: str = "step",
-           max_points: int = 2000) -> list[Curve]:
+def curves(
+    store: Any, run_ids: Sequence[int], metric: str = "loss", axis: str = "step", max_points: int = 2000
+) -> list[Curve]:
     """One curve per run: a step metric (downsampled to ``max_points``) or a validation metric, by
     optimizer step or by epoch (step metrics on the epoch axis are placed at step / steps-per-epoch)."""
     if axis not in AXES:
@@ -310,5 +318,6 @@ def compare_runs(store: Any, run_ids: Sequence[int], *, layout: bool = True) -> 
         if found is not None:
             all_names, sizes = found
     freeze = freeze_differences([r.get("trainable_names") or [] for r in runs], all_names, sizes)
-    return Comparison(list(run_ids), runs, config_differences(runs), freeze, available_metrics(store, run_ids),
-                      all_names is not None)
+    return Comparison(
+        list(run_ids), runs, config_differences(runs), freeze, available_metrics(store, run_ids), all_names is not None
+    )

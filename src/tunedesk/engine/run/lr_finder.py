@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from tunedesk.engine import freezing
 from tunedesk.engine.errors import ConfigError, TrainingError
-from tunedesk.engine.events import Control
+from tunedesk.engine.run.events import Control
 from tunedesk.engine.tasks.base import to_device
 
 
@@ -34,16 +35,31 @@ class LRFinderResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed, "suggestion": self.suggestion,
-                "method": self.method, "explanation": self.explanation, "diverged": self.diverged}
+        return {
+            "lrs": self.lrs,
+            "losses": self.losses,
+            "smoothed": self.smoothed,
+            "suggestion": self.suggestion,
+            "method": self.method,
+            "explanation": self.explanation,
+            "diverged": self.diverged,
+        }
 
 
 Progress = Callable[[int, int, float, float], None]  # (step, total, lr, loss)
 
 
-def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps: int = 100, beta: float = 0.9,
-            diverge_factor: float = 4.0, control: Control | None = None, progress: Progress | None = None
-            ) -> LRFinderResult:
+def find_lr(
+    prep: Any,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 1.0,
+    num_steps: int = 100,
+    beta: float = 0.9,
+    diverge_factor: float = 4.0,
+    control: Control | None = None,
+    progress: Progress | None = None,
+) -> LRFinderResult:
     """Run the range test on a prepared run (``runner.prepare``) and put the model back afterwards.
 
     ``start_lr``..``end_lr`` are spread exponentially over ``num_steps`` optimizer steps (batches of the
@@ -54,7 +70,7 @@ def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps
         raise ConfigError("lr_finder", f"needs 0 < start_lr < end_lr (got {start_lr:g}, {end_lr:g})")
     if num_steps < 5:
         raise ConfigError("lr_finder", f"needs at least 5 steps (got {num_steps})")
-    from tunedesk.engine.training import select_device, select_precision
+    from tunedesk.engine.devices import select_device, select_precision
 
     cfg, h = prep.config, prep.config.hparams
     model = prep.loaded.model
@@ -70,7 +86,11 @@ def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps
     saved_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     saved_training = model.training
-    rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], random.getstate())
+    rng = (
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        random.getstate(),
+    )
 
     lrs: list[float] = []
     losses: list[float] = []
@@ -80,16 +100,22 @@ def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps
         freezing.apply(model, prep.plan)
         model.to(device)
         freezing.set_train_mode(model, cfg.freeze.train_batchnorm_stats)
-        groups = freezing.param_groups(model, 1.0, h.weight_decay, cfg.freeze.lr_multipliers, prep.loaded.head_paths, None)
+        groups = freezing.param_groups(
+            model, 1.0, h.weight_decay, cfg.freeze.lr_multipliers, prep.loaded.head_paths, None
+        )
         ratios = [g.pop("lr") for g in groups]
         for g in groups:
             g.pop("names")
         params = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=start_lr, weight_decay=h.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        loader = torch.utils.data.DataLoader(prep.data.train, batch_size=h.batch_size, shuffle=True,
-                                             collate_fn=prep.data.collate,
-                                             generator=torch.Generator().manual_seed(cfg.seed))
+        loader = torch.utils.data.DataLoader(
+            prep.data.train,
+            batch_size=h.batch_size,
+            shuffle=True,
+            collate_fn=prep.data.collate,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         factor = (end_lr / start_lr) ** (1.0 / (num_steps - 1))
         best = math.inf
         avg = 0.0
@@ -131,8 +157,10 @@ def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps
                 diverged = True
                 break
     except torch.OutOfMemoryError as exc:
-        raise TrainingError("the learning-rate test ran out of GPU memory",
-                            "use a smaller batch size, freeze more layers or switch on bf16") from exc
+        raise TrainingError(
+            "the learning-rate test ran out of GPU memory",
+            "use a smaller batch size, freeze more layers or switch on bf16",
+        ) from exc
     finally:
         model.load_state_dict(saved_state)
         for n, p in model.named_parameters():
@@ -148,15 +176,21 @@ def find_lr(prep: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps
             torch.cuda.empty_cache()
 
     if len(lrs) < 3:
-        raise TrainingError("the learning-rate test stopped before it had enough points",
-                            "lower the start learning rate, or check the data and model with a normal run")
+        raise TrainingError(
+            "the learning-rate test stopped before it had enough points",
+            "lower the start learning rate, or check the data and model with a normal run",
+        )
     suggestion, method = suggest(lrs, smoothed)
     if method == "steepest":
-        why = (f"{suggestion:.2g}: where the smoothed loss falls fastest; higher rates learn faster until the "
-               f"loss turns up, lower ones waste steps")
+        why = (
+            f"{suggestion:.2g}: where the smoothed loss falls fastest; higher rates learn faster until the "
+            f"loss turns up, lower ones waste steps"
+        )
     else:
-        why = (f"{suggestion:.2g}: a tenth of the learning rate at the lowest loss (the curve has no clear "
-               "steepest descent)")
+        why = (
+            f"{suggestion:.2g}: a tenth of the learning rate at the lowest loss (the curve has no clear "
+            "steepest descent)"
+        )
     why += f"; the run is set to {prep.learning_rate:g} now"
     return LRFinderResult(lrs, losses, smoothed, suggestion, method, why, diverged)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.shares import percent
@@ -20,8 +21,10 @@ from tunedesk.engine.store.runs import LIGHT_COLUMNS
 PAGE_SIZE = 200
 
 # Config fields each table row shows, read with json_extract so list pages never decode whole configs.
-_LR = ("COALESCE(json_extract(config_json, '$._resolved.learning_rate'), "
-       "json_extract(config_json, '$.hparams.learning_rate'))")
+_LR = (
+    "COALESCE(json_extract(config_json, '$._resolved.learning_rate'), "
+    "json_extract(config_json, '$.hparams.learning_rate'))"
+)
 EXTRA_FIELDS = {
     "learning_rate": _LR,
     "epochs": "json_extract(config_json, '$.hparams.epochs')",
@@ -60,8 +63,13 @@ class RunFilter:
     tag: str | None = None
 
     def kwargs(self) -> dict[str, Any]:
-        return {"search": self.search or None, "status": self.status or None, "model": self.model or None,
-                "dataset": self.dataset or None, "tag": self.tag or None}
+        return {
+            "search": self.search or None,
+            "status": self.status or None,
+            "model": self.model or None,
+            "dataset": self.dataset or None,
+            "tag": self.tag or None,
+        }
 
 
 @dataclass
@@ -72,8 +80,15 @@ class FilterChoices:
     tags: list[str] = field(default_factory=list)
 
 
-def page(store: RunStore, flt: RunFilter = RunFilter(), *, sort: str = "created_at", descending: bool = True,
-         limit: int = PAGE_SIZE, offset: int = 0) -> list[dict[str, Any]]:
+def page(
+    store: RunStore,
+    flt: RunFilter = RunFilter(),
+    *,
+    sort: str = "created_at",
+    descending: bool = True,
+    limit: int = PAGE_SIZE,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     """One page of table rows: the store's light columns + learning rate, epochs, batch size, notes."""
     if sort not in SORT_KEYS:
         raise ValueError(f"cannot sort runs by {sort!r}; use one of {sorted(SORT_KEYS)}")
@@ -85,8 +100,10 @@ def page(store: RunStore, flt: RunFilter = RunFilter(), *, sort: str = "created_
     # NULLs last in both directions, then id for a stable order across pages; created_at and id are
     # never NULL and indexed, so the default order reads a page without sorting the whole history.
     nulls_last = "" if sort in ("created_at", "id") else f"({order}) IS NULL, "
-    sql = (f"SELECT {select} FROM runs WHERE {where} "
-           f"ORDER BY {nulls_last}{order} {direction}, id {direction} LIMIT ? OFFSET ?")
+    sql = (
+        f"SELECT {select} FROM runs WHERE {where} "
+        f"ORDER BY {nulls_last}{order} {direction}, id {direction} LIMIT ? OFFSET ?"
+    )
     rows = []
     for values in store.db.execute(sql, [*args, int(limit), int(offset)]).fetchall():
         row = dict(zip(columns, values))

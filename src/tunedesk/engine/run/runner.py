@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.events import Control, Event, EventBus, RunFinished
 from tunedesk.engine.paths import database_path, home_dir, runs_dir
+from tunedesk.engine.run.events import Control, Event, EventBus, RunFinished
 
 
 @dataclass
@@ -47,11 +48,19 @@ class RunResult:
     duration: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "status": self.status, "val_accuracy": self.metrics.get("val_accuracy"),
-                "val_macro_f1": self.metrics.get("val_macro_f1"), "val_loss": self.metrics.get("val_loss"),
-                "best_metric": self.best_metric, "samples_per_second": round(self.samples_per_second, 2),
-                "duration_s": round(self.duration, 2), "output_dir": self.output_dir, "reason": self.reason,
-                "hint": self.hint}
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "val_accuracy": self.metrics.get("val_accuracy"),
+            "val_macro_f1": self.metrics.get("val_macro_f1"),
+            "val_loss": self.metrics.get("val_loss"),
+            "best_metric": self.best_metric,
+            "samples_per_second": round(self.samples_per_second, 2),
+            "duration_s": round(self.duration, 2),
+            "output_dir": self.output_dir,
+            "reason": self.reason,
+            "hint": self.hint,
+        }
 
 
 Progress = Callable[[str], None]
@@ -59,9 +68,8 @@ Progress = Callable[[str], None]
 
 def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
-    from tunedesk.engine.tasks import get_task
-
     from tunedesk.engine import freezing
+    from tunedesk.engine.tasks import get_task
 
     say = progress or (lambda _msg: None)
     config = copy.deepcopy(config).validate()
@@ -81,8 +89,10 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     if adapt is not None:
         plan = adapt(config, loaded, plan)
     if plan.trainable_params == 0:
-        raise TuneDeskError("the freeze plan leaves no parameter to train",
-                            "train at least the head (preset head_only) or unfreeze some layers")
+        raise TuneDeskError(
+            "the freeze plan leaves no parameter to train",
+            "train at least the head (preset head_only) or unfreeze some layers",
+        )
     freezing.apply(loaded.model, plan)
     suggested, why = suggested_learning_rate(loaded.family)
     lr = config.hparams.learning_rate or suggested
@@ -108,9 +118,16 @@ def open_store(home: Path | None = None):
     return RunStore(database_path(home or home_dir()))
 
 
-def execute(config: RunConfig, *, home: str | os.PathLike[str] | None = None, listeners: Iterable[Callable[[Event], None]] = (),
-            control: Control | None = None, progress: Progress | None = None, prepared: PreparedRun | None = None,
-            name: str | None = None) -> RunResult:
+def execute(
+    config: RunConfig,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    listeners: Iterable[Callable[[Event], None]] = (),
+    control: Control | None = None,
+    progress: Progress | None = None,
+    prepared: PreparedRun | None = None,
+    name: str | None = None,
+) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
     if config.data.kind == "dataset_version" and not config.data.path:
@@ -120,13 +137,26 @@ def execute(config: RunConfig, *, home: str | os.PathLike[str] | None = None, li
     store = open_store(home_path)
     try:
         run_id = store.create_run(
-            config=_config_record(prep), name=name or prep.config.name or f"{Path(prep.loaded.path).name} on {prep.data.name}",
-            task=prep.config.task, model_name=prep.config.model.name_or_path, model_path=prep.loaded.path,
-            model_hash=prep.loaded.fingerprint, dataset_name=prep.data.name, dataset_hash=prep.data.fingerprint,
-            dataset_version=prep.config.data.dataset_version, trainable_names=prep.plan.trainable_names,
-            trainable_params=prep.plan.trainable_params, total_params=prep.plan.total_params,
-            freeze_summary=prep.freeze_summary, output_dir="", device=prep.config.device, precision=prep.config.precision)
-        output_dir = Path(prep.config.output_dir) if prep.config.output_dir else runs_dir(home_path) / f"run-{run_id:05d}"
+            config=_config_record(prep),
+            name=name or prep.config.name or f"{Path(prep.loaded.path).name} on {prep.data.name}",
+            task=prep.config.task,
+            model_name=prep.config.model.name_or_path,
+            model_path=prep.loaded.path,
+            model_hash=prep.loaded.fingerprint,
+            dataset_name=prep.data.name,
+            dataset_hash=prep.data.fingerprint,
+            dataset_version=prep.config.data.dataset_version,
+            trainable_names=prep.plan.trainable_names,
+            trainable_params=prep.plan.trainable_params,
+            total_params=prep.plan.total_params,
+            freeze_summary=prep.freeze_summary,
+            output_dir="",
+            device=prep.config.device,
+            precision=prep.config.precision,
+        )
+        output_dir = (
+            Path(prep.config.output_dir) if prep.config.output_dir else runs_dir(home_path) / f"run-{run_id:05d}"
+        )
         output_dir.mkdir(parents=True, exist_ok=True)
         store.update_run(run_id, output_dir=str(output_dir))
     finally:
@@ -135,8 +165,14 @@ def execute(config: RunConfig, *, home: str | os.PathLike[str] | None = None, li
     return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=None)
 
 
-def resume(run_id: int, *, home: str | os.PathLike[str] | None = None, listeners: Iterable[Callable[[Event], None]] = (),
-           control: Control | None = None, progress: Progress | None = None) -> RunResult:
+def resume(
+    run_id: int,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    listeners: Iterable[Callable[[Event], None]] = (),
+    control: Control | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Continue a stopped or interrupted run from its last checkpoint, in the same run record."""
     home_path = home_dir(home)
     store = open_store(home_path)
@@ -144,8 +180,10 @@ def resume(run_id: int, *, home: str | os.PathLike[str] | None = None, listeners
         store.mark_interrupted()
         run = store.get_run(run_id)
         if run["status"] not in ("stopped", "interrupted", "failed"):
-            raise TuneDeskError(f"run {run_id} is {run['status']}, so there is nothing to resume",
-                                "only stopped, interrupted or failed runs can be resumed")
+            raise TuneDeskError(
+                f"run {run_id} is {run['status']}, so there is nothing to resume",
+                "only stopped, interrupted or failed runs can be resumed",
+            )
         checkpoints = store.checkpoints(run_id)
         if "last" not in checkpoints:
             raise TuneDeskError(f"run {run_id} has no resumable checkpoint", "start it again with `tunedesk train`")
@@ -158,8 +196,10 @@ def resume(run_id: int, *, home: str | os.PathLike[str] | None = None, listeners
         store.close()
     prep = prepare(config, progress)
     if resolved.get("trainable_names") and resolved["trainable_names"] != prep.plan.trainable_names:
-        raise TuneDeskError(f"run {run_id}'s model no longer resolves to the same trainable parameters",
-                            "the model files changed since the run; start a new run instead")
+        raise TuneDeskError(
+            f"run {run_id}'s model no longer resolves to the same trainable parameters",
+            "the model files changed since the run; start a new run instead",
+        )
     prep.learning_rate = resolved.get("learning_rate", prep.learning_rate)
     prep.head_learning_rate = resolved.get("head_learning_rate", prep.head_learning_rate)
     store = open_store(home_path)
@@ -175,41 +215,74 @@ def resume(run_id: int, *, home: str | os.PathLike[str] | None = None, listeners
 def _last_step(folder: Path) -> int:
     import torch
 
-    from tunedesk.engine.checkpoint import STATE_FILE
+    from tunedesk.engine.run.checkpoint import STATE_FILE
 
     try:
         payload = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         return int(payload["state"]["step"])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise TuneDeskError(f"the checkpoint in {folder} is unreadable", "start the run again") from exc
 
 
 def _config_record(prep: PreparedRun) -> dict[str, Any]:
     record = prep.config.to_dict()
-    record["_resolved"] = {"learning_rate": prep.learning_rate, "head_learning_rate": prep.head_learning_rate,
-                           "lr_explanation": prep.lr_explanation, "label_names": prep.data.label_names,
-                           "head_paths": prep.loaded.head_paths, "trainable_names": prep.plan.trainable_names,
-                           "architecture": prep.loaded.architecture, "family": prep.loaded.family,
-                           "pretrained": prep.loaded.pretrained}
+    record["_resolved"] = {
+        "learning_rate": prep.learning_rate,
+        "head_learning_rate": prep.head_learning_rate,
+        "lr_explanation": prep.lr_explanation,
+        "label_names": prep.data.label_names,
+        "head_paths": prep.loaded.head_paths,
+        "trainable_names": prep.plan.trainable_names,
+        "architecture": prep.loaded.architecture,
+        "family": prep.loaded.family,
+        "pretrained": prep.loaded.pretrained,
+    }
     if prep.config.task == "causal_lm":  # a data set version may hold chats or a corpus: say which it was
         record["_resolved"]["chat"] = bool(getattr(prep.task, "chat", False))
     return record
 
 
-def _train(prep: PreparedRun, run_id: int, output_dir: Path, home: Path, listeners: Iterable[Callable[[Event], None]],
-           control: Control | None, resume_from: Path | None) -> RunResult:
-    from tunedesk.engine.recorder import RunRecorder
-    from tunedesk.engine.training import Trainer
+def _train(
+    prep: PreparedRun,
+    run_id: int,
+    output_dir: Path,
+    home: Path,
+    listeners: Iterable[Callable[[Event], None]],
+    control: Control | None,
+    resume_from: Path | None,
+) -> RunResult:
+    from tunedesk.engine.run.recorder import RunRecorder
+    from tunedesk.engine.run.training import Trainer
 
     recorder = RunRecorder(database_path(home), run_id, primary_metric=prep.task.primary_metric)
     bus = EventBus(recorder, *listeners)
     finished: RunFinished
     try:
-        trainer = Trainer(prep.config, prep.task, prep.loaded, prep.data, prep.plan, output_dir, bus, control,
-                          run_id=run_id, learning_rate=prep.learning_rate, head_learning_rate=prep.head_learning_rate,
-                          resume_from=resume_from)
+        trainer = Trainer(
+            prep.config,
+            prep.task,
+            prep.loaded,
+            prep.data,
+            prep.plan,
+            output_dir,
+            bus,
+            control,
+            run_id=run_id,
+            learning_rate=prep.learning_rate,
+            head_learning_rate=prep.head_learning_rate,
+            resume_from=resume_from,
+        )
         finished = trainer.run()
     finally:
         recorder.close()
-    return RunResult(run_id, finished.status, dict(finished.final_metrics), finished.best_metric,
-                     finished.samples_per_second, str(output_dir), finished.reason, finished.hint, finished.duration)
+    return RunResult(
+        run_id,
+        finished.status,
+        dict(finished.final_metrics),
+        finished.best_metric,
+        finished.samples_per_second,
+        str(output_dir),
+        finished.reason,
+        finished.hint,
+        finished.duration,
+    )

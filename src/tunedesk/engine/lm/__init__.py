@@ -1,0 +1,1 @@
+"""Language models: LoRA adapters, LM data and chat format, LM export and generation."""
