@@ -14,9 +14,11 @@ from tunedesk.engine.datasets import (
     DatasetStore,
     ImportCancelled,
     ImportSpec,
-    flags as F,
     preview_table,
     run_import,
+)
+from tunedesk.engine.datasets import (
+    flags as F,
 )
 from tunedesk.engine.errors import DataError
 from tunedesk.engine.paths import database_path
@@ -57,7 +59,7 @@ def test_text_csv_import_keeps_rows_order_classes_and_reports(store, text_csv):
 
 def test_quoted_newlines_bom_and_other_columns(store, tmp_path):
     path = tmp_path / "bom.csv"
-    path.write_bytes("\ufeffid,Text,Label\n1,\"two\nlines\",a\n2,plain,b\n".encode())
+    path.write_bytes('\ufeffid,Text,Label\n1,"two\nlines",a\n2,plain,b\n'.encode())
     result = run_import(store, ImportSpec("text_table", str(path), text_column="text", label_column="label"))
     items = list(store.iter_items(result.dataset_id))
     assert [(i.text, i.label, i.source_line) for i in items] == [("two\nlines", "a", 2), ("plain", "b", 4)]
@@ -71,7 +73,9 @@ def test_cp1252_is_detected_and_tsv_and_jsonl_work(store, tmp_path):
     tsv = write_csv(tmp_path / "t.tsv", [["a, with comma", "x"], ["b", "y"]], delimiter="\t")
     assert texts(store, run_import(store, ImportSpec("text_table", str(tsv))).dataset_id)[0] == ("a, with comma", "x")
     jl = tmp_path / "t.jsonl"
-    jl.write_text('{"sentence": "hi", "intent": "greet"}\nnot json\n{"sentence": "bye", "intent": 7}\n', encoding="utf-8")
+    jl.write_text(
+        '{"sentence": "hi", "intent": "greet"}\nnot json\n{"sentence": "bye", "intent": 7}\n', encoding="utf-8"
+    )
     r3 = run_import(store, ImportSpec("text_table", str(jl), text_column="sentence", label_column="intent"))
     assert texts(store, r3.dataset_id) == [("hi", "greet"), ("bye", "7")]
     assert r3.report.skipped == 1
@@ -135,7 +139,10 @@ def test_unsupported_files_and_folders(store, tmp_path):
         run_import(store, ImportSpec("text_table", str(tmp_path)))
 
 
-def test_cancel_removes_the_half_import_and_nothing_else(store, tmp_path, text_csv):
+def test_cancel_removes_the_half_import_and_nothing_else(store, tmp_path, text_csv, monkeypatch):
+    from tunedesk.engine.datasets import importers
+
+    monkeypatch.setattr(importers, "PROGRESS_EVERY_S", 0.0)  # every row reports: a fast machine cancels too
     kept = run_import(store, ImportSpec("text_table", str(text_csv)))
     path = write_csv(tmp_path / "many.csv", [[f"text {i}", "ab"[i % 2]] for i in range(12_000)])
     token = CancelToken()
@@ -181,8 +188,11 @@ def test_big_file_is_streamed(store, tmp_path):
 
 
 def test_preview_guesses_columns(tmp_path):
-    path = write_csv(tmp_path / "p.csv", [["1", "I want a refund", "billing"], ["2", "app crashes", "tech"]],
-                     header=("id", "message", "category"))
+    path = write_csv(
+        tmp_path / "p.csv",
+        [["1", "I want a refund", "billing"], ["2", "app crashes", "tech"]],
+        header=("id", "message", "category"),
+    )
     p = preview_table(path)
     assert p.columns == ["id", "message", "category"] and p.text_column == "message" and p.label_column == "category"
     assert p.encoding == "utf-8" and p.encoding_confident and p.rows[0] == ["1", "I want a refund", "billing"]
@@ -265,7 +275,11 @@ def test_text_corpus_and_chat_jsonl(store, tmp_path):
     (corpus / "b.txt").write_text("\n\nThird.", encoding="utf-8")
     r = run_import(store, ImportSpec("text_corpus", str(corpus)))
     assert r.kind == "text_corpus"
-    assert [i.text for i in store.iter_items(r.dataset_id)] == ["First paragraph\nstill first.", "Second one.", "Third."]
+    assert [i.text for i in store.iter_items(r.dataset_id)] == [
+        "First paragraph\nstill first.",
+        "Second one.",
+        "Third.",
+    ]
     chat = tmp_path / "chat.jsonl"
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     lines = [good, {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "user", "content": "q"}]}]
@@ -283,14 +297,19 @@ def test_text_corpus_and_chat_jsonl(store, tmp_path):
 def test_chat_import_reads_every_shape_training_reads(store, tmp_path):
     """The Datasets area and training read conversations through one function: pairs, ShareGPT and
     content parts come in as messages, exactly as a training run would see them."""
-    from tunedesk.engine.lm_data import read_chat_jsonl
+    from tunedesk.engine.lm.data import read_chat_jsonl
 
     rows = [
         {"prompt": "where is my parcel", "response": "arr, at sea", "system": "talk like a pirate"},
         {"instruction": "translate", "input": "hello", "output": "ahoy"},
         {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ahoy"}]},
-        {"messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": [{"text": "a"},
-                      {"text": "b"}]}, {"role": "assistant", "content": "ab"}]},
+        {
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"text": "a"}, {"text": "b"}]},
+                {"role": "assistant", "content": "ab"},
+            ]
+        },
         {"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]},
     ]
     path = tmp_path / "mixed.jsonl"
@@ -298,8 +317,11 @@ def test_chat_import_reads_every_shape_training_reads(store, tmp_path):
     result = run_import(store, ImportSpec("chat_jsonl", str(path)))
     stored = [json.loads(i.text)["messages"] for i in store.iter_items(result.dataset_id)]
     assert stored == read_chat_jsonl(path).conversations and len(stored) == 4
-    assert stored[0] == [{"role": "system", "content": "talk like a pirate"},
-                         {"role": "user", "content": "where is my parcel"}, {"role": "assistant", "content": "arr, at sea"}]
+    assert stored[0] == [
+        {"role": "system", "content": "talk like a pirate"},
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "arr, at sea"},
+    ]
     assert stored[1][0]["content"] == "translate\n\nhello" and stored[2][0] == {"role": "user", "content": "hi"}
     assert stored[3][0]["role"] == "system" and stored[3][1]["content"] == "ab"
     assert "line 5: unknown role: 'tool'" in "\n".join(str(i) for i in result.report.issues)

@@ -40,6 +40,7 @@ from tunedesk.engine.errors import DataError, TuneDeskError
 
 BATCH = 5000  # items per write transaction (each holds the write lock for well under a second)
 BATCH_CHARS = 2_000_000  # ... or fewer when the texts are long: memory stays flat whatever the file size
+PROGRESS_EVERY_S = 0.1  # progress reports at most this often (a fast import sends only a few)
 IMPORT_KINDS = ("text_table", "image_folder", "image_csv", "text_corpus", "chat_jsonl")
 Progress = Callable[[int, int, str], None]  # (done, total, what is happening); total 0 = unknown
 
@@ -129,21 +130,31 @@ class _Context:
     def say(self, done: int, total: int, message: str, force: bool = False) -> None:
         self.cancel.check()
         now = time.monotonic()
-        if self.progress is not None and (force or now - self._last >= 0.1):
+        if self.progress is not None and (force or now - self._last >= PROGRESS_EVERY_S):
             self._last = now
             self.progress(done, total, message)
 
-    def add(self, *, label: str = "", flags: int = 0, content_hash: str = "", near_hash: str = "",
-            path: str | None = None, line: int | None = None, text: str | None = None,
-            info: ImageInfo | None = None) -> None:
+    def add(
+        self,
+        *,
+        label: str = "",
+        flags: int = 0,
+        content_hash: str = "",
+        near_hash: str = "",
+        path: str | None = None,
+        line: int | None = None,
+        text: str | None = None,
+        info: ImageInfo | None = None,
+    ) -> None:
         self.position += 1
         if label:
             self.labels.setdefault(label, None)
         w = h = size = mtime = None
         if info is not None:
             w, h, size, mtime = info.width, info.height, info.size_bytes, info.mtime
-        self.batch.append((self.position, label, "", flags, content_hash, near_hash, path, line, w, h, size, mtime,
-                           text))
+        self.batch.append(
+            (self.position, label, "", flags, content_hash, near_hash, path, line, w, h, size, mtime, text)
+        )
         if text:
             self.batch_chars += len(text)
         if len(self.batch) >= BATCH or self.batch_chars >= BATCH_CHARS:
@@ -173,15 +184,25 @@ def _estimate_lines(path: Path) -> int:
 # ---- entry points ------------------------------------------------------------------------------
 
 
-def run_import(store: DatasetStore, spec: ImportSpec, progress: Progress | None = None,
-               cancel: CancelToken | None = None, options: CleaningOptions | None = None) -> ImportResult:
+def run_import(
+    store: DatasetStore,
+    spec: ImportSpec,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    options: CleaningOptions | None = None,
+) -> ImportResult:
     """Import ``spec`` into a new data set of ``store``; see the module docstring."""
     spec.validate()
     start = time.monotonic()
     store.cleanup_interrupted_imports()
     path = Path(spec.path).expanduser()
-    kind = {"text_table": "text", "image_folder": "image", "image_csv": "image", "text_corpus": "text_corpus",
-            "chat_jsonl": "chat"}[spec.kind]
+    kind = {
+        "text_table": "text",
+        "image_folder": "image",
+        "image_csv": "image",
+        "text_corpus": "text_corpus",
+        "chat_jsonl": "chat",
+    }[spec.kind]
     name = spec.name.strip() or (path.stem if path.suffix else path.name) or "data set"
     _precheck(spec, path)
     options = options or CleaningOptions()
@@ -211,8 +232,9 @@ def run_import(store: DatasetStore, spec: ImportSpec, progress: Progress | None 
     return ImportResult(dataset_id, name, kind, ctx.position, report, cleaning, seconds, warnings)
 
 
-def import_path(db_path: str | Path, spec: ImportSpec, progress: Progress | None = None,
-                cancel: CancelToken | None = None) -> ImportResult:
+def import_path(
+    db_path: str | Path, spec: ImportSpec, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> ImportResult:
     """``run_import`` with its own DatasetStore (for worker threads)."""
     with DatasetStore(db_path) as store:
         return run_import(store, spec, progress, cancel)
@@ -225,9 +247,11 @@ def _precheck(spec: ImportSpec, path: Path) -> None:
             _table_format(path)
     elif spec.kind == "image_folder":
         if path.is_file():
-            raise DataError(f"{path} is a file, not a folder",
-                            "choose the folder that holds one sub-folder of images per class, or import "
-                            "images with a CSV of file,label")
+            raise DataError(
+                f"{path} is a file, not a folder",
+                "choose the folder that holds one sub-folder of images per class, or import "
+                "images with a CSV of file,label",
+            )
     elif not path.exists():
         raise DataError(f"not found: {path}", "check the path")
 
@@ -254,12 +278,15 @@ def _import_text_table(ctx: _Context, spec: ImportSpec, path: Path, options: Cle
         if report.rows_read == 0:
             raise DataError(f"{_display(path)} has no data rows", "add one example per row: its text and its label")
         first = "; ".join(str(i) for i in report.issues[:3])
-        raise DataError(f"no usable rows in {_display(path)}: {report.summary()}",
-                        f"fix the rows or check the chosen columns. First problems: {first}")
+        raise DataError(
+            f"no usable rows in {_display(path)}: {report.summary()}",
+            f"fix the rows or check the chosen columns. First problems: {first}",
+        )
     if spec.label_column and not ctx.labels:
         raise DataError(
             f"the label column {spec.label_column!r} of {_display(path)} is blank on every row",
-            "choose the column that holds the class names, or choose no label column to label the texts here")
+            "choose the column that holds the class names, or choose no label column to label the texts here",
+        )
     return report
 
 
@@ -276,9 +303,10 @@ def _text_csv(ctx: _Context, spec: ImportSpec, path: Path, enc: str, report: Dat
     try:
         _, _, header = next(records)
     except StopIteration:
-        raise DataError(f"{_display(path)} is empty",
-                        f"add a header row ({spec.text_column},{spec.label_column or 'label'}) and one example per "
-                        "row below it") from None
+        raise DataError(
+            f"{_display(path)} is empty",
+            f"add a header row ({spec.text_column},{spec.label_column or 'label'}) and one example per row below it",
+        ) from None
     ti = _find_column(header, spec.text_column)
     li = _find_column(header, spec.label_column) if spec.label_column else None
     missing = []
@@ -304,13 +332,16 @@ def _text_csv(ctx: _Context, spec: ImportSpec, path: Path, enc: str, report: Dat
             report.add(f"too few fields: got {n}, the header has {width}", start)
             continue
         if n > width and "".join(row[width:]).strip():
-            report.add(f"too many fields: got {n}, the header has {width}; quote texts that contain the delimiter",
-                       start)
+            report.add(
+                f"too many fields: got {n}, the header has {width}; quote texts that contain the delimiter", start
+            )
             continue
         _keep_text(ctx, report, row[ti], row[li].strip() if labelled else "", start, labelled)
     if not any_row:
-        raise DataError(f"{_display(path)} has a header but no data rows",
-                        "add one example per row below the header: its text and its label")
+        raise DataError(
+            f"{_display(path)} has a header but no data rows",
+            "add one example per row below the header: its text and its label",
+        )
 
 
 def _scalar(value: Any) -> str | None:
@@ -367,8 +398,14 @@ def _text_jsonl(ctx: _Context, spec: ImportSpec, path: Path, enc: str, report: D
 # ---- images ------------------------------------------------------------------------------------
 
 
-def _inspect_all(ctx: _Context, todo: list[tuple[str, str]], report: DataReport, root: Path,
-                 options: CleaningOptions, known_missing: set[str] = frozenset()) -> None:
+def _inspect_all(
+    ctx: _Context,
+    todo: list[tuple[str, str]],
+    report: DataReport,
+    root: Path,
+    options: CleaningOptions,
+    known_missing: set[str] = frozenset(),
+) -> None:
     """Read every (label, path) in a small thread pool (decoding releases the GIL), in order."""
     total = len(todo)
     workers = max(1, min(4, os.cpu_count() or 1))
@@ -390,8 +427,9 @@ def _inspect_all(ctx: _Context, todo: list[tuple[str, str]], report: DataReport,
                 bits = F.PROBLEM_FLAG.get(info.problem or "", 0)
                 if info.problem and p not in known_missing:
                     report.add(f"{info.detail}: imported and flagged", path=rel(p), action="warning")
-                ctx.add(label=label, flags=bits, content_hash=info.content_hash, near_hash=info.near_hash,
-                        path=p, info=info)
+                ctx.add(
+                    label=label, flags=bits, content_hash=info.content_hash, near_hash=info.near_hash, path=p, info=info
+                )
     ctx.say(total, total, f"read {total:,} images", force=True)
     report.rows_kept = ctx.position
 
@@ -424,7 +462,9 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
             try:
                 _, _, header = next(records)
             except StopIteration:
-                raise DataError(f"{_display(path)} is empty", "add a header row (file,label) and one image per row") from None
+                raise DataError(
+                    f"{_display(path)} is empty", "add a header row (file,label) and one image per row"
+                ) from None
             fi = _find_column(header, spec.file_column)
             if fi is None and spec.file_column == "file":
                 fi = next((i for c in _FILE_COLUMNS if (i := _find_column(header, c)) is not None), None)
@@ -438,10 +478,14 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
                 raise _missing_columns_error(path, header, missing_cols, "column")
             rows: Iterator[tuple[int, str, str]] = (
                 (start, row[fi] if fi < len(row) else "", row[li].strip() if li is not None and li < len(row) else "")
-                for start, _, row in records)
+                for start, _, row in records
+            )
         else:
-            rows = ((line, str(v.get(spec.file_column, "")), str(v.get(spec.label_column, "") or "").strip())
-                    for line, _, v in records if isinstance(v, dict))
+            rows = (
+                (line, str(v.get(spec.file_column, "")), str(v.get(spec.label_column, "") or "").strip())
+                for line, _, v in records
+                if isinstance(v, dict)
+            )
         for line, name, label in rows:
             report.rows_read += 1
             name = name.strip()
@@ -468,7 +512,8 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
     if len(missing) == len(todo):
         raise DataError(
             f"none of the {len(todo)} files named in {_display(path)} exist under {root}",
-            "choose the folder the file names are relative to (images folder), or fix the file column")
+            "choose the folder the file names are relative to (images folder), or fix the file column",
+        )
     _inspect_all(ctx, todo, report, root, options, missing)
     return report
 
@@ -490,8 +535,13 @@ def _import_text_corpus(ctx: _Context, spec: ImportSpec, path: Path, options: Cl
                 report.rows_read += 1
                 if report.rows_read % 256 == 0:
                     ctx.say(done, total, f"reading {f.name}: {report.rows_read:,} passages")
-                ctx.add(content_hash=text_content_hash(passage), near_hash=text_near_hash(passage), path=str(f),
-                        line=line, text=passage)
+                ctx.add(
+                    content_hash=text_content_hash(passage),
+                    near_hash=text_near_hash(passage),
+                    path=str(f),
+                    line=line,
+                    text=passage,
+                )
         except UnicodeDecodeError:
             raise _decode_error(f, enc, forced) from None
         done += f.stat().st_size
@@ -515,9 +565,11 @@ def _import_chat_jsonl(ctx: _Context, spec: ImportSpec, path: Path, options: Cle
     report.rows_kept = ctx.position
     if not ctx.position:
         first = "; ".join(str(i) for i in report.issues[:3]) or "the file is empty"
-        raise DataError(f"no usable conversations in {_display(path)}",
-                        'each line must be {"messages": [{"role": "user", "content": "..."}, '
-                        f'{{"role": "assistant", "content": "..."}}]}}. First problems: {first}')
+        raise DataError(
+            f"no usable conversations in {_display(path)}",
+            'each line must be {"messages": [{"role": "user", "content": "..."}, '
+            f'{{"role": "assistant", "content": "..."}}]}}. First problems: {first}',
+        )
     return report
 
 
