@@ -155,14 +155,14 @@ def app_run(app, panel, config, interval_ms: int) -> dict:
     probe.start()
     t0 = time.perf_counter()
     cpu0 = time.thread_time()  # this (GUI) thread's CPU time: what the app costs beside training
-    assert panel.start(), panel.form.visible_errors()
-    panel.worker.runStarted.connect(panel_slot(panel, on_started))
-    panel.worker.runFinished.connect(panel_slot(panel, on_finished))
+    assert panel.controller.start(), panel.form.visible_errors()
+    panel.controller.worker.runStarted.connect(panel_slot(panel, on_started))
+    panel.controller.worker.runFinished.connect(panel_slot(panel, on_finished))
     run_until_idle(panel)
     probe.stop()
     wall = time.perf_counter() - t0
     gui_cpu = time.thread_time() - cpu0
-    result = panel.worker.result
+    result = panel.controller.worker.result
     if result is None or result.status != "completed":
         raise SystemExit(
             f"the app run did not complete: {getattr(result, 'status', None)} "
@@ -201,7 +201,7 @@ def run_until_idle(panel) -> None:
     loop = QEventLoop()
     check = QTimer()
     check.setInterval(50)
-    check.timeout.connect(lambda: loop.quit() if panel.mode == "idle" else None)
+    check.timeout.connect(lambda: loop.quit() if panel.controller.mode == "idle" else None)
     check.start()
     loop.exec()
     check.stop()

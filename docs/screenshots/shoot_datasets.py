@@ -113,8 +113,8 @@ def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
 
     from tunedesk.engine.datasets import ImportSpec
     from tunedesk.engine.datasets import flags as F
-    from tunedesk.ui.app import resource
     from tunedesk.ui.datasets.panel import DatasetsPanel
+    from tunedesk.ui.resources import resource
     from tunedesk.ui.state import AppState
 
     app = QApplication.instance() or QApplication(sys.argv)

@@ -37,8 +37,8 @@ def shoot(out: Path, dark: bool) -> Path:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, tempfile.mkdtemp(prefix="tunedesk-shots-"))
 
-    from tunedesk.ui.app import resource
     from tunedesk.ui.layer_tree import LayerTreePanel
+    from tunedesk.ui.resources import resource
     from tunedesk.ui.state import AppState
 
     app = QApplication.instance() or QApplication(sys.argv)

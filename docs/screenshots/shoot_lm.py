@@ -197,12 +197,12 @@ def main() -> int:
     form.max_length.setValue(48)
     form.warmup.setText("0")  # the learning rate stays TuneDesk's suggestion: the adapters train at 1e-3
     assert form.task_combo.currentData() == "causal_lm", form.task_combo.currentData()
-    assert train.start(), form.visible_errors()
-    wait(app, lambda: train.mode == "idle" and not window.state.running, 1800, "the run to finish")
-    finished = train.last_finished
+    assert train.controller.start(), form.visible_errors()
+    wait(app, lambda: train.controller.mode == "idle" and not window.state.running, 1800, "the run to finish")
+    finished = train.controller.last_finished
     if finished is None or finished.status != "completed":
         raise SystemExit("the run did not complete: " + "\n".join(train.log.lines()[-6:]))
-    print("run     :", train.run_id, finished.status)
+    print("run     :", train.controller.run_id, finished.status)
     train.plots.redraw(force=True)
     split = train.tabs.parentWidget()  # plots above, tabs below: room for every evaluation's replies
     split.setSizes([470, 330])
@@ -243,7 +243,7 @@ def main() -> int:
     # 6. the Runs area: the run's detail (its own "Try it"), its Export dialog twice; plain Python loads both
     runs = window._ensure_panel("runs")
     window.show_panel("runs")
-    runs.select_runs([train.run_id])
+    runs.select_runs([train.controller.run_id])
     detail = runs.detail
     if os.environ.get("TUNEDESK_SHOT_ALL"):
         detail.tabs.setCurrentWidget(detail.try_holder)

@@ -62,8 +62,8 @@ def shoot(home: Path | None, out: Path) -> None:
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, settings_dir)
 
     from tunedesk.engine.paths import home_dir
-    from tunedesk.ui.app import resource
     from tunedesk.ui.main_window import MainWindow
+    from tunedesk.ui.resources import resource
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setStyle("Fusion")

@@ -90,7 +90,7 @@ def main() -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication, QMainWindow
 
-    from tunedesk.ui.app import resource
+    from tunedesk.ui.resources import resource
     from tunedesk.ui.runs.panel import RunsPanel
     from tunedesk.ui.runs.table import COL
     from tunedesk.ui.state import AppState

@@ -98,16 +98,16 @@ def shoot(out: Path, dark: bool, tab: str, epochs_before: int, threads: int) -> 
     base = form._base
     base.hparams.log_every = 1
     base.name = "MiniLM on support tickets"
-    assert panel.start(), form.visible_errors()
+    assert panel.controller.start(), form.visible_errors()
     spe = {"n": None}
 
     def far_enough() -> bool:
-        if panel.mode == "idle":
+        if panel.controller.mode == "idle":
             raise SystemExit("the run ended early: " + "\n".join(panel.log.lines()[-5:]))
         if spe["n"] is None and panel.monitor.steps_per_epoch > 1:
             spe["n"] = panel.monitor.steps_per_epoch
         return (
-            len(panel.curves.epochs) >= epochs_before
+            len(panel.controller.curves.epochs) >= epochs_before
             and spe["n"] is not None
             and panel.monitor.step >= epochs_before * spe["n"] + spe["n"] // 3
         )

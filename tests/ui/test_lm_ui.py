@@ -227,13 +227,13 @@ def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_pa
         data = write_chat(tmp_path / "pirate.jsonl", 24)
         train.form.apply_config(last_block_attention_lora(lm_config(model, data, epochs=1, learning_rate=3e-2)))
         assert train.try_stack.currentWidget() is train.try_it  # nothing started yet: the classifier box
-        assert train.start()
+        assert train.controller.start()
         assert isinstance(train.chat, ChatTryItWidget) and train.try_stack.currentWidget() is train.chat
         assert train.chat.run_id is None and not train.chat.send_button.isEnabled()  # not while training
         assert "when the run has finished" in train.chat.input.placeholderText()
-        qtbot.waitUntil(lambda: train.mode == "idle" and not state.running, timeout=180_000)
-        run_id = train.run_id
-        assert train.last_finished.status == "completed"
+        qtbot.waitUntil(lambda: train.controller.mode == "idle" and not state.running, timeout=180_000)
+        run_id = train.controller.run_id
+        assert train.controller.last_finished.status == "completed"
         assert train.chat.run_id == run_id and train.chat.chat  # trained on conversations
         assert train.tabs.currentWidget() is train.samples  # a finished language model shows its replies
         assert train.samples.model.headerData(0, Qt.Orientation.Vertical) == "Before training"

@@ -48,7 +48,7 @@ def _setup(panel, model_dir, data, **hparams):
 
 
 def _wait_idle(qtbot, panel, timeout=RUN_TIMEOUT_MS):
-    qtbot.waitUntil(lambda: panel.mode == "idle" and not panel.state.running, timeout=timeout)
+    qtbot.waitUntil(lambda: panel.controller.mode == "idle" and not panel.state.running, timeout=timeout)
 
 
 def _store(state):
@@ -74,20 +74,20 @@ def test_tiny_run_finishes_reaches_the_plots_is_recorded_and_answers_try_it(
 ):
     _setup(panel, tiny_bert_dir, text_csv, epochs=2)
     with qtbot.waitSignal(state.runFinished, timeout=RUN_TIMEOUT_MS) as finished:
-        assert panel.start()
+        assert panel.controller.start()
         assert state.running
     _wait_idle(qtbot, panel)
     run_id = finished.args[0]
     # Metrics reached the plot buffers and the plots.
-    assert len(panel.curves.steps) >= 4
-    assert panel.curves.steps.view()[-1] == panel.monitor.total_steps
-    assert math.isfinite(panel.curves.ema.last())
-    assert [e["epoch"] for e in panel.curves.epochs] == [1, 2]
+    assert len(panel.controller.curves.steps) >= 4
+    assert panel.controller.curves.steps.view()[-1] == panel.monitor.total_steps
+    assert math.isfinite(panel.controller.curves.ema.last())
+    assert [e["epoch"] for e in panel.controller.curves.epochs] == [1, 2]
     assert panel.plots is not None and panel.plots.redraws >= 1
     xs, ys = panel.plots.ema_curve.getData()
-    assert len(xs) == len(panel.curves.steps)
+    assert len(xs) == len(panel.controller.curves.steps)
     assert panel.monitor.overall_bar.value() == 1000
-    assert panel.last_finished.status == "completed"
+    assert panel.controller.last_finished.status == "completed"
     # The evaluation view shows the best epoch's confusion matrix with the class names.
     model = panel.evaluation.confusion_model
     assert model.rowCount() == 4 and model.headerData(0, __import__("PySide6.QtCore").QtCore.Qt.Orientation.Horizontal)
@@ -118,31 +118,31 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
 ):
     _setup(panel, tiny_bert_dir, text_csv)
     panel.form.lr_edit.setText("-0.001")
-    assert panel.start() is False
-    assert panel.worker is None and not state.running
+    assert panel.controller.start() is False
+    assert panel.controller.worker is None and not state.running
     errors = panel.form.visible_errors()
     assert "hparams.learning_rate" in errors
     assert "must be > 0" in errors["hparams.learning_rate"]
     assert panel.form._errors["hparams.learning_rate"].isVisibleTo(panel.form)
 
     panel.form.lr_edit.setText("fast")
-    assert panel.start() is False
+    assert panel.controller.start() is False
     assert "must be a number" in panel.form.visible_errors()["hparams.learning_rate"]
 
     panel.form.lr_edit.setText("1e-3")
     panel.form.warmup.setText("1.5")
-    assert panel.start() is False
+    assert panel.controller.start() is False
     assert set(panel.form.visible_errors()) == {"hparams.warmup_ratio"}
 
     # An incompatible combination lands beside the second field.
     panel.form.warmup.setText("0.1")
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp16"))
-    assert panel.start() is False
+    assert panel.controller.start() is False
     assert "fp16 is not supported on the CPU" in panel.form.visible_errors()["precision"]
 
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp32"))
     panel.form.epochs.setValue(0)
-    assert panel.start() is False
+    assert panel.controller.start() is False
     assert "hparams.epochs must be >= 1" in panel.form.visible_errors()["hparams.epochs"]
     with _store(state) as store:
         assert store.list_runs() == []
@@ -274,22 +274,24 @@ def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_
 
 def test_stop_pause_and_resume(panel, state, qtbot, tiny_bert_dir, text_csv):
     _setup(panel, tiny_bert_dir, text_csv, epochs=3, log_every=1)
-    assert panel.start()
-    qtbot.waitUntil(lambda: panel.mode == "running" and panel.worker.steps.total >= 2, timeout=RUN_TIMEOUT_MS)
-    panel.pause()
-    assert panel.mode == "paused" and panel.worker.control.paused
+    assert panel.controller.start()
+    qtbot.waitUntil(
+        lambda: panel.controller.mode == "running" and panel.controller.worker.steps.total >= 2, timeout=RUN_TIMEOUT_MS
+    )
+    panel.controller.pause()
+    assert panel.controller.mode == "paused" and panel.controller.worker.control.paused
     time.sleep(0.3)  # the step in flight finishes, then the loop waits
-    held = panel.worker.steps.total
+    held = panel.controller.worker.steps.total
     qtbot.wait(600)
-    assert panel.worker.steps.total == held  # no progress while paused
-    panel.unpause()
-    qtbot.waitUntil(lambda: panel.worker.steps.total > held, timeout=RUN_TIMEOUT_MS)
-    panel.stop()
-    assert panel.mode == "stopping"
+    assert panel.controller.worker.steps.total == held  # no progress while paused
+    panel.controller.unpause()
+    qtbot.waitUntil(lambda: panel.controller.worker.steps.total > held, timeout=RUN_TIMEOUT_MS)
+    panel.controller.stop()
+    assert panel.controller.mode == "stopping"
     _wait_idle(qtbot, panel)
-    run_id = panel.run_id
-    assert panel.last_finished.status == "stopped"
-    stopped_at = panel.last_finished.steps
+    run_id = panel.controller.run_id
+    assert panel.controller.last_finished.status == "stopped"
+    stopped_at = panel.controller.last_finished.steps
     with _store(state) as store:
         assert store.get_run(run_id)["status"] == "stopped"
         assert "last" in store.checkpoints(run_id)
@@ -298,8 +300,8 @@ def test_stop_pause_and_resume(panel, state, qtbot, tiny_bert_dir, text_csv):
     with qtbot.waitSignal(state.runFinished, timeout=RUN_TIMEOUT_MS):
         panel.continue_button.click()
     _wait_idle(qtbot, panel)
-    assert panel.last_finished.status == "completed"
-    steps = panel.curves.steps.view()
+    assert panel.controller.last_finished.status == "completed"
+    steps = panel.controller.curves.steps.view()
     assert (steps[1:] > steps[:-1]).all()  # the curve continues: no repeated steps after the resume
     assert steps[-1] == panel.monitor.total_steps > stopped_at
     with _store(state) as store:
@@ -326,7 +328,7 @@ def test_failing_run_shows_its_error_and_is_recorded_failed(panel, state, qtbot,
     monkeypatch.setattr(TextClassification, "forward", forward)
     _setup(panel, tiny_bert_dir, text_csv, epochs=1)
     with qtbot.waitSignal(state.runFinished, timeout=RUN_TIMEOUT_MS) as finished:
-        panel.start()
+        panel.controller.start()
     _wait_idle(qtbot, panel)
     box = panel.error_dialog
     assert box is not None and box.isVisible()
@@ -344,7 +346,7 @@ def test_failing_run_shows_its_error_and_is_recorded_failed(panel, state, qtbot,
 def test_missing_data_file_is_refused_before_a_run_exists(panel, state, qtbot, tiny_bert_dir, text_csv):
     _setup(panel, tiny_bert_dir, text_csv)
     text_csv.unlink()  # deleted after the setup was made
-    assert panel.start()
+    assert panel.controller.start()
     _wait_idle(qtbot, panel, timeout=60_000)
     box = panel.error_dialog
     assert box is not None and box.isVisible()
@@ -357,12 +359,12 @@ def test_missing_data_file_is_refused_before_a_run_exists(panel, state, qtbot, t
 
 def test_closing_during_a_run_stops_cleanly(panel, state, qtbot, tiny_bert_dir, text_csv):
     _setup(panel, tiny_bert_dir, text_csv, epochs=3, log_every=1)
-    panel.start()
-    qtbot.waitUntil(lambda: panel.worker.steps.total >= 1, timeout=RUN_TIMEOUT_MS)
+    panel.controller.start()
+    qtbot.waitUntil(lambda: panel.controller.worker.steps.total >= 1, timeout=RUN_TIMEOUT_MS)
     assert state.running
     assert panel.stop_and_wait() is True
     assert not state.running
-    assert panel.worker is None  # thread ended
+    assert panel.controller.worker is None  # thread ended
     with _store(state) as store:
         (run,) = store.list_runs()
         assert run["status"] == "stopped"
@@ -377,13 +379,13 @@ def test_a_100k_step_run_redraws_as_fast_as_a_100_step_run(panel, qtbot):
     qtbot.waitExposed(panel)
 
     def feed(n):
-        panel.curves.reset()
+        panel.controller.curves.reset()
         events = [
             StepLogged(1, i + 1, i // 1000, 2.0 * math.exp(-i / 20000) + 0.1 * math.sin(i), 1e-5, 100.0, i * 0.01)
             for i in range(n)
         ]
         t = time.perf_counter()
-        panel.curves.add_steps(events)  # what the timer does with a drained buffer
+        panel.controller.curves.add_steps(events)  # what the timer does with a drained buffer
         return time.perf_counter() - t
 
     def timed_redraw():
@@ -398,7 +400,7 @@ def test_a_100k_step_run_redraws_as_fast_as_a_100_step_run(panel, qtbot):
     append_100k = feed(100_000)
     first_big = timed_redraw()
     big = min(timed_redraw() for _ in range(3))
-    assert len(panel.curves.steps) == 100_000
+    assert len(panel.controller.curves.steps) == 100_000
     assert panel.plots.raw_curve.xData.shape[0] == 100_000  # all data; getData() is what is drawn (downsampled)
     print(
         f"append 100k: {append_100k * 1000:.0f} ms; redraw 100: {first_small * 1000:.1f}/{small * 1000:.1f} ms, "
@@ -444,8 +446,8 @@ def test_language_model_sample_replies_reach_their_tab(panel):
     tab = panel.tabs.indexOf(panel.samples)
     assert tab >= 0 and not panel.tabs.isTabVisible(tab)  # hidden for classifiers
     panel.tabs.setTabVisible(tab, True)
-    panel._on_sample(SampleGenerated(1, 0, 0, "where is my parcel", "arr, it sails"))
-    panel._on_sample(SampleGenerated(1, 10, 1, "where is my parcel", "arr, it be in port"))
+    panel.controller._on_sample(SampleGenerated(1, 0, 0, "where is my parcel", "arr, it sails"))
+    panel.controller._on_sample(SampleGenerated(1, 10, 1, "where is my parcel", "arr, it be in port"))
     assert panel.samples.model.rowCount() == 2
     assert panel.tabs.currentWidget() is panel.samples
 

@@ -206,13 +206,16 @@ def test_stop_then_resume_synchronously(home, tiny_bert_dir, text_csv):
 
 
 def test_worker_in_a_thread_pauses_and_stops(home, tiny_bert_dir, text_csv, qtbot):
-    from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
+    from tunedesk.ui.background import run_in_background
+    from tunedesk.ui.worker import RunWorker
 
     worker = RunWorker(tiny_text_config(tiny_bert_dir, text_csv, epochs=5, log_every=1), home=home)
     worker.control.pause()  # paused from the start: the loop holds after its first step
-    thread = start_in_thread(worker, worker.run, name="test-run")
+    task = run_in_background(lambda ctx: worker.run(), name="test-run", move=worker)
+    thread = task.thread_
     try:
         qtbot.waitUntil(lambda: worker.steps.total >= 1, timeout=120_000)
+        assert worker.thread() is thread  # the worker lives in its thread, not the GUI's
         qtbot.wait(500)
         assert worker.steps.total == 1
         worker.control.resume()
@@ -220,9 +223,8 @@ def test_worker_in_a_thread_pauses_and_stops(home, tiny_bert_dir, text_csv, qtbo
         worker.control.request_stop()
         assert worker.finished_flag.wait(120)
         assert worker.result.status == "stopped"
-        assert worker.thread() is thread  # the worker lives in its thread, not the GUI's
     finally:
-        assert stop_thread(thread)
+        assert task.wait()
 
 
 def test_run_worker_needs_a_config_or_a_run():

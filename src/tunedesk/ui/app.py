@@ -9,42 +9,11 @@ Environment switches (smoke tests, screenshots, measurements):
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
 _IMPORTED_AT = time.perf_counter()
-_outliving: list[tuple[Any, tuple[Any, ...]]] = []  # (QThread, objects it uses) that did not stop in time
-
-
-def keep_until_finished(thread: Any, *objects: Any) -> None:
-    """Keep a QThread that did not stop in time (e.g. inside ``import torch``) alive until it ends.
-
-    Qt aborts the process when a running QThread is destroyed. ``run_app`` ends the process
-    without waiting when such a thread is left; other hosts (tests, scripts) wait for it at exit.
-    """
-    if not _outliving:
-        atexit.register(_wait_outliving)
-    thread.setParent(None)
-    _outliving.append((thread, objects))
-
-
-def threads_still_running() -> bool:
-    return any(thread.isRunning() for thread, _ in _outliving)
-
-
-def _wait_outliving() -> None:
-    for thread, _ in _outliving:
-        thread.wait()
-
-
-def resource(*parts: str) -> Path:
-    from tunedesk.engine.paths import resources_dir
-
-    return resources_dir().joinpath(*parts)
 
 
 def process_age() -> float:
@@ -74,7 +43,9 @@ def run_app(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from tunedesk.engine.paths import home_dir
+    from tunedesk.ui.background import threads_still_running
     from tunedesk.ui.main_window import MainWindow
+    from tunedesk.ui.resources import resource
 
     report = os.environ.get("TUNEDESK_REPORT_STARTUP") == "1"
     app = QApplication.instance() or QApplication(argv or sys.argv)

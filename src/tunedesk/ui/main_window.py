@@ -17,8 +17,8 @@ import logging
 import platform
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -33,6 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tunedesk.engine.errors import TuneDeskError
+from tunedesk.ui.background import BackgroundTask, keep_until_finished, run_in_background, wait_all
+from tunedesk.ui.resources import icon
 from tunedesk.ui.state import AppState
 
 log = logging.getLogger(__name__)
@@ -55,42 +58,27 @@ def app_settings() -> QSettings:
     return QSettings(QSettings.defaultFormat(), QSettings.Scope.UserScope, "TuneDesk", "TuneDesk")
 
 
-def _icon(name: str) -> QIcon:
-    from tunedesk.ui.app import resource
+def load_engine_modules(_ctx: object) -> tuple[str, str]:
+    """Import torch and transformers and describe the devices (in a background thread):
+    (status-bar text, tooltip listing every device)."""
+    try:
+        import torch  # noqa: F401 - the slow part, on purpose here
 
-    path = resource("icons", name)
-    return QIcon(str(path)) if path.is_file() else QIcon()
+        from tunedesk.engine.catalog import params
 
+        # The model scan may be importing transformers for a parameter count right now: the
+        # catalog serialises that first import with this lock, so take it too.
+        with params._build_lock:
+            import transformers  # noqa: F401
 
-class EngineLoader(QObject):
-    """Imports torch and transformers and describes the devices, in its own thread."""
-
-    loaded = Signal(str, str)  # status-bar text, tooltip (every device)
-    failed = Signal(str, str)  # message, hint
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            import torch  # noqa: F401 - the slow part, on purpose here
-
-            from tunedesk.engine.catalog import params
-
-            # The model scan may be importing transformers for a parameter count right now: the
-            # catalog serialises that first import with this lock, so take it too.
-            with params._build_lock:
-                import transformers  # noqa: F401
-
-            from tunedesk.engine.devices import describe_devices, list_devices
-
-            text = describe_devices()
-            tip = "\n".join(label for _, label in list_devices())
-            self.loaded.emit(text, tip)
-        except Exception as exc:
-            log.exception("could not load the engine")
-            self.failed.emit(
-                f"torch or transformers failed to import: {type(exc).__name__}: {exc}",
-                "reinstall TuneDesk's dependencies: pip install -e . (never another torch build)",
-            )
+        from tunedesk.engine.devices import describe_devices, list_devices
+    except Exception as exc:
+        log.exception("could not load the engine")
+        raise TuneDeskError(
+            f"torch or transformers failed to import: {type(exc).__name__}: {exc}",
+            "reinstall TuneDesk's dependencies: pip install -e . (never another torch build)",
+        ) from exc
+    return describe_devices(), "\n".join(label for _, label in list_devices())
 
 
 class MainWindow(QMainWindow):
@@ -100,12 +88,11 @@ class MainWindow(QMainWindow):
     def __init__(self, home: Path, parent: QWidget | None = None, defer_panels: bool = False) -> None:
         super().__init__(parent)
         self.setWindowTitle("TuneDesk")
-        self.setWindowIcon(_icon("tunedesk.png"))
+        self.setWindowIcon(icon("tunedesk.png"))
         self.state = AppState(home, self)
         self.settings = app_settings()
         self.engine_ready = False
-        self._engine_thread: QThread | None = None
-        self._engine_loader: EngineLoader | None = None
+        self._engine_task: BackgroundTask | None = None
         self.busy_at_exit = False  # a background thread did not stop: the app exits without waiting
 
         self.sidebar = QListWidget()
@@ -117,12 +104,12 @@ class MainWindow(QMainWindow):
         self.panel_actions.setExclusive(True)
         for key, title, _module, _cls, shortcut in PANELS:
             self.stack.addWidget(QWidget())  # placeholder until the panel is built
-            icon = _icon(PANEL_ICONS.get(key, f"{key}.svg"))
-            item = QListWidgetItem(icon, title)
+            panel_icon = icon(PANEL_ICONS.get(key, f"{key}.svg"))
+            item = QListWidgetItem(panel_icon, title)
             item.setData(Qt.ItemDataRole.UserRole, key)
             item.setToolTip(f"{title} ({shortcut})")
             self.sidebar.addItem(item)
-            action = QAction(icon, title, self)
+            action = QAction(panel_icon, title, self)
             action.setShortcut(QKeySequence(shortcut))
             action.setCheckable(True)
             action.setData(key)
@@ -295,32 +282,25 @@ class MainWindow(QMainWindow):
 
     def load_engine(self) -> None:
         """Import torch and transformers in a background thread (the window stays responsive)."""
-        if self._engine_thread is not None or self.engine_ready:
+        if self._engine_task is not None or self.engine_ready:
             return
-        self._engine_loader = EngineLoader()
-        self._engine_thread = QThread()
-        self._engine_thread.setObjectName("engine-loader")
-        self._engine_loader.moveToThread(self._engine_thread)
-        self._engine_thread.started.connect(self._engine_loader.run)
-        self._engine_loader.loaded.connect(self._on_engine_loaded)
-        self._engine_loader.failed.connect(self._on_engine_failed)
-        direct = Qt.ConnectionType.DirectConnection  # quit() is thread-safe; never wait for the GUI thread
-        self._engine_loader.loaded.connect(self._engine_thread.quit, direct)
-        self._engine_loader.failed.connect(self._engine_thread.quit, direct)
-        self._engine_thread.start()
+        self._engine_task = run_in_background(
+            load_engine_modules,
+            name="engine-loader",
+            on_result=lambda texts: self._on_engine_loaded(*texts),
+            on_error=self._on_engine_failed,
+            parent=self,
+        )
 
     def engine_loading(self) -> bool:
-        thread = self._engine_thread
-        return thread is not None and thread.isRunning()
+        return self._engine_task is not None and self._engine_task.is_running()
 
-    @Slot(str, str)
     def _on_engine_loaded(self, text: str, tip: str) -> None:
         self.engine_ready = True
         self.device_label.setText(text)
         self.device_label.setToolTip(tip)
         self.state.engineReady.emit()
 
-    @Slot(str, str)
     def _on_engine_failed(self, message: str, hint: str) -> None:
         self.device_label.setText("device: unavailable")
         self.device_label.setProperty("role", "error")
@@ -358,11 +338,10 @@ class MainWindow(QMainWindow):
             hook = getattr(panel, "shutdown", None)
             if callable(hook) and hook(3000) is False:
                 self.busy_at_exit = True
-        if self._engine_thread is not None:
-            self._engine_thread.quit()
-        if self._engine_thread is not None and not self._engine_thread.wait(200):
-            from tunedesk.ui.app import keep_until_finished
-
+        task = self._engine_task
+        if task is not None and not task.wait(200):
             self.busy_at_exit = True  # still importing torch: cannot be interrupted
-            keep_until_finished(self._engine_thread, self._engine_loader)
+            keep_until_finished(task.thread_, task)
+        if not wait_all(1000):  # whatever else is still running in the background
+            self.busy_at_exit = True
         super().closeEvent(event)

@@ -1,4 +1,5 @@
-"""The bridge between the engine and the GUI thread: worker objects that live in a QThread.
+"""The bridge between a training run and the GUI thread: the run worker, run in the background
+(``ui.background``) by the Train area's controller, and the learning-rate finder's background function.
 
 A worker never touches widgets. Engine events cross to the GUI as Qt signals carrying the engine's
 own plain event dataclasses (numbers and strings only). Step events can arrive hundreds of times a
@@ -12,19 +13,17 @@ load) becomes ``startFailed(message, hint, field)``; a failure once the run exis
 re-emitted as ``startFailed`` too, so the app stays usable.
 
 Tests may call ``run()`` directly (synchronously, in the test's thread): the signals then reach
-their slots directly.
+their slots directly. "Try it" predictions (``predict``) run as their own background calls after the run.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from tunedesk.engine.errors import ConfigError, DataError, ModelError, TuneDeskError
 from tunedesk.engine.run.events import (
@@ -38,8 +37,7 @@ from tunedesk.engine.run.events import (
     SampleGenerated,
     StepLogged,
 )
-
-log = logging.getLogger("tunedesk.ui.worker")
+from tunedesk.ui.background import TaskContext, error_parts
 
 
 class StepBuffer:
@@ -97,22 +95,17 @@ def _info(prep: Any) -> PreparedInfo:
 
 
 def _error_parts(exc: BaseException) -> tuple[str, str, str]:
-    if isinstance(exc, TuneDeskError):
-        if isinstance(exc, ConfigError):
-            field_name = exc.field
-        elif isinstance(exc, DataError):
-            field_name = "data.path"
-        elif isinstance(exc, ModelError):
-            field_name = "model.name_or_path"
-        else:
-            field_name = ""
-        return exc.message, exc.hint, field_name
-    log.exception("unexpected error in a worker")
-    return (
-        f"internal error: {type(exc).__name__}: {exc}",
-        "this is a bug in TuneDesk; the log has the details, and the app keeps working",
-        "",
-    )
+    """(message, hint, setup field it concerns) for an error of a run's start."""
+    message, hint = error_parts(exc)
+    if isinstance(exc, ConfigError):
+        field_name = exc.field
+    elif isinstance(exc, DataError):
+        field_name = "data.path"
+    elif isinstance(exc, ModelError):
+        field_name = "model.name_or_path"
+    else:
+        field_name = ""
+    return message, hint, field_name
 
 
 class RunWorker(QObject):
@@ -281,62 +274,15 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
     return task, loaded, config
 
 
-class LRFinderWorker(QObject):
-    """Prepares the run's model and data, then runs the learning-rate range test."""
+def find_learning_rate(ctx: TaskContext, config: Any, num_steps: int = 100) -> Any:
+    """The learning-rate range test, as a background function (``ui.background``): prepares the run's
+    model and data, then tries rates. Progress: ``("message", text)`` and ``("step", step, total, lr,
+    loss)``; cancelling stops the test at its next step."""
+    from tunedesk.engine.run import runner
+    from tunedesk.engine.run.lr_finder import find_lr
 
-    progress = Signal(str)
-    stepDone = Signal(int, int, float, float)  # step, total, lr, loss
-    found = Signal(object)  # LRFinderResult
-    failed = Signal(str, str, str)  # message, hint, field
-    done = Signal()
-
-    def __init__(self, config: Any, num_steps: int = 100, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.config = config
-        self.num_steps = num_steps
-        self.control = Control()
-
-    @Slot()
-    def run(self) -> None:
-        from tunedesk.engine.run import runner
-        from tunedesk.engine.run.lr_finder import find_lr
-
-        try:
-            prep = runner.prepare(self.config, self.progress.emit)
-            self.progress.emit("trying learning rates")
-            result = find_lr(prep, num_steps=self.num_steps, control=self.control, progress=self.stepDone.emit)
-            self.found.emit(result)
-        except Exception as exc:  # noqa: BLE001
-            self.failed.emit(*_error_parts(exc))
-        finally:
-            self.done.emit()
-
-
-def start_in_thread(worker: QObject, run: Callable[[], None], *, quit_when: Any = None, name: str = "") -> QThread:
-    """Move ``worker`` to a new QThread and call ``run`` there once the thread starts.
-
-    ``quit_when``: a signal of the worker after which the thread's event loop ends (leave it out to
-    keep the thread, and the worker's slots, alive until ``stop_thread``).
-    """
-    thread = QThread()
-    if name:
-        thread.setObjectName(name)
-    worker.moveToThread(thread)
-    thread.started.connect(run)
-    if quit_when is not None:
-        quit_when.connect(thread.quit)
-    thread.start()
-    return thread
-
-
-def stop_thread(thread: QThread | None, timeout_ms: int = 30000) -> bool:
-    """End a worker thread's event loop and wait for it; True when it ended in time."""
-    if thread is None:
-        return True
-    try:
-        if not thread.isRunning():
-            return True
-        thread.quit()
-        return bool(thread.wait(timeout_ms))
-    except RuntimeError:  # the C++ object is already gone
-        return True
+    control = Control()
+    ctx.on_cancel(lambda: control.request_stop("cancelled"))
+    prep = runner.prepare(config, lambda message: ctx.progress("message", message))
+    ctx.progress("message", "trying learning rates")
+    return find_lr(prep, num_steps=num_steps, control=control, progress=lambda *values: ctx.progress("step", *values))

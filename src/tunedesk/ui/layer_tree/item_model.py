@@ -50,7 +50,6 @@ _NO_FLAGS = Qt.ItemFlag.NoItemFlags
 _PLAIN = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _CHECKABLE = _PLAIN | Qt.ItemFlag.ItemIsUserCheckable
 _EDITABLE = _PLAIN | Qt.ItemFlag.ItemIsEditable
-_icons: dict[str, QIcon] = {}
 _fonts: dict[str, QFont] = {}
 
 
@@ -64,12 +63,10 @@ def _font(kind: str) -> QFont:
 
 
 def icon(name: str) -> QIcon:
-    if name not in _icons:
-        from tunedesk.ui.app import resource
+    """resources/icons/<name>.svg"""
+    from tunedesk.ui.resources import icon as resource_icon
 
-        path = resource("icons", f"{name}.svg")
-        _icons[name] = QIcon(str(path)) if path.is_file() else QIcon()
-    return _icons[name]
+    return resource_icon(f"{name}.svg")
 
 
 def _dark() -> bool:

@@ -12,7 +12,7 @@ import copy
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.engine.errors import TuneDeskError
+from tunedesk.ui.background import BackgroundTask, gui_thread, run_in_background
 from tunedesk.ui.layer_tree.fmt import count_text
 from tunedesk.ui.layer_tree.summary import SummaryPanel, _set_role
 from tunedesk.ui.layer_tree.tree import FreezeTreeWidget, icon
@@ -46,38 +47,15 @@ PAGE_EMPTY, PAGE_LOADING, PAGE_ERROR, PAGE_TREE = range(4)
 PRESET_IDS = {"all": 0, "head_only": 1, "last_n_blocks": 2, "none": 3}
 
 
-class _BuildWorker(QObject):
-    """Builds the meta model and its tree off the GUI thread; never touches widgets."""
+def build_tree(entry: Any, image_size: int) -> Any:
+    """The meta model's ``ModelTree`` with the default plan (in a background thread: no weights are read)."""
+    from tunedesk.engine import structure
 
-    built = Signal(int, object)  # token, ModelTree
-    failed = Signal(int, str, str)  # token, message, hint
-    finished = Signal()
-
-    def __init__(self, token: int, entry: Any, image_size: int) -> None:
-        super().__init__()
-        self.token, self.entry, self.image_size = token, entry, image_size
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            from tunedesk.engine import structure
-
-            loaded = structure.build_meta_model(self.entry)
-            tree = structure.ModelTree.from_loaded(loaded)
-            tree.apply(FreezeSpec())
-            tree.summary(image_size=self.image_size)  # measures a CNN's activations here, not on the GUI thread
-            self.built.emit(self.token, tree)
-        except TuneDeskError as exc:
-            self.failed.emit(self.token, exc.message, exc.hint)
-        except Exception as exc:
-            log.exception("could not build the layer tree")
-            self.failed.emit(
-                self.token,
-                f"could not build the layer tree: {type(exc).__name__}: {exc}",
-                "this is a bug in TuneDesk; the log has the details",
-            )
-        finally:
-            self.finished.emit()
+    loaded = structure.build_meta_model(entry)
+    tree = structure.ModelTree.from_loaded(loaded)
+    tree.apply(FreezeSpec())
+    tree.summary(image_size=image_size)  # measures a CNN's activations here, not on the GUI thread
+    return tree
 
 
 class LayerTreePanel(QWidget):
@@ -92,7 +70,7 @@ class LayerTreePanel(QWidget):
         self._emitted: object = None
         self._undo: list[FreezeSpec] = []
         self._token = 0
-        self._threads: list[tuple[QThread, _BuildWorker]] = []
+        self._builds: list[BackgroundTask] = []
         self._entry: Any = None
         self._memory_cache: dict[str, int | None] = {}
         self._devices_ready = False
@@ -327,29 +305,23 @@ class LayerTreePanel(QWidget):
         self.loading_label.setText(f"Building the layer tree of {name} from its configuration…")
         self.subtitle.setText(name)
         self.pages.setCurrentIndex(PAGE_LOADING)
-        thread = QThread(self)
-        worker = _BuildWorker(self._token, entry, self.summary.image.value())
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.built.connect(self._built)
-        worker.failed.connect(self._failed)
-        worker.finished.connect(thread.quit)
-        pair = (thread, worker)
-        thread.finished.connect(lambda p=pair: self._thread_done(p))
-        self._threads.append(pair)
-        thread.start()
-
-    def _thread_done(self, pair: tuple[QThread, _BuildWorker]) -> None:
-        if pair in self._threads:
-            self._threads.remove(pair)
-        pair[1].deleteLater()
-        pair[0].deleteLater()
+        token, image_size = self._token, self.summary.image.value()
+        task = run_in_background(
+            lambda _ctx: build_tree(entry, image_size),
+            name="building the layer tree",
+            on_result=lambda tree: self._built(token, tree),
+            on_error=lambda message, hint: self._failed(token, message, hint),
+            parent=self,
+        )
+        self._builds.append(task)
+        task.finished.connect(lambda: self._builds.remove(task) if task in self._builds else None)
 
     def wait_idle(self, timeout_ms: int = 60000) -> None:
         """Wait for running builds (tests, shutdown)."""
-        for thread, _ in list(self._threads):
-            thread.wait(timeout_ms)
+        for task in list(self._builds):
+            task.wait(timeout_ms)
 
+    @gui_thread
     def _built(self, token: int, tree: Any) -> None:
         if token != self._token:
             return  # a newer selection superseded this build
@@ -398,6 +370,7 @@ class LayerTreePanel(QWidget):
         self._filter_changed("")
         self.treeShown.emit()
 
+    @gui_thread
     def _failed(self, token: int, message: str, hint: str) -> None:
         if token != self._token:
             return

@@ -218,7 +218,7 @@ class SummaryPanel(QWidget):
 
     @staticmethod
     def _legend_html() -> str:
-        from tunedesk.ui.app import resource
+        from tunedesk.ui.resources import resource
 
         def img(name: str) -> str:
             path = resource("icons", f"{name}.svg")

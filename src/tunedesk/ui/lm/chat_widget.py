@@ -1,15 +1,14 @@
-""" "Try it": chat with a causal-LM run's fine-tuned model. Replies are generated in a worker thread
-by ``tunedesk.engine.lm.export.generate`` (the model is loaded once and kept between replies)."""
+""" "Try it": chat with a causal-LM run's fine-tuned model. Replies are generated in the background
+(``ui.background``) by ``tunedesk.engine.lm.export.generate`` (the model is loaded once and kept between replies)."""
 
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
@@ -22,46 +21,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-log = logging.getLogger("tunedesk.ui.lm")
+from tunedesk.ui.background import BackgroundTask, gui_thread, run_in_background
 
 GenerateFn = Callable[..., str]  # generate(run_id, messages, max_new_tokens, temperature, home=...)
 
 
-class _Worker(QObject):
-    """Lives in the chat's thread; never touches widgets."""
-
-    replied = Signal(int, str)  # request id, reply
-    failed = Signal(int, str, str)  # request id, message, hint
-
-    def __init__(self, generate_fn: GenerateFn | None) -> None:
-        super().__init__()
-        self.generate_fn = generate_fn
-
-    @Slot(object)
-    def generate(self, request: dict[str, Any]) -> None:
-        from tunedesk.engine.errors import TuneDeskError
-
-        try:
-            fn = self.generate_fn
-            if fn is None:
-                from tunedesk.engine.lm.export import generate as fn
-            reply = fn(
-                request["run_id"],
-                request["messages"],
-                request["max_new_tokens"],
-                request["temperature"],
-                home=request["home"],
-            )
-            self.replied.emit(request["id"], reply)
-        except TuneDeskError as exc:
-            self.failed.emit(request["id"], exc.message, exc.hint)
-        except Exception as exc:
-            log.exception("try-it generation failed")
-            self.failed.emit(
-                request["id"],
-                f"internal error: {type(exc).__name__}: {exc}",
-                "this is a bug in TuneDesk; the log has the details",
-            )
+def _generate(generate_fn: GenerateFn | None, request: dict[str, Any]) -> str:
+    """In the reply's thread: the reply of the run's model (the engine keeps the model between calls)."""
+    fn = generate_fn
+    if fn is None:
+        from tunedesk.engine.lm.export import generate as fn
+    return fn(
+        request["run_id"],
+        request["messages"],
+        request["max_new_tokens"],
+        request["temperature"],
+        home=request["home"],
+    )
 
 
 class ChatTryItWidget(QWidget):
@@ -72,7 +48,6 @@ class ChatTryItWidget(QWidget):
     for a corpus run the message is a text to continue. Call ``stop_and_wait()`` before deleting.
     """
 
-    requested = Signal(object)  # to the worker
     replyReceived = Signal(str)  # for tests and hosts
 
     def __init__(
@@ -145,12 +120,8 @@ class ChatTryItWidget(QWidget):
         layout.addLayout(settings)
         layout.addWidget(self.status)
 
-        self._thread = QThread(self)
-        self._worker = _Worker(generate_fn)
-        self._worker.moveToThread(self._thread)
-        self.requested.connect(self._worker.generate)
-        self._worker.replied.connect(self._on_reply)
-        self._worker.failed.connect(self._on_error)  # the thread starts with the first message
+        self._generate_fn = generate_fn
+        self._task: BackgroundTask | None = None
         self._render()
         self._update_state()
 
@@ -188,22 +159,24 @@ class ChatTryItWidget(QWidget):
         self._set_status("Thinking\u2026 (the first reply also loads the model)")
         self._render()
         self._update_state()
-        if not self._thread.isRunning():
-            self._thread.start()
-        self.requested.emit(request)
+        rid = self._pending
+        self._task = run_in_background(
+            lambda _ctx: _generate(self._generate_fn, request),
+            name="generating a reply",
+            on_result=lambda reply: self._on_reply(rid, reply),
+            on_error=lambda message, hint: self._on_error(rid, message, hint),
+            parent=self,
+        )
 
     def stop_and_wait(self, timeout_ms: int = 60000) -> bool:
-        """Stop the worker thread (waits for a reply in progress); safe to call more than once."""
-        if not self._thread.isRunning():
-            return True
-        self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        """Wait for a reply in progress (generation cannot be interrupted); safe to call more than once."""
+        return self._task is None or self._task.wait(timeout_ms)
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         return self.stop_and_wait(timeout_ms)
 
     # -- worker results ---------------------------------------------------------------------------
-    @Slot(int, str)
+    @gui_thread
     def _on_reply(self, request_id: int, reply: str) -> None:
         if request_id != self._pending:
             return  # cleared or switched runs meanwhile
@@ -214,7 +187,7 @@ class ChatTryItWidget(QWidget):
         self._update_state()
         self.replyReceived.emit(reply)
 
-    @Slot(int, str, str)
+    @gui_thread
     def _on_error(self, request_id: int, message: str, hint: str) -> None:
         if request_id != self._pending:
             return

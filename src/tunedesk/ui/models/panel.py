@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -34,6 +34,7 @@ from tunedesk.ui.models.details import DetailsPane
 from tunedesk.ui.models.format import refusal, task_label
 from tunedesk.ui.models.scanner import COUNTING, LISTING, ModelScanner, describe
 from tunedesk.ui.models.table import ALL_TASKS, COL, ENTRY_ROLE, PROBLEMS, TRAINABLE, ModelFilterProxy, ModelTableModel
+from tunedesk.ui.resources import icon
 from tunedesk.ui.state import AppState
 
 if TYPE_CHECKING:
@@ -51,13 +52,6 @@ COLUMN_WIDTHS = {
     "weights": 62,
 }
 COLUMN_CAPS = {"name": 340, "source": 110, "task": 170, "architecture": 230}  # fitted once to the first scan
-
-
-def _icon(name: str) -> QIcon:
-    from tunedesk.ui.app import resource
-
-    path = resource("icons", name)
-    return QIcon(str(path)) if path.is_file() else QIcon()
 
 
 class ModelsPanel(QWidget):
@@ -91,7 +85,7 @@ class ModelsPanel(QWidget):
     # ---- construction ----------------------------------------------------------------------------
 
     def _build_actions(self) -> None:
-        self.add_folder_action = QAction(_icon("folder.svg"), "Add model folder…", self)
+        self.add_folder_action = QAction(icon("folder.svg"), "Add model folder…", self)
         self.add_folder_action.setShortcut(QKeySequence("Ctrl+O"))
         self.add_folder_action.setStatusTip("Remember a folder holding one or more models and scan it")
         self.add_folder_action.triggered.connect(self.add_folder)
@@ -99,11 +93,11 @@ class ModelsPanel(QWidget):
         self.add_file_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
         self.add_file_action.setStatusTip("Remember a single weights file (.safetensors, .bin, .pth) and scan it")
         self.add_file_action.triggered.connect(self.add_file)
-        self.rescan_action = QAction(_icon("refresh.svg"), "Rescan models", self)
+        self.rescan_action = QAction(icon("refresh.svg"), "Rescan models", self)
         self.rescan_action.setShortcut(QKeySequence("F5"))
         self.rescan_action.setStatusTip("Look for models again (caches, packages, your folders)")
         self.rescan_action.triggered.connect(self.rescan)
-        self.find_action = QAction(_icon("search.svg"), "Find model…", self)
+        self.find_action = QAction(icon("search.svg"), "Find model…", self)
         self.find_action.setShortcut(QKeySequence("Ctrl+F"))
         self.find_action.setStatusTip("Search the model list")
         self.find_action.triggered.connect(self.focus_search)
@@ -116,7 +110,7 @@ class ModelsPanel(QWidget):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search name, architecture, task…  (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
-        self.search.addAction(_icon("search.svg"), QLineEdit.ActionPosition.LeadingPosition)
+        self.search.addAction(icon("search.svg"), QLineEdit.ActionPosition.LeadingPosition)
         self.search.textChanged.connect(self.proxy.set_search)
         self.search.setMinimumWidth(220)
         self.task_combo = QComboBox()

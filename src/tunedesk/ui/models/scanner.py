@@ -1,22 +1,23 @@
-"""The model scan off the GUI thread: a worker QObject in a QThread, batches of entries as signals.
+"""The model scan off the GUI thread (``ui.background``), batches of entries as signals.
 
 Two passes: a quick listing (``count_params=False``: no torch, everything shows at once), then the
 full description with exact parameter counts (the first count of a cold cache imports transformers,
 which can take many seconds; the rows are already there meanwhile). Batches leave the worker at
 most every ``interval`` seconds, so thousands of entries cost the GUI thread a few inserts, not
-thousands. A rescan cancels the running worker; late batches of an old scan are dropped.
+thousands. A rescan cancels the running scan; late batches of an old scan are dropped.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal
+
+from tunedesk.ui.background import BackgroundTask, TaskContext, gui_thread, keep_until_finished, run_in_background
 
 if TYPE_CHECKING:  # imported in the worker thread: the window shows first
     from tunedesk.engine.catalog import CatalogRoots, ModelEntry
@@ -26,82 +27,39 @@ log = logging.getLogger(__name__)
 LISTING, COUNTING = 1, 2  # pass numbers
 
 
-class ScanWorker(QObject):
-    """Runs ``catalog.scan`` in its thread; never touches widgets. ``cancel()`` is thread-safe."""
+def scan_passes(ctx: TaskContext, roots: Callable[[], CatalogRoots], interval: float, passes: tuple[int, ...]) -> None:
+    """In the scan's thread: each pass reports ``("batch", pass, [ModelEntry])`` at most every
+    ``interval`` seconds, then ``("pass", pass, number of entries, cancelled)``."""
+    found_roots = roots()
+    for number in passes:
+        if ctx.cancelled:
+            break
+        _one_pass(ctx, found_roots, number, interval)
 
-    batch = Signal(
-        int, int, object
-    )  # generation, pass, [ModelEntry] (object: a list type would be copied element-wise)
-    passDone = Signal(int, int, int, bool)  # generation, pass, number of entries, cancelled
-    failed = Signal(int, str, str)  # generation, message, hint
-    done = Signal(int)  # generation
 
-    def __init__(
-        self,
-        generation: int,
-        roots: Callable[[], CatalogRoots],
-        interval: float = 0.1,
-        passes: tuple[int, ...] = (LISTING, COUNTING),
-    ) -> None:
-        super().__init__()
-        self.generation = generation
-        self._roots = roots
-        self._interval = interval
-        self._passes = passes
-        self._cancel = threading.Event()
+def _one_pass(ctx: TaskContext, roots: CatalogRoots, number: int, interval: float) -> None:
+    from tunedesk.engine import catalog
 
-    def cancel(self) -> None:
-        self._cancel.set()
+    buffer: list[ModelEntry] = []
+    last = time.monotonic()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
+    def on_entry(entry: ModelEntry) -> None:
+        nonlocal last
+        buffer.append(entry)
+        now = time.monotonic()
+        if now - last >= interval:
+            ctx.progress("batch", number, buffer.copy())
+            buffer.clear()
+            last = now
 
-    @Slot()
-    def run(self) -> None:
-        from tunedesk.engine.errors import TuneDeskError
-
-        try:
-            roots = self._roots()
-            for number in self._passes:
-                if self._cancel.is_set():
-                    break
-                self._one_pass(roots, number)
-        except TuneDeskError as exc:
-            self.failed.emit(self.generation, exc.message, exc.hint)
-        except Exception as exc:
-            log.exception("model scan failed")
-            self.failed.emit(
-                self.generation,
-                f"the model scan failed: {type(exc).__name__}: {exc}",
-                "rescan (F5); if it fails again, report this with the log",
-            )
-        finally:
-            self.done.emit(self.generation)
-
-    def _one_pass(self, roots: CatalogRoots, number: int) -> None:
-        from tunedesk.engine import catalog
-
-        buffer: list[ModelEntry] = []
-        last = time.monotonic()
-
-        def on_entry(entry: ModelEntry) -> None:
-            nonlocal last
-            buffer.append(entry)
-            now = time.monotonic()
-            if now - last >= self._interval:
-                self.batch.emit(self.generation, number, buffer.copy())
-                buffer.clear()
-                last = now
-
-        found = catalog.scan(roots, on_entry=on_entry, cancel=self._cancel.is_set, count_params=(number == COUNTING))
-        if buffer:
-            self.batch.emit(self.generation, number, buffer.copy())
-        self.passDone.emit(self.generation, number, len(found), self._cancel.is_set())
+    found = catalog.scan(roots, on_entry=on_entry, cancel=ctx.cancel_event.is_set, count_params=(number == COUNTING))
+    if buffer:
+        ctx.progress("batch", number, buffer.copy())
+    ctx.progress("pass", number, len(found), ctx.cancelled)
 
 
 class ModelScanner(QObject):
-    """Starts, cancels and stops scan workers; forwards the current scan's results on the GUI thread."""
+    """Starts, cancels and stops scans; forwards the current scan's results on the GUI thread."""
 
     entries = Signal(int, object)  # pass, [ModelEntry]
     passFinished = Signal(int, object)  # pass, ids of every entry of that (complete) pass
@@ -114,10 +72,9 @@ class ModelScanner(QObject):
         self.interval = interval
         self.passes: tuple[int, ...] = (LISTING, COUNTING)
         self._generation = 0
-        self._current: ScanWorker | None = None
-        self._jobs: dict[int, tuple[QThread, ScanWorker]] = {}
-        self._seen: dict[int, list[str]] = {}
-        self._ended: set[int] = set()
+        self._current: BackgroundTask | None = None
+        self._tasks: set[BackgroundTask] = set()
+        self._seen: list[str] = []
 
     def roots(self) -> CatalogRoots:
         """Where to look; read in the worker (the user-path file may change between scans)."""
@@ -133,23 +90,19 @@ class ModelScanner(QObject):
         self.cancel()
         self._generation += 1
         generation = self._generation
-        worker = ScanWorker(generation, self.roots, self.interval, self.passes)
-        thread = QThread()
-        thread.setObjectName(f"model-scan-{generation}")
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.batch.connect(self._on_batch)
-        worker.passDone.connect(self._on_pass_done)
-        worker.failed.connect(self._on_failed)
-        worker.done.connect(self._on_done)
-        # Direct: quit() is thread-safe, and a queued call would wait for the GUI thread, which may be
-        # the one blocked in shutdown() waiting for this thread.
-        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(self._reap)
-        self._jobs[generation] = (thread, worker)
-        self._seen[generation] = []
-        self._current = worker
-        thread.start(QThread.Priority.LowPriority)
+        self._seen = []
+        task = run_in_background(
+            lambda ctx: scan_passes(ctx, self.roots, self.interval, self.passes),
+            name="model scan",
+            on_progress=lambda *values: self._on_progress(generation, *values),
+            on_error=lambda message, hint: self._on_failed(generation, message, hint),
+            on_finished=lambda: self._on_done(generation),
+            parent=self,
+            priority=QThread.Priority.LowPriority,
+        )
+        self._tasks.add(task)
+        task.finished.connect(lambda: self._tasks.discard(task))
+        self._current = task
 
     def cancel(self) -> None:
         if self._current is not None:
@@ -158,63 +111,49 @@ class ModelScanner(QObject):
             self.finished.emit()
 
     def shutdown(self, timeout_ms: int = 3000) -> bool:
-        """Cancel every worker and wait for the threads; False when one is still busy (e.g. importing).
+        """Cancel every scan and wait for it; False when one is still busy (e.g. importing).
 
-        A thread that does not stop is handed to ``tunedesk.ui.app.keep_until_finished``, so it is never
-        destroyed while running (Qt would abort); the app then ends the process without waiting for it.
+        A thread that does not stop is kept alive until it ends (``background.keep_until_finished``),
+        so it is never destroyed while running (Qt would abort); the app then ends the process without
+        waiting for it.
         """
         self.cancel()
         deadline = time.monotonic() + timeout_ms / 1000
         stopped = True
-        for generation, (thread, worker) in list(self._jobs.items()):
-            worker.cancel()
-            thread.quit()
-            left = max(0, int((deadline - time.monotonic()) * 1000))
-            if not thread.wait(left):
-                from tunedesk.ui.app import keep_until_finished
-
+        for task in list(self._tasks):
+            task.cancel()
+            if not task.wait(int((deadline - time.monotonic()) * 1000)):
                 stopped = False
-                keep_until_finished(thread, worker)
-            self._jobs.pop(generation, None)
+                keep_until_finished(task.thread_, task)
+            self._tasks.discard(task)
         return stopped
 
-    # ---- from the worker (queued onto the GUI thread) -------------------------------------------
+    # ---- from the scan (on the GUI thread) ------------------------------------------------------
 
-    @Slot(int, int, object)
-    def _on_batch(self, generation: int, number: int, entries: list) -> None:
-        if generation != self._generation or self._current is None:
+    @gui_thread
+    def _on_progress(self, generation: int, what: str, number: int, *rest: Any) -> None:
+        if generation != self._generation:
             return
-        self._seen[generation].extend(e.id for e in entries)
-        self.entries.emit(number, entries)
+        if what == "batch":
+            if self._current is None:
+                return
+            entries = rest[0]
+            self._seen.extend(e.id for e in entries)
+            self.entries.emit(number, entries)
+        elif not rest[1]:  # a pass ended, not cancelled
+            ids, self._seen = self._seen, []
+            self.passFinished.emit(number, ids)
 
-    @Slot(int, int, int, bool)
-    def _on_pass_done(self, generation: int, number: int, count: int, cancelled: bool) -> None:
-        if generation != self._generation or cancelled:
-            return
-        ids = self._seen.get(generation, [])
-        self._seen[generation] = []
-        self.passFinished.emit(number, ids)
-
-    @Slot(int, str, str)
+    @gui_thread
     def _on_failed(self, generation: int, message: str, hint: str) -> None:
         if generation == self._generation:
             self.failed.emit(message, hint)
 
-    @Slot(int)
+    @gui_thread
     def _on_done(self, generation: int) -> None:
-        self._ended.add(generation)
         if generation == self._generation and self._current is not None:
             self._current = None
             self.finished.emit()
-
-    @Slot()
-    def _reap(self) -> None:
-        # QThread.finished is emitted by the thread just before it ends: wait the last instant out.
-        for generation, (thread, _worker) in list(self._jobs.items()):
-            if generation in self._ended and thread.wait(500):
-                self._jobs.pop(generation, None)
-                self._seen.pop(generation, None)
-                self._ended.discard(generation)
 
 
 def describe(entries: list[Any]) -> str:

@@ -166,10 +166,9 @@ class ModelTableModel(QAbstractTableModel):
 
     def _warning(self) -> QIcon:
         if self._warning_icon is None:
-            from tunedesk.ui.app import resource
+            from tunedesk.ui.resources import icon
 
-            path = resource("icons", "warning.svg")
-            self._warning_icon = QIcon(str(path)) if path.is_file() else QIcon()
+            self._warning_icon = icon("warning.svg")
         return self._warning_icon
 
     # ---- writing ---------------------------------------------------------------------------------

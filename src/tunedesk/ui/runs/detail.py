@@ -220,7 +220,7 @@ class RunDetail(QWidget):
         self.resume_button = QPushButton("Resume")
         self.export_button = QPushButton("Export…")
         self.delete_button = QPushButton("Delete…")
-        from tunedesk.ui.runs.icons import icon
+        from tunedesk.ui.resources import icon
 
         for button, name in (
             (self.clone_button, "new.svg"),

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store import RunStore, history
+from tunedesk.ui.resources import icon
 from tunedesk.ui.runs.calls import Calls
-from tunedesk.ui.runs.icons import icon
 from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
 
 log = logging.getLogger("tunedesk.ui.runs")

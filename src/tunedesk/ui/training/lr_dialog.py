@@ -1,4 +1,4 @@
-"""The learning-rate finder dialog: runs the range test in a worker thread and plots loss against rate."""
+"""The learning-rate finder dialog: runs the range test in the background and plots loss against rate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from tunedesk.ui.worker import LRFinderWorker, start_in_thread, stop_thread
+from tunedesk.ui.background import BackgroundTask, run_in_background
+from tunedesk.ui.worker import find_learning_rate
 
 
 class LRFinderDialog(QDialog):
@@ -69,14 +70,24 @@ class LRFinderDialog(QDialog):
         self.cancel_button.clicked.connect(self.reject)
         layout.addWidget(self.buttons)
 
-        self.worker = LRFinderWorker(config, num_steps=num_steps)
-        self.worker.progress.connect(lambda msg: self.progress.setFormat(msg + "…"))
-        self.worker.stepDone.connect(self._step)
-        self.worker.found.connect(self._found)
-        self.worker.failed.connect(self._failed)
-        self.worker.done.connect(self._done)
-        self.thread_ = start_in_thread(self.worker, self.worker.run, quit_when=self.worker.done, name="lr-finder")
         self.finished_running = False
+        self.task = run_in_background(
+            lambda ctx: find_learning_rate(ctx, config, num_steps),
+            name="finding a learning rate",
+            on_progress=self._progress,
+            on_result=self._found,
+            on_error=self._failed,
+            on_finished=self._done,
+            parent=self,
+        )
+        _BACKGROUND.append(self.task)
+        self.task.finished.connect(lambda task=self.task: _BACKGROUND.remove(task) if task in _BACKGROUND else None)
+
+    def _progress(self, what: str, *values: Any) -> None:
+        if what == "message":
+            self.progress.setFormat(values[0] + "…")
+        else:
+            self._step(*values)
 
     def _step(self, step: int, total: int, lr: float, loss: float) -> None:
         self._lrs.append(lr)
@@ -100,7 +111,7 @@ class LRFinderDialog(QDialog):
         self.use_button.setEnabled(True)
         self.use_button.setDefault(True)
 
-    def _failed(self, message: str, hint: str, _field: str) -> None:
+    def _failed(self, message: str, hint: str) -> None:
         self.error = (message, hint)
         self.progress.setFormat("failed")
         self.message.setText(f'<span style="color:#c62828">{message}</span>' + (f"<br>{hint}" if hint else ""))
@@ -116,28 +127,20 @@ class LRFinderDialog(QDialog):
 
     def stop(self, wait: bool = True) -> None:
         """Cancel the test (if running). ``wait``: block until its thread ended; otherwise the thread
-        finishes in the background (preparing a big model cannot be interrupted) and is kept alive
-        until then (see ``wait_for_background``)."""
-        self.worker.control.request_stop("cancelled")
-        if wait or not self.thread_.isRunning():
-            stop_thread(self.thread_, 60000)
-            return
-        pair = (self.thread_, self.worker)
-        _BACKGROUND.append(pair)
-        self.thread_.finished.connect(lambda: _BACKGROUND.remove(pair) if pair in _BACKGROUND else None)
+        finishes in the background (preparing a big model cannot be interrupted); the app waits for
+        it on quit (see ``wait_for_background``)."""
+        self.task.cancel()
+        if wait:
+            self.task.wait(60000)
 
     def done(self, code: int) -> None:  # accept / reject / close: the dialog closes at once
         self.stop(wait=False)
         super().done(code)
 
 
-_BACKGROUND: list[tuple[Any, Any]] = []  # (thread, worker) of cancelled tests still finishing
+_BACKGROUND: list[BackgroundTask] = []  # range tests still running (cancelled ones finish on their own)
 
 
 def wait_for_background(timeout_ms: int = 60000) -> bool:
-    """Wait for cancelled range tests still running (before the app exits); True when none is left."""
-    for thread, _worker in list(_BACKGROUND):
-        if not stop_thread(thread, timeout_ms):
-            return False
-    _BACKGROUND.clear()
-    return True
+    """Wait for range tests still running (before the app exits); True when none is left."""
+    return all(task.wait(timeout_ms) for task in list(_BACKGROUND))

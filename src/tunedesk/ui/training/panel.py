@@ -1,8 +1,9 @@
-"""The Train area: set a run up, start it in a worker thread, watch it live, steer it, try the result.
+"""The Train area: set a run up, start it, watch it live, steer it, try the result.
 
-Only the worker (tunedesk.ui.worker) touches the engine's training; this panel renders what comes
-back: rare events as signals, step events drained from the worker's buffer by a timer that also
-redraws the plots (at most 4 times a second, only when something changed, paced by what a redraw costs).
+The panel draws; ``TrainController`` (controller.py) holds the run's state and talks to the engine,
+and calls the panel's drawing methods (``TrainView``). A timer drains the run's step buffer (through
+the controller) and redraws the plots (at most 4 times a second, only when something changed, paced
+by what a redraw costs).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -31,57 +32,41 @@ from PySide6.QtWidgets import (
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError
-from tunedesk.ui.training.curves import TrainingCurves
+from tunedesk.ui.resources import icon
+from tunedesk.ui.training.controller import CHAT_LATER, TrainController
 from tunedesk.ui.training.monitor import LogPane, RunMonitor
 from tunedesk.ui.training.results import EvaluationView, TryItBox
-from tunedesk.ui.training.run_events import CHAT_LATER, RunEventHandlers
 from tunedesk.ui.training.setup_form import FieldError, SetupForm, lost_on_reload, set_role
-from tunedesk.ui.worker import RunWorker, start_in_thread, stop_thread
-
-RESUMABLE = ("stopped", "interrupted", "failed")
 
 
-def _icon(name: str) -> QIcon:
-    try:
-        from tunedesk.ui.app import resource
-
-        path = resource("icons", name)
-        return QIcon(str(path)) if path.is_file() else QIcon()
-    except (FileNotFoundError, OSError):
-        return QIcon()
-
-
-class TrainingPanel(RunEventHandlers, QWidget):
-    """The Train area, constructed as ``TrainingPanel(state)``."""
+class TrainingPanel(QWidget):
+    """The Train area, constructed as ``TrainingPanel(state)``; its state is ``self.controller``."""
 
     REDRAW_MS = 100  # the timer: drains the step buffer 10 times a second (the UI rules allow up to 20)
     MIN_PLOT_INTERVAL_S = 0.25  # plots redraw at most 4 times a second ...
     PLOT_DUTY = 0.01  # ... and spend about 1 % of the GUI thread's CPU on it (paint measured inside paintEvent) ...
     MAX_PLOT_INTERVAL_S = 1.0  # ... but redraw at least once a second
-    _predictRequested = Signal(object)  # to the worker's thread
 
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.curves = TrainingCurves()
         self.plots: Any = None  # LivePlots, built once pyqtgraph may be imported
-        self.worker: RunWorker | None = None
-        self.thread_: QThread | None = None
-        self.run_id: int | None = None
-        self.last_finished: Any = None  # RunFinished of the last run
-        self.epoch_events: list[Any] = []
         self.error_dialog: QMessageBox | None = None
         self.lr_dialog: Any = None
-        self._closing = False
-        self._util_ok = True
         self._ticks = 0
         self._next_plot_at = 0.0
-        self._task = "text_classification"
 
         self.form = SetupForm()
-        self.form.findLearningRate.connect(self.open_lr_finder)
         self.form.editLayers.connect(lambda: self.state.showPanel.emit("layers"))
         self._build()
+        self.controller = TrainController(state, self, parent=self)
+        self.form.findLearningRate.connect(self.open_lr_finder)
+        self.start_button.clicked.connect(self.controller.start)
+        self.pause_button.clicked.connect(self.controller.pause)
+        self.unpause_button.clicked.connect(self.controller.unpause)
+        self.stop_button.clicked.connect(self.controller.stop)
+        self.continue_button.clicked.connect(self.controller.continue_last)
+        self.try_it.predictRequested.connect(self.controller.predict)
         self.timer = QTimer(self)
         self.timer.setInterval(self.REDRAW_MS)
         self.timer.timeout.connect(self._tick)
@@ -91,15 +76,14 @@ class TrainingPanel(RunEventHandlers, QWidget):
         state.freezeChanged.connect(self.form.set_freeze)
         state.configRequested.connect(self.load_config)
         state.engineReady.connect(self.engine_ready)
-        if hasattr(state, "resumeRequested"):
-            state.resumeRequested.connect(self.resume_run)
+        state.resumeRequested.connect(self.controller.resume_run)
         if state.model is not None:
             self.form.set_model_entry(state.model)
         if state.data is not None:
             self.form.set_data_spec(state.data)
         if state.freeze is not None:
             self.form.set_freeze(state.freeze)
-        self._set_mode("idle")
+        self.show_mode("idle", False)
 
     # ---- layout ---------------------------------------------------------------------------------
 
@@ -141,19 +125,14 @@ class TrainingPanel(RunEventHandlers, QWidget):
         rv.setContentsMargins(6, 0, 0, 0)
         rv.setSpacing(8)
         controls = QHBoxLayout()
-        self.start_button = QPushButton(_icon("play.svg"), "Start")
+        self.start_button = QPushButton(icon("play.svg"), "Start")
         self.start_button.setDefault(True)
-        self.start_button.clicked.connect(self.start)
-        self.pause_button = QPushButton(_icon("pause.svg"), "Pause")
-        self.pause_button.clicked.connect(self.pause)
-        self.unpause_button = QPushButton(_icon("resume.svg"), "Resume")
-        self.unpause_button.clicked.connect(self.unpause)
-        self.stop_button = QPushButton(_icon("stop.svg"), "Stop")
+        self.pause_button = QPushButton(icon("pause.svg"), "Pause")
+        self.unpause_button = QPushButton(icon("resume.svg"), "Resume")
+        self.stop_button = QPushButton(icon("stop.svg"), "Stop")
         self.stop_button.setToolTip("Finish the current step, save a resumable checkpoint and stop")
-        self.stop_button.clicked.connect(self.stop)
-        self.continue_button = QPushButton(_icon("resume.svg"), "Continue run")
+        self.continue_button = QPushButton(icon("resume.svg"), "Continue run")
         self.continue_button.setToolTip("Resume the stopped run from its last checkpoint")
-        self.continue_button.clicked.connect(self._continue_last)
         for b in (self.start_button, self.pause_button, self.unpause_button, self.stop_button, self.continue_button):
             controls.addWidget(b)
         controls.addStretch(1)
@@ -181,7 +160,6 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.log = LogPane()
         self.evaluation = EvaluationView()
         self.try_it = TryItBox()
-        self.try_it.predictRequested.connect(self._predict)
         self.chat: Any = None  # ChatTryItWidget, built for the first language-model run
         self.try_stack = QStackedWidget()  # classifiers: TryItBox; language models: the chat box
         self.try_stack.addWidget(self.try_it)
@@ -206,9 +184,10 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.splitter = split
         outer.addWidget(split, 1)
 
-    def _set_mode(self, mode: str) -> None:
+    # ---- drawing (TrainView: the controller calls these) --------------------------------------------
+
+    def show_mode(self, mode: str, can_continue: bool) -> None:
         """idle / preparing / running / paused / stopping: which controls make sense."""
-        self.mode = mode
         active = mode != "idle"
         self.start_button.setVisible(not active)
         self.start_button.setEnabled(not active)
@@ -217,22 +196,105 @@ class TrainingPanel(RunEventHandlers, QWidget):
         self.unpause_button.setVisible(mode == "paused")
         self.stop_button.setVisible(active)
         self.stop_button.setEnabled(mode in ("running", "paused", "preparing"))
-        last = self.last_finished
-        self.continue_button.setVisible(
-            not active and last is not None and last.status in RESUMABLE and self._has_last_checkpoint()
-        )
+        self.continue_button.setVisible(can_continue)
         self.form.setEnabled(not active)
         self.open_button.setEnabled(not active)
         self.form.find_lr_button.setEnabled(not active)
 
-    def _has_last_checkpoint(self) -> bool:
-        result = getattr(self.worker, "result", None)
-        if result is not None and result.output_dir:
-            return (Path(result.output_dir) / "last" / "training_state.pt").is_file()
-        return self.run_id is not None
-
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         self.status.setText(text)
+
+    def log_line(self, text: str, level: str = "info") -> None:
+        self.log.add(text, level)
+
+    def prepare_for_run(self, fresh: bool, task: str, message: str) -> None:
+        """Clear what the last run left (all of it for a new run; a resumed one keeps its curves)."""
+        self.ensure_plots()
+        if fresh:
+            self.evaluation.clear()
+            self.plots.clear()
+        self.monitor.reset()
+        self.log.clear()
+        self.log.add(message.rstrip("…"))
+        self.set_try_task(task)
+        self.samples.clear()
+        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), task == "causal_lm")
+        self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
+        if self.chat is not None:
+            self.chat.set_run(None, why=CHAT_LATER)
+        self.tabs.setCurrentWidget(self.log)
+        self.run_label.setText("")
+
+    def set_try_task(self, task: str) -> None:
+        """The "Try it" tab: the classify box for classifiers, a chat box for language models."""
+        self.try_it.set_task(task)
+        if task == "causal_lm" and self.chat is None:
+            from tunedesk.ui.lm.chat_widget import ChatTryItWidget
+
+            self.chat = ChatTryItWidget(self.state.home)
+            self.chat.set_run(None, why=CHAT_LATER)
+            self.try_stack.addWidget(self.chat)
+        self.try_stack.setCurrentWidget(self.chat if task == "causal_lm" else self.try_it)
+
+    def show_steps(self, steps: list[Any], smoothed_loss: float | None) -> None:
+        self.monitor.update_steps(steps, smoothed_loss)
+
+    def current_step(self) -> int:
+        return int(self.monitor.step)
+
+    def show_gpu_utilisation(self, percent: int | None) -> None:
+        self.monitor.set_gpu_utilisation(percent)
+
+    def show_run_started(self, ev: Any) -> None:
+        self.monitor.started(ev)
+        self.run_label.setText(f"run #{ev.run_id} · {ev.device} · {ev.precision}")
+
+    def show_epoch(self, ev: Any, best_epoch: int | None, final: bool = False) -> None:
+        self.evaluation.show_epoch(ev, best_epoch, final=final)
+
+    def show_epoch_ended(self, ev: Any) -> None:
+        self.monitor.epoch_ended(ev)
+
+    def show_sample(self, ev: Any) -> None:
+        self.samples.add_event(ev)
+        if ev.epoch == 0:
+            self.tabs.setCurrentWidget(self.samples)
+
+    def show_run_finished(self, ev: Any, tab: str | None) -> None:
+        self.monitor.finished(ev)
+        if tab is not None:
+            self.tabs.setCurrentWidget(self.samples if tab == "samples" else self.evaluation)
+
+    def redraw_plots(self) -> None:
+        if self.plots is not None:
+            self.plots.redraw()
+
+    def start_updates(self) -> None:
+        self.timer.start()
+
+    def stop_updates(self) -> None:
+        self.timer.stop()
+
+    def offer_try(self, available: bool, why: str) -> None:
+        self.try_it.set_available(available, why)
+
+    def offer_chat(self, run_id: int | None, chat: bool = True, why: str = "") -> None:
+        self.set_try_task("causal_lm")
+        self.chat.set_run(run_id, chat=chat, why=why)
+
+    def show_prediction(self, inputs: list[str], scores: list[dict[str, float]]) -> None:
+        self.try_it.show_result(inputs, scores)
+
+    def show_prediction_error(self, message: str, hint: str) -> None:
+        self.try_it.show_error(message, hint)
+
+    def show_error_box(self, title: str, message: str, hint: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        if hint:
+            box.setInformativeText(hint)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        self.error_dialog = box
+        box.open()
 
     # ---- engine ready, plots ------------------------------------------------------------------
 
@@ -251,7 +313,7 @@ class TrainingPanel(RunEventHandlers, QWidget):
         if self.plots is None:
             from tunedesk.ui.training.plots import LivePlots
 
-            self.plots = LivePlots(self.curves)
+            self.plots = LivePlots(self.controller.curves)
             self.plot_layout.removeWidget(self.plot_placeholder)
             self.plot_placeholder.deleteLater()
             self.plot_layout.addWidget(self.plots)
@@ -263,11 +325,10 @@ class TrainingPanel(RunEventHandlers, QWidget):
     @Slot(object)
     def load_config(self, config: RunConfig) -> None:
         """Show a configuration (a past run's, or a file's) in the form."""
-        if self.mode != "idle":
-            self.state.statusMessage.emit("A run is training: stop it before loading another setup.")
+        if not self.controller.can_load_config():
             return
         self.form.apply_config(config)
-        self._say("Setup loaded: check it, then press Start.")
+        self.say("Setup loaded: check it, then press Start.")
 
     def _open_config(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -281,7 +342,7 @@ class TrainingPanel(RunEventHandlers, QWidget):
             config = RunConfig.load(path)
         except ConfigError as exc:
             self.form.show_error(exc.field, exc.message, exc.hint)
-            self._say(f"Could not open {Path(path).name}.")
+            self.say(f"Could not open {Path(path).name}.")
             return False
         self.load_config(config)
         return True
@@ -309,175 +370,22 @@ class TrainingPanel(RunEventHandlers, QWidget):
             self.form.show_error(
                 "", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set", "save the setup as .json instead"
             )
-            self._say(f"Setup saved to {path}, with a difference — see the note under the form.")
+            self.say(f"Setup saved to {path}, with a difference — see the note under the form.")
             return False
-        self._say(f"Setup saved to {path}")
+        self.say(f"Setup saved to {path}")
         return True
 
-    # ---- start, stop, pause, resume ---------------------------------------------------------------
-
-    @Slot()
-    def start(self) -> bool:
-        """Validate the setup and start a run; False (with the message beside the field) when invalid."""
-        if self.mode != "idle":
-            return False
-        config = self.form.validated_config()
-        if config is None:
-            self._say("Fix the highlighted setting, then press Start.")
-            return False
-        self._task = config.task
-        self._begin(RunWorker(config, home=self.state.home), f"Preparing {Path(config.model.name_or_path).name}…")
-        return True
-
-    @Slot(int)
-    def resume_run(self, run_id: int) -> bool:
-        """Continue a stopped / interrupted / failed run from its last checkpoint, in the same record."""
-        if self.mode != "idle":
-            self.state.statusMessage.emit("A run is already training.")
-            return False
-        self._load_history(run_id)
-        self._begin(RunWorker(home=self.state.home, resume_run_id=run_id), f"Resuming run {run_id}…", fresh=False)
-        self.state.showPanel.emit("train")
-        return True
-
-    def _continue_last(self) -> None:
-        if self.run_id is not None:
-            self.resume_run(self.run_id)
-
-    def _load_history(self, run_id: int) -> None:
-        """Curves and evaluations recorded so far, so a resumed run's plots continue where they were."""
-        from tunedesk.engine.store import RunStore
-
-        try:
-            with RunStore(self.state.database) as store:
-                run = store.get_run(run_id)
-                steps = store.step_metrics(run_id, max_points=50000)
-                epochs = store.epoch_metrics(run_id)
-        except Exception as exc:  # noqa: BLE001 - the run itself reports real problems
-            self.log.add(f"could not read run {run_id}'s history: {exc}", "warning")
-            return
-        self._task = run.get("task") or self._task
-        self.curves.load_history(steps, epochs)
-        from tunedesk.engine.run.events import EpochEnded
-
-        self.epoch_events = [
-            EpochEnded(
-                run_id,
-                e["epoch"],
-                e["step"],
-                e["metrics"],
-                e["confusion"],
-                e["label_names"],
-                e["per_class"],
-                e["is_best"],
-            )
-            for e in epochs
-        ]
-        for ev in self.epoch_events:  # a language model's table lists them all; a classifier shows the last
-            self.evaluation.show_epoch(ev, self._best_epoch())
-
-    def _begin(self, worker: RunWorker, message: str, fresh: bool = True) -> None:
-        self._release_worker()
-        self.ensure_plots()
-        if fresh:
-            self.curves.reset()
-            self.epoch_events = []
-            self.evaluation.clear()
-            self.plots.clear()
-        self.monitor.reset()
-        self.last_finished = None
-        self.run_id = worker.resume_run_id
-        self._util_ok = True
-        self.log.clear()
-        self.log.add(message.rstrip("…"))
-        self._set_try_task(self._task)
-        self.samples.clear()
-        self.tabs.setTabVisible(self.tabs.indexOf(self.samples), self._task == "causal_lm")
-        self.try_it.set_available(False, "Available when the run has finished: it uses the run's best checkpoint.")
-        if self.chat is not None:
-            self.chat.set_run(None, why=CHAT_LATER)
-        self.tabs.setCurrentWidget(self.log)
-        self.worker = worker
-        worker.progress.connect(self._on_progress)
-        worker.prepared.connect(self._on_prepared)
-        worker.startFailed.connect(self._on_start_failed)
-        worker.runStarted.connect(self._on_run_started)
-        worker.epochEnded.connect(self._on_epoch_ended)
-        worker.checkpointSaved.connect(self._on_checkpoint)
-        worker.logMessage.connect(self._on_log)
-        worker.sampleGenerated.connect(self._on_sample)
-        worker.runFinished.connect(self._on_run_finished)
-        worker.done.connect(self._on_done)
-        worker.predicted.connect(self._on_predicted)
-        worker.predictFailed.connect(self._on_predict_failed)
-        self._predictRequested.connect(worker.predict)
-        self.state.running = True
-        self._set_mode("preparing")
-        self._say(message)
-        self.run_label.setText("")
-        self.thread_ = start_in_thread(worker, worker.run, name="tunedesk-training")
-        self.timer.start()
-
-    def _release_worker(self) -> None:
-        """End the previous run's thread (it stays alive after a run to answer "try it")."""
-        if self.worker is not None:
-            try:
-                self._predictRequested.disconnect(self.worker.predict)
-            except (RuntimeError, TypeError):
-                pass
-            self.worker.release()
-        stop_thread(self.thread_)
-        self.thread_ = None
-        self.worker = None
-
-    @Slot()
-    def pause(self) -> None:
-        if self.worker is not None and self.mode == "running":
-            self.worker.control.pause()
-            self._set_mode("paused")
-            self._say(f"Paused at step {self.monitor.step} — Resume continues, Stop saves a checkpoint.")
-            self.log.add(f"paused at step {self.monitor.step}")
-
-    @Slot()
-    def unpause(self) -> None:
-        if self.worker is not None and self.mode == "paused":
-            self.worker.control.resume()
-            self._set_mode("running")
-            self._say("Training…")
-            self.log.add("resumed")
-
-    @Slot()
-    def stop(self) -> None:
-        if self.worker is not None and self.mode in ("running", "paused", "preparing"):
-            self.worker.control.request_stop("stopped by the user")
-            self._set_mode("stopping")
-            self._say("Stopping: finishing the current step and saving a resumable checkpoint…")
-            self.log.add("stop requested")
+    # ---- closing ----------------------------------------------------------------------------------
 
     def stop_and_wait(self, timeout: float = 300.0) -> bool:
         """Stop a run cleanly (checkpoint saved, run marked stopped) and wait; the window calls it on close."""
-        self._closing = True
         if self.lr_dialog is not None:
             self.lr_dialog.stop()
-        worker = self.worker
-        finished = True
-        if worker is not None and not worker.finished_flag.is_set():
-            worker.control.request_stop("stopped because TuneDesk was closed")
-            deadline = time.monotonic() + timeout
-            while not worker.finished_flag.wait(0.05):
-                QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
-                if time.monotonic() > deadline:
-                    finished = False
-                    break
-        if finished:
-            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)  # deliver last signals
-            self._release_worker()
+        finished = self.controller.stop_and_wait(timeout)
         if "tunedesk.ui.training.lr_dialog" in sys.modules:
             from tunedesk.ui.training.lr_dialog import wait_for_background
 
             finished = wait_for_background(int(timeout * 1000)) and finished
-        self.timer.stop()
-        self.state.running = False
         return finished
 
     def shutdown(self, timeout_ms: int = 300_000) -> bool:
@@ -485,28 +393,19 @@ class TrainingPanel(RunEventHandlers, QWidget):
         done = self.stop_and_wait(timeout_ms / 1000)
         if self.chat is not None:
             done = self.chat.shutdown(timeout_ms) and done
-        self._closing = False
+        self.controller.closing = False
         return done
 
     # ---- the timer: steps, plots, clocks ---------------------------------------------------------
 
-    def _drain(self) -> list[Any]:
-        if self.worker is None:
-            return []
-        steps = self.worker.steps.drain()
-        if steps:
-            self.curves.add_steps(steps)
-            self.monitor.update_steps(steps, self.curves.ema.last())
-        return steps
-
     @Slot()
     def _tick(self) -> None:
-        self._drain()
+        self.controller.drain()
         self._maybe_redraw()
         self._ticks += 1
         if self._ticks % max(1, 1000 // self.REDRAW_MS) == 0:
-            self.monitor.tick(self.mode in ("running", "stopping"))
-            self._poll_gpu()
+            self.monitor.tick(self.controller.mode in ("running", "stopping"))
+            self.controller.poll_gpu()
 
     def _maybe_redraw(self) -> None:
         """Redraw the plots when due. The pace adapts to what a redraw costs (data update + paint), so
@@ -524,26 +423,11 @@ class TrainingPanel(RunEventHandlers, QWidget):
             pause = min(max(cost / self.PLOT_DUTY, self.MIN_PLOT_INTERVAL_S), self.MAX_PLOT_INTERVAL_S)
             self._next_plot_at = now + pause - 0.005
 
-    def _poll_gpu(self) -> None:
-        device = self.monitor.device
-        if not (self._util_ok and device.startswith("cuda") and self.mode == "running"):
-            return
-        try:
-            import torch
-
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            self.monitor.set_gpu_utilisation(int(torch.cuda.utilization(index)))
-        except Exception:  # noqa: BLE001 - needs pynvml / a driver that reports it
-            self._util_ok = False
-            self.monitor.set_gpu_utilisation(None)
-
     # ---- learning-rate finder, try it -----------------------------------------------------------
 
     @Slot()
     def open_lr_finder(self, num_steps: int = 100) -> Any:
-        if self.mode != "idle":
-            return None
-        config = self.form.validated_config()
+        config = self.controller.config_for_finder()
         if config is None:
             return None
         from tunedesk.ui.training.lr_dialog import LRFinderDialog
@@ -556,12 +440,6 @@ class TrainingPanel(RunEventHandlers, QWidget):
 
     def _lr_dialog_closed(self) -> None:
         self.lr_dialog = None
-
-    def _predict(self, inputs: list[str]) -> None:
-        if self.worker is None or self.mode != "idle":
-            self.try_it.show_error("No finished run to ask", "train a model first")
-            return
-        self._predictRequested.emit(inputs)
 
     # ---- window hooks ---------------------------------------------------------------------------
 
