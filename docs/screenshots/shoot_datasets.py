@@ -135,28 +135,42 @@ def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
     settle(app)
 
     def run_import(spec: ImportSpec) -> None:
-        job = panel.start_import(spec)
+        job = panel.controller.start_import(spec)
         assert job is not None
-        wait(app, lambda: panel.task_job is None, 120, f"importing {spec.path}")
+        wait(app, lambda: panel.controller.task_job is None, 120, f"importing {spec.path}")
 
     run_import(ImportSpec("image_folder", str(image_folder(work))))
     run_import(ImportSpec("text_table", str(messy_tickets(work)), name="support tickets"))
-    wait(app, lambda: panel.info is not None and panel.info.kind == "text" and panel.flags_job is None, 60, "flags")
+    wait(
+        app,
+        lambda: (
+            panel.controller.info is not None
+            and panel.controller.info.kind == "text"
+            and panel.controller.flags_job is None
+        ),
+        60,
+        "flags",
+    )
     panel.split_box.val.setValue(20)
     panel.split_box.seed.setValue(42)
     panel.split_box.button.click()
-    wait(app, lambda: panel.task_job is None, 60, "the split")
-    panel.save_version()
-    wait(app, lambda: panel.task_job is None, 60, "the version")
+    wait(app, lambda: panel.controller.task_job is None, 60, "the split")
+    panel.controller.save_version()
+    wait(app, lambda: panel.controller.task_job is None, 60, "the version")
     panel.select_flagged(F.LABEL_CONFLICT)
     panel.relabel_selection("account")  # the password ticket belongs to the account team
-    wait(app, lambda: panel.flags_job is None and not panel._flags_timer.isActive(), 60, "flags after the edit")
+    wait(
+        app,
+        lambda: panel.controller.flags_job is None and not panel.controller.flags_timer.isActive(),
+        60,
+        "flags after the edit",
+    )
     settle(app)
     any_flag = panel.flag_filter.findText("Flagged (any)")
     panel.flag_filter.setCurrentIndex(any_flag)
     panel.select_extra_copies(F.EXACT_DUPLICATE)  # to compute the groups' extra copies
     panel.flag_filter.setCurrentIndex(any_flag)  # then show every flagged item, extra copies selected
-    panel.select_ids(panel.extra_copies)
+    panel.select_ids(panel.controller.extra_copies)
     settle(app, 30)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-dark" if dark else ""
@@ -169,7 +183,11 @@ def shoot(out: Path, dark: bool, images_too: bool = False) -> list[Path]:
     panel.sets_view.setCurrentIndex(panel.sets_model.index(images, 0))
     wait(
         app,
-        lambda: panel.info is not None and panel.info.kind == "image" and panel.flags_job is None,
+        lambda: (
+            panel.controller.info is not None
+            and panel.controller.info.kind == "image"
+            and panel.controller.flags_job is None
+        ),
         60,
         "the image data set",
     )

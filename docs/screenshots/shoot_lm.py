@@ -170,22 +170,31 @@ def main() -> int:
 
     datasets = window._ensure_panel("datasets")
     window.show_panel("datasets")
-    datasets.start_import(ImportSpec("chat_jsonl", str(data)))
+    datasets.controller.start_import(ImportSpec("chat_jsonl", str(data)))
     wait(
         app,
-        lambda: datasets.task_job is None and datasets.info is not None and datasets.model.rowCount() > 0,
+        lambda: (
+            datasets.controller.task_job is None
+            and datasets.controller.info is not None
+            and datasets.model.rowCount() > 0
+        ),
         300,
         "the chat import",
     )
     datasets.split_box.button.click()  # a random 20 % for validation, stored with the version
-    wait(app, lambda: datasets.task_job is None and "validation" in datasets.split_box.summary.text(), 300, "the split")
+    wait(
+        app,
+        lambda: datasets.controller.task_job is None and "validation" in datasets.split_box.summary.text(),
+        300,
+        "the split",
+    )
     settle(app, 20)
     if os.environ.get("TUNEDESK_SHOT_ALL"):
         window.grab().save(str(out / "lm-datasets.png"))
     datasets.version_box.use_button.click()  # saves a version and hands it to the Train area
     train = window._ensure_panel("train")
     wait(app, lambda: train.form._base.data.kind == "dataset_version", 300, "the version to reach the Train area")
-    print("data    :", train.form._base.data.dataset_version, datasets.info.item_count, "conversations")
+    print("data    :", train.form._base.data.dataset_version, datasets.controller.info.item_count, "conversations")
 
     # 4. the Train area: prompts, a few epochs; Start
     window.show_panel("train")

@@ -33,7 +33,7 @@ def panel(state, qtbot):
     qtbot.addWidget(p)
     p.resize(1280, 800)
     p.show()
-    qtbot.waitUntil(lambda: p.store is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: p.controller.store is not None, timeout=WAIT)
     yield p
     p.stop_and_wait()
 
@@ -55,13 +55,19 @@ def messy_csv(tmp_path) -> Path:
 
 
 def idle(panel) -> bool:
-    return panel.task_job is None and panel.flags_job is None and not panel._flags_timer.isActive()
+    return (
+        panel.controller.task_job is None
+        and panel.controller.flags_job is None
+        and not panel.controller.flags_timer.isActive()
+    )
 
 
 def imported(panel, qtbot, spec: ImportSpec) -> None:
-    job = panel.start_import(spec)
+    job = panel.controller.start_import(spec)
     assert job is not None
-    qtbot.waitUntil(lambda: idle(panel) and panel.info is not None and panel.model.rowCount() > 0, timeout=WAIT)
+    qtbot.waitUntil(
+        lambda: idle(panel) and panel.controller.info is not None and panel.model.rowCount() > 0, timeout=WAIT
+    )
 
 
 def label_index(panel, row: int):
@@ -70,7 +76,7 @@ def label_index(panel, row: int):
 
 def test_import_edit_in_place_undo_redo(panel, qtbot, text_csv, state):
     imported(panel, qtbot, ImportSpec("text_table", str(text_csv)))
-    assert panel.model.rowCount() == 96 and panel.info.name == "tickets"
+    assert panel.model.rowCount() == 96 and panel.controller.info.name == "tickets"
     assert "96 items" in panel.count_label.text()
     assert panel.classes_box.model.rowCount() == 4
     first_id = panel.model.id_at(0)
@@ -78,45 +84,45 @@ def test_import_edit_in_place_undo_redo(panel, qtbot, text_csv, state):
     new = "billing" if old != "billing" else "account"
     assert panel.model.setData(label_index(panel, 0), new)  # what the in-place editor does
     assert panel.model.data(label_index(panel, 0)) == new
-    assert panel.store.item(first_id).label == new
-    assert panel.undo_stack.count() == 1 and panel.undo_action.isEnabled()
+    assert panel.controller.store.item(first_id).label == new
+    assert panel.controller.undo_stack.count() == 1 and panel.undo_action.isEnabled()
     panel.undo_action.trigger()  # Ctrl+Z
-    assert panel.store.item(first_id).label == old and panel.model.data(label_index(panel, 0)) == old
+    assert panel.controller.store.item(first_id).label == old and panel.model.data(label_index(panel, 0)) == old
     panel.redo_action.trigger()  # Ctrl+Shift+Z
-    assert panel.store.item(first_id).label == new
+    assert panel.controller.store.item(first_id).label == new
     assert [s.toString() for s in panel.redo_action.shortcuts()][0] == "Ctrl+Shift+Z"
     # a label typed in place that is a new class name creates the class
     panel.model.setData(label_index(panel, 1), "urgent")
     assert "urgent" in panel.model.classes
     panel.undo_action.trigger()
-    assert "urgent" not in panel.store.classes(panel.info.id)
+    assert "urgent" not in panel.controller.store.classes(panel.controller.info.id)
 
 
 def test_relabel_selection_delete_and_class_operations(panel, qtbot, text_csv, monkeypatch):
     imported(panel, qtbot, ImportSpec("text_table", str(text_csv)))
-    ds = panel.info.id
+    ds = panel.controller.info.id
     panel.select_ids([panel.model.id_at(r) for r in (0, 1, 2)])
     ids = panel.selected_ids()
     assert len(ids) == 3 and panel.relabel_button.isEnabled()
     panel.relabel_selection("shipping")
-    assert {panel.store.item(i).label for i in ids} == {"shipping"}
+    assert {panel.controller.store.item(i).label for i in ids} == {"shipping"}
     panel.select_ids(ids[:2])
     panel.delete_selection()
-    assert panel.model.rowCount() == 94 and panel.store.count_items(ds) == 94
+    assert panel.model.rowCount() == 94 and panel.controller.store.count_items(ds) == 94
     panel.undo_action.trigger()
     assert panel.model.rowCount() == 96
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("payments", True))
     panel.rename_class("billing")
-    assert "payments" in panel.store.classes(ds) and "billing" not in panel.store.classes(ds)
+    assert "payments" in panel.controller.store.classes(ds) and "billing" not in panel.controller.store.classes(ds)
     monkeypatch.setattr(QInputDialog, "getItem", lambda *a, **k: ("logistics", True))
     panel.merge_classes(["shipping", "account"])
-    assert panel.store.classes(ds) == ["logistics", "payments", "technical"]
+    assert panel.controller.store.classes(ds) == ["logistics", "payments", "technical"]
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("technical", True))
     panel.rename_class("payments")  # onto an existing class: refused with a hint, nothing changes
     assert panel.message.isVisible() and "merge" in panel.message.text()
     for _ in range(2):
         panel.undo_action.trigger()
-    assert panel.store.classes(ds) == ["account", "billing", "shipping", "technical"]
+    assert panel.controller.store.classes(ds) == ["account", "billing", "shipping", "technical"]
 
 
 def test_flags_select_extra_copies_split_and_version(panel, qtbot, messy_csv, state):
@@ -136,8 +142,8 @@ def test_flags_select_extra_copies_split_and_version(panel, qtbot, messy_csv, st
     panel.split_box.val.setValue(25)
     panel.split_box.seed.setValue(3)
     panel.split_box.button.click()
-    qtbot.waitUntil(lambda: idle(panel) and panel.undo_stack.count() == 2, timeout=WAIT)
-    counts = panel.store.class_counts(panel.info.id)
+    qtbot.waitUntil(lambda: idle(panel) and panel.controller.undo_stack.count() == 2, timeout=WAIT)
+    counts = panel.controller.store.class_counts(panel.controller.info.id)
     assert sum(c["val"] for c in counts.values()) >= 4 and all(c[""] == 0 for c in counts.values())
     assert "validation" in panel.split_box.summary.text()
     assert panel.chart.totals()["val"] == sum(c["val"] for c in counts.values())
@@ -145,9 +151,9 @@ def test_flags_select_extra_copies_split_and_version(panel, qtbot, messy_csv, st
     with qtbot.waitSignal(state.datasetSelected, timeout=WAIT) as signal:
         panel.version_box.use_button.click()
     spec = signal.args[0]
-    assert spec.kind == "dataset_version" and spec.dataset_version == f"ds{panel.info.id}-v1"
+    assert spec.kind == "dataset_version" and spec.dataset_version == f"ds{panel.controller.info.id}-v1"
     assert panel.sets_model.item(0).rowCount() == 1  # the version is listed under its data set
-    version = panel.store.get_version(spec.dataset_version)
+    version = panel.controller.store.get_version(spec.dataset_version)
     assert version.item_count == 25 and version.split["settings"]["val_fraction"] == 0.25
     # edits after saving show in the version box; saving again makes v2
     panel.flag_filter.setCurrentIndex(0)  # all items again (the duplicates filter is empty now)
@@ -182,11 +188,11 @@ def test_cancel_import_keeps_the_database_as_it_was(panel, qtbot, tmp_path, text
         fh.write("text,label\n")
         for i in range(60_000):
             fh.write(f"ticket number {i} about something,label{i % 3}\n")
-    job = panel.start_import(ImportSpec("text_table", str(big)))
+    job = panel.controller.start_import(ImportSpec("text_table", str(big)))
     assert panel.progress_row.isVisible()
-    qtbot.waitUntil(lambda: panel.progress.maximum() > 0 or panel.task_job is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.progress.maximum() > 0 or panel.controller.task_job is None, timeout=WAIT)
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: panel.task_job is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.controller.task_job is None, timeout=WAIT)
     assert job is not None and "cancelled" in panel.message.text()
     with DatasetStore(panel.state.database) as store:
         assert [d.name for d in store.list_datasets()] == ["tickets"]
@@ -196,8 +202,8 @@ def test_cancel_import_keeps_the_database_as_it_was(panel, qtbot, tmp_path, text
 def test_bad_file_shows_message_and_hint(panel, qtbot, tmp_path):
     path = tmp_path / "header_only.csv"
     path.write_text("text,label\n", encoding="utf-8")
-    panel.start_import(ImportSpec("text_table", str(path)))
-    qtbot.waitUntil(lambda: panel.task_job is None, timeout=WAIT)
+    panel.controller.start_import(ImportSpec("text_table", str(path)))
+    qtbot.waitUntil(lambda: panel.controller.task_job is None, timeout=WAIT)
     assert "header but no data rows" in panel.message.text() and "Hint" in panel.message.text()
 
 

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tunedesk.ui.datasets.jobs import Job, start_job, wait_job
+from tunedesk.ui.background import BackgroundTask, run_in_background
 
 if TYPE_CHECKING:
     from tunedesk.engine.datasets import ImportSpec, TablePreview
@@ -57,7 +57,8 @@ class ImportDialog(QDialog):
         self.setWindowTitle("Import data")
         self.resize(760, 560)
         self.preview: TablePreview | None = None
-        self._job: Job | None = None
+        self._job: BackgroundTask | None = None
+        self._preview_number = 0  # of the latest preview asked for (older ones arriving late are dropped)
         self._debounce = QTimer(self, singleShot=True, interval=250)
         self._debounce.timeout.connect(self._start_preview)
 
@@ -194,14 +195,18 @@ class ImportDialog(QDialog):
             self._job.cancel()
         self.status.setText("reading the first rows…")
         _role(self.status, "hint")
-        job = Job("previewing", lambda progress, token: preview_table(path, encoding))
-        self._job = job
-        start_job(
-            job, self, lambda p, j=job: self._show_preview(p, j), lambda m, h, j=job: self._preview_failed(m, h, j)
+        self._preview_number += 1
+        number = self._preview_number
+        self._job = run_in_background(
+            lambda _ctx: preview_table(path, encoding),
+            name="previewing",
+            on_result=lambda preview: self._show_preview(preview, number),
+            on_error=lambda message, hint: self._preview_failed(message, hint, number),
+            parent=self,
         )
 
-    def _show_preview(self, preview: TablePreview, job: Job | None = None) -> None:
-        if job is not self._job:
+    def _show_preview(self, preview: TablePreview, number: int | None = None) -> None:
+        if number != self._preview_number:
             return  # an older preview
         self.preview = preview
         self.table_model.clear()
@@ -257,8 +262,8 @@ class ImportDialog(QDialog):
             combo.setCurrentIndex(max(0, combo.findData(chosen)))
         combo.blockSignals(False)
 
-    def _preview_failed(self, message: str, hint: str, job: Job | None = None) -> None:
-        if job is not self._job:
+    def _preview_failed(self, message: str, hint: str, number: int | None = None) -> None:
+        if number != self._preview_number:
             return
         self.preview = None
         self.table_model.clear()
@@ -295,5 +300,6 @@ class ImportDialog(QDialog):
         return spec
 
     def done(self, result: int) -> None:
-        wait_job(self._job, 5000)
+        if self._job is not None:
+            self._job.wait(5000)
         super().done(result)

@@ -1,19 +1,17 @@
 """The Datasets area: import, label, clean, split and version the user's data.
 
 Layout: data sets and their classes on the left, the items table in the middle, cleaning flags,
-class balance, split and versions on the right. Every change to the data is an engine ``Edit``
-pushed on a QUndoStack (Ctrl+Z / Ctrl+Shift+Z): applying an edit returns its inverse, which is all
-an undo needs. Slow work (import, duplicate search, split planning, saving a version, checking
-image files) runs in ``jobs.Job`` threads, each with its own ``DatasetStore``; the GUI thread keeps
-one store for reading pages of the table and applying small edits.
+class balance, split and versions on the right. The panel draws and asks the user (dialogs);
+``DatasetsController`` (controller.py) holds the data set shown, the edits and their undo stack,
+and runs the slow work in the background.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QKeySequence, QStandardItem, QStandardItemModel, QUndoStack
+from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -33,16 +31,16 @@ from PySide6.QtWidgets import (
 )
 
 from tunedesk.engine.datasets.flags import flags_for_kind
-from tunedesk.engine.errors import TuneDeskError
-from tunedesk.ui.datasets.actions import PanelActions, open_store
+from tunedesk.ui.datasets import dialogs
 from tunedesk.ui.datasets.chart import BalanceChart
 from tunedesk.ui.datasets.commands import LabelDelegate
+from tunedesk.ui.datasets.controller import DatasetsController
 from tunedesk.ui.datasets.side import ClassesBox, CleaningBox, SplitBox, VersionBox
 from tunedesk.ui.datasets.table_model import ItemsModel
 
 if TYPE_CHECKING:  # the engine's data set code (sqlite-utils, Pillow) loads after the window shows
     from tunedesk.engine.datasets import DatasetInfo, DatasetStore, VersionInfo
-    from tunedesk.ui.datasets.jobs import Job
+    from tunedesk.ui.datasets.thumbs import ThumbnailService
 
 
 KIND_NAMES = {
@@ -62,25 +60,16 @@ def _role(label: QLabel, role: str) -> QLabel:
     return label
 
 
-class DatasetsPanel(PanelActions, QWidget):
+class DatasetsPanel(QWidget):
+    """``DatasetsPanel(state)``; its state is ``self.controller``."""
+
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.store: DatasetStore | None = None
-        self.info: DatasetInfo | None = None
-        self.versions: list[VersionInfo] = []
-        self.undo_stack = QUndoStack(self)
-        self.jobs: set[Job] = set()
-        self.task_job: Job | None = None  # the one job with a progress bar (import, split, version, files)
-        self.flags_job: Job | None = None
-        self._edits = 0  # edits applied; a flag refresh that started before the last edit runs again
-        self.extra_copies: list[int] = []
-        self.content_hash: str | None = None  # of the data set as it is now (from the last flag check)
-        self.thumbs = None
-        self._flags_timer = QTimer(self, singleShot=True, interval=400)
-        self._flags_timer.timeout.connect(self.refresh_flags)
+        self.thumbs: ThumbnailService | None = None
+        self.controller = DatasetsController(state, self, parent=self)
         self._build()
-        QTimer.singleShot(0, self._open_store)
+        QTimer.singleShot(0, self.controller.open_store)
 
     # ---- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -169,14 +158,15 @@ class DatasetsPanel(PanelActions, QWidget):
         self.delete_button.clicked.connect(self.delete_selection)
         self.undo_action = QAction("Undo", self)
         self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
-        self.undo_action.triggered.connect(self.undo_stack.undo)
+        undo_stack = self.controller.undo_stack
+        self.undo_action.triggered.connect(undo_stack.undo)
         self.redo_action = QAction("Redo", self)
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.redo_action.triggered.connect(self.undo_stack.redo)
-        self.undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
-        self.undo_stack.canRedoChanged.connect(self.redo_action.setEnabled)
-        self.undo_stack.undoTextChanged.connect(lambda t: self.undo_action.setToolTip(f"Undo {t} (Ctrl+Z)"))
-        self.undo_stack.redoTextChanged.connect(lambda t: self.redo_action.setToolTip(f"Redo {t} (Ctrl+Shift+Z)"))
+        self.redo_action.triggered.connect(undo_stack.redo)
+        undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
+        undo_stack.canRedoChanged.connect(self.redo_action.setEnabled)
+        undo_stack.undoTextChanged.connect(lambda t: self.undo_action.setToolTip(f"Undo {t} (Ctrl+Z)"))
+        undo_stack.redoTextChanged.connect(lambda t: self.redo_action.setToolTip(f"Redo {t} (Ctrl+Shift+Z)"))
         self.undo_action.setEnabled(False)
         self.redo_action.setEnabled(False)
         delete_action = QAction("Delete selected items", self)
@@ -203,7 +193,7 @@ class DatasetsPanel(PanelActions, QWidget):
         self.progress.setTextVisible(True)
         self.progress_label = _role(QLabel(""), "hint")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_task)
+        self.cancel_button.clicked.connect(self.controller.cancel_task)
         self.progress_row = QWidget()
         pr = QHBoxLayout(self.progress_row)
         pr.setContentsMargins(0, 0, 0, 0)
@@ -235,10 +225,10 @@ class DatasetsPanel(PanelActions, QWidget):
         balance = self.balance_box = QGroupBox("Class balance")
         QVBoxLayout(balance).addWidget(self.chart)
         self.split_box = SplitBox()
-        self.split_box.splitRequested.connect(self.split)
+        self.split_box.splitRequested.connect(self.controller.split)
         self.version_box = VersionBox()
-        self.version_box.saveRequested.connect(self.save_version)
-        self.version_box.useRequested.connect(self.use_for_training)
+        self.version_box.saveRequested.connect(lambda: self.controller.save_version())
+        self.version_box.useRequested.connect(lambda: self.controller.use_for_training(self.selected_version()))
         right = QWidget()
         rv = QVBoxLayout(right)
         rv.setContentsMargins(4, 8, 8, 8)
@@ -297,35 +287,22 @@ class DatasetsPanel(PanelActions, QWidget):
     def show_error(self, message: str, hint: str = "") -> None:
         self.show_message(message + (f"<br><i>Hint: {hint}</i>" if hint else ""), "error")
 
-    # ---- store and data set list -----------------------------------------------------------------
-    def _open_store(self) -> None:
-        if self.store is not None:
-            return
-        try:
-            self.store = open_store(self.state.database)
-            self.store.cleanup_interrupted_imports()
-        except TuneDeskError as exc:
-            self.show_error(exc.message, exc.hint)
-            self.import_button.setEnabled(False)
-            return
-        self.refresh_datasets()
+    # ---- drawing (DatasetsView: the controller calls these) -------------------------------------------
+    def set_import_enabled(self, on: bool) -> None:
+        self.import_button.setEnabled(on)
 
-    def refresh_datasets(self, select: int | None = None) -> None:
-        if self.store is None:
-            return
-        current = select if select is not None else (self.info.id if self.info else None)
+    def show_datasets(
+        self, datasets: list[DatasetInfo], versions: dict[int, list[VersionInfo]], current: int | None
+    ) -> bool:
+        """Fill the list of data sets and their versions; select ``current`` (else the first).
+        False when there is nothing to select."""
         self.sets_model.clear()
         chosen_index = None
-        datasets = self.store.list_datasets()
-        versions_by_set: dict[int, list[VersionInfo]] = {}
-        for v in self.store.list_versions():
-            if v.dataset_id is not None:
-                versions_by_set.setdefault(v.dataset_id, []).append(v)
         for info in datasets:
             item = QStandardItem(f"{info.name}  ·  {info.item_count:,}")
             item.setToolTip(f"{KIND_NAMES.get(info.kind, info.kind)} · {info.item_count:,} items\n{info.source}")
             item.setData(info.id, DATASET_ROLE)
-            for v in sorted(versions_by_set.get(info.id, []), key=lambda v: -v.number):
+            for v in sorted(versions.get(info.id, []), key=lambda v: -v.number):
                 child = QStandardItem(f"{v.id}  ·  {v.item_count:,} items")
                 child.setToolTip(
                     f"saved {v.created_at[:19].replace('T', ' ')} UTC\nhash {v.content_hash}"
@@ -339,29 +316,22 @@ class DatasetsPanel(PanelActions, QWidget):
                 chosen_index = item.index()
         if chosen_index is None and datasets:
             chosen_index = self.sets_model.index(0, 0)
-        if chosen_index is not None:
-            self.sets_view.setCurrentIndex(chosen_index)
-            self.sets_view.expand(chosen_index)
-        else:
-            self.load_dataset(None)
+        if chosen_index is None:
+            return False
+        self.sets_view.setCurrentIndex(chosen_index)
+        self.sets_view.expand(chosen_index)
+        return True
 
-    def _set_chosen(self, current, _previous=None) -> None:
-        ds = current.data(DATASET_ROLE) if current.isValid() else None
-        if ds is None:
-            return
-        if self.info is None or self.info.id != ds:
-            self.load_dataset(ds)
+    def _set_chosen(self, current: QModelIndex, _previous: QModelIndex | None = None) -> None:
+        self.controller.choose(current.data(DATASET_ROLE) if current.isValid() else None)
 
     def selected_version(self) -> str | None:
         index = self.sets_view.currentIndex()
         return index.data(VERSION_ROLE) if index.isValid() else None
 
-    def load_dataset(self, dataset_id: int | None) -> None:
-        self.undo_stack.clear()
-        self.extra_copies = []
-        self.content_hash = None
-        if dataset_id is None or self.store is None:
-            self.info = None
+    def show_dataset(self, info: DatasetInfo | None, store: DatasetStore | None) -> None:
+        """Show a data set's items (None: the empty state)."""
+        if info is None or store is None:
             self.model.set_dataset(None, None)
             self.name_label.setText("No data set")
             self.info_label.setText("Import a file or folder to start: Import…")
@@ -369,13 +339,6 @@ class DatasetsPanel(PanelActions, QWidget):
             self.chart.set_counts({})
             self._set_enabled(False)
             return
-        try:
-            self.info = self.store.get_dataset(dataset_id)
-        except TuneDeskError as exc:
-            self.show_error(exc.message, exc.hint)
-            return
-        info = self.info
-        self.versions = self.store.list_versions(info.id)
         if info.kind == "image" and self.thumbs is None:
             from tunedesk.engine.datasets import thumbnail_dir
             from tunedesk.ui.datasets.thumbs import ThumbnailService
@@ -386,15 +349,11 @@ class DatasetsPanel(PanelActions, QWidget):
         self.table.verticalHeader().setDefaultSectionSize(68 if info.kind == "image" else 24)
         self.cleaning_box.set_kind(info.kind)
         self._fill_flag_filter(info.kind)
-        self.model.set_dataset(self.store, info)
+        self.model.set_dataset(store, info)
         self._reset_filters()
         self._configure_columns()
         self.name_label.setText(info.name)
         self._set_enabled(True)
-        self.update_side()
-        self.refresh_flags()
-        if info.kind == "image":
-            self._check_files()
 
     def _configure_columns(self) -> None:
         header = self.table.horizontalHeader()
@@ -446,7 +405,7 @@ class DatasetsPanel(PanelActions, QWidget):
 
     @Slot()
     def apply_filters(self) -> None:
-        if self.info is None:
+        if self.controller.info is None:
             return
         self.model.set_filters(
             label=self.label_filter.currentData(),
@@ -482,18 +441,15 @@ class DatasetsPanel(PanelActions, QWidget):
 
     def _selection_changed(self, *_: object) -> None:
         n = len(self.table.selectionModel().selectedRows())
-        labelled = self.info is not None and self.info.kind in ("text", "image")
+        info = self.controller.info
+        labelled = info is not None and info.kind in ("text", "image")
         self.relabel_button.setEnabled(n > 0 and labelled)
         self.relabel_combo.setEnabled(labelled)
         self.delete_button.setEnabled(n > 0)
         self._update_count()
 
     # ---- side boxes ----------------------------------------------------------------------------
-    def update_side(self) -> None:
-        if self.info is None or self.store is None:
-            return
-        info = self.info = self.store.get_dataset(self.info.id)
-        counts = self.store.class_counts(info.id)
+    def show_side(self, info: DatasetInfo, counts: dict[str, dict[str, int]]) -> None:
         labelled = info.kind in ("text", "image")
         if labelled:
             self.classes_box.set_counts(counts)
@@ -508,7 +464,6 @@ class DatasetsPanel(PanelActions, QWidget):
         self.balance_box.setTitle("Class balance" if labelled else "Training / validation")
         totals = {s: sum(c[s] for c in counts.values()) for s in ("train", "val", "")}
         self.split_box.set_state(info.split, totals["train"], totals["val"], totals[""], labelled)
-        self._update_version_box()
         classes = len([c for c in counts if c])
         self.info_label.setText(
             f"{KIND_NAMES.get(info.kind, info.kind)} · {info.item_count:,} items"
@@ -518,18 +473,122 @@ class DatasetsPanel(PanelActions, QWidget):
         self._fill_label_filter()
         self._update_count()
 
-    def _update_version_box(self) -> None:
-        latest = self.versions[0] if self.versions else None
-        changed = latest is not None and self.content_hash is not None and self.content_hash != latest.content_hash
+    def show_version(self, latest: VersionInfo | None, changed: bool) -> None:
         self.version_box.set_version(latest, changed)
 
+    def show_flags(self, counts_by_bit: dict[int, int], total: int) -> None:
+        self.cleaning_box.set_counts(counts_by_bit, total)
+
+    def show_flags_status(self, text: str) -> None:
+        self.cleaning_box.status.setText(text)
+
+    def items_changed(self, ids: list[int] | None) -> None:
+        """Items were edited (None: any of them, or the set of items changed)."""
+        if ids is None or self.model.filters:
+            self.model.reload()
+        else:
+            self.model.refresh_items(ids)
+
+    def flags_changed(self) -> None:
+        self.model.refresh_items(None)
+        if self.model.filters.get("flags"):
+            self.model.reload()
+            self._update_count()
+
+    def show_task(self, name: str | None) -> None:
+        """The progress row of the one long job (None: hide it)."""
+        self.progress_row.setVisible(name is not None)
+        if name is not None:
+            self.progress_label.setText(name)
+            self.progress.setRange(0, 0)
+
+    def show_task_progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(min(1000, int(1000 * done / total)))
+        else:
+            self.progress.setRange(0, 0)
+        self.progress_label.setText(message)
+
+    # ---- the user's actions: ask what is missing, then hand it to the controller ---------------------
+    def selected_ids(self) -> list[int]:
+        rows = sorted(i.row() for i in self.table.selectionModel().selectedRows())
+        return [i for r in rows if (i := self.model.id_at(r)) is not None]
+
+    def select_ids(self, ids: list[int]) -> None:
+        dialogs.select_rows(self.table, [r for i in ids if (r := self.model.row_of(i)) is not None])
+        self._update_count()
+
+    def select_flagged(self, bit: int) -> None:
+        """Show the items carrying this flag and select them all."""
+        index = self.flag_filter.findData(bit)
+        self.label_filter.setCurrentIndex(0)
+        self.split_filter.setCurrentIndex(0)
+        self.search.clear()
+        self.flag_filter.setCurrentIndex(index)
+        self.apply_filters()
+        self.table.selectAll()
+        self.table.setFocus()
+
+    def select_extra_copies(self, bit: int) -> None:
+        """Show the duplicate items and select all but the first of each group."""
+        self.select_flagged(bit)
+        self.select_ids(self.controller.extra_copies)
+
+    def _label_edited(self, item_id: int, label: str) -> None:
+        self.controller.relabel([item_id], label)
+
+    def relabel_selection(self, label: str) -> None:
+        self.controller.relabel(self.selected_ids(), label)
+
+    def delete_selection(self) -> None:
+        self.controller.delete_items(self.selected_ids())
+
+    def add_class(self) -> None:
+        if (name := dialogs.ask_new_class(self)) is not None:
+            self.controller.add_class(name)
+
+    def rename_class(self, old: str) -> None:
+        if (name := dialogs.ask_rename(self, old)) is not None:
+            self.controller.rename_class(old, name)
+
+    def merge_classes(self, names: list[str]) -> None:
+        if (target := dialogs.ask_merge_target(self, names)) is not None:
+            self.controller.merge_classes(names, target)
+
+    def delete_class(self, name: str) -> None:
+        delete_items = dialogs.ask_delete_class(self, name, self.controller.class_size(name))
+        if delete_items is not None:
+            self.controller.delete_class(name, delete_items)
+
+    def delete_dataset(self) -> None:
+        info = self.controller.info
+        if info is not None and dialogs.confirm_delete_dataset(self, info):
+            self.controller.delete_dataset()
+
+    def open_import_dialog(self) -> None:
+        from tunedesk.ui.datasets.import_dialog import ImportDialog
+
+        dialog = ImportDialog(self)
+        if dialog.exec():
+            self.controller.start_import(dialog.spec())
+
+    # ---- window hooks ----------------------------------------------------------------------------
     def save_settings(self, settings: QSettings) -> None:
         """Called by the window as it closes: remember the layout, and stop the worker threads."""
         settings.setValue("datasets/splitter", self.splitter.saveState())
-        if self.info is not None:
-            settings.setValue("datasets/current", self.info.id)
+        if self.controller.info is not None:
+            settings.setValue("datasets/current", self.controller.info.id)
         self.stop_and_wait()
 
-    def closeEvent(self, event) -> None:
+    def stop_and_wait(self) -> None:
+        """Cancel and wait for the background work (the window is closing)."""
+        self.controller.stop_and_wait()
+        if self.thumbs is not None:
+            self.thumbs.stop()
+            self.thumbs = None
+            self.model.thumbs = None
+
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.stop_and_wait()
         super().closeEvent(event)
