@@ -201,3 +201,17 @@ def test_gui_thread_handlers_fail_in_a_worker_thread():
     t.start()
     t.join()
     assert len(errors) == 1
+
+
+def test_a_task_group_keeps_its_calls_until_they_finish_and_waits_for_them(qtbot):
+    group = background.TaskGroup()
+    go = threading.Event()
+    results: list[int] = []
+    for n in (1, 2):
+        group.start(lambda ctx, n=n: go.wait(10) and n, on_result=results.append)
+    assert group.busy and len(group.tasks) == 2
+    assert group.wait_all(100) is False  # still waiting for `go`
+    go.set()
+    assert group.wait_all(10_000)
+    qtbot.waitUntil(lambda: not group.tasks, timeout=10_000)
+    assert sorted(results) == [1, 2] and not group.busy

@@ -295,6 +295,35 @@ def run_in_background(
     return task.start(priority)
 
 
+class TaskGroup(QObject):
+    """The background calls of one owner (a panel, a dialog): started with its parent as their
+    parent, so callbacks stop when the owner goes; ``wait_all`` before the owner closes."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.tasks: list[BackgroundTask] = []
+
+    def start(self, fn: Callable[[TaskContext], Any], **kwargs: Any) -> BackgroundTask:
+        """``run_in_background(fn, **kwargs)``, kept in this group until it finished."""
+        task = run_in_background(fn, parent=self, **kwargs)
+        self.tasks.append(task)
+        task.finished.connect(lambda: self.tasks.remove(task) if task in self.tasks else None)
+        return task
+
+    @property
+    def busy(self) -> bool:
+        return any(task.is_running() for task in self.tasks)
+
+    def cancel_all(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    def wait_all(self, timeout_ms: int = 30000) -> bool:
+        """Wait for the calls in flight, ``timeout_ms`` in all; False when one is still running."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        return all([task.wait(int((deadline - time.monotonic()) * 1000)) for task in list(self.tasks)])
+
+
 # ---- every running task: cancel and wait on quit --------------------------------------------------------
 
 _tasks: list[BackgroundTask] = []  # started and not yet reaped (holds them, so no running QThread is destroyed)

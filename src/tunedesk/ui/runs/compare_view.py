@@ -12,16 +12,16 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QHeaderView, QLabel, QSize
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store import RunStore, compare
+from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.runs import format as fmt
 from tunedesk.ui.runs import plots
-from tunedesk.ui.runs.calls import Calls
 from tunedesk.ui.runs.tabs import FROZEN_COLOUR, TRAIN_COLOUR, _item, _read_only_table, hint_label
 
 MAX_RUNS = 10
 
 
 class CompareView(QWidget):
-    def __init__(self, store: Callable[[], RunStore], calls: Calls, parent: QWidget | None = None) -> None:
+    def __init__(self, store: Callable[[], RunStore], calls: TaskGroup, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._store = store
         self._calls = calls
@@ -141,7 +141,9 @@ class CompareView(QWidget):
         if same_model and self.runs:
             generation, first = self._generation, self.runs[0]
             self._calls.start(
-                lambda: compare.parameter_layout(first), lambda layout: self._layout_ready(generation, layout)
+                lambda _ctx: compare.parameter_layout(first),
+                name="reading the model layout",
+                on_result=lambda layout: self._layout_ready(generation, layout),
             )
 
     def _layout_ready(self, generation: int, layout: Any) -> None:

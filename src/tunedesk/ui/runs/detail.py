@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store import RunStore, history
+from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.runs import format as fmt
-from tunedesk.ui.runs.calls import Calls
 from tunedesk.ui.runs.tabs import ClassesTab, ConfigView, CurvesTab, FilesView, FreezeMapView, LogView, hint_label
 
 log = logging.getLogger("tunedesk.ui.runs")
@@ -193,7 +193,7 @@ class RunDetail(QWidget):
     def __init__(
         self,
         store: Callable[[], RunStore],
-        calls: Calls,
+        calls: TaskGroup,
         parent: QWidget | None = None,
         *,
         home: str | Path | None = None,
@@ -400,7 +400,7 @@ class RunDetail(QWidget):
                 self.freeze.show_run(self.run, found[0])
                 self._show_tree(self.run, found[1])
 
-        self._calls.start(build, done)
+        self._calls.start(lambda _ctx: build(), name="building the layer tree", on_result=done)
 
     def _show_tree(self, run: dict[str, Any], tree: Any) -> None:
         if tree is None:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tunedesk.ui.runs.calls import Calls
+from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.runs.detail import set_role
 
 
@@ -46,7 +46,7 @@ class ExportDialog(QDialog):
         self.run = run
         self.home = Path(home)
         self.result_info: dict[str, Any] | None = None
-        self._calls = Calls(self)
+        self._calls = TaskGroup(self)
         torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
         language_model = run.get("task") == "causal_lm"
         intro = QLabel(
@@ -130,7 +130,12 @@ class ExportDialog(QDialog):
         self.export_button.setEnabled(False)
         self.export_button.setText("Exporting…")
         run_id, fmt, home = self.run["id"], self.format.currentData(), self.home
-        self._calls.start(lambda: export_run(run_id, folder, fmt=fmt, home=home), self._done, self._failed)
+        self._calls.start(
+            lambda _ctx: export_run(run_id, folder, fmt=fmt, home=home),
+            name="exporting",
+            on_result=self._done,
+            on_error=self._failed,
+        )
 
     def _done(self, info: dict[str, Any]) -> None:
         self.result_info = info

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store import RunStore, history
+from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.resources import icon
-from tunedesk.ui.runs.calls import Calls
 from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
 
 log = logging.getLogger("tunedesk.ui.runs")
@@ -59,7 +59,7 @@ class RunsPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self._store: RunStore | None = None
-        self.calls = Calls(self)
+        self.calls = TaskGroup(self)
         self._detail = None
         self._compare = None
 
