@@ -347,13 +347,13 @@ def test_resnet_batchnorm_choice_and_engine_modes(qtbot, panel, state):
 
 def test_memory_verdict(qtbot, panel, state, bert_entry, monkeypatch):
     show(qtbot, panel, state, bert_entry)
-    monkeypatch.setattr(panel, "_available", lambda device: 1 << 20)  # 1 MiB free
+    monkeypatch.setattr(panel.controller, "_available", lambda device: 1 << 20)  # 1 MiB free
     panel.refresh_summary()
     assert "Won’t fit" in panel.summary.verdict.text() and panel.summary.verdict.property("role") == "error"
-    monkeypatch.setattr(panel, "_available", lambda device: 1 << 40)
+    monkeypatch.setattr(panel.controller, "_available", lambda device: 1 << 40)
     panel.summary.batch.setValue(4)
     assert "Fits" in panel.summary.verdict.text() and panel.summary.verdict.property("role") == ""
-    monkeypatch.setattr(panel, "_available", lambda device: None)
+    monkeypatch.setattr(panel.controller, "_available", lambda device: None)
     panel.refresh_summary()
     assert "cannot tell" in panel.summary.verdict.text()
 
@@ -428,10 +428,10 @@ def test_lora_presets_and_module_choices(qtbot, panel, state, llama_entry, bert_
     with_ckpt = panel.tree.model_tree().summary(**summary.inputs()).memory.activations
     assert 0 < with_ckpt < without
     summary.checkpointing.setChecked(False)
-    panel._available = lambda device: 1 << 20  # 1 MiB free: the activations are what does not fit
+    panel.controller._available = lambda device: 1 << 20  # 1 MiB free: the activations are what does not fit
     panel.refresh_summary()
     assert "Gradient checkpointing" in summary.verdict.text()
-    del panel._available
+    del panel.controller._available
     show(qtbot, panel, state, bert_entry)  # LoRA is for causal LMs: the plan drops it for a classifier
     assert not panel.lora_box.isVisibleTo(panel) and not state.freeze.lora.active
     assert not summary.checkpointing.isVisibleTo(panel) and not summary.inputs()["gradient_checkpointing"]

@@ -1,14 +1,11 @@
 """Layers area: the selected model's module tree, presets, a module finder and the live summary.
 
-The plan (``FreezeSpec``) is the only state: every control is drawn from it and every edit produces a
-new one, which goes to ``AppState.set_freeze`` for the training panel. A plan set by someone else
-(the runs panel re-opening a run) is shown without being sent back. The model is built on the meta
-device in a worker thread: no weights are read, so even an 8B model shows in a fraction of a second.
+The panel draws and forwards the user's clicks; ``LayersController`` (controller.py) holds the plan,
+its undo history and the model tree, and builds trees in the background.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -36,8 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from tunedesk.engine.config import FreezeSpec
-from tunedesk.engine.errors import TuneDeskError
-from tunedesk.ui.background import BackgroundTask, gui_thread, run_in_background
+from tunedesk.ui.layer_tree.controller import LayersController
 from tunedesk.ui.layer_tree.fmt import count_text
 from tunedesk.ui.layer_tree.summary import SummaryPanel, _set_role
 from tunedesk.ui.layer_tree.tree import FreezeTreeWidget, icon
@@ -45,17 +41,6 @@ from tunedesk.ui.layer_tree.tree import FreezeTreeWidget, icon
 log = logging.getLogger("tunedesk.ui.layer_tree")
 PAGE_EMPTY, PAGE_LOADING, PAGE_ERROR, PAGE_TREE = range(4)
 PRESET_IDS = {"all": 0, "head_only": 1, "last_n_blocks": 2, "none": 3}
-
-
-def build_tree(entry: Any, image_size: int) -> Any:
-    """The meta model's ``ModelTree`` with the default plan (in a background thread: no weights are read)."""
-    from tunedesk.engine import structure
-
-    loaded = structure.build_meta_model(entry)
-    tree = structure.ModelTree.from_loaded(loaded)
-    tree.apply(FreezeSpec())
-    tree.summary(image_size=image_size)  # measures a CNN's activations here, not on the GUI thread
-    return tree
 
 
 class LayerTreePanel(QWidget):
@@ -66,21 +51,16 @@ class LayerTreePanel(QWidget):
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self._spec: FreezeSpec = copy.deepcopy(state.freeze) if state.freeze is not None else FreezeSpec()
-        self._emitted: object = None
-        self._undo: list[FreezeSpec] = []
-        self._token = 0
-        self._builds: list[BackgroundTask] = []
-        self._entry: Any = None
-        self._memory_cache: dict[str, int | None] = {}
-        self._devices_ready = False
+        self._syncing = False  # drawing the controls from the plan: their signals are not edits
         self._build()
-        state.modelSelected.connect(self.show_entry)
-        state.freezeChanged.connect(self._external_spec)
-        state.engineReady.connect(self._engine_ready)
+        self.controller = LayersController(state, self, parent=self)
+        self._connect()
+        state.modelSelected.connect(self.controller.show_entry)
+        state.freezeChanged.connect(self.controller.external_spec)
+        state.engineReady.connect(self.controller.ensure_devices)
         self._restore()
         if state.model is not None:
-            QTimer.singleShot(0, lambda: self.show_entry(state.model))
+            QTimer.singleShot(0, lambda: self.controller.show_entry(state.model))
 
     # ---- layout ---------------------------------------------------------------------------------
 
@@ -267,85 +247,70 @@ class LayerTreePanel(QWidget):
         self.splitter = split
         layout.addWidget(split, 1)
 
+        return page
+
+    def _connect(self) -> None:
         self.preset_group.idClicked.connect(self._preset_clicked)
         self.last_n.valueChanged.connect(self._last_n_changed)
-        self.freeze_embeddings.clicked.connect(lambda: self._modifier("@embeddings"))
-        self.freeze_norms.clicked.connect(lambda: self._modifier("@norms"))
+        self.freeze_embeddings.clicked.connect(lambda: self.controller.toggle_modifier("@embeddings"))
+        self.freeze_norms.clicked.connect(lambda: self.controller.toggle_modifier("@norms"))
         self.bn_choice.currentIndexChanged.connect(self._bn_changed)
         self.filter.textChanged.connect(self._filter_changed)
-        self.train_matches.clicked.connect(lambda: self._apply_matches(True))
-        self.freeze_matches.clicked.connect(lambda: self._apply_matches(False))
-        self.undo_button.clicked.connect(self.undo)
+        self.train_matches.clicked.connect(lambda: self.controller.apply_matches(self.filter.text(), True))
+        self.freeze_matches.clicked.connect(lambda: self.controller.apply_matches(self.filter.text(), False))
+        self.undo_button.clicked.connect(self.controller.undo)
         self.lr_toggle.toggled.connect(self.tree.set_lr_column_visible)
         self.tree.specChanged.connect(self._edited)
-        self.tree.editFailed.connect(self._show_problem)
-        self.summary.inputsChanged.connect(self._inputs_changed)
+        self.tree.editFailed.connect(self.show_problem)
+        self.summary.inputsChanged.connect(self.controller.inputs_changed)
         undo = QAction("Undo plan change", self)
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         undo.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        undo.triggered.connect(self.undo)
+        undo.triggered.connect(self.controller.undo)
         self.addAction(undo)
-        return page
 
-    # ---- model selection -------------------------------------------------------------------------
+    # ---- drawing (LayersView: the controller calls these) ------------------------------------------
 
     def _open_models(self) -> None:
         self.state.showPanel.emit("models")
 
-    def show_entry(self, entry: Any) -> None:
-        """Build and show a catalog entry's tree (off the GUI thread); None shows the empty state."""
-        self._token += 1
-        self._entry = entry
-        if entry is None:
-            self.tree.set_model(None)
-            self.subtitle.setText("")
-            self.pages.setCurrentIndex(PAGE_EMPTY)
-            return
-        name = getattr(entry, "name", None) or str(entry)
+    def show_empty(self) -> None:
+        self.subtitle.setText("")
+        self.pages.setCurrentIndex(PAGE_EMPTY)
+
+    def show_loading(self, name: str) -> None:
         self.loading_label.setText(f"Building the layer tree of {name} from its configuration…")
         self.subtitle.setText(name)
         self.pages.setCurrentIndex(PAGE_LOADING)
-        token, image_size = self._token, self.summary.image.value()
-        task = run_in_background(
-            lambda _ctx: build_tree(entry, image_size),
-            name="building the layer tree",
-            on_result=lambda tree: self._built(token, tree),
-            on_error=lambda message, hint: self._failed(token, message, hint),
-            parent=self,
-        )
-        self._builds.append(task)
-        task.finished.connect(lambda: self._builds.remove(task) if task in self._builds else None)
 
-    def wait_idle(self, timeout_ms: int = 60000) -> None:
-        """Wait for running builds (tests, shutdown)."""
-        for task in list(self._builds):
-            task.wait(timeout_ms)
+    def show_build_error(self, message: str, hint: str) -> None:
+        self.error_page.main_label.setText(f"This model’s layers cannot be shown: {message}")  # type: ignore[attr-defined]
+        self.error_page.hint_label.setText(hint)  # type: ignore[attr-defined]
+        self.pages.setCurrentIndex(PAGE_ERROR)
 
-    @gui_thread
-    def _built(self, token: int, tree: Any) -> None:
-        if token != self._token:
-            return  # a newer selection superseded this build
-        self.show_tree(tree)
+    def image_size(self) -> int:
+        return int(self.summary.image.value())
 
-    def show_tree(self, tree: Any) -> None:
-        """Show an already built ``ModelTree`` with the current plan (pruned to this model)."""
-        from tunedesk.engine import structure
+    def model_tree(self) -> Any:
+        return self.tree.model_tree()
 
-        self._ensure_devices()
-        spec = structure.prune(tree, self._spec)
-        try:
+    def set_tree(self, tree: Any, spec: FreezeSpec) -> None:
+        """Show ``tree`` (None: no model) with ``spec``; a plan that does not apply raises TuneDeskError."""
+        if tree is None:
+            self.tree.set_model(None)
+        else:
             self.tree.set_model(tree, spec)
-        except TuneDeskError as exc:  # a plan that cannot apply to this model: start from the default
-            self._show_problem(
-                f"the current plan does not fit this model ({exc.message}); showing the default plan", exc.hint
-            )
-            spec = FreezeSpec(lr_multipliers={}, lora=copy.deepcopy(spec.lora))
-            self.tree.set_model(tree, spec)
-        self._undo.clear()
+
+    def apply_spec(self, spec: FreezeSpec) -> None:
+        """Show another plan on the same tree; one that does not apply raises TuneDeskError."""
+        self.tree.set_spec(spec)
+
+    def edit_tree(self, make: Any) -> None:
+        self.tree.edit_spec(make)
+
+    def show_model(self, tree: Any, spec: FreezeSpec, name: str) -> None:
         self.summary.set_task(tree.task)
-        loaded = tree.loaded
         heads = ", ".join(tree.head_paths) or "none (all pre-trained)"
-        name = getattr(self._entry, "name", None) or (loaded.path if loaded else "")
         self.subtitle.setText(
             f"{name} · {type(tree.model).__name__} · {count_text(tree.total_params)} parameters · "
             f"new head: {heads} · built from the config, no weights loaded"
@@ -363,115 +328,25 @@ class LayerTreePanel(QWidget):
         self.preset_head.setEnabled(bool(tree.head_paths))
         self.bn_label.setVisible(tree.has_batchnorm)
         self.bn_choice.setVisible(tree.has_batchnorm)
-        self._setup_lora(tree)
+        self._setup_lora(tree, spec)
         self.pages.setCurrentIndex(PAGE_TREE)
-        self._set_spec(spec, announce=spec != self.state.freeze, push_undo=False)
+
+    def tree_shown(self) -> None:
         self.filter.clear()
         self._filter_changed("")
         self.treeShown.emit()
 
-    @gui_thread
-    def _failed(self, token: int, message: str, hint: str) -> None:
-        if token != self._token:
-            return
-        self.error_page.main_label.setText(f"This model’s layers cannot be shown: {message}")  # type: ignore[attr-defined]
-        self.error_page.hint_label.setText(hint)  # type: ignore[attr-defined]
-        self.pages.setCurrentIndex(PAGE_ERROR)
-
-    # ---- the plan ---------------------------------------------------------------------------------
+    def show_tree(self, tree: Any) -> None:
+        """Show an already built ``ModelTree`` with the current plan (pruned to this model)."""
+        self.controller.show_tree(tree)
 
     def spec(self) -> FreezeSpec:
-        return copy.deepcopy(self._spec)
+        return self.controller.spec()
 
-    def _set_spec(self, spec: FreezeSpec, *, announce: bool, push_undo: bool) -> None:
-        if push_undo and spec != self._spec:
-            self._undo.append(copy.deepcopy(self._spec))
-            del self._undo[:-100]
-        self._spec = copy.deepcopy(spec)
-        self._sync_controls()
-        self.refresh_summary()
-        if self.lora_widget is not None and self.lora_box.isVisibleTo(self):
-            self.lora_widget.set_spec(self._spec)
-        if announce:
-            out = copy.deepcopy(spec)
-            self._emitted = out
-            self.state.set_freeze(out)
-
-    def _edited(self, spec: FreezeSpec) -> None:
-        """A plan edit made in the tree (a checkbox, an LR cell, a preset or filter button)."""
-        self.message.setVisible(False)
-        self._set_spec(spec, announce=True, push_undo=True)
-
-    def _external_spec(self, spec: Any) -> None:
-        """A plan set elsewhere (a re-opened run): show it, do not send it back."""
-        if spec is self._emitted or spec is None:
-            return
-        self._spec = copy.deepcopy(spec)
-        if self.tree.model_tree() is None:
-            return  # applied when the model's tree is built
-        try:
-            self.tree.set_spec(self._spec)
-        except TuneDeskError as exc:
-            self._show_problem(f"the plan from elsewhere does not apply to this model: {exc.message}", exc.hint)
-            return
-        self._undo.clear()
-        self._sync_controls()
-        self.refresh_summary()
-
-    def undo(self) -> None:
-        if not self._undo or self.tree.model_tree() is None:
-            return
-        previous = self._undo.pop()
-        self.tree.set_spec(previous)
-        self._set_spec(previous, announce=True, push_undo=False)
-
-    def _edit(self, make) -> None:
-        if self.tree.model_tree() is not None:
-            self.tree.edit_spec(make)
-
-    def _preset_clicked(self, button_id: int) -> None:
-        from tunedesk.engine import structure
-
-        preset = next(k for k, v in PRESET_IDS.items() if v == button_id)
-        self._edit(lambda tree, spec: structure.set_preset(spec, preset, self.last_n.value()))
-
-    def _last_n_changed(self, value: int) -> None:
-        from tunedesk.engine import structure
-
-        if self._syncing:
-            return
-        self._edit(lambda tree, spec: structure.set_preset(spec, "last_n_blocks", value))
-
-    def _modifier(self, token: str) -> None:
-        """The box shows whether the plan freezes them all; a click flips exactly that."""
-        from tunedesk.engine import structure
-
-        tree = self.tree.model_tree()
-        if tree is None:
-            return
-        frozen = structure.token_state(tree, token) != 2
-        self._edit(lambda tree, spec: structure.set_modifier(spec, token, frozen, tree))
-        self._sync_controls()
-
-    def _bn_changed(self) -> None:
-        if self._syncing:
-            return
-        train = bool(self.bn_choice.currentData())
-
-        def make(tree, spec):
-            new = copy.deepcopy(spec)
-            new.train_batchnorm_stats = train
-            return new
-
-        self._edit(make)
-
-    _syncing = False
-
-    def _sync_controls(self) -> None:
-        """Draw the preset, modifier and BatchNorm controls from the plan."""
+    def show_plan(self, spec: FreezeSpec, can_undo: bool) -> None:
+        """Draw the preset, modifier and BatchNorm controls (and the LoRA settings) from the plan."""
         from tunedesk.engine.structure import token_state
 
-        spec = self._spec
         tree = self.tree.model_tree()
         self._syncing = True
         try:
@@ -492,13 +367,34 @@ class LayerTreePanel(QWidget):
                 if state is None and tree is not None:
                     box.setToolTip(f"this model has no {noun}")
             self.bn_choice.setCurrentIndex(1 if spec.train_batchnorm_stats else 0)
-            self.undo_button.setEnabled(bool(self._undo))
+            self.undo_button.setEnabled(can_undo)
         finally:
             self._syncing = False
+        if self.lora_widget is not None and self.lora_box.isVisibleTo(self):
+            self.lora_widget.set_spec(spec)
+
+    def _edited(self, spec: FreezeSpec) -> None:
+        self.message.setVisible(False)
+        self.controller.edited(spec)
+
+    def _preset_clicked(self, button_id: int) -> None:
+        preset = next(k for k, v in PRESET_IDS.items() if v == button_id)
+        self.controller.preset(preset, self.last_n.value())
+
+    def _last_n_changed(self, value: int) -> None:
+        if not self._syncing:
+            self.controller.preset("last_n_blocks", value)
+
+    def _bn_changed(self) -> None:
+        if not self._syncing:
+            self.controller.train_batchnorm_stats(bool(self.bn_choice.currentData()))
+
+    def undo(self) -> None:
+        self.controller.undo()
 
     # ---- LoRA (causal language models) ------------------------------------------------------------------
 
-    def _setup_lora(self, tree: Any) -> None:
+    def _setup_lora(self, tree: Any, spec: FreezeSpec) -> None:
         """Show the LoRA settings for a causal LM (the LM area's widget); hide them otherwise."""
         if not tree.supports_lora:
             self.lora_box.setVisible(False)
@@ -509,14 +405,11 @@ class LayerTreePanel(QWidget):
             except ImportError:
                 log.exception("the LoRA settings are not available")
                 return
-            self.lora_widget = LoraSettingsWidget(self._spec)
-            self.lora_widget.specChanged.connect(self._lora_edited)
+            self.lora_widget = LoraSettingsWidget(spec)
+            self.lora_widget.specChanged.connect(self.controller.lora_edited)
             self.lora_box.layout().addWidget(self.lora_widget)
         self.lora_widget.set_model(tree.model, tree.head_paths)
         self.lora_box.setVisible(True)
-
-    def _lora_edited(self, spec: FreezeSpec) -> None:
-        self._edit(lambda tree, _spec: copy.deepcopy(spec))
 
     # ---- finder ---------------------------------------------------------------------------------------
 
@@ -526,7 +419,7 @@ class LayerTreePanel(QWidget):
         tree = self.tree.model_tree()
         pattern = glob_for(text, tree)
         matches = self.tree.set_filter(pattern) if not pattern.startswith("@") else []
-        params = self._params_matching(pattern) if pattern else 0
+        params = self.controller.params_matching(pattern)
         self.train_matches.setEnabled(params > 0)
         self.freeze_matches.setEnabled(params > 0)
         if not text.strip():
@@ -541,67 +434,31 @@ class LayerTreePanel(QWidget):
             self.match_label.setText("no module matches")
             self.match_label.setToolTip(f"pattern {pattern}")
 
-    def _params_matching(self, pattern: str) -> int:
-        tree = self.tree.model_tree()
-        if tree is None:
-            return 0
-        ranges = tree.index.match(pattern, tree.head_paths) or []
-        hit = {i for s, e in ranges for i in range(s, e)}
-        return sum(tree.index.sizes[i] for i in hit)
-
-    def _apply_matches(self, train: bool) -> None:
-        from tunedesk.engine import structure
-
-        pattern = structure.glob_for(self.filter.text(), self.tree.model_tree())
-        if pattern:
-            self._edit(lambda tree, spec: structure.apply_glob(tree, spec, pattern, train))
-
-    def _show_problem(self, message: str, hint: str) -> None:
+    def show_problem(self, message: str, hint: str) -> None:
         self.message.setText(message + (f" — {hint}" if hint else ""))
         _set_role(self.message, "error")
         self.message.setVisible(True)
 
     # ---- summary --------------------------------------------------------------------------------------
 
-    def _engine_ready(self) -> None:
-        self._ensure_devices()
+    def show_devices(self, devices: list[tuple[str, str]], wanted: str | None) -> None:
+        self.summary.set_devices(devices, wanted)
 
-    def _ensure_devices(self) -> None:
-        if self._devices_ready:
-            return
-        try:
-            from tunedesk.engine.devices import list_devices
+    def summary_inputs(self) -> dict[str, Any]:
+        return self.summary.inputs()
 
-            devices = list_devices()
-        except Exception:
-            log.exception("could not list devices")
-            devices = [("cpu", "CPU")]
-        wanted = QSettings("TuneDesk", "TuneDesk").value("layers/device", None)
-        self.summary.set_devices(devices, wanted if isinstance(wanted, str) else None)
-        self._devices_ready = True
+    def show_summary(self, summary: Any, spec: FreezeSpec) -> None:
+        self.summary.show_summary(summary, spec)
 
-    def _available(self, device: str) -> int | None:
-        if device not in self._memory_cache:
-            try:
-                from tunedesk.engine.devices import device_memory
-
-                self._memory_cache[device] = device_memory(device)
-            except Exception:  # noqa: BLE001
-                self._memory_cache[device] = None
-        return self._memory_cache[device]
-
-    def _inputs_changed(self) -> None:
-        self._memory_cache.pop(self.summary.inputs()["device"], None)  # re-read free memory on a device switch
-        self.refresh_summary()
+    def clear_summary(self) -> None:
+        self.summary.clear()
 
     def refresh_summary(self) -> None:
-        tree = self.tree.model_tree()
-        if tree is None or tree.plan is None:
-            self.summary.clear()
-            return
-        args = self.summary.inputs()
-        summary = tree.summary(available=self._available(args["device"]), **args)
-        self.summary.show_summary(summary, self._spec)
+        self.controller.refresh_summary()
+
+    def wait_idle(self, timeout_ms: int = 60000) -> None:
+        """Wait for running builds (tests, shutdown)."""
+        self.controller.wait_idle(timeout_ms)
 
     # ---- settings --------------------------------------------------------------------------------------
 
