@@ -12,14 +12,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMenu,
@@ -31,19 +30,23 @@ from PySide6.QtWidgets import (
 )
 
 from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
-from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
+from tunedesk.engine.defaults import suggested_learning_rate
 from tunedesk.engine.errors import ConfigError
+from tunedesk.ui.training.field_rows import FieldRows
 from tunedesk.ui.training.setup_helpers import (
     FieldError,
     family_of_path,
     freeze_text,
+    guess_column,
     lm_kind,
     lost_on_reload,
+    lr_note,
     make_label,
     model_spec_from_entry,
     parse_number,
     set_role,
     table_columns,
+    task_for_data,
 )
 
 __all__ = ["FieldError", "SetupForm", "lost_on_reload", "set_role"]
@@ -76,8 +79,8 @@ class SetupForm(QWidget):
         self._model_weights: str | None = None
         self._family: str | None = None
         self._suggested_text = ""
-        self._errors: dict[str, QLabel] = {}
-        self._widgets: dict[str, QWidget] = {}
+        self.rows = FieldRows()
+        self._errors = self.rows.errors  # field -> error label
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 4, 0)
         layout.setSpacing(10)
@@ -87,65 +90,32 @@ class SetupForm(QWidget):
         layout.addWidget(self._hparam_group())
         layout.addWidget(self._lm_group())
         layout.addWidget(self._hardware_group())
-        self.general_error = make_label("", "error")
-        self.general_error.hide()
+        self.general_error = self.rows.general_error
         layout.addWidget(self.general_error)
         layout.addStretch(1)
         self._update_task_fields()
 
     # ---- building ---------------------------------------------------------------------------------
 
-    def _form(self, title: str) -> tuple[QGroupBox, QFormLayout]:
-        box = QGroupBox(title)
-        form = QFormLayout(box)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        form.setHorizontalSpacing(10)
-        form.setVerticalSpacing(6)
-        return box, form
-
-    def _row(self, form: QFormLayout, label: str, field: str, *widgets: QWidget, tip: str = "") -> QWidget:
-        """A form row: the editor(s) with an error label right under them (hidden until needed)."""
-        holder = QWidget()
-        v = QVBoxLayout(holder)
-        v.setContentsMargins(0, 0, 0, 0)
-        v.setSpacing(2)
-        h = QHBoxLayout()
-        h.setContentsMargins(0, 0, 0, 0)
-        h.setSpacing(6)
-        for w in widgets:
-            h.addWidget(w)
-            if tip:
-                w.setToolTip(tip)
-        v.addLayout(h)
-        error = make_label("", "error")
-        error.hide()
-        v.addWidget(error)
-        self._errors[field] = error
-        self._widgets[field] = widgets[0]
-        form.addRow(label, holder)
-        return holder
-
     def _model_group(self) -> QGroupBox:
-        box, form = self._form("Model")
+        box, form = self.rows.group("Model")
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("model folder, Hugging Face id or torchvision name")
         self.model_edit.textEdited.connect(self._model_edited)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
-        self._row(form, "Model", "model.name_or_path", self.model_edit, browse)
+        self.rows.row(form, "Model", "model.name_or_path", self.model_edit, browse)
         self.model_source = QComboBox()
         self.model_source.addItem("Hugging Face folder or cache id", "hf")
         self.model_source.addItem("torchvision architecture", "torchvision")
         self.model_source.currentIndexChanged.connect(self._source_changed)
-        self._row(form, "Format", "model.source", self.model_source)
+        self.rows.row(form, "Format", "model.source", self.model_source)
         self.model_note = make_label("Pick a model in the Models area, or browse to a model folder.")
         form.addRow("", self.model_note)
         return box
 
     def _data_group(self) -> QGroupBox:
-        box, form = self._form("Data")
+        box, form = self.rows.group("Data")
         self.data_edit = QLineEdit()
         self.data_edit.setPlaceholderText("CSV / TSV / JSONL file, or a folder of class folders")
         self.data_edit.editingFinished.connect(self._data_edited)
@@ -155,24 +125,24 @@ class SetupForm(QWidget):
         menu.addAction("Text table (CSV, TSV, JSONL)…", self._browse_data_file)
         menu.addAction("Image folder (one sub-folder per class)…", self._browse_data_folder)
         browse.setMenu(menu)
-        self._row(form, "Data", "data.path", self.data_edit, browse)
+        self.rows.row(form, "Data", "data.path", self.data_edit, browse)
         self.task_combo = QComboBox()
         for key, text in TASK_LABELS.items():
             self.task_combo.addItem(text, key)
         self.task_combo.currentIndexChanged.connect(self._update_task_fields)
-        self._row(form, "Task", "task", self.task_combo)
+        self.rows.row(form, "Task", "task", self.task_combo)
         self.text_col = QComboBox()
         self.text_col.setEditable(True)
         self.label_col = QComboBox()
         self.label_col.setEditable(True)
-        self.text_row = self._row(form, "Text column", "data.text_column", self.text_col)
-        self.label_row = self._row(form, "Label column", "data.label_column", self.label_col)
+        self.text_row = self.rows.row(form, "Text column", "data.text_column", self.text_col)
+        self.label_row = self.rows.row(form, "Label column", "data.label_column", self.label_col)
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.0, 1.0)
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setDecimals(2)
         self.val_fraction.setValue(0.2)
-        self._row(
+        self.rows.row(
             form,
             "Validation share",
             "data.val_fraction",
@@ -187,32 +157,32 @@ class SetupForm(QWidget):
         return box
 
     def _freeze_group(self) -> QGroupBox:
-        box, form = self._form("Layers to train")
+        box, form = self.rows.group("Layers to train")
         self.freeze_label = QLabel(freeze_text(None))
         self.freeze_label.setWordWrap(True)
         edit = QPushButton("Edit in Layers…")
         edit.clicked.connect(self.editLayers.emit)
         edit.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        self._row(form, "Plan", "freeze", self.freeze_label, edit)
+        self.rows.row(form, "Plan", "freeze", self.freeze_label, edit)
         return box
 
     def _hparam_group(self) -> QGroupBox:
-        box, form = self._form("Hyperparameters")
+        box, form = self.rows.group("Hyperparameters")
         self.epochs = self._spin(0, 100000, 3)
-        self._row(form, "Epochs", "hparams.epochs", self.epochs)
+        self.rows.row(form, "Epochs", "hparams.epochs", self.epochs)
         self.batch_size = self._spin(0, 65536, 16)
-        self._row(form, "Batch size", "hparams.batch_size", self.batch_size)
+        self.rows.row(form, "Batch size", "hparams.batch_size", self.batch_size)
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("TuneDesk's suggestion")
         self.lr_edit.textEdited.connect(self._lr_edited)
         self.find_lr_button = QPushButton("Find…")
         self.find_lr_button.setToolTip("Run a short learning-rate range test and pick a value from the curve")
         self.find_lr_button.clicked.connect(self.findLearningRate.emit)
-        self._row(form, "Learning rate", "hparams.learning_rate", self.lr_edit, self.find_lr_button)
+        self.rows.row(form, "Learning rate", "hparams.learning_rate", self.lr_edit, self.find_lr_button)
         self.lr_note = make_label("")
         form.addRow("", self.lr_note)
         self.weight_decay = QLineEdit("0.01")
-        self._row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
+        self.rows.row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
         self.schedule = QComboBox()
         for key, text in (
             ("cosine", "cosine (warm-up, then cosine decay)"),
@@ -220,9 +190,9 @@ class SetupForm(QWidget):
             ("constant", "constant after warm-up"),
         ):
             self.schedule.addItem(text, key)
-        self._row(form, "Schedule", "hparams.schedule", self.schedule)
+        self.rows.row(form, "Schedule", "hparams.schedule", self.schedule)
         self.warmup = QLineEdit("0.1")
-        self._row(
+        self.rows.row(
             form,
             "Warm-up share",
             "hparams.warmup_ratio",
@@ -230,7 +200,7 @@ class SetupForm(QWidget):
             tip="share of the steps spent ramping the learning rate up from 0",
         )
         self.grad_accum = self._spin(0, 4096, 1)
-        self._row(
+        self.rows.row(
             form,
             "Grad. accumulation",
             "hparams.grad_accum_steps",
@@ -239,7 +209,7 @@ class SetupForm(QWidget):
         )
         self.clip = QLineEdit("1.0")
         self.clip.setPlaceholderText("empty: no clipping")
-        self._row(
+        self.rows.row(
             form,
             "Gradient clipping",
             "hparams.max_grad_norm",
@@ -247,9 +217,9 @@ class SetupForm(QWidget):
             tip="largest gradient norm; empty for no clipping",
         )
         self.max_length = self._spin(0, 131072, 128)
-        self.max_length_row = self._row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
+        self.max_length_row = self.rows.row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
         self.image_size = self._spin(0, 4096, 224)
-        self.image_size_row = self._row(form, "Image size (px)", "hparams.image_size", self.image_size)
+        self.image_size_row = self.rows.row(form, "Image size (px)", "hparams.image_size", self.image_size)
         self._form_layouts = {"hparams": form}
         return box
 
@@ -257,27 +227,27 @@ class SetupForm(QWidget):
         """Language models: the prompts answered after each evaluation, their length, gradient checkpointing."""
         from tunedesk.ui.lm.lora_settings import LmRunSettingsWidget
 
-        box, form = self._form("Language model")
+        box, form = self.rows.group("Language model")
         self.lm_settings = LmRunSettingsWidget()
         self.lm_settings.changed.connect(self.changed)
-        self._row(form, "", "hparams.prompts", self.lm_settings)
+        self.rows.row(form, "", "hparams.prompts", self.lm_settings)
         for alias in ("hparams.sample_max_new_tokens", "hparams.gradient_checkpointing"):
-            self._errors[alias] = self._errors["hparams.prompts"]
+            self.rows.alias(alias, "hparams.prompts")
         self.lm_group = box
         return box
 
     def _hardware_group(self) -> QGroupBox:
-        box, form = self._form("Hardware")
+        box, form = self.rows.group("Hardware")
         self.device = QComboBox()
         self.device.addItem("Automatic (best available)", "auto")
         self.device.addItem("CPU", "cpu")
-        self._row(form, "Device", "device", self.device)
+        self.rows.row(form, "Device", "device", self.device)
         self.precision = QComboBox()
         for key, text in PRECISION_LABELS.items():
             self.precision.addItem(text, key)
-        self._row(form, "Precision", "precision", self.precision)
+        self.rows.row(form, "Precision", "precision", self.precision)
         self.seed = self._spin(0, 2**31 - 1, 42)
-        self._row(form, "Seed", "seed", self.seed)
+        self.rows.row(form, "Seed", "seed", self.seed)
         return box
 
     def _spin(self, lo: int, hi: int, value: int) -> QSpinBox:
@@ -341,20 +311,9 @@ class SetupForm(QWidget):
         self._base.data = copy.deepcopy(spec)
         self.data_edit.setText(spec.path or (spec.dataset_version or ""))
         self.data_edit.setToolTip(self.data_edit.text())
-        if spec.kind == "image_folder":
-            self._set_task("image_classification")
-        elif spec.kind == "text_table":
-            self._set_task("text_classification")
-        elif spec.kind in ("text_corpus", "chat_jsonl"):
-            self._set_task("causal_lm")
-        elif spec.kind == "dataset_version" and spec.dataset_version:
-            from tunedesk.engine.datasets import task_for_version
-            from tunedesk.engine.errors import TuneDeskError
-
-            try:  # a saved version knows what it holds: texts, images or a corpus
-                self._set_task(task_for_version(spec.dataset_version, spec.path or None))
-            except TuneDeskError:
-                pass  # an unknown version is reported with its hint when the run is prepared
+        task = task_for_data(spec)
+        if task is not None:
+            self._set_task(task)
         self._fill_columns(spec.path if spec.kind == "text_table" else "", spec.text_column, spec.label_column)
         self.val_fraction.setValue(spec.val_fraction)
         note = {
@@ -410,10 +369,7 @@ class SetupForm(QWidget):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(columns)
-            choice = (
-                wanted if wanted in columns or not columns else next((c for c in columns if c.lower() in guess), wanted)
-            )
-            combo.setEditText(choice)
+            combo.setEditText(guess_column(columns, wanted, guess))
             combo.blockSignals(False)
 
     def _set_task(self, task: str) -> None:
@@ -466,22 +422,14 @@ class SetupForm(QWidget):
         self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))
 
     def _lr_note_for(self, text: str) -> str:
-        lr, why = suggested_learning_rate(self._family or "")
-        text = text.strip()
-        if not text or text == self._suggested_text:
-            why = why[0].upper() + why[1:]
-            classifier = self.task_combo.currentData() in ("text_classification", "image_classification")
-            if classifier and (self.model_source.currentData() == "hf" or self._model_weights):
-                why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
-            elif self.task_combo.currentData() == "causal_lm" and self._freeze.lora.active:
-                why += (
-                    f". The LoRA adapters train at {suggested_head_learning_rate(lr):g} (they start from "
-                    "random weights)."
-                )
-            elif not why.endswith("."):
-                why += "."
-            return why
-        return f"Set by you; TuneDesk suggests {lr:g} for the {self._family or 'unknown'} family."
+        return lr_note(
+            text,
+            self._suggested_text,
+            self._family,
+            self.task_combo.currentData(),
+            head_from_pretrained=self.model_source.currentData() == "hf" or bool(self._model_weights),
+            lora=self._freeze.lora.active,
+        )
 
     def set_learning_rate(self, value: float, explanation: str = "") -> None:
         """A value from the learning-rate finder."""
@@ -618,42 +566,20 @@ class SetupForm(QWidget):
             self.show_error(exc.field, exc.message, exc.hint)
             return None
 
-    # ---- errors -------------------------------------------------------------------------------------
+    # ---- errors (beside the field they concern) -------------------------------------------------------
 
     def field_label(self, field: str) -> QLabel | None:
-        """The error label for a ConfigError field (the longest known prefix), or None."""
-        best = None
-        for key, label in self._errors.items():
-            matches = field == key or field.startswith(key + ".") or field.startswith(key + "[")
-            if matches and (best is None or len(key) > len(best[0])):
-                best = (key, label)
-        if best is None and field == "data":
-            best = ("data.path", self._errors["data.path"])
-        return best[1] if best else None
+        return self.rows.field_label(field)
 
     def show_error(self, field: str, message: str, hint: str = "") -> QLabel:
-        label = self.field_label(field or "") or self.general_error
-        label.setText(message + (f" — {hint}" if hint else ""))
-        label.show()
-        widget = self._widgets.get(next((k for k, v in self._errors.items() if v is label), ""), None)
-        if widget is not None:
-            widget.setFocus()
-        return label
+        return self.rows.show_error(field, message, hint)
 
     def clear_error(self, field: str) -> None:
-        label = self._errors.get(field)
-        if label is not None:
-            label.hide()
-            label.clear()
+        self.rows.clear_error(field)
 
     def clear_errors(self) -> None:
-        for label in [*self._errors.values(), self.general_error]:
-            label.hide()
-            label.clear()
+        self.rows.clear_errors()
 
     def visible_errors(self) -> dict[str, str]:
         """{field: message} of the errors on show (tests, screenshots)."""
-        out = {k: v.text() for k, v in self._errors.items() if v.text()}
-        if self.general_error.text():
-            out[""] = self.general_error.text()
-        return out
+        return self.rows.visible_errors()

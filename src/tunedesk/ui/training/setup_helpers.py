@@ -10,8 +10,9 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
-from tunedesk.engine.config import LAST_ATTENTION, FreezeSpec, ModelSpec, RunConfig
-from tunedesk.engine.errors import ConfigError
+from tunedesk.engine.config import LAST_ATTENTION, DataSpec, FreezeSpec, ModelSpec, RunConfig
+from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
+from tunedesk.engine.errors import ConfigError, TuneDeskError
 
 
 class FieldError(ConfigError):
@@ -129,3 +130,44 @@ def lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
         elif again.get(key) != value:
             lost.append(key)
     return lost
+
+
+def lr_note(text: str, suggested: str, family: str | None, task: str, *, head_from_pretrained: bool, lora: bool) -> str:
+    """The words under the learning rate: why TuneDesk suggests it, or that the user set another."""
+    lr, why = suggested_learning_rate(family or "")
+    text = text.strip()
+    if text and text != suggested:
+        return f"Set by you; TuneDesk suggests {lr:g} for the {family or 'unknown'} family."
+    why = why[0].upper() + why[1:]
+    if task in ("text_classification", "image_classification") and head_from_pretrained:
+        why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
+    elif task == "causal_lm" and lora:
+        why += f". The LoRA adapters train at {suggested_head_learning_rate(lr):g} (they start from random weights)."
+    elif not why.endswith("."):
+        why += "."
+    return why
+
+
+def task_for_data(spec: DataSpec) -> str | None:
+    """The task a data source implies (None: it does not say)."""
+    if spec.kind == "image_folder":
+        return "image_classification"
+    if spec.kind == "text_table":
+        return "text_classification"
+    if spec.kind in ("text_corpus", "chat_jsonl"):
+        return "causal_lm"
+    if spec.kind == "dataset_version" and spec.dataset_version:
+        from tunedesk.engine.datasets import task_for_version
+
+        try:  # a saved version knows what it holds: texts, images or a corpus
+            return task_for_version(spec.dataset_version, spec.path or None)
+        except TuneDeskError:
+            return None  # an unknown version is reported with its hint when the run is prepared
+    return None
+
+
+def guess_column(columns: list[str], wanted: str, guesses: tuple[str, ...]) -> str:
+    """The column to preselect: the one asked for if the file has it, else a usual name, else the one asked for."""
+    if wanted in columns or not columns:
+        return wanted
+    return next((c for c in columns if c.lower() in guesses), wanted)
