@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
 )
 
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store import RunStore, history
+from tunedesk.engine.store import history
 from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.resources import icon
+from tunedesk.ui.runs.controller import RunsController
 from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
 
 log = logging.getLogger("tunedesk.ui.runs")
@@ -58,7 +59,7 @@ class RunsPanel(QWidget):
     def __init__(self, state: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self._store: RunStore | None = None
+        self.controller = RunsController(state, self._error)
         self.calls = TaskGroup(self)
         self._detail = None
         self._compare = None
@@ -103,7 +104,7 @@ class RunsPanel(QWidget):
             filters.addWidget(combo, 1)
 
         # ---- the table ----
-        self.table_model = RunsTableModel(self.store, parent=self)
+        self.table_model = RunsTableModel(self.controller.store, parent=self)
         self.table_model.countChanged.connect(self._count_changed)
         self.table_model.editFailed.connect(self._error)
         self.table_model.edited.connect(self._row_edited)
@@ -166,8 +167,7 @@ class RunsPanel(QWidget):
         # and one page. A history that cannot be opened is explained in place, not in a dialog at start.
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
         try:
-            self.store().mark_interrupted()
-            self._fill_choices()
+            self._fill_choices(self.controller.open_history())
             self.view.setSortingEnabled(True)  # sorts (= loads) by the indicator set above
         except TuneDeskError as exc:
             self.placeholder.setText(
@@ -178,12 +178,6 @@ class RunsPanel(QWidget):
         self._poll.start()
 
     # ---- plumbing ---------------------------------------------------------------------------------
-
-    def store(self) -> RunStore:
-        """This (GUI) thread's RunStore, opened on first use."""
-        if self._store is None:
-            self._store = RunStore(self.state.database)
-        return self._store
 
     def _combo(self, everything: str) -> QComboBox:
         combo = QComboBox()
@@ -198,7 +192,7 @@ class RunsPanel(QWidget):
         if self._detail is None:
             from tunedesk.ui.runs.detail import RunDetail
 
-            self._detail = RunDetail(self.store, self.calls, home=self.state.home)
+            self._detail = RunDetail(self.controller.store, self.calls, home=self.state.home)
             self._detail.cloneRequested.connect(self.clone_run)
             self._detail.resumeRequested.connect(self.resume_run)
             self._detail.exportRequested.connect(self.export_run)
@@ -213,12 +207,11 @@ class RunsPanel(QWidget):
         if self._compare is None:
             from tunedesk.ui.runs.compare_view import CompareView
 
-            self._compare = CompareView(self.store, self.calls)
+            self._compare = CompareView(self.controller.store, self.calls)
             self.lower.addWidget(self._compare)
         return self._compare
 
-    def _fill_choices(self) -> None:
-        choices = history.filter_choices(self.store())
+    def _fill_choices(self, choices: history.FilterChoices) -> None:
         for combo, values in (
             (self.model_filter, choices.models),
             (self.dataset_filter, choices.datasets),
@@ -261,8 +254,7 @@ class RunsPanel(QWidget):
         """Reload rows (as many as were loaded), filter menus, and (``reshow``) the run or comparison shown."""
         selected = self.selected_ids()
         try:
-            self.store().mark_interrupted()
-            self._fill_choices()
+            self._fill_choices(self.controller.open_history())
             self.table_model.reload(keep_loaded=True)
         except TuneDeskError as exc:
             self._error(exc.message, exc.hint)
@@ -341,44 +333,33 @@ class RunsPanel(QWidget):
     def _row_edited(self, run_id: int) -> None:
         if self._detail is not None and self._detail.run is not None and self._detail.run["id"] == run_id:
             self._detail.refresh()
-        self._fill_choices()
+        try:
+            self._fill_choices(self.controller.filter_choices())
+        except TuneDeskError as exc:
+            self._error(exc.message, exc.hint)
 
     # ---- actions ----------------------------------------------------------------------------------
 
     def clone_run(self, run_id: int) -> None:
-        try:
-            config = history.clone_config(self.store().get_run(run_id))
-        except TuneDeskError as exc:
-            self._error(exc.message, exc.hint)
-            return
-        self.state.configRequested.emit(config)
-        self.state.showPanel.emit("train")
-        self.state.statusMessage.emit(f"run #{run_id}'s settings are in the Train panel")
+        self.controller.clone_run(run_id)
 
     def resume_run(self, run_id: int) -> None:
-        """The training panel resumes it (it owns the training thread); we only ask."""
-        self.state.resumeRequested.emit(run_id)
-        self.state.showPanel.emit("train")
-        self.state.statusMessage.emit(f"resuming run #{run_id} from its last checkpoint")
+        self.controller.resume_run(run_id)
 
     def export_run(self, run_id: int) -> None:
         from tunedesk.ui.runs.dialogs import ExportDialog, show_export_result
 
-        try:
-            run = self.store().get_run(run_id)
-        except TuneDeskError as exc:
-            self._error(exc.message, exc.hint)
+        run = self.controller.run(run_id)
+        if run is None:
             return
         dialog = ExportDialog(run, self.state.home, self)
         if dialog.exec() and dialog.result_info:
-            self.state.statusMessage.emit(f"exported run #{run_id} to {dialog.result_info['path']}")
+            self.controller.exported(run_id, dialog.result_info["path"])
             show_export_result(self, dialog.result_info)
 
     def delete_run(self, run_id: int, confirm: bool = True) -> bool:
-        try:
-            run = self.store().get_run(run_id)
-        except TuneDeskError as exc:
-            self._error(exc.message, exc.hint)
+        run = self.controller.run(run_id)
+        if run is None:
             return False
         if confirm:
             folder = run.get("output_dir") or "(no folder)"
@@ -392,14 +373,7 @@ class RunsPanel(QWidget):
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return False
-        try:
-            history.delete_run(self.store(), run_id, self.state.home)
-        except TuneDeskError as exc:
-            self._error(exc.message, exc.hint)
-            return False
-        self.state.statusMessage.emit(f"deleted run #{run_id}")
-        self.state.runsChanged.emit()
-        return True
+        return self.controller.delete_run(run_id)
 
     def _error(self, message: str, hint: str = "") -> None:
         QMessageBox.warning(self, "Runs", message + (f"\n\nHint: {hint}" if hint else ""))
