@@ -132,7 +132,7 @@ def main() -> None:
     panel.select_runs([ids[0], ids[1]])
     view = panel.compare_view
     wait(app, lambda: view.exact_layout, 120, "the model layout for the freeze diff")
-    view.metric.setCurrentIndex(view.metric.findData("loss"))
+    view.metric_combo.setCurrentIndex(view.metric_combo.findData("loss"))
     settle(app, 30)
     out = args.out / f"compare{suffix}.png"
     panel.grab().save(str(out))

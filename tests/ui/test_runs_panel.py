@@ -205,7 +205,7 @@ def test_detail_shows_one_run_and_saves_notes(store, panel, db, qtbot):
     p = panel()
     select(p, a)
     d = p.detail
-    assert p.lower.currentWidget() is d
+    assert p.lower_stack.currentWidget() is d
     assert d.title.text() == f"#{a}  alpha: the last two blocks at 2e-4"
     qtbot.waitUntil(lambda: d.title.width() >= d.title.sizeHint().width())  # on screen, not squeezed away
     assert "tiny-bert" in d.overview.facts["model"].text()
@@ -235,7 +235,7 @@ def test_selecting_two_runs_compares_them(store, panel, qtbot):
     p = panel()
     select(p, a, b)
     view = p.compare_view
-    assert p.lower.currentWidget() is view
+    assert p.lower_stack.currentWidget() is view
     assert p.compare_button.text() == "Compare 2"
     keys = [view.config_model.item(r, 0).text() for r in range(view.config_model.rowCount())]
     assert keys == ["hparams.learning_rate", "effective.learning_rate"]
@@ -245,10 +245,10 @@ def test_selecting_two_runs_compares_them(store, panel, qtbot):
         ["bert.encoder.layer.1.attention.self.query", "frozen", "trains"],
         ["bert.encoder.layer.1.output.dense", "frozen", "trains"],
     ]  # names only: no model here
-    metrics = [view.metric.itemData(i) for i in range(view.metric.count())]
+    metrics = [view.metric_combo.itemData(i) for i in range(view.metric_combo.count())]
     assert metrics[:1] == ["loss"] and "val_accuracy" in metrics
-    assert view.metric.currentData() == "val_accuracy"
-    view.metric.setCurrentIndex(metrics.index("loss"))
+    assert view.metric_combo.currentData() == "val_accuracy"
+    view.metric_combo.setCurrentIndex(metrics.index("loss"))
     view.axis.setCurrentIndex(1)  # by epoch
     assert len(view.plot.getPlotItem().listDataItems()) == 2
 
@@ -279,7 +279,7 @@ def test_clone_resume_and_delete(store, panel, state, qtbot, monkeypatch, home):
     with qtbot.waitSignal(state.runsChanged):
         d.delete_button.click()
     assert p.table_model.rowCount() == 0 and not folder.exists()
-    assert p.lower.currentWidget() is p.placeholder
+    assert p.lower_stack.currentWidget() is p.placeholder
 
 
 def test_crashed_runs_show_as_interrupted_with_resume(store, panel, db):

@@ -26,7 +26,7 @@ def process_age() -> float:
     except (OSError, ValueError, IndexError, AttributeError):
         pass
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         return time.time() - psutil.Process().create_time()
     except Exception:  # noqa: BLE001 - measuring must never stop the app
@@ -48,7 +48,8 @@ def run_app(argv: list[str] | None = None) -> int:
     from tunedesk.ui.resources import resource
 
     report = os.environ.get("TUNEDESK_REPORT_STARTUP") == "1"
-    app = QApplication.instance() or QApplication(argv or sys.argv)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(argv or sys.argv)
     app.setApplicationName("TuneDesk")
     app.setOrganizationName("TuneDesk")
     app.setApplicationDisplayName("TuneDesk")

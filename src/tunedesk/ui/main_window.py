@@ -168,8 +168,9 @@ class MainWindow(QMainWindow):
         placeholder = self.stack.widget(i)
         current = self.stack.currentIndex()
         self.stack.insertWidget(i, self._scrollable(panel))
-        self.stack.removeWidget(placeholder)
-        placeholder.deleteLater()
+        if placeholder is not None:
+            self.stack.removeWidget(placeholder)
+            placeholder.deleteLater()
         self.stack.setCurrentIndex(current)
         self._add_menu_actions(panel)
         hook = getattr(panel, "restore_settings", None)

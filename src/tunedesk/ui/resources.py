@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QIcon, QPalette
+from PySide6.QtWidgets import QApplication
 
 _icons: dict[str, QIcon] = {}
 
@@ -24,3 +25,9 @@ def icon(name: str) -> QIcon:
         except OSError:
             _icons[name] = QIcon()
     return _icons[name]
+
+
+def app_palette() -> QPalette:
+    """The application's palette (a default one before a QApplication exists)."""
+    app = QApplication.instance()
+    return app.palette() if isinstance(app, QApplication) else QPalette()

@@ -5,6 +5,8 @@ pyqtgraph is imported when the chart is first drawn, not when the app starts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
@@ -15,7 +17,8 @@ NAMES = {"train": "train", "val": "validation", "": "not assigned"}
 class BalanceChart(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plot = None
+        self.plot: Any = None  # a pyqtgraph PlotWidget, made on first use
+        self.pg: Any = None
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
         self.empty = QLabel("No classes yet")
@@ -55,7 +58,7 @@ class BalanceChart(QWidget):
         self.plot.show()
         pg, plot = self.pg, self.plot
         plot.clear()
-        shown = []
+        shown: list[str] = []
         labels = list(counts)
         n = len(labels)
         ys = [n - 1 - i for i in range(n)]  # first class on top

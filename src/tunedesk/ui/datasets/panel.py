@@ -149,7 +149,9 @@ class DatasetsPanel(QWidget):
         self.relabel_combo = QComboBox()
         self.relabel_combo.setEditable(True)
         self.relabel_combo.setMinimumWidth(110)
-        self.relabel_combo.lineEdit().setPlaceholderText("class")
+        line = self.relabel_combo.lineEdit()
+        if line is not None:
+            line.setPlaceholderText("class")
         self.relabel_button = QPushButton("Relabel")
         self.relabel_button.setToolTip("Give the selected items the class on the left (a new name makes a new class)")
         self.relabel_button.clicked.connect(lambda: self.relabel_selection(self.relabel_combo.currentText()))
@@ -487,7 +489,7 @@ class DatasetsPanel(QWidget):
         if ids is None or self.model.filters:
             self.model.reload()
         else:
-            self.model.refresh_items(ids)
+            self.model.refresh_items(set(ids))
 
     def flags_changed(self) -> None:
         self.model.refresh_items(None)

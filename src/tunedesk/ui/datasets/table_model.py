@@ -20,6 +20,7 @@ from tunedesk.engine.datasets import flags as F
 
 if TYPE_CHECKING:
     from tunedesk.engine.datasets import DatasetInfo, DatasetStore, Item
+    from tunedesk.ui.datasets.thumbs import ThumbnailService
 
 PAGE = 200
 MAX_PAGES = 40
@@ -87,7 +88,7 @@ class ItemsModel(QAbstractTableModel):
         self.order = ("position", False)
         self._pages: OrderedDict[int, list[Item | None]] = OrderedDict()
         self._row_of: dict[int, int] | None = None
-        self.thumbs = None  # ThumbnailService for image data sets
+        self.thumbs: ThumbnailService | None = None  # for image data sets
         self._placeholder = _placeholder(64)
         self._broken = _placeholder(64, broken=True)
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
-from PySide6.QtWidgets import QApplication
 
 from tunedesk.engine.config import FreezeSpec
 from tunedesk.engine.errors import TuneDeskError
@@ -70,8 +69,9 @@ def icon(name: str) -> QIcon:
 
 
 def _dark() -> bool:
-    app = QApplication.instance()
-    return bool(app) and app.palette().color(QPalette.ColorRole.Base).lightness() < 128
+    from tunedesk.ui.resources import app_palette
+
+    return app_palette().color(QPalette.ColorRole.Base).lightness() < 128
 
 
 class FreezeTreeModel(QAbstractItemModel):
@@ -157,8 +157,9 @@ class FreezeTreeModel(QAbstractItemModel):
             self._emit_rows([tree.nodes[u] for u in old ^ self._highlight], [Qt.ItemDataRole.BackgroundRole])
 
     def _refresh_colours(self) -> None:
-        app = QApplication.instance()
-        palette = app.palette() if app else QPalette()
+        from tunedesk.ui.resources import app_palette
+
+        palette = app_palette()
         self._muted = palette.color(QPalette.ColorRole.PlaceholderText)
         self._new = NEW_COLOUR_DARK if _dark() else NEW_COLOUR_LIGHT
         self._lora = LORA_COLOUR_DARK if _dark() else LORA_COLOUR_LIGHT
@@ -173,6 +174,7 @@ class FreezeTreeModel(QAbstractItemModel):
         With a ``shown_parents`` hook, rows inside collapsed modules are skipped: no view shows them,
         and an 8B model's 400 changed rows would otherwise cost the view ~100 ms per click.
         """
+        assert self._tree is not None
         shown = self.shown_parents() if self.shown_parents is not None else None
         by_parent: dict[int, list[int]] = {}
         for node in nodes:
@@ -212,6 +214,7 @@ class FreezeTreeModel(QAbstractItemModel):
 
     def lr_of(self, node: ModuleNode) -> tuple[float | None, bool]:
         """(multiplier shared by everything under the node or None when mixed, whether set on it exactly)."""
+        assert self._tree is not None
         cached = self._mult_cache.get(node.uid)
         if cached is not None:
             return cached
@@ -233,7 +236,7 @@ class FreezeTreeModel(QAbstractItemModel):
 
     # ---- QAbstractItemModel -------------------------------------------------------------------------
 
-    def node(self, index: QModelIndex) -> ModuleNode | None:
+    def node(self, index: QModelIndex | QPersistentModelIndex) -> ModuleNode | None:
         if not index.isValid() or self._tree is None:
             return None
         return self._tree.nodes[index.internalId()]
@@ -389,6 +392,7 @@ class FreezeTreeModel(QAbstractItemModel):
         return ""
 
     def _tooltip(self, node: ModuleNode, col: int) -> str:
+        assert self._tree is not None
         from tunedesk.engine import structure
 
         lines = [f"<b>{node.path or node.name}</b> ({node.type}{', ' + node.detail if node.detail else ''})"]

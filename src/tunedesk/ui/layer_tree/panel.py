@@ -229,7 +229,8 @@ class LayerTreePanel(QWidget):
         side_layout.setContentsMargins(0, 0, 0, 0)
         self.lora_box = QGroupBox("LoRA adapters (language models)")
         self.lora_box.setVisible(False)
-        QVBoxLayout(self.lora_box).setContentsMargins(6, 4, 6, 4)
+        self.lora_layout = QVBoxLayout(self.lora_box)
+        self.lora_layout.setContentsMargins(6, 4, 6, 4)
         self.lora_widget: Any = None  # tunedesk.ui.lm.lora_settings.LoraSettingsWidget, made for the first causal LM
         side_layout.addWidget(self.lora_box)
         side_layout.addWidget(self.summary, 1)
@@ -407,7 +408,7 @@ class LayerTreePanel(QWidget):
                 return
             self.lora_widget = LoraSettingsWidget(spec)
             self.lora_widget.specChanged.connect(self.controller.lora_edited)
-            self.lora_box.layout().addWidget(self.lora_widget)
+            self.lora_layout.addWidget(self.lora_widget)
         self.lora_widget.set_model(tree.model, tree.head_paths)
         self.lora_box.setVisible(True)
 
@@ -470,7 +471,7 @@ class LayerTreePanel(QWidget):
             ("image_size", self.summary.image),
         ):
             try:
-                value = int(settings.value(f"layers/{key}", spin.value()))
+                value = int(str(settings.value(f"layers/{key}", spin.value())))
             except (TypeError, ValueError):
                 continue
             spin.setValue(value)

@@ -263,7 +263,8 @@ class FreezeTreeWidget(QTreeView):
         self.expand(self.proxy_index(tree.root))
         target = tree.by_path.get(tree.blocks.container) if tree.blocks.paths else None
         if target is None and tree.blocks.paths:
-            target = tree.by_path.get(tree.blocks.paths[0]).parent
+            first = tree.by_path.get(tree.blocks.paths[0])
+            target = first.parent if first is not None else None
         node = target
         while node is not None:
             self.expand(self.proxy_index(node))
@@ -382,8 +383,8 @@ class FreezeTreeWidget(QTreeView):
     def keyPressEvent(self, event) -> None:
         """Space toggles every selected row (the first one decides: ticked rows untick, others tick)."""
         if event.key() == Qt.Key.Key_Space and not self.read_only:
-            nodes = [self.node_at(i) for i in self.selectionModel().selectedRows(COL_MODULE)]
-            nodes = [n for n in nodes if n is not None and n.state is not None]
+            nodes = [n for i in self.selectionModel().selectedRows(COL_MODULE) if (n := self.node_at(i)) is not None]
+            nodes = [n for n in nodes if n.state is not None]
             if nodes:
                 train = nodes[0].state != 2
                 from tunedesk.engine import structure

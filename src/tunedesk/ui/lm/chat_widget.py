@@ -28,10 +28,11 @@ GenerateFn = Callable[..., str]  # generate(run_id, messages, max_new_tokens, te
 
 def _generate(generate_fn: GenerateFn | None, request: dict[str, Any]) -> str:
     """In the reply's thread: the reply of the run's model (the engine keeps the model between calls)."""
-    fn = generate_fn
-    if fn is None:
-        from tunedesk.engine.lm.export import generate as fn
-    return fn(
+    if generate_fn is None:
+        from tunedesk.engine.lm.export import generate
+
+        generate_fn = generate
+    return generate_fn(
         request["run_id"],
         request["messages"],
         request["max_new_tokens"],

@@ -38,23 +38,23 @@ class CompareView(QWidget):
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
-        self.metric = QComboBox()
-        self.metric.setMinimumContentsLength(18)
+        self.metric_combo = QComboBox()
+        self.metric_combo.setMinimumContentsLength(18)
         self.axis = QComboBox()
         self.axis.addItem("by step", "step")
         self.axis.addItem("by epoch", "epoch")
-        self.metric.currentIndexChanged.connect(self._plot)
+        self.metric_combo.currentIndexChanged.connect(self._plot)
         self.axis.currentIndexChanged.connect(self._plot)
         controls = QHBoxLayout()
         controls.addWidget(self.title)
         controls.addStretch(1)
         controls.addWidget(QLabel("Metric"))
-        controls.addWidget(self.metric)
+        controls.addWidget(self.metric_combo)
         controls.addWidget(self.axis)
 
         self.plot_holder = QVBoxLayout()
         self.plot_holder.setContentsMargins(0, 0, 0, 0)
-        self.plot = None
+        self.plot: Any = None  # a pyqtgraph PlotWidget, made on first use
         plot_box = QWidget()
         plot_box.setLayout(self.plot_holder)
 
@@ -116,20 +116,20 @@ class CompareView(QWidget):
                 for i, r in enumerate(self.runs)
             )
         )
-        current = self.metric.currentData()
-        self.metric.blockSignals(True)
-        self.metric.clear()
+        current = self.metric_combo.currentData()
+        self.metric_combo.blockSignals(True)
+        self.metric_combo.clear()
         names = compare.available_metrics(store, self.run_ids)
         for name in names:
-            self.metric.addItem(fmt.metric_label(name), name)
+            self.metric_combo.addItem(fmt.metric_label(name), name)
         pick = (
             current
             if current in names
             else ("val_accuracy" if "val_accuracy" in names else (names[0] if names else None))
         )
         if pick is not None:
-            self.metric.setCurrentIndex(names.index(pick))
-        self.metric.blockSignals(False)
+            self.metric_combo.setCurrentIndex(names.index(pick))
+        self.metric_combo.blockSignals(False)
         self._plot()
         self.config_diff = compare.config_differences(self.runs)
         self._fill_config()
@@ -163,7 +163,7 @@ class CompareView(QWidget):
         return self.plot
 
     def _plot(self) -> None:
-        metric = self.metric.currentData()
+        metric = self.metric_combo.currentData()
         plot = self._ensure_plot()
         plot.clear()
         if not metric or not self.run_ids:

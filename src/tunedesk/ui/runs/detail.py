@@ -264,7 +264,8 @@ class RunDetail(QWidget):
         self.samples = SampleGenerationsView()  # language-model runs: the sample replies, epoch by epoch
         self.tabs.addTab(self.samples, "Sample replies")
         self.try_holder = QWidget()  # language-model runs: chat with the run's model
-        QVBoxLayout(self.try_holder).setContentsMargins(8, 8, 8, 8)
+        self.try_layout = QVBoxLayout(self.try_holder)
+        self.try_layout.setContentsMargins(8, 8, 8, 8)
         self.tabs.addTab(self.try_holder, "Try it")
         self.tabs.currentChanged.connect(self._fill_tab)
         layout = QVBoxLayout(self)
@@ -350,7 +351,7 @@ class RunDetail(QWidget):
             from tunedesk.ui.lm.chat_widget import ChatTryItWidget
 
             self.chat = ChatTryItWidget(self.home)
-            self.try_holder.layout().addWidget(self.chat)
+            self.try_layout.addWidget(self.chat)
         if history.is_active(run):
             self.chat.set_run(None, why="This run is still training: try it when it has finished")
         elif not history.has_model(self.checkpoints):

@@ -8,7 +8,7 @@ thread's RunStore. Runs left "running" by a crash are marked interrupted when th
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, QTimer
 from PySide6.QtWidgets import (
@@ -34,6 +34,10 @@ from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.resources import icon
 from tunedesk.ui.runs.controller import RunsController
 from tunedesk.ui.runs.table import COL, COLUMNS, RunIdRole, RunsTableModel
+
+if TYPE_CHECKING:  # built on first use
+    from tunedesk.ui.runs.compare_view import CompareView
+    from tunedesk.ui.runs.detail import RunDetail
 
 log = logging.getLogger("tunedesk.ui.runs")
 
@@ -61,8 +65,8 @@ class RunsPanel(QWidget):
         self.state = state
         self.controller = RunsController(state, self._error)
         self.calls = TaskGroup(self)
-        self._detail = None
-        self._compare = None
+        self._detail: RunDetail | None = None
+        self._compare: CompareView | None = None
 
         # ---- header: title, search, filters ----
         self.title = QLabel("Runs")
@@ -140,11 +144,11 @@ class RunsPanel(QWidget):
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setProperty("role", "hint")
         self.placeholder.setWordWrap(True)
-        self.lower = QStackedWidget()
-        self.lower.addWidget(self.placeholder)
+        self.lower_stack = QStackedWidget()
+        self.lower_stack.addWidget(self.placeholder)
         self.split = QSplitter(Qt.Orientation.Vertical)
         self.split.addWidget(self.view)
-        self.split.addWidget(self.lower)
+        self.split.addWidget(self.lower_stack)
         self.split.setStretchFactor(0, 2)
         self.split.setStretchFactor(1, 3)
         self.split.setChildrenCollapsible(False)
@@ -188,28 +192,30 @@ class RunsPanel(QWidget):
         return combo
 
     @property
-    def detail(self):
-        if self._detail is None:
+    def detail(self) -> RunDetail:
+        detail = self._detail
+        if detail is None:
             from tunedesk.ui.runs.detail import RunDetail
 
-            self._detail = RunDetail(self.controller.store, self.calls, home=self.state.home)
-            self._detail.cloneRequested.connect(self.clone_run)
-            self._detail.resumeRequested.connect(self.resume_run)
-            self._detail.exportRequested.connect(self.export_run)
-            self._detail.deleteRequested.connect(self.delete_run)
-            self._detail.edited.connect(lambda rid, fields: self.table_model.update_run(rid, **fields))
-            self._detail.failed.connect(self._error)
-            self.lower.addWidget(self._detail)
-        return self._detail
+            detail = self._detail = RunDetail(self.controller.store, self.calls, home=self.state.home)
+            detail.cloneRequested.connect(self.clone_run)
+            detail.resumeRequested.connect(self.resume_run)
+            detail.exportRequested.connect(self.export_run)
+            detail.deleteRequested.connect(self.delete_run)
+            detail.edited.connect(lambda rid, fields: self.table_model.update_run(rid, **fields))
+            detail.failed.connect(self._error)
+            self.lower_stack.addWidget(detail)
+        return detail
 
     @property
-    def compare_view(self):
-        if self._compare is None:
+    def compare_view(self) -> CompareView:
+        view = self._compare
+        if view is None:
             from tunedesk.ui.runs.compare_view import CompareView
 
-            self._compare = CompareView(self.controller.store, self.calls)
-            self.lower.addWidget(self._compare)
-        return self._compare
+            view = self._compare = CompareView(self.controller.store, self.calls)
+            self.lower_stack.addWidget(view)
+        return view
 
     def _fill_choices(self, choices: history.FilterChoices) -> None:
         for combo, values in (
@@ -271,9 +277,10 @@ class RunsPanel(QWidget):
         if not live:
             return
         self.refresh(reshow=False)
-        shown = self._detail.run if self._detail is not None and self.lower.currentWidget() is self._detail else None
-        if shown is not None and shown["id"] in live:
-            self._detail.refresh()
+        detail = self._detail
+        shown = detail.run if detail is not None and self.lower_stack.currentWidget() is detail else None
+        if detail is not None and shown is not None and shown["id"] in live:
+            detail.refresh()
 
     def _count_changed(self, total: int) -> None:
         everything = self.current_filter() == history.RunFilter()
@@ -322,13 +329,13 @@ class RunsPanel(QWidget):
         self.compare_button.setEnabled(len(ids) >= 2)
         self.compare_button.setText(f"Compare {len(ids)}" if len(ids) >= 2 else "Compare")
         if not ids:
-            self.lower.setCurrentWidget(self.placeholder)
+            self.lower_stack.setCurrentWidget(self.placeholder)
         elif len(ids) == 1:
             self.detail.show_run(ids[0])
-            self.lower.setCurrentWidget(self.detail)
+            self.lower_stack.setCurrentWidget(self.detail)
         else:
             self.compare_view.compare(sorted(ids))  # oldest first, like the order they were trained
-            self.lower.setCurrentWidget(self.compare_view)
+            self.lower_stack.setCurrentWidget(self.compare_view)
 
     def _row_edited(self, run_id: int) -> None:
         if self._detail is not None and self._detail.run is not None and self._detail.run["id"] == run_id:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QDir, Qt, QUrl
 from PySide6.QtGui import QColor, QDesktopServices, QFontDatabase, QStandardItem, QStandardItemModel
@@ -34,6 +34,9 @@ from tunedesk.engine.store import RunStore, history
 from tunedesk.engine.store.compare import format_value
 from tunedesk.ui.runs import format as fmt
 from tunedesk.ui.runs import plots
+
+if TYPE_CHECKING:
+    from tunedesk.ui.layer_tree import FreezeTreeWidget
 
 log = logging.getLogger("tunedesk.ui.runs")
 
@@ -82,8 +85,8 @@ class CurvesTab(QWidget):
         super().__init__(parent)
         self._layout = QHBoxLayout(self)
         self._layout.setContentsMargins(4, 4, 4, 4)
-        self.loss_plot = None
-        self.score_plot = None
+        self.loss_plot: Any = None  # pyqtgraph PlotWidgets, made on first use
+        self.score_plot: Any = None
         self.empty = hint_label("This run logged no steps yet.")
         self._layout.addWidget(self.empty)
 
@@ -275,7 +278,7 @@ class FreezeMapView(QWidget):
         self.view.setUniformRowHeights(True)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.view)
-        self.tree_widget = None  # the layer tree's FreezeTreeWidget(read_only=True), made on first use
+        self.tree_widget: FreezeTreeWidget | None = None  # read-only, made on first use
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.summary)
@@ -306,16 +309,17 @@ class FreezeMapView(QWidget):
         """Show the run's model (a ModelTree built on the meta device) in the layer tree, read-only, with
         its freeze plan; False (the module list stays) when the layer tree cannot show it."""
         try:
-            if self.tree_widget is None:
+            widget = self.tree_widget
+            if widget is None:
                 from tunedesk.ui.layer_tree import FreezeTreeWidget
 
-                self.tree_widget = FreezeTreeWidget(read_only=True)
-                self.stack.addWidget(self.tree_widget)
-            self.tree_widget.set_model(tree, spec)
+                widget = self.tree_widget = FreezeTreeWidget(read_only=True)
+                self.stack.addWidget(widget)
+            widget.set_model(tree, spec)
         except Exception:
             log.exception("the layer tree could not show run %s", self.run_id)
             return False
-        self.stack.setCurrentWidget(self.tree_widget)
+        self.stack.setCurrentWidget(widget)
         return True
 
     def _fill(self, names: list[str], trainable: set[str], sizes: dict[str, int]) -> None:

@@ -313,7 +313,9 @@ def _timed_view_class():
 
         pg = _pg()
 
-        class TimedLayoutWidget(pg.GraphicsLayoutWidget):
+        base: Any = pg.GraphicsLayoutWidget
+
+        class TimedLayoutWidget(base):
             last_paint_s = 0.0
 
             def paintEvent(self, ev):

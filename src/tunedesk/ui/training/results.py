@@ -197,17 +197,18 @@ class EpochTable(QTableWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.setItem(row, col, item)
         for col in range(self.columnCount()):  # a metric the task does not report: no empty column
-            self.setColumnHidden(
-                col, all(not (self.item(r, col) and self.item(r, col).text()) for r in self.rows.values())
-            )
+            cells = [self.item(r, col) for r in self.rows.values()]
+            self.setColumnHidden(col, all(cell is None or not cell.text() for cell in cells))
         for epoch, r in self.rows.items():
             for col in range(self.columnCount()):
-                item = self.item(r, col)
-                if item is not None:
-                    font = item.font()
+                cell = self.item(r, col)
+                if cell is not None:
+                    font = cell.font()
                     font.setBold(epoch == best_epoch)
-                    item.setFont(font)
-        self.scrollToItem(self.item(row, 0))
+                    cell.setFont(font)
+        first = self.item(row, 0)
+        if first is not None:
+            self.scrollToItem(first)
 
     def clear_rows(self) -> None:
         self.setRowCount(0)

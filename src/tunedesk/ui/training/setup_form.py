@@ -388,7 +388,8 @@ class SetupForm(QWidget):
         if hasattr(self, "lm_group"):
             self.lm_group.setVisible(task == "causal_lm")
         for row in (self.text_row, self.label_row):
-            parent_form = row.parentWidget().layout()
+            holder = row.parentWidget()
+            parent_form = holder.layout() if holder is not None else None
             if isinstance(parent_form, QFormLayout):
                 parent_form.setRowVisible(row, columns)
         if hasattr(self, "lr_note"):
