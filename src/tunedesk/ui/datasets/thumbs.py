@@ -75,7 +75,8 @@ class ThumbnailService(QObject):
         self._memory: OrderedDict[str, QImage | None] = OrderedDict()
         self._max = memory_items
         self._pending: set[str] = set()
-        self._requests = _Requests()
+        self._requests = requests = _Requests()
+        self.destroyed.connect(requests.close)  # the loader ends with its service, even one never stopped
         self._task = run_in_background(
             lambda ctx: _serve(ctx, self._requests, Path(cache_dir), size),
             name="datasets-thumbnails",
