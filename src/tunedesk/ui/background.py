@@ -135,7 +135,7 @@ class _TaskThread(QThread):
 
     def __init__(self, fn: Callable[[TaskContext], Any], name: str, move: QObject | None) -> None:
         super().__init__()
-        self.setObjectName(name)
+        self.setObjectName(name or "background")
         self.fn = fn
         self.name = name
         self.move = move
@@ -176,14 +176,14 @@ class BackgroundTask(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.name = name or getattr(fn, "__name__", "background work")
+        self.name = name or "background work"  # says what failed: "internal error while <name>: ..."
         self.on_result, self.on_error, self.on_progress, self.on_finished = (
             on_result,
             on_error,
             on_progress,
             on_finished,
         )
-        self.thread_ = _TaskThread(fn, self.name, move)
+        self.thread_ = _TaskThread(fn, name, move)
         self.done = False  # on_finished has run
         self.error: tuple[str, str] | None = None
         self.thread_.progressed.connect(self._progressed)
