@@ -24,6 +24,9 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRESETS = ("all", "head_only", "last_n_blocks", "none")
 LORA_PRESETS = ("none", "attention", "all_linear")  # which linear layers get a LoRA adapter before the rules
 LAST_ATTENTION = "@attention:last:"  # LoRA rule token: the attention projections of the last N blocks
+BASE_BITS = (4, 8)  # freeze.lora.base_bits: the frozen base quantised by bitsandbytes (QLoRA)
+KERNEL_CHOICES = ("auto", "on", "off")  # hparams.fused_loss / fused_kernels
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
 CONFIG_VERSION = 1
 
 
@@ -90,10 +93,17 @@ class LoraSpec:
     alpha: float = 16.0
     dropout: float = 0.05
     rules: list[LoraRule] = field(default_factory=list)
+    # None: the frozen base in the training dtype; 4: NF4 with double quantisation (QLoRA), 8: int8
+    # (bitsandbytes, CUDA only; see tunedesk.engine.lm.quant)
+    base_bits: int | None = None
 
     @property
     def active(self) -> bool:
         return self.preset != "none" or any(r.lora for r in self.rules)
+
+    @property
+    def quantised(self) -> bool:
+        return self.base_bits is not None
 
 
 @dataclass
@@ -125,6 +135,12 @@ class HyperParams:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     prompts: list[str] = field(default_factory=list)  # causal_lm: sample generations at each evaluation
     sample_max_new_tokens: int = 48
+    # causal_lm speed and memory (tunedesk.engine.lm.kernels, lm.packing): "auto" follows what was
+    # measured on the GPU, "on"/"off" force it
+    fused_loss: str = "auto"  # chunked cross-entropy: the vocabulary's logits never held whole
+    fused_kernels: str = "auto"  # liger-kernel's fused RMSNorm / SwiGLU / RoPE (optional extra)
+    attention: str = "auto"  # transformers' attn_implementation; auto: its default (SDPA where supported)
+    packing: bool = False  # chat: several conversations per row, no attention across them
 
 
 @dataclass
@@ -288,6 +304,32 @@ class RunConfig:
             "hparams.sample_max_new_tokens",
             f"must be between 1 and 2048 (got {h.sample_max_new_tokens!r})",
         )
+        for name in ("fused_loss", "fused_kernels"):
+            value = getattr(h, name)
+            _check(
+                value in KERNEL_CHOICES,
+                f"hparams.{name}",
+                f"must be one of {', '.join(KERNEL_CHOICES)} (got {value!r})",
+                "auto uses it where it was measured faster on this kind of device; off switches it off",
+            )
+        _check(
+            h.attention in ATTENTION_CHOICES,
+            "hparams.attention",
+            f"must be one of {', '.join(ATTENTION_CHOICES)} (got {h.attention!r})",
+            "auto lets transformers pick (SDPA where the model supports it)",
+        )
+        if h.packing and self.task != "causal_lm":
+            raise ConfigError(
+                "hparams.packing",
+                f"packs conversations for causal_lm only (task is {self.task!r})",
+                "switch packing off",
+            )
+        if self.freeze.lora.quantised and self.device == "cpu":
+            raise ConfigError(
+                "freeze.lora.base_bits",
+                f"a {self.freeze.lora.base_bits}-bit base needs a CUDA GPU (device is cpu)",
+                "set device to auto or cuda, or leave base_bits out to train LoRA on the CPU",
+            )
         _check(
             self.precision in PRECISIONS,
             "precision",
@@ -392,6 +434,20 @@ def _validate_lora(spec: LoraSpec, task: str) -> None:
             "freeze.lora",
             f"LoRA adapters are only available for causal_lm (task is {task!r})",
             "set freeze.lora.preset to none and remove the LoRA rules, or freeze layers instead",
+        )
+    if spec.base_bits is not None:
+        _check(
+            spec.base_bits in BASE_BITS and not isinstance(spec.base_bits, bool),
+            "freeze.lora.base_bits",
+            f"must be 4 or 8, or left out for the training precision (got {spec.base_bits!r})",
+            "4 (QLoRA, NF4) saves the most memory",
+        )
+        _check(
+            spec.active,
+            "freeze.lora.base_bits",
+            f"quantises the frozen base to {spec.base_bits} bits, but no layer gets a LoRA adapter, so nothing "
+            "would train",
+            "pick a LoRA preset (attention or all_linear), or leave base_bits out",
         )
     checks = [("", spec.rank, spec.alpha, spec.dropout, False)]
     checks += [(f"rules[{i}].", r.rank, r.alpha, r.dropout, True) for i, r in enumerate(spec.rules)]

@@ -353,21 +353,30 @@ class LMDataset(torch.utils.data.Dataset):
 
 class LMCollate:
     """Right-pads a batch to its longest sequence: pad id in input_ids, 0 in attention_mask, -100 in
-    labels. Picklable for DataLoader workers."""
+    labels. Packed rows (``tunedesk.engine.lm.packing``) carry ``position_ids`` instead of a mask: the
+    padding continues as a separate run of positions from 0, so nothing attends across it.
+    Picklable for DataLoader workers."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(it["input_ids"]) for it in items)
+        packed = "position_ids" in items[0]
         ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), longest), dtype=torch.long)
         labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.arange(longest).repeat(len(items), 1) if packed else None
         for row, it in enumerate(items):
             n = len(it["input_ids"])
             ids[row, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
             mask[row, :n] = 1
             labels[row, :n] = torch.as_tensor(it["labels"], dtype=torch.long)
+            if positions is not None:
+                positions[row, :n] = torch.as_tensor(it["position_ids"], dtype=torch.long)
+                positions[row, n:] = torch.arange(longest - n)
+        if positions is not None:
+            return {"input_ids": ids, "position_ids": positions, "labels": labels}
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

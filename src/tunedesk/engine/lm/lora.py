@@ -360,9 +360,11 @@ def adapted_plan(
     """The freeze plan over the wrapped model's names: the plan's flags for base parameters, adapters trained."""
     trainable: dict[str, bool] = {}
     sizes: dict[str, int] = {}
+    from tunedesk.engine.lm.quant import logical_numel
+
     for name, p in wrapped.named_parameters():
         trainable[name] = True if is_adapter_param(name) else plan.trainable.get(base_name(name), False)
-        sizes[name] = p.numel()
+        sizes[name] = logical_numel(p)  # a 4-bit base packs two weights per byte
     blocks = freezing.Blocks(
         PEFT_PREFIX + plan.blocks.container if plan.blocks.container else plan.blocks.container,
         [PEFT_PREFIX + b for b in plan.blocks.paths],
@@ -396,6 +398,7 @@ def estimate_memory(
     gradient_checkpointing: bool = False,
     head_paths: list[str] | tuple[str, ...] = (),
     config: Any = None,
+    fused_loss: bool | None = None,
 ) -> freezing.MemoryEstimate:
     """Training memory of a causal LM with this freeze plan and its LoRA adapters (meta models work).
 
@@ -404,7 +407,14 @@ def estimate_memory(
     activations from the first adapted block on (as if that layer trained), and keep each adapted
     layer's dropped-out input and rank-sized hidden state. Gradient checkpointing keeps only each
     block's input plus one block's activations (the output logits are unchanged).
+
+    ``spec.lora.base_bits`` (QLoRA): the frozen linear layers count their quantised bytes and
+    quantisation constants (``quant.quantised_bytes``), and the working memory one layer's weight
+    dequantised for its matmul. ``fused_loss`` (None: what ``hparams.fused_loss = "auto"`` picks on this
+    device): the chunked loss holds one chunk's logits instead of the whole batch's.
     """
+    from tunedesk.engine.lm import kernels, quant
+
     if precision == "auto":
         precision = "bf16" if cuda else "fp32"
     mixed = precision in ("bf16", "fp16")
@@ -441,10 +451,30 @@ def estimate_memory(
         activations = outside + int(min(in_blocks, in_blocks / layers + tokens * hidden * act * layers))
     # what the causal_lm task holds: what trains in fp32 (+ autocast's half copy), frozen weights in
     # half precision on a GPU with bf16/fp16, else fp32
+    vocab = _cfg_int(cfg, "vocab_size")
+    if fused_loss is None:
+        fused_loss = kernels.use_fused_loss("auto", "cuda" if cuda else "cpu")
+    logits = batch_size * sequence_length * vocab * (act + 10)
+    if fused_loss and vocab and hidden and activations >= logits:
+        activations += kernels.chunked_loss_bytes(batch_size * sequence_length, vocab, hidden, act) - logits
     trainable = base.trainable_params + adapter_params(model, targets)
     frozen = base.total_params - base.trainable_params
-    weights = trainable * (4 + (2 if mixed else 0)) + frozen * (2 if mixed and cuda else 4)
-    return freezing.MemoryEstimate(weights, trainable * 4, trainable * 8, activations, est.overhead)
+    half = 2 if mixed and cuda else 4
+    working = 0
+    bits = spec.lora.base_bits
+    if bits is not None:  # the frozen linear layers (not the output layer) held by bitsandbytes
+        shapes = [
+            _in_out(model.get_submodule(p))
+            for p in linear_layers(model)
+            if not base.trainable.get(f"{p}.weight", False)
+        ]
+        quantised = sum(a * b for a, b in shapes)
+        frozen -= quantised
+        working = quant.dequant_working_bytes(shapes, act)
+        weights = trainable * (4 + (2 if mixed else 0)) + frozen * half + quant.quantised_bytes(shapes, bits)
+    else:
+        weights = trainable * (4 + (2 if mixed else 0)) + frozen * half
+    return freezing.MemoryEstimate(weights, trainable * 4, trainable * 8, activations, est.overhead, working)
 
 
 def _cfg_int(cfg: Any, *names: str) -> int:

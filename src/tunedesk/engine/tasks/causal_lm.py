@@ -21,7 +21,7 @@ from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, DataError, ModelError
 from tunedesk.engine.lm import data as lm_data
-from tunedesk.engine.lm import lora
+from tunedesk.engine.lm import kernels, lora, packing, quant
 from tunedesk.engine.models import (
     LoadedModel,
     family_of,
@@ -63,7 +63,8 @@ ENCODER_FAMILIES = {
 
 class LMOutput(NamedTuple):
     loss: torch.Tensor
-    logits: torch.Tensor | None  # evaluation only
+    logits: torch.Tensor | None  # evaluation only, without the chunked loss
+    correct: torch.Tensor | None = None  # evaluation with the chunked loss: correct next tokens
 
 
 class LMEvalState:
@@ -81,7 +82,10 @@ class LMEvalState:
         self.loss_sum += loss.detach().double() * n
         self.tokens += n
         logits = getattr(output, "logits", None)
-        if logits is not None:
+        correct = getattr(output, "correct", None)
+        if correct is not None:
+            self.correct += correct
+        elif logits is not None:
             preds = logits[:, :-1].argmax(-1)
             self.correct += ((preds == target) & valid).sum()
 
@@ -120,9 +124,19 @@ def load_lm_tokenizer(path: str, chat: bool) -> Any:
 
 
 def load_causal_lm(
-    spec: Any, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    spec: Any,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    quantization: Any = None,
+    device_map: Any = None,
+    attn_implementation: str | None = None,
 ) -> tuple[nn.Module, Path, Any, list[str]]:
-    """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings)."""
+    """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings).
+
+    ``quantization``: a bitsandbytes config (``lm.quant``; the weights load straight onto
+    ``device_map``'s GPU in 4 or 8 bits). ``attn_implementation``: transformers' attention (None: its default).
+    """
     import transformers
 
     quiet_transformers()
@@ -142,14 +156,30 @@ def load_causal_lm(
             "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi",
         )
     warnings: list[str] = []
+    extra: dict[str, Any] = {}
+    if attn_implementation is not None:
+        extra["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        extra.update(quantization_config=quantization, device_map=device_map)
     if device == "meta":
         with torch.device("meta"):
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
     elif spec.pretrained:
         try:
             model = auto.from_pretrained(
-                str(path), config=config, local_files_only=True, dtype=dtype, trust_remote_code=spec.trust_remote_code
+                str(path),
+                config=config,
+                local_files_only=True,
+                dtype=dtype,
+                trust_remote_code=spec.trust_remote_code,
+                **extra,
             )
+        except ImportError as exc:  # flash-attn or bitsandbytes missing or too old
+            raise ConfigError(
+                "hparams.attention" if quantization is None else quant.FIELD,
+                f"cannot load {path.name}: {str(exc).splitlines()[0]}",
+                "install the missing package, or set hparams.attention to auto / leave freeze.lora.base_bits out",
+            ) from exc
         except (OSError, ValueError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "no file named" in msg.lower() or "does not appear to have a file named" in msg:
@@ -162,7 +192,7 @@ def load_causal_lm(
             ) from exc
     else:
         torch.manual_seed(0)
-        model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype)
+        model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype, **extra)
         warnings.append("random initialisation: this trains from scratch, it is not fine-tuning")
     return model, path, config, warnings
 
@@ -193,6 +223,9 @@ class CausalLM:
         self.kind = "chat_jsonl"
         self.base_path = ""
         self.base_fingerprint: str | None = None
+        self.fused_loss = False  # training through kernels.causal_lm_loss (decided in build_model)
+        self.liger = False  # liger-kernel applied to the model
+        self.chunked_eval = False  # evaluation through the chunked loss (no whole logits)
 
     @property
     def chat(self) -> bool:
@@ -224,8 +257,47 @@ class CausalLM:
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
         if config.model.source != "hf":
             raise ModelError("language-model fine-tuning needs a Hugging Face model folder", "pick a causal LM folder")
-        dtype = torch.float32 if device == "meta" else _training_dtype(config)[0]
-        model, path, hf_config, warnings = load_causal_lm(config.model, dtype=dtype, device=device)
+        h = config.hparams
+        dtype, run_device, _ = (torch.float32, None, "fp32") if device == "meta" else _training_dtype(config)
+        quantization = device_map = None
+        bits = config.freeze.lora.base_bits
+        if bits is not None and device != "meta":
+            quant.require(bits, run_device)
+            if not config.model.pretrained:
+                raise ConfigError(
+                    quant.FIELD,
+                    "a quantised base needs pre-trained weights to quantise (model.pretrained is off)",
+                    "switch model.pretrained on, or leave base_bits out",
+                )
+            quantization = quant.quantization_config(bits, dtype, self._unquantised_layers(config))
+            index = run_device.index if run_device is not None and run_device.index is not None else None
+            device_map = {"": index if index is not None else torch.cuda.current_device()}
+        model, path, hf_config, warnings = load_causal_lm(
+            config.model,
+            dtype=dtype,
+            device=device,
+            quantization=quantization,
+            device_map=device_map,
+            attn_implementation=kernels.attn_implementation(h.attention) if device != "meta" else None,
+        )
+        if device != "meta":
+            kind = run_device.type if run_device is not None else "cpu"
+            self.liger = kernels.use_fused_kernels(h.fused_kernels, kind)
+            if self.liger and not kernels.apply_liger(model):
+                self.liger = False
+                if h.fused_kernels == "on":
+                    warnings.append(
+                        f"liger-kernel has no fused kernels for {getattr(hf_config, 'model_type', '?')} models: "
+                        "training runs without them"
+                    )
+            chunked = kernels.supports_chunked_loss(model)
+            self.fused_loss = chunked and kernels.use_fused_loss(h.fused_loss, kind)
+            self.chunked_eval = chunked and h.fused_loss != "off"
+            if h.fused_loss == "on" and not chunked:
+                warnings.append(
+                    f"the chunked loss does not fit {type(model).__name__} (its output layer is not a plain "
+                    "linear map): the model computes its own loss"
+                )
         loaded = LoadedModel(
             model=model,
             head_paths=[],
@@ -253,18 +325,32 @@ class CausalLM:
                 )
         return loaded
 
+    def _unquantised_layers(self, config: RunConfig) -> list[str]:
+        """Linear layers bitsandbytes must leave alone: those the freeze plan trains fully, and the
+        output layer (read from a meta-device model: no weights)."""
+        meta, _, _, _ = load_causal_lm(config.model, device="meta")
+        plan = freezing.resolve(meta, config.freeze, [])
+        trained = [p for p in lora.linear_layers(meta) if plan.trainable.get(f"{p}.weight", False)]
+        return sorted(set(trained) | set(lora.output_layer_paths(meta)))
+
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: lm_data.LMExamples) -> PreparedData:
         tok = loaded.processor
-        enc = lm_data.encode_examples(tok, examples, config.hparams.max_length, config.data.val_fraction, config.seed)
-        self.prompts = list(config.hparams.prompts) or lm_data.default_prompts(examples, enc.val_sources)
+        h = config.hparams
+        enc = lm_data.encode_examples(tok, examples, h.max_length, config.data.val_fraction, config.seed)
+        self.prompts = list(h.prompts) or lm_data.default_prompts(examples, enc.val_sources)
+        train, val, summary = enc.train, enc.val, enc.summary
+        if h.packing and self.chat:
+            train, stats = packing.pack_dataset(enc.train, h.max_length, h.batch_size)
+            val, _ = packing.pack_dataset(enc.val, h.max_length, h.batch_size)
+            summary += "; " + stats.summary()
         return PreparedData(
-            train=enc.train,
-            val=enc.val,
+            train=train,
+            val=val,
             collate=lm_data.LMCollate(tok.pad_token_id),
             label_names=[],
             name=examples.name,
             fingerprint=examples.fingerprint(),
-            summary=enc.summary,
+            summary=summary,
             warnings=enc.warnings,
         )
 
@@ -315,13 +401,14 @@ class CausalLM:
         """The model computes the shifted loss itself. No key/value cache; in training the logits are
         not kept (the loss's graph holds what backward needs), so the next step's forward does not
         run next to the previous step's batch x sequence x vocabulary tensor."""
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            use_cache=False,
-        )
-        return LMOutput(out.loss, None if torch.is_grad_enabled() else out.logits)
+        training = torch.is_grad_enabled()
+        if self.fused_loss if training else self.chunked_eval:  # the vocabulary's logits never held whole
+            loss, correct = kernels.causal_lm_loss(model, batch, liger=self.liger, count_correct=not training)
+            return LMOutput(loss, None, correct)
+        # packed rows (lm.packing) carry position ids instead of an attention mask
+        where = {k: batch[k] for k in ("attention_mask", "position_ids") if batch.get(k) is not None}
+        out = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False, **where)
+        return LMOutput(out.loss, None if training else out.logits)
 
     def loss(self, output: LMOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return output.loss
