@@ -182,6 +182,47 @@ def test_lora_settings_summary_from_a_meta_model(qtbot):
     assert w.summary.text().startswith("No adapters")
 
 
+def test_base_in_4bit_is_disabled_with_the_reason_and_shows_the_saving(qtbot, tmp_path):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunedesk.ui.lm import LoraSettingsWidget
+
+    cfg = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=4,
+        num_attention_heads=16,
+        tie_word_embeddings=False,
+    )
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    w = LoraSettingsWidget()
+    qtbot.addWidget(w)
+    w.set_model(model)  # this machine: no CUDA GPU
+    assert not w.base_4bit.isEnabled()
+    assert "CUDA GPU" in w.base_4bit.toolTip() and "Not available here" in w.base_note.text()
+    w.set_quantisation_available(None)  # as on a GPU machine with bitsandbytes
+    w.linear_button.click()
+    assert w.base_4bit.isEnabled() and "would save" in w.base_note.text()
+    with qtbot.waitSignal(w.specChanged) as sig:
+        w.base_4bit.setChecked(True)
+    assert sig.args[0].lora.base_bits == 4 and sig.args[0].lora.preset == "all_linear"
+    assert "Base in 4-bit" in w.base_note.text() and "saves" in w.base_note.text()
+    with qtbot.waitSignal(w.specChanged) as sig:
+        w.rank.setValue(32)
+    assert sig.args[0].lora.base_bits == 4  # other edits keep it
+    w.attention_button.click()
+    assert w.spec().lora.base_bits == 4 and w.spec().lora.preset == "attention"
+    w.resize(420, w.sizeHint().height())
+    w.grab().save(str(tmp_path / "lora_4bit.png"))
+    w.set_quantisation_available(("a 4-bit base needs a CUDA GPU, and this machine has none", "train on a GPU"))
+    assert w.base_4bit.isEnabled()  # checked: it can still be switched off
+    w.base_4bit.setChecked(False)
+    assert w.spec().lora.base_bits is None and not w.base_4bit.isEnabled()
+
+
 def test_module_dialog_and_run_settings(qtbot):
     from tunedesk.ui.lm import LmRunSettingsWidget, ModuleLoraDialog
 
@@ -198,6 +239,12 @@ def test_module_dialog_and_run_settings(qtbot):
     h = s.apply_to(HyperParams())
     assert h.prompts == ["where is my parcel", "can i get a refund"]
     assert h.sample_max_new_tokens == 20 and h.gradient_checkpointing
+    assert not h.packing and h.fused_loss == "auto" and h.fused_kernels == "auto"
+    s.set_hparams(HyperParams(packing=True, fused_loss="off", fused_kernels="on"))
+    with qtbot.waitSignal(s.changed):
+        s.fused_loss.setCurrentIndex(s.fused_loss.findData("on"))
+    h = s.apply_to(HyperParams())
+    assert h.packing and h.fused_loss == "on" and h.fused_kernels == "on"
 
 
 def test_train_and_runs_try_it_chat_with_a_finished_lora_run(qtbot, home, tmp_path):

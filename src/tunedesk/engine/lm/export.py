@@ -86,9 +86,17 @@ def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
 
 
 def load_run_model(
-    run_id: int, *, home: str | os.PathLike[str] | None = None, which: str = "auto", device: str | torch.device = "cpu"
+    run_id: int,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    which: str = "auto",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> RunModel:
-    """Rebuild a causal-LM run's model on ``device`` (fp32) from its base folder and checkpoint."""
+    """Rebuild a causal-LM run's model on ``device`` (in ``dtype``) from its base folder and checkpoint.
+
+    A run that trained on a 4-/8-bit base (QLoRA) is rebuilt on the base's full-precision weights: its
+    adapters go on the unquantised layers (the usual QLoRA export)."""
     from safetensors.torch import load_file, load_model
 
     from tunedesk.engine import freezing
@@ -119,7 +127,7 @@ def load_run_model(
         )
     spec = config.model
     spec.name_or_path = base_path
-    model, _, _, _ = load_causal_lm(spec, dtype=torch.float32)
+    model, _, _, _ = load_causal_lm(spec, dtype=dtype)
     chat = bool(run["_resolved"].get("chat", config.data.kind == "chat_jsonl"))  # a version may hold chats
     if meta:
         targets = {p: lora.LoraTarget(p, int(r), float(a), float(d)) for p, (r, a, d) in meta.get("lora", {}).items()}
@@ -192,9 +200,21 @@ def _card(run_id: int, rm: RunModel, fmt: str) -> str:
         if rm.chat
         else "It was trained on plain text: give it text to continue."
     )
+    bits = rm.config.freeze.lora.base_bits
+    qlora = (
+        f"\n\nThe adapters trained on a {bits}-bit (bitsandbytes) copy of the base; "
+        + (
+            "they are merged here into the base's weights loaded in bf16, the usual QLoRA export, so replies "
+            "can differ slightly from the quantised model during training."
+            if fmt == "merged"
+            else "load the base in bf16, or in the same quantisation for the closest match."
+        )
+        if bits
+        else ""
+    )
     return (
         f"# Fine-tuned with TuneDesk (run {run_id})\n\nBase model: `{rm.base_path}`\n\n"
-        f"Format: {'merged weights' if fmt == 'merged' else 'PEFT LoRA adapter'}.\n\n{how}\n\n{chat}\n"
+        f"Format: {'merged weights' if fmt == 'merged' else 'PEFT LoRA adapter'}.\n\n{how}{qlora}\n\n{chat}\n"
     )
 
 
@@ -211,7 +231,10 @@ def export_lm_run(
             "use merged (a Hugging Face folder) or adapter (a PEFT LoRA adapter)",
         )
     directory = Path(directory).expanduser()
-    rm = load_run_model(run_id, home=home)
+    _, config = _run_record(run_id, home)
+    # a QLoRA run: the base is loaded in bf16 (not 4-bit) and the adapters merged into it
+    dtype = torch.bfloat16 if kind == "merged" and config.freeze.lora.quantised else torch.float32
+    rm = load_run_model(run_id, home=home, dtype=dtype)
     if kind == "adapter" and not rm.targets:
         raise ConfigError(
             "format",

@@ -463,11 +463,7 @@ def estimate_memory(
     working = 0
     bits = spec.lora.base_bits
     if bits is not None:  # the frozen linear layers (not the output layer) held by bitsandbytes
-        shapes = [
-            _in_out(model.get_submodule(p))
-            for p in linear_layers(model)
-            if not base.trainable.get(f"{p}.weight", False)
-        ]
+        shapes = quantised_shapes(model, base)
         quantised = sum(a * b for a, b in shapes)
         frozen -= quantised
         working = quant.dequant_working_bytes(shapes, act)
@@ -475,6 +471,12 @@ def estimate_memory(
     else:
         weights = trainable * (4 + (2 if mixed else 0)) + frozen * half
     return freezing.MemoryEstimate(weights, trainable * 4, trainable * 8, activations, est.overhead, working)
+
+
+def quantised_shapes(model: nn.Module, plan: freezing.ResolvedPlan) -> list[tuple[int, int]]:
+    """(in, out) of each linear layer a quantised base holds in 4/8 bits: every linear layer the plan
+    leaves frozen, except the output layer (as ``CausalLM`` loads it)."""
+    return [_in_out(model.get_submodule(p)) for p in linear_layers(model) if not plan.trainable.get(f"{p}.weight", False)]
 
 
 def _cfg_int(cfg: Any, *names: str) -> int:

@@ -128,6 +128,17 @@ class LoraSettingsWidget(QWidget):
         self.rules_label = QLabel()
         self.rules_label.setProperty("role", "hint")
         form.addRow(self.rules_label)
+        self.base_4bit = QCheckBox("Base in 4-bit (QLoRA)")
+        self.base_4bit.setToolTip(
+            "Hold the frozen base in 4 bits (NF4, double quantisation, bitsandbytes) with the adapters on top: "
+            "about a quarter of the weights' memory. Needs a CUDA GPU and the bitsandbytes package."
+        )
+        self.base_note = QLabel()
+        self.base_note.setWordWrap(True)
+        self.base_note.setProperty("role", "hint")
+        form.addRow(self.base_4bit)
+        form.addRow(self.base_note)
+        self._base_reason: tuple[str, str] | None = None  # why a 4-bit base cannot run here
 
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -145,6 +156,7 @@ class LoraSettingsWidget(QWidget):
         self.last_n_button.clicked.connect(lambda: self.apply_preset("last_n_full"))
         self.last_attention_button.clicked.connect(lambda: self.apply_preset("lora_attention_last_n"))
         self.layers.currentIndexChanged.connect(self._edited)
+        self.base_4bit.toggled.connect(self._edited)
         for w in (self.rank, self.alpha, self.dropout):
             w.valueChanged.connect(self._edited)
         self._show()
@@ -159,13 +171,24 @@ class LoraSettingsWidget(QWidget):
         self._show()
 
     def set_model(self, model: Any, head_paths: list[str] | tuple[str, ...] = ()) -> None:
-        """The model the plan applies to (meta device is fine), for the adapter summary; None clears it."""
+        """The model the plan applies to (meta device is fine), for the adapter summary; None clears it.
+        Also checks (once torch is loaded anyway) whether a 4-bit base can run on this machine."""
         self._model, self._heads = model, list(head_paths)
+        if model is not None:
+            from tunedesk.engine.lm import quant
+
+            self.set_quantisation_available(quant.unavailable_reason(4))
         self._update_summary()
+
+    def set_quantisation_available(self, reason: tuple[str, str] | None) -> None:
+        """None: a 4-bit base can run here; else (message, hint) shown beside the disabled choice."""
+        self._base_reason = reason
+        self._show()
 
     def apply_preset(self, name: str) -> None:
         """``lora_attention``, ``lora_attention_last_n``, ``lora_all_linear`` or ``last_n_full`` (as
         ``tunedesk.engine.lm.lora.preset_spec``, built here without importing torch)."""
+        bits = self._spec.lora.base_bits
         if name == "lora_attention_last_n":
             self._spec = FreezeSpec(
                 preset="none",
@@ -175,6 +198,7 @@ class LoraSettingsWidget(QWidget):
                     alpha=self.alpha.value(),
                     dropout=self.dropout.value(),
                     rules=[LoraRule(f"{LAST_ATTENTION}{self.last_n.value()}")],
+                    base_bits=bits,
                 ),
             )
             self._show()
@@ -185,6 +209,7 @@ class LoraSettingsWidget(QWidget):
             rank=self.rank.value(),
             alpha=self.alpha.value(),
             dropout=self.dropout.value(),
+            base_bits=bits,
         )
         if name == "last_n_full":
             self._spec = FreezeSpec(preset="last_n_blocks", last_n=self.last_n.value(), lora=lo)
@@ -219,6 +244,11 @@ class LoraSettingsWidget(QWidget):
             self.rules_label.setText(
                 also + "; ".join(texts) if texts else "Per-module choices: right-click a module in the layer tree"
             )
+            quantised = lo.base_bits is not None
+            self.base_4bit.setChecked(quantised)
+            self.base_4bit.setText("Base in 8-bit (LLM.int8)" if lo.base_bits == 8 else "Base in 4-bit (QLoRA)")
+            # unavailable here: disabled with the reason, but a plan that has it can still switch it off
+            self.base_4bit.setEnabled(self._base_reason is None or quantised)
         finally:
             self._quiet = False
         self._update_summary()
@@ -226,17 +256,49 @@ class LoraSettingsWidget(QWidget):
     def _edited(self, *args: Any) -> None:
         if self._quiet:
             return
+        old_bits = self._spec.lora.base_bits
         self._spec.lora = LoraSpec(
             preset=self.layers.currentData(),
             rank=self.rank.value(),
             alpha=self.alpha.value(),
             dropout=self.dropout.value(),
             rules=list(self._spec.lora.rules),
+            base_bits=(old_bits or 4) if self.base_4bit.isChecked() else None,
         )
+        self.base_4bit.setEnabled(self._base_reason is None or self.base_4bit.isChecked())
         self._update_summary()
         self.specChanged.emit(self.spec())
 
+    def _base_text(self, targets: dict[str, Any], plan: Any) -> str:
+        """The 4-bit base's saving, live: the frozen linear layers' bytes in 16 and in 4 bits."""
+        from tunedesk.engine.lm import lora, quant
+
+        shapes = lora.quantised_shapes(self._model, plan)
+        if not shapes or not targets:
+            return self._reason_text()
+        bits = self._spec.lora.base_bits or 4
+        half = sum(a * b for a, b in shapes) * 2
+        small = quant.quantised_bytes(shapes, bits)
+        gib = 2**30
+        if self._spec.lora.base_bits is not None:
+            text = (
+                f"Base in {bits}-bit: the frozen linear layers take {small / gib:.1f} GiB instead of "
+                f"{half / gib:.1f} GiB in bf16 (saves {(half - small) / gib:.1f} GiB). "
+                "Merged exports load the base in bf16 and add the adapters."
+            )
+        else:
+            text = f"A 4-bit base would save about {(half - small) / gib:.1f} GiB of weights."
+        return f"{text} {self._reason_text()}".strip()
+
+    def _reason_text(self) -> str:
+        if self._base_reason is None:
+            return ""
+        return f"Not available here: {self._base_reason[0]} (hover for the fix)."
+
     def _update_summary(self) -> None:
+        if self._base_reason is not None:
+            self.base_4bit.setToolTip(f"{self._base_reason[0]}: {self._base_reason[1]}")
+        self.base_note.setText(self._reason_text())
         if self._model is None:
             self.summary.setText(
                 "Adapters go only on layers the freeze plan leaves frozen; a trained layer keeps training fully."
@@ -264,6 +326,7 @@ class LoraSettingsWidget(QWidget):
             f"{_count(extra)} adapter parameters ({100 * extra / max(total, 1):.2f}% of {_count(total)}); "
             f"{_count(plan.trainable_params)} parameters train fully."
         )
+        self.base_note.setText(self._base_text(targets, plan))
 
 
 class ModuleLoraDialog(QDialog):
@@ -300,9 +363,13 @@ class ModuleLoraDialog(QDialog):
         return dialog.values() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
 
+KERNEL_LABELS = (("auto", "Auto (where measured faster)"), ("on", "On"), ("off", "Off"))
+
+
 class LmRunSettingsWidget(QWidget):
     """The language-model fields of HyperParams: sample prompts (one per line), reply length, gradient
-    checkpointing. ``set_hparams`` shows them; ``apply_to(hparams)`` writes them; edits emit ``changed``."""
+    checkpointing, packing, the chunked loss and fused kernels. ``set_hparams`` shows them;
+    ``apply_to(hparams)`` writes them; edits emit ``changed``."""
 
     changed = Signal()
 
@@ -322,14 +389,37 @@ class LmRunSettingsWidget(QWidget):
         self.checkpointing.setToolTip(
             "Recompute activations in the backward pass: much less memory for long sequences, about a third slower"
         )
+        self.packing = QCheckBox("Pack short conversations")
+        self.packing.setToolTip(
+            "Chat data: several conversations share one row of max_length tokens (none sees another), so "
+            "batches hold text instead of padding"
+        )
+        self.fused_loss = QComboBox()
+        self.fused_loss.setToolTip(
+            "Compute the loss a few hundred tokens at a time: the logits over the whole vocabulary are never "
+            "held at once (much less memory for large vocabularies)"
+        )
+        self.fused_kernels = QComboBox()
+        self.fused_kernels.setToolTip(
+            "Fused RMSNorm, SwiGLU and RoPE from liger-kernel (CUDA GPU, `pip install liger-kernel`)"
+        )
+        for combo in (self.fused_loss, self.fused_kernels):
+            for key, label in KERNEL_LABELS:
+                combo.addItem(label, key)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Sample prompts", self.prompts)
         form.addRow("Sample length", self.max_new)
         form.addRow(self.checkpointing)
+        form.addRow(self.packing)
+        form.addRow("Chunked loss", self.fused_loss)
+        form.addRow("Fused kernels", self.fused_kernels)
         self.prompts.textChanged.connect(self.changed)
         self.max_new.valueChanged.connect(self.changed)
         self.checkpointing.toggled.connect(self.changed)
+        self.packing.toggled.connect(self.changed)
+        self.fused_loss.currentIndexChanged.connect(self.changed)
+        self.fused_kernels.currentIndexChanged.connect(self.changed)
 
     def set_hparams(self, h: HyperParams) -> None:
         self.blockSignals(True)
@@ -337,6 +427,9 @@ class LmRunSettingsWidget(QWidget):
             self.prompts.setPlainText("\n".join(h.prompts))
             self.max_new.setValue(h.sample_max_new_tokens)
             self.checkpointing.setChecked(h.gradient_checkpointing)
+            self.packing.setChecked(h.packing)
+            self.fused_loss.setCurrentIndex(max(0, self.fused_loss.findData(h.fused_loss)))
+            self.fused_kernels.setCurrentIndex(max(0, self.fused_kernels.findData(h.fused_kernels)))
         finally:
             self.blockSignals(False)
 
@@ -347,4 +440,7 @@ class LmRunSettingsWidget(QWidget):
         h.prompts = self.prompt_list()
         h.sample_max_new_tokens = self.max_new.value()
         h.gradient_checkpointing = self.checkpointing.isChecked()
+        h.packing = self.packing.isChecked()
+        h.fused_loss = self.fused_loss.currentData()
+        h.fused_kernels = self.fused_kernels.currentData()
         return h

@@ -49,6 +49,8 @@ class ExportDialog(QDialog):
         self._calls = TaskGroup(self)
         torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
         language_model = run.get("task") == "causal_lm"
+        lora_cfg = ((run.get("config") or {}).get("freeze") or {}).get("lora") or {}
+        self._base_bits = lora_cfg.get("base_bits") if language_model else None
         intro = QLabel(
             f"Export the <b>best</b> weights of run #{run['id']} <b>{_esc(run.get('name') or '')}</b> "
             "so they load without TuneDesk."
@@ -111,6 +113,12 @@ class ExportDialog(QDialog):
                 "adapter": "Only the LoRA adapter (small); load it onto the base model with "
                 "PeftModel.from_pretrained. The folder must be new or empty.",
             }.get(fmt, "")
+            + (
+                f" This run trained on a {self._base_bits}-bit base (QLoRA): the merged export loads the base "
+                "in bf16 and merges the adapters into it, so replies can differ slightly from the quantised model."
+                if self._base_bits and fmt == "merged"
+                else ""
+            )
         )
 
     def _browse(self) -> None:
