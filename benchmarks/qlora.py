@@ -60,7 +60,11 @@ def build_model(folder: Path, tiny: bool, device: str) -> Path:
         dict(hidden_size=64, intermediate_size=224, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
         if tiny
         else dict(
-            hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
         )
     )
     config = LlamaConfig(

@@ -476,7 +476,9 @@ def estimate_memory(
 def quantised_shapes(model: nn.Module, plan: freezing.ResolvedPlan) -> list[tuple[int, int]]:
     """(in, out) of each linear layer a quantised base holds in 4/8 bits: every linear layer the plan
     leaves frozen, except the output layer (as ``CausalLM`` loads it)."""
-    return [_in_out(model.get_submodule(p)) for p in linear_layers(model) if not plan.trainable.get(f"{p}.weight", False)]
+    return [
+        _in_out(model.get_submodule(p)) for p in linear_layers(model) if not plan.trainable.get(f"{p}.weight", False)
+    ]
 
 
 def _cfg_int(cfg: Any, *names: str) -> int:
