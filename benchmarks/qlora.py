@@ -10,10 +10,11 @@ on the same machine). Parts:
 
 * ``runs``: real runs through ``runner.execute`` (the app's path: data, LoRA through PEFT, autocast,
   AdamW, evaluation, sample replies, checkpoints) with LoRA r16 on attention + MLP, batch 1, sequence
-  ``--seq``, gradient checkpointing: QLoRA, QLoRA with the fused kernels (chunked loss + liger-kernel),
-  bf16 LoRA. Reported: torch's peak allocation over the whole run, the estimate (without the CUDA
-  context) and their ratio, the engine's tokens/s, the steady tokens/s (log windows after the first)
-  and the loss every ``--log-every`` steps.
+  ``--seq``, gradient checkpointing: QLoRA and bf16 LoRA. Reported: torch's peak allocation over the
+  whole run, the estimate (without the CUDA context) and their ratio, the engine's tokens/s, the steady
+  tokens/s (log windows after the first) and the loss every ``--log-every`` steps.
+* ``fused``: the QLoRA run with the chunked loss and liger-kernel on. Last, because liger-kernel
+  patches transformers' Llama classes for the rest of the process (the plain loop must not get them).
 * ``plain``: the same model, adapters, batch, sequence and data through a hand-written loop (PEFT +
   bitsandbytes, autocast, fused AdamW, clipping): steady tokens/s and losses, bf16 LoRA and QLoRA.
 * ``grid``: training steps (the task's forward, backward, fused AdamW step) at each of ``--grid-seq``
@@ -42,8 +43,14 @@ RANK, ALPHA, DROPOUT, LR, SEED = 16, 32.0, 0.05, 2e-4, 1
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+ROWS: Path | None = None  # every row is also appended here, so a later call's summary sees earlier parts
+
+
 def emit(row: dict) -> dict:
     print(json.dumps(row), flush=True)
+    if ROWS is not None and "mode" in row:
+        with ROWS.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
     return row
 
 
@@ -182,13 +189,14 @@ def steady(events: list) -> tuple[float | None, list[float]]:
     return samples / seconds, losses
 
 
-def part_runs(args, model: Path, corpus: Path) -> list[dict]:
+def part_runs(args, model: Path, corpus: Path, fused_part: bool = False) -> list[dict]:
     from tunedesk.engine.run.runner import execute
 
     rows = []
-    modes = [("qlora", 4, False), ("qlora+fused", 4, True), ("lora_bf16", None, False)]
-    if not args.cuda:
-        modes = [("lora", None, False), ("lora+fused", None, True)]
+    if fused_part:  # last: liger-kernel patches Llama's classes for the rest of the process
+        modes = [("qlora+fused", 4, True)] if args.cuda else [("lora+fused", None, True)]
+    else:
+        modes = [("qlora", 4, False), ("lora_bf16", None, False)] if args.cuda else [("lora", None, False)]
     for name, bits, fused in modes:
         if name in args.skip:
             continue
@@ -338,7 +346,7 @@ def part_grid(args, model: Path, corpus: Path) -> list[dict]:
                 opt.zero_grad(set_to_none=True)
                 free()
                 ids = torch.randint(0, words, (args.batch, seq), device=dev)
-                batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+                batch = {"input_ids": ids, "labels": ids}  # corpus blocks: no padding, no mask (as LMCollate)
                 try:
                     for _ in range(3):
                         with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
@@ -377,7 +385,10 @@ def part_grid(args, model: Path, corpus: Path) -> list[dict]:
 
 
 def summary(args, rows: list[dict]) -> dict:
-    by = {(r["part"], r["mode"]): r for r in rows if "mode" in r}
+    """Speed ratios and verdicts over this call's rows and those of earlier calls (same --work, same device)."""
+    if ROWS is not None and ROWS.is_file():
+        rows = [json.loads(line) for line in ROWS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by = {(r["part"], r["mode"]): r for r in rows if "mode" in r}  # the latest row of each kind wins
 
     def ratio(a, b):
         x, y = by.get(("runs", a), {}).get("steady_tokens_per_s"), by.get(("plain", b), {}).get("steady_tokens_per_s")
@@ -388,7 +399,9 @@ def summary(args, rows: list[dict]) -> dict:
         n = min(len(x), len(y))
         return round(max(abs(p - q) for p, q in zip(x[:n], y[:n])), 4) if n else None
 
-    ratios = [r["estimate_over_peak"] for r in rows if r.get("estimate_over_peak")]
+    grid = {(r["mode"], r["seq"], r["checkpointing"]): r for r in rows if r.get("part") == "grid"}
+    runs = [r for r in by.values() if r["part"] == "runs"]
+    ratios = [r["estimate_over_peak"] for r in [*grid.values(), *runs] if r.get("estimate_over_peak")]
     head = by.get(("runs", "qlora"), {})
     out = {
         "benchmark": "qlora",
@@ -420,9 +433,10 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--grid-seq", default=None, help="sequence lengths of the grid, e.g. 512,2048,4096")
-    ap.add_argument("--parts", default="runs,plain,grid")
+    ap.add_argument("--parts", default="runs,plain,grid,fused", help="fused last: liger patches classes")
     ap.add_argument("--skip", default="", help="run modes to leave out, e.g. lora_bf16")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tunedesk-qlora-bench"))
+    ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier calls")
     args = ap.parse_args()
     args.cuda = args.device.startswith("cuda")
     if not args.cuda and not args.tiny:
@@ -434,12 +448,21 @@ def main() -> int:
     args.grid_seq = [int(s) for s in (args.grid_seq or ("32,64" if args.tiny else "512,2048,4096")).split(",")]
     args.skip = set(filter(None, args.skip.split(",")))
     args.work.mkdir(parents=True, exist_ok=True)
+    global ROWS
+    ROWS = args.work / f"rows-{'cpu' if not args.cuda else torch.cuda.get_device_name(0).replace(' ', '_')}.jsonl"
+    if args.fresh:
+        ROWS.unlink(missing_ok=True)
     t0 = time.perf_counter()
     model = build_model(args.work / ("llama-tiny" if args.tiny else "llama-8b"), args.tiny, args.device)
     corpus = write_corpus(args.work / "corpus.txt", int(args.batch * args.seq * (args.steps + 4) * 1.15))
     emit({"part": "setup", "model": str(model), "build_s": round(time.perf_counter() - t0, 1)})
     rows: list[dict] = []
-    parts = {"runs": part_runs, "plain": part_plain, "grid": part_grid}
+    parts = {
+        "runs": part_runs,
+        "plain": part_plain,
+        "grid": part_grid,
+        "fused": lambda a, m, c: part_runs(a, m, c, fused_part=True),
+    }
     for name in args.parts.split(","):
         t = time.perf_counter()
         rows += parts[name](args, model, corpus)

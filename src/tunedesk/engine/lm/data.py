@@ -353,7 +353,7 @@ class LMDataset(torch.utils.data.Dataset):
 
 class LMCollate:
     """Right-pads a batch to its longest sequence: pad id in input_ids, 0 in attention_mask, -100 in
-    labels. Packed rows (``tunedesk.engine.lm.packing``) carry ``position_ids`` instead of a mask: the
+    labels; a batch without padding has no attention_mask. Packed rows (``tunedesk.engine.lm.packing``) carry ``position_ids`` instead of a mask: the
     padding continues as a separate run of positions from 0, so nothing attends across it.
     Picklable for DataLoader workers."""
 
@@ -377,6 +377,10 @@ class LMCollate:
                 positions[row, n:] = torch.arange(longest - n)
         if positions is not None:
             return {"input_ids": ids, "position_ids": positions, "labels": labels}
+        if all(len(it["input_ids"]) == longest for it in items):
+            # no padding (corpus blocks): without a mask the model runs plain causal attention; with an
+            # all-ones mask transformers reads it back from the GPU on every forward to find that out
+            return {"input_ids": ids, "labels": labels}
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
