@@ -338,3 +338,19 @@ def test_runs_detail_try_it_explains_when_a_run_has_no_model(qtbot, home):
     assert chat.run_id is None and not chat.input.isEnabled()
     assert "saved no model" in chat.input.placeholderText()
     assert runs.shutdown(1000)
+
+
+def test_export_dialog_says_a_qlora_run_merges_into_a_bf16_base(qtbot, tmp_path):
+    from tunedesk.ui.runs.dialogs import ExportDialog
+
+    run = {"id": 7, "name": "tone", "task": "causal_lm", "config": {"freeze": {"lora": {"base_bits": 4}}}}
+    dialog = ExportDialog(run, tmp_path, None)
+    qtbot.addWidget(dialog)
+    assert dialog.format.currentData() == "merged"
+    assert "4-bit base (QLoRA)" in dialog.about.text() and "bf16" in dialog.about.text()
+    dialog.grab().save(str(tmp_path / "export.png"))
+    dialog.format.setCurrentIndex(dialog.format.findData("adapter"))
+    assert "QLoRA" not in dialog.about.text()
+    plain = ExportDialog({"id": 8, "name": "x", "task": "causal_lm", "config": {}}, tmp_path, None)
+    qtbot.addWidget(plain)
+    assert "QLoRA" not in plain.about.text()

@@ -94,8 +94,8 @@ class ExportDialog(QDialog):
         layout.addWidget(self.about)
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
-        self.resize(620, self.sizeHint().height())
         self._describe()
+        self.resize(620, self.sizeHint().height())
 
     def _describe(self) -> None:
         fmt = self.format.currentData()
