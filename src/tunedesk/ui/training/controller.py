@@ -134,10 +134,60 @@ class TrainController(QObject):
         if self.run_id is not None:
             self.resume_run(self.run_id)
 
-    def can_load_config(self) -> bool:
+    def load_config(self, config: RunConfig) -> None:
+        """Show a configuration (a past run's, or a file's) in the form; not while a run trains."""
         if self.mode != "idle":
             self.state.statusMessage.emit("A run is training: stop it before loading another setup.")
+            return
+        self.view.form.apply_config(config)
+        self.view.say("Setup loaded: check it, then press Start.")
+
+    def list_devices(self) -> None:
+        """The compute devices for the form (once torch is imported)."""
+        try:
+            from tunedesk.engine.devices import list_devices
+
+            self.view.form.set_devices(list_devices())
+        except Exception as exc:  # noqa: BLE001 - the CPU entry stays
+            self.view.log_line(f"could not list the compute devices: {exc}", "warning")
+
+    def open_config_file(self, path: str | Path) -> bool:
+        """Show a configuration file's setup in the form; False (with the reason) when it cannot be read."""
+        from tunedesk.engine.config import RunConfig
+        from tunedesk.engine.errors import ConfigError
+
+        try:
+            config = RunConfig.load(path)
+        except ConfigError as exc:
+            self.view.form.show_error(exc.field, exc.message, exc.hint)
+            self.view.say(f"Could not open {Path(path).name}.")
             return False
+        self.load_config(config)
+        return True
+
+    def save_config_file(self, path: str | Path) -> bool:
+        """Save the form's setup; False (with the reason beside the form) when it could not be kept exactly."""
+        from tunedesk.ui.training.setup_helpers import FieldError, lost_on_reload
+
+        form = self.view.form
+        try:
+            config = form.build_config()
+        except FieldError as exc:
+            form.show_error(exc.field, exc.message, exc.hint)
+            return False
+        try:
+            config.save(path)
+        except OSError as exc:
+            form.show_error("", f"could not write {path}: {exc.strerror or exc}", "choose another folder")
+            return False
+        lost = lost_on_reload(config, path)
+        if lost:  # e.g. TOML has no "empty": no clipping would come back as the default
+            form.show_error(
+                "", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set", "save the setup as .json instead"
+            )
+            self.view.say(f"Setup saved to {path}, with a difference — see the note under the form.")
+            return False
+        self.view.say(f"Setup saved to {path}")
         return True
 
     def load_history(self, run_id: int) -> None:

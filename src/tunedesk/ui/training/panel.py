@@ -30,13 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tunedesk.engine.config import RunConfig
-from tunedesk.engine.errors import ConfigError
 from tunedesk.ui.resources import icon
 from tunedesk.ui.training.controller import CHAT_LATER, TrainController
 from tunedesk.ui.training.monitor import LogPane, RunMonitor
 from tunedesk.ui.training.results import EvaluationView, TryItBox
-from tunedesk.ui.training.setup_form import FieldError, SetupForm, lost_on_reload, set_role
+from tunedesk.ui.training.setup_form import SetupForm, set_role
 
 
 class TrainingPanel(QWidget):
@@ -74,7 +72,7 @@ class TrainingPanel(QWidget):
         state.modelSelected.connect(self.form.set_model_entry)
         state.datasetSelected.connect(self.form.set_data_spec)
         state.freezeChanged.connect(self.form.set_freeze)
-        state.configRequested.connect(self.load_config)
+        state.configRequested.connect(self.controller.load_config)
         state.engineReady.connect(self.engine_ready)
         state.resumeRequested.connect(self.controller.resume_run)
         if state.model is not None:
@@ -301,12 +299,7 @@ class TrainingPanel(QWidget):
     @Slot()
     def engine_ready(self) -> None:
         """torch is imported: list the devices and build the plots."""
-        try:
-            from tunedesk.engine.devices import list_devices
-
-            self.form.set_devices(list_devices())
-        except Exception as exc:  # noqa: BLE001 - the CPU entry stays
-            self.log.add(f"could not list the compute devices: {exc}", "warning")
+        self.controller.list_devices()
         self.ensure_plots()
 
     def ensure_plots(self) -> Any:
@@ -322,14 +315,6 @@ class TrainingPanel(QWidget):
 
     # ---- configuration files --------------------------------------------------------------------
 
-    @Slot(object)
-    def load_config(self, config: RunConfig) -> None:
-        """Show a configuration (a past run's, or a file's) in the form."""
-        if not self.controller.can_load_config():
-            return
-        self.form.apply_config(config)
-        self.say("Setup loaded: check it, then press Start.")
-
     def _open_config(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Open a run configuration", str(self.state.home), "Run configurations (*.json *.toml);;All files (*)"
@@ -338,14 +323,7 @@ class TrainingPanel(QWidget):
             self.open_config_file(path)
 
     def open_config_file(self, path: str | Path) -> bool:
-        try:
-            config = RunConfig.load(path)
-        except ConfigError as exc:
-            self.form.show_error(exc.field, exc.message, exc.hint)
-            self.say(f"Could not open {Path(path).name}.")
-            return False
-        self.load_config(config)
-        return True
+        return self.controller.open_config_file(path)
 
     def _save_config(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -355,25 +333,7 @@ class TrainingPanel(QWidget):
             self.save_config_file(path)
 
     def save_config_file(self, path: str | Path) -> bool:
-        try:
-            config = self.form.build_config()
-        except FieldError as exc:
-            self.form.show_error(exc.field, exc.message, exc.hint)
-            return False
-        try:
-            config.save(path)
-        except OSError as exc:
-            self.form.show_error("", f"could not write {path}: {exc.strerror or exc}", "choose another folder")
-            return False
-        lost = lost_on_reload(config, path)
-        if lost:  # e.g. TOML has no "empty": no clipping would come back as the default
-            self.form.show_error(
-                "", f"{Path(path).name} cannot keep {', '.join(lost)} exactly as set", "save the setup as .json instead"
-            )
-            self.say(f"Setup saved to {path}, with a difference — see the note under the form.")
-            return False
-        self.say(f"Setup saved to {path}")
-        return True
+        return self.controller.save_config_file(path)
 
     # ---- closing ----------------------------------------------------------------------------------
 
