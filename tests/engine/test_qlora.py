@@ -198,6 +198,8 @@ def test_chunked_loss_equals_the_models_loss_and_gradients():
     preds = ref.logits[:, :-1].argmax(-1)
     assert int(correct) == int(((preds == labels[:, 1:]) & (labels[:, 1:] != -100)).sum())
     assert kernels.supports_chunked_loss(model)
+    model.config.logit_scale = 0.0625  # a model that scales its logits itself (Cohere): its own loss
+    assert not kernels.supports_chunked_loss(model)
 
 
 def test_run_with_chunked_loss_trains_like_the_plain_loss(tmp_path):
@@ -214,3 +216,12 @@ def test_run_with_chunked_loss_trains_like_the_plain_loss(tmp_path):
         results[setting] = result.metrics
     assert results["on"]["val_loss"] == pytest.approx(results["off"]["val_loss"], rel=1e-4)
     assert results["on"]["val_token_accuracy"] == pytest.approx(results["off"]["val_token_accuracy"])
+
+
+def test_an_attention_the_model_cannot_run_is_a_config_error(tmp_path):
+    from tunedesk.engine.tasks.causal_lm import load_causal_lm
+
+    config = lm_config(save_tiny_llama(tmp_path / "llama"), tmp_path / "chat.jsonl")
+    with pytest.raises(ConfigError) as info:
+        load_causal_lm(config.model, attn_implementation="flash_attention_2")
+    assert info.value.field == "hparams.attention" and "auto" in info.value.hint

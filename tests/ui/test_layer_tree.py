@@ -435,3 +435,21 @@ def test_lora_presets_and_module_choices(qtbot, panel, state, llama_entry, bert_
     show(qtbot, panel, state, bert_entry)  # LoRA is for causal LMs: the plan drops it for a classifier
     assert not panel.lora_box.isVisibleTo(panel) and not state.freeze.lora.active
     assert not summary.checkpointing.isVisibleTo(panel) and not summary.inputs()["gradient_checkpointing"]
+
+
+def test_base_in_4bit_lowers_the_weights_in_the_estimate_live(qtbot, panel, state, llama_entry):
+    show(qtbot, panel, state, llama_entry)
+    widget = panel.lora_widget
+    widget.apply_preset("lora_all_linear")
+    summary = panel.summary
+    summary.precision.setCurrentIndex(summary.precision.findData("bf16"))
+    before = panel.tree.model_tree().summary(**summary.inputs()).memory
+    assert summary.part_labels["working"].text() == "—"
+    assert not widget.base_4bit.isEnabled()  # this machine: no CUDA GPU, the reason is shown
+    widget.set_quantisation_available(None)  # as on a GPU machine with bitsandbytes
+    widget.base_4bit.setChecked(True)
+    assert state.freeze.lora.base_bits == 4
+    after = panel.tree.model_tree().summary(**summary.inputs()).memory
+    assert after.weights < before.weights and after.working > 0
+    assert summary.part_labels["working"].text() != "—"  # the panel redrew with the dequantisation memory
+    assert "Base in 4-bit" in widget.base_note.text()

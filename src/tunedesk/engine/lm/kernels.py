@@ -35,6 +35,17 @@ IGNORE_INDEX = -100
 # loss curve.
 AUTO_ON_CUDA = {"fused_loss": False, "fused_kernels": False}
 CHUNK_ENTRIES = 1 << 25  # logits per chunk (about 32M: 256 tokens of a 128k vocabulary)
+# config settings with which a model scales or caps its logits (or hidden state) in its own forward:
+# Gemma 2/3 soft-capping, Cohere, Granite, Falcon-H1, MiniCPM (muP). The chunked loss leaves those alone.
+LOGIT_SCALES = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "logits_scaling",
+    "output_multiplier_scale",
+    "lm_head_multiplier",
+    "dim_model_base",
+    "mup_width_multiplier",
+)
 
 
 def liger_installed() -> bool:
@@ -82,7 +93,10 @@ def attn_implementation(setting: str) -> str | None:
 def apply_liger(model: nn.Module) -> bool:
     """Fused RMSNorm, SwiGLU and RoPE on a loaded model (before LoRA wraps it); False when liger-kernel
     does not know the model's family. The loss is TuneDesk's own (``causal_lm_loss``)."""
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel_to_instance
+    from liger_kernel.transformers.monkey_patch import (  # type: ignore[import-untyped]
+        MODEL_TYPE_TO_APPLY_LIGER_FN,
+        _apply_liger_kernel_to_instance,
+    )
 
     if getattr(model.config, "model_type", None) not in MODEL_TYPE_TO_APPLY_LIGER_FN:
         return False
@@ -95,7 +109,7 @@ def apply_liger(model: nn.Module) -> bool:
 # ---- the chunked loss ---------------------------------------------------------------------------------
 
 
-def causal_model(model: nn.Module) -> nn.Module:
+def causal_model(model: nn.Module) -> Any:
     """The ``*ForCausalLM`` under a PEFT wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
@@ -106,9 +120,8 @@ def supports_chunked_loss(model: nn.Module) -> bool:
     or scaling (Gemma 2, Cohere) that the model applies in its own forward."""
     causal = causal_model(model)
     cfg = getattr(causal, "config", None)
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", 1.0) not in (None, 1.0):
-        return False
-    if getattr(cfg, "logits_scaling", 1.0) not in (None, 1.0) or getattr(cfg, "output_multiplier_scale", None):
+    cfg = getattr(cfg, "text_config", None) or cfg
+    if any(getattr(cfg, name, None) not in (None, 0, 1, 0.0, 1.0) for name in LOGIT_SCALES):
         return False
     head = causal.get_output_embeddings() if hasattr(causal, "get_output_embeddings") else None
     get_decoder = getattr(causal, "get_decoder", None)
@@ -155,7 +168,7 @@ def chunked_cross_entropy(
 
 def liger_cross_entropy(hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
     """liger-kernel's fused linear cross-entropy (Triton): the same mean loss in one fused pass."""
-    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # type: ignore[import-untyped]
 
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     y = labels[:, 1:].reshape(-1)

@@ -466,6 +466,7 @@ def estimate_memory(
         shapes = quantised_shapes(model, base)
         quantised = sum(a * b for a, b in shapes)
         frozen -= quantised
+        half = 2 if mixed else 4  # a quantised base runs on a GPU: the rest loads in the compute dtype
         working = quant.dequant_working_bytes(shapes, act)
         weights = trainable * (4 + (2 if mixed else 0)) + frozen * half + quant.quantised_bytes(shapes, bits)
     else:

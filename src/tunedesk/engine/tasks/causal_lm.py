@@ -187,12 +187,27 @@ def load_causal_lm(
                     f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
                     "the download may be incomplete: copy the weights into the folder",
                 ) from exc
+            if attn_implementation is not None and ("attn" in msg.lower() or "attention" in msg.lower()):
+                raise ConfigError(
+                    "hparams.attention",
+                    f"{path.name} cannot run attention {attn_implementation!r}: {msg}",
+                    "set hparams.attention to auto (transformers picks what the model supports)",
+                ) from exc
             raise ModelError(
                 f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
             ) from exc
     else:
         torch.manual_seed(0)
-        model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype, **extra)
+        try:
+            model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype, **extra)
+        except (ImportError, ValueError) as exc:
+            if attn_implementation is None:
+                raise
+            raise ConfigError(
+                "hparams.attention",
+                f"{path.name} cannot run attention {attn_implementation!r}: {str(exc).splitlines()[0]}",
+                "set hparams.attention to auto (transformers picks what the model supports)",
+            ) from exc
         warnings.append("random initialisation: this trains from scratch, it is not fine-tuning")
     return model, path, config, warnings
 
