@@ -231,7 +231,14 @@ class SetupForm(QWidget):
         self.lm_settings = LmRunSettingsWidget()
         self.lm_settings.changed.connect(self.changed)
         self.rows.row(form, "", "hparams.prompts", self.lm_settings)
-        for alias in ("hparams.sample_max_new_tokens", "hparams.gradient_checkpointing"):
+        for alias in (
+            "hparams.sample_max_new_tokens",
+            "hparams.gradient_checkpointing",
+            "hparams.packing",
+            "hparams.fused_loss",
+            "hparams.fused_kernels",
+            "hparams.attention",
+        ):
             self.rows.alias(alias, "hparams.prompts")
         self.lm_group = box
         return box
