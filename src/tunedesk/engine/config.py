@@ -17,7 +17,7 @@ from typing import Any
 from tunedesk.engine.errors import ConfigError
 
 TASKS = ("text_classification", "image_classification", "causal_lm")
-MODEL_SOURCES = ("hf", "torchvision")
+MODEL_SOURCES = ("hf", "torchvision", "timm")
 DATA_KINDS = ("text_table", "image_folder", "dataset_version", "text_corpus", "chat_jsonl")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -33,7 +33,8 @@ CONFIG_VERSION = 1
 @dataclass
 class ModelSpec:
     """Which pre-trained model to start from. ``name_or_path``: a folder, an HF cache id
-    (``org/name``), an installed model package, or a torchvision architecture name."""
+    (``org/name``), an installed model package, a torchvision architecture name, or (``source = "timm"``)
+    a timm model folder or cached ``timm/...`` id; a timm folder given with ``source = "hf"`` is recognised too."""
 
     name_or_path: str = ""
     source: str = "hf"
@@ -167,10 +168,10 @@ class RunConfig:
         _check(
             m.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)} (got {m.source!r})"
         )
-        if m.source == "torchvision" and self.task != "image_classification":
+        if m.source in ("torchvision", "timm") and self.task != "image_classification":
             raise ConfigError(
                 "model.source",
-                f"'torchvision' only supports image_classification (task is {self.task!r})",
+                f"{m.source!r} only supports image_classification (task is {self.task!r})",
                 "pick a Hugging Face model for text tasks",
             )
         d = self.data

@@ -5,6 +5,9 @@
   local_files_only=True)`` loads offline and that predicts what TuneDesk predicts.
 * ``torchvision``: model.safetensors + tunedesk_model.json (architecture, class names, image size,
   mean/std) + README.md with the few lines that load it.
+* ``timm``: timm's own Hugging Face layout (config.json with ``architecture``, ``pretrained_cfg`` holding
+  the class names, mean/std and input size, model.safetensors) that ``timm.create_model(architecture,
+  pretrained=True, num_classes=N, pretrained_cfg_overlay=dict(file=".../model.safetensors"))`` loads offline.
 * ``onnx``: model.onnx (+ label names and tokenizer / preprocessing settings), when the ``onnx``
   package is installed and torch's exporter supports the model.
 * causal-LM runs go through ``export_lm.export_lm_run``: ``merged`` (the default; a plain Hugging Face
@@ -27,7 +30,7 @@ from typing import Any
 
 from tunedesk.engine.errors import TuneDeskError
 
-FORMATS = ("auto", "hf", "torchvision", "onnx", "merged", "adapter")
+FORMATS = ("auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter")
 LM_FORMATS = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter"}  # causal_lm runs
 TORCHVISION_META = "tunedesk_model.json"
 RESIZE_RATIO = 1.143  # TuneDesk's evaluation transform: resize the short side to size * 1.143, crop size
@@ -44,7 +47,8 @@ class BestCheckpoint:
 
     @property
     def kind(self) -> str:
-        return self.meta.get("kind") or ("torchvision" if self.config.model.source == "torchvision" else "hf")
+        source = self.config.model.source
+        return self.meta.get("kind") or (source if source in ("torchvision", "timm") else "hf")
 
     @property
     def label_names(self) -> list[str]:
@@ -125,7 +129,7 @@ def _engine_model(best: BestCheckpoint):
 
     config = copy.deepcopy(best.config)
     config.model.pretrained = False  # every weight comes from the checkpoint: skip loading the base
-    if best.kind == "hf" and best.meta.get("source_path"):
+    if best.kind in ("hf", "timm") and best.meta.get("source_path"):
         config.model.name_or_path = best.meta["source_path"]
     task = get_task(config.task)
     loaded = task.build_model(config, best.label_names)
@@ -161,7 +165,13 @@ def export_run(
     best = find_best(run_id, home)
     kind = best.kind
     if fmt == "auto":
-        fmt = "torchvision" if kind == "torchvision" else "hf"
+        fmt = kind if kind in ("torchvision", "timm") else "hf"
+    if "timm" in (fmt, kind) and fmt not in (kind, "onnx"):
+        what = {"hf": "a Hugging Face", "torchvision": "a torchvision", "timm": "a timm"}.get(kind, "a")
+        raise TuneDeskError(
+            f"run {run_id} fine-tuned {what} model, which does not export in the {fmt} format",
+            f"export with --format {kind} (or onnx)",
+        )
     if fmt == "hf" and kind == "torchvision":
         raise TuneDeskError(
             f"run {run_id} fine-tuned the torchvision model {best.meta.get('architecture')}, "
@@ -185,6 +195,8 @@ def export_run(
             _export_hf(best, tmp)
         elif fmt == "torchvision":
             _export_torchvision(best, tmp)
+        elif fmt == "timm":
+            _export_timm(best, tmp)
         else:
             _export_onnx(best, tmp)
         if target.exists():
@@ -314,6 +326,13 @@ def _image_settings(best: BestCheckpoint) -> dict[str, Any]:
     from tunedesk.engine.tasks.image_classification import IMAGENET_MEAN, IMAGENET_STD
 
     mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    size = int(best.config.hparams.image_size)
+    if best.kind == "timm":  # the model's own pretrained config, as the run used it (a meta build reads no weights)
+        from tunedesk.engine.timm_models import build_timm_classifier
+
+        settings = build_timm_classifier(_spec_of(best), best.label_names, device="meta").processor
+        mean, std = list(settings["mean"]), list(settings["std"])
+        size = int(settings.get("image_size") or size)
     if best.kind == "hf":
         try:
             from transformers import AutoImageProcessor
@@ -322,8 +341,16 @@ def _image_settings(best: BestCheckpoint) -> dict[str, Any]:
             mean, std = list(proc.image_mean), list(proc.image_std)
         except (OSError, ValueError, AttributeError, TypeError):
             pass
-    size = int(best.config.hparams.image_size)
     return {"image_size": size, "resize_shorter_side": int(size * RESIZE_RATIO), "mean": mean, "std": std}
+
+
+def _spec_of(best: BestCheckpoint):
+    import copy
+
+    spec = copy.deepcopy(best.config.model)
+    if best.meta.get("source_path"):
+        spec.name_or_path = best.meta["source_path"]
+    return spec
 
 
 def _image_processor(best: BestCheckpoint):
@@ -365,10 +392,28 @@ def _export_torchvision(best: BestCheckpoint, out: Path) -> None:
     _write_readme(best, out, "torchvision")
 
 
+def _export_timm(best: BestCheckpoint, out: Path) -> None:
+    from tunedesk.engine.timm_models import save_export
+
+    _, loaded = _engine_model(best)
+    settings = _image_settings(best)
+    save_export(loaded.model, out, best.label_names, settings)
+    meta = {
+        "format": "timm",
+        "architecture": best.meta.get("architecture"),
+        "class_names": best.label_names,
+        **settings,
+        "metrics": best.meta.get("metrics") or {},
+        "exported_from_run": best.run["id"],
+    }
+    (out / TORCHVISION_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_readme(best, out, "timm")
+
+
 def _export_onnx(best: BestCheckpoint, out: Path) -> None:
     import torch
 
-    if best.kind == "torchvision":
+    if best.kind in ("torchvision", "timm"):
         _, loaded = _engine_model(best)
         model, image = loaded.model, True
     else:
@@ -487,6 +532,20 @@ def _write_readme(best: BestCheckpoint, out: Path, fmt: str) -> None:
             'x = preprocess(Image.open("photo.jpg").convert("RGB")).unsqueeze(0)\n'
             "with torch.no_grad():\n    probs = model(x).softmax(-1)[0]\n"
             'print(meta["class_names"][int(probs.argmax())])\n```\n'
+        )
+    elif fmt == "timm":
+        body = (
+            "## Load it\n\n```python\nimport json\n\nimport timm\nimport torch\nfrom PIL import Image\n\n"
+            'cfg = json.load(open("config.json"))\n'
+            'n = cfg["num_classes"]\n'
+            'model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=n,\n'
+            '                          pretrained_cfg_overlay=dict(file="model.safetensors", num_classes=n)).eval()\n'
+            "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))\n"
+            'x = transform(Image.open("photo.jpg").convert("RGB")).unsqueeze(0)\n'
+            "with torch.no_grad():\n    probs = model(x).softmax(-1)[0]\n"
+            'print(cfg["label_names"][int(probs.argmax())])\n```\n\n'
+            "Replace the file names with their full paths when you run the code elsewhere; "
+            'timm.create_model("local-dir:" + folder, pretrained=True) loads it too.\n'
         )
     else:
         body = (

@@ -47,6 +47,10 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
     labels = [f"label_{i}" for i in range(num_labels)]
     if folder is None:
         return _build_torchvision(arch, labels)
+    from tunedesk.engine.catalog.timm import read_timm_config
+
+    if read_timm_config(folder) is not None:
+        return _build_timm(folder, labels)
     from transformers import AutoConfig
 
     from tunedesk.engine.models import quiet_transformers
@@ -127,6 +131,16 @@ def _build_torchvision(arch: str, labels: list[str]) -> LoadedModel:
         loaded = build_torchvision_classifier(
             ModelSpec(arch, source="torchvision", pretrained=False), labels, device="meta"
         )
+    loaded.warnings = []
+    return loaded
+
+
+def _build_timm(folder: Path, labels: list[str]) -> LoadedModel:
+    from tunedesk.engine.catalog.params import _build_lock
+    from tunedesk.engine.timm_models import build_timm_classifier
+
+    with _build_lock:
+        loaded = build_timm_classifier(ModelSpec(str(folder), source="timm", pretrained=False), labels, device="meta")
     loaded.warnings = []
     return loaded
 
@@ -236,7 +250,7 @@ def _missing_from_checkpoint(model: nn.Module, folder: Path) -> list[str]:
 def task_of_model(loaded: LoadedModel) -> str:
     """The task a built model trains for (decides sequence length vs image size in the estimate)."""
     name = type(loaded.model).__name__
-    if loaded.kind == "torchvision" or "ForImageClassification" in name:
+    if loaded.kind in ("torchvision", "timm") or "ForImageClassification" in name:
         return IMAGE
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return CAUSAL

@@ -9,8 +9,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine.catalog import timm
 from tunedesk.engine.catalog.entry import ModelEntry
-from tunedesk.engine.catalog.params import CountStore, count_config
+from tunedesk.engine.catalog.params import CountStore, count_config, count_timm
 from tunedesk.engine.catalog.weights import BIN_INDEX, SAFE_INDEX, SHARD_RE, inspect_weights
 
 # Order matters: the first fragment found in the architecture name wins; bare "...Model" is last.
@@ -167,6 +168,29 @@ def card_license(card: Path) -> str | None:
     return None
 
 
+def _describe_timm(
+    entry: ModelEntry,
+    cfg: dict[str, Any],
+    folder: Path,
+    count_params: bool,
+    store: CountStore | None,
+    problems: list[str],
+) -> None:
+    """A timm folder: architecture by name, always an image classifier, parameters from a meta build."""
+    entry.architecture = cfg["architecture"]
+    entry.model_type = "timm"
+    entry.family = timm.family_of(cfg["architecture"])
+    entry.task = "image_classification"
+    entry.config_summary = timm.summary(cfg)
+    pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    if isinstance(pre.get("license"), str):
+        entry.license = pre["license"]
+    if count_params:
+        entry.parameters, count_problem = count_timm(cfg, store)
+        if count_problem:
+            problems.append(count_problem)
+
+
 def inspect_folder(
     folder: Path,
     *,
@@ -214,7 +238,9 @@ def inspect_folder(
             if cfg is not None:
                 problem = "no weight files (config only)"
         problems.append(problem)
-    if cfg is not None:
+    if cfg is not None and timm.is_timm_config(cfg):
+        _describe_timm(entry, cfg, folder, count_params, store, problems)
+    elif cfg is not None:
         arch = architecture_of(cfg)
         entry.architecture = arch
         entry.model_type = cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None

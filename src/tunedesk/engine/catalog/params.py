@@ -158,6 +158,41 @@ def count_config(cfg: dict[str, Any], config_file: Path | None = None, store: Co
     return result
 
 
+def count_timm(cfg: dict[str, Any], store: CountStore | None = None) -> Result:
+    """(count, problem) for a timm config.json, memoised like ``count_config`` (the key names timm's version)."""
+    key = f"timm-{_version('timm')}:{config_hash(cfg)}"
+    result = _by_hash.get(key)
+    if result is None and store is not None:
+        result = store.get_hf(key)
+    if result is None:
+        with _build_lock:
+            result = _count_timm(cfg)
+    with _lock:
+        _by_hash[key] = result
+    if store is not None:
+        store.put_hf(key, result)
+    return result
+
+
+def _count_timm(cfg: dict[str, Any]) -> Result:
+    """The timm model built on the meta device, as transformers models are counted."""
+    from tunedesk.engine.catalog.timm import TIMM_HINT, create
+    from tunedesk.engine.errors import ModelError
+
+    try:
+        import timm  # noqa: F401 - only to tell "missing" apart from "cannot build"
+    except ImportError:
+        return None, f"a timm model, and timm is not installed: {TIMM_HINT}"
+    try:
+        with meta_device():
+            model = create(cfg)
+    except ModelError as exc:
+        return None, exc.message
+    except Exception as exc:  # noqa: BLE001 - any architecture timm cannot build is a problem, not a crash
+        return None, f"timm cannot build this model: {type(exc).__name__}: {str(exc)[:200]}"
+    return int(sum(p.numel() for p in model.parameters())), None
+
+
 def _remote_code_problem(arch: str | None) -> str:
     what = f"its architecture {arch}" if arch else "it"
     return (

@@ -1,4 +1,4 @@
-"""Image classification: a folder of class sub-folders -> a torchvision or Hugging Face classifier."""
+"""Image classification: a folder of class sub-folders -> a torchvision, timm or Hugging Face classifier."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
+from tunedesk.engine.timm_models import build_timm_classifier, is_timm_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,6 +51,12 @@ def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return train, val
 
 
+def input_size(config: RunConfig, loaded: LoadedModel) -> int:
+    """The image side a run uses: a timm model's own (its pretrained config), else hparams.image_size."""
+    processor = loaded.processor if isinstance(loaded.processor, dict) else {}
+    return int(processor.get("image_size") or config.hparams.image_size)
+
+
 class ImageClassification(ClassifierTask):
     name = "image_classification"
 
@@ -75,6 +82,8 @@ class ImageClassification(ClassifierTask):
             loaded = build_torchvision_classifier(config.model, label_names, device=device)
             loaded.processor = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
             return loaded
+        if config.model.source == "timm" or is_timm_model(config.model.name_or_path):
+            return build_timm_classifier(config.model, label_names, device=device)  # mean/std/size: its own
         loaded = build_hf_classifier(config.model, label_names, image=True, device=device)
         loaded.processor = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         if device != "meta":
@@ -93,7 +102,7 @@ class ImageClassification(ClassifierTask):
         y = [index[label] for label in examples.labels]
         train_idx, val_idx = self.split(config, examples)
         mean, std = loaded.processor["mean"], loaded.processor["std"]
-        t_train, t_val = image_transforms(config.hparams.image_size, mean, std)
+        t_train, t_val = image_transforms(input_size(config, loaded), mean, std)
         train = _Images([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], t_train)
         val = _Images([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], t_val)
         return PreparedData(
@@ -115,7 +124,8 @@ class ImageClassification(ClassifierTask):
     def predict(self, loaded: LoadedModel, images: list[str], image_size: int = 224) -> list[dict[str, float]]:
         from tunedesk.engine.data import load_image
 
-        _, t_val = image_transforms(image_size, loaded.processor["mean"], loaded.processor["std"])
+        size = loaded.processor.get("image_size", image_size)
+        _, t_val = image_transforms(size, loaded.processor["mean"], loaded.processor["std"])
         model = loaded.model
         model.eval()
         device = next(model.parameters()).device
