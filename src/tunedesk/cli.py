@@ -62,14 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id", type=int)
     r.add_argument("--json", action="store_true")
-    r = rsub.add_parser("export", help="export a run's best model (Hugging Face folder, torchvision weights or ONNX)")
+    r = rsub.add_parser(
+        "export", help="export a run's best model (Hugging Face folder, torchvision weights, timm folder or ONNX)"
+    )
     r.add_argument("run_id", type=int)
     r.add_argument("directory", help="a new or empty folder")
     r.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "hf", "torchvision", "onnx", "merged", "adapter"],
-        help="auto: hf for Hugging Face models, torchvision for torchvision ones, merged for language "
+        choices=["auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter"],
+        help="auto: hf for Hugging Face models, torchvision or timm for those, merged for language "
         "models (adapter: their LoRA adapter only); onnx needs `pip install onnx`",
     )
     r.add_argument("--json", action="store_true")

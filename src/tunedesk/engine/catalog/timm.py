@@ -65,7 +65,7 @@ def summary(cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(size, list) and size and isinstance(size[-1], int):
         out["image_size"] = size[-1]
     if isinstance(pre.get("tag"), str):
-        out["weights"] = pre["tag"]
+        out["pretrained_tag"] = pre["tag"]
     return out
 
 

@@ -236,6 +236,7 @@ def _config_record(prep: PreparedRun) -> dict[str, Any]:
         "architecture": prep.loaded.architecture,
         "family": prep.loaded.family,
         "pretrained": prep.loaded.pretrained,
+        "model_kind": prep.loaded.kind,  # hf, torchvision or timm (a timm folder may be named with source hf)
     }
     if prep.config.task == "causal_lm":  # a data set version may hold chats or a corpus: say which it was
         record["_resolved"]["chat"] = bool(getattr(prep.task, "chat", False))

@@ -31,6 +31,7 @@ SUMMARY_LABELS = {
     "num_labels": "labels",
     "dtype": "dtype",
     "weights": "torchvision weights",
+    "pretrained_tag": "pretrained weights",
     "num_classes": "classes",
 }
 

@@ -47,7 +47,8 @@ class ExportDialog(QDialog):
         self.home = Path(home)
         self.result_info: dict[str, Any] | None = None
         self._calls = TaskGroup(self)
-        torchvision = ((run.get("config") or {}).get("model") or {}).get("source") == "torchvision"
+        config = run.get("config") or {}
+        kind = (config.get("_resolved") or {}).get("model_kind") or (config.get("model") or {}).get("source")
         language_model = run.get("task") == "causal_lm"
         lora_cfg = ((run.get("config") or {}).get("freeze") or {}).get("lora") or {}
         self._base_bits = lora_cfg.get("base_bits") if language_model else None
@@ -60,8 +61,10 @@ class ExportDialog(QDialog):
         if language_model:
             self.format.addItem("Hugging Face folder, adapters merged (transformers from_pretrained)", "merged")
             self.format.addItem("LoRA adapter only (PEFT, needs the base model)", "adapter")
-        elif torchvision:
+        elif kind == "torchvision":
             self.format.addItem("torchvision weights (safetensors) + JSON", "torchvision")
+        elif kind == "timm":
+            self.format.addItem("timm folder (timm.create_model)", "timm")
         else:
             self.format.addItem("Hugging Face folder (transformers from_pretrained)", "hf")
         if not language_model:
@@ -105,6 +108,9 @@ class ExportDialog(QDialog):
                 "Load it with AutoModelFor…from_pretrained(folder). The folder must be new or empty.",
                 "torchvision": "model.safetensors, tunedesk_model.json (architecture, class names, image size, mean/std) "
                 "and a README with the lines that load it. The folder must be new or empty.",
+                "timm": "config.json (architecture, class names, mean/std, input size) and model.safetensors in "
+                "timm's layout: timm.create_model(architecture, pretrained=True, num_classes=N, "
+                "pretrained_cfg_overlay=dict(file=…/model.safetensors)) loads it. The folder must be new or empty.",
                 "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
                 "Needs `pip install onnx`; not every model can be exported.",
                 "merged": "The fine-tuned weights (LoRA adapters merged in) and the tokenizer: "

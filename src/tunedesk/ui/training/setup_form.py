@@ -108,6 +108,7 @@ class SetupForm(QWidget):
         self.model_source = QComboBox()
         self.model_source.addItem("Hugging Face folder or cache id", "hf")
         self.model_source.addItem("torchvision architecture", "torchvision")
+        self.model_source.addItem("timm model folder or cache id", "timm")
         self.model_source.currentIndexChanged.connect(self._source_changed)
         self.rows.row(form, "Format", "model.source", self.model_source)
         self.model_note = make_label("Pick a model in the Models area, or browse to a model folder.")
@@ -295,7 +296,8 @@ class SetupForm(QWidget):
     def _model_edited(self, text: str) -> None:
         self._model_weights = None
         self.model_note.setText("")
-        self._family = family_of_path(text) if self.model_source.currentData() == "hf" else text.rstrip("0123456789_")
+        by_folder = self.model_source.currentData() in ("hf", "timm")
+        self._family = family_of_path(text) if by_folder else text.rstrip("0123456789_")
         self._refresh_suggestion()
         self.changed.emit()
 
@@ -435,7 +437,7 @@ class SetupForm(QWidget):
             self._suggested_text,
             self._family,
             self.task_combo.currentData(),
-            head_from_pretrained=self.model_source.currentData() == "hf" or bool(self._model_weights),
+            head_from_pretrained=self.model_source.currentData() in ("hf", "timm") or bool(self._model_weights),
             lora=self._freeze.lora.active,
         )
 
@@ -479,7 +481,7 @@ class SetupForm(QWidget):
         self._set_model(config.model)
         self._family = (
             family_of_path(config.model.name_or_path)
-            if config.model.source == "hf"
+            if config.model.source in ("hf", "timm")
             else config.model.name_or_path.rstrip("0123456789_")
         )
         self.model_note.setText("")

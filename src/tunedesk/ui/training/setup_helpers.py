@@ -72,15 +72,22 @@ def model_spec_from_entry(entry: Any) -> ModelSpec:
     """A catalog ModelEntry as the run's ModelSpec (torchvision files load by architecture name)."""
     if getattr(entry, "model_type", None) == "torchvision" and getattr(entry, "architecture", None):
         return ModelSpec(name_or_path=entry.architecture, source="torchvision", weights=entry.path)
+    if getattr(entry, "model_type", None) == "timm":
+        return ModelSpec(name_or_path=entry.path, source="timm")
     return ModelSpec(name_or_path=entry.path, source="hf")
 
 
 def family_of_path(path: str) -> str | None:
-    """The model family from a folder's config.json (``model_type``), without loading anything."""
+    """The model family from a folder's config.json (``model_type``, or a timm ``architecture``), without
+    loading anything."""
     try:
         cfg = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    from tunedesk.engine.catalog.timm import family_of, is_timm_config
+
+    if is_timm_config(cfg):
+        return family_of(cfg["architecture"])
     value = cfg.get("model_type") if isinstance(cfg, dict) else None
     return value if isinstance(value, str) else None
 
