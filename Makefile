@@ -19,7 +19,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install venv run demo app test test-fast lint bench screenshots
+.PHONY: install venv run demo app test test-fast lint bench screenshots bundle bundle-smoke
 
 ifdef USE_VENV
 # A venv whose interpreter no longer starts (base Python upgraded or removed, a half-made folder) is
@@ -73,3 +73,12 @@ bench: install
 
 screenshots: install
 	for f in docs/screenshots/shoot_*.py; do $(PYTHON) $$f || exit 1; done
+
+# The stand-alone app (PyInstaller one-folder, torch included) and its archive; slow: see packaging/README.md.
+bundle: install
+	$(PIP) install --quiet --disable-pip-version-check "pyinstaller>=6.10"
+	$(PYTHON) packaging/bundle.py
+
+# Start the bundled app offscreen and run its `tunedesk demo --json`; prints size and start time.
+bundle-smoke:
+	$(PYTHON) packaging/smoke_bundle.py

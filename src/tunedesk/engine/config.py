@@ -45,7 +45,7 @@ class ModelSpec:
 
 @dataclass
 class DataSpec:
-    kind: str = "text_table"
+    kind: str = "text_table"  # text_table: CSV/TSV/JSONL, Parquet/Arrow or a Hugging Face datasets cache folder
     path: str = ""
     text_column: str = "text"
     label_column: str = "label"

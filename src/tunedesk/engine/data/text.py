@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine.data.arrow import is_arrow_source, open_source
 from tunedesk.engine.data.encoding import detect_encoding, first_decode_error, normalize_encoding
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.errors import DataError
@@ -222,8 +223,11 @@ def read_text_table(
 ) -> tuple[list[TextExample], DataReport]:
     """Read a labelled text table. Rows that cannot be used are skipped and listed in the report;
     problems with the file as a whole raise DataError. ``max_items`` keeps the first N usable rows
-    (file order) and stops reading. ``encoding=None`` detects it."""
+    (file order) and stops reading. ``encoding=None`` detects it. Parquet/Arrow files and Hugging Face
+    datasets cache folders are read through pyarrow (``data.arrow``; class numbers become their names)."""
     path = Path(path).expanduser()
+    if is_arrow_source(path):
+        return _read_arrow(path, text_column, label_column, max_items)
     _check_file(path)
     fmt = _table_format(path)
     if max_items is not None and max_items < 1:
@@ -253,6 +257,45 @@ def read_text_table(
         raise DataError(
             f"no usable rows in {_display(path)}: {report.summary()}",
             f"every row was skipped; fix the rows or check text_column/label_column. First problems: {first}",
+        )
+    return examples, report
+
+
+def _read_arrow(
+    path: Path, text_column: str, label_column: str, max_items: int | None
+) -> tuple[list[TextExample], DataReport]:
+    source = open_source(path)
+    report = DataReport(source=str(source.path), encoding="utf-8")
+    tc, lc = source.column(text_column), source.column(label_column)
+    missing = [
+        (f, n, w)
+        for f, n, w, c in (("text_column", text_column, "text", tc), ("label_column", label_column, "label", lc))
+        if c is None
+    ]
+    if missing:
+        raise _missing_columns_error(path, source.columns, missing, "column")
+    examples: list[TextExample] = []
+    row_no = 0
+    for batch in source.batches([tc, lc]):
+        for row in batch:
+            if max_items is not None and len(examples) >= max_items:
+                report.limit_reached = True
+                report.rows_kept = len(examples)
+                return examples, report
+            row_no += 1
+            report.rows_read += 1
+            text, label = row.get(tc), source.label_of(lc, row.get(lc))
+            if text is not None and not isinstance(text, str):
+                report.add(f"text is not a string: got {type(text).__name__}", row_no)
+            elif label is None:
+                report.add(f"label is not a single value: got {type(row.get(lc)).__name__}", row_no)
+            else:
+                _keep(text or "", label, row_no, examples, report)
+    report.rows_kept = len(examples)
+    if not examples:
+        raise DataError(
+            f"no usable rows in {source.display}: {report.summary()}",
+            "check text_column and label_column (every row was empty or unlabelled)",
         )
     return examples, report
 

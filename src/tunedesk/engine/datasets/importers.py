@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine.data.arrow import is_arrow_source, open_source
 from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import (
@@ -31,6 +32,7 @@ from tunedesk.engine.data.text import (
     _table_format,
     iter_table_records,
 )
+from tunedesk.engine.datasets import arrow_import
 from tunedesk.engine.datasets import flags as F
 from tunedesk.engine.datasets.cleaning import CleaningOptions, CleaningReport, refresh_flags
 from tunedesk.engine.datasets.corpora import iter_chat_records, iter_passages, list_text_files
@@ -72,10 +74,11 @@ class CancelToken:
 class ImportSpec:
     """What to import. ``kind``: text_table | image_folder | image_csv | text_corpus | chat_jsonl.
 
-    text_table: ``path`` (.csv/.tsv/.jsonl), ``text_column``, ``label_column`` ("" = no labels yet),
+    text_table: ``path`` (.csv/.tsv/.jsonl, .parquet/.arrow or a Hugging Face datasets cache folder), ``text_column``, ``label_column`` ("" = no labels yet),
     ``encoding`` (None = detect). image_folder: ``path`` (one sub-folder per class). image_csv:
     ``path`` (a CSV of file,label), ``images_root`` (folder the file names are relative to; default
-    the CSV's folder), ``file_column``, ``label_column``. text_corpus: ``path`` (a .txt file or a
+    the CSV's folder), ``file_column``, ``label_column``; a Parquet/Arrow source instead of the CSV has
+    the image bytes in ``file_column``. text_corpus: ``path`` (a .txt file or a
     folder of them). chat_jsonl: ``path`` (one {"messages": [...]} object per line).
     """
 
@@ -241,6 +244,8 @@ def import_path(
 
 
 def _precheck(spec: ImportSpec, path: Path) -> None:
+    if spec.kind in ("text_table", "image_csv") and is_arrow_source(path):
+        return  # Parquet / Arrow / a Hugging Face datasets folder: open_source checks it
     if spec.kind in ("text_table", "image_csv", "chat_jsonl"):
         _check_file(path)
         if spec.kind != "chat_jsonl":
@@ -260,6 +265,15 @@ def _precheck(spec: ImportSpec, path: Path) -> None:
 
 
 def _import_text_table(ctx: _Context, spec: ImportSpec, path: Path, options: CleaningOptions) -> DataReport:
+    if is_arrow_source(path):
+        report = arrow_import.import_text(
+            ctx.say,
+            lambda report, text, label, line, labelled: _keep_text(ctx, report, text, label, line, labelled),
+            open_source(path),
+            spec.text_column,
+            spec.label_column,
+        )
+        return _checked_text_report(ctx, spec, path, report)
     fmt = _table_format(path)
     enc, confident, forced = _resolve_encoding(path, spec.encoding)
     report = DataReport(source=os.path.abspath(path), encoding=enc, encoding_confident=confident)
@@ -273,6 +287,10 @@ def _import_text_table(ctx: _Context, spec: ImportSpec, path: Path, options: Cle
         raise _decode_error(path, enc, forced) from None
     except OSError as e:
         raise DataError(f"cannot read {_display(path)}: {e.strerror or e}", "check the file permissions") from None
+    return _checked_text_report(ctx, spec, path, report)
+
+
+def _checked_text_report(ctx: _Context, spec: ImportSpec, path: Path, report: DataReport) -> DataReport:
     report.rows_kept = ctx.position
     if ctx.position == 0:
         if report.rows_read == 0:
@@ -447,6 +465,13 @@ _FILE_COLUMNS = ("file", "filename", "file_name", "path", "image", "image_path",
 
 
 def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: CleaningOptions) -> DataReport:
+    if is_arrow_source(path):  # a Parquet/Arrow table whose file column holds the image bytes
+        source = open_source(path)
+        report = DataReport(source=str(source.path), unit="image")
+        folder = ctx.store.path.parent / arrow_import.IMAGES_FOLDER
+        todo = arrow_import.image_todo(ctx.say, source, spec.file_column, spec.label_column, folder, report)
+        _inspect_all(ctx, todo, report, folder, options)
+        return report
     root = Path(spec.images_root).expanduser() if spec.images_root else path.parent
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}", "choose the folder that holds the images named in the CSV")

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunedesk.engine.data import arrow
+from tunedesk.engine.data.arrow import ArrowSource
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import _check_file, _decode_error, _resolve_encoding, _table_format, iter_table_records
 from tunedesk.engine.errors import DataError
@@ -43,6 +45,9 @@ class TablePreview:
     size_bytes: int
     encoding_choices: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # rows of the preview that could not be read
+    image_column: str | None = None  # Parquet/Arrow: a column of images (bytes), best guess
+    total_rows: int | None = None  # Parquet/Arrow: known without reading the rows
+    splits: dict[str, int] = field(default_factory=dict)  # Hugging Face cache: rows per split
 
 
 def _guess(columns: list[str], rows: list[list[str]]) -> tuple[str | None, str | None]:
@@ -77,10 +82,79 @@ def _guess(columns: list[str], rows: list[list[str]]) -> tuple[str | None, str |
     return (columns[ti] if ti is not None else None), (columns[li] if li is not None else None)
 
 
+def guess_arrow_columns(source: ArrowSource) -> tuple[str | None, str | None, str | None]:
+    """(text, label, image) column guesses for a columnar source: ClassLabel and usual names first,
+    then the column roles (strings, numbers, images)."""
+
+    def named(names: tuple[str, ...], roles: tuple[str, ...]) -> str | None:
+        for n in names:
+            col = source.column(n)
+            if col is not None and source.roles[col] in roles:
+                return col
+        return None
+
+    def id_like(col: str) -> bool:
+        name = col.casefold()
+        return name in ("id", "index", "idx", "key", "uuid") or name.endswith(("_id", " id"))
+
+    image = named(("image", "img", "picture", "photo"), ("image",)) or next(
+        (c for c in source.columns if source.roles[c] == "image"), None
+    )
+    label = next((c for c in source.columns if c in source.class_names), None)
+    label = label or named(LABEL_NAMES, ("text", "number", "label"))
+    text = named(TEXT_NAMES, ("text",)) or next(
+        (c for c in source.columns if source.roles[c] == "text" and c != label and not id_like(c)), None
+    )
+    if label is None:
+        label = next(
+            (c for c in source.columns if c != text and source.roles[c] in ("text", "number") and not id_like(c)), None
+        )
+    return text, label, image
+
+
+def preview_arrow(path: str | Path, max_rows: int = 50) -> TablePreview:
+    """The first rows of a Parquet/Arrow source (or a Hugging Face datasets cache folder), its columns
+    and guesses for the text, label and image columns."""
+    source = arrow.open_source(path)
+    text, label, image = guess_arrow_columns(source)
+    rows: list[list[str]] = []
+    for batch in source.batches(source.columns, batch_size=max_rows):
+        for row in batch[: max_rows - len(rows)]:
+            cells = []
+            for c in source.columns:
+                value = row.get(c)
+                if c in source.class_names and isinstance(value, int):
+                    cells.append(source.label_of(c, value) or "")
+                else:
+                    cells.append(arrow.cell_text(value, source.roles[c]))
+            rows.append(cells)
+        if len(rows) >= max_rows:
+            break
+    size = sum(f.stat().st_size for f in source.files)
+    fmt = "parquet" if source.files[0].suffix.lower() == ".parquet" else "arrow"
+    return TablePreview(
+        str(source.path),
+        fmt,
+        "utf-8",
+        True,
+        source.columns,
+        rows,
+        text,
+        label,
+        size,
+        image_column=image,
+        total_rows=source.num_rows,
+        splits=dict(source.splits),
+    )
+
+
 def preview_table(path: str | Path, encoding: str | None = None, max_rows: int = 50) -> TablePreview:
     """Read the first ``max_rows`` records of a CSV/TSV/JSONL file (DataError for a file that cannot
     be a table). ``encoding=None`` detects it: the whole file is streamed once to check UTF-8, so a
-    several-GB file takes a few seconds; run this off the GUI thread."""
+    several-GB file takes a few seconds; run this off the GUI thread. Parquet/Arrow sources and
+    Hugging Face datasets cache folders go through ``preview_arrow``."""
+    if arrow.is_arrow_source(path):
+        return preview_arrow(path, max_rows)
     path = Path(path).expanduser()
     _check_file(path)
     fmt = _table_format(path)

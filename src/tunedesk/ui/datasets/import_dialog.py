@@ -22,8 +22,10 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QTableView,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -34,13 +36,13 @@ if TYPE_CHECKING:
     from tunedesk.engine.datasets import ImportSpec, TablePreview
 
 KINDS = [
-    ("text_table", "Labelled texts (CSV, TSV, JSONL)"),
+    ("text_table", "Labelled texts (CSV, TSV, JSONL, Parquet, a Hugging Face data set)"),
     ("image_folder", "Images in class folders"),
-    ("image_csv", "Images + a CSV of file,label"),
+    ("image_csv", "Images + a table of file,label (CSV; or Parquet with the image bytes)"),
     ("text_corpus", "Text corpus (.txt files, for language models)"),
     ("chat_jsonl", "Chat conversations (JSONL: messages, or prompt/response pairs)"),
 ]
-TABLE_FILTER = "Tables (*.csv *.tsv *.tab *.jsonl *.ndjson);;All files (*)"
+TABLE_FILTER = "Tables (*.csv *.tsv *.tab *.jsonl *.ndjson *.parquet *.arrow);;All files (*)"
 NO_LABEL = "(none: label them here)"
 
 
@@ -69,9 +71,17 @@ class ImportDialog(QDialog):
         self.path.setPlaceholderText("a file or folder on this computer")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
+        self.hf_button = QToolButton()
+        self.hf_button.setText("Hugging Face cache")
+        self.hf_button.setToolTip("Data sets already in this machine's Hugging Face datasets cache")
+        self.hf_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.hf_menu = QMenu(self.hf_button)
+        self.hf_menu.aboutToShow.connect(self._fill_hf_menu)
+        self.hf_button.setMenu(self.hf_menu)
         path_row = QHBoxLayout()
         path_row.addWidget(self.path, 1)
         path_row.addWidget(browse)
+        path_row.addWidget(self.hf_button)
         self.name = QLineEdit()
         self.name.setPlaceholderText("defaults to the file or folder name")
         self.root = QLineEdit()
@@ -151,6 +161,7 @@ class ImportDialog(QDialog):
         for w in (self.encoding, self.text_column, self.label_column, self.table):
             w.setEnabled(table)
         self.form.setRowVisible(self.root_row, self.kind_key == "image_csv")
+        self.hf_button.setVisible(table)
         self.form.setRowVisible(4, table)
         self.form.setRowVisible(5, table)
         self.form.setRowVisible(6, table)
@@ -170,6 +181,30 @@ class ImportDialog(QDialog):
             chosen, _ = QFileDialog.getOpenFileName(self, "Choose the file", self.path.text(), filt)
         if chosen:
             self.path.setText(chosen)
+
+    def _fill_hf_menu(self) -> None:
+        """The prepared data sets of the local Hugging Face datasets cache (a quick folder listing)."""
+        from tunedesk.engine.data.arrow import find_cached_datasets
+
+        self.hf_menu.clear()
+        found = find_cached_datasets()
+        if not found:
+            self.hf_menu.addAction("no data sets in the Hugging Face datasets cache").setEnabled(False)
+            return
+        for d in found:
+            splits = ", ".join(f"{k} {v:,}" for k, v in d.splits.items())
+            action = self.hf_menu.addAction(
+                f"{d.name} ({d.config}): {d.rows:,} rows" + (f" — {splits}" if splits else "")
+            )
+            action.setToolTip(d.path)
+            action.triggered.connect(lambda _=False, d=d: self._pick_cached(d.path, d.name))
+
+    def _pick_cached(self, path: str, name: str) -> None:
+        if self.kind_key not in ("text_table", "image_csv"):
+            self.kind.setCurrentIndex(max(0, self.kind.findData("text_table")))
+        if not self.name.text().strip():
+            self.name.setText(name.rsplit("/", 1)[-1])
+        self.path.setText(path)
 
     def _browse_root(self) -> None:
         chosen = QFileDialog.getExistingDirectory(self, "Folder the file names are relative to", self.root.text())
@@ -237,7 +272,13 @@ class ImportDialog(QDialog):
         self._fill(self.text_column, preview.columns, self._file_guess(preview) if is_csv else preview.text_column)
         self._fill(self.label_column, preview.columns, preview.label_column, allow_none=not is_csv)
         size = preview.size_bytes / 1e6
-        note = f"{preview.format.upper()}, {size:,.1f} MB, showing the first {len(preview.rows)} rows"
+        columnar = preview.format in ("parquet", "arrow")
+        self.encoding.setEnabled(not columnar)  # Parquet and Arrow store text as UTF-8
+        self.form.setRowVisible(self.root_row, self.kind_key == "image_csv" and not columnar)
+        rows = f"{preview.total_rows:,} rows" if preview.total_rows is not None else ""
+        if preview.splits:
+            rows += " (" + ", ".join(f"{k} {v:,}" for k, v in sorted(preview.splits.items())) + ")"
+        note = f"{preview.format.upper()}, {size:,.1f} MB, {rows + ', ' if rows else ''}showing the first {len(preview.rows)} rows"
         if preview.problems:
             note += f"; {len(preview.problems)} rows could not be read: {preview.problems[0]}"
         self.status.setText(note)
@@ -245,6 +286,8 @@ class ImportDialog(QDialog):
         self._update_state()
 
     def _file_guess(self, preview: TablePreview) -> str | None:
+        if preview.image_column:
+            return preview.image_column
         for name in ("file", "filename", "file_name", "path", "image", "image_path", "img"):
             for c in preview.columns:
                 if c.casefold() == name:
