@@ -205,3 +205,19 @@ def test_without_pyarrow_the_error_says_what_to_install(text_parquet, monkeypatc
     with pytest.raises(DataError, match="pyarrow") as err:
         preview_table(text_parquet[0])
     assert "tunedesk[parquet]" in err.value.hint
+
+
+def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parquet, home):
+    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+    from tunedesk.engine.tasks import get_task
+
+    path, rows = image_parquet
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision"),
+        data=DataSpec(kind="image_table", path=str(path)),
+    ).validate()
+    examples = get_task("image_classification").load_examples(config)
+    assert examples.labels == [lab for _, lab in rows[:-1]]  # the damaged last row is reported, not used
+    assert all(Path(p).is_relative_to(home / "images") for p in examples.paths)
+    assert examples.summary == "read 13 images, kept 12; 1 skipped (1 not a readable image)"

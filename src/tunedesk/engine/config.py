@@ -18,7 +18,7 @@ from tunedesk.engine.errors import ConfigError
 
 TASKS = ("text_classification", "image_classification", "causal_lm")
 MODEL_SOURCES = ("hf", "torchvision", "timm")
-DATA_KINDS = ("text_table", "image_folder", "dataset_version", "text_corpus", "chat_jsonl")
+DATA_KINDS = ("text_table", "image_folder", "image_table", "dataset_version", "text_corpus", "chat_jsonl")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRESETS = ("all", "head_only", "last_n_blocks", "none")
@@ -49,6 +49,7 @@ class DataSpec:
     path: str = ""
     text_column: str = "text"
     label_column: str = "label"
+    image_column: str = "image"  # image_table: a Parquet/Arrow column of image bytes (or file names)
     encoding: str | None = None  # None: detect
     dataset_version: str | None = None  # kind == dataset_version: the stored version id
     val_fraction: float = 0.2
@@ -184,9 +185,11 @@ class RunConfig:
             _check(bool(d.path), "data.path", "is empty", "point it at your data file or folder")
         if self.task == "image_classification":
             _check(
-                d.kind in ("image_folder", "dataset_version"),
+                d.kind in ("image_folder", "image_table", "dataset_version"),
                 "data.kind",
-                f"must be image_folder for image_classification (got {d.kind!r})",
+                f"must be image_folder or image_table for image_classification (got {d.kind!r})",
+                "image_folder: one sub-folder of images per class; image_table: a Parquet file (or Hugging Face "
+                "data set folder) with an image column and a label column",
             )
         if self.task == "text_classification":
             _check(

@@ -21,11 +21,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.errors import DataError
 
 ARROW_SUFFIXES = (".parquet", ".arrow")
@@ -107,6 +108,21 @@ class ArrowSource:
                             yield batch.select(columns).to_pylist()
             except (OSError, pa.ArrowException) as exc:
                 raise DataError(f"cannot read {f.name}: {exc}", "the file may be incomplete: copy it again") from exc
+
+    def columns_for(self, wanted: list[tuple[str, str, str]]) -> list[str]:
+        """The actual names for (setting, wanted name, what) triples; DataError naming what is missing."""
+        found, missing = [], []
+        for setting, name, what in wanted:
+            col = self.column(name) if name else None
+            if col is None:
+                missing.append(f"{setting} {name!r} ({what})")
+            found.append(col)
+        if missing:
+            raise DataError(
+                f"{self.display} has no column {' and no column '.join(missing)}",
+                f"its columns are: {', '.join(repr(c) for c in self.columns)}; choose the right ones",
+            )
+        return found
 
     def label_of(self, column: str, value: Any) -> str | None:
         """A label cell as text (class numbers become their ClassLabel names); None when not a single value."""
@@ -368,3 +384,45 @@ def find_cached_datasets(caches: list[Path] | None = None) -> list[CachedDataset
                 )
             )
     return found
+
+
+def image_rows(
+    say: Callable[..., None],
+    source: ArrowSource,
+    image_column: str,
+    label_column: str,
+    folder: Path,
+    report: DataReport,
+) -> list[tuple[str, str]]:
+    """(label, file) per row; image bytes are written into ``folder`` (content-addressed) on the way."""
+    wanted = [("file_column", image_column, "image")]
+    if label_column:
+        wanted.append(("label_column", label_column, "label"))
+    cols = source.columns_for(wanted)
+    ic, lc = cols[0], (cols[1] if label_column else None)
+    if source.roles[ic] not in ("image", "text"):
+        raise DataError(
+            f"the column {ic!r} of {source.display} holds neither images nor file names",
+            f"choose the image column ({', '.join(c for c in source.columns if source.roles[c] == 'image') or 'none found'})",
+        )
+    todo: list[tuple[str, str]] = []
+    row_no = 0
+    base = source.path if source.path.is_dir() else source.path.parent
+    for batch in source.batches([c for c in (ic, lc) if c], batch_size=256):
+        for row in batch:
+            row_no += 1
+            label: Any = source.label_of(lc, row.get(lc)) if lc else ""
+            if label is None:
+                report.add(f"label is not a single value: got {type(row.get(lc)).__name__}", row_no)
+                continue
+            path = image_file(row.get(ic), folder, base)
+            if path is None:
+                report.add("no image in this row", row_no)
+                continue
+            if lc and not label:
+                report.add("blank label: imported without a label", row_no, "warning")
+            todo.append((label, path))
+        say(row_no, source.num_rows, f"unpacking images: {row_no:,} of {source.num_rows:,}")
+    if not todo:
+        raise DataError(f"{source.display} holds no images in the column {ic!r}", "choose the image column")
+    return todo

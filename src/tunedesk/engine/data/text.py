@@ -266,14 +266,7 @@ def _read_arrow(
 ) -> tuple[list[TextExample], DataReport]:
     source = open_source(path)
     report = DataReport(source=str(source.path), encoding="utf-8")
-    tc, lc = source.column(text_column), source.column(label_column)
-    missing = [
-        (f, n, w)
-        for f, n, w, c in (("text_column", text_column, "text", tc), ("label_column", label_column, "label", lc))
-        if c is None
-    ]
-    if missing:
-        raise _missing_columns_error(path, source.columns, missing, "column")
+    tc, lc = source.columns_for([("text_column", text_column, "text"), ("label_column", label_column, "label")])
     examples: list[TextExample] = []
     row_no = 0
     for batch in source.batches([tc, lc]):

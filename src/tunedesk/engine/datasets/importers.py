@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedesk.engine.data.arrow import is_arrow_source, open_source
+from tunedesk.engine.data.arrow import image_rows, is_arrow_source, open_source
 from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import (
@@ -469,7 +469,7 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
         source = open_source(path)
         report = DataReport(source=str(source.path), unit="image")
         folder = ctx.store.path.parent / arrow_import.IMAGES_FOLDER
-        todo = arrow_import.image_todo(ctx.say, source, spec.file_column, spec.label_column, folder, report)
+        todo = image_rows(ctx.say, source, spec.file_column, spec.label_column, folder, report)
         _inspect_all(ctx, todo, report, folder, options)
         return report
     root = Path(spec.images_root).expanduser() if spec.images_root else path.parent

@@ -51,6 +51,34 @@ def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return train, val
 
 
+def _image_table_examples(config: RunConfig) -> ImageExamples:
+    """A Parquet/Arrow table of image bytes + labels: images unpacked once into ``<home>/images`` (by
+    content, shared with the Datasets area), unreadable ones left out and reported."""
+    from tunedesk.engine.data.arrow import image_rows, open_source
+    from tunedesk.engine.data.images import _check_image
+    from tunedesk.engine.data.report import DataReport
+    from tunedesk.engine.paths import home_dir
+
+    d = config.data
+    source = open_source(d.path)
+    report = DataReport(source=str(source.path), unit="image")
+    rows = image_rows(lambda *a, **k: None, source, d.image_column, d.label_column, home_dir() / "images", report)
+    paths, labels = [], []
+    for label, path in rows:
+        report.rows_read += 1
+        problem = "blank label" if not label else _check_image(path, 8)
+        if problem:
+            report.add(problem, path=Path(path).name)
+            continue
+        paths.append(path)
+        labels.append(label)
+        if d.max_items is not None and len(paths) >= d.max_items:
+            report.limit_reached = True
+            break
+    report.rows_kept = len(paths)
+    return ImageExamples(paths, labels, source.display, report.summary(), warnings=report_warnings(report))
+
+
 def input_size(config: RunConfig, loaded: LoadedModel) -> int:
     """The image side a run uses: a timm model's own (its pretrained config), else hparams.image_size."""
     processor = loaded.processor if isinstance(loaded.processor, dict) else {}
@@ -66,6 +94,8 @@ class ImageClassification(ClassifierTask):
             from tunedesk.engine.tasks.stored import load_image_version
 
             return load_image_version(config)
+        if d.kind == "image_table":
+            return _image_table_examples(config)
         from tunedesk.engine.data import scan_image_folder
 
         items, report = scan_image_folder(d.path, max_items=d.max_items)
