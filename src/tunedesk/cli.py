@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter"],
+        choices=["auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter", "tensorboard"],
         help="auto: hf for Hugging Face models, torchvision or timm for those, merged for language "
-        "models (adapter: their LoRA adapter only); onnx needs `pip install onnx`",
+        "models (adapter: their LoRA adapter only); onnx needs `pip install onnx`; tensorboard: the run's "
+        "curves, evaluations, settings and freeze plan as event files for `tensorboard --logdir`",
     )
     r.add_argument("--json", action="store_true")
     r = rsub.add_parser("delete", help="delete a run and its files")
@@ -435,7 +436,10 @@ def _cmd_export(args) -> int:
     print(f"exported run {args.run_id} ({result['format']}) to {result['path']}")
     for name in result["files"]:
         print(f"  {name}")
-    print(f"how to load it: {Path(result['path']) / 'README.md'}")
+    if result["format"] == "tensorboard":
+        print(f"view it: tensorboard --logdir {result['path']}")
+    else:
+        print(f"how to load it: {Path(result['path']) / 'README.md'}")
     if args.json:
         print(json.dumps(result, default=str))
     return 0

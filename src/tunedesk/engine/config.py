@@ -157,6 +157,7 @@ class RunConfig:
     precision: str = "auto"
     seed: int = 42
     output_dir: str | None = None
+    tensorboard: bool | None = None  # event files in the run folder; None: when tensorboard is installed
     version: int = CONFIG_VERSION
 
     # ---- validation ---------------------------------------------------------------------------
@@ -348,6 +349,15 @@ class RunConfig:
         if dev == "cpu" and self.precision == "fp16":
             raise ConfigError(
                 "precision", "fp16 is not supported on the CPU", "use fp32 (or bf16) on the CPU, or pick a GPU"
+            )
+        if self.tensorboard:
+            import importlib.util
+
+            _check(
+                importlib.util.find_spec("tensorboard") is not None,
+                "tensorboard",
+                "is on, but the tensorboard package is not installed",
+                "pip install tensorboard  (or pip install 'tunedesk[tensorboard]'), or set tensorboard = false",
             )
         _check(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,

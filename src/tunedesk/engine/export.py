@@ -10,6 +10,7 @@
   pretrained=True, num_classes=N, pretrained_cfg_overlay=dict(file=".../model.safetensors"))`` loads offline.
 * ``onnx``: model.onnx (+ label names and tokenizer / preprocessing settings), when the ``onnx``
   package is installed and torch's exporter supports the model.
+* ``tensorboard``: the run's recorded history as TensorBoard event files (``run.tensorboard``).
 * causal-LM runs go through ``export_lm.export_lm_run``: ``merged`` (the default; a plain Hugging Face
   folder) or ``adapter`` (a PEFT LoRA adapter).
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from tunedesk.engine.errors import TuneDeskError
 
-FORMATS = ("auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter")
+FORMATS = ("auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter", "tensorboard")
 LM_FORMATS = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter"}  # causal_lm runs
 TORCHVISION_META = "tunedesk_model.json"
 RESIZE_RATIO = 1.143  # TuneDesk's evaluation transform: resize the short side to size * 1.143, crop size
@@ -158,6 +159,10 @@ def export_run(
         raise TuneDeskError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
     target = Path(directory).expanduser().resolve()
     _check_target(target)
+    if fmt == "tensorboard":  # the run's history (curves, evaluations, settings), not its weights
+        from tunedesk.engine.run.tensorboard import export_run as export_events
+
+        return export_events(run_id, target, home)
     if _run_task(run_id, home) == "causal_lm":
         return _export_lm(run_id, target, fmt, home)
     if fmt in ("merged", "adapter"):

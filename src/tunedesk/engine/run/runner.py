@@ -243,6 +243,24 @@ def _config_record(prep: PreparedRun) -> dict[str, Any]:
     return record
 
 
+def _tensorboard_writer(prep: PreparedRun, output_dir: Path) -> Any:
+    """The run's TensorBoard listener when the setting (or, left empty, an installed tensorboard) asks for one."""
+    from tunedesk.engine.run import tensorboard
+
+    if not tensorboard.enabled(prep.config.tensorboard):
+        return None
+    plan = tensorboard.plan_text(
+        prep.freeze_summary, prep.plan.trainable_names, prep.plan.trainable_params, prep.plan.total_params
+    )
+    try:
+        return tensorboard.run_writer(output_dir, _config_record(prep), plan)
+    except OSError as exc:  # an unwritable folder must not stop the run: it only loses the event files
+        import logging
+
+        logging.getLogger("tunedesk").warning("no TensorBoard files for this run: %s", exc)
+        return None
+
+
 def _train(
     prep: PreparedRun,
     run_id: int,
@@ -257,6 +275,9 @@ def _train(
 
     recorder = RunRecorder(database_path(home), run_id, primary_metric=prep.task.primary_metric)
     bus = EventBus(recorder, *listeners)
+    board = _tensorboard_writer(prep, output_dir)
+    if board is not None:
+        bus.subscribe(board.on_event)
     finished: RunFinished
     try:
         trainer = Trainer(
@@ -276,6 +297,8 @@ def _train(
         finished = trainer.run()
     finally:
         recorder.close()
+        if board is not None:
+            board.close()
     return RunResult(
         run_id,
         finished.status,
