@@ -69,6 +69,7 @@ class ExportDialog(QDialog):
             self.format.addItem("Hugging Face folder (transformers from_pretrained)", "hf")
         if not language_model:
             self.format.addItem("ONNX (needs the onnx package)", "onnx")
+        self.format.addItem("TensorBoard event files (curves, evaluations, settings)", "tensorboard")
         self.format.currentIndexChanged.connect(self._describe)
         self.folder = QLineEdit(str(default_export_folder(self.home, run)))
         browse = QPushButton("Choose…")
@@ -109,8 +110,10 @@ class ExportDialog(QDialog):
                 "torchvision": "model.safetensors, tunedesk_model.json (architecture, class names, image size, mean/std) "
                 "and a README with the lines that load it. The folder must be new or empty.",
                 "timm": "config.json (architecture, class names, mean/std, input size) and model.safetensors in "
-                "timm's layout: timm.create_model(architecture, pretrained=True, num_classes=N, "
-                "pretrained_cfg_overlay=dict(file=…/model.safetensors)) loads it. The folder must be new or empty.",
+                "timm's layout: timm.create_model(…, pretrained_cfg_overlay=dict(file=…)) loads it. "
+                "The folder must be new or empty.",
+                "tensorboard": "The run's history, not its weights: curves, evaluations, hyperparameters and the "
+                "freeze plan as TensorBoard event files (tensorboard --logdir folder).",
                 "onnx": "model.onnx plus the label names and preprocessing settings, for ONNX Runtime. "
                 "Needs `pip install onnx`; not every model can be exported.",
                 "merged": "The fine-tuned weights (LoRA adapters merged in) and the tokenizer: "
@@ -126,6 +129,7 @@ class ExportDialog(QDialog):
                 else ""
             )
         )
+        self.resize(self.width(), self.sizeHint().height())  # descriptions differ in length
 
     def _browse(self) -> None:
         start = str(Path(self.folder.text()).parent if self.folder.text() else self.home)

@@ -62,6 +62,11 @@ PRECISION_LABELS = {
     "fp16": "fp16 (GPU only)",
     "fp32": "fp32",
 }
+TENSORBOARD_LABELS = {
+    "auto": "Write event files when TensorBoard is installed",
+    "on": "Write event files",
+    "off": "Off",
+}
 
 
 class SetupForm(QWidget):
@@ -256,6 +261,11 @@ class SetupForm(QWidget):
         self.rows.row(form, "Precision", "precision", self.precision)
         self.seed = self._spin(0, 2**31 - 1, 42)
         self.rows.row(form, "Seed", "seed", self.seed)
+        self.tensorboard = QComboBox()
+        for key, text in TENSORBOARD_LABELS.items():
+            self.tensorboard.addItem(text, key)
+        tip = "Event files in the run's folder, for `tensorboard --logdir` (needs the tensorboard package)"
+        self.rows.row(form, "TensorBoard", "tensorboard", self.tensorboard, tip=tip)
         return box
 
     def _spin(self, lo: int, hi: int, value: int) -> QSpinBox:
@@ -508,6 +518,8 @@ class SetupForm(QWidget):
         self.lm_settings.set_hparams(h)
         self._select_device(config.device)
         self.precision.setCurrentIndex(max(self.precision.findData(config.precision), 0))
+        board = {None: "auto", True: "on", False: "off"}[config.tensorboard]
+        self.tensorboard.setCurrentIndex(max(self.tensorboard.findData(board), 0))
         self.clear_errors()
 
     def build_config(self) -> RunConfig:
@@ -564,6 +576,7 @@ class SetupForm(QWidget):
             self.lm_settings.apply_to(h)
         cfg.device = self.device.currentData() or "auto"
         cfg.precision = self.precision.currentData()
+        cfg.tensorboard = {"auto": None, "on": True, "off": False}[self.tensorboard.currentData()]
         cfg.seed = self.seed.value()
         return cfg
 
