@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -218,9 +219,12 @@ def test_missing_file_folder_and_unknown_suffix(tmp_path):
     assert "not found" in err.message
     err = data_error(read_text_table, tmp_path)
     assert "folder" in err.message
-    for name, hint_word in [("a.txt", ".csv"), ("a.json", ".jsonl"), ("a.xlsx", "CSV"), ("a.parquet", ".csv")]:
+    for name, hint_word in [("a.txt", ".csv"), ("a.json", ".jsonl"), ("a.xlsx", "CSV"), ("a.feather", ".parquet")]:
         err = data_error(read_text_table, write(tmp_path / name, "text,label\nx,y\n"))
         assert "unsupported file type" in err.message and hint_word in err.hint
+    if importlib.util.find_spec("pyarrow") is not None:  # Parquet is read (the parquet extra): a CSV inside is not
+        err = data_error(read_text_table, write(tmp_path / "a.parquet", "text,label\nx,y\n"))
+        assert "cannot read a.parquet" in err.message and "copy it again" in err.hint
 
 
 def test_same_text_and_label_column(tmp_path):

@@ -344,7 +344,7 @@ def test_export_dialog_shows_errors_inline_and_returns_the_result(store, panel, 
     dialog = ExportDialog(run, p.state.home, p)
     qtbot.addWidget(dialog)
     assert Path(dialog.folder.text()) == default_export_folder(p.state.home, run)
-    assert [dialog.format.itemData(i) for i in range(dialog.format.count())] == ["hf", "onnx"]
+    assert [dialog.format.itemData(i) for i in range(dialog.format.count())] == ["hf", "onnx", "tensorboard"]
 
     dialog.start()  # the fake run has no best checkpoint: the engine's message shows in the dialog
     qtbot.waitUntil(lambda: not dialog.error.isHidden(), timeout=60000)

@@ -60,7 +60,7 @@ def summary(cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cfg.get("num_classes"), int):
         out["num_labels"] = cfg["num_classes"]
     if isinstance(cfg.get("num_features"), int):
-        out["hidden_size"] = cfg["num_features"]
+        out["num_features"] = cfg["num_features"]
     size = pre.get("input_size")
     if isinstance(size, list) and size and isinstance(size[-1], int):
         out["image_size"] = size[-1]

@@ -60,7 +60,7 @@ def _table_format(path: Path) -> str:
     elif suffix in (".xlsx", ".xls", ".ods", ".numbers"):
         hint = "export the sheet from your spreadsheet program as CSV UTF-8 (.csv)"
     else:
-        hint = "use a .csv, .tsv or .jsonl file with one example per row"
+        hint = "use a .csv, .tsv, .jsonl or .parquet file with one example per row"
     raise DataError(f"{_display(path)}: unsupported file type {suffix or '(no suffix)'!r}", hint)
 
 

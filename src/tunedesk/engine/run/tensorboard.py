@@ -164,8 +164,8 @@ def export_run(
 ) -> dict[str, Any]:
     """A past run's recorded curves, evaluations, hyperparameters and freeze plan as event files in
     ``directory`` (new or empty)."""
-    from tunedesk.engine.paths import home_dir
-    from tunedesk.engine.run.runner import open_store
+    from tunedesk.engine.paths import database_path, home_dir
+    from tunedesk.engine.store import RunStore
 
     if not available():
         raise TuneDeskError("exporting for TensorBoard needs the tensorboard package, which is not installed", HINT)
@@ -174,7 +174,7 @@ def export_run(
         raise TuneDeskError(
             f"{target} is not an empty folder", "choose a new or empty folder, so nothing of yours is overwritten"
         )
-    store = open_store(home_dir(home))
+    store = RunStore(database_path(home_dir(home)))
     try:
         run = store.get_run(run_id)
         steps = store.step_metrics(run_id)

@@ -32,6 +32,7 @@ SUMMARY_LABELS = {
     "dtype": "dtype",
     "weights": "torchvision weights",
     "pretrained_tag": "pretrained weights",
+    "num_features": "features",
     "num_classes": "classes",
 }
 
