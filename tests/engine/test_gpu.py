@@ -121,3 +121,63 @@ def test_cuda_lora_chat_run_trains_and_answers(precision, checkpointing, tmp_pat
     )
     assert isinstance(reply, str)
     clear_cache()
+
+
+def test_cuda_qlora_chat_run_trains_and_exports(tmp_path):
+    """QLoRA: the frozen base in 4-bit NF4 (bitsandbytes), adapters on every linear layer; the merged
+    export loads the base in bf16, merges, and loads back in plain transformers."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    from tests.fixtures.causal_lm import lm_config, save_tiny_llama, word_tokenizer, write_chat
+    from tunedesk.engine.lm import lora
+    from tunedesk.engine.lm.export import export_lm_run
+    from tunedesk.engine.run.runner import execute, open_store, prepare
+
+    model = save_tiny_llama(tmp_path / "llama", word_tokenizer(), layers=2, hidden=64)
+    data = write_chat(tmp_path / "chat.jsonl", 64)
+    config = lm_config(model, data, epochs=4, gradient_checkpointing=True)
+    config.freeze = lora.preset_spec("lora_all_linear", rank=8, alpha=16, dropout=0.0)
+    config.freeze.lora.base_bits = 4
+    config.device, config.precision = "cuda", "bf16"
+    prep = prepare(config)
+    kinds = {type(m).__name__ for m in prep.loaded.model.modules()}
+    assert "Linear4bit" in kinds, kinds  # PEFT's 4-bit LoRA layer over bitsandbytes' Linear4bit
+    assert prep.plan.total_params > 0
+    result = execute(config, home=tmp_path / "home", prepared=prep)
+    assert result.status == "completed", (result.reason, result.hint)
+    with open_store(tmp_path / "home") as store:
+        losses = [e["metrics"]["val_loss"] for e in store.epoch_metrics(result.run_id)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    info = export_lm_run(result.run_id, tmp_path / "merged", "merged", home=tmp_path / "home")
+    back = AutoModelForCausalLM.from_pretrained(info["path"], local_files_only=True)
+    assert not any("Linear4bit" in type(m).__name__ for m in back.modules())
+    export_lm_run(result.run_id, tmp_path / "adapter", "adapter", home=tmp_path / "home")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_cuda_packed_chat_run_with_chunked_loss_and_fused_kernels(tmp_path):
+    """Packing + the chunked loss (+ liger-kernel where installed) train on the GPU like the plain path."""
+    from tests.fixtures.causal_lm import lm_config, save_tiny_llama, word_tokenizer, write_chat
+    from tunedesk.engine.lm import kernels, lora
+    from tunedesk.engine.run.runner import execute
+
+    model = save_tiny_llama(tmp_path / "llama", word_tokenizer(), layers=2, hidden=64)
+    data = write_chat(tmp_path / "chat.jsonl", 64)
+    results = {}
+    for fused in (False, True):
+        config = lm_config(
+            model,
+            data,
+            epochs=2,
+            max_length=128,
+            packing=True,
+            fused_loss="on" if fused else "off",
+            fused_kernels="on" if fused and kernels.liger_installed() else "off",
+        )
+        config.freeze = lora.preset_spec("lora_all_linear", rank=8, alpha=16, dropout=0.0)
+        config.device, config.precision = "cuda", "bf16"
+        result = execute(config, home=tmp_path / f"home-{fused}")
+        assert result.status == "completed", (result.reason, result.hint)
+        results[fused] = result.metrics["val_loss"]
+    assert results[True] == pytest.approx(results[False], rel=0.05)

@@ -231,9 +231,13 @@ def export_lm_run(
             "use merged (a Hugging Face folder) or adapter (a PEFT LoRA adapter)",
         )
     directory = Path(directory).expanduser()
-    _, config = _run_record(run_id, home)
-    # a QLoRA run: the base is loaded in bf16 (not 4-bit) and the adapters merged into it
-    dtype = torch.bfloat16 if kind == "merged" and config.freeze.lora.quantised else torch.float32
+    run, config = _run_record(run_id, home)
+    # a QLoRA run: the base is loaded in half precision (its checkpoint's, else bf16; not 4-bit, and
+    # an 8B model in fp32 would need 32 GB of memory) and the adapters are merged into it
+    dtype = torch.float32
+    if kind == "merged" and config.freeze.lora.quantised:
+        base = run.get("model_path") or config.model.name_or_path
+        dtype = _original_dtype(base) or torch.bfloat16
     rm = load_run_model(run_id, home=home, dtype=dtype)
     if kind == "adapter" and not rm.targets:
         raise ConfigError(
