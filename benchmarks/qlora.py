@@ -86,8 +86,8 @@ def build_model(folder: Path, tiny: bool, device: str) -> Path:
         **size,
     )
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    with torch.device(device):  # made in bf16 directly: an fp32 copy of 8B parameters would need 32 GB more
+        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -197,6 +197,8 @@ def part_runs(args, model: Path, corpus: Path, fused_part: bool = False) -> list
         modes = [("qlora+fused", 4, True)] if args.cuda else [("lora+fused", None, True)]
     else:
         modes = [("qlora", 4, False), ("lora_bf16", None, False)] if args.cuda else [("lora", None, False)]
+        if args.int8 and args.cuda:
+            modes.append(("lora_int8", 8, False))  # freeze.lora.base_bits = 8: kept only if it measures well
     for name, bits, fused in modes:
         if name in args.skip:
             continue
@@ -437,6 +439,7 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="run modes to leave out, e.g. lora_bf16")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tunedesk-qlora-bench"))
     ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier calls")
+    ap.add_argument("--int8", action="store_true", help="also a run with the base in 8 bits (LLM.int8)")
     args = ap.parse_args()
     args.cuda = args.device.startswith("cuda")
     if not args.cuda and not args.tiny:

@@ -449,14 +449,14 @@ def estimate_memory(
         outside = min(freezing.estimate_memory(model, only_last, **kw).activations, activations)  # logits, head
         in_blocks = activations - outside
         activations = outside + int(min(in_blocks, in_blocks / layers + tokens * hidden * act * layers))
-    # what the causal_lm task holds: what trains in fp32 (+ autocast's half copy), frozen weights in
-    # half precision on a GPU with bf16/fp16, else fp32
     vocab = _cfg_int(cfg, "vocab_size")
     if fused_loss is None:
         fused_loss = kernels.use_fused_loss("auto", "cuda" if cuda else "cpu")
     logits = batch_size * sequence_length * vocab * (act + 10)
-    if fused_loss and vocab and hidden and activations >= logits:
+    if fused_loss and vocab and hidden and activations >= logits:  # one chunk of logits instead of all
         activations += kernels.chunked_loss_bytes(batch_size * sequence_length, vocab, hidden, act) - logits
+    # what the causal_lm task holds: what trains in fp32 (+ autocast's half copy), frozen weights in
+    # half precision on a GPU with bf16/fp16, else fp32
     trainable = base.trainable_params + adapter_params(model, targets)
     frozen = base.total_params - base.trainable_params
     half = 2 if mixed and cuda else 4
