@@ -182,7 +182,7 @@ def _describe_timm(
     entry.family = timm.family_of(cfg["architecture"])
     entry.task = "image_classification"
     entry.config_summary = timm.summary(cfg)
-    pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    pre: dict[str, Any] = cfg["pretrained_cfg"] if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     if isinstance(pre.get("license"), str):
         entry.license = pre["license"]
     if count_params:

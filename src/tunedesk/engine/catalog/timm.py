@@ -55,7 +55,7 @@ def require_timm(what: str = "this model") -> Any:
 
 def summary(cfg: dict[str, Any]) -> dict[str, Any]:
     """The few values the Models area shows for a timm config."""
-    pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    pre: dict[str, Any] = cfg["pretrained_cfg"] if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     out: dict[str, Any] = {}
     if isinstance(cfg.get("num_classes"), int):
         out["num_labels"] = cfg["num_classes"]
@@ -90,7 +90,7 @@ def create(cfg: dict[str, Any], num_classes: int | None = None) -> Any:
             f"timm {timm.__version__} does not know the architecture {arch!r}",
             "upgrade timm (pip install -U timm), or pick another model",
         )
-    pre = copy.deepcopy(cfg.get("pretrained_cfg")) if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    pre: dict[str, Any] = copy.deepcopy(cfg["pretrained_cfg"]) if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     for key in ("hf_hub_id", "url", "file"):  # where weights would come from: TuneDesk loads them itself
         pre.pop(key, None)
     classes = num_classes if num_classes is not None else int(cfg.get("num_classes") or pre.get("num_classes") or 0)

@@ -111,12 +111,14 @@ class ArrowSource:
 
     def columns_for(self, wanted: list[tuple[str, str, str]]) -> list[str]:
         """The actual names for (setting, wanted name, what) triples; DataError naming what is missing."""
-        found, missing = [], []
+        found: list[str] = []
+        missing: list[str] = []
         for setting, name, what in wanted:
             col = self.column(name) if name else None
             if col is None:
                 missing.append(f"{setting} {name!r} ({what})")
-            found.append(col)
+            else:
+                found.append(col)
         if missing:
             raise DataError(
                 f"{self.display} has no column {' and no column '.join(missing)}",
@@ -413,7 +415,7 @@ def image_rows(
             row_no += 1
             label: Any = source.label_of(lc, row.get(lc)) if lc else ""
             if label is None:
-                report.add(f"label is not a single value: got {type(row.get(lc)).__name__}", row_no)
+                report.add(f"label is not a single value: got {type(row.get(lc or '')).__name__}", row_no)
                 continue
             path = image_file(row.get(ic), folder, base)
             if path is None:

@@ -44,7 +44,7 @@ def import_text(
                 continue
             label = source.label_of(lc, row.get(lc)) if lc else ""
             if label is None:
-                report.add(f"label is not a single value: got {type(row.get(lc)).__name__}", row_no)
+                report.add(f"label is not a single value: got {type(row.get(lc or '')).__name__}", row_no)
                 continue
             keep_text(report, text or "", label, row_no, lc is not None)
         say(row_no, source.num_rows, f"reading {source.display}: {row_no:,} rows")
