@@ -56,11 +56,12 @@ demo: run
 app: install
 	QT_QPA_PLATFORM= $(PYTHON) -m tunedesk
 
+# PYTEST_ARGS narrows a run: make test PYTEST_ARGS="tests/engine/test_timm.py -k export"
 test: install
-	$(PYTHON) -m pytest -q -p no:cacheprovider
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 # ruff (lint + format), import-linter (Qt boundary, layers, no import cycles).
 lint: install
