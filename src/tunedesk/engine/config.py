@@ -133,7 +133,9 @@ class HyperParams:
     image_size: int = 224
     log_every: int = 10
     max_steps: int | None = None
-    num_workers: int = 0
+    num_workers: int | None = None  # input workers; None: chosen from the machine (devices.input_workers)
+    augment: bool = True  # images: random crops and flips in training (off: a frozen prefix is cached for training too)
+    feature_cache: bool = True  # compute a frozen prefix's outputs once and train the rest from them
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     prompts: list[str] = field(default_factory=list)  # causal_lm: sample generations at each evaluation
     sample_max_new_tokens: int = 48
@@ -288,9 +290,9 @@ class RunConfig:
         )
         _positive_or_none(h.max_steps, "hparams.max_steps")
         _check(
-            isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64,
+            h.num_workers is None or (isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64),
             "hparams.num_workers",
-            f"must be between 0 and 64 (got {h.num_workers})",
+            f"must be between 0 and 64, or empty to choose from the machine (got {h.num_workers})",
         )
         _check(
             isinstance(h.prompts, list) and all(isinstance(p, str) and p.strip() for p in h.prompts),

@@ -93,3 +93,20 @@ def select_precision(requested: str, device: torch.device) -> str:
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("precision", "this GPU does not support bf16", "use fp16 or fp32")
     return requested
+
+
+def input_workers(requested: int | None = None, device_type: str = "cpu") -> int:
+    """Worker processes for reading and decoding input files: the user's number, else chosen from the
+    machine. A GPU run leaves one core for the training thread and one for the system; a CPU run
+    shares its cores with the model's own threads, so it decodes on at most half of them."""
+    import os
+
+    if requested is not None:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if device_type == "cuda":
+        return max(0, min(cores - 2, 16))
+    return max(0, min(cores // 2, 8)) if cores > 2 else 0

@@ -293,6 +293,7 @@ def _train(
             learning_rate=prep.learning_rate,
             head_learning_rate=prep.head_learning_rate,
             resume_from=resume_from,
+            cache_dir=home / "cache",
         )
         finished = trainer.run()
     finally:

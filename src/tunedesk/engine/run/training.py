@@ -19,7 +19,7 @@ from torch import nn
 
 from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
-from tunedesk.engine.devices import select_device, select_precision
+from tunedesk.engine.devices import input_workers, select_device, select_precision
 from tunedesk.engine.errors import ConfigError, TuneDeskError
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_best, save_last
@@ -34,7 +34,7 @@ from tunedesk.engine.run.events import (
     SampleGenerated,
     StepLogged,
 )
-from tunedesk.engine.tasks.base import PreparedData, to_device
+from tunedesk.engine.tasks.base import PreparedData
 
 log = logging.getLogger("tunedesk.training")
 
@@ -87,6 +87,7 @@ class Trainer:
         learning_rate: float | None = None,
         head_learning_rate: float | None = None,
         resume_from: Path | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
         self.output_dir = Path(output_dir)
@@ -94,6 +95,7 @@ class Trainer:
         self.lr = learning_rate or config.hparams.learning_rate or 5e-5
         self.head_lr = head_learning_rate
         self.resume_from = resume_from
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.output_dir / "cache"
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class Trainer:
 
     def _loader(self, dataset, sampler=None, batch_size=None, shuffle=False):
         h = self.config.hparams
-        workers = h.num_workers
+        workers = input_workers(h.num_workers, self.device.type)
         kwargs: dict[str, Any] = dict(
             collate_fn=self.data.collate,
             num_workers=workers,
@@ -225,8 +227,25 @@ class Trainer:
         for w in self.loaded.warnings + self.data.warnings:
             self._log("warning", w)
 
-        train_loader = self._loader(self.data.train, sampler=sampler)
-        val_loader = self._loader(self.data.val, batch_size=max(h.batch_size, 32))
+        from tunedesk.engine.run.feed import build_feed
+
+        self.feed = build_feed(
+            cfg,
+            self.task,
+            self.loaded,
+            self.data,
+            self.plan,
+            self.device,
+            self.cache_dir,
+            autocast_dtype,
+            self._loader,
+            lambda: sampler.epoch,
+            say=lambda m: self._log("info", m),
+        )
+        for note in self.feed.notes:
+            self._log("info", note)
+        train_loader = self.feed.train_batches(sampler)
+        val_loader = self.feed.val_batches(max(h.batch_size, 32))
         trainable_params = [p for g in groups for p in g["params"]]
 
         step = state.step
@@ -256,11 +275,9 @@ class Trainer:
             micro = skip
             optimizer.zero_grad(set_to_none=True)
             for batch in train_loader:
-                batch = to_device(batch, self.device)
-                if channels_last:
-                    batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+                batch = self.feed.to_device(batch)
                 with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = self.task.forward(model, batch)
+                    logits = self.feed.forward(model, batch)
                     loss = self.task.loss(logits, batch)
                 scaler.scale(loss / h.grad_accum_steps).backward()
                 detached = loss.detach()
@@ -407,9 +424,9 @@ class Trainer:
         state = self.task.new_eval_state(len(self.data.label_names), self.device)
         with torch.inference_mode():
             for batch in loader:
-                batch = to_device(batch, self.device)
+                batch = self.feed.to_device(batch)
                 with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = self.task.forward(model, batch)
+                    logits = self.feed.forward(model, batch)
                     loss = self.task.loss(logits, batch)
                 state.update(logits, batch["labels"], loss)
         return state.compute(self.data.label_names)

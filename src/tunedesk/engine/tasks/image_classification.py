@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.data.tensors import ImageFiles
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
 from tunedesk.engine.timm_models import build_timm_classifier, is_timm_model
@@ -26,29 +26,6 @@ class ImageExamples:
     summary: str
     split: list[str] | None = None
     warnings: list[str] | None = None
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], labels: list[int], transform: Any) -> None:
-        self.paths, self.labels, self.transform = paths, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from tunedesk.engine.data import load_image
-
-        return {"pixel_values": self.transform(load_image(self.paths[i])), "labels": self.labels[i]}
-
-
-def image_transforms(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    from torchvision import transforms as T
-
-    train = T.Compose(
-        [T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
-    )
-    val = T.Compose([T.Resize(int(size * 1.143)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
-    return train, val
 
 
 def _image_table_examples(config: RunConfig) -> ImageExamples:
@@ -132,9 +109,9 @@ class ImageClassification(ClassifierTask):
         y = [index[label] for label in examples.labels]
         train_idx, val_idx = self.split(config, examples)
         mean, std = loaded.processor["mean"], loaded.processor["std"]
-        t_train, t_val = image_transforms(input_size(config, loaded), mean, std)
-        train = _Images([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], t_train)
-        val = _Images([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], t_val)
+        size = input_size(config, loaded)
+        train = ImageFiles([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], size, mean, std)
+        val = ImageFiles([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], size, mean, std)
         return PreparedData(
             train=train,
             val=val,
@@ -152,14 +129,13 @@ class ImageClassification(ClassifierTask):
         return out if isinstance(out, torch.Tensor) else out.logits
 
     def predict(self, loaded: LoadedModel, images: list[str], image_size: int = 224) -> list[dict[str, float]]:
-        from tunedesk.engine.data import load_image
-
+        # the same decoding, resize, centre crop and normalisation as training's evaluation view
         size = loaded.processor.get("image_size", image_size)
-        _, t_val = image_transforms(size, loaded.processor["mean"], loaded.processor["std"])
+        files = ImageFiles(images, [0] * len(images), size, loaded.processor["mean"], loaded.processor["std"])
         model = loaded.model
         model.eval()
         device = next(model.parameters()).device
-        x = torch.stack([t_val(load_image(p)) for p in images]).to(device)
+        x = torch.stack([files[i]["pixel_values"] for i in range(len(files))]).to(device)
         with torch.no_grad():
             probs = self.forward(model, {"pixel_values": x}).float().softmax(-1).cpu().tolist()
         return [dict(zip(loaded.label_names, p)) for p in probs]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ModelError
 from tunedesk.engine.models import LoadedModel, build_hf_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
@@ -23,20 +24,6 @@ class TextExamples:
     summary: str
     split: list[str] | None = None  # "train"/"val" per example when the data set version fixes it
     warnings: list[str] | None = None
-
-
-class _Encoded(torch.utils.data.Dataset):
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[int]) -> None:
-        self.encodings = encodings
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {k: v[i] for k, v in self.encodings.items()}
-        item["labels"] = self.labels[i]
-        return item
 
 
 class TextClassification(ClassifierTask):
@@ -79,14 +66,15 @@ class TextClassification(ClassifierTask):
         keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         encodings = {k: enc[k] for k in keep}
 
-        def subset(idx: list[int]) -> _Encoded:
-            return _Encoded({k: [v[i] for i in idx] for k, v in encodings.items()}, [y[i] for i in idx])
-
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
         warnings = list(examples.warnings or [])
         if truncated:
             warnings.append(f"{truncated} texts were cut to max_length={config.hparams.max_length} tokens")
+
+        def subset(idx: list[int]) -> TokenTensors:
+            return TokenTensors({k: [v[i] for i in idx] for k, v in encodings.items()}, [y[i] for i in idx], pad_id)
+
         return PreparedData(
             train=subset(train_idx),
             val=subset(val_idx),

@@ -1,0 +1,72 @@
+"""Examples held as tensors, so a batch is one gather by index (on the device when the data fit there).
+
+``TokenTensors``: tokenised texts padded once to the longest text, with their lengths; a batch is
+cut to its own longest text (dynamic padding) from lengths kept on the host, so no step waits for
+the device. ``ImageFiles``: image paths and labels; the feed decodes them once into a uint8 cache
+(``data.decoded``) and crops, flips and normalises on the device.
+
+Both are also ordinary map-style datasets (one example per index) for code that wants a DataLoader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class TokenTensors(torch.utils.data.Dataset):
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int = 0) -> None:
+        self.lengths = torch.tensor([len(ids) for ids in encodings["input_ids"]], dtype=torch.long)
+        longest = int(self.lengths.max()) if len(self.lengths) else 1
+        self.tensors: dict[str, torch.Tensor] = {}
+        for key, rows in encodings.items():
+            fill = pad_id if key == "input_ids" else 0
+            out = torch.full((len(rows), longest), fill, dtype=torch.long)
+            for i, row in enumerate(rows):
+                out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+            self.tensors[key] = out
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = int(self.lengths[i])
+        item: dict[str, Any] = {k: v[i, :n].tolist() for k, v in self.tensors.items()}
+        item["labels"] = int(self.labels[i])
+        return item
+
+    def batch(self, idx: list[int], stored: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The examples ``idx`` from ``stored`` (these tensors, perhaps moved to the device), cut to the
+        batch's longest text. ``index`` is ``idx`` as a tensor on the stored tensors' device."""
+        longest = int(self.lengths[idx].max())
+        out = {k: stored[k].index_select(0, index)[:, :longest] for k in self.tensors}
+        out["labels"] = stored["labels"].index_select(0, index)
+        return out
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        return {**self.tensors, "labels": self.labels}
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files with labels. The training path decodes them once (``decoded_images``); one example at
+    a time (``__getitem__``, the evaluation view) is for other callers such as the LR finder."""
+
+    def __init__(
+        self, paths: Sequence[str], labels: Sequence[int], size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.paths = list(paths)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from tunedesk.engine.data.decoded import _decode_one, device_images, stored_size
+
+        img = _decode_one(self.paths[i], stored_size(self.size))
+        pixels = device_images(img.unsqueeze(0), self.size, self.mean, self.std)[0]
+        return {"pixel_values": pixels, "labels": int(self.labels[i])}

@@ -1,0 +1,224 @@
+"""Frozen-prefix feature cache and the decoded image cache: same results, rebuilt exactly when needed."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fixtures.data import tiny_text_config
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT without dropout: training through the frozen prefix is then deterministic."""
+    import shutil
+
+    from transformers import BertConfig
+
+    folder = tmp_path_factory.mktemp("bert-nodrop")
+    for f in tiny_bert_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    cfg = BertConfig.from_pretrained(folder)
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+    cfg.save_pretrained(folder)
+    return folder
+
+
+def _run(config):
+    from tunedesk.engine.run.runner import execute
+
+    logs: list[str] = []
+    result = execute(config, listeners=[lambda e: logs.append(e.message) if e.kind == "LogMessage" else None])
+    assert result.status == "completed", result.reason
+    return result, logs
+
+
+def _cache_note(logs: list[str]) -> str:
+    return next(m for m in logs if m.startswith("feature cache:"))
+
+
+def _text(model, csv, preset="head_only", cache=True, epochs=1):
+    config = tiny_text_config(model, csv, epochs=epochs, feature_cache=cache, log_every=1)
+    config.freeze.preset = preset
+    config.freeze.last_n = 1
+    return config
+
+
+@pytest.mark.parametrize("preset", ["head_only", "last_n_blocks"])
+def test_text_training_from_the_cache_matches_training_without_it(home, no_dropout_bert, text_csv, preset):
+    plain, plain_logs = _run(_text(no_dropout_bert, text_csv, preset, cache=False, epochs=2))
+    cached, logs = _run(_text(no_dropout_bert, text_csv, preset, epochs=2))
+    assert _cache_note(plain_logs) == "feature cache: off (hparams.feature_cache)"
+    note = _cache_note(logs)
+    assert note.startswith("feature cache: used for training and validation"), note
+    boundary = "classifier" if preset == "head_only" else "bert.encoder.layer.1"
+    assert f"from {boundary} on" in note
+    for key in ("val_loss", "val_accuracy", "val_macro_f1"):
+        assert cached.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4, abs=1e-5)
+
+
+def test_image_training_from_the_cache_matches_training_without_it(home, image_folder, tmp_path):
+    import torchvision
+
+    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
+
+    def config(cache: bool) -> RunConfig:
+        return RunConfig(
+            task="image_classification",
+            model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
+            data=DataSpec(kind="image_folder", path=str(image_folder)),
+            freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
+            hparams=HyperParams(
+                epochs=2, batch_size=8, image_size=32, learning_rate=1e-3, augment=False, feature_cache=cache
+            ),
+            device="cpu",
+            seed=0,
+        )
+
+    plain, _ = _run(config(False))
+    cached, logs = _run(config(True))
+    assert "from layer4 on" in _cache_note(logs)
+    for key in ("val_loss", "val_accuracy"):
+        assert cached.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4, abs=1e-5)
+
+
+def test_augmented_images_cache_only_validation(home, image_folder):
+    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
+
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision", pretrained=False),
+        data=DataSpec(kind="image_folder", path=str(image_folder)),
+        freeze=FreezeSpec(preset="head_only"),
+        hparams=HyperParams(epochs=1, batch_size=8, image_size=32, augment=True),
+        device="cpu",
+    )
+    _, logs = _run(config)
+    assert _cache_note(logs).startswith("feature cache: used for validation (training images are augmented")
+
+
+def _built(logs: list[str]) -> int:
+    return sum(1 for m in logs if m.startswith("computing the frozen layers' output"))
+
+
+def test_the_cache_is_reused_and_rebuilt_exactly_when_model_plan_or_data_change(
+    home, no_dropout_bert, text_csv, tmp_path
+):
+    _, first = _run(_text(no_dropout_bert, text_csv))
+    assert _built(first) == 2  # validation and training
+    _, again = _run(_text(no_dropout_bert, text_csv))
+    assert _built(again) == 0 and "reused from an earlier run" in _cache_note(again)
+
+    _, other_plan = _run(_text(no_dropout_bert, text_csv, preset="last_n_blocks"))
+    assert _built(other_plan) == 2
+
+    fewer = tmp_path / "fewer.csv"
+    lines = text_csv.read_text(encoding="utf-8").splitlines()
+    fewer.write_text("\n".join(lines[:-3]) + "\n", encoding="utf-8")
+    _, other_data = _run(_text(no_dropout_bert, fewer))
+    assert _built(other_data) >= 1
+
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    changed = tmp_path / "changed-model"
+    shutil.copytree(no_dropout_bert, changed)
+    weights = load_file(changed / "model.safetensors")
+    key = next(k for k in weights if "embeddings.word_embeddings" in k)
+    weights[key] = weights[key] + 0.01
+    save_file(weights, changed / "model.safetensors")
+    _, other_model = _run(_text(changed, text_csv))
+    assert _built(other_model) == 2
+
+    _, unchanged = _run(_text(no_dropout_bert, text_csv))
+    assert _built(unchanged) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_a_partial_or_corrupt_cache_is_rebuilt_not_used(home, no_dropout_bert, text_csv, damage):
+    plain, _ = _run(_text(no_dropout_bert, text_csv))
+    files = sorted((home / "cache" / "features").glob("*/features.bin"))
+    assert len(files) == 2
+    for f in files:
+        data = bytearray(f.read_bytes())
+        if damage == "truncate":
+            f.write_bytes(bytes(data[: len(data) // 2]))
+        elif damage == "flip":
+            data[len(data) // 3] ^= 0xFF
+            f.write_bytes(bytes(data))
+        else:
+            (f.parent / "manifest.json").write_text("{not json", encoding="utf-8")
+    again, logs = _run(_text(no_dropout_bert, text_csv))
+    assert _built(logs) == 2
+    assert again.metrics["val_loss"] == pytest.approx(plain.metrics["val_loss"], rel=1e-5)
+    _, reused = _run(_text(no_dropout_bert, text_csv))
+    assert _built(reused) == 0
+
+
+def test_decoded_images_are_reused_and_a_damaged_cache_is_rebuilt(tmp_path, image_folder):
+    from tunedesk.engine.data import scan_image_folder
+    from tunedesk.engine.data.decoded import decoded_images
+
+    items, _ = scan_image_folder(image_folder)
+    paths = [it.path for it in items]
+    cpu = torch.device("cpu")
+    first = decoded_images(paths, 32, tmp_path, "fp", cpu, workers=0)
+    pixels = first.array.clone()
+    assert first.built and first.array.shape == (len(paths), 3, 36, 36) and first.array.dtype == torch.uint8
+    red = [i for i, it in enumerate(items) if it.label == "red"][0]
+    assert first.array[red, 0].float().mean() > first.array[red, 2].float().mean() + 100
+    again = decoded_images(paths, 32, tmp_path, "fp", cpu, workers=0)
+    assert not again.built and torch.equal(again.array, first.array)
+    assert decoded_images(paths, 48, tmp_path, "fp", cpu, workers=0).built  # another size, another cache
+    data = first.folder / "images.u8"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    rebuilt = decoded_images(paths, 32, tmp_path, "fp", cpu, workers=0)
+    assert rebuilt.built and torch.equal(rebuilt.array, pixels)
+
+
+def test_device_augmentation_is_seeded_and_keeps_the_evaluation_view_exact():
+    from tunedesk.engine.data.decoded import device_images
+
+    x = torch.randint(0, 256, (4, 3, 36, 36), dtype=torch.uint8)
+    view = device_images(x, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert torch.allclose(view * 255, x[:, :, 2:34, 2:34].float())
+    r = torch.rand(4, 5, generator=torch.Generator().manual_seed(1))
+    a = device_images(x, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), r)
+    b = device_images(x, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), r)
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+    flip_only = torch.tensor([[1.0, 0.5, 0.5, 0.5, 0.0]])  # the whole square, no offset, flipped
+    flipped = device_images(x[:1], 36, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), flip_only) * 255
+    assert torch.allclose(flipped, x[:1].flip(-1).float(), atol=1e-3)
+
+
+def test_gpu_decoding_is_only_tried_on_a_cuda_device(tmp_path, image_folder, monkeypatch):
+    from tunedesk.engine.data import decoded
+
+    called = []
+    monkeypatch.setattr(decoded, "_decode_cuda", lambda *a, **k: called.append(1) or 0)
+    items = [str(p) for p in sorted(image_folder.rglob("*.png"))]
+    decoded.decoded_images(items, 32, tmp_path, "x", torch.device("cpu"), workers=0)
+    assert not called
+
+
+def test_input_workers_follow_the_machine(monkeypatch):
+    import os
+
+    from tunedesk.engine.devices import input_workers
+
+    assert input_workers(3, "cuda") == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert input_workers(None, "cuda") == 14
+    assert input_workers(None, "cpu") == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert input_workers(None, "cpu") == 0
+    random.seed(0)
