@@ -161,8 +161,8 @@ class ProgressPrinter:
             )
         elif kind == "SampleGenerated":
             self.write(f"sample (epoch {event.epoch}) {event.prompt[:60]!r} -> {event.text[:120]!r}")
-        elif kind == "LogMessage" and event.level in ("warning", "error"):
-            self.write(f"{event.level}: {event.message}")
+        elif kind == "LogMessage":  # info lines say how the input is fed and whether the feature cache is used
+            self.write(f"{event.level}: {event.message}" if event.level in ("warning", "error") else event.message)
         elif kind == "RunFinished" and self.bar is not None:
             self.bar.close()
 

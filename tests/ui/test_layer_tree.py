@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -453,3 +455,20 @@ def test_base_in_4bit_lowers_the_weights_in_the_estimate_live(qtbot, panel, stat
     assert after.weights < before.weights and after.working > 0
     assert summary.part_labels["working"].text() != "—"  # the panel redrew with the dequantisation memory
     assert "Base in 4-bit" in widget.base_note.text()
+
+
+def test_feature_cache_estimate_next_to_the_memory_estimate(qtbot, panel, state):
+    show(qtbot, panel, state, RESNET)
+    panel.preset_last.click()
+    panel.last_n.setValue(1)
+    text = panel.summary.cache_label.text()
+    assert panel.summary.cache_label.isVisibleTo(panel)
+    assert text.startswith("Feature cache: ") and "per 10,000 examples" in text and "before layer4" in text
+    speedup = float(text.split("epochs ~")[1].split("x")[0])
+    assert 1.5 < speedup < 10  # layer4 is a fifth of ResNet-18's work: (1 + 2/5) / (3/5) ≈ 2.3
+    panel.preset_head.click()
+    assert "epochs ≥100x faster" in panel.summary.cache_label.text()
+    assert "before fc" in panel.summary.cache_label.text()
+    panel.grab().save(str(Path(os.environ.get("TUNEDESK_SHOTS", "/tmp")) / "layers-feature-cache.png"))
+    panel.preset_all.click()
+    assert not panel.summary.cache_label.isVisibleTo(panel)  # nothing frozen: no cache

@@ -322,6 +322,7 @@ class PlanSummary:
     description: str
     memory: freezing.MemoryEstimate | None = None
     available: int | None = None  # bytes free on the chosen device, None when unknown
+    cache: Any = None  # run.feature_cache.CacheEstimate: the frozen prefix computed once (classifiers)
 
     @property
     def fits(self) -> bool | None:
@@ -337,6 +338,7 @@ class ModelTree:
         self.head_paths = [h for h in head_paths if h]
         self.task = task_of_model(loaded) if loaded is not None else (TEXT if hasattr(model, "config") else IMAGE)
         self.index = freezing.index_model(model)
+        self._cache_traces: dict[tuple[int], Any] = {}  # input size -> the meta trace of the cache estimate
         idx = self.index
         blocks = {p: i for i, p in enumerate(idx.blocks.paths)}
         embeddings = set(idx.embedding_paths)
@@ -512,8 +514,29 @@ class ModelTree:
             cuda=cuda,
         )
         return PlanSummary(
-            plan.trainable_params, plan.total_params, plan.share, freezing.describe(self.spec, plan), memory, available
+            plan.trainable_params,
+            plan.total_params,
+            plan.share,
+            freezing.describe(self.spec, plan),
+            memory,
+            available,
+            self.cache_estimate(plan, sequence_length, image_size, 2 if cuda and precision != "fp32" else 4),
         )
+
+    def cache_estimate(self, plan: freezing.ResolvedPlan, sequence_length: int, image_size: int, feature_bytes: int):
+        """The frozen-prefix feature cache this plan would use (size per example, expected epoch speed-up),
+        from one meta-device trace per input size; None where it does not apply."""
+        from tunedesk.engine.run import feature_cache
+
+        if self.task not in (TEXT, IMAGE):
+            return None
+        key = (sequence_length,) if self.task == TEXT else (image_size,)
+        if key not in self._cache_traces:
+            self._cache_traces[key] = feature_cache.trace_calls(
+                self.model, self.task == TEXT, sequence_length, image_size
+            )
+        calls = self._cache_traces[key]
+        return None if calls is None else feature_cache.estimate(calls, plan.trainable, feature_bytes)
 
 
 # ---- plan edits (each returns a new FreezeSpec) -----------------------------------------------------------

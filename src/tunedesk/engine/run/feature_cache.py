@@ -68,6 +68,7 @@ class _Call:
     end: int = -1
     inputs: list[tuple[int, ...]] = field(default_factory=list)  # the first tensor argument's shape per run
     outputs: list[Any] = field(default_factory=list)  # output per run, tensors replaced by (shape, dtype)
+    flops: int = 0  # work done inside the module (meta traces for the estimate)
 
 
 @dataclass
@@ -150,13 +151,20 @@ class Split:
     feature_dtype: torch.dtype
     frozen_params: int
     total_params: int
+    direct: bool = False  # the boundary's output is the model's: call it alone (head only), no stand-ins
+    _modules: dict[str, nn.Module] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         return f"the input of {self.boundary or 'the model'}"
 
+    def modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        if self._modules is None:
+            self._modules = dict(model.named_modules())
+        return self._modules
+
     @contextmanager
     def _patched(self, model: nn.Module, features: torch.Tensor, device: torch.device) -> Iterator[None]:
-        modules = dict(model.named_modules())
+        modules = self.modules(model)
         for path in self.prefix:
             modules[path].forward = _zeros(self.templates[path], device)  # instance attribute shadows forward
 
@@ -179,6 +187,8 @@ class Split:
     ) -> torch.Tensor:
         """The model's output for a batch of cached features (and, for text, the attention mask)."""
         features = batch["features"]
+        if self.direct:
+            return self.modules(model)[self.boundary](features)
         b = features.shape[0]
         device = features.device
         if "attention_mask" in batch:  # text: the model builds its attention mask as usual
@@ -194,23 +204,11 @@ class Split:
             return task.forward(model, inputs)
 
 
-def find_split(
-    model: nn.Module, trainable: dict[str, bool], run: Callable[[int, bool], Any]
-) -> tuple[Split | None, str]:
-    """The cut for this model and freeze plan, or None and the reason there is none.
-
-    ``run(n, longer)`` runs the model on ``n`` real examples (``longer``: one extra padding position
-    for text) in evaluation mode; it is called twice so sizes that follow the batch (and the
-    sequence) can be told from fixed ones.
-    """
-    owned: dict[str, list[str]] = {}
-    for name in trainable:
-        module_path, _, _ = name.rpartition(".")
-        owned.setdefault(module_path, []).append(name)
-    trains = {path: any(trainable[n] for n in names) for path, names in owned.items()}
-    if not any(trains.values()):
-        return None, "nothing trains"
-
+def record_calls(
+    model: nn.Module, run: Callable[[int, bool], Any], runs: int = 2, flops: Any = None
+) -> dict[str, _Call]:
+    """Every module's first call: order, first tensor argument's shape and output per run, and (with a
+    ``FlopCounterMode``) the floating-point operations done inside it."""
     calls: dict[str, _Call] = {}
     counter = [0]
     run_no = [0]
@@ -222,6 +220,8 @@ def find_split(
             call = calls.get(path)
             if run_no[0] == 0 and call is None:
                 call = calls[path] = _Call(path, counter[0])
+                if flops is not None:
+                    call.flops = -flops.get_total_flops()
             if call is not None and len(call.inputs) == run_no[0]:
                 t = _first_tensor(args, kwargs)
                 call.inputs.append(tuple(t.shape) if t is not None else ())
@@ -232,46 +232,77 @@ def find_split(
             if call is not None:
                 if run_no[0] == 0 and call.end < 0:
                     call.end = counter[0]
+                    if flops is not None:
+                        call.flops += flops.get_total_flops()
                 if len(call.outputs) == run_no[0]:
                     call.outputs.append(_spec(out))
 
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(module.register_forward_hook(post, with_kwargs=True))
     try:
-        run(2, False)
-        run_no[0] = 1
-        run(3, True)
+        for i in range(runs):
+            run_no[0] = i
+            run(2 + i, i > 0)
     finally:
         for h in handles:
             h.remove()
+    return calls
 
+
+def _is_ancestor(a: str, b: str) -> bool:
+    return a == "" or b.startswith(a + ".")
+
+
+def choose_cut(calls: dict[str, _Call], trainable: dict[str, bool]) -> tuple[str, list[_Call], str]:
+    """(boundary, prefix calls, '') for a freeze plan, or ('', [], reason) when no cut pays.
+
+    The boundary is the outermost module around the first trained layer inside which no frozen layer
+    with weights runs before that layer; the prefix is every module that finishes before it starts."""
+    owned: dict[str, list[str]] = {}
+    for name in trainable:
+        module_path, _, _ = name.rpartition(".")
+        owned.setdefault(module_path, []).append(name)
+    trains = {path: any(trainable[n] for n in names) for path, names in owned.items()}
+    if not any(trains.values()):
+        return "", [], "nothing trains"
     order = sorted(calls.values(), key=lambda c: c.start)
     first = next((c for c in order if trains.get(c.path)), None)
     if first is None:
-        return None, "the trained layers are not reached by the forward pass"
-
-    def is_ancestor(a: str, b: str) -> bool:
-        return a == "" or b.startswith(a + ".")
-
-    def owns_params(path: str) -> bool:
-        return path in owned
-
+        return "", [], "the trained layers are not reached by the forward pass"
     boundary = first.path
-    for anc in sorted((c for c in order if c.path and is_ancestor(c.path, first.path)), key=lambda c: c.start):
-        between = [c for c in order if anc.start < c.start < first.start and not is_ancestor(c.path, first.path)]
-        if not any(owns_params(c.path) for c in between):
+    for anc in (c for c in order if c.path and _is_ancestor(c.path, first.path)):
+        between = [c for c in order if anc.start < c.start < first.start and not _is_ancestor(c.path, first.path)]
+        if not any(c.path in owned for c in between):
             boundary = anc.path
             break
     b_call = calls[boundary]
-    before = [c for c in order if c.path and 0 <= c.end < b_call.start and not is_ancestor(c.path, boundary)]
-    prefix = [c for c in before if not any(is_ancestor(o.path, c.path) and o.path != c.path for o in before)]
-    prefix_paths = {c.path for c in prefix}
-    frozen = sum(1 for n in trainable if any(n.startswith(p + ".") for p in prefix_paths))
-    if not prefix or not any(owns_params(p) or any(k.startswith(p + ".") for k in owned) for p in prefix_paths):
-        return None, "the first trained layer comes before any frozen layer with weights"
-    # every parameter the prefix holds must be frozen
-    if any(trainable[n] for n in trainable if any(n.startswith(p + ".") for p in prefix_paths)):
-        return None, "a trained layer runs before the cut"
+    before = [c for c in order if c.path and 0 <= c.end < b_call.start and not _is_ancestor(c.path, boundary)]
+    prefix = [c for c in before if not any(_is_ancestor(o.path, c.path) and o.path != c.path for o in before)]
+    paths = {c.path for c in prefix}
+    in_prefix = [n for n in trainable if any(n.startswith(p + ".") for p in paths)]
+    if not in_prefix:
+        return "", [], "the first trained layer comes before any frozen layer with weights"
+    if any(trainable[n] for n in in_prefix):
+        return "", [], "a trained layer runs before the cut"
+    return boundary, prefix, ""
+
+
+def find_split(
+    model: nn.Module, trainable: dict[str, bool], run: Callable[[int, bool], Any]
+) -> tuple[Split | None, str]:
+    """The cut for this model and freeze plan, or None and the reason there is none.
+
+    ``run(n, longer)`` runs the model on ``n`` real examples (``longer``: one extra padding position
+    for text) in evaluation mode; it is called twice so sizes that follow the batch (and the
+    sequence) can be told from fixed ones.
+    """
+    if not any(trainable.values()):
+        return None, "nothing trains"
+    calls = record_calls(model, run)
+    boundary, prefix, why = choose_cut(calls, trainable)
+    if not boundary:
+        return None, why
+    b_call = calls[boundary]
     try:
         templates = {c.path: _template(c) for c in prefix}
     except (ValueError, IndexError) as exc:
@@ -279,20 +310,71 @@ def find_split(
     in_a, in_b = b_call.inputs
     if len(in_a) != len(in_b) or not in_a:
         return None, "the cut's input has no tensor"
-    variable = len(in_a) >= 2 and in_a[1] != in_b[1]
+    paths = {c.path for c in prefix}
     return (
         Split(
             boundary=boundary,
             prefix=[c.path for c in prefix],
             templates=templates,
-            variable_dim=variable,
+            variable_dim=len(in_a) >= 2 and in_a[1] != in_b[1],
             feature_shape=tuple(in_b[1:]),
             feature_dtype=torch.float32,
-            frozen_params=frozen,
+            frozen_params=sum(1 for n in trainable if any(n.startswith(p + ".") for p in paths)),
             total_params=len(trainable),
+            direct=not any(c.start > b_call.end for c in calls.values()),
         ),
         "",
     )
+
+
+# ---- what the Layers area shows: the cache's size and the expected speed-up ---------------------------
+
+MAX_SPEEDUP = 100.0  # beyond this the loop's own per-step work sets the pace
+
+
+@dataclass
+class CacheEstimate:
+    boundary: str
+    bytes_per_example: int
+    speedup: float  # epochs from the cache against recomputing the frozen layers (compute only)
+
+    def nbytes(self, examples: int) -> int:
+        return self.bytes_per_example * examples
+
+
+def trace_calls(model: nn.Module, text: bool, sequence_length: int, image_size: int) -> dict[str, _Call] | None:
+    """One forward on the meta device (no memory, no weights) recording the calls and their work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def run(_n: int, _longer: bool) -> Any:
+        if text:
+            ids = torch.zeros(1, sequence_length, dtype=torch.long, device="meta")
+            return model(input_ids=ids)  # no mask: checking one for padding reads values meta tensors lack
+        return model(torch.zeros(1, 3, image_size, image_size, device="meta"))
+
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            return record_calls(model, run, runs=1, flops=counter)
+    except Exception:
+        log.debug("meta trace for the cache estimate failed", exc_info=True)
+        return None
+
+
+def estimate(calls: dict[str, _Call], trainable: dict[str, bool], feature_bytes: int) -> CacheEstimate | None:
+    """The feature cache a plan would use, from ``trace_calls``: None when it does not apply."""
+    boundary, prefix, _why = choose_cut(calls, trainable)
+    if not boundary:
+        return None
+    total = max((c.flops for c in calls.values() if c.path == ""), default=0)
+    before = sum(c.flops for c in prefix)
+    after = max(total - before, 0)
+    uncached = total + 2 * after  # forward through everything, backward from the cut on
+    cached = 3 * after
+    speedup = MAX_SPEEDUP if cached <= uncached / MAX_SPEEDUP else uncached / cached
+    shape = calls[boundary].inputs[0]
+    per_example = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return CacheEstimate(boundary, per_example * feature_bytes, speedup)
 
 
 # ---- computing and storing the features ---------------------------------------------------------------

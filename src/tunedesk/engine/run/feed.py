@@ -413,6 +413,8 @@ def _data_key(ds: Any) -> str:
 
 def _verify(split: fc.Split, model: nn.Module, feed: Feed, batch: dict[str, torch.Tensor]) -> str:
     """'' when the model run from the cut reproduces the model's own output, else why not."""
+    size = feed.config.hparams.image_size
+    direct, split.direct = split.direct, False
     try:
         expected = feed.task.forward(model, batch).float()
         feats = fc.capture(model, split, feed.task, batch)
@@ -420,7 +422,7 @@ def _verify(split: fc.Split, model: nn.Module, feed: Feed, batch: dict[str, torc
         if "attention_mask" in batch:
             mask = batch["attention_mask"]
             cut["attention_mask"] = mask if split.variable_dim else mask[:, :1]
-        got = split.forward(model, feed.task, cut, feed.config.hparams.image_size).float()
+        got = split.forward(model, feed.task, cut, size).float()
     except Exception as exc:
         log.info("feature cache check failed", exc_info=True)
         return f"the model cannot run from {split.boundary} alone ({type(exc).__name__})"
@@ -429,6 +431,13 @@ def _verify(split: fc.Split, model: nn.Module, feed: Feed, batch: dict[str, torc
     tol = 1e-4 if expected.dtype == torch.float32 and feats.dtype == torch.float32 else 2e-2
     if not torch.allclose(got, expected, rtol=tol, atol=tol * (1 + float(expected.abs().max()))):
         return f"the model run from {split.boundary} does not reproduce its own outputs"
+    if direct:  # the last layer alone (head only) must give what the model run from the cut gives
+        split.direct = True
+        try:
+            alone = split.forward(model, feed.task, cut, size).float()
+            split.direct = alone.shape == got.shape and torch.allclose(alone, got, rtol=1e-5, atol=1e-6)
+        except Exception:  # noqa: BLE001 - then the general way is used
+            split.direct = False
     return ""
 
 
