@@ -31,6 +31,9 @@ import numpy as np
 import torch
 
 log = logging.getLogger("tunedesk.decoded")
+# torchvision 0.29 announces that TorchCodec will take over image decoding; until then its decoders
+# (libjpeg-turbo, nvJPEG) are the ones to use, and the notice would repeat for every image.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 
 CACHE_VERSION = 1
 _CHUNK = 1 << 24
