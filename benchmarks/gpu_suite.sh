@@ -13,3 +13,6 @@ $b --model resnet50 --batch 256 --precision bf16 --steps 100 --repeats 3 --worke
 $b --model tiny-bert --device cpu --threads 2 --steps 60 --repeats 3 | tail -1
 $py benchmarks/layer_tree.py --calibrate | tail -1
 PYTHONPATH=${PYTHONPATH:-}:. $py benchmarks/lm_lora.py | tail -1
+# Files to the GPU: a JPEG folder and a CSV through `tunedesk train`, next to the anchor loops (issue 13)
+[ -f shared/anchors/gpu_plain_loops.py ] && anchor=shared/anchors/gpu_plain_loops.py || anchor=../shared/anchors/gpu_plain_loops.py
+PYTHONPATH=${PYTHONPATH:-}:src $py benchmarks/feed_e2e.py --out /tmp/tunedesk-feed-bench --anchor "$anchor" | tail -1

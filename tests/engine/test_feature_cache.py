@@ -222,3 +222,12 @@ def test_input_workers_follow_the_machine(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     assert input_workers(None, "cpu") == 0
     random.seed(0)
+
+
+def test_frozen_embeddings_alone_are_not_cached(home, no_dropout_bert, text_csv):
+    from tunedesk.engine.config import FreezeRule
+
+    config = _text(no_dropout_bert, text_csv, preset="all")
+    config.freeze.rules = [FreezeRule("@embeddings", False)]
+    _, logs = _run(config)
+    assert _cache_note(logs).startswith("feature cache: not used, no block is frozen")

@@ -536,7 +536,11 @@ class ModelTree:
                 self.model, self.task == TEXT, sequence_length, image_size
             )
         calls = self._cache_traces[key]
-        return None if calls is None else feature_cache.estimate(calls, plan.trainable, feature_bytes)
+        return (
+            None
+            if calls is None
+            else feature_cache.estimate(calls, plan.trainable, feature_bytes, self.index.blocks.paths)
+        )
 
 
 # ---- plan edits (each returns a new FreezeSpec) -----------------------------------------------------------

@@ -15,6 +15,7 @@ cache that does not match is rebuilt, never used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -267,6 +268,15 @@ def decoded_images(
 # ---- on the device: crops, flips, normalisation, a batch at a time --------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std in 0-255 units on the device, made once: building them per batch would copy from
+    the host each step (and a copy from pageable memory waits for the GPU)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    return m.to(device), s.to(device)
+
+
 def device_images(
     x: torch.Tensor,
     size: int,
@@ -282,8 +292,7 @@ def device_images(
     resampling of the whole batch.
     """
     b, _, side, _ = x.shape
-    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    m, s = _stats(tuple(mean), tuple(std), x.device)
     if augment is None:
         off = (side - size) // 2
         crop = x[:, :, off : off + size, off : off + size]

@@ -124,6 +124,13 @@ def _template(call: _Call) -> _Template:
 
 
 def _zeros(template: _Template, device: torch.device) -> Callable[..., Any]:
+    scalars: dict[torch.dtype, torch.Tensor] = {}
+
+    def zero(dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in scalars:
+            scalars[dtype] = torch.zeros((), dtype=dtype, device=device)
+        return scalars[dtype]
+
     def stand_in(*args: Any, **kwargs: Any) -> Any:
         first = _first_tensor(args, kwargs)
         shape_in = tuple(first.shape) if first is not None else ()
@@ -132,7 +139,7 @@ def _zeros(template: _Template, device: torch.device) -> Callable[..., Any]:
             if not isinstance(leaf, _Leaf):
                 return leaf
             shape = [shape_in[n] if kind == "in" else n for kind, n in leaf.dims]
-            return torch.zeros((), dtype=leaf.dtype, device=device).expand(shape)
+            return zero(leaf.dtype).expand(shape)
 
         return pytree.tree_map(make, template.tree, is_leaf=lambda x: isinstance(x, _Leaf))
 
@@ -153,6 +160,7 @@ class Split:
     total_params: int
     direct: bool = False  # the boundary's output is the model's: call it alone (head only), no stand-ins
     _modules: dict[str, nn.Module] | None = field(default=None, repr=False)
+    _stand_ins: dict[str, Callable[..., Any]] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         return f"the input of {self.boundary or 'the model'}"
@@ -165,8 +173,10 @@ class Split:
     @contextmanager
     def _patched(self, model: nn.Module, features: torch.Tensor, device: torch.device) -> Iterator[None]:
         modules = self.modules(model)
+        if self._stand_ins is None:
+            self._stand_ins = {path: _zeros(self.templates[path], device) for path in self.prefix}
         for path in self.prefix:
-            modules[path].forward = _zeros(self.templates[path], device)  # instance attribute shadows forward
+            modules[path].forward = self._stand_ins[path]  # an instance attribute shadows the class's forward
 
         def inject(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             if args:
@@ -253,11 +263,15 @@ def _is_ancestor(a: str, b: str) -> bool:
     return a == "" or b.startswith(a + ".")
 
 
-def choose_cut(calls: dict[str, _Call], trainable: dict[str, bool]) -> tuple[str, list[_Call], str]:
+def choose_cut(
+    calls: dict[str, _Call], trainable: dict[str, bool], blocks: Iterable[str] = ()
+) -> tuple[str, list[_Call], str]:
     """(boundary, prefix calls, '') for a freeze plan, or ('', [], reason) when no cut pays.
 
     The boundary is the outermost module around the first trained layer inside which no frozen layer
-    with weights runs before that layer; the prefix is every module that finishes before it starts."""
+    with weights runs before that layer; the prefix is every module that finishes before it starts.
+    With repeated ``blocks``, at least one of them must be in the prefix: embeddings alone are a
+    lookup, not worth a cache (and computing them once would drop their dropout for nothing)."""
     owned: dict[str, list[str]] = {}
     for name in trainable:
         module_path, _, _ = name.rpartition(".")
@@ -284,11 +298,18 @@ def choose_cut(calls: dict[str, _Call], trainable: dict[str, bool]) -> tuple[str
         return "", [], "the first trained layer comes before any frozen layer with weights"
     if any(trainable[n] for n in in_prefix):
         return "", [], "a trained layer runs before the cut"
+    blocks = list(blocks)
+    if blocks and not any(_is_ancestor(p, b) or _is_ancestor(b, p) or p == b for p in paths for b in blocks):
+        return (
+            "",
+            [],
+            "no block is frozen before the first trained layer (only embeddings or a stem): too little to cache",
+        )
     return boundary, prefix, ""
 
 
 def find_split(
-    model: nn.Module, trainable: dict[str, bool], run: Callable[[int, bool], Any]
+    model: nn.Module, trainable: dict[str, bool], run: Callable[[int, bool], Any], blocks: Iterable[str] = ()
 ) -> tuple[Split | None, str]:
     """The cut for this model and freeze plan, or None and the reason there is none.
 
@@ -299,7 +320,7 @@ def find_split(
     if not any(trainable.values()):
         return None, "nothing trains"
     calls = record_calls(model, run)
-    boundary, prefix, why = choose_cut(calls, trainable)
+    boundary, prefix, why = choose_cut(calls, trainable, blocks)
     if not boundary:
         return None, why
     b_call = calls[boundary]
@@ -361,9 +382,11 @@ def trace_calls(model: nn.Module, text: bool, sequence_length: int, image_size: 
         return None
 
 
-def estimate(calls: dict[str, _Call], trainable: dict[str, bool], feature_bytes: int) -> CacheEstimate | None:
+def estimate(
+    calls: dict[str, _Call], trainable: dict[str, bool], feature_bytes: int, blocks: Iterable[str] = ()
+) -> CacheEstimate | None:
     """The feature cache a plan would use, from ``trace_calls``: None when it does not apply."""
-    boundary, prefix, _why = choose_cut(calls, trainable)
+    boundary, prefix, _why = choose_cut(calls, trainable, blocks)
     if not boundary:
         return None
     total = max((c.flops for c in calls.values() if c.path == ""), default=0)

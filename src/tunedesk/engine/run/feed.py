@@ -329,7 +329,10 @@ def _feature_cache(feed: Feed, model: nn.Module, loaded, data, plan, cache_dir: 
             torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
         ):
             split, why = fc.find_split(
-                model, plan.trainable, lambda n, longer: feed.task.forward(model, sample(n, longer))
+                model,
+                plan.trainable,
+                lambda n, longer: feed.task.forward(model, sample(n, longer)),
+                plan.blocks.paths,
             )
             if split is not None:
                 why = _verify(split, model, feed, sample(8, False))
