@@ -127,11 +127,9 @@ def test_layer_tree_has_stages_and_the_new_head(timm_cache):
 
 
 def test_timm_run_with_the_last_stage_trains_exports_and_reloads_in_timm(timm_cache, images, tmp_path):
-    from PIL import Image
-
+    from tunedesk.engine.data.tensors import ImageFiles
     from tunedesk.engine.export import export_run, load_best_model
     from tunedesk.engine.run.runner import execute
-    from tunedesk.engine.tasks.image_classification import image_transforms
 
     _, snapshot, base = timm_cache
     home = tmp_path / "home"
@@ -170,8 +168,10 @@ def test_timm_run_with_the_last_stage_trains_exports_and_reloads_in_timm(timm_ca
         num_classes=n,
         pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"), num_classes=n),
     ).eval()
-    _, t_val = image_transforms(160, loaded.processor["mean"], loaded.processor["std"])
-    x = torch.stack([t_val(Image.open(p).convert("RGB")) for p in sorted(images.rglob("*.png"))[:4]])
+    files = ImageFiles(
+        sorted(map(str, images.rglob("*.png")))[:4], [0] * 4, 160, *(loaded.processor[k] for k in ("mean", "std"))
+    )
+    x = torch.stack([files[i]["pixel_values"] for i in range(4)])  # the evaluation view training used
     with torch.no_grad():
         assert torch.equal(reloaded(x), task.forward(loaded.model, {"pixel_values": x}))
     by_dir = timm.create_model(f"local-dir:{out}", pretrained=True).eval()

@@ -102,6 +102,7 @@ class Feed:
     notes: list[str] = field(default_factory=list)
     fallback: Callable[..., Any] | None = None  # the loop's DataLoader factory for other data
     data: Any = None
+    image_size: int | None = None  # images: the side the model sees (a timm model's own, else hparams)
 
     def train_batches(self, sampler: Any) -> Iterable[dict]:
         if self.train is None:
@@ -123,7 +124,7 @@ class Feed:
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch and self.split is not None:
-            return self.split.forward(model, self.task, batch, self.config.hparams.image_size)
+            return self.split.forward(model, self.task, batch, self.image_size)
         return self.task.forward(model, batch)
 
 
@@ -253,6 +254,7 @@ def build_feed(
             f"input: {len(tr):,} + {len(va):,} tokenised texts kept {where}; batches padded to their longest text"
         )
     elif isinstance(tr, ImageFiles) and isinstance(va, ImageFiles):
+        feed.image_size = tr.size
         _image_sources(feed, tr, va, data.fingerprint, cache_dir, device, config, epoch_of, say)
     else:
         return feed  # language-model data: the loop's DataLoader
@@ -285,7 +287,7 @@ def _image_sources(
     stores = []
     for name, ds in (("training", tr), ("validation", va)):
         say(f"decoding {len(ds):,} {name} images")
-        stores.append(decoded_images(ds.paths, h.image_size, cache_dir, f"{fingerprint}:{name}", device, workers))
+        stores.append(decoded_images(ds.paths, ds.size, cache_dir, f"{fingerprint}:{name}", device, workers))
     total = sum(s.nbytes for s in stores)
     on_gpu = fits_on(device, total)
     arrays = [s.array.to(device) if on_gpu else s.array for s in stores]
@@ -299,7 +301,7 @@ def _image_sources(
     )
     aug = "random crops and flips" if h.augment else "centre crops (augmentation off)"
     feed.notes.append(
-        f"input: {len(tr):,} + {len(va):,} images {how} at {stored_size(h.image_size)} px ({gib(total)}), {where}; "
+        f"input: {len(tr):,} + {len(va):,} images {how} at {stored_size(tr.size)} px ({gib(total)}), {where}; "
         f"{aug} and normalisation on the {'GPU' if device.type == 'cuda' else 'CPU'} a batch at a time; "
         f"{workers} input worker{'s' if workers != 1 else ''}"
     )
@@ -416,7 +418,7 @@ def _data_key(ds: Any) -> str:
 
 def _verify(split: fc.Split, model: nn.Module, feed: Feed, batch: dict[str, torch.Tensor]) -> str:
     """'' when the model run from the cut reproduces the model's own output, else why not."""
-    size = feed.config.hparams.image_size
+    size = feed.image_size
     direct, split.direct = split.direct, False
     try:
         expected = feed.task.forward(model, batch).float()
