@@ -58,7 +58,8 @@ def select_device(requested: str) -> torch.device:
 
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            # With its index: tensors report cuda:0, and torch.device("cuda") != torch.device("cuda:0").
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -74,7 +75,7 @@ def select_device(requested: str) -> torch.device:
                 f"{requested} does not exist (this machine has {torch.cuda.device_count()} GPU(s))",
                 "choose another GPU or 'auto'",
             )
-        return torch.device(requested)
+        return torch.device("cuda", index)
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device", "Apple MPS was asked for but is not available", "choose 'cpu' or 'auto'")
     return torch.device(requested)
