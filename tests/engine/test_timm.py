@@ -186,3 +186,22 @@ def test_a_timm_folder_is_recognised_without_source_timm(timm_cache, images, tmp
     config = RunConfig(task="image_classification", model=ModelSpec(str(timm_cache[1])))
     loaded = get_task("image_classification").build_model(config, ["a", "b"], device="meta")
     assert loaded.kind == "timm" and loaded.model.get_classifier().out_features == 2
+
+
+def test_timm_batchnorm_is_handled_as_for_torchvision(tmp_path):
+    """timm's BatchNormAct2d is a BatchNorm2d: frozen stages keep their running statistics."""
+    from tunedesk.engine import freezing
+    from tunedesk.engine.timm_models import build_timm_classifier
+
+    torch.manual_seed(0)
+    timm.models.save_for_hf(timm.create_model("test_resnet", pretrained=False), str(tmp_path), safe_serialization=True)
+    loaded = build_timm_classifier(ModelSpec(str(tmp_path), source="timm"), ["a", "b"])
+    assert loaded.pretrained and loaded.head_paths == ["fc"]
+    tree = structure.ModelTree.from_loaded(loaded)
+    assert tree.has_batchnorm and tree.blocks.paths == ["layer1", "layer2", "layer3", "layer4"]
+    plan = tree.resolve(FreezeSpec(preset="last_n_blocks", last_n=1))
+    freezing.apply(loaded.model, plan)
+    freezing.set_train_mode(loaded.model)
+    assert not loaded.model.layer1[0].bn1.training and loaded.model.layer4[0].bn1.training
+    freezing.set_train_mode(loaded.model, train_batchnorm_stats=True)
+    assert loaded.model.layer1[0].bn1.training
