@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -30,11 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tunedesk.engine.datasets.flags import flags_for_kind
 from tunedesk.ui.datasets import dialogs
 from tunedesk.ui.datasets.chart import BalanceChart
 from tunedesk.ui.datasets.commands import LabelDelegate
 from tunedesk.ui.datasets.controller import DatasetsController
+from tunedesk.ui.datasets.filters import FilterBar
 from tunedesk.ui.datasets.side import ClassesBox, CleaningBox, SplitBox, VersionBox
 from tunedesk.ui.datasets.table_model import ItemsModel
 
@@ -101,27 +100,10 @@ class DatasetsPanel(QWidget):
 
         self.name_label = _role(QLabel("No data set"), "title")
         self.info_label = _role(QLabel("Import a file or folder to start."), "hint")
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search texts and file names…")
-        self.search.setClearButtonEnabled(True)
-        self._search_timer = QTimer(self, singleShot=True, interval=250)
-        self._search_timer.timeout.connect(self.apply_filters)
-        self.search.textChanged.connect(lambda: self._search_timer.start())
-        self.label_filter = QComboBox()
-        self.split_filter = QComboBox()
-        for text, value in (("All splits", None), ("Train", "train"), ("Validation", "val"), ("Not assigned", "")):
-            self.split_filter.addItem(text, value)
-        self.flag_filter = QComboBox()
-        for combo, chars in ((self.label_filter, 10), (self.split_filter, 9), (self.flag_filter, 13)):
-            combo.currentIndexChanged.connect(self.apply_filters)
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(chars)
-            combo.view().setMinimumWidth(220)  # the open list shows whole names
-        filters = QHBoxLayout()
-        filters.addWidget(self.search, 1)
-        filters.addWidget(self.label_filter)
-        filters.addWidget(self.split_filter)
-        filters.addWidget(self.flag_filter)
+        self.filters = FilterBar()
+        self.filters.changed.connect(self.apply_filters)
+        self.search, self.label_filter = self.filters.search, self.filters.label_filter
+        self.split_filter, self.flag_filter = self.filters.split_filter, self.filters.flag_filter
 
         self.model = ItemsModel(self)
         self.model.labelEdited.connect(self._label_edited)
@@ -213,7 +195,7 @@ class DatasetsPanel(QWidget):
         cv.setContentsMargins(4, 8, 4, 8)
         cv.addWidget(self.name_label)
         cv.addWidget(self.info_label)
-        cv.addLayout(filters)
+        cv.addWidget(self.filters)
         cv.addWidget(self.table, 1)
         cv.addLayout(actions)
         cv.addWidget(self.progress_row)
@@ -263,10 +245,7 @@ class DatasetsPanel(QWidget):
 
     def _set_enabled(self, on: bool) -> None:
         for w in (
-            self.search,
-            self.label_filter,
-            self.split_filter,
-            self.flag_filter,
+            self.filters,
             self.table,
             self.relabel_combo,
             self.relabel_button,
@@ -350,7 +329,7 @@ class DatasetsPanel(QWidget):
         self.model.thumbs = self.thumbs if info.kind == "image" else None
         self.table.verticalHeader().setDefaultSectionSize(68 if info.kind == "image" else 24)
         self.cleaning_box.set_kind(info.kind)
-        self._fill_flag_filter(info.kind)
+        self.filters.set_kind(info.kind)
         self.model.set_dataset(store, info)
         self._reset_filters()
         self._configure_columns()
@@ -368,59 +347,27 @@ class DatasetsPanel(QWidget):
             if name in widths:
                 self.table.setColumnWidth(c, widths[name])
 
-    def _fill_flag_filter(self, kind: str) -> None:
-        self.flag_filter.blockSignals(True)
-        self.flag_filter.clear()
-        self.flag_filter.addItem("Any flags", 0)
-        self.flag_filter.addItem("Flagged (any)", sum(f.bit for f in flags_for_kind(kind)))
-        for f in flags_for_kind(kind):
-            self.flag_filter.addItem(f.title, f.bit)
-        self.flag_filter.blockSignals(False)
-
     def _fill_label_filter(self) -> None:
-        current = self.label_filter.currentData()
-        self.label_filter.blockSignals(True)
-        self.label_filter.clear()
-        self.label_filter.addItem("All labels", None)
-        self.label_filter.addItem("Not labelled", "")
-        for c in self.model.classes:
-            self.label_filter.addItem(c, c)
-        index = self.label_filter.findData(current)
-        self.label_filter.setCurrentIndex(index if index >= 0 and current is not None else 0)
-        self.label_filter.blockSignals(False)
+        self.filters.set_classes(self.model.classes)
         text = self.relabel_combo.currentText()
         self.relabel_combo.clear()
         self.relabel_combo.addItems(self.model.classes)
         self.relabel_combo.setCurrentText(text)
 
     def _reset_filters(self) -> None:
-        for w in (self.search, self.label_filter, self.split_filter, self.flag_filter):
-            w.blockSignals(True)
-        self.search.clear()
-        self.split_filter.setCurrentIndex(0)
-        self.flag_filter.setCurrentIndex(0)
+        self.filters.reset(self.model.classes)
         self._fill_label_filter()
-        self.label_filter.setCurrentIndex(0)
-        for w in (self.search, self.label_filter, self.split_filter, self.flag_filter):
-            w.blockSignals(False)
         self._update_count()
 
     @Slot()
     def apply_filters(self) -> None:
         if self.controller.info is None:
             return
-        self.model.set_filters(
-            label=self.label_filter.currentData(),
-            split=self.split_filter.currentData(),
-            flags=self.flag_filter.currentData() or 0,
-            search=self.search.text(),
-        )
+        self.model.set_filters(**self.filters.values())
         self._update_count()
 
     def _filter_label(self, label: str) -> None:
-        index = self.label_filter.findData(label)
-        if index >= 0:
-            self.label_filter.setCurrentIndex(index)
+        self.filters.show_label(label)
 
     def _sort_clicked(self, column: int) -> None:
         key, desc = self.model.order
@@ -523,11 +470,9 @@ class DatasetsPanel(QWidget):
 
     def select_flagged(self, bit: int) -> None:
         """Show the items carrying this flag and select them all."""
-        index = self.flag_filter.findData(bit)
-        self.label_filter.setCurrentIndex(0)
-        self.split_filter.setCurrentIndex(0)
-        self.search.clear()
-        self.flag_filter.setCurrentIndex(index)
+        self.filters.blockSignals(True)
+        self.filters.show_only_flag(bit)
+        self.filters.blockSignals(False)
         self.apply_filters()
         self.table.selectAll()
         self.table.setFocus()
