@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QMenu,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -34,6 +33,10 @@ from tunedesk.engine.defaults import suggested_learning_rate
 from tunedesk.engine.errors import ConfigError
 from tunedesk.ui.training.field_rows import FieldRows
 from tunedesk.ui.training.setup_helpers import (
+    PRECISION_LABELS,
+    TASK_LABELS,
+    TENSORBOARD_LABELS,
+    DeviceCombo,
     FieldError,
     family_of_path,
     freeze_text,
@@ -42,31 +45,16 @@ from tunedesk.ui.training.setup_helpers import (
     lost_on_reload,
     lr_note,
     make_label,
+    model_family,
     model_spec_from_entry,
     parse_number,
     set_role,
+    spin_box,
     table_columns,
     task_for_data,
 )
 
 __all__ = ["FieldError", "SetupForm", "lost_on_reload", "set_role"]
-
-TASK_LABELS = {
-    "text_classification": "Text classification",
-    "image_classification": "Image classification",
-    "causal_lm": "Language model (text generation)",
-}
-PRECISION_LABELS = {
-    "auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)",
-    "bf16": "bf16",
-    "fp16": "fp16 (GPU only)",
-    "fp32": "fp32",
-}
-TENSORBOARD_LABELS = {
-    "auto": "Write event files when TensorBoard is installed",
-    "on": "Write event files",
-    "off": "Off",
-}
 
 
 class SetupForm(QWidget):
@@ -174,9 +162,9 @@ class SetupForm(QWidget):
 
     def _hparam_group(self) -> QGroupBox:
         box, form = self.rows.group("Hyperparameters")
-        self.epochs = self._spin(0, 100000, 3)
+        self.epochs = spin_box(0, 100000, 3)
         self.rows.row(form, "Epochs", "hparams.epochs", self.epochs)
-        self.batch_size = self._spin(0, 65536, 16)
+        self.batch_size = spin_box(0, 65536, 16)
         self.rows.row(form, "Batch size", "hparams.batch_size", self.batch_size)
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("TuneDesk's suggestion")
@@ -205,7 +193,7 @@ class SetupForm(QWidget):
             self.warmup,
             tip="share of the steps spent ramping the learning rate up from 0",
         )
-        self.grad_accum = self._spin(0, 4096, 1)
+        self.grad_accum = spin_box(0, 4096, 1)
         self.rows.row(
             form,
             "Grad. accumulation",
@@ -222,9 +210,9 @@ class SetupForm(QWidget):
             self.clip,
             tip="largest gradient norm; empty for no clipping",
         )
-        self.max_length = self._spin(0, 131072, 128)
+        self.max_length = spin_box(0, 131072, 128)
         self.max_length_row = self.rows.row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
-        self.image_size = self._spin(0, 4096, 224)
+        self.image_size = spin_box(0, 4096, 224)
         self.image_size_row = self.rows.row(form, "Image size (px)", "hparams.image_size", self.image_size)
         self._form_layouts = {"hparams": form}
         return box
@@ -251,15 +239,13 @@ class SetupForm(QWidget):
 
     def _hardware_group(self) -> QGroupBox:
         box, form = self.rows.group("Hardware")
-        self.device = QComboBox()
-        self.device.addItem("Automatic (best available)", "auto")
-        self.device.addItem("CPU", "cpu")
+        self.device = DeviceCombo()
         self.rows.row(form, "Device", "device", self.device)
         self.precision = QComboBox()
         for key, text in PRECISION_LABELS.items():
             self.precision.addItem(text, key)
         self.rows.row(form, "Precision", "precision", self.precision)
-        self.seed = self._spin(0, 2**31 - 1, 42)
+        self.seed = spin_box(0, 2**31 - 1, 42)
         self.rows.row(form, "Seed", "seed", self.seed)
         self.tensorboard = QComboBox()
         for key, text in TENSORBOARD_LABELS.items():
@@ -267,13 +253,6 @@ class SetupForm(QWidget):
         tip = "Event files in the run's folder, for `tensorboard --logdir` (needs the tensorboard package)"
         self.rows.row(form, "TensorBoard", "tensorboard", self.tensorboard, tip=tip)
         return box
-
-    def _spin(self, lo: int, hi: int, value: int) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(lo, hi)
-        spin.setValue(value)
-        spin.setKeyboardTracking(False)
-        return spin
 
     # ---- model, data, freeze --------------------------------------------------------------------
 
@@ -306,8 +285,7 @@ class SetupForm(QWidget):
     def _model_edited(self, text: str) -> None:
         self._model_weights = None
         self.model_note.setText("")
-        by_folder = self.model_source.currentData() in ("hf", "timm")
-        self._family = family_of_path(text) if by_folder else text.rstrip("0123456789_")
+        self._family = model_family(self.model_source.currentData(), text)
         self._refresh_suggestion()
         self.changed.emit()
 
@@ -460,28 +438,9 @@ class SetupForm(QWidget):
         self.clear_error("hparams.learning_rate")
         self.changed.emit()
 
-    # ---- devices --------------------------------------------------------------------------------
-
     def set_devices(self, devices: list[tuple[str, str]]) -> None:
         """(device, label) pairs from ``devices.list_devices()``; keeps the current choice when it still exists."""
-        current = self.device.currentData()
-        self.device.blockSignals(True)
-        self.device.clear()
-        self.device.addItem("Automatic (best available)", "auto")
-        for dev, label in devices:
-            self.device.addItem(label, dev)
-        idx = self.device.findData(current)
-        self.device.setCurrentIndex(max(idx, 0))
-        self.device.blockSignals(False)
-
-    def _select_device(self, device: str) -> None:
-        idx = self.device.findData(device)
-        if idx < 0 and device == "cuda":
-            idx = self.device.findData("cuda:0")
-        if idx < 0:
-            self.device.addItem(f"{device} (not found on this machine)", device)
-            idx = self.device.count() - 1
-        self.device.setCurrentIndex(idx)
+        self.device.set_devices(devices)
 
     # ---- config in and out ------------------------------------------------------------------------
 
@@ -489,11 +448,7 @@ class SetupForm(QWidget):
         """Show a configuration (loaded from a file, or a past run's)."""
         self._base = copy.deepcopy(config)
         self._set_model(config.model)
-        self._family = (
-            family_of_path(config.model.name_or_path)
-            if config.model.source in ("hf", "timm")
-            else config.model.name_or_path.rstrip("0123456789_")
-        )
+        self._family = model_family(config.model.source, config.model.name_or_path)
         self.model_note.setText("")
         self._set_task(config.task)
         self.set_data_spec(config.data)
@@ -516,7 +471,7 @@ class SetupForm(QWidget):
         self.warmup.setText(f"{h.warmup_ratio:g}")
         self.clip.setText("" if h.max_grad_norm is None else f"{h.max_grad_norm:g}")
         self.lm_settings.set_hparams(h)
-        self._select_device(config.device)
+        self.device.select(config.device)
         self.precision.setCurrentIndex(max(self.precision.findData(config.precision), 0))
         board = {None: "auto", True: "on", False: "off"}[config.tensorboard]
         self.tensorboard.setCurrentIndex(max(self.tensorboard.findData(board), 0))

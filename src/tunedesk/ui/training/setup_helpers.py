@@ -1,4 +1,4 @@
-"""Helpers of the run setup form that need no widgets of their own: parsing, naming, file peeking."""
+"""Helpers of the run setup form: parsing, naming, file peeking, labels, and its small widgets (a device combo)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QWidget
 
 from tunedesk.engine.config import LAST_ATTENTION, DataSpec, FreezeSpec, ModelSpec, RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
 from tunedesk.engine.errors import ConfigError, TuneDeskError
+
+TASK_LABELS = {
+    "text_classification": "Text classification",
+    "image_classification": "Image classification",
+    "causal_lm": "Language model (text generation)",
+}
+PRECISION_LABELS = {
+    "auto": "Automatic (bf16 on recent GPUs, fp32 on CPU)",
+    "bf16": "bf16",
+    "fp16": "fp16 (GPU only)",
+    "fp32": "fp32",
+}
+TENSORBOARD_LABELS = {
+    "auto": "Write event files when TensorBoard is installed",
+    "on": "Write event files",
+    "off": "Off",
+}
 
 
 class FieldError(ConfigError):
@@ -178,3 +195,46 @@ def guess_column(columns: list[str], wanted: str, guesses: tuple[str, ...]) -> s
     if wanted in columns or not columns:
         return wanted
     return next((c for c in columns if c.lower() in guesses), wanted)
+
+
+def model_family(source: str, name_or_path: str) -> str | None:
+    """The family the learning-rate suggestion goes by: from a folder's config, else the architecture's name."""
+    if source in ("hf", "timm"):
+        return family_of_path(name_or_path)
+    return name_or_path.rstrip("0123456789_")
+
+
+def spin_box(lo: int, hi: int, value: int) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setValue(value)
+    spin.setKeyboardTracking(False)
+    return spin
+
+
+class DeviceCombo(QComboBox):
+    """Automatic, then the devices of this machine; a configuration's device not found here stays, marked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addItem("Automatic (best available)", "auto")
+        self.addItem("CPU", "cpu")
+
+    def set_devices(self, devices: list[tuple[str, str]]) -> None:
+        current = self.currentData()
+        self.blockSignals(True)
+        self.clear()
+        self.addItem("Automatic (best available)", "auto")
+        for dev, label in devices:
+            self.addItem(label, dev)
+        self.setCurrentIndex(max(self.findData(current), 0))
+        self.blockSignals(False)
+
+    def select(self, device: str) -> None:
+        idx = self.findData(device)
+        if idx < 0 and device == "cuda":
+            idx = self.findData("cuda:0")
+        if idx < 0:
+            self.addItem(f"{device} (not found on this machine)", device)
+            idx = self.count() - 1
+        self.setCurrentIndex(idx)
