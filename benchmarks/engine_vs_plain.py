@@ -59,7 +59,7 @@ class SyntheticImages(torch.utils.data.Dataset):
 
 
 def build(args, tmp: Path):
-    from tunedesk.engine.tasks import get_task
+    from tunedesk.engine import tasks
 
     labels = [f"c{i}" for i in range(args.labels)]
     if args.model in ("tiny-bert", "bert-base", "minilm"):
@@ -91,7 +91,7 @@ def build(args, tmp: Path):
         n = args.batch * (args.steps + 2)
         train = SyntheticImages(n, args.image_size, args.labels)
         val = SyntheticImages(args.batch, args.image_size, args.labels)
-    task = get_task(task_name)
+    task = tasks.get(task_name)
     config = RunConfig(
         task=task_name,
         model=spec,

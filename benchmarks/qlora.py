@@ -325,7 +325,7 @@ def part_grid(args, model: Path, corpus: Path) -> list[dict]:
     """Peak of training steps at each sequence length, with and without checkpointing, vs the estimate."""
     from tunedesk.engine import freezing
     from tunedesk.engine.run.runner import prepare
-    from tunedesk.engine.tasks.causal_lm import enable_checkpointing
+    from tunedesk.engine.lm.model import enable_checkpointing
 
     rows = []
     dev = torch.device(args.device)

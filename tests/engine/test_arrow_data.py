@@ -208,8 +208,8 @@ def test_without_pyarrow_the_error_says_what_to_install(text_parquet, monkeypatc
 
 
 def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parquet, home):
+    from tunedesk.engine import tasks
     from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
-    from tunedesk.engine.tasks import get_task
 
     path, rows = image_parquet
     config = RunConfig(
@@ -217,7 +217,7 @@ def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parq
         model=ModelSpec("resnet18", source="torchvision"),
         data=DataSpec(kind="image_table", path=str(path)),
     ).validate()
-    examples = get_task("image_classification").load_examples(config)
+    examples = tasks.get("image_classification").load_examples(config)
     assert examples.labels == [lab for _, lab in rows[:-1]]  # the damaged last row is reported, not used
     assert all(Path(p).is_relative_to(home / "images") for p in examples.paths)
     assert examples.summary == "read 13 images, kept 12; 1 skipped (1 not a readable image)"

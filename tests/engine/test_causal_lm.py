@@ -193,8 +193,8 @@ def test_gpt2_corpus_last_block_full_lora_elsewhere_checkpointing(tmp_path, gpt2
 
     from tunedesk.engine.lm import lora
     from tunedesk.engine.lm.export import export_lm_run, load_run_model
+    from tunedesk.engine.lm.model import is_checkpointing
     from tunedesk.engine.run.runner import execute, open_store, prepare
-    from tunedesk.engine.tasks.causal_lm import is_checkpointing
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -129,14 +129,16 @@ def test_same_plan_or_one_run_has_no_freeze_diff():
 
 
 def test_parameter_layout_builds_the_model_on_the_meta_device(tiny_bert_dir):
+    from tunedesk.engine.run import rebuild
+
     run = _run(1)
     run["config"]["model"]["name_or_path"] = str(tiny_bert_dir)
-    names, sizes = compare.parameter_layout(run)
+    names, sizes = rebuild.parameter_layout(run)
     assert "classifier.weight" in names and sizes["classifier.weight"] == 2 * 32
     assert any(n.startswith("bert.encoder.layer.1.") for n in names)
     broken = _run(2)
     broken["config"]["model"]["name_or_path"] = "/nowhere/model"
-    assert compare.parameter_layout(broken) is None
+    assert rebuild.parameter_layout(broken) is None
 
 
 # ---- curves and the whole comparison ----------------------------------------------------------------
@@ -197,7 +199,7 @@ def test_curves_by_step_and_by_epoch(store):
 def test_compare_runs_puts_it_together(store):
     a = _record(store, 1e-4, HEAD, [1.0, 0.9], [0.5])
     b = _record(store, 3e-4, LAYER1 + HEAD, [1.0, 0.8], [0.6])
-    result = compare.compare_runs(store, [a, b], layout=False)
+    result = compare.compare_runs(store, [a, b])
     assert [r["id"] for r in result.runs] == [a, b]
     assert {d.key for d in result.config} == {"hparams.learning_rate", "effective.learning_rate"}
     assert [d.path for d in result.freeze] == ["enc.layer.1.attn", "enc.layer.1.ffn"]

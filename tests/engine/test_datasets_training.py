@@ -66,7 +66,7 @@ def test_cli_trains_on_a_version_and_the_run_records_it(home, tiny_bert_dir, tex
 
 def test_unknown_version_and_wrong_kind_are_clear(home, tiny_bert_dir, text_csv, image_folder):
     from tunedesk.engine.run.runner import prepare
-    from tunedesk.engine.tasks.stored import load_image_version
+    from tunedesk.engine.tasks.image_classification import ImageClassification
 
     with pytest.raises(DataError) as err:
         prepare(version_config(tiny_bert_dir, "ds7-v1"))
@@ -84,6 +84,6 @@ def test_unknown_version_and_wrong_kind_are_clear(home, tiny_bert_dir, text_csv,
     (image_folder / "red" / "red_0.png").unlink()
     config = version_config(tiny_bert_dir, image_version.id)
     config.task = "image_classification"
-    ex = load_image_version(config)
+    ex = ImageClassification().load_examples(config)
     assert len(ex.paths) == 23 and ex.split.count("val") + ex.split.count("train") == 23
     assert any("moved or deleted" in w for w in ex.warnings)

@@ -219,7 +219,7 @@ def test_run_with_chunked_loss_trains_like_the_plain_loss(tmp_path):
 
 
 def test_an_attention_the_model_cannot_run_is_a_config_error(tmp_path):
-    from tunedesk.engine.tasks.causal_lm import load_causal_lm
+    from tunedesk.engine.lm.model import load_causal_lm
 
     config = lm_config(save_tiny_llama(tmp_path / "llama"), tmp_path / "chat.jsonl")
     with pytest.raises(ConfigError) as info:

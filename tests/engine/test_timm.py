@@ -181,10 +181,10 @@ def test_timm_run_with_the_last_stage_trains_exports_and_reloads_in_timm(timm_ca
 
 
 def test_a_timm_folder_is_recognised_without_source_timm(timm_cache, images, tmp_path):
-    from tunedesk.engine.tasks import get_task
+    from tunedesk.engine import tasks
 
     config = RunConfig(task="image_classification", model=ModelSpec(str(timm_cache[1])))
-    loaded = get_task("image_classification").build_model(config, ["a", "b"], device="meta")
+    loaded = tasks.get("image_classification").build_model(config, ["a", "b"], device="meta")
     assert loaded.kind == "timm" and loaded.model.get_classifier().out_features == 2
 
 

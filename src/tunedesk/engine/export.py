@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.files import META_FILE, MODEL_FILE
 
 FORMATS = ("auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter", "tensorboard")
 LM_FORMATS = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter"}  # causal_lm runs
@@ -60,7 +61,6 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
     """The run's best checkpoint, or a TuneDeskError saying why there is none and what to do."""
     from tunedesk.engine.config import RunConfig
     from tunedesk.engine.paths import home_dir
-    from tunedesk.engine.run.checkpoint import META_FILE, MODEL_FILE
     from tunedesk.engine.run.runner import open_store
     from tunedesk.engine.store.history import run_config
 
@@ -125,14 +125,13 @@ def _engine_model(best: BestCheckpoint):
 
     from safetensors.torch import load_model
 
-    from tunedesk.engine.run.checkpoint import MODEL_FILE
-    from tunedesk.engine.tasks import get_task
+    from tunedesk.engine import tasks
 
     config = copy.deepcopy(best.config)
     config.model.pretrained = False  # every weight comes from the checkpoint: skip loading the base
     if best.kind in ("hf", "timm") and best.meta.get("source_path"):
         config.model.name_or_path = best.meta["source_path"]
-    task = get_task(config.task)
+    task = tasks.get(config.task)
     loaded = task.build_model(config, best.label_names)
     loaded.warnings.clear()
     try:
@@ -268,7 +267,6 @@ def _hf_model(best: BestCheckpoint):
     from transformers import AutoConfig
 
     from tunedesk.engine.models import quiet_transformers
-    from tunedesk.engine.run.checkpoint import MODEL_FILE
 
     quiet_transformers()
     source = Path(best.meta.get("source_path") or "")
@@ -305,7 +303,6 @@ def _hf_model(best: BestCheckpoint):
 
 
 def _export_hf(best: BestCheckpoint, out: Path) -> None:
-    from tunedesk.engine.run.checkpoint import META_FILE
 
     if (best.folder / "config.json").is_file():  # tasks that save a complete HF folder as their best
         for f in best.folder.iterdir():
@@ -380,7 +377,6 @@ def _image_processor(best: BestCheckpoint):
 
 
 def _export_torchvision(best: BestCheckpoint, out: Path) -> None:
-    from tunedesk.engine.run.checkpoint import MODEL_FILE
 
     shutil.copy2(best.folder / MODEL_FILE, out / MODEL_FILE)
     meta = {

@@ -245,9 +245,9 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
 
     from safetensors.torch import load_model
 
+    from tunedesk.engine import tasks
     from tunedesk.engine.config import RunConfig
-    from tunedesk.engine.run.checkpoint import META_FILE, MODEL_FILE
-    from tunedesk.engine.tasks import get_task
+    from tunedesk.engine.files import META_FILE, MODEL_FILE
 
     best = Path(output_dir) / "best"
     if not (best / MODEL_FILE).is_file():
@@ -266,7 +266,7 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
     else:
         if config is None:
             config = RunConfig.load(Path(output_dir) / "config.json")
-        task = get_task(config.task)
+        task = tasks.get(config.task)
         loaded = task.build_model(config, list(meta["label_names"]))
     device = next(loaded.model.parameters()).device
     load_model(loaded.model, str(best / MODEL_FILE), strict=True, device=str(device))

@@ -28,7 +28,17 @@ from torch import nn
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, ModelError, TuneDeskError
+from tunedesk.engine.files import MODEL_FILE
 from tunedesk.engine.lm import lora
+from tunedesk.engine.lm.generate import generate_text, stop_token_ids
+from tunedesk.engine.lm.model import (
+    BEST_META,
+    BEST_WEIGHTS,
+    TOKENIZER_DIR,
+    is_checkpointing,
+    load_causal_lm,
+    load_lm_tokenizer,
+)
 
 FORMATS = ("merged", "adapter")
 _FORMAT_ALIASES = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter", "lora": "adapter"}
@@ -69,9 +79,6 @@ def _run_record(run_id: int, home: str | os.PathLike[str] | None) -> tuple[dict[
 
 def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
     out = Path(run.get("output_dir") or "")
-    from tunedesk.engine.run.checkpoint import MODEL_FILE
-    from tunedesk.engine.tasks.causal_lm import BEST_META, BEST_WEIGHTS
-
     best, last = out / "best", out / "last"
     has_best = (best / BEST_WEIGHTS).is_file() and (best / BEST_META).is_file()
     has_last = (last / MODEL_FILE).is_file()
@@ -101,14 +108,6 @@ def load_run_model(
 
     from tunedesk.engine import freezing
     from tunedesk.engine.models import fingerprint
-    from tunedesk.engine.run.checkpoint import MODEL_FILE
-    from tunedesk.engine.tasks.causal_lm import (
-        BEST_META,
-        BEST_WEIGHTS,
-        TOKENIZER_DIR,
-        load_causal_lm,
-        load_lm_tokenizer,
-    )
 
     run, config = _run_record(run_id, home)
     folder, which = _checkpoint_folder(run, which)
@@ -275,13 +274,11 @@ def export_lm_run(
 
 def _write_merged(rm: RunModel, folder: Path) -> None:
     model = rm.model.merge_and_unload() if rm.targets else rm.model
-    from tunedesk.engine.tasks.causal_lm import is_checkpointing
 
     if is_checkpointing(model):
         disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
         disable()
     model.config.use_cache = True
-    from tunedesk.engine.tasks.causal_lm import stop_token_ids
 
     stops = stop_token_ids(rm.tokenizer, model)  # plain generate() then stops at the end of the reply
     model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
@@ -295,8 +292,6 @@ def _write_merged(rm: RunModel, folder: Path) -> None:
 def _write_adapter(rm: RunModel, folder: Path) -> None:
     """PEFT's own save: adapters, plus fully trained layers as ``modules_to_save``."""
     from peft import get_peft_model
-
-    from tunedesk.engine.tasks.causal_lm import load_causal_lm
 
     peft_model = rm.model
     base = peft_model.get_base_model()
@@ -389,7 +384,6 @@ def generate(
 ) -> str:
     """One reply from a run's fine-tuned model. ``messages``: a chat (list of role/content dicts) or a
     text; a text is a user message for chat-trained runs and a text to continue for corpus runs."""
-    from tunedesk.engine.tasks.causal_lm import generate_text
 
     if not (1 <= int(max_new_tokens) <= 4096):
         raise ConfigError("max_new_tokens", f"must be between 1 and 4096 (got {max_new_tokens})")

@@ -1,16 +1,12 @@
-"""Checkpoints: best weights (safetensors) and a resumable last checkpoint, written atomically.
+"""The resumable ``last`` checkpoint: model, optimizer, scheduler, scaler, RNG and position.
 
-Every file is written to a unique temporary name in the same folder, fsynced, then ``os.replace``d,
-so a crash never leaves a half-written checkpoint where a good one was.
+Written with ``files.atomic_write`` (temporary name, fsync, ``os.replace``), so a crash never leaves a
+half-written checkpoint where a good one was. The ``best`` folder is the task's (``Task.save_best``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +15,9 @@ import torch
 from torch import nn
 
 from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.files import MODEL_FILE, atomic_write, save_weights
 
-MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
-META_FILE = "tunedesk.json"
 
 
 @dataclass
@@ -33,60 +28,6 @@ class CheckpointState:
     best_metric: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_name)`` then move the result over ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def save_weights(path: Path, model: nn.Module) -> Path:
-    from safetensors.torch import save_model
-
-    return atomic_write(path, lambda tmp: save_model(model, tmp))
-
-
-def save_best(
-    output_dir: Path, model: nn.Module, loaded: Any, label_names: list[str], metrics: dict[str, float]
-) -> Path:
-    folder = Path(output_dir) / "best"
-    save_weights(folder / MODEL_FILE, model)
-    meta = {
-        "architecture": loaded.architecture,
-        "kind": loaded.kind,
-        "source_path": loaded.path,
-        "label_names": list(label_names),
-        "head_paths": loaded.head_paths,
-        "metrics": metrics,
-    }
-    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
-    return folder
 
 
 def save_last(

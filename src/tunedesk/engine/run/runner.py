@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
@@ -20,14 +20,19 @@ from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.paths import database_path, home_dir, runs_dir
 from tunedesk.engine.run.events import Control, Event, EventBus, RunFinished
 
+if TYPE_CHECKING:  # torch, transformers and the tasks load only when a run is prepared
+    from tunedesk.engine.freezing import ResolvedPlan
+    from tunedesk.engine.models import LoadedModel
+    from tunedesk.engine.tasks.base import PreparedData, Task
+
 
 @dataclass
 class PreparedRun:
     config: RunConfig
-    task: Any
-    loaded: Any
-    data: Any
-    plan: Any  # freezing.ResolvedPlan (torch is imported only when a run is prepared)
+    task: Task
+    loaded: LoadedModel
+    data: PreparedData
+    plan: ResolvedPlan
     learning_rate: float
     head_learning_rate: float | None
     lr_explanation: str
@@ -68,12 +73,11 @@ Progress = Callable[[str], None]
 
 def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
-    from tunedesk.engine import freezing
-    from tunedesk.engine.tasks import get_task
+    from tunedesk.engine import freezing, tasks
 
     say = progress or (lambda _msg: None)
     config = copy.deepcopy(config).validate()
-    task = get_task(config.task)
+    task = tasks.get(config.task)
     say("reading the data set")
     examples = task.load_examples(config)
     label_names = task.label_names(examples)
@@ -85,9 +89,7 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     say("preparing batches")
     data = task.prepare(config, loaded, examples)
     plan = freezing.resolve(loaded.model, config.freeze, loaded.head_paths)
-    adapt = getattr(task, "adapt_plan", None)  # causal_lm: LoRA adapters wrap the model and join the plan
-    if adapt is not None:
-        plan = adapt(config, loaded, plan)
+    plan = task.adapt_plan(config, loaded, plan)  # causal_lm: LoRA adapters wrap the model and join the plan
     if plan.trainable_params == 0:
         raise TuneDeskError(
             "the freeze plan leaves no parameter to train",
@@ -104,11 +106,9 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     if head_lr is None and config.hparams.learning_rate is None and loaded.pretrained and loaded.head_paths:
         head_lr = suggested_head_learning_rate(lr)
         # causal_lm with LoRA: "the LoRA adapters train at ... because they start from random weights"
-        note = getattr(task, "new_params_note", "the new head trains at {lr:g} because it starts from random weights")
-        why += "; " + note.format(lr=head_lr)
+        why += "; " + task.new_params_note.format(lr=head_lr)
     warnings = list(loaded.warnings) + list(data.warnings)
-    describe = getattr(task, "describe_plan", None)
-    summary = describe(config, plan) if describe is not None else freezing.describe(config.freeze, plan)
+    summary = task.describe_plan(config, plan)
     return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, summary, warnings)
 
 

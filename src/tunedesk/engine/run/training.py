@@ -22,7 +22,7 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.devices import input_workers, select_device, select_precision
 from tunedesk.engine.errors import ConfigError, TuneDeskError
 from tunedesk.engine.models import LoadedModel
-from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_best, save_last
+from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_last
 from tunedesk.engine.run.events import (
     CheckpointSaved,
     Control,
@@ -34,7 +34,7 @@ from tunedesk.engine.run.events import (
     SampleGenerated,
     StepLogged,
 )
-from tunedesk.engine.tasks.base import PreparedData
+from tunedesk.engine.tasks.base import PreparedData, Task
 
 log = logging.getLogger("tunedesk.training")
 
@@ -76,7 +76,7 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        task: Any,
+        task: Task,
         loaded: LoadedModel,
         data: PreparedData,
         plan: freezing.ResolvedPlan,
@@ -173,8 +173,7 @@ class Trainer:
 
         model = self.loaded.model
         freezing.apply(model, self.plan)
-        is_image = self.task.name == "image_classification"
-        channels_last = is_image and self.device.type == "cuda"
+        channels_last = self.task.channels_last and self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -262,7 +261,7 @@ class Trainer:
         t_train0 = time.perf_counter()
         stop_reason = ""
 
-        if step == 0 and hasattr(self.task, "generate_samples"):
+        if step == 0:
             # language models: the replies before any training, so the change of tone can be followed
             for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
                 self._emit(SampleGenerated(self.run_id, 0, 0, prompt, text))
@@ -366,18 +365,13 @@ class Trainer:
                 best is None or (value > best if self.task.higher_is_better else value < best)
             )
             last_metrics = metrics
-            if hasattr(self.task, "generate_samples"):  # language models: follow the tone epoch by epoch
-                for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
-                    self._emit(SampleGenerated(self.run_id, step, epoch + 1, prompt, text))
+            # language models: follow the tone epoch by epoch (other tasks generate nothing)
+            for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
+                self._emit(SampleGenerated(self.run_id, step, epoch + 1, prompt, text))
             if is_best:
                 best = value
                 best_metrics = dict(metrics)
-                saver = getattr(self.task, "save_best", None)
-                bpath = (
-                    saver(self.output_dir, model, self.loaded, metrics)
-                    if saver is not None
-                    else save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
-                )
+                bpath = self.task.save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
             self._emit(
                 EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best)
             )

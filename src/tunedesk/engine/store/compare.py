@@ -1,8 +1,8 @@
 """Comparing runs: which settings differ, what trained differently, and their curves side by side.
 
 Pure functions over rows the store returns (``RunStore.get_run``), so the runs panel and tests use
-them without a model. Only ``parameter_layout`` builds a model (on the meta device, no weights) to
-learn the parameters no compared run trained.
+them without a model. The parameters no compared run trained are learnt from the model built on the
+meta device (``run.rebuild.parameter_layout``), which callers pass in.
 """
 
 from __future__ import annotations
@@ -171,24 +171,6 @@ def freeze_differences(
     return out
 
 
-def meta_model(run: Mapping[str, Any]):
-    """The run's model (a LoadedModel) built on the meta device: structure only, no weights, no memory,
-    with the head paths the run recorded. None when it cannot be built any more (files moved)."""
-    try:
-        from tunedesk.engine.config import RunConfig
-        from tunedesk.engine.tasks import get_task
-
-        config = RunConfig.from_dict(run_config(dict(run)))
-        res = resolved(dict(run))
-        labels = res.get("label_names") or ["a", "b"]
-        loaded = get_task(config.task).build_model(config, list(labels), device="meta")
-        if res.get("head_paths"):
-            loaded.head_paths = list(res["head_paths"])
-        return loaded
-    except Exception:  # noqa: BLE001 - only makes views finer; the recorded names still work
-        return None
-
-
 def _module_differences(trainable: Sequence[Iterable[str]], sets: list[set[str]]) -> list[FreezeDifference]:
     """Without the model's layout, parameters that no run trained are unknown, so differences are only
     grouped by the module that owns the parameters (grouping further up could hide a frozen sibling)."""
@@ -209,19 +191,6 @@ def _module_differences(trainable: Sequence[Iterable[str]], sets: list[set[str]]
             continue
         out.extend(FreezeDifference(name, v, None, 1) for name, v in params.items() if len(set(v)) > 1)
     return out
-
-
-def parameter_layout(run: Mapping[str, Any]) -> tuple[list[str], dict[str, int]] | None:
-    """Every parameter name and size of the run's model (built on the meta device); None when the
-    model cannot be built any more."""
-    loaded = meta_model(run)
-    if loaded is None:
-        return None
-    names, sizes = [], {}
-    for name, p in loaded.model.named_parameters():
-        names.append(name)
-        sizes[name] = int(p.numel())
-    return names, sizes
 
 
 # ---- curves ---------------------------------------------------------------------------------------
@@ -305,18 +274,16 @@ class Comparison:
     exact_layout: bool  # the freeze diff knew every parameter of the model (not only trained ones)
 
 
-def compare_runs(store: Any, run_ids: Sequence[int], *, layout: bool = True) -> Comparison:
+def compare_runs(
+    store: Any, run_ids: Sequence[int], *, layout: tuple[list[str], dict[str, int]] | None = None
+) -> Comparison:
     """Config and freeze-map differences and the metric names of two or more runs.
 
-    With ``layout`` (and all runs on one model) the model is built on the meta device so the freeze
-    diff knows parameters that no run trained (imports torch; call from a worker thread in the UI).
+    With the ``layout`` of the runs' one model (``run.rebuild.parameter_layout``), the freeze diff also
+    knows the parameters that no run trained.
     """
     runs = [store.get_run(rid) for rid in run_ids]
-    all_names = sizes = None
-    if layout and len({r.get("model_path") or r.get("model_name") for r in runs}) == 1:
-        found = parameter_layout(runs[0])
-        if found is not None:
-            all_names, sizes = found
+    all_names, sizes = layout if layout is not None else (None, None)
     freeze = freeze_differences([r.get("trainable_names") or [] for r in runs], all_names, sizes)
     return Comparison(
         list(run_ids), runs, config_differences(runs), freeze, available_metrics(store, run_ids), all_names is not None

@@ -1,16 +1,23 @@
-"""What every task plug-in provides, and the classification machinery the two classifiers share."""
+"""The task interface (``Task``), the data a task prepares, and what the two classifiers share."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
+from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.datasets.versions import VersionExamples, load_version_examples
+from tunedesk.engine.errors import DataError
+from tunedesk.engine.files import META_FILE, MODEL_FILE, atomic_write_text, save_weights
+from tunedesk.engine.freezing import ResolvedPlan
 from tunedesk.engine.models import LoadedModel
 
 
@@ -27,24 +34,98 @@ class PreparedData:
     train_labels: list[int] = field(default_factory=list)
 
 
-class Task(Protocol):
-    name: str
-    primary_metric: str  # e.g. "val_accuracy" (higher is better) or "val_loss"
-    higher_is_better: bool
+class Task:
+    """What a task plug-in is: the runner and the trainer call only what is declared here.
 
-    def load_examples(self, config: RunConfig) -> Any: ...
+    A task overrides the six hooks that raise ``NotImplementedError`` and may override the others,
+    whose defaults suit a classifier that trains its whole model (or the plan's share of it). Register
+    a new task with one line in ``tasks/registry.py``.
+    """
 
-    def label_names(self, examples: Any) -> list[str]: ...
+    name: ClassVar[str] = ""
+    primary_metric: ClassVar[str] = "val_loss"  # the metric that picks the best checkpoint
+    higher_is_better: ClassVar[bool] = False
+    # How the run's summary explains the higher learning rate of parameters that start from random weights.
+    new_params_note: ClassVar[str] = "the new head trains at {lr:g} because it starts from random weights"
+    channels_last: ClassVar[bool] = False  # image batches (``pixel_values``) in channels-last memory on CUDA
 
-    def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel: ...
+    # ---- required --------------------------------------------------------------------------------
 
-    def prepare(self, config: RunConfig, loaded: LoadedModel, examples: Any) -> PreparedData: ...
+    def load_examples(self, config: RunConfig) -> Any:
+        """Read the configured data (a file, a folder or a stored version); raise DataError with a hint."""
+        raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
+        """The model to train (``device="meta"``: structure only, no weights, for views)."""
+        raise NotImplementedError
 
-    def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def prepare(self, config: RunConfig, loaded: LoadedModel, examples: Any) -> PreparedData:
+        """Split and encode the examples into training and validation data sets."""
+        raise NotImplementedError
 
-    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalState: ...
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        """One forward pass; what it returns goes to ``loss`` and to the evaluation state."""
+        raise NotImplementedError
+
+    def loss(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def new_eval_state(self, num_labels: int, device: torch.device) -> EvalAccumulator:
+        """Accumulates one validation pass on the device (see ``EvalAccumulator``)."""
+        raise NotImplementedError
+
+    # ---- optional, with defaults -----------------------------------------------------------------
+
+    def label_names(self, examples: Any) -> list[str]:
+        """The classes a classifier head predicts; none for tasks without labels."""
+        return []
+
+    @property
+    def chat(self) -> bool:
+        """Trained on conversations: prompts go through the chat template (recorded with the run)."""
+        return False
+
+    def adapt_plan(self, config: RunConfig, loaded: LoadedModel, plan: ResolvedPlan) -> ResolvedPlan:
+        """Change the model and its freeze plan after the plan is resolved (e.g. wrap layers in adapters)."""
+        return plan
+
+    def describe_plan(self, config: RunConfig, plan: ResolvedPlan) -> str:
+        """The plan in words for the run's summary."""
+        return freezing.describe(config.freeze, plan)
+
+    def generate_samples(
+        self, model: nn.Module, loaded: LoadedModel, config: RunConfig, device: torch.device
+    ) -> list[tuple[str, str]]:
+        """(prompt, output) pairs shown at each evaluation, so a change can be followed; none by default."""
+        return []
+
+    def save_best(
+        self, output_dir: Path, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
+    ) -> Path:
+        """Write the best checkpoint folder: by default the whole model plus what rebuilds it."""
+        folder = Path(output_dir) / "best"
+        save_weights(folder / MODEL_FILE, model)
+        meta = {
+            "architecture": loaded.architecture,
+            "kind": loaded.kind,
+            "source_path": loaded.path,
+            "label_names": list(label_names),
+            "head_paths": loaded.head_paths,
+            "metrics": metrics,
+        }
+        atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
+        return folder
+
+
+class EvalAccumulator(Protocol):
+    """A validation pass: ``update`` per batch (on the device, no host sync), ``compute`` once at the end
+    returning (metrics, confusion matrix, per-class metrics)."""
+
+    def update(self, output: Any, labels: torch.Tensor, loss: torch.Tensor) -> None: ...
+
+    def compute(
+        self, label_names: list[str]
+    ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]: ...
 
 
 def hash_examples(rows: Sequence[tuple[str, str]]) -> str:
@@ -118,6 +199,20 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 MAX_LISTED_ISSUES = 20
 
 
+def labelled_version(config: RunConfig, kind: str) -> VersionExamples:
+    """The usable items of the configured text or image data set version, with its stored split (a
+    version saved before any split has none: ``data.val_fraction`` and the seed split it), first
+    ``data.max_items`` only. ``data.path`` may name the TuneDesk home or database holding it."""
+    d = config.data
+    ex = load_version_examples(d.dataset_version or "", kind, d.path or None)
+    if d.max_items is not None and len(ex.items) > d.max_items:
+        ex.warnings.append(f"data.max_items: using the first {d.max_items} of {len(ex.items)} items")
+        ex.items, ex.labels = ex.items[: d.max_items], ex.labels[: d.max_items]
+        if ex.split is not None:
+            ex.split = ex.split[: d.max_items]
+    return ex
+
+
 def report_warnings(report: Any) -> list[str]:
     """The first data problems of a DataReport as warning lines (the rest counted)."""
     warnings = [str(i) for i in report.issues[:MAX_LISTED_ISSUES]]
@@ -126,10 +221,9 @@ def report_warnings(report: Any) -> list[str]:
     return warnings
 
 
-class ClassifierTask:
-    """What text and image classification share: labels, split, loss, metrics."""
+class ClassifierTask(Task):
+    """What text and image classification share: labels, split, loss, metrics, stored versions."""
 
-    name = ""
     primary_metric = "val_accuracy"
     higher_is_better = True
 
@@ -144,8 +238,6 @@ class ClassifierTask:
             train_idx = [i for i, s in enumerate(examples.split) if s == "train"]
             val_idx = [i for i, s in enumerate(examples.split) if s in ("val", "validation", "test")]
             if not val_idx:
-                from tunedesk.engine.errors import DataError
-
                 raise DataError(
                     f"{examples.name} has no validation examples", "split the data set version before training"
                 )

@@ -1,10 +1,10 @@
 """Causal language modelling: adapt a local decoder LLM's tone or domain, fully, frozen in part, or with LoRA.
 
-Data and masks: tunedesk.engine.lm.data. LoRA: tunedesk.engine.lm.lora. Export and "try it":
-tunedesk.engine.lm.export. The Trainer drives this task through the same plug-in calls as the
-classifiers; the extras it uses here are ``adapt_plan`` (LoRA joins the freeze plan),
-``generate_samples`` (a reply per user prompt at each evaluation) and ``save_best`` (only the
-parameters that trained, plus what is needed to rebuild the model from its base).
+Loading and generation: tunedesk.engine.lm.model / lm.generate. Data and masks: lm.data. LoRA: lm.lora.
+Export and "try it": lm.export. Beyond the hooks every task implements, this one overrides
+``adapt_plan`` (LoRA joins the freeze plan), ``describe_plan``, ``generate_samples`` (a reply per user
+prompt at each evaluation) and ``save_best`` (only the parameters that trained, plus what is needed to
+rebuild the model from its base).
 """
 
 from __future__ import annotations
@@ -19,46 +19,23 @@ from torch import nn
 
 from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.datasets.versions import load_chat_version, load_corpus_version, version_kind
 from tunedesk.engine.errors import ConfigError, DataError, ModelError
 from tunedesk.engine.lm import data as lm_data
 from tunedesk.engine.lm import kernels, lora, packing, quant
-from tunedesk.engine.models import (
-    LoadedModel,
-    family_of,
-    fingerprint,
-    load_hf_config,
-    quiet_transformers,
-    resolve_hf_path,
+from tunedesk.engine.lm.generate import generate_text
+from tunedesk.engine.lm.model import (
+    BEST_META,
+    BEST_WEIGHTS,
+    FORMAT,
+    TOKENIZER_DIR,
+    enable_checkpointing,
+    load_causal_lm,
+    load_lm_tokenizer,
+    module_name,
 )
-from tunedesk.engine.tasks.base import PreparedData
-
-BEST_WEIGHTS = "trainable.safetensors"
-BEST_META = "tunedesk.json"
-TOKENIZER_DIR = "tokenizer"
-FORMAT = "tunedesk-causal-lm-1"
-# Encoders that AutoModelForCausalLM would still load (as an LM head over a bidirectional encoder)
-ENCODER_FAMILIES = {
-    "bert",
-    "roberta",
-    "xlm-roberta",
-    "xlm-roberta-xl",
-    "camembert",
-    "electra",
-    "ernie",
-    "data2vec-text",
-    "rembert",
-    "roformer",
-    "megatron-bert",
-    "big_bird",
-    "xmod",
-    "roc_bert",
-    "distilbert",
-    "deberta",
-    "deberta-v2",
-    "mpnet",
-    "albert",
-    "modernbert",
-}
+from tunedesk.engine.models import LoadedModel, family_of, fingerprint
+from tunedesk.engine.tasks.base import PreparedData, Task
 
 
 class LMOutput(NamedTuple):
@@ -100,118 +77,6 @@ class LMEvalState:
         return metrics, [], {}
 
 
-def load_lm_tokenizer(path: str, chat: bool) -> Any:
-    """The model's tokenizer with a pad token (eos when it has none) and, for chat data, a chat template."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(
-            f"no usable tokenizer in {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-            "the model folder needs tokenizer.json (or the vocabulary files) next to config.json",
-        ) from exc
-    if tok.eos_token_id is None:
-        raise ModelError(
-            f"the tokenizer in {path} has no end-of-sequence token",
-            "set eos_token in the folder's tokenizer_config.json",
-        )
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    if chat:
-        lm_data.ensure_chat_template(tok)
-    return tok
-
-
-def load_causal_lm(
-    spec: Any,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-    quantization: Any = None,
-    device_map: Any = None,
-    attn_implementation: str | None = None,
-) -> tuple[nn.Module, Path, Any, list[str]]:
-    """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings).
-
-    ``quantization``: a bitsandbytes config (``lm.quant``; the weights load straight onto
-    ``device_map``'s GPU in 4 or 8 bits). ``attn_implementation``: transformers' attention (None: its default).
-    """
-    import transformers
-
-    quiet_transformers()
-    path = resolve_hf_path(spec.name_or_path)
-    config = load_hf_config(path, spec)
-    auto = transformers.AutoModelForCausalLM
-    if getattr(config, "model_type", "") in ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
-        raise ModelError(
-            f"{path.name} is an encoder ({config.model_type}) model, not a decoder language model: "
-            "it cannot write text",
-            "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi; encoders suit text classification",
-        )
-    if type(config) not in auto._model_mapping and not spec.trust_remote_code:
-        raise ModelError(
-            f"{path.name} ({getattr(config, 'model_type', '?')}) is not a decoder language model that "
-            "AutoModelForCausalLM can load",
-            "pick a causal LM such as GPT-2, Llama, Qwen, Mistral or Phi",
-        )
-    warnings: list[str] = []
-    extra: dict[str, Any] = {}
-    if attn_implementation is not None:
-        extra["attn_implementation"] = attn_implementation
-    if quantization is not None:
-        extra.update(quantization_config=quantization, device_map=device_map)
-    if device == "meta":
-        with torch.device("meta"):
-            model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
-    elif spec.pretrained:
-        try:
-            model = auto.from_pretrained(
-                str(path),
-                config=config,
-                local_files_only=True,
-                dtype=dtype,
-                trust_remote_code=spec.trust_remote_code,
-                **extra,
-            )
-        except ImportError as exc:  # flash-attn or bitsandbytes missing or too old
-            raise ConfigError(
-                "hparams.attention" if quantization is None else quant.FIELD,
-                f"cannot load {path.name}: {str(exc).splitlines()[0]}",
-                "install the missing package, or set hparams.attention to auto / leave freeze.lora.base_bits out",
-            ) from exc
-        except (OSError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "no file named" in msg.lower() or "does not appear to have a file named" in msg:
-                raise ModelError(
-                    f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
-                    "the download may be incomplete: copy the weights into the folder",
-                ) from exc
-            if attn_implementation is not None and ("attn" in msg.lower() or "attention" in msg.lower()):
-                raise ConfigError(
-                    "hparams.attention",
-                    f"{path.name} cannot run attention {attn_implementation!r}: {msg}",
-                    "set hparams.attention to auto (transformers picks what the model supports)",
-                ) from exc
-            raise ModelError(
-                f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
-            ) from exc
-    else:
-        torch.manual_seed(0)
-        try:
-            model = auto.from_config(config, trust_remote_code=spec.trust_remote_code, dtype=dtype, **extra)
-        except (ImportError, ValueError) as exc:
-            if attn_implementation is None:
-                raise
-            raise ConfigError(
-                "hparams.attention",
-                f"{path.name} cannot run attention {attn_implementation!r}: {str(exc).splitlines()[0]}",
-                "set hparams.attention to auto (transformers picks what the model supports)",
-            ) from exc
-        warnings.append("random initialisation: this trains from scratch, it is not fine-tuning")
-    return model, path, config, warnings
-
-
 def _training_dtype(config: RunConfig) -> tuple[torch.dtype, torch.device | None, str]:
     """Frozen weights are kept in half precision when training runs in bf16/fp16 on a GPU."""
     from tunedesk.engine.devices import select_device, select_precision
@@ -226,7 +91,43 @@ def _training_dtype(config: RunConfig) -> tuple[torch.dtype, torch.device | None
     return torch.float32, device, precision
 
 
-class CausalLM:
+def load_lm_version(config: RunConfig) -> lm_data.LMExamples:
+    """A text-corpus or chat version as ``lm_data.LMExamples`` (passages as documents), with its split."""
+    d = config.data
+    ref, location = d.dataset_version or "", d.path or None
+    stored_kind = version_kind(ref, location)
+    if stored_kind == "chat":
+        version, chats, split = load_chat_version(ref, location)
+        kind, documents = "chat_jsonl", []
+    elif stored_kind == "text_corpus":
+        version, passages, split = load_corpus_version(ref, location)
+        kind, chats, documents = "text_corpus", [], [(f"passage {i + 1}", t) for i, t in enumerate(passages)]
+    else:
+        raise DataError(
+            f"data set version {ref} holds labelled items, not text for a language model",
+            "import a text corpus (.txt) or chat JSONL in the Datasets area and train on its version",
+        )
+    count = len(chats) if kind == "chat_jsonl" else len(documents)
+    warnings = []
+    if d.max_items is not None and count > d.max_items:
+        warnings.append(f"data.max_items: using the first {d.max_items} of {count} items")
+        chats, documents, split = chats[: d.max_items], documents[: d.max_items], split[: d.max_items]
+        count = d.max_items
+    has_split = any(s in ("train", "val") for s in split)
+    unit = "conversations" if kind == "chat_jsonl" else "passages"
+    summary = f"data set version {version.id} (hash {version.content_hash[:12]}): {count} {unit}"
+    return lm_data.LMExamples(
+        kind,
+        f"{version.dataset_name} ({version.id})",
+        summary,
+        documents=documents,
+        conversations=chats,
+        warnings=warnings,
+        split=list(split) if has_split else None,
+    )
+
+
+class CausalLM(Task):
     name = "causal_lm"
     primary_metric = "val_loss"
     higher_is_better = False
@@ -257,8 +158,6 @@ class CausalLM:
         if d.kind == "chat_jsonl":
             return lm_data.read_chat_jsonl(d.path, d.encoding, d.max_items)
         if d.kind == "dataset_version":
-            from tunedesk.engine.tasks.stored import load_lm_version
-
             examples = load_lm_version(config)
             self.kind = examples.kind  # a chat version trains (and later answers) through the chat template
             return examples
@@ -386,7 +285,7 @@ class CausalLM:
             if emb is not None and not any(
                 plan.trainable.get(n, False)
                 for n, _ in model.named_parameters()
-                if n.startswith(_module_name(model, emb) + ".")
+                if n.startswith(module_name(model, emb) + ".")
             ):
                 model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
         self.targets = {}
@@ -462,11 +361,13 @@ class CausalLM:
             model.train(was_training)
         return out
 
-    def save_best(self, output_dir: Path, model: nn.Module, loaded: LoadedModel, metrics: dict[str, float]) -> Path:
+    def save_best(
+        self, output_dir: Path, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
+    ) -> Path:
         """Only the parameters that train (adapters and/or unfrozen layers) plus how to rebuild the model."""
         from safetensors.torch import save_file
 
-        from tunedesk.engine.run.checkpoint import atomic_write, atomic_write_text
+        from tunedesk.engine.files import atomic_write, atomic_write_text
 
         folder = Path(output_dir) / "best"
         state = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
@@ -488,105 +389,3 @@ class CausalLM:
         }
         atomic_write_text(folder / BEST_META, json.dumps(meta, indent=2))
         return folder
-
-
-def enable_checkpointing(model: nn.Module) -> None:
-    """Activation (gradient) checkpointing, non-reentrant, under either transformers spelling."""
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is not None:
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def is_checkpointing(model: nn.Module) -> bool:
-    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
-
-
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>")
-
-
-def stop_token_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
-    """Where a reply ends: the eos token, the model's generation eos ids, and the chat template's
-    end-of-turn token (ChatML's ``<|im_end|>``, Llama 3's ``<|eot_id|>`` ...), found by rendering a
-    probe reply and taking the special token that follows it."""
-    cached = getattr(tokenizer, "_tunedesk_stop_ids", None)
-    ids: list[int] = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if cached is None:
-        cached = []
-        special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(
-            getattr(tokenizer, "added_tokens_decoder", {}) or {}
-        )
-        if getattr(tokenizer, "chat_template", None):
-            try:
-                probe = "zq"
-                text, spans = lm_data.assistant_spans(
-                    tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}]
-                )
-                if spans:
-                    start, end = spans[-1]
-                    at = text.find(probe, start)
-                    tail = text[at + len(probe) : end] if at >= 0 else ""
-                    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
-                    first = next((i for i in tail_ids if i in special), None)
-                    if first is not None:
-                        cached.append(int(first))
-            except Exception:  # noqa: BLE001 - a probe only; eos still stops the reply
-                pass
-        vocab = tokenizer.get_vocab()
-        cached += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] in special]
-        tokenizer._tunedesk_stop_ids = cached
-    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += [gen] if isinstance(gen, int) else list(gen or [])
-    return list(dict.fromkeys(ids + cached))
-
-
-def _module_name(model: nn.Module, module: nn.Module) -> str:
-    for name, m in model.named_modules():
-        if m is module:
-            return name
-    return ""
-
-
-def generate_text(
-    model: nn.Module,
-    tokenizer: Any,
-    prompt: str | list[dict[str, str]],
-    *,
-    chat: bool,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
-    top_p: float = 0.95,
-) -> str:
-    """One reply: a chat (list of messages, or one user message) rendered with the template, or a plain
-    text continued. ``temperature`` 0 decodes greedily."""
-    device = torch.device(device)
-    if isinstance(prompt, list):
-        text = lm_data.render_chat(tokenizer, prompt, add_generation_prompt=True)
-        special = False
-    elif chat:
-        text = lm_data.render_chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-        special = False
-    else:
-        text, special = prompt, True
-    enc = tokenizer(text, add_special_tokens=special, return_tensors="pt")
-    if enc["input_ids"].shape[1] == 0:
-        raise DataError("the prompt is empty after tokenisation", "type some text")
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stop_token_ids(tokenizer, model),
-        use_cache=True,
-    )
-    if temperature and temperature > 0:
-        kwargs.update(do_sample=True, temperature=float(temperature), top_p=top_p)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        out = model.generate(
-            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device), **kwargs
-        )
-    new = out[0, enc["input_ids"].shape[1] :]
-    return tokenizer.decode(new, skip_special_tokens=True).strip()

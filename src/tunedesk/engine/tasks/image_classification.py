@@ -11,7 +11,7 @@ from torch import nn
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.tensors import ImageFiles
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
-from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
+from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 from tunedesk.engine.timm_models import build_timm_classifier, is_timm_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,13 +64,13 @@ def input_size(config: RunConfig, loaded: LoadedModel) -> int:
 
 class ImageClassification(ClassifierTask):
     name = "image_classification"
+    channels_last = True
 
     def load_examples(self, config: RunConfig) -> ImageExamples:
         d = config.data
         if d.kind == "dataset_version":
-            from tunedesk.engine.tasks.stored import load_image_version
-
-            return load_image_version(config)
+            ex = labelled_version(config, "image")
+            return ImageExamples(ex.items, ex.labels, ex.name, ex.summary(), split=ex.split, warnings=ex.warnings)
         if d.kind == "image_table":
             return _image_table_examples(config)
         from tunedesk.engine.data import scan_image_folder

@@ -13,7 +13,7 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ModelError
 from tunedesk.engine.models import LoadedModel, build_hf_classifier
-from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, report_warnings
+from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
 
 @dataclass
@@ -32,9 +32,8 @@ class TextClassification(ClassifierTask):
     def load_examples(self, config: RunConfig) -> TextExamples:
         d = config.data
         if d.kind == "dataset_version":
-            from tunedesk.engine.tasks.stored import load_text_version
-
-            return load_text_version(config)
+            ex = labelled_version(config, "text")
+            return TextExamples(ex.items, ex.labels, ex.name, ex.summary(), split=ex.split, warnings=ex.warnings)
         from tunedesk.engine.data import read_text_table
 
         rows, report = read_text_table(

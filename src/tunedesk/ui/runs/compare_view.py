@@ -141,7 +141,7 @@ class CompareView(QWidget):
         if same_model and self.runs:
             generation, first = self._generation, self.runs[0]
             self._calls.start(
-                lambda _ctx: compare.parameter_layout(first),
+                lambda _ctx: _parameter_layout(first),
                 name="reading the model layout",
                 on_result=lambda layout: self._layout_ready(generation, layout),
             )
@@ -251,3 +251,9 @@ class CompareView(QWidget):
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _parameter_layout(run: dict[str, Any]) -> Any:
+    from tunedesk.engine.run.rebuild import parameter_layout  # imports torch: only in the worker thread
+
+    return parameter_layout(run)

@@ -374,7 +374,7 @@ class RunDetail(QWidget):
             return
 
         def build() -> Any:
-            from tunedesk.engine.store.compare import meta_model
+            from tunedesk.engine.run.rebuild import meta_model
 
             loaded = meta_model(run)
             if loaded is None:
