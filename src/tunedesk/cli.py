@@ -227,7 +227,7 @@ def cmd_train(args) -> int:
     if args.dataset_version:
         config.data.kind = "dataset_version"
         config.data.dataset_version = args.dataset_version
-    config.validate()
+        config.data.path = ""  # the version in this TuneDesk home (the runner records its database)
     control = Control()
     printer = ProgressPrinter()
     result = _run_with_interrupt(

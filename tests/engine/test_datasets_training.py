@@ -58,10 +58,17 @@ def test_cli_trains_on_a_version_and_the_run_records_it(home, tiny_bert_dir, tex
     assert code == 0, out
     result = json.loads(out[-1])
     assert result["status"] == "completed"
+    # the app's way: prepare in its worker, then execute the prepared run
+    from tunedesk.engine.run.runner import execute, prepare
+
+    app_config = version_config(tiny_bert_dir, version.id, epochs=1)
+    app_result = execute(app_config, home=home, prepared=prepare(app_config, home=home))
     store = open_store(home)
-    run = store.get_run(result["run_id"])
+    run, app_run = store.get_run(result["run_id"]), store.get_run(app_result.run_id)
     store.close()
     assert run["dataset_version"] == version.id and run["dataset_name"] == f"tickets ({version.id})"
+    # both record the database holding the version, not the config file's CSV or an empty path
+    assert run["config"]["data"]["path"] == app_run["config"]["data"]["path"] == str(database_path(home))
 
 
 def test_unknown_version_and_wrong_kind_are_clear(home, tiny_bert_dir, text_csv, image_folder):

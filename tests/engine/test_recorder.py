@@ -62,7 +62,7 @@ def step(run_id: int | None, s: int) -> StepLogged:
 
 def test_records_every_event_kind(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     rec(started(run_id))
     for s in range(1, 11):
         rec(step(run_id, s))
@@ -110,12 +110,12 @@ def test_records_every_event_kind(store: RunStore, db: Path) -> None:
 
 def test_resumed_run_keeps_its_first_start(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    with RunRecorder(db, run_id) as rec:
+    with RunRecorder(db, run_id, best_metric="val_macro_f1") as rec:
         rec(started(run_id))
         rec(RunFinished(run_id, status="stopped", reason="stopped by the user"))
     first = store.get_run(run_id)
     store.set_status(run_id, "queued")
-    with RunRecorder(db, run_id) as rec:
+    with RunRecorder(db, run_id, best_metric="val_macro_f1") as rec:
         rec(RunStarted(run_id, 20, 10, 2, 1_000, 50_000, "cpu", "fp32", 1e-3, start_step=10))
         rec(RunFinished(run_id, status="completed"))
     run = store.get_run(run_id)
@@ -123,22 +123,27 @@ def test_resumed_run_keeps_its_first_start(store: RunStore, db: Path) -> None:
     assert run["started_at"] == first["started_at"] and run["finished_at"] >= first["finished_at"]
 
 
-def test_best_metric_name_follows_the_primary_metric(store: RunStore, db: Path) -> None:
-    told, guessed = new_run(store), new_run(store)
-    metrics = {"val_loss": 0.4, "val_accuracy": 0.8, "val_macro_f1": 0.8}
-    with RunRecorder(db, told, primary_metric="val_loss") as rec:
-        rec(EpochEnded(told, 1, 10, metrics, is_best=True))
-        rec(RunFinished(told, status="completed", best_metric=0.4, final_metrics=metrics))
-    with RunRecorder(db, guessed) as rec:  # not told: the preferred metric carrying the best value
-        rec(EpochEnded(guessed, 1, 10, metrics, is_best=True))
-        rec(RunFinished(guessed, status="completed", best_metric=0.8, final_metrics=metrics))
-    assert (store.get_run(told)["best_metric_name"], store.get_run(told)["best_metric"]) == ("val_loss", 0.4)
-    assert (store.get_run(guessed)["best_metric_name"], store.get_run(guessed)["best_metric"]) == ("val_accuracy", 0.8)
+def test_best_metric_is_the_metric_the_recorder_is_told(store: RunStore, db: Path) -> None:
+    loss, accuracy = new_run(store), new_run(store)
+    metrics = {"val_loss": 0.4, "val_accuracy": 0.8, "val_macro_f1": 0.8}  # two metrics share a value
+    with RunRecorder(db, loss, best_metric="val_loss") as rec:
+        rec(EpochEnded(loss, 1, 10, metrics, is_best=True))
+        assert rec.flush()
+        assert (store.get_run(loss)["best_metric_name"], store.get_run(loss)["best_metric"]) == ("val_loss", 0.4)
+        rec(RunFinished(loss, status="completed", best_metric=0.4, final_metrics=metrics))
+    with RunRecorder(db, accuracy, best_metric="val_macro_f1") as rec:
+        rec(EpochEnded(accuracy, 1, 10, metrics, is_best=True))
+        rec(RunFinished(accuracy, status="completed", best_metric=0.8, final_metrics=metrics))
+    assert (store.get_run(loss)["best_metric_name"], store.get_run(loss)["best_metric"]) == ("val_loss", 0.4)
+    assert (store.get_run(accuracy)["best_metric_name"], store.get_run(accuracy)["best_metric"]) == (
+        "val_macro_f1",
+        0.8,
+    )
 
 
 def test_failed_run_keeps_reason_and_hint(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    with RunRecorder(db, run_id) as rec:
+    with RunRecorder(db, run_id, best_metric="val_macro_f1") as rec:
         rec(started(run_id))
         rec(RunFinished(run_id, status="failed", reason="loss became NaN at step 3", hint="lower the learning rate"))
     run = store.get_run(run_id)
@@ -148,7 +153,7 @@ def test_failed_run_keeps_reason_and_hint(store: RunStore, db: Path) -> None:
 
 def test_ten_thousand_events_are_recorded_and_emitting_is_microseconds(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     rec(started(run_id))
     events = [step(run_id, s) for s in range(1, 10_001)]
     t0 = time.perf_counter()
@@ -165,7 +170,7 @@ def test_ten_thousand_events_are_recorded_and_emitting_is_microseconds(store: Ru
 
 def test_training_is_not_blocked_while_the_database_is_locked(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id, busy_timeout_s=0.05, flush_interval=0.05)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1", busy_timeout_s=0.05, flush_interval=0.05)
     rec(started(run_id))
     assert rec.flush()
     locker = sqlite3.connect(db, isolation_level=None)
@@ -197,7 +202,7 @@ def test_steps_are_batched_by_count_and_by_time(store: RunStore, db: Path, monke
 
     monkeypatch.setattr(RunStore, "add_step_metrics", spy)
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id, batch_rows=200, flush_interval=0.3)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1", batch_rows=200, flush_interval=0.3)
     for s in range(1, 451):
         rec(step(run_id, s))
     deadline = time.monotonic() + 5
@@ -210,7 +215,7 @@ def test_steps_are_batched_by_count_and_by_time(store: RunStore, db: Path, monke
 
 def test_a_steady_trickle_is_flushed_by_time(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id, batch_rows=200, flush_interval=0.1)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1", batch_rows=200, flush_interval=0.1)
     for s in range(1, 41):  # one step every 10 ms: the queue is never idle for a whole interval
         rec(step(run_id, s))
         time.sleep(0.01)
@@ -220,7 +225,7 @@ def test_a_steady_trickle_is_flushed_by_time(store: RunStore, db: Path) -> None:
 
 def test_close_is_clean_and_idempotent(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     rec(step(run_id, 1))
     assert rec.close(timeout=5) and rec.close(timeout=5)
     rec(step(run_id, 2))  # after close: ignored, no error
@@ -231,7 +236,7 @@ def test_close_is_clean_and_idempotent(store: RunStore, db: Path) -> None:
 
 def test_events_of_other_runs_are_ignored(store: RunStore, db: Path) -> None:
     mine, other = new_run(store), new_run(store)
-    with RunRecorder(db, mine) as rec:
+    with RunRecorder(db, mine, best_metric="val_macro_f1") as rec:
         rec(step(other, 1))
         rec(LogMessage(other, "info", "not mine"))
         rec(step(mine, 1))
@@ -241,7 +246,7 @@ def test_events_of_other_runs_are_ignored(store: RunStore, db: Path) -> None:
 
 def test_works_as_an_event_bus_listener(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     bus = EventBus(rec)
     bus.emit(started(run_id))
     bus.emit(step(run_id, 1))
@@ -262,7 +267,7 @@ def test_read_only_database_never_raises_into_training(store: RunStore, db: Path
     monkeypatch.setattr(recorder_module, "RunStore", ReadOnlyStore)
     run_id = new_run(store)
     caplog.set_level(logging.ERROR, logger="tunedesk.recorder")
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     t0 = time.perf_counter()
     rec(started(run_id))
     for s in range(1, 1_001):
@@ -279,7 +284,7 @@ def test_read_only_database_never_raises_into_training(store: RunStore, db: Path
 
 def test_run_deleted_while_recording(store: RunStore, db: Path) -> None:
     run_id = new_run(store)
-    rec = RunRecorder(db, run_id)
+    rec = RunRecorder(db, run_id, best_metric="val_macro_f1")
     rec(started(run_id))
     rec(step(run_id, 1))
     assert rec.flush()
@@ -294,7 +299,7 @@ def test_run_deleted_while_recording(store: RunStore, db: Path) -> None:
 def test_unopenable_database_is_survived(tmp_path: Path) -> None:
     bad = tmp_path / "a-folder.db"
     bad.mkdir()
-    rec = RunRecorder(bad, 1)
+    rec = RunRecorder(bad, 1, best_metric="val_macro_f1")
     rec(started(1))
     rec(step(1, 1))
     assert rec.flush(timeout=5)

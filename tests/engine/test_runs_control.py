@@ -72,7 +72,7 @@ def test_nan_loss_fails_the_run_with_that_reason(home, tiny_bert_dir, text_csv, 
     "case", ["missing_file", "empty", "single_class", "bad_column", "bad_lr", "missing_model", "latin1_forced_utf8"]
 )
 def test_bad_inputs_give_a_clear_error_before_any_work(case, home, tiny_bert_dir, text_csv, tmp_path):
-    from tunedesk.engine.run.runner import prepare
+    from tunedesk.engine.run.runner import execute, open_store
 
     config = tiny_text_config(tiny_bert_dir, text_csv)
     expected: type[TuneDeskError] = DataError
@@ -98,11 +98,16 @@ def test_bad_inputs_give_a_clear_error_before_any_work(case, home, tiny_bert_dir
         config.data.path = str(tmp_path / "latin.csv")
         config.data.encoding = "utf-8"
     with pytest.raises(expected) as info:
-        prepare(config)
+        execute(config, home=home)
     assert info.value.message
     if case != "bad_lr":
         assert info.value.hint
-    assert not (home / "tunedesk.db").exists() or True  # nothing was recorded for a refused run
+    store = open_store(home)  # nothing was recorded for a refused run, and no run folder made
+    try:
+        assert store.count_runs() == 0
+    finally:
+        store.close()
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
 
 def test_image_run_with_local_weights_keeps_frozen_batchnorm_statistics(home, image_folder, tmp_path):

@@ -63,6 +63,7 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
     from tunedesk.engine.paths import home_dir
     from tunedesk.engine.run.runner import open_store
     from tunedesk.engine.store.history import run_config
+    from tunedesk.engine.store.resolved import resolved
 
     store = open_store(home_dir(home))
     try:
@@ -101,9 +102,9 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
         except (OSError, ValueError):
             meta = {}
     config = RunConfig.from_dict(run_config(run))
-    res = (run.get("config") or {}).get("_resolved") or {}
-    meta.setdefault("label_names", res.get("label_names") or [])
-    meta.setdefault("architecture", res.get("architecture"))
+    res = resolved(run)
+    meta.setdefault("label_names", res.label_names or [])
+    meta.setdefault("architecture", res.architecture)
     meta.setdefault("source_path", run.get("model_path"))
     if not meta["label_names"]:
         raise TuneDeskError(

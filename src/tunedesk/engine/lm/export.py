@@ -39,6 +39,8 @@ from tunedesk.engine.lm.model import (
     load_causal_lm,
     load_lm_tokenizer,
 )
+from tunedesk.engine.store.history import lm_chat, run_config
+from tunedesk.engine.store.resolved import resolved
 
 FORMATS = ("merged", "adapter")
 _FORMAT_ALIASES = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter", "lora": "adapter"}
@@ -71,10 +73,7 @@ def _run_record(run_id: int, home: str | os.PathLike[str] | None) -> tuple[dict[
         raise TuneDeskError(
             f"run {run_id} is a {run.get('task')} run, not a language-model run", "use the classifier export for it"
         )
-    stored = dict(run["config"])
-    resolved = stored.pop("_resolved", {})
-    run["_resolved"] = resolved
-    return run, RunConfig.from_dict(stored)
+    return run, RunConfig.from_dict(run_config(run))
 
 
 def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
@@ -127,7 +126,7 @@ def load_run_model(
     spec = config.model
     spec.name_or_path = base_path
     model, _, _, _ = load_causal_lm(spec, dtype=dtype)
-    chat = bool(run["_resolved"].get("chat", config.data.kind == "chat_jsonl"))  # a version may hold chats
+    chat = lm_chat(run)  # recorded by the run: a data set version may hold chats or a corpus
     if meta:
         targets = {p: lora.LoraTarget(p, int(r), float(a), float(d)) for p, (r, a, d) in meta.get("lora", {}).items()}
     elif config.freeze.lora.active:
@@ -148,7 +147,7 @@ def load_run_model(
         names = sorted(state)
     else:
         load_model(model, str(folder / MODEL_FILE), strict=True, device="cpu")
-        names = list(run.get("_resolved", {}).get("trainable_names") or run.get("trainable_names") or [])
+        names = list(resolved(run).trainable_names or run.get("trainable_names") or [])
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = load_lm_tokenizer(str(tok_dir if tok_dir.is_dir() else base_path), chat=chat)
     model.config.use_cache = True

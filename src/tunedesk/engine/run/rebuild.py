@@ -13,7 +13,8 @@ from typing import Any
 from tunedesk.engine import tasks
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.models import LoadedModel
-from tunedesk.engine.store.history import resolved, run_config
+from tunedesk.engine.store.history import run_config
+from tunedesk.engine.store.resolved import resolved
 
 
 def meta_model(run: Mapping[str, Any]) -> LoadedModel | None:
@@ -21,11 +22,11 @@ def meta_model(run: Mapping[str, Any]) -> LoadedModel | None:
     cannot be built any more (files moved)."""
     try:
         config = RunConfig.from_dict(run_config(dict(run)))
-        res = resolved(dict(run))
-        labels = res.get("label_names") or ["a", "b"]
+        res = resolved(run)
+        labels = res.label_names or ["a", "b"]
         loaded = tasks.get(config.task).build_model(config, list(labels), device="meta")
-        if res.get("head_paths"):
-            loaded.head_paths = list(res["head_paths"])
+        if res.head_paths:
+            loaded.head_paths = list(res.head_paths)
         return loaded
     except Exception:  # noqa: BLE001 - only makes views finer; the recorded names still work
         return None

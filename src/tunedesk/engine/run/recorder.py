@@ -9,7 +9,7 @@ A database problem (locked too long, disk full, run deleted, read-only file) is 
 ``tunedesk.recorder`` logger and counted in ``errors``; it never reaches the training thread. Steps that
 failed because the database was busy are retried on the next flush.
 
-    recorder = RunRecorder(database_path(home), run_id)
+    recorder = RunRecorder(database_path(home), run_id, best_metric=task.primary_metric)
     bus.subscribe(recorder)
     ... train ...
     recorder.close()          # flushes and joins; marks the run interrupted if it never finished
@@ -23,7 +23,6 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,6 @@ from tunedesk.engine.run.events import (
 from tunedesk.engine.store import DEFAULT_BUSY_TIMEOUT_S, RUN_STATUSES, RunStore
 
 log = logging.getLogger("tunedesk.recorder")
-
-# Which metric names runs.best_metric when the recorder is not told the task's primary metric: the one
-# whose value equals RunFinished.best_metric, else the first of these present in the best evaluation.
-BEST_METRIC_PREFERENCE = ("val_accuracy", "val_loss", "val_macro_f1", "val_perplexity", "train_loss")
 
 _STOP = object()
 _MAX_LOGGED_ERRORS = 5  # then only counted, so a dead database does not flood the log
@@ -70,11 +65,10 @@ class RunRecorder:
         db_path: Path | str,
         run_id: int,
         *,
+        best_metric: str,
         flush_interval: float = 0.5,
         batch_rows: int = 200,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-        primary_metric: str | None = None,
-        best_metric_names: Sequence[str] = BEST_METRIC_PREFERENCE,
         max_pending: int = 500_000,
     ) -> None:
         self.db_path = Path(db_path)
@@ -82,9 +76,7 @@ class RunRecorder:
         self.flush_interval = float(flush_interval)
         self.batch_rows = max(1, int(batch_rows))
         self.busy_timeout_s = busy_timeout_s
-        self.primary_metric = primary_metric
-        self.best_metric_names = tuple(best_metric_names)
-        self._best_metrics: dict[str, float] = {}
+        self.best_metric = best_metric  # the metric runs.best_metric holds (the task's primary metric)
         self.max_pending = max_pending
         # Counters, read by tests and the UI; written only by the writer thread (dropped: by callers).
         self.errors = 0
@@ -269,11 +261,9 @@ class RunRecorder:
                 rid, event.epoch, event.step, event.metrics, event.confusion, event.label_names, event.per_class,
                 event.is_best,
             )  # fmt: skip
-            if event.is_best:
-                self._best_metrics = dict(event.metrics)
-                name = self._best_name(event.metrics)
-                if name is not None:
-                    store.update_run(rid, best_metric=float(event.metrics[name]), best_metric_name=name)
+            value = event.metrics.get(self.best_metric)
+            if event.is_best and value is not None:
+                store.update_run(rid, best_metric=float(value), best_metric_name=self.best_metric)
         elif isinstance(event, CheckpointSaved):
             store.set_checkpoint(rid, event.which, event.path, event.step, event.epoch)
         elif isinstance(event, LogMessage):
@@ -305,26 +295,9 @@ class RunRecorder:
         }
         if event.best_metric is not None:
             fields["best_metric"] = float(event.best_metric)
-            name = self._best_name(self._best_metrics or dict(event.final_metrics), event.best_metric)
-            if name is not None:
-                fields["best_metric_name"] = name
+            fields["best_metric_name"] = self.best_metric
         store.update_run(self.run_id, **fields)
         self.finished = True
-
-    def _best_name(self, metrics: dict[str, float], value: float | None = None) -> str | None:
-        """The metric that ``best_metric`` measures: the primary metric when known, else the preferred
-        metric whose value is ``value``, else the first preferred metric present."""
-        if self.primary_metric and self.primary_metric in metrics:
-            return self.primary_metric
-        ranked = [n for n in self.best_metric_names if metrics.get(n) is not None]
-        ranked += [n for n in metrics if n not in ranked and isinstance(metrics[n], (int, float))]
-        if value is not None:
-            for name in ranked:
-                if metrics[name] == value:
-                    return name
-            if self.primary_metric or self._best_metrics:
-                return None  # keep the name set at the best evaluation
-        return ranked[0] if ranked else None
 
     def _finish_unfinished(self, store: RunStore) -> None:
         if not self.started or self.finished:

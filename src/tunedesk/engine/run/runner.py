@@ -19,6 +19,8 @@ from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_lea
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.paths import database_path, home_dir, runs_dir
 from tunedesk.engine.run.events import Control, Event, EventBus, RunFinished
+from tunedesk.engine.store.history import run_config
+from tunedesk.engine.store.resolved import ResolvedRun, resolved
 
 if TYPE_CHECKING:  # torch, transformers and the tasks load only when a run is prepared
     from tunedesk.engine.freezing import ResolvedPlan
@@ -71,12 +73,26 @@ class RunResult:
 Progress = Callable[[str], None]
 
 
-def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
+def accept(config: RunConfig, home: str | os.PathLike[str] | None = None) -> RunConfig:
+    """The configuration a run uses, validated once on the way in: a validated copy whose data set
+    version (if any) is named by the database that holds it, so the CLI and the app record the same
+    ``data.path`` (an empty one means this home's database)."""
+    from tunedesk.engine.datasets.versions import version_database
+
+    config = copy.deepcopy(config).validate()
+    if config.data.kind == "dataset_version":
+        config.data.path = str(version_database(config.data.path or home_dir(home)))
+    return config
+
+
+def prepare(
+    config: RunConfig, progress: Progress | None = None, *, home: str | os.PathLike[str] | None = None
+) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
     from tunedesk.engine import freezing, tasks
 
     say = progress or (lambda _msg: None)
-    config = copy.deepcopy(config).validate()
+    config = accept(config, home)
     task = tasks.get(config.task)
     say("reading the data set")
     examples = task.load_examples(config)
@@ -130,14 +146,12 @@ def execute(
 ) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
-    if config.data.kind == "dataset_version" and not config.data.path:
-        config = copy.deepcopy(config)
-        config.data.path = str(database_path(home_path))  # the stored version lives in this home's database
-    prep = prepared or prepare(config, progress)
+    prep = prepared or prepare(config, progress, home=home_path)
     store = open_store(home_path)
     try:
         run_id = store.create_run(
-            config=_config_record(prep),
+            config=prep.config,
+            resolved=resolved_facts(prep),
             name=name or prep.config.name or f"{Path(prep.loaded.path).name} on {prep.data.name}",
             task=prep.config.task,
             model_name=prep.config.model.name_or_path,
@@ -187,21 +201,21 @@ def resume(
         checkpoints = store.checkpoints(run_id)
         if "last" not in checkpoints:
             raise TuneDeskError(f"run {run_id} has no resumable checkpoint", "start it again with `tunedesk train`")
-        stored = dict(run["config"])
-        resolved = stored.pop("_resolved", {})
-        config = RunConfig.from_dict(stored)
+        config = RunConfig.from_dict(run_config(run))
+        facts = resolved(run)
         last = Path(checkpoints["last"]["path"])
         output_dir = Path(run["output_dir"])
     finally:
         store.close()
-    prep = prepare(config, progress)
-    if resolved.get("trainable_names") and resolved["trainable_names"] != prep.plan.trainable_names:
+    prep = prepare(config, progress, home=home_path)
+    if facts.trainable_names and facts.trainable_names != prep.plan.trainable_names:
         raise TuneDeskError(
             f"run {run_id}'s model no longer resolves to the same trainable parameters",
             "the model files changed since the run; start a new run instead",
         )
-    prep.learning_rate = resolved.get("learning_rate", prep.learning_rate)
-    prep.head_learning_rate = resolved.get("head_learning_rate", prep.head_learning_rate)
+    if facts.learning_rate is not None:  # the rates the run trained at, not today's suggestion
+        prep.learning_rate = facts.learning_rate
+        prep.head_learning_rate = facts.head_learning_rate
     store = open_store(home_path)
     try:
         step = _last_step(last)
@@ -224,23 +238,22 @@ def _last_step(folder: Path) -> int:
         raise TuneDeskError(f"the checkpoint in {folder} is unreadable", "start the run again") from exc
 
 
-def _config_record(prep: PreparedRun) -> dict[str, Any]:
-    record = prep.config.to_dict()
-    record["_resolved"] = {
-        "learning_rate": prep.learning_rate,
-        "head_learning_rate": prep.head_learning_rate,
-        "lr_explanation": prep.lr_explanation,
-        "label_names": prep.data.label_names,
-        "head_paths": prep.loaded.head_paths,
-        "trainable_names": prep.plan.trainable_names,
-        "architecture": prep.loaded.architecture,
-        "family": prep.loaded.family,
-        "pretrained": prep.loaded.pretrained,
-        "model_kind": prep.loaded.kind,  # hf, torchvision or timm (a timm folder may be named with source hf)
-    }
-    if prep.config.task == "causal_lm":  # a data set version may hold chats or a corpus: say which it was
-        record["_resolved"]["chat"] = bool(getattr(prep.task, "chat", False))
-    return record
+def resolved_facts(prep: PreparedRun) -> ResolvedRun:
+    """What this run resolved at its start, recorded once with it."""
+    return ResolvedRun(
+        learning_rate=prep.learning_rate,
+        head_learning_rate=prep.head_learning_rate,
+        lr_explanation=prep.lr_explanation,
+        label_names=list(prep.data.label_names),
+        head_paths=list(prep.loaded.head_paths),
+        trainable_names=list(prep.plan.trainable_names),
+        architecture=prep.loaded.architecture,
+        family=prep.loaded.family,
+        pretrained=prep.loaded.pretrained,
+        model_kind=prep.loaded.kind,  # hf, torchvision or timm (a timm folder may be named with source hf)
+        chat=prep.task.chat,
+        best_metric=prep.task.primary_metric,
+    )
 
 
 def _tensorboard_writer(prep: PreparedRun, output_dir: Path) -> Any:
@@ -253,7 +266,7 @@ def _tensorboard_writer(prep: PreparedRun, output_dir: Path) -> Any:
         prep.freeze_summary, prep.plan.trainable_names, prep.plan.trainable_params, prep.plan.total_params
     )
     try:
-        return tensorboard.run_writer(output_dir, _config_record(prep), plan)
+        return tensorboard.run_writer(output_dir, prep.config.to_dict(), resolved_facts(prep), plan)
     except OSError as exc:  # an unwritable folder must not stop the run: it only loses the event files
         import logging
 
@@ -273,11 +286,9 @@ def _train(
     from tunedesk.engine.run.recorder import RunRecorder
     from tunedesk.engine.run.training import Trainer
 
-    recorder = RunRecorder(database_path(home), run_id, primary_metric=prep.task.primary_metric)
-    bus = EventBus(recorder, *listeners)
+    recorder = RunRecorder(database_path(home), run_id, best_metric=prep.task.primary_metric)
     board = _tensorboard_writer(prep, output_dir)
-    if board is not None:
-        bus.subscribe(board.on_event)
+    bus = EventBus(recorder, *listeners, *([board.on_event] if board is not None else []))
     finished: RunFinished
     try:
         trainer = Trainer(

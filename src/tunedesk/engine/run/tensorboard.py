@@ -22,6 +22,8 @@ from typing import Any
 
 from tunedesk.engine.errors import ConfigError, TuneDeskError
 from tunedesk.engine.run.events import EpochEnded, Event, RunFinished, RunStarted, StepLogged
+from tunedesk.engine.store.history import run_config
+from tunedesk.engine.store.resolved import RESOLVED_KEY, ResolvedRun, resolved
 
 FOLDER = "tensorboard"
 HINT = "pip install tensorboard  (or pip install 'tunedesk[tensorboard]')"
@@ -49,7 +51,7 @@ def metric_tag(name: str) -> str:
     return f"val/{name}"
 
 
-def hparams_of(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+def hparams_of(config: dict[str, Any], facts: ResolvedRun) -> dict[str, Any]:
     """Flat hyperparameters for the HParams tab (numbers, text and booleans only)."""
     h = config.get("hparams") or {}
     f = config.get("freeze") or {}
@@ -58,8 +60,10 @@ def hparams_of(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, An
         "model": (config.get("model") or {}).get("name_or_path"),
         "freeze_preset": f.get("preset"),
         "last_n": f.get("last_n"),
-        "learning_rate": resolved.get("learning_rate", h.get("learning_rate")),
-        "head_learning_rate": resolved.get("head_learning_rate", h.get("head_learning_rate")),
+        "learning_rate": facts.learning_rate if facts.learning_rate is not None else h.get("learning_rate"),
+        "head_learning_rate": (
+            facts.head_learning_rate if facts.head_learning_rate is not None else h.get("head_learning_rate")
+        ),
         "epochs": h.get("epochs"),
         "batch_size": h.get("batch_size"),
         "weight_decay": h.get("weight_decay"),
@@ -103,7 +107,7 @@ class EventWriter:
 
     def write_text(self, config: dict[str, Any], plan: str) -> None:
         self.writer.add_text("freeze_plan", plan, 0)
-        shown = {k: v for k, v in config.items() if k != "_resolved"}
+        shown = {k: v for k, v in config.items() if k != RESOLVED_KEY}
         self.writer.add_text("config", "    " + json.dumps(shown, indent=2).replace("\n", "\n    "), 0)
 
     def write_step(self, step: int, values: dict[str, Any]) -> None:
@@ -151,10 +155,10 @@ class EventWriter:
             self.close()
 
 
-def run_writer(output_dir: Path, config: dict[str, Any], plan: str) -> EventWriter:
+def run_writer(output_dir: Path, config: dict[str, Any], facts: ResolvedRun, plan: str) -> EventWriter:
     """The live writer of a run that starts now (or resumes: new events append to the same folder)."""
     writer = EventWriter(output_dir / FOLDER)
-    writer.hparams = hparams_of(config, config.get("_resolved") or {})
+    writer.hparams = hparams_of(config, facts)
     writer.write_text(config, plan)
     return writer
 
@@ -181,13 +185,13 @@ def export_run(
         evaluations = store.epoch_metrics(run_id)
     finally:
         store.close()
-    config = dict(run.get("config") or {})
-    resolved = config.get("_resolved") or {}
+    config = run_config(run)
+    facts = resolved(run)
     writer = EventWriter(target)
     try:
         plan = plan_text(
             run.get("freeze_summary") or "",
-            list(run.get("trainable_names") or resolved.get("trainable_names") or []),
+            list(run.get("trainable_names") or facts.trainable_names or []),
             run.get("trainable_params"),
             run.get("total_params"),
         )
@@ -196,7 +200,7 @@ def export_run(
             writer.write_step(int(row["step"]), row)
         for evaluation in evaluations:
             writer.write_evaluation(int(evaluation["step"]), evaluation["metrics"])
-        writer.write_hparams(hparams_of(config, resolved), writer.last_metrics)
+        writer.write_hparams(hparams_of(config, facts), writer.last_metrics)
     finally:
         writer.close()
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())

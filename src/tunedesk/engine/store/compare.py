@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunedesk.engine.store.history import resolved, run_config
+from tunedesk.engine.store.history import run_config
+from tunedesk.engine.store.resolved import resolved
 
 MISSING = object()  # a key one run's config does not have
 
@@ -43,11 +44,11 @@ def comparable_config(run: Mapping[str, Any]) -> dict[str, Any]:
     flat = flatten(run_config(dict(run)))
     for key in IGNORED_KEYS:
         flat.pop(key, None)
-    res = resolved(dict(run))
-    if res.get("learning_rate") is not None:
-        flat["effective.learning_rate"] = res["learning_rate"]
-    if res.get("head_learning_rate") is not None:
-        flat["effective.head_learning_rate"] = res["head_learning_rate"]
+    res = resolved(run)
+    if res.learning_rate is not None:
+        flat["effective.learning_rate"] = res.learning_rate
+    if res.head_learning_rate is not None:
+        flat["effective.head_learning_rate"] = res.head_learning_rate
     if run.get("model_hash"):
         flat["model.content_hash"] = run["model_hash"]
     if run.get("dataset_hash"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,14 @@ from typing import Any
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.shares import percent
 from tunedesk.engine.store import RUN_STATUSES, RunStore, pid_alive
+from tunedesk.engine.store.resolved import RESOLVED_KEY, resolved
 from tunedesk.engine.store.runs import LIGHT_COLUMNS
 
 PAGE_SIZE = 200
 
 # Config fields each table row shows, read with json_extract so list pages never decode whole configs.
 _LR = (
-    "COALESCE(json_extract(config_json, '$._resolved.learning_rate'), "
+    f"COALESCE(json_extract(config_json, '$.{RESOLVED_KEY}.learning_rate'), "
     "json_extract(config_json, '$.hparams.learning_rate'))"
 )
 EXTRA_FIELDS = {
@@ -128,16 +129,12 @@ def filter_choices(store: RunStore) -> FilterChoices:
     return FilterChoices(models=models, datasets=datasets, tags=tags)
 
 
-def run_config(run: dict[str, Any]) -> dict[str, Any]:
-    """The run's configuration as the user gave it (without the engine's ``_resolved`` record)."""
+def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's configuration as the user gave it (``RunStore.get_run`` keeps what the engine resolved
+    apart, in ``resolved``: read it with ``resolved(run)``)."""
     config = dict(run.get("config") or {})
-    config.pop("_resolved", None)
+    config.pop(RESOLVED_KEY, None)
     return config
-
-
-def resolved(run: dict[str, Any]) -> dict[str, Any]:
-    """What the engine resolved when the run started (learning rates, label names, head paths...)."""
-    return dict((run.get("config") or {}).get("_resolved") or {})
 
 
 def clone_config(run: dict[str, Any]):
@@ -154,7 +151,7 @@ def lm_chat(run: dict[str, Any]) -> bool:
     chat template (a corpus run continues the text it is given)."""
     if run.get("task") != "causal_lm":
         return False
-    chat = resolved(run).get("chat")  # recorded by the engine (a data set version may hold either)
+    chat = resolved(run).chat  # recorded by the engine (a data set version may hold either)
     return bool(chat) if chat is not None else (run_config(run).get("data") or {}).get("kind") == "chat_jsonl"
 
 

@@ -26,6 +26,7 @@ from sqlite_utils.db import NotFoundError
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, pid_alive
 from tunedesk.engine.store.migrations import schema_version, utc_now
+from tunedesk.engine.store.resolved import RESOLVED_KEY, ResolvedRun
 
 RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
 FINISHED_STATUSES = ("completed", "failed", "stopped", "interrupted")
@@ -134,10 +135,15 @@ class RunStore:
         device: str = "",
         precision: str = "",
         parent_run_id: int | None = None,
+        resolved: ResolvedRun | None = None,
     ) -> int:
-        """Record a new run as ``queued`` (owned by this process: pid) and return its id."""
+        """Record a new run as ``queued`` (owned by this process: pid) and return its id. ``resolved``:
+        what the engine decided at the start (stored with the configuration, read by ``resolved(run)``)."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
+        config = dict(config)
+        if resolved is not None:
+            config[RESOLVED_KEY] = resolved.to_dict()
         record = {
             "name": name,
             "status": "queued",
@@ -148,7 +154,7 @@ class RunStore:
             "dataset_name": dataset_name,
             "dataset_hash": dataset_hash,
             "dataset_version": dataset_version,
-            "config_json": _dumps(dict(config)),
+            "config_json": _dumps(config),
             "trainable_params": int(trainable_params),
             "total_params": int(total_params),
             "trainable_names_json": _dumps(list(trainable_names)),
@@ -572,9 +578,14 @@ def _order_by(order: str) -> str:
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns decoded; ``config`` is the configuration as given and ``resolved`` what the engine
+    resolved (stored together, see ``store.resolved``)."""
     defaults: dict[str, Any] = {"config": {}, "trainable_names": [], "final_metrics": {}, "tags": []}
     for name, column in JSON_FIELDS.items():
         row[name] = _loads(row.pop(column, None), defaults[name])
+    if not isinstance(row["config"], dict):
+        row["config"] = {}
+    row["resolved"] = row["config"].pop(RESOLVED_KEY, None) or {}
     return row
 
 

@@ -119,20 +119,19 @@ class OverviewTab(QWidget):
         f = self.facts
         f["model"].setText(
             f"{fmt.short_model(run.get('model_name'))}  <span style='color:gray'>"
-            f"({(res.get('architecture') or run.get('task') or '')})</span>"
+            f"({(res.architecture or run.get('task') or '')})</span>"
         )
         f["model"].setToolTip(run.get("model_path") or "")
         f["data"].setText(
-            fmt.dataset_text(run)
-            + (f" — {len(res.get('label_names') or [])} classes" if res.get("label_names") else "")
+            fmt.dataset_text(run) + (f" — {len(res.label_names or [])} classes" if res.label_names else "")
         )
         share = history.share_text(run.get("trainable_params"), run.get("total_params"))
         f["trains"].setText(
             f"{run.get('freeze_summary') or share} ({run.get('trainable_params') or 0:,} of "
             f"{run.get('total_params') or 0:,})"
         )
-        lr = res.get("learning_rate") or h.get("learning_rate")
-        head_lr = res.get("head_learning_rate")
+        lr = res.learning_rate or h.get("learning_rate")
+        head_lr = res.head_learning_rate
         new_layers = "LoRA adapters" if run.get("task") == "causal_lm" else "new head"
         lr_more = f" ({new_layers} {fmt.lr_text(head_lr)})" if head_lr and head_lr != lr else ""
         f["hparams"].setText(

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tunedesk.engine.store import history
 from tunedesk.ui.background import TaskGroup
 from tunedesk.ui.runs.detail import set_role
 
@@ -48,7 +49,7 @@ class ExportDialog(QDialog):
         self.result_info: dict[str, Any] | None = None
         self._calls = TaskGroup(self)
         config = run.get("config") or {}
-        kind = (config.get("_resolved") or {}).get("model_kind") or (config.get("model") or {}).get("source")
+        kind = history.resolved(run).model_kind or (config.get("model") or {}).get("source")
         language_model = run.get("task") == "causal_lm"
         lora_cfg = ((run.get("config") or {}).get("freeze") or {}).get("lora") or {}
         self._base_bits = lora_cfg.get("base_bits") if language_model else None

@@ -391,7 +391,7 @@ class ConfigView(QTreeView):
         self.model_.clear()
         self.model_.setHorizontalHeaderLabels(["setting", "value"])
         config = history.run_config(run)
-        res = history.resolved(run)
+        res = history.resolved(run).to_dict()
         effective = {
             k: res[k]
             for k in (
@@ -404,7 +404,7 @@ class ConfigView(QTreeView):
                 "label_names",
                 "head_paths",
             )
-            if k in res
+            if res[k] is not None
         }
         if effective:
             config = {**config, "resolved by TuneDesk": effective}
