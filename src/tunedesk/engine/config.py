@@ -467,6 +467,7 @@ def _validate_lora(spec: LoraSpec, task: str) -> None:
             "would train",
             "pick a LoRA preset (attention or all_linear), or leave base_bits out",
         )
+    checks: list[tuple[str, Any, Any, Any, bool]]  # as read from the file: checked below
     checks = [("", spec.rank, spec.alpha, spec.dropout, False)]
     checks += [(f"rules[{i}].", r.rank, r.alpha, r.dropout, True) for i, r in enumerate(spec.rules)]
     for i, r in enumerate(spec.rules):

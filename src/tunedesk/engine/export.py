@@ -27,10 +27,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.files import META_FILE, MODEL_FILE
+
+if TYPE_CHECKING:
+    from tunedesk.engine.models import LoadedModel
+    from tunedesk.engine.tasks.base import Task
 
 FORMATS = ("auto", "hf", "torchvision", "timm", "onnx", "merged", "adapter", "tensorboard")
 LM_FORMATS = {"auto": "merged", "hf": "merged", "merged": "merged", "adapter": "adapter"}  # causal_lm runs
@@ -114,14 +118,16 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
     return BestCheckpoint(run, folder, meta, config)
 
 
-def load_best_model(run_id: int, home: str | os.PathLike[str] | None = None):
+def load_best_model(
+    run_id: int, home: str | os.PathLike[str] | None = None
+) -> tuple[BestCheckpoint, tuple[Task, LoadedModel]]:
     """(task, LoadedModel) with the run's best weights, built the way TuneDesk built it for training,
     on the CPU: what the app uses for predictions from a finished run."""
     best = find_best(run_id, home)
     return best, _engine_model(best)
 
 
-def _engine_model(best: BestCheckpoint):
+def _engine_model(best: BestCheckpoint) -> tuple[Task, LoadedModel]:
     import copy
 
     from safetensors.torch import load_model
@@ -261,7 +267,7 @@ def _copy_code_files(source: Path, out: Path) -> None:
         shutil.copy2(f, out / f.name)
 
 
-def _hf_model(best: BestCheckpoint):
+def _hf_model(best: BestCheckpoint) -> Any:
     """The Hugging Face model with the best weights, its config carrying the label names."""
     import transformers
     from safetensors.torch import load_model
@@ -347,7 +353,7 @@ def _image_settings(best: BestCheckpoint) -> dict[str, Any]:
     return {"image_size": size, "resize_shorter_side": int(size * RESIZE_RATIO), "mean": mean, "std": std}
 
 
-def _spec_of(best: BestCheckpoint):
+def _spec_of(best: BestCheckpoint) -> Any:
     import copy
 
     spec = copy.deepcopy(best.config.model)
@@ -356,7 +362,7 @@ def _spec_of(best: BestCheckpoint):
     return spec
 
 
-def _image_processor(best: BestCheckpoint):
+def _image_processor(best: BestCheckpoint) -> Any:
     """A processor that does TuneDesk's evaluation transform: shorter side to size*1.143 (bilinear),
     centre crop to size, scale to [0, 1], normalise."""
     from transformers import BitImageProcessor

@@ -48,7 +48,10 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
 
 
 def save_weights(path: Path, model: nn.Module) -> Path:

@@ -326,7 +326,7 @@ def build_torchvision_classifier(spec: ModelSpec, label_names: list[str], *, dev
     weights_path: Path | None = None
     if spec.pretrained and device != "meta":
         weights_path = Path(spec.weights).expanduser() if spec.weights else torchvision_weights_file(name)
-        if spec.weights and not weights_path.is_file():
+        if spec.weights and not (weights_path and weights_path.is_file()):
             raise ModelError(
                 f"weights file not found: {weights_path}",
                 "check the path, or leave it empty to use the torch hub cache",

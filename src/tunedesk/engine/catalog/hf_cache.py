@@ -25,13 +25,6 @@ def folder_name_of(repo_id: str) -> str:
     return PREFIX + repo_id.replace("/", "--")
 
 
-def is_hf_cache(folder: Path) -> bool:
-    try:
-        return any(e.name.startswith(PREFIX) and e.is_dir() for e in os.scandir(folder))
-    except OSError:
-        return False
-
-
 def pick_snapshot(repo_dir: Path) -> Path | None:
     """The snapshot ``refs/main`` names, else the most recently modified one."""
     snapshots = repo_dir / "snapshots"

@@ -58,9 +58,15 @@ def _model_dirs(record: str) -> list[str]:
     return sorted(found)
 
 
+def _meta(dist: importlib.metadata.Distribution, field: str) -> str:
+    """One field of a package's metadata ("" when it has none)."""
+    values = dist.metadata.get_all(field) or []
+    return str(values[0]) if values else ""
+
+
 def _display_name(dist: importlib.metadata.Distribution, folder: Path, fallback: str) -> str:
     """The model's hub id if the package summary names one, else the card's title, else the package."""
-    summary = dist.metadata.get("Summary") or ""
+    summary = _meta(dist, "Summary")
     for word in summary.split():
         word = word.strip("`*\"'(),;:")
         if word.endswith("."):
@@ -96,7 +102,7 @@ def find_package_models() -> list[PackageModel]:
     seen: set[str] = set()
     for dist in importlib.metadata.distributions():
         try:
-            dist_name = _quick_name(dist) or normalise(dist.metadata.get("Name") or "")
+            dist_name = _quick_name(dist) or normalise(_meta(dist, "Name"))
         except Exception:  # noqa: BLE001 - a broken dist-info must not break the scan
             continue
         if not dist_name or dist_name in seen:
@@ -114,12 +120,12 @@ def find_package_models() -> list[PackageModel]:
         if "config.json" in record and (".safetensors" in record or "pytorch_model.bin" in record):
             dirs = _model_dirs(record)
             for rel in dirs:
-                folder = Path(dist.locate_file(rel)).resolve()
+                folder = Path(str(dist.locate_file(rel))).resolve()
                 if not folder.is_dir():
                     continue
                 module = PurePosixPath(rel).parts[0] if PurePosixPath(rel).parts else dist_name
                 entry_id = f"package:{dist_name}" if len(dirs) == 1 else f"package:{dist_name}/{rel}"
-                raw_name = dist.metadata.get("Name") or dist_name
+                raw_name = _meta(dist, "Name") or dist_name
                 found.append(PackageModel(dist_name, module, folder, _display_name(dist, folder, raw_name), entry_id))
         if stamp is not None:
             _memo[stamp] = found

@@ -131,6 +131,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 def count_config(cfg: dict[str, Any], config_file: Path | None = None, store: CountStore | None = None) -> Result:
     """(count, problem) for a config dict; ``problem`` says why there is no count."""
+    result: Result | None
     file_key = None
     if config_file is not None:
         try:
@@ -224,7 +225,7 @@ def _count_hf(cfg: dict[str, Any]) -> Result:
                 cls = None
         if cls is None and cfg.get("auto_map"):
             return None, _remote_code_problem(arch)
-        if model_type in CONFIG_MAPPING:
+        if model_type is not None and model_type in CONFIG_MAPPING:
             config_cls = CONFIG_MAPPING[model_type]
         elif cls is not None and getattr(cls, "config_class", None) is not None:
             config_cls = cls.config_class
@@ -256,8 +257,9 @@ def count_torchvision(name: str, fallback: int | None = None, store: CountStore 
     """
     if name in _tv_counts:
         return _tv_counts[name]
-    stored = (store.tv.get("counts") or {}).get(name, "absent") if store is not None else "absent"
-    if stored != "absent":
+    counts = (store.tv.get("counts") or {}) if store is not None else {}
+    if name in counts:
+        stored: int | None = counts[name]
         _tv_counts[name] = stored
         return stored
     count: int | None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from pathlib import Path
 
 from tunedesk.engine import paths
@@ -112,7 +113,7 @@ def _guarded_iter(items: Callable[[], Iterator[ModelEntry]], path: Path, source:
         )
 
 
-def _produce(roots: CatalogRoots, count_params: bool, store: CountStore | None) -> Iterator[ModelEntry]:
+def _produce(roots: CatalogRoots, count_params: bool, store: CountStore | None) -> Generator[ModelEntry]:
     if roots.scan_packages:
         try:
             packages = find_package_models()
@@ -121,7 +122,8 @@ def _produce(roots: CatalogRoots, count_params: bool, store: CountStore | None) 
             packages = []
         for pkg in packages:
             yield _guarded(
-                lambda pkg=pkg: inspect_folder(
+                partial(
+                    inspect_folder,
                     pkg.folder,
                     entry_id=pkg.entry_id,
                     name=pkg.name,
@@ -149,7 +151,7 @@ def _produce(roots: CatalogRoots, count_params: bool, store: CountStore | None) 
         for repo in repos:
             repo_id = repo.name[len("models--") :].replace("--", "/", 1)
             yield _guarded(
-                lambda repo=repo: repo_entry(repo, count_params=count_params, store=store),
+                partial(repo_entry, repo, count_params=count_params, store=store),
                 f"hf:{repo_id}",
                 repo_id,
                 repo,
@@ -157,13 +159,13 @@ def _produce(roots: CatalogRoots, count_params: bool, store: CountStore | None) 
             )
     for hub in roots.torch_hub_dirs:
         yield from _guarded_iter(
-            lambda hub=hub: iter_checkpoints(Path(hub), source="torch_hub", count_params=count_params, store=store),
+            partial(iter_checkpoints, Path(hub), source="torch_hub", count_params=count_params, store=store),
             Path(hub),
             "torch_hub",
         )
     for user_path in roots.user_paths:
         yield from _guarded_iter(
-            lambda p=user_path: iter_user_path(Path(p), count_params=count_params, store=store),
+            partial(iter_user_path, Path(user_path), count_params=count_params, store=store),
             Path(user_path),
             "user_folder",
         )

@@ -150,7 +150,8 @@ def checkpoint_entry(
             if info is not None and info.get("num_params"):
                 entry.parameters = info["num_params"]  # exact for this very file (e.g. 384px SWAG ViTs)
             else:
-                entry.parameters = count_torchvision(arch, index.defaults.get(arch), store)
+                fallback = index.defaults.get(arch) if index is not None else None
+                entry.parameters = count_torchvision(arch, fallback, store)
     entry.weights_present = not partial and weight_problem is None
     entry.problem = "; ".join(problems) or None
     return entry

@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -32,7 +33,7 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def check_safetensors(fh, size: int, label: str) -> str | None:
+def check_safetensors(fh: BinaryIO, size: int, label: str) -> str | None:
     if size < 8:
         return f"{label} is not a safetensors file (only {size} bytes)"
     n = int.from_bytes(fh.read(8), "little")
@@ -49,7 +50,7 @@ def check_safetensors(fh, size: int, label: str) -> str | None:
     return None
 
 
-def check_torch_pickle(fh, size: int, label: str) -> str | None:
+def check_torch_pickle(fh: BinaryIO, size: int, label: str) -> str | None:
     head = fh.read(4)
     if head.startswith(b"PK\x03\x04"):
         fh.seek(max(0, size - 22))
@@ -109,16 +110,16 @@ def _expected(folder: Path, names: set[str], fmt: str) -> tuple[list[str], list[
         return shards, []
     if single in names:
         return [single], []
-    shards = [SHARD_RE.match(n) for n in names]
-    shards = [
+    matches = [SHARD_RE.match(n) for n in names]
+    found = [
         m
-        for m in shards
+        for m in matches
         if m
         and m.group("ext") == ("safetensors" if fmt == "safetensors" else "bin")
         and (fmt == "safetensors" or m.group("stem") == "pytorch_model")
     ]
-    if shards:
-        m = shards[0]
+    if found:
+        m = found[0]
         total = int(m.group("n"))
         ext = m.group("ext")
         return [f"{m.group('stem')}-{i:05d}-of-{total:05d}.{ext}" for i in range(1, total + 1)], []

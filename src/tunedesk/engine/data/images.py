@@ -240,8 +240,8 @@ def load_image(path: str) -> PILImage.Image:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im) or im
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened) or opened
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # avoids Pillow's palette-transparency warning
             return im.convert("RGB")

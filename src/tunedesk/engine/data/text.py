@@ -316,7 +316,7 @@ def _read_csv(
         missing.append(("text_column", text_column, "text"))
     if li is None:
         missing.append(("label_column", label_column, "label"))
-    if missing:
+    if ti is None or li is None:
         raise _missing_columns_error(path, header, missing, "column")
     need = max(ti, li) + 1
     width = len(header)

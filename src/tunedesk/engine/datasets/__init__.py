@@ -32,7 +32,6 @@ _EXPORTS = {
         "ImportCancelled",
         "ImportResult",
         "ImportSpec",
-        "import_path",
         "run_import",
     ),
     "preview": ("TablePreview", "preview_table"),

@@ -231,18 +231,6 @@ def duplicate_candidates(store: DatasetStore, dataset_id: int, kind: str) -> lis
     return store.conn.execute(sql, {"ds": dataset_id}).fetchall()
 
 
-def load_rows(store: DatasetStore, dataset_id: int, lengths: bool = True) -> list[tuple]:
-    """Every item as a ``Row``-ordered tuple. ``lengths=False`` skips measuring texts (reading every
-    long text is the slow part)."""
-    length = "COALESCE(length(text), 0)" if lengths else "0"
-    cur = store.conn.execute(
-        f"SELECT id, label, split, content_hash, near_hash, flags, {length} "
-        "FROM dataset_items WHERE dataset_id = ? ORDER BY position",
-        (dataset_id,),
-    )
-    return cur.fetchall()
-
-
 def duplicate_groups(store: DatasetStore, dataset_id: int, options: CleaningOptions | None = None) -> list[list[int]]:
     """Groups (2+ item ids, in item order) of exact or near duplicates."""
     info = store.get_dataset(dataset_id)

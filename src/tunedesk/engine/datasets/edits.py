@@ -16,7 +16,7 @@ on the whole data set): call ``cleaning.refresh_flags`` after a burst of edits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,7 +276,7 @@ def _batch(store: DatasetStore, ds: int, text: str, edits: Sequence[Edit]) -> Ed
     return batch(list(reversed(inverses)), text)
 
 
-_OPS = {
+_OPS: dict[str, Callable[..., Edit]] = {
     "set_labels": _set_labels,
     "set_classes": _set_classes,
     "add_class": _add_class,

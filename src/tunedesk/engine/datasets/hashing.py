@@ -21,6 +21,10 @@ import re
 import unicodedata
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 PHASH_SIDE = 16  # dHash grid: PHASH_SIDE x PHASH_SIDE bits
 PHASH_BITS = PHASH_SIDE * PHASH_SIDE
@@ -84,7 +88,7 @@ class ImageInfo:
     detail: str = ""  # the reason in words, for the import report
 
 
-def dhash_and_colour(im) -> str:
+def dhash_and_colour(im: PILImage) -> str:
     """The image near hash of a decoded Pillow image (see the module docstring)."""
     from PIL import Image
 

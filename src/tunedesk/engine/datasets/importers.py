@@ -235,14 +235,6 @@ def run_import(
     return ImportResult(dataset_id, name, kind, ctx.position, report, cleaning, seconds, warnings)
 
 
-def import_path(
-    db_path: str | Path, spec: ImportSpec, progress: Progress | None = None, cancel: CancelToken | None = None
-) -> ImportResult:
-    """``run_import`` with its own DatasetStore (for worker threads)."""
-    with DatasetStore(db_path) as store:
-        return run_import(store, spec, progress, cancel)
-
-
 def _precheck(spec: ImportSpec, path: Path) -> None:
     if spec.kind in ("text_table", "image_csv") and is_arrow_source(path):
         return  # Parquet / Arrow / a Hugging Face datasets folder: open_source checks it
@@ -332,7 +324,7 @@ def _text_csv(ctx: _Context, spec: ImportSpec, path: Path, enc: str, report: Dat
         missing.append(("text_column", spec.text_column, "text"))
     if spec.label_column and li is None:
         missing.append(("label_column", spec.label_column, "label"))
-    if missing:
+    if missing or ti is None:
         raise _missing_columns_error(path, header, missing, "column")
     if li is not None and li == ti:
         raise DataError(f"the text and label columns are both {header[ti]!r}", "choose two different columns")
@@ -422,7 +414,7 @@ def _inspect_all(
     report: DataReport,
     root: Path,
     options: CleaningOptions,
-    known_missing: set[str] = frozenset(),
+    known_missing: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     """Read every (label, path) in a small thread pool (decoding releases the GIL), in order."""
     total = len(todo)
@@ -499,7 +491,7 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
                 missing_cols.append(("file_column", spec.file_column, "file name"))
             if spec.label_column and li is None:
                 missing_cols.append(("label_column", spec.label_column, "label"))
-            if missing_cols:
+            if missing_cols or fi is None:
                 raise _missing_columns_error(path, header, missing_cols, "column")
             rows: Iterator[tuple[int, str, str]] = (
                 (start, row[fi] if fi < len(row) else "", row[li].strip() if li is not None and li < len(row) else "")

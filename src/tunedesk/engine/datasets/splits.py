@@ -121,8 +121,3 @@ def split_dataset(
 ) -> E.Edit:
     """Split and store; returns the edit that undoes it."""
     return E.apply_edit(store, dataset_id, plan_split(store, dataset_id, method, val_fraction, seed))
-
-
-def split_counts(store: DatasetStore, dataset_id: int) -> dict[str, dict[str, int]]:
-    """Per class: items in train, in validation and not assigned (see ``DatasetStore.class_counts``)."""
-    return store.class_counts(dataset_id)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 
@@ -208,7 +208,7 @@ class DatasetStore:
                     _dumps(import_info or {}),
                 ),
             )
-            return int(cur.lastrowid)
+            return int(cast(int, cur.lastrowid))
 
     def finish_import(self, dataset_id: int, import_info: dict | None = None) -> None:
         with self.write() as conn:
@@ -267,13 +267,6 @@ class DatasetStore:
         if row is None:
             raise DataError(f"data set {dataset_id} does not exist", "it may have been deleted; pick another data set")
         return self._dataset(row)
-
-    def rename_dataset(self, dataset_id: int, name: str) -> None:
-        name = name.strip()
-        if not name:
-            raise DataError("a data set name cannot be empty", "type a name")
-        with self.write() as conn:
-            conn.execute("UPDATE datasets SET name = ?, updated_at = ? WHERE id = ?", (name, utc_now(), dataset_id))
 
     def touch(self, dataset_id: int) -> None:
         self.conn.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", (utc_now(), dataset_id))

@@ -100,7 +100,7 @@ def load_version_examples(ref: str, kind: str, location: str | os.PathLike[str] 
         rows = store.version_rows(version.id)
     items, labels, splits = [], [], []
     unlabelled = empty = missing = 0
-    for _, label, split, _, path, text in rows:
+    for _, label, where, _, path, text in rows:
         if not label:
             unlabelled += 1
             continue
@@ -115,7 +115,7 @@ def load_version_examples(ref: str, kind: str, location: str | os.PathLike[str] 
                 continue
             items.append(path)
         labels.append(label)
-        splits.append(split)
+        splits.append(where)
     warnings = []
     if unlabelled:
         warnings.append(f"{unlabelled} items without a label were left out")
@@ -166,7 +166,7 @@ def load_chat_version(
     chats, splits = [], []
     for _, _, split, _, _, text in rows:
         try:
-            chats.append(json.loads(text)["messages"])
+            chats.append(json.loads(text or "")["messages"])
             splits.append(split)
         except (TypeError, ValueError, KeyError):
             continue

@@ -32,7 +32,7 @@ def message_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value:
-        texts = [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        texts = [p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
         if len(texts) == len(value):
             return "".join(texts)
     return None

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, ModelError, TuneDeskError
@@ -35,6 +34,7 @@ from tunedesk.engine.lm.model import (
     BEST_META,
     BEST_WEIGHTS,
     TOKENIZER_DIR,
+    HFModel,
     is_checkpointing,
     load_causal_lm,
     load_lm_tokenizer,
@@ -50,7 +50,7 @@ _FORMAT_ALIASES = {"auto": "merged", "hf": "merged", "merged": "merged", "adapte
 class RunModel:
     """A run's model ready for inference or export."""
 
-    model: nn.Module  # a PeftModel when the run used LoRA
+    model: HFModel  # a PeftModel when the run used LoRA
     tokenizer: Any
     chat: bool  # trained on conversations: prompts go through the chat template
     targets: dict[str, lora.LoraTarget]

@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from tunedesk.engine.errors import DataError
 from tunedesk.engine.lm import data as lm_data
+from tunedesk.engine.lm.model import HFModel
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>")
 
 
-def stop_token_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
+def stop_token_ids(tokenizer: Any, model: HFModel | None = None) -> list[int]:
     """Where a reply ends: the eos token, the model's generation eos ids, and the chat template's
     end-of-turn token (ChatML's ``<|im_end|>``, Llama 3's ``<|eot_id|>`` ...), found by rendering a
     probe reply and taking the special token that follows it."""
@@ -50,7 +50,7 @@ def stop_token_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
 
 
 def generate_text(
-    model: nn.Module,
+    model: HFModel,
     tokenizer: Any,
     prompt: str | list[dict[str, str]],
     *,

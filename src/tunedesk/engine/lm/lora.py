@@ -26,9 +26,9 @@ import fnmatch
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from torch import nn
+from torch import Tensor, nn
 
 from tunedesk.engine import freezing
 from tunedesk.engine.config import LAST_ATTENTION, FreezeRule, FreezeSpec, LoraRule, LoraSpec
@@ -84,7 +84,7 @@ def is_adaptable(module: nn.Module) -> bool:
 def _in_out(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    w = module.weight  # Conv1D stores (in, out)
+    w = cast(Tensor, module.weight)  # Conv1D stores (in, out)
     return int(w.shape[0]), int(w.shape[1])
 
 
@@ -286,7 +286,7 @@ def module_choices(model: nn.Module, spec: FreezeSpec, head_paths: list[str] | t
 # ---- wrapping -------------------------------------------------------------------------------------
 
 
-def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None):
+def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None) -> Any:
     """A ``peft.LoraConfig`` naming every adapted layer by its full path; per-layer rank and alpha go
     in ``rank_pattern``/``alpha_pattern`` so the saved adapter reloads exactly."""
     from peft import LoraConfig
@@ -303,7 +303,7 @@ def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str
     conv1d = any(type(model.get_submodule(p)).__name__ == "Conv1D" for p in targets)
     return LoraConfig(
         r=first.rank,
-        lora_alpha=first.alpha,
+        lora_alpha=first.alpha,  # type: ignore[arg-type]  # PEFT annotates int; scaling is alpha / r, floats work
         lora_dropout=first.dropout,
         target_modules=list(targets),
         rank_pattern=rank_pattern,
@@ -315,7 +315,7 @@ def peft_config(model: nn.Module, targets: dict[str, LoraTarget], base_path: str
     )
 
 
-def wrap(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None):
+def wrap(model: nn.Module, targets: dict[str, LoraTarget], base_path: str | None = None) -> Any:
     """Inject the adapters: returns the ``PeftModelForCausalLM`` (the base model is changed in place)."""
     from peft import get_peft_model
 

@@ -17,6 +17,10 @@ from tunedesk.engine.lm import data as lm_data
 from tunedesk.engine.lm import quant
 from tunedesk.engine.models import load_hf_config, quiet_transformers, resolve_hf_path
 
+# A transformers causal LM (PreTrainedModel) or its PEFT wrapper: generate, config, save_pretrained and
+# the checkpointing switches are looked up dynamically by both libraries, so the type says only that.
+HFModel = Any
+
 # An LM run's best folder holds only the parameters that trained, how to rebuild the model from its
 # base folder, and the tokenizer (written by the causal_lm task, read by lm.export).
 BEST_WEIGHTS = "trainable.safetensors"
@@ -79,7 +83,7 @@ def load_causal_lm(
     quantization: Any = None,
     device_map: Any = None,
     attn_implementation: str | None = None,
-) -> tuple[nn.Module, Path, Any, list[str]]:
+) -> tuple[HFModel, Path, Any, list[str]]:
     """A decoder model from a local folder through AutoModelForCausalLM: (model, path, config, warnings).
 
     ``quantization``: a bitsandbytes config (``lm.quant``; the weights load straight onto
@@ -160,7 +164,7 @@ def load_causal_lm(
     return model, path, config, warnings
 
 
-def enable_checkpointing(model: nn.Module) -> None:
+def enable_checkpointing(model: HFModel) -> None:
     """Activation (gradient) checkpointing, non-reentrant, under either transformers spelling."""
     enable = getattr(model, "activation_checkpointing_enable", None)
     if enable is not None:

@@ -143,9 +143,6 @@ class EventBus:
     def __init__(self, *listeners: Listener) -> None:
         self._listeners: list[Listener] = list(listeners)
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
     def emit(self, event: Event) -> None:
         for listener in list(self._listeners):
             try:

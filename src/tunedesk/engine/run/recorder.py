@@ -10,7 +10,7 @@ A database problem (locked too long, disk full, run deleted, read-only file) is 
 failed because the database was busy are retried on the next flush.
 
     recorder = RunRecorder(database_path(home), run_id, best_metric=task.primary_metric)
-    bus.subscribe(recorder)
+    bus = EventBus(recorder, *other_listeners)
     ... train ...
     recorder.close()          # flushes and joins; marks the run interrupted if it never finished
 """

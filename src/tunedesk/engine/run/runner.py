@@ -25,6 +25,7 @@ from tunedesk.engine.store.resolved import ResolvedRun, resolved
 if TYPE_CHECKING:  # torch, transformers and the tasks load only when a run is prepared
     from tunedesk.engine.freezing import ResolvedPlan
     from tunedesk.engine.models import LoadedModel
+    from tunedesk.engine.store import RunStore
     from tunedesk.engine.tasks.base import PreparedData, Task
 
 
@@ -128,7 +129,7 @@ def prepare(
     return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, summary, warnings)
 
 
-def open_store(home: Path | None = None):
+def open_store(home: Path | None = None) -> RunStore:
     from tunedesk.engine.store import RunStore
 
     return RunStore(database_path(home or home_dir()))

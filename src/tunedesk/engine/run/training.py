@@ -10,9 +10,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -105,7 +105,13 @@ class Trainer:
     def _log(self, level: str, message: str) -> None:
         self._emit(LogMessage(self.run_id, level, message))
 
-    def _loader(self, dataset, sampler=None, batch_size=None, shuffle=False):
+    def _loader(
+        self,
+        dataset: torch.utils.data.Dataset,
+        sampler: EpochBatches | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+    ) -> torch.utils.data.DataLoader:
         h = self.config.hparams
         workers = input_workers(h.num_workers, self.device.type)
         kwargs: dict[str, Any] = dict(
@@ -166,7 +172,8 @@ class Trainer:
         precision = select_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        if len(self.data.train) == 0 or len(self.data.val) == 0:
+        n_train, n_val = len(cast(Sized, self.data.train)), len(cast(Sized, self.data.val))  # map-style data sets
+        if n_train == 0 or n_val == 0:
             raise ConfigError(
                 "data", "the training or validation split is empty", "add more examples or change data.val_fraction"
             )
@@ -178,7 +185,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
+        if channels_last:
+            model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's overloads
+        else:
+            model.to(self.device)
 
         groups = freezing.param_groups(
             model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
@@ -187,7 +197,7 @@ class Trainer:
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
-        sampler = EpochBatches(len(self.data.train), h.batch_size, cfg.seed)
+        sampler = EpochBatches(n_train, h.batch_size, cfg.seed)
         per_epoch_micro = sampler.batches_per_epoch
         steps_per_epoch = math.ceil(per_epoch_micro / h.grad_accum_steps)
         total_steps = steps_per_epoch * h.epochs
@@ -413,7 +423,9 @@ class Trainer:
             steps=step,
         )
 
-    def evaluate(self, model: nn.Module, loader, autocast_dtype) -> tuple[dict[str, float], list[list[int]], dict]:
+    def evaluate(
+        self, model: nn.Module, loader: Iterable[dict[str, Any]], autocast_dtype: torch.dtype | None
+    ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
         model.eval()
         state = self.task.new_eval_state(len(self.data.label_names), self.device)
         with torch.inference_mode():

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.shares import percent
 from tunedesk.engine.store import RUN_STATUSES, RunStore, pid_alive
@@ -137,10 +138,8 @@ def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
-def clone_config(run: dict[str, Any]):
+def clone_config(run: dict[str, Any]) -> RunConfig:
     """A RunConfig to train again like this run: same settings, a fresh output folder."""
-    from tunedesk.engine.config import RunConfig
-
     config = RunConfig.from_dict(run_config(run))
     config.output_dir = None  # never train a clone into the original run's folder
     return config
@@ -217,15 +216,6 @@ def remove_run_files(folder: Path, home: Path | None = None) -> None:
         folder.rmdir()  # only if nothing else is left
     except OSError:
         pass
-
-
-def group_by_module(names: Sequence[str]) -> dict[str, list[str]]:
-    """Parameter names grouped by their module path (``encoder.layer.1.output.dense`` -> [weight, bias])."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        module, _, leaf = name.rpartition(".")
-        groups.setdefault(module, []).append(leaf)
-    return groups
 
 
 def share_text(trainable: int | None, total: int | None) -> str:

@@ -278,12 +278,6 @@ def schema_version(db: Database) -> int:
     return int(row[0] or 0)
 
 
-def applied_migrations(db: Database) -> list[dict]:
-    if not db[MIGRATIONS_TABLE].exists():
-        return []
-    return list(db[MIGRATIONS_TABLE].rows_where(order_by="number"))
-
-
 def apply_migrations(db: Database, path: Path | str = "", migrations: list[Migration] | None = None) -> list[int]:
     """Bring the schema up to date; return the numbers applied now (empty when already current).
 
@@ -311,7 +305,7 @@ def apply_migrations(db: Database, path: Path | str = "", migrations: list[Migra
                 conn.execute("COMMIT")
                 continue
             migration(db)
-            db[MIGRATIONS_TABLE].insert({"number": number, "name": migration.__name__, "applied_at": utc_now()})
+            db.table(MIGRATIONS_TABLE).insert({"number": number, "name": migration.__name__, "applied_at": utc_now()})
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
@@ -166,9 +166,9 @@ class RunStore:
             "parent_run_id": parent_run_id,
             "pid": os.getpid(),
         }
-        table = self.db["runs"]
+        table = self.db.table("runs")
         table.insert(record)
-        return int(table.last_pk)
+        return int(cast(int, table.last_pk))
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         """Set run columns. ``config``/``trainable_names``/``final_metrics`` are JSON-encoded, ``tags`` go
@@ -191,7 +191,7 @@ class RunStore:
             self._require_run(run_id)
             return
         try:
-            self.db["runs"].update(run_id, updates)
+            self.db.table("runs").update(run_id, updates)
         except NotFoundError:
             raise _not_found(run_id) from None
 
@@ -217,7 +217,7 @@ class RunStore:
             updates["finished_at"] = now
             if run["started_at"] and run["duration_s"] is None:
                 updates["duration_s"] = _seconds_between(run["started_at"], now)
-        self.db["runs"].update(run_id, updates)
+        self.db.table("runs").update(run_id, updates)
 
     def rename(self, run_id: int, name: str) -> None:
         self.update_run(run_id, name=name)
@@ -243,7 +243,7 @@ class RunStore:
     def get_run(self, run_id: int) -> dict[str, Any]:
         """The full row with JSON decoded into config, trainable_names, final_metrics and tags."""
         try:
-            row = self.db["runs"].get(run_id)
+            row = self.db.table("runs").get(run_id)
         except NotFoundError:
             raise _not_found(run_id) from None
         return _decode_run(row)
@@ -486,7 +486,7 @@ class RunStore:
         per_class: Mapping[str, Mapping[str, float]] | None = None,
         is_best: bool = False,
     ) -> int:
-        table = self.db["epoch_metrics"]
+        table = self.db.table("epoch_metrics")
         table.insert(
             {
                 "run_id": run_id,
@@ -499,10 +499,10 @@ class RunStore:
                 "is_best": 1 if is_best else 0,
             }
         )
-        return int(table.last_pk)
+        return int(cast(int, table.last_pk))
 
     def epoch_metrics(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.db["epoch_metrics"].rows_where("run_id = ?", [run_id], order_by="epoch, step, id")
+        rows = self.db.table("epoch_metrics").rows_where("run_id = ?", [run_id], order_by="epoch, step, id")
         return [
             {
                 "epoch": r["epoch"],
@@ -521,17 +521,17 @@ class RunStore:
         """One row per kind per run: a newer 'best' or 'last' replaces the previous one."""
         if kind not in CHECKPOINT_KINDS:
             raise ValueError(f"checkpoint kind must be one of {CHECKPOINT_KINDS} (got {kind!r})")
-        self.db["checkpoints"].upsert(
+        self.db.table("checkpoints").upsert(
             {"run_id": run_id, "kind": kind, "path": str(path), "step": step, "epoch": epoch, "created_at": utc_now()},
             pk=("run_id", "kind"),
         )
 
     def checkpoints(self, run_id: int) -> dict[str, dict[str, Any]]:
-        rows = self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="kind")
+        rows = self.db.table("checkpoints").rows_where("run_id = ?", [run_id], order_by="kind")
         return {r["kind"]: {k: r[k] for k in ("path", "step", "epoch", "created_at")} for r in rows}
 
     def add_log(self, run_id: int, level: str, message: str, ts: str | None = None) -> None:
-        self.db["run_logs"].insert({"run_id": run_id, "ts": ts or utc_now(), "level": level, "message": message})
+        self.db.table("run_logs").insert({"run_id": run_id, "ts": ts or utc_now(), "level": level, "message": message})
 
     def logs(self, run_id: int, *, since_id: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Log lines oldest first; ``since_id`` returns only newer lines (tailing)."""
@@ -539,10 +539,10 @@ class RunStore:
         if since_id is not None:
             where += " AND id > ?"
             args.append(since_id)
-        return list(self.db["run_logs"].rows_where(where, args, order_by="id", limit=limit))
+        return list(self.db.table("run_logs").rows_where(where, args, order_by="id", limit=limit))
 
     def add_sample(self, run_id: int, step: int, epoch: int, prompt: str, text: str, ts: str | None = None) -> None:
-        self.db["samples"].insert(
+        self.db.table("samples").insert(
             {
                 "run_id": run_id,
                 "step": step,
@@ -554,7 +554,7 @@ class RunStore:
         )
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db["samples"].rows_where("run_id = ?", [run_id], order_by="id"))
+        return list(self.db.table("samples").rows_where("run_id = ?", [run_id], order_by="id"))
 
 
 def _not_found(run_id: int) -> TuneDeskError:

@@ -29,6 +29,7 @@ from tunedesk.engine.lm.model import (
     BEST_WEIGHTS,
     FORMAT,
     TOKENIZER_DIR,
+    HFModel,
     enable_checkpointing,
     load_causal_lm,
     load_lm_tokenizer,
@@ -270,7 +271,7 @@ class CausalLM(Task):
 
     def adapt_plan(self, config: RunConfig, loaded: LoadedModel, plan: freezing.ResolvedPlan) -> freezing.ResolvedPlan:
         """After the freeze plan: gradient checkpointing, LoRA adapters, fp32 for what trains."""
-        model = loaded.model
+        model: HFModel = loaded.model
         h = config.hparams
         if h.gradient_checkpointing:
             if not getattr(model, "supports_gradient_checkpointing", False):

@@ -122,7 +122,7 @@ class PadCollate:
         return out
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     try:

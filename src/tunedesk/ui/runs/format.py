@@ -100,9 +100,3 @@ def count_text(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}".replace(".0" + unit, unit)
     return str(n)
-
-
-def metric_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)

@@ -128,9 +128,6 @@ class RunsTableModel(QAbstractTableModel):
                 return i
         return -1
 
-    def run_at(self, row: int) -> dict[str, Any]:
-        return self.rows[row]
-
     # ---- Qt model API ------------------------------------------------------------------------
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:

@@ -6,7 +6,6 @@ indexed queries; step curves are downsampled to 2,000 points).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -486,7 +485,3 @@ class FilesView(QWidget):
     def open_folder(self) -> None:
         if self.folder and self.folder.is_dir():
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.folder)))
-
-
-def json_text(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str)
