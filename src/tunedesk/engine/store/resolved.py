@@ -46,8 +46,12 @@ class ResolvedRun:
 
 
 def resolved(run: Mapping[str, Any]) -> ResolvedRun:
-    """The resolved facts of a run row (``RunStore.get_run``); empty for a run that recorded none."""
+    """The resolved facts of a run row: ``RunStore.get_run`` puts them under ``resolved``; a row decoded
+    some other way may still carry them inside its configuration. Empty for a run that recorded none."""
     value = run.get("resolved")
     if isinstance(value, ResolvedRun):
         return value
+    if not value:
+        config = run.get("config")
+        value = config.get(RESOLVED_KEY) if isinstance(config, Mapping) else None
     return ResolvedRun.from_dict(value if isinstance(value, Mapping) else None)
