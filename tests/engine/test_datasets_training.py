@@ -62,7 +62,7 @@ def test_cli_trains_on_a_version_and_the_run_records_it(home, tiny_bert_dir, tex
     from tunedesk.engine.run.runner import execute, prepare
 
     app_config = version_config(tiny_bert_dir, version.id, epochs=1)
-    app_result = execute(app_config, home=home, prepared=prepare(app_config, home=home))
+    app_result = execute(app_config, home=home, prepared=prepare(app_config))
     store = open_store(home)
     run, app_run = store.get_run(result["run_id"]), store.get_run(app_result.run_id)
     store.close()

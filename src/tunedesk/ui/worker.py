@@ -188,7 +188,7 @@ class RunWorker(QObject):
                     progress=self.progress.emit,
                 )
             else:
-                prep = runner.prepare(self.config, self.progress.emit, home=self.home)
+                prep = runner.prepare(self.config, self.progress.emit)
                 self._prep = prep
                 self.prepared.emit(_info(prep))
                 if self.control.stop_requested:  # stopped while preparing: nothing was recorded

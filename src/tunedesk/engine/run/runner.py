@@ -74,26 +74,27 @@ class RunResult:
 Progress = Callable[[str], None]
 
 
-def accept(config: RunConfig, home: str | os.PathLike[str] | None = None) -> RunConfig:
-    """The configuration a run uses, validated once on the way in: a validated copy whose data set
-    version (if any) is named by the database that holds it, so the CLI and the app record the same
-    ``data.path`` (an empty one means this home's database)."""
-    from tunedesk.engine.datasets.versions import version_database
+def accept(config: RunConfig) -> RunConfig:
+    """The configuration a run uses: a validated copy. Validated once, here, on the way in."""
+    return copy.deepcopy(config).validate()
 
-    config = copy.deepcopy(config).validate()
-    if config.data.kind == "dataset_version":
-        config.data.path = str(version_database(config.data.path or home_dir(home)))
+
+def recorded_config(config: RunConfig, home: Path) -> RunConfig:
+    """The configuration as the history records it: a data set version is named by the database that
+    holds it (an empty ``data.path`` means this home's), so the CLI and the app record the same path."""
+    if config.data.kind != "dataset_version" or config.data.path:
+        return config
+    config = copy.deepcopy(config)
+    config.data.path = str(database_path(home))
     return config
 
 
-def prepare(
-    config: RunConfig, progress: Progress | None = None, *, home: str | os.PathLike[str] | None = None
-) -> PreparedRun:
+def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
     from tunedesk.engine import freezing, tasks
 
     say = progress or (lambda _msg: None)
-    config = accept(config, home)
+    config = accept(config)
     task = tasks.get(config.task)
     say("reading the data set")
     examples = task.load_examples(config)
@@ -147,7 +148,8 @@ def execute(
 ) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
-    prep = prepared or prepare(config, progress, home=home_path)
+    prep = prepared or prepare(config, progress)
+    prep.config = recorded_config(prep.config, home_path)
     store = open_store(home_path)
     try:
         run_id = store.create_run(
@@ -208,7 +210,7 @@ def resume(
         output_dir = Path(run["output_dir"])
     finally:
         store.close()
-    prep = prepare(config, progress, home=home_path)
+    prep = prepare(config, progress)
     if facts.trainable_names and facts.trainable_names != prep.plan.trainable_names:
         raise TuneDeskError(
             f"run {run_id}'s model no longer resolves to the same trainable parameters",

@@ -31,7 +31,7 @@ def get(name: str) -> Task:
     """A fresh instance of the task that runs ``name`` (tasks keep per-run state)."""
     target = _REGISTRY.get(name)
     if target is None:
-        raise ConfigError("task", f"unknown task {name!r}", f"use one of {', '.join(names())}")
+        raise ConfigError("task", f"{name!r} is not a known task", f"use one of {', '.join(names())}")
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)

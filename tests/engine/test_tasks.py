@@ -1,0 +1,54 @@
+"""The task registry and the Task interface's defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.data import tiny_text_config
+from tunedesk.engine import tasks
+from tunedesk.engine.errors import ConfigError
+from tunedesk.engine.tasks import registry
+from tunedesk.engine.tasks.base import Task
+from tunedesk.engine.tasks.text_classification import TextClassification
+
+
+def test_built_in_tasks_are_registered_and_each_get_is_a_fresh_instance():
+    assert tasks.names()[:3] == ("text_classification", "image_classification", "causal_lm")
+    first, second = tasks.get("causal_lm"), tasks.get("causal_lm")
+    assert isinstance(first, Task) and first.name == "causal_lm" and first is not second
+
+
+def test_an_unknown_task_names_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        tasks.get("translation")
+    assert err.value.field == "task" and "translation" in err.value.message
+    assert "text_classification" in err.value.hint
+
+
+def test_defaults_of_the_optional_hooks():
+    task = TextClassification()
+    assert task.generate_samples(None, None, None, None) == []  # type: ignore[arg-type]
+    assert task.chat is False and task.channels_last is False
+    plan = object()
+    assert task.adapt_plan(None, None, plan) is plan  # type: ignore[arg-type]
+
+
+def test_a_registered_task_runs_through_the_runner(monkeypatch, home, tiny_bert_dir, text_csv):
+    """What CONTRIBUTING.md promises: a new module with a Task subclass and one register line."""
+    from tunedesk.engine.run.runner import prepare
+
+    class ShoutedTickets(TextClassification):
+        name = "shouted_tickets"
+
+        def load_examples(self, config):
+            examples = super().load_examples(config)
+            examples.texts = [t.upper() for t in examples.texts]
+            return examples
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    tasks.register("shouted_tickets", ShoutedTickets)
+    config = tiny_text_config(tiny_bert_dir, text_csv)
+    config.task = "shouted_tickets"
+    prep = prepare(config)
+    assert isinstance(prep.task, ShoutedTickets) and prep.config.task == "shouted_tickets"
+    assert prep.data.label_names == ["account", "billing", "shipping", "technical"]
