@@ -63,10 +63,12 @@ test: install
 test-fast: install
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
-# ruff (lint + format), import-linter (Qt boundary, layers, no import cycles).
+# ruff (lint + format), mypy (types), import-linter (Qt boundary, layers, no import cycles).
+# Settings for all three live in pyproject.toml; .pre-commit-config.yaml runs the same before a commit.
 lint: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 bench: install

@@ -324,8 +324,8 @@ def part_plain(args, model: Path, corpus: Path) -> list[dict]:
 def part_grid(args, model: Path, corpus: Path) -> list[dict]:
     """Peak of training steps at each sequence length, with and without checkpointing, vs the estimate."""
     from tunedesk.engine import freezing
-    from tunedesk.engine.run.runner import prepare
     from tunedesk.engine.lm.model import enable_checkpointing
+    from tunedesk.engine.run.runner import prepare
 
     rows = []
     dev = torch.device(args.device)

@@ -111,7 +111,8 @@ def apply_liger(model: nn.Module) -> bool:
 
 
 def causal_model(model: nn.Module) -> Any:
-    """The ``*ForCausalLM`` under a PEFT wrapper (or the model itself)."""
+    """The ``*ForCausalLM`` under a PEFT wrapper (or the model itself): a transformers model, whose
+    ``get_decoder`` / ``get_output_embeddings`` / ``config`` are looked up dynamically."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
@@ -133,7 +134,9 @@ def chunk_size(vocab: int) -> int:
     return max(64, CHUNK_ENTRIES // max(vocab, 1))
 
 
-def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor):
+def _chunk_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
 

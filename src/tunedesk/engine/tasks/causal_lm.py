@@ -253,7 +253,9 @@ class CausalLM(Task):
         h = config.hparams
         enc = lm_data.encode_examples(tok, examples, h.max_length, config.data.val_fraction, config.seed)
         self.prompts = list(h.prompts) or lm_data.default_prompts(examples, enc.val_sources)
-        train, val, summary = enc.train, enc.val, enc.summary
+        train: torch.utils.data.Dataset = enc.train
+        val: torch.utils.data.Dataset = enc.val
+        summary = enc.summary
         if h.packing and self.chat:
             train, stats = packing.pack_dataset(enc.train, h.max_length, h.batch_size)
             val, _ = packing.pack_dataset(enc.val, h.max_length, h.batch_size)
