@@ -461,8 +461,8 @@ def _import_image_csv(ctx: _Context, spec: ImportSpec, path: Path, options: Clea
         source = open_source(path)
         report = DataReport(source=str(source.path), unit="image")
         folder = ctx.store.path.parent / arrow_import.IMAGES_FOLDER
-        todo = image_rows(ctx.say, source, spec.file_column, spec.label_column, folder, report)
-        _inspect_all(ctx, todo, report, folder, options)
+        unpacked = image_rows(ctx.say, source, spec.file_column, spec.label_column, folder, report)
+        _inspect_all(ctx, unpacked, report, folder, options)
         return report
     root = Path(spec.images_root).expanduser() if spec.images_root else path.parent
     if not root.is_dir():
