@@ -144,7 +144,9 @@ def _stack(items: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(items)
 
 
-def _decode_cpu(paths: Sequence[str], side: int, out: np.ndarray, workers: int, progress) -> None:
+def _decode_cpu(
+    paths: Sequence[str], side: int, out: np.ndarray, workers: int, progress: Callable[[int, int], None]
+) -> None:
     loader = torch.utils.data.DataLoader(
         _Files(paths, side),
         batch_size=64,
@@ -159,7 +161,9 @@ def _decode_cpu(paths: Sequence[str], side: int, out: np.ndarray, workers: int, 
         progress(pos, len(paths))
 
 
-def _decode_cuda(paths: Sequence[str], side: int, out: np.ndarray, device: torch.device, progress) -> int:
+def _decode_cuda(
+    paths: Sequence[str], side: int, out: np.ndarray, device: torch.device, progress: Callable[[int, int], None]
+) -> int:
     """nvJPEG in batches for the JPEG files; the others (and any JPEG nvJPEG refuses) on the CPU.
     Returns how many were decoded on the GPU. EXIF rotation is applied for JPEGs that carry it."""
     from concurrent.futures import ThreadPoolExecutor

@@ -405,7 +405,7 @@ def estimate(
 
 def capture(model: nn.Module, split: Split, task: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The boundary's input for a batch (the prefix's output): runs the model up to the boundary only."""
-    box: list[torch.Tensor] = []
+    box: list[Any] = []  # the boundary's first input (a tensor for every model the cache accepts)
 
     def grab(_m: nn.Module, args: tuple, kwargs: dict) -> None:
         t = args[0] if args else _first_tensor((), kwargs)

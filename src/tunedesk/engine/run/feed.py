@@ -106,11 +106,13 @@ class Feed:
 
     def train_batches(self, sampler: Any) -> Iterable[dict]:
         if self.train is None:
+            assert self.fallback is not None  # set by build_feed whenever a split has no source
             return self.fallback(self.data.train, sampler=sampler)
         return _Epoch(self.train, sampler)
 
     def val_batches(self, batch_size: int) -> Iterable[dict]:
         if self.val is None:
+            assert self.fallback is not None
             return self.fallback(self.data.val, batch_size=batch_size)
         n = self.val.n
         lists = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
@@ -212,7 +214,7 @@ def feature_source(
             feats = stored.index_select(0, torch.as_tensor(idx, dtype=torch.long))
             feats = feats.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else feats
         batch: dict[str, torch.Tensor] = {"labels": labels.index_select(0, index)}
-        if lengths is not None:
+        if lengths is not None and lengths_dev is not None:
             longest = int(lengths[idx].max())
             feats = feats[:, :longest]
             positions = torch.arange(longest, device=device)
@@ -276,9 +278,9 @@ def _image_sources(
     fingerprint: str,
     cache_dir: Path,
     device: torch.device,
-    config,
-    epoch_of,
-    say,
+    config: Any,
+    epoch_of: Callable[[], int],
+    say: Callable[[str], None],
 ) -> None:
     from tunedesk.engine.data.decoded import decoded_images, stored_size
 
@@ -307,7 +309,16 @@ def _image_sources(
     )
 
 
-def _feature_cache(feed: Feed, model: nn.Module, loaded, data, plan, cache_dir: Path, autocast_dtype, say) -> None:
+def _feature_cache(
+    feed: Feed,
+    model: nn.Module,
+    loaded: Any,
+    data: Any,
+    plan: Any,
+    cache_dir: Path,
+    autocast_dtype: torch.dtype | None,
+    say: Callable[[str], None],
+) -> None:
     h, device = feed.config.hparams, feed.device
     text = isinstance(data.train, TokenTensors)
     val = feed.val
@@ -349,6 +360,7 @@ def _feature_cache(feed: Feed, model: nn.Module, loaded, data, plan, cache_dir: 
     stores: list[fc.Stored] = []
     parts = [("validation", data.val, val)] + ([("training", data.train, feed.train)] if cache_train else [])
     for name, ds, source in parts:
+        assert source is not None  # the feed reads both splits from sources whenever it caches features
         key = fc.cache_key(
             [
                 loaded.fingerprint or "-",
@@ -447,7 +459,16 @@ def _verify(split: fc.Split, model: nn.Module, feed: Feed, batch: dict[str, torc
 
 
 def _compute(
-    split, model, feed: Feed, ds, source: Source, folder: Path, autocast_dtype, text: bool, batch_size: int, announce
+    split: fc.Split,
+    model: nn.Module,
+    feed: Feed,
+    ds: Any,
+    source: Source,
+    folder: Path,
+    autocast_dtype: torch.dtype | None,
+    text: bool,
+    batch_size: int,
+    announce: Any,
 ) -> fc.Stored:
     device = feed.device
     n = source.n
@@ -469,7 +490,7 @@ def _compute(
             per_example = (int(ds.lengths.max()), *per_example[1:])
         shape = (n, *per_example)
 
-        def fill(write) -> None:
+        def fill(write: Callable[[list[int], torch.Tensor], None]) -> None:
             with (
                 torch.inference_mode(),
                 torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),

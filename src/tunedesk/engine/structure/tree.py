@@ -284,7 +284,9 @@ class ModelTree:
             self.cache_estimate(plan, sequence_length, image_size, 2 if cuda and precision != "fp32" else 4),
         )
 
-    def cache_estimate(self, plan: freezing.ResolvedPlan, sequence_length: int, image_size: int, feature_bytes: int):
+    def cache_estimate(
+        self, plan: freezing.ResolvedPlan, sequence_length: int, image_size: int, feature_bytes: int
+    ) -> Any:
         """The frozen-prefix feature cache this plan would use (size per example, expected epoch speed-up),
         from one meta-device trace per input size; None where it does not apply."""
         from tunedesk.engine.run import feature_cache
