@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunedesk.engine import toml_writer
 from tunedesk.engine.errors import ConfigError
 
 MODEL_SOURCES = ("hf", "torchvision", "timm")
@@ -391,7 +392,10 @@ class RunConfig:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         if path.suffix.lower() == ".toml":
-            path.write_text(_to_toml(self.to_dict()), encoding="utf-8")
+            data = self.to_dict()
+            if data["hparams"].get("max_grad_norm") is None:
+                data["hparams"]["max_grad_norm"] = 0.0  # TOML has no null: 0 means no clipping (absent: 1.0)
+            path.write_text(toml_writer.dumps(data, _NESTED), encoding="utf-8")
         else:
             path.write_text(self.to_json() + "\n", encoding="utf-8")
         return path
@@ -586,36 +590,3 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
     if annotation.startswith("bool") and not isinstance(value, bool):
         raise ConfigError(name, f"must be true or false (got {value!r})")
     return value
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    """A tiny TOML writer for this config's shape (flat tables, a list of rule tables)."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items() if x is not None) + " }"
-        if isinstance(v, list):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        raise TypeError(type(v))
-
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for key, value in data.items():
-        if isinstance(value, dict) and key in _NESTED:
-            tables.append((key, value))
-        elif value is not None:
-            lines.append(f"{key} = {fmt(value)}")
-    for name, table in tables:
-        lines.append(f"\n[{name}]")
-        for key, value in table.items():
-            if value is None and name == "hparams" and key == "max_grad_norm":
-                value = 0.0  # TOML has no null: 0 means no clipping (an absent key would mean the default, 1.0)
-            if value is not None:
-                lines.append(f"{key} = {fmt(value)}")
-    return "\n".join(lines) + "\n"
