@@ -326,8 +326,9 @@ def _feature_cache(
 
     def sample(n: int, longer: bool) -> dict[str, torch.Tensor]:
         batch = val.make(list(range(min(n, val.n))), False, 0)
-        if longer and text:
-            pad = torch.zeros_like(batch["input_ids"][:, :1])
+        if longer and text:  # padded past the first run's length, so sizes that follow the sequence show
+            extra = int(data.val.lengths[:2].max()) + 1 - batch["input_ids"].shape[1]
+            pad = torch.zeros_like(batch["input_ids"][:, :1]).expand(-1, max(extra, 1))
             batch = {k: (torch.cat([v, pad], 1) if v.dim() == 2 else v) for k, v in batch.items()}
         return batch
 
