@@ -478,3 +478,28 @@ def test_lora_plans_are_described_with_their_adapters_and_rate(panel, tmp_path):
     panel.form.set_freeze(lora.preset_spec("lora_attention"))
     assert "Base frozen + LoRA" in panel.form.freeze_label.text()
     assert "LoRA adapters train at 0.001" in panel.form.lr_note.text()  # the suggested base rate is 3e-05
+
+
+def test_augmentation_and_feature_cache_switches_survive_the_form(panel, tmp_path):
+    from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
+
+    images = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision"),
+        data=DataSpec(kind="image_folder", path=str(tmp_path)),
+        hparams=HyperParams(augment=False, feature_cache=False),
+        device="cpu",
+    )
+    panel.form.apply_config(images)
+    form = panel.form
+    assert form.augment.isVisibleTo(form) and form.feature_cache.isVisibleTo(form)
+    assert not form.augment.isChecked() and not form.feature_cache.isChecked()
+    assert form.build_config().to_dict() == images.to_dict()
+    form.augment.setChecked(True)
+    form.feature_cache.setChecked(True)
+    built = form.build_config().hparams
+    assert built.augment and built.feature_cache
+    panel.grab().save(str(tmp_path / "train-options.png"))
+    lm = RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path)), data=DataSpec(kind="text_corpus", path="x"))
+    form.apply_config(lm)
+    assert not form.augment.isVisibleTo(form) and not form.feature_cache.isVisibleTo(form)

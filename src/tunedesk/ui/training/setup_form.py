@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -214,6 +215,16 @@ class SetupForm(QWidget):
         self.max_length_row = self.rows.row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
         self.image_size = spin_box(0, 4096, 224)
         self.image_size_row = self.rows.row(form, "Image size (px)", "hparams.image_size", self.image_size)
+        self.augment = QCheckBox("Random crops and flips")
+        self.augment.setChecked(True)
+        tip = "Training images vary each epoch; off, the frozen layers' output is cached for training too"
+        self.augment_row = self.rows.row(form, "Augmentation", "hparams.augment", self.augment, tip=tip)
+        self.feature_cache = QCheckBox("Compute frozen layers once")
+        self.feature_cache.setChecked(True)
+        tip = "When the first layers are frozen, their output is computed once and epochs train only the rest"
+        self.feature_cache_row = self.rows.row(
+            form, "Feature cache", "hparams.feature_cache", self.feature_cache, tip=tip
+        )
         self._form_layouts = {"hparams": form}
         return box
 
@@ -382,6 +393,8 @@ class SetupForm(QWidget):
         form = self._form_layouts["hparams"]
         form.setRowVisible(self.max_length_row, not image)
         form.setRowVisible(self.image_size_row, image)
+        form.setRowVisible(self.augment_row, image)
+        form.setRowVisible(self.feature_cache_row, task in ("text_classification", "image_classification"))
         if hasattr(self, "lm_group"):
             self.lm_group.setVisible(task == "causal_lm")
         for row in (self.text_row, self.label_row):
@@ -463,6 +476,8 @@ class SetupForm(QWidget):
             (self.seed, config.seed),
         ):
             spin.setValue(int(value))
+        self.augment.setChecked(h.augment)
+        self.feature_cache.setChecked(h.feature_cache)
         self._suggested_text = ""
         self.lr_edit.setText("" if h.learning_rate is None else f"{h.learning_rate:g}")
         self._refresh_suggestion()
@@ -527,6 +542,7 @@ class SetupForm(QWidget):
         )
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
+        h.augment, h.feature_cache = self.augment.isChecked(), self.feature_cache.isChecked()
         if cfg.task == "causal_lm":
             self.lm_settings.apply_to(h)
         cfg.device = self.device.currentData() or "auto"
