@@ -19,7 +19,8 @@ from tunedesk.engine.errors import ConfigError
 
 MODEL_SOURCES = ("hf", "torchvision", "timm")
 DATA_KINDS = ("text_table", "image_folder", "image_table", "dataset_version", "text_corpus", "chat_jsonl")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("auto", "cosine", "linear", "constant", "plateau")
+AUTO_BATCH = 16  # examples per optimizer step when the batch size is auto (what the defaults were calibrated with)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRESETS = ("all", "head_only", "last_n_blocks", "none")
 LORA_PRESETS = ("none", "attention", "all_linear")  # which linear layers get a LoRA adapter before the rules
@@ -120,12 +121,17 @@ class FreezeSpec:
 
 @dataclass
 class HyperParams:
-    epochs: int = 3
-    batch_size: int = 16
+    # None ("auto"): train until the validation metric stops improving, within a budget from the data size
+    epochs: int | None = None
+    # None ("auto"): AUTO_BATCH, or the largest batch the memory estimate says fits (gradient accumulation
+    # makes up the rest); an out-of-memory step halves it and doubles the accumulation
+    batch_size: int | None = None
     learning_rate: float | None = None  # None: the family's suggested fine-tuning rate
     head_learning_rate: float | None = None  # None: the new head trains at learning_rate too
     weight_decay: float = 0.01
-    schedule: str = "cosine"
+    # auto: "plateau" when the length is auto (or early stopping is on), "cosine" for a fixed number of epochs.
+    # plateau: warm-up, then constant; halved after each evaluation that does not improve the metric
+    schedule: str = "auto"
     warmup_ratio: float = 0.1
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0
@@ -145,6 +151,11 @@ class HyperParams:
     fused_kernels: str = "auto"  # liger-kernel's fused RMSNorm / SwiGLU / RoPE (optional extra)
     attention: str = "auto"  # transformers' attn_implementation; auto: its default (SDPA where supported)
     packing: bool = False  # chat: several conversations per row, no attention across them
+    early_stopping: bool | None = None  # None: on when epochs is auto, off for a fixed number of epochs
+    patience: int = 2  # evaluations without improvement before early stopping ends the run
+    min_delta: float = 0.0  # the least change of the validation metric that counts as an improvement
+    auto_min_steps: int = 600  # auto length: the budget holds at least this many optimizer steps ...
+    auto_max_epochs: int = 20  # ... and at most this many epochs (at least 3)
 
 
 @dataclass
@@ -229,11 +240,41 @@ class RunConfig:
             _check(_finite(mult) and mult > 0, f"freeze.lr_multipliers[{pattern!r}]", f"must be > 0 (got {mult})")
         _validate_lora(f.lora, self.task)
         h = self.hparams
-        _check(isinstance(h.epochs, int) and h.epochs >= 1, "hparams.epochs", f"must be >= 1 (got {h.epochs})")
+        if h.epochs is not None:
+            _check(
+                isinstance(h.epochs, int) and not isinstance(h.epochs, bool) and h.epochs >= 1,
+                "hparams.epochs",
+                f"must be >= 1 (got {h.epochs})",
+                "or leave it empty (auto) to stop when the validation metric stops improving",
+            )
+        if h.batch_size is not None:
+            _check(
+                isinstance(h.batch_size, int) and not isinstance(h.batch_size, bool) and h.batch_size >= 1,
+                "hparams.batch_size",
+                f"must be >= 1 (got {h.batch_size})",
+                "or leave it empty (auto) for the largest batch that fits",
+            )
         _check(
-            isinstance(h.batch_size, int) and h.batch_size >= 1,
-            "hparams.batch_size",
-            f"must be >= 1 (got {h.batch_size})",
+            isinstance(h.patience, int) and not isinstance(h.patience, bool) and h.patience >= 1,
+            "hparams.patience",
+            f"must be a whole number >= 1 (got {h.patience!r})",
+            "2 stops after two evaluations without improvement",
+        )
+        _check(
+            _finite(h.min_delta) and h.min_delta >= 0,
+            "hparams.min_delta",
+            f"must be >= 0 (got {h.min_delta!r})",
+            "0 counts any improvement",
+        )
+        _check(
+            isinstance(h.auto_min_steps, int) and h.auto_min_steps >= 1,
+            "hparams.auto_min_steps",
+            f"must be a whole number >= 1 (got {h.auto_min_steps!r})",
+        )
+        _check(
+            isinstance(h.auto_max_epochs, int) and h.auto_max_epochs >= 3,
+            "hparams.auto_max_epochs",
+            f"must be a whole number >= 3 (got {h.auto_max_epochs!r})",
         )
         if h.learning_rate is not None:
             _check(
@@ -524,6 +565,7 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+AUTO_FIELDS = ("epochs", "batch_size")  # hparams that accept "auto" (stored as empty)
 _NESTED = {"model": ModelSpec, "data": DataSpec, "freeze": FreezeSpec, "hparams": HyperParams}
 
 
@@ -567,6 +609,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                 r if isinstance(r, LoraRule) else _build(LoraRule, r, f"freeze.lora.rules[{i}].")
                 for i, r in enumerate(value)
             ]
+        elif cls is HyperParams and key in AUTO_FIELDS and isinstance(value, str) and value.strip().lower() == "auto":
+            kwargs[key] = None  # "auto" in a file is the empty value
         else:
             kwargs[key] = _coerce(value, names[key], prefix + key)
     return cls(**kwargs)

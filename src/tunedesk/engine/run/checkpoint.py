@@ -28,6 +28,10 @@ class CheckpointState:
     best_metric: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
+    early_stopping: dict = field(default_factory=dict)  # EarlyStopping state: best, best epoch, patience count
+    budget_epochs: int = 0  # the length the run resolved (auto budget or the epochs set)
+    batch_size: int = 0  # the micro-batch (halved after an out-of-memory step) ...
+    grad_accum_steps: int = 0  # ... and the accumulation that keeps the effective batch
 
 
 def save_last(
@@ -96,4 +100,5 @@ def load_checkpoint(
     py = rng["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     s = payload["state"]
-    return CheckpointState(**s)
+    known = {f for f in CheckpointState.__dataclass_fields__}
+    return CheckpointState(**{k: v for k, v in s.items() if k in known})

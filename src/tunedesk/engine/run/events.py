@@ -35,6 +35,7 @@ class RunStarted(Event):
     precision: str
     learning_rate: float
     start_step: int = 0
+    length_note: str = ""  # how long the run may train and why ("auto: at most 18 epochs ...")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class RunFinished(Event):
     samples_per_second: float = 0.0
     steps: int = 0
     duration: float = 0.0
+    summary: str = ""  # what the run's length came to ("auto: stopped after epoch 9, best epoch 7 (...)")
 
 
 Listener = Callable[[Event], None]

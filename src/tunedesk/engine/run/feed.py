@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunedesk.engine.config import AUTO_BATCH
 from tunedesk.engine.data.tensors import ImageFiles, TokenTensors
 from tunedesk.engine.devices import input_workers
 from tunedesk.engine.run import feature_cache as fc
@@ -384,7 +385,7 @@ def _feature_cache(
             cache_dir / "features" / key,
             autocast_dtype,
             text,
-            h.batch_size,
+            h.batch_size or AUTO_BATCH,
             lambda message=message: say(message),
         )
         stores.append(stored)

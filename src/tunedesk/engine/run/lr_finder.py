@@ -19,6 +19,7 @@ import torch
 
 from tunedesk.engine import freezing
 from tunedesk.engine.errors import ConfigError, TrainingError
+from tunedesk.engine.run.batching import AUTO_BATCH
 from tunedesk.engine.run.events import Control
 from tunedesk.engine.tasks.base import to_device
 
@@ -111,7 +112,7 @@ def find_lr(
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         loader = torch.utils.data.DataLoader(
             prep.data.train,
-            batch_size=h.batch_size,
+            batch_size=prep.batch.batch_size if getattr(prep, "batch", None) else (h.batch_size or AUTO_BATCH),
             shuffle=True,
             collate_fn=prep.data.collate,
             generator=torch.Generator().manual_seed(cfg.seed),

@@ -41,6 +41,7 @@ class PreparedRun:
     lr_explanation: str
     freeze_summary: str
     warnings: list[str] = field(default_factory=list)
+    batch: Any = None  # batching.BatchChoice: the resolved batch size and accumulation
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunResult:
     reason: str = ""
     hint: str = ""
     duration: float = 0.0
+    summary: str = ""  # what the run's length came to ("auto: stopped after epoch 9, best epoch 7 (...)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class RunResult:
             "output_dir": self.output_dir,
             "reason": self.reason,
             "hint": self.hint,
+            "summary": self.summary,
         }
 
 
@@ -114,20 +117,36 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
             "train at least the head (preset head_only) or unfreeze some layers",
         )
     freezing.apply(loaded.model, plan)
-    suggested, why = suggested_learning_rate(loaded.family)
+    suggested, why = suggested_learning_rate(
+        loaded.family, total_params=plan.total_params, pretrained=loaded.pretrained, task=config.task
+    )
     lr = config.hparams.learning_rate or suggested
     if config.hparams.learning_rate:
-        why = f"learning rate {lr:g} (set by you; TuneDesk suggests {suggested:g} for the {loaded.family} family)"
+        why = f"learning rate {lr:g} (set by you; TuneDesk suggests {suggested:g} for this model)"
     head_lr = config.hparams.head_learning_rate
     if head_lr is not None and loaded.head_paths:
         why += f"; the new head trains at {head_lr:g} (set by you)"
     if head_lr is None and config.hparams.learning_rate is None and loaded.pretrained and loaded.head_paths:
-        head_lr = suggested_head_learning_rate(lr)
+        head_lr = suggested_head_learning_rate(lr, config.task)
         # causal_lm with LoRA: "the LoRA adapters train at ... because they start from random weights"
         why += "; " + task.new_params_note.format(lr=head_lr)
     warnings = list(loaded.warnings) + list(data.warnings)
     summary = task.describe_plan(config, plan)
-    return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, summary, warnings)
+    batch = _choose_batch(config, loaded, plan)
+    return PreparedRun(config, task, loaded, data, plan, lr, head_lr, why, summary, warnings, batch)
+
+
+def _choose_batch(config: RunConfig, loaded: Any, plan: Any) -> Any:
+    """Batch size auto: the calibrated batch, split to what the memory estimate fits on a GPU."""
+    from tunedesk.engine.devices import select_device, select_precision
+    from tunedesk.engine.run.batching import choose_batch, free_gpu_bytes
+
+    if config.hparams.batch_size is not None:
+        return choose_batch(config)
+    device = select_device(config.device)
+    free = free_gpu_bytes(device)
+    precision = select_precision(config.precision, device) if free is not None else "fp32"
+    return choose_batch(config, loaded.model, plan, free, precision)
 
 
 def open_store(home: Path | None = None) -> RunStore:
@@ -256,6 +275,9 @@ def resolved_facts(prep: PreparedRun) -> ResolvedRun:
         model_kind=prep.loaded.kind,  # hf, torchvision or timm (a timm folder may be named with source hf)
         chat=prep.task.chat,
         best_metric=prep.task.primary_metric,
+        batch_size=prep.batch.batch_size if prep.batch is not None else None,
+        grad_accum_steps=prep.batch.grad_accum_steps if prep.batch is not None else None,
+        batch_explanation=prep.batch.explanation if prep.batch is not None else None,
     )
 
 
@@ -308,6 +330,7 @@ def _train(
             head_learning_rate=prep.head_learning_rate,
             resume_from=resume_from,
             cache_dir=home / "cache",
+            batch=prep.batch,
         )
         finished = trainer.run()
     finally:
@@ -324,4 +347,5 @@ def _train(
         finished.reason,
         finished.hint,
         finished.duration,
+        finished.summary,
     )

@@ -22,6 +22,7 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.devices import input_workers, select_device, select_precision
 from tunedesk.engine.errors import ConfigError, TuneDeskError
 from tunedesk.engine.models import LoadedModel
+from tunedesk.engine.run.batching import BatchChoice, choose_batch
 from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_last
 from tunedesk.engine.run.events import (
     CheckpointSaved,
@@ -34,6 +35,7 @@ from tunedesk.engine.run.events import (
     SampleGenerated,
     StepLogged,
 )
+from tunedesk.engine.run.length import EarlyStopping, PlateauSchedule, make_scheduler, outcome, plan_length
 from tunedesk.engine.tasks.base import PreparedData, Task
 
 log = logging.getLogger("tunedesk.training")
@@ -88,6 +90,7 @@ class Trainer:
         head_learning_rate: float | None = None,
         resume_from: Path | None = None,
         cache_dir: Path | None = None,
+        batch: BatchChoice | None = None,
     ) -> None:
         self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
         self.output_dir = Path(output_dir)
@@ -96,6 +99,9 @@ class Trainer:
         self.head_lr = head_learning_rate
         self.resume_from = resume_from
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.output_dir / "cache"
+        self.batch = batch or choose_batch(config)
+        self.batch_size, self.grad_accum = self.batch.batch_size, self.batch.grad_accum_steps
+        self.summary = ""  # what the run's length came to ("auto: stopped after epoch 9, ...")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -129,6 +135,22 @@ class Trainer:
             return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **kwargs)
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
 
+    def _halve_batch(self, sampler: EpochBatches, optimizer: Any, step: int) -> None:
+        """After an out-of-memory step: half the micro-batch, twice the accumulation (same effective batch)."""
+        if self.batch_size <= 1:
+            raise torch.OutOfMemoryError("out of memory with a batch of one example")
+        optimizer.zero_grad(set_to_none=True)
+        self._free_cuda()
+        old = self.batch_size
+        self.batch_size, self.grad_accum = old // 2, self.grad_accum * 2
+        sampler.batch_size = self.batch_size
+        self._log(
+            "warning",
+            f"out of GPU memory at step {step + 1} with {old} examples per batch: continuing with "
+            f"{self.batch_size} x {self.grad_accum} accumulated (the same {self.batch_size * self.grad_accum} "
+            "examples per step)",
+        )
+
     # ---- the run -------------------------------------------------------------------------------
 
     def run(self) -> RunFinished:
@@ -141,8 +163,8 @@ class Trainer:
                 "failed",
                 start,
                 reason="ran out of GPU memory",
-                hint="use a smaller batch size or shorter sequences/images, freeze more layers, "
-                "or switch on bf16 precision",
+                hint="TuneDesk halves the batch when a step runs out of memory, down to one example; use "
+                "shorter sequences/images, freeze more layers, or switch on bf16 precision",
             )
         except TuneDeskError as exc:
             return self._finish("failed", start, reason=exc.message, hint=exc.hint)
@@ -197,18 +219,17 @@ class Trainer:
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
-        sampler = EpochBatches(n_train, h.batch_size, cfg.seed)
-        per_epoch_micro = sampler.batches_per_epoch
-        steps_per_epoch = math.ceil(per_epoch_micro / h.grad_accum_steps)
-        total_steps = steps_per_epoch * h.epochs
-        if h.max_steps:
-            total_steps = min(total_steps, h.max_steps)
-        from transformers import get_scheduler
-
-        sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[h.schedule]
-        scheduler = get_scheduler(
-            sched_name, optimizer, num_warmup_steps=int(h.warmup_ratio * total_steps), num_training_steps=total_steps
-        )
+        if self.resume_from is not None:  # a run that halved its batch after running out of memory goes on so
+            saved = _saved_batch(self.resume_from)
+            if saved is not None:
+                self.batch_size, self.grad_accum = saved
+        sampler = EpochBatches(n_train, self.batch_size, cfg.seed)
+        steps_per_epoch = math.ceil(sampler.batches_per_epoch / self.grad_accum)
+        length = plan_length(h, steps_per_epoch, n_train)
+        total_steps = length.total_steps
+        scheduler = make_scheduler(optimizer, length)
+        # Tracks the best evaluation and the evaluations since (early stopping, plateau schedule, summary).
+        stopper = EarlyStopping(self.task.primary_metric, self.task.higher_is_better, length.patience, length.min_delta)
         use_scaler = precision == "fp16"
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -217,6 +238,11 @@ class Trainer:
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
             self._log("info", f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+            if state.early_stopping:
+                stopper = EarlyStopping.from_dict(state.early_stopping)
+            if state.budget_epochs and state.budget_epochs != length.epochs:  # the budget the run started with
+                length.epochs = state.budget_epochs
+                total_steps = length.total_steps = min(steps_per_epoch * length.epochs, h.max_steps or 1 << 62)
 
         trainable, total = self.plan.trainable_params, self.plan.total_params
         self._emit(
@@ -224,17 +250,20 @@ class Trainer:
                 self.run_id,
                 total_steps,
                 steps_per_epoch,
-                h.epochs,
+                length.epochs,
                 trainable,
                 total,
                 str(self.device),
                 precision,
                 self.lr,
                 start_step=state.step,
+                length_note=length.explanation,
             )
         )
         for w in self.loaded.warnings + self.data.warnings:
             self._log("warning", w)
+        if state.step == 0:
+            self._log("info", f"{length.explanation}; {self.batch.explanation}")
 
         from tunedesk.engine.run.feed import build_feed
 
@@ -254,7 +283,7 @@ class Trainer:
         for note in self.feed.notes:
             self._log("info", note)
         train_loader = self.feed.train_batches(sampler)
-        val_loader = self.feed.val_batches(max(h.batch_size, 32))
+        self.val_batch = max(self.batch_size, 32)
         trainable_params = [p for g in groups for p in g["params"]]
 
         step = state.step
@@ -270,6 +299,22 @@ class Trainer:
         t_window = time.perf_counter()
         t_train0 = time.perf_counter()
         stop_reason = ""
+        stopped_early = False
+        epochs_done = state.epoch
+
+        def checkpoint_state(epoch: int, batch_in_epoch: int) -> CheckpointState:
+            return CheckpointState(
+                step=step,
+                epoch=epoch,
+                batch_in_epoch=batch_in_epoch,
+                best_metric=best,
+                best_metrics=best_metrics,
+                last_metrics=last_metrics,
+                early_stopping=stopper.to_dict(),
+                budget_epochs=length.epochs,
+                batch_size=self.batch_size,
+                grad_accum_steps=self.grad_accum,
+            )
 
         if step == 0:
             # language models: the replies before any training, so the change of tone can be followed
@@ -277,103 +322,111 @@ class Trainer:
                 self._emit(SampleGenerated(self.run_id, 0, 0, prompt, text))
             t_window = t_train0 = time.perf_counter()
 
-        for epoch in range(state.epoch, h.epochs):
+        for epoch in range(state.epoch, length.epochs):
             skip = state.batch_in_epoch if epoch == state.epoch else 0
-            sampler.set_epoch(epoch, skip)
             freezing.set_train_mode(model, cfg.freeze.train_batchnorm_stats)
-            micro = skip
-            optimizer.zero_grad(set_to_none=True)
-            for batch in train_loader:
-                batch = self.feed.to_device(batch)
-                with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = self.feed.forward(model, batch)
-                    loss = self.task.loss(logits, batch)
-                scaler.scale(loss / h.grad_accum_steps).backward()
-                detached = loss.detach()
-                loss_sum += detached
-                nonfinite |= ~torch.isfinite(detached)
-                micro += 1
-                micro_in_window += 1
-                n = batch["labels"].shape[0]
-                samples_window += n
-                samples_total += n
-                if micro % h.grad_accum_steps and micro != per_epoch_micro:
-                    continue
-                # ---- optimizer step ----
-                if h.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable_params, h.max_grad_norm, foreach=True)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+            window_start = skip  # the micro-batch the current optimizer step started at
+            oom = True
+            while oom:  # an out-of-memory step restarts its window with half the batch
+                oom = False
+                sampler.set_epoch(epoch, window_start)
+                per_epoch_micro = sampler.batches_per_epoch
+                micro = window_start
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
+                for batch in train_loader:
+                    try:
+                        batch = self.feed.to_device(batch)
+                        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                            logits = self.feed.forward(model, batch)
+                            loss = self.task.loss(logits, batch)
+                        scaler.scale(loss / self.grad_accum).backward()
+                    except torch.OutOfMemoryError:
+                        del batch
+                        logits = loss = None
+                        self._halve_batch(sampler, optimizer, step)
+                        window_start *= 2
+                        oom = True
+                        break
+                    detached = loss.detach()
+                    loss_sum += detached
+                    nonfinite |= ~torch.isfinite(detached)
+                    micro += 1
+                    micro_in_window += 1
+                    n = batch["labels"].shape[0]
+                    samples_window += n
+                    samples_total += n
+                    if micro % self.grad_accum and micro != per_epoch_micro:
+                        continue
+                    window_start = micro
+                    # ---- optimizer step ----
+                    if h.max_grad_norm:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(trainable_params, h.max_grad_norm, foreach=True)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
 
-                last_of_run = step >= total_steps
-                if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
-                    # the one host read per logging window (it waits for the queued GPU work)
-                    loss_value = float(loss_sum) / max(micro_in_window, 1)
-                    if bool(nonfinite):
-                        return self._finish(
-                            "failed",
-                            start,
-                            reason=f"the loss became NaN or infinite near step {step}",
-                            hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
-                            steps=step,
+                    last_of_run = step >= total_steps
+                    if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
+                        # the one host read per logging window (it waits for the queued GPU work)
+                        loss_value = float(loss_sum) / max(micro_in_window, 1)
+                        if bool(nonfinite):
+                            return self._finish(
+                                "failed",
+                                start,
+                                reason=f"the loss became NaN or infinite near step {step}",
+                                hint="lower the learning rate, switch fp16 to bf16 or fp32, or check the data",
+                                steps=step,
+                            )
+                        now = time.perf_counter()
+                        window = max(now - t_window, 1e-9)
+                        mem = peak = None
+                        if self.device.type == "cuda":
+                            mem = torch.cuda.memory_allocated(self.device) / 2**20
+                            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+                        self._emit(
+                            StepLogged(
+                                self.run_id,
+                                step,
+                                epoch,
+                                loss_value,
+                                scheduler.get_last_lr()[0],
+                                samples_window / window,
+                                now - t_train0 - paused_total,
+                                mem,
+                                peak,
+                            )
                         )
-                    now = time.perf_counter()
-                    window = max(now - t_window, 1e-9)
-                    mem = peak = None
-                    if self.device.type == "cuda":
-                        mem = torch.cuda.memory_allocated(self.device) / 2**20
-                        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-                    self._emit(
-                        StepLogged(
-                            self.run_id,
-                            step,
-                            epoch,
-                            loss_value,
-                            scheduler.get_last_lr()[0],
-                            samples_window / window,
-                            now - t_train0 - paused_total,
-                            mem,
-                            peak,
-                        )
-                    )
-                    loss_sum.zero_()
-                    micro_in_window = samples_window = 0
-                    t_window = time.perf_counter()
+                        loss_sum.zero_()
+                        micro_in_window = samples_window = 0
+                        t_window = time.perf_counter()
 
-                if self.control.paused:
-                    paused_total += self.control.wait_while_paused()
-                    t_window = time.perf_counter()
-                if self.control.stop_requested:
-                    stop_reason = self.control.stop_reason or "stopped by the user"
-                    st = CheckpointState(
-                        step=step,
-                        epoch=epoch,
-                        batch_in_epoch=micro,
-                        best_metric=best,
-                        best_metrics=best_metrics,
-                        last_metrics=last_metrics,
-                    )
-                    path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
-                    self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
-                    break
-                if last_of_run:
-                    break
+                    if self.control.paused:
+                        paused_total += self.control.wait_while_paused()
+                        t_window = time.perf_counter()
+                    if self.control.stop_requested:
+                        stop_reason = self.control.stop_reason or "stopped by the user"
+                        st = checkpoint_state(epoch, micro)
+                        path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
+                        self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                        break
+                    if last_of_run:
+                        break
             if stop_reason:
                 break
 
             # ---- end of epoch: validation, best and last checkpoints (not counted in samples/s) ----
             t_eval0 = time.perf_counter()
-            metrics, confusion, per_class = self.evaluate(model, val_loader, autocast_dtype)
+            metrics, confusion, per_class = self._evaluate_fitting(model, autocast_dtype)
             metrics["epoch"] = epoch + 1
             key = self.task.primary_metric
             value = metrics.get(key)
-            is_best = value is not None and (
-                best is None or (value > best if self.task.higher_is_better else value < best)
-            )
+            is_best = stopper.update(value, epoch + 1)
+            if not is_best and isinstance(scheduler, PlateauSchedule):
+                scheduler.plateau()
+            epochs_done = epoch + 1
             last_metrics = metrics
             # language models: follow the tone epoch by epoch (other tasks generate nothing)
             for prompt, text in self.task.generate_samples(model, self.loaded, cfg, self.device):
@@ -387,23 +440,22 @@ class Trainer:
             )
             if is_best:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
-            st = CheckpointState(
-                step=step,
-                epoch=epoch + 1,
-                batch_in_epoch=0,
-                best_metric=best,
-                best_metrics=best_metrics,
-                last_metrics=last_metrics,
-            )
+            st = checkpoint_state(epoch + 1, 0)
             path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
             paused_total += time.perf_counter() - t_eval0
             t_window = time.perf_counter()
+            if length.early_stopping and stopper.should_stop:
+                stopped_early = True
+                break
             if step >= total_steps:
                 break
 
         train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)
         sps = samples_total / train_time
+        if not stop_reason:
+            self.summary = outcome(length, stopper if length.early_stopping else None, epochs_done, stopped_early)
+            self._log("info", self.summary)
         if stop_reason:
             return self._finish(
                 "stopped",
@@ -421,7 +473,22 @@ class Trainer:
             final_metrics=best_metrics or last_metrics,
             samples_per_second=sps,
             steps=step,
+            summary=self.summary,
         )
+
+    def _evaluate_fitting(
+        self, model: nn.Module, autocast_dtype: torch.dtype | None
+    ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
+        """Evaluate, halving the validation batch while it runs out of GPU memory."""
+        while True:
+            try:
+                return self.evaluate(model, self.feed.val_batches(self.val_batch), autocast_dtype)
+            except torch.OutOfMemoryError:
+                if self.val_batch <= 1:
+                    raise
+                self._free_cuda()
+                self.val_batch //= 2
+                self._log("warning", f"out of GPU memory while validating: continuing with batches of {self.val_batch}")
 
     def evaluate(
         self, model: nn.Module, loader: Iterable[dict[str, Any]], autocast_dtype: torch.dtype | None
@@ -436,3 +503,16 @@ class Trainer:
                     loss = self.task.loss(logits, batch)
                 state.update(logits, batch["labels"], loss)
         return state.compute(self.data.label_names)
+
+
+def _saved_batch(folder: Path) -> tuple[int, int] | None:
+    """The (batch size, accumulation) a checkpoint was written with, if it says."""
+    from tunedesk.engine.run.checkpoint import STATE_FILE
+
+    try:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["state"]
+    except Exception:  # noqa: BLE001 - load_checkpoint reports an unreadable checkpoint properly
+        return None
+    if state.get("batch_size") and state.get("grad_accum_steps"):
+        return int(state["batch_size"]), int(state["grad_accum_steps"])
+    return None

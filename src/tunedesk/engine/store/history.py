@@ -30,7 +30,10 @@ _LR = (
 EXTRA_FIELDS = {
     "learning_rate": _LR,
     "epochs": "json_extract(config_json, '$.hparams.epochs')",
-    "batch_size": "json_extract(config_json, '$.hparams.batch_size')",
+    "batch_size": (  # auto: the batch the run resolved
+        "COALESCE(json_extract(config_json, '$.hparams.batch_size'), "
+        f"json_extract(config_json, '$.{RESOLVED_KEY}.batch_size'))"
+    ),
     "notes": "notes",
 }
 

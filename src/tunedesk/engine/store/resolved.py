@@ -32,6 +32,9 @@ class ResolvedRun:
     model_kind: str | None = None  # hf, torchvision or timm (a timm folder may be named with source hf)
     chat: bool | None = None  # trained on conversations: prompts go through the chat template
     best_metric: str | None = None  # the metric that picked the best checkpoint (the task's primary metric)
+    batch_size: int | None = None  # examples per forward/backward (auto: what fitted)
+    grad_accum_steps: int | None = None
+    batch_explanation: str | None = None
     version: int = RESOLVED_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tunedesk.engine import freezing
-from tunedesk.engine.config import RunConfig
+from tunedesk.engine.config import AUTO_BATCH, RunConfig
 from tunedesk.engine.datasets.versions import load_chat_version, load_corpus_version, version_kind
 from tunedesk.engine.errors import ConfigError, DataError, ModelError
 from tunedesk.engine.lm import data as lm_data
@@ -257,8 +257,9 @@ class CausalLM(Task):
         val: torch.utils.data.Dataset = enc.val
         summary = enc.summary
         if h.packing and self.chat:
-            train, stats = packing.pack_dataset(enc.train, h.max_length, h.batch_size)
-            val, _ = packing.pack_dataset(enc.val, h.max_length, h.batch_size)
+            batch = h.batch_size or AUTO_BATCH
+            train, stats = packing.pack_dataset(enc.train, h.max_length, batch)
+            val, _ = packing.pack_dataset(enc.val, h.max_length, batch)
             summary += "; " + stats.summary()
         return PreparedData(
             train=train,
