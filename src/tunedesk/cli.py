@@ -22,6 +22,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 EXIT_USER_ERROR = 2
 
 
+def _epochs_arg(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or auto, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunedesk", description="Fine-tune pre-trained models on this machine, offline."
@@ -35,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="run configuration file (.json or .toml)")
     p.add_argument("--json", action="store_true", help="print a JSON result as the last line")
     p.add_argument("--device", help="override the configuration's device (auto, cpu, cuda, cuda:N, mps)")
-    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.add_argument("--epochs", type=_epochs_arg, help="override the number of epochs (a number, or auto)")
     p.add_argument("--dataset-version", help="train on a saved data set version instead of the configured data")
 
     p = sub.add_parser("demo", help="fine-tune the bundled MiniLM on the bundled support-ticket data (CPU, offline)")
@@ -146,6 +155,8 @@ class ProgressPrinter:
                 f"run {event.run_id}: {event.trainable_params:,} of {event.total_params:,} parameters train "
                 f"on {event.device} ({event.precision}), lr {event.learning_rate:g}"
             )
+            if event.length_note:
+                self.write(event.length_note)
         elif kind == "StepLogged" and self.bar is not None:
             self.bar.update(event.step - self.done)
             self.done = event.step
@@ -202,6 +213,8 @@ def _print_result(result, as_json: bool, extra: dict[str, Any] | None = None) ->
         line += f": validation accuracy {acc:.3f}, macro-F1 {result.metrics.get('val_macro_f1', 0):.3f}"
     line += f", {result.samples_per_second:.1f} samples/s, {result.duration:.0f} s"
     print(line)
+    if result.summary:
+        print(result.summary)
     if result.reason:
         print(f"{'reason' if result.status != 'failed' else 'error'}: {result.reason}")
     if result.hint:
@@ -222,7 +235,9 @@ def cmd_train(args) -> int:
     config = RunConfig.load(args.config)
     if args.device:
         config.device = args.device
-    if args.epochs:
+    if args.epochs == "auto":
+        config.hparams.epochs = None
+    elif args.epochs:
         config.hparams.epochs = args.epochs
     if args.dataset_version:
         config.data.kind = "dataset_version"
@@ -238,8 +253,10 @@ def cmd_train(args) -> int:
 
 
 def demo_config(device: str = "auto", epochs: int | None = None, pretrained: bool = True):
+    """The model and the data, nothing else: the demo shows what TuneDesk's defaults do (auto length,
+    the suggested learning rates, auto batch size)."""
     from tunedesk.engine.catalog import demo_model_path
-    from tunedesk.engine.config import DataSpec, FreezeRule, FreezeSpec, HyperParams, ModelSpec, RunConfig
+    from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
     from tunedesk.engine.paths import resources_dir
 
     data = resources_dir() / "demo" / "support_tickets.csv"
@@ -248,19 +265,7 @@ def demo_config(device: str = "auto", epochs: int | None = None, pretrained: boo
         task="text_classification",
         model=ModelSpec(str(demo_model_path()), source="hf", pretrained=pretrained),
         data=DataSpec(kind="text_table", path=str(data), text_column="text", label_column="label", val_fraction=0.2),
-        # The embedding matrix is half of MiniLM's weights and generic: keep it frozen, train the rest.
-        freeze=FreezeSpec(preset="all", rules=[FreezeRule("@embeddings", False)]),
-        # 5e-5 is the top of BERT's usual fine-tuning range (TuneDesk's generic suggestion is 1e-5): with
-        # 500 tickets and a 4-epoch budget it reaches ~97% instead of ~85%. The new head trains at 1e-3.
-        hparams=HyperParams(
-            epochs=epochs or 4,
-            batch_size=16,
-            max_length=64,
-            warmup_ratio=0.1,
-            log_every=5,
-            learning_rate=5e-5,
-            head_learning_rate=1e-3,
-        ),
+        hparams=HyperParams(epochs=epochs, log_every=5),
         device=device,
         seed=13,
     )
@@ -280,14 +285,10 @@ def cmd_demo(args) -> int:
         _print_result(result, args.json)
         return 0 if result.status == "completed" else 1
     _print_result(result, False)
+    # The same defaults: the same budget rule and early stopping; a model with no pre-training has no
+    # features to protect, so TuneDesk suggests a pre-training-like rate for it (3e-4, the best of 1e-4,
+    # 3e-4 and 1e-3 here).
     scratch_cfg = demo_config(args.device, args.epochs, pretrained=False)
-    # Same budget; a model with no pre-training has no useful features to protect, so it trains fully
-    # at its own family's rate (pre-training-like) to give it its best chance.
-    from tunedesk.engine.config import FreezeSpec
-
-    scratch_cfg.freeze = FreezeSpec(preset="all")
-    scratch_cfg.hparams.learning_rate = 3e-4  # the best of 1e-4, 3e-4 and 1e-3 for this budget
-    scratch_cfg.hparams.head_learning_rate = None
     printer2 = ProgressPrinter("training from scratch")
     scratch = _run_with_interrupt(
         lambda: execute(scratch_cfg, listeners=[printer2], control=control, progress=printer2.write), control
