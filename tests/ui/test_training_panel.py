@@ -141,9 +141,9 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
     assert "fp16 is not supported on the CPU" in panel.form.visible_errors()["precision"]
 
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp32"))
-    panel.form.epochs.setValue(0)
+    panel.form.grad_accum.setValue(0)
     assert panel.controller.start() is False
-    assert "hparams.epochs must be >= 1" in panel.form.visible_errors()["hparams.epochs"]
+    assert "hparams.grad_accum_steps must be >= 1" in panel.form.visible_errors()["hparams.grad_accum_steps"]
     with _store(state) as store:
         assert store.list_runs() == []
 
@@ -151,12 +151,15 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
 def test_suggested_learning_rate_is_filled_in_and_explained(panel, tiny_bert_dir, text_csv):
     config = tiny_text_config(tiny_bert_dir, text_csv, learning_rate=None)
     panel.form.apply_config(config)
-    assert panel.form.lr_edit.text() == "1e-05"
+    assert panel.form.lr_edit.text() == "5e-05"  # the size is not known before the model is read
     note = panel.form.lr_note.text()
-    assert "about a tenth of the bert family's usual pre-training rate" in note
+    assert "the bert family's fine-tuning rate 5e-05" in note and "calibrated on three real" in note
     from tunedesk.engine.defaults import suggested_head_learning_rate
 
-    assert f"new head trains at {suggested_head_learning_rate(1e-5):g}" in note
+    assert f"new head trains at {suggested_head_learning_rate(5e-5):g}" in note
+    # Epochs and batch size show "auto" and ask the engine for its defaults.
+    assert panel.form.epochs.text() == "auto" and panel.form.batch_size.text() == "auto"
+    assert panel.form.build_config().hparams.epochs is None
     # Left at the suggestion, the config asks the engine for its default (so the head gets its own rate).
     assert panel.form.build_config().hparams.learning_rate is None
     panel.form.lr_edit.setText("3e-5")
@@ -249,7 +252,7 @@ def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_
     qtbot.addWidget(p)
     assert p.form.model_edit.text() == str(tiny_bert_dir)
     assert "tiny-bert" in p.form.model_note.text()
-    assert p.form.lr_edit.text() == "1e-05"
+    assert p.form.lr_edit.text() == "0.0001"  # a tiny model: the family rate x3 (the most for small size)
     state.select_data(DataSpec(kind="text_table", path=str(text_csv)))
     assert p.form.data_edit.text() == str(text_csv)
     assert p.form.text_col.currentText() == "text" and p.form.label_col.findText("label") >= 0

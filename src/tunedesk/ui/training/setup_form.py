@@ -72,6 +72,7 @@ class SetupForm(QWidget):
         self._model_source = "hf"
         self._model_weights: str | None = None
         self._family: str | None = None
+        self._params: int | None = None  # the model's size, when known: the suggested rate depends on it
         self._suggested_text = ""
         self.rows = FieldRows()
         self._errors = self.rows.errors  # field -> error label
@@ -163,10 +164,25 @@ class SetupForm(QWidget):
 
     def _hparam_group(self) -> QGroupBox:
         box, form = self.rows.group("Hyperparameters")
-        self.epochs = spin_box(0, 100000, 3)
-        self.rows.row(form, "Epochs", "hparams.epochs", self.epochs)
-        self.batch_size = spin_box(0, 65536, 16)
-        self.rows.row(form, "Batch size", "hparams.batch_size", self.batch_size)
+        self.epochs = spin_box(0, 100000, 0)
+        self.epochs.setSpecialValueText("auto")  # 0: until validation stops improving, within a budget
+        self.rows.row(
+            form,
+            "Epochs",
+            "hparams.epochs",
+            self.epochs,
+            tip="auto: train until the validation metric stops improving (within a budget from the data "
+            "size) and keep the best weights",
+        )
+        self.batch_size = spin_box(0, 65536, 0)
+        self.batch_size.setSpecialValueText("auto")  # 0: the calibrated batch, split to fit the GPU
+        self.rows.row(
+            form,
+            "Batch size",
+            "hparams.batch_size",
+            self.batch_size,
+            tip="auto: 16 examples per step, split into smaller batches if the GPU memory needs it",
+        )
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("TuneDesk's suggestion")
         self.lr_edit.textEdited.connect(self._lr_edited)
@@ -180,6 +196,8 @@ class SetupForm(QWidget):
         self.rows.row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
         self.schedule = QComboBox()
         for key, text in (
+            ("auto", "auto (halve on plateau for auto length, else cosine)"),
+            ("plateau", "halve on plateau (warm-up, then constant)"),
             ("cosine", "cosine (warm-up, then cosine decay)"),
             ("linear", "linear decay"),
             ("constant", "constant after warm-up"),
@@ -279,6 +297,7 @@ class SetupForm(QWidget):
         ]
         self.model_note.setText(f"{entry.name}" + (f" ({', '.join(bits)})" if bits else "") + " — from the Models area")
         self._family = getattr(entry, "family", None) or family_of_path(spec.name_or_path)
+        self._params = params or None
         if getattr(entry, "task", None) in TASK_LABELS and not self.data_edit.text():
             self._set_task(entry.task)
         self._refresh_suggestion()
@@ -297,6 +316,7 @@ class SetupForm(QWidget):
         self._model_weights = None
         self.model_note.setText("")
         self._family = model_family(self.model_source.currentData(), text)
+        self._params = None
         self._refresh_suggestion()
         self.changed.emit()
 
@@ -412,7 +432,11 @@ class SetupForm(QWidget):
             self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))  # LoRA adapters have their own rate
 
     def set_freeze_resolved(self, summary: str, trainable: int, total: int) -> None:
-        """After preparing: the engine's own description, with real parameter counts."""
+        """After preparing: the engine's own description, with real parameter counts (the suggested rate
+        depends on the model's size)."""
+        if total and total != self._params:
+            self._params = total
+            self._refresh_suggestion()
         self.freeze_label.setText(
             f"{freeze_text(self._freeze)}\n{summary.split(' - ')[0]} of the weights train "
             f"({trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters)"
@@ -425,12 +449,17 @@ class SetupForm(QWidget):
         self.changed.emit()
 
     def _refresh_suggestion(self) -> None:
-        lr, why = suggested_learning_rate(self._family or "")
+        lr, why = self._suggestion()
         old = self._suggested_text
         self._suggested_text = f"{lr:g}"
         if not self.lr_edit.text().strip() or self.lr_edit.text().strip() == old:
             self.lr_edit.setText(self._suggested_text)
         self.lr_note.setText(self._lr_note_for(self.lr_edit.text()))
+
+    def _suggestion(self) -> tuple[float, str]:
+        return suggested_learning_rate(
+            self._family or "", total_params=self._params, pretrained=self._base.model.pretrained
+        )
 
     def _lr_note_for(self, text: str) -> str:
         return lr_note(
@@ -440,6 +469,8 @@ class SetupForm(QWidget):
             self.task_combo.currentData(),
             head_from_pretrained=self.model_source.currentData() in ("hf", "timm") or bool(self._model_weights),
             lora=self._freeze.lora.active,
+            params=self._params,
+            pretrained=self._base.model.pretrained,
         )
 
     def set_learning_rate(self, value: float, explanation: str = "") -> None:
@@ -468,8 +499,8 @@ class SetupForm(QWidget):
         self.set_freeze(config.freeze)
         h = config.hparams
         for spin, value in (
-            (self.epochs, h.epochs),
-            (self.batch_size, h.batch_size),
+            (self.epochs, h.epochs or 0),  # 0 shows "auto"
+            (self.batch_size, h.batch_size or 0),
             (self.grad_accum, h.grad_accum_steps),
             (self.max_length, h.max_length),
             (self.image_size, h.image_size),
@@ -524,8 +555,8 @@ class SetupForm(QWidget):
         cfg.data = data
         cfg.freeze = copy.deepcopy(self._freeze)
         h = cfg.hparams
-        h.epochs = self.epochs.value()
-        h.batch_size = self.batch_size.value()
+        h.epochs = self.epochs.value() or None  # "auto"
+        h.batch_size = self.batch_size.value() or None
         lr_text = self.lr_edit.text().strip()
         h.learning_rate = (
             None

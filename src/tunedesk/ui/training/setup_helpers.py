@@ -156,12 +156,22 @@ def lost_on_reload(config: RunConfig, path: str | Path) -> list[str]:
     return lost
 
 
-def lr_note(text: str, suggested: str, family: str | None, task: str, *, head_from_pretrained: bool, lora: bool) -> str:
+def lr_note(
+    text: str,
+    suggested: str,
+    family: str | None,
+    task: str,
+    *,
+    head_from_pretrained: bool,
+    lora: bool,
+    params: int | None = None,
+    pretrained: bool = True,
+) -> str:
     """The words under the learning rate: why TuneDesk suggests it, or that the user set another."""
-    lr, why = suggested_learning_rate(family or "")
+    lr, why = suggested_learning_rate(family or "", total_params=params, pretrained=pretrained)
     text = text.strip()
     if text and text != suggested:
-        return f"Set by you; TuneDesk suggests {lr:g} for the {family or 'unknown'} family."
+        return f"Set by you; TuneDesk suggests {lr:g} for this model."
     why = why[0].upper() + why[1:]
     if task in ("text_classification", "image_classification") and head_from_pretrained:
         why += f". The new head trains at {suggested_head_learning_rate(lr):g} (it starts from random weights)."
