@@ -1,0 +1,185 @@
+"""Do TuneDesk's defaults give the best model the data allows? Defaults against a grid of fixed recipes.
+
+For each calibration data set (real labelled text, see benchmarks/calibration_sets.py) it trains the
+bundled all-MiniLM-L6-v2 with
+
+- ``defaults``: a configuration that names only the model and the data (and the split), and
+- a grid of fixed recipes: learning rate 1e-5, 3e-5, 1e-4, 3e-4 x 3 and 10 epochs (cosine schedule,
+  everything at that one rate, no early stopping), the engine's own defaults for everything else,
+
+all on the same split and seed, and prints each run's best validation accuracy and wall time, then a
+summary per data set (is the default within 1 point of the best recipe, in no more time?) and a JSON
+line last.
+
+    python benchmarks/default_quality.py                       # everything (hours on 2 CPU cores)
+    python benchmarks/default_quality.py --sets debian --only grid --results /tmp/grid.jsonl
+    python benchmarks/default_quality.py --report /tmp/grid.jsonl /tmp/defaults.jsonl
+
+Each finished run is appended to ``--results`` as one JSON line, so parts can run in parallel or be
+resumed, and ``--report`` summarises any number of such files. Wall time depends on what else the
+machine runs: compare runs made side by side, and read ``cpu_s`` (this process's CPU seconds) too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+LRS = (1e-5, 3e-5, 1e-4, 3e-4)
+EPOCHS = (3, 10)
+VAL_FRACTION = 0.25
+SEED = 42
+
+
+def base_config(data_path: Path, device: str):
+    from tunedesk.engine.catalog import demo_model_path
+    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+
+    return RunConfig(
+        task="text_classification",
+        model=ModelSpec(str(demo_model_path()), source="hf"),
+        data=DataSpec(kind="text_table", path=str(data_path), val_fraction=VAL_FRACTION),
+        device=device,
+        seed=SEED,
+    )
+
+
+def recipes(only: str) -> list[tuple[str, float | None, int | None]]:
+    out: list[tuple[str, float | None, int | None]] = []
+    if only in ("all", "defaults"):
+        out.append(("defaults", None, None))
+    if only in ("all", "grid"):
+        # the likely best first, so that a partial grid on a slow machine still answers the question
+        likely = (1e-4, 3e-4, 3e-5, 1e-5)
+        grid = [(lr, ep) for pair in zip(likely[::2], likely[1::2]) for ep in EPOCHS[::-1] for lr in pair]
+        out += [(f"lr {lr:g} x {ep} epochs", lr, ep) for lr, ep in grid]
+    return out
+
+
+def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs: int | None, device: str) -> dict:
+    from tunedesk.engine.run.runner import execute
+    from tunedesk.engine.store import RunStore
+
+    cfg = base_config(data_path, device)
+    if lr is not None:
+        cfg.hparams.learning_rate = lr
+    if epochs is not None:
+        cfg.hparams.epochs = epochs
+    with tempfile.TemporaryDirectory(prefix="tunedesk-quality-") as home:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = execute(cfg, home=home)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        store = RunStore(Path(home) / "tunedesk.db")
+        try:
+            epochs_run = len(store.epoch_metrics(result.run_id))
+            record = store.get_run(result.run_id)
+        finally:
+            store.close()
+    resolved = (record.get("config") or {}).get("_resolved", {})
+    return {
+        "set": set_name,
+        "recipe": label,
+        "lr": resolved.get("learning_rate", lr),
+        "head_lr": resolved.get("head_learning_rate"),
+        "epochs_run": epochs_run,
+        "status": result.status,
+        "best_val_accuracy": result.best_metric,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "auto_summary": resolved.get("auto_summary") or record.get("auto_summary") or "",
+    }
+
+
+def report(rows: list[dict]) -> dict:
+    summary = {}
+    for set_name in sorted({r["set"] for r in rows}):
+        mine = [r for r in rows if r["set"] == set_name]
+        grid = [r for r in mine if r["recipe"] != "defaults" and r["best_val_accuracy"] is not None]
+        defaults = [r for r in mine if r["recipe"] == "defaults"]
+        print(f"\n{set_name}")
+        print(f"  {'recipe':<24} {'epochs':>6} {'accuracy':>9} {'wall s':>8} {'cpu s':>8}")
+        for r in sorted(mine, key=lambda r: (r["recipe"] != "defaults", r["recipe"])):
+            acc = r["best_val_accuracy"]
+            print(
+                f"  {r['recipe']:<24} {r['epochs_run']:>6} {'' if acc is None else f'{acc:.3f}':>9} "
+                f"{r['wall_s']:>8.0f} {r['cpu_s']:>8.0f}"
+            )
+        entry: dict = {}
+        if grid:
+            best = max(grid, key=lambda r: (r["best_val_accuracy"], -r["wall_s"]))
+            entry["best_recipe"] = best["recipe"]
+            entry["best_accuracy"] = best["best_val_accuracy"]
+            entry["best_wall_s"] = best["wall_s"]
+        if defaults:
+            d = defaults[-1]
+            entry["defaults_accuracy"] = d["best_val_accuracy"]
+            entry["defaults_wall_s"] = d["wall_s"]
+            entry["defaults_epochs"] = d["epochs_run"]
+            entry["defaults_lr"] = d["lr"]
+        if grid and defaults and entry["defaults_accuracy"] is not None:
+            gap = 100 * (entry["best_accuracy"] - entry["defaults_accuracy"])
+            entry["gap_points"] = round(gap, 1)
+            entry["within_1_point"] = gap <= 1.0 + 1e-9
+            entry["no_slower"] = entry["defaults_wall_s"] <= entry["best_wall_s"]
+            print(
+                f"  defaults {entry['defaults_accuracy']:.3f} in {entry['defaults_wall_s']:.0f} s vs best recipe "
+                f"({best['recipe']}) {entry['best_accuracy']:.3f} in {entry['best_wall_s']:.0f} s: "
+                f"{gap:+.1f} points behind"
+            )
+        summary[set_name] = entry
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="debian,wordnet,fortunes")
+    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
+    ap.add_argument("--only", choices=["all", "defaults", "grid"], default="all")
+    ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--report", nargs="+", metavar="JSONL", help="only summarise these results files")
+    args = ap.parse_args(argv)
+
+    if args.report:
+        rows = [json.loads(line) for f in args.report for line in Path(f).read_text().splitlines() if line.strip()]
+        print(json.dumps(report(rows)))
+        return 0
+
+    import torch
+
+    from calibration_sets import write_sets
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = Path(args.results or tempfile.mkstemp(prefix="default-quality-", suffix=".jsonl")[1])
+    paths = write_sets(Path(args.data), args.sets.split(","))
+    rows = []
+    for set_name, path in paths.items():
+        for label, lr, epochs in recipes(args.only):
+            row = run_one(set_name, path, label, lr, epochs, args.device)
+            rows.append(row)
+            with open(results, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(
+                f"{set_name:<9} {label:<24} epochs {row['epochs_run']:>2}  accuracy {row['best_val_accuracy']}  "
+                f"{row['wall_s']:.0f} s {row['auto_summary']}",
+                flush=True,
+            )
+    print(f"results: {results}")
+    print(json.dumps(report(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
