@@ -58,6 +58,9 @@ def recipes(only: str) -> list[tuple[str, float | None, int | None]]:
     out: list[tuple[str, float | None, int | None]] = []
     if only in ("all", "defaults"):
         out.append(("defaults", None, None))
+    if only in ("all", "schedules"):
+        # the schedule question: auto length with a cosine over the whole budget instead of halve-on-plateau
+        out.append(("defaults, cosine over budget", None, None))
     if only in ("all", "grid"):
         # the likely best first, so that a partial grid on a slow machine still answers the question
         likely = (1e-4, 3e-4, 3e-5, 1e-5)
@@ -71,6 +74,8 @@ def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs
     from tunedesk.engine.store import RunStore
 
     cfg = base_config(data_path, device)
+    if label == "defaults, cosine over budget":
+        cfg.hparams.schedule = "cosine"
     if lr is not None:
         cfg.hparams.learning_rate = lr
     if epochs is not None:
@@ -96,7 +101,7 @@ def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs
         "best_val_accuracy": result.best_metric,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
-        "auto_summary": resolved.get("auto_summary") or record.get("auto_summary") or "",
+        "auto_summary": result.summary,
     }
 
 
@@ -104,7 +109,7 @@ def report(rows: list[dict]) -> dict:
     summary = {}
     for set_name in sorted({r["set"] for r in rows}):
         mine = [r for r in rows if r["set"] == set_name]
-        grid = [r for r in mine if r["recipe"] != "defaults" and r["best_val_accuracy"] is not None]
+        grid = [r for r in mine if r["recipe"].startswith("lr ") and r["best_val_accuracy"] is not None]
         defaults = [r for r in mine if r["recipe"] == "defaults"]
         print(f"\n{set_name}")
         print(f"  {'recipe':<24} {'epochs':>6} {'accuracy':>9} {'wall s':>8} {'cpu s':>8}")
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="debian,wordnet,fortunes")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
-    ap.add_argument("--only", choices=["all", "defaults", "grid"], default="all")
+    ap.add_argument("--only", choices=["all", "defaults", "grid", "schedules"], default="all")
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")

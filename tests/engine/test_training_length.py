@@ -142,7 +142,7 @@ def test_patience_stops_a_run_and_the_best_weights_are_kept(home, tiny_bert_dir,
         return metrics, confusion, per_class
 
     monkeypatch.setattr(training.Trainer, "evaluate", scripted)
-    config = _auto_config(tiny_bert_dir, text_csv)
+    config = _auto_config(tiny_bert_dir, text_csv, patience=2)
     prep = prepare(config)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
 

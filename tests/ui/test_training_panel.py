@@ -149,7 +149,7 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
 
 
 def test_suggested_learning_rate_is_filled_in_and_explained(panel, tiny_bert_dir, text_csv):
-    config = tiny_text_config(tiny_bert_dir, text_csv, learning_rate=None)
+    config = tiny_text_config(tiny_bert_dir, text_csv, learning_rate=None, epochs=None, batch_size=None)
     panel.form.apply_config(config)
     assert panel.form.lr_edit.text() == "5e-05"  # the size is not known before the model is read
     note = panel.form.lr_note.text()
@@ -252,7 +252,7 @@ def test_models_data_and_freeze_plan_come_from_the_app_state(state, qtbot, tiny_
     qtbot.addWidget(p)
     assert p.form.model_edit.text() == str(tiny_bert_dir)
     assert "tiny-bert" in p.form.model_note.text()
-    assert p.form.lr_edit.text() == "0.0001"  # a tiny model: the family rate x3 (the most for small size)
+    assert p.form.lr_edit.text() == "0.0002"  # a tiny model: the family rate x3 (the most for small size)
     state.select_data(DataSpec(kind="text_table", path=str(text_csv)))
     assert p.form.data_edit.text() == str(text_csv)
     assert p.form.text_col.currentText() == "text" and p.form.label_col.findText("label") >= 0
@@ -336,7 +336,7 @@ def test_failing_run_shows_its_error_and_is_recorded_failed(panel, state, qtbot,
     box = panel.error_dialog
     assert box is not None and box.isVisible()
     assert "ran out of GPU memory" in box.text()
-    assert "smaller batch size" in box.informativeText()
+    assert "halves the batch" in box.informativeText()
     box.close()
     with _store(state) as store:
         run = store.get_run(finished.args[0])

@@ -98,12 +98,12 @@ def suggested_learning_rate(
         size = f"for a model of its base size ({total_params / 1e6:.0f} M parameters)"
     elif factor > 1:
         size = (
-            f"x{factor:.1f} because this model ({total_params / 1e6:.0f} M parameters) is smaller than the "
+            f"×{factor:.1f} because this model ({total_params / 1e6:.0f} M parameters) is smaller than the "
             f"{REFERENCE_PARAMS / 1e6:.0f} M the rate is for (smaller models take larger steps)"
         )
     else:
         size = (
-            f"x{factor:.2f} because this model ({total_params / 1e6:,.0f} M parameters) is larger than the "
+            f"×{factor:.2f} because this model ({total_params / 1e6:,.0f} M parameters) is larger than the "
             f"{REFERENCE_PARAMS / 1e6:.0f} M the rate is for"
         )
     return lr, (

@@ -68,9 +68,11 @@ def plan_length(h: HyperParams, steps_per_epoch: int, n_train: int) -> TrainingL
     if h.max_steps:
         total = min(total, h.max_steps)
     schedule = h.schedule if h.schedule != "auto" else ("plateau" if early else "cosine")
-    # A run that may stop early warms up over the part of the budget it is sure to train.
-    span = min(total, max(h.auto_min_steps, steps_per_epoch)) if early else total
-    warmup = int(h.warmup_ratio * span)
+    # A run that may stop early warms up over the part of the budget it is sure to train, and for at
+    # most one epoch: on small data sets a long warm-up is most of the run.
+    warmup = int(h.warmup_ratio * min(total, h.auto_min_steps)) if early else int(h.warmup_ratio * total)
+    if early:
+        warmup = min(warmup, steps_per_epoch)
     return TrainingLength(epochs, auto, early, h.patience, h.min_delta, schedule, warmup, total, why)
 
 

@@ -448,6 +448,8 @@ class TrainController(QObject):
         if ev.status == "completed":
             best = self.best_epoch()
             summary = _plain(metric_line(ev.final_metrics))
+            if ev.summary:  # what the length came to: "auto: stopped after epoch 9, best epoch 7 (...)"
+                summary += f" — {ev.summary}"
             text = f"Run #{rid} finished — {summary}"
             self.view.log_line(f"finished: {summary}", "ok")
             best_ev = next((e for e in reversed(self.epoch_events) if e.epoch == best), None)
