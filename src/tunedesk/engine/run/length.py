@@ -47,7 +47,7 @@ def plan_length(h: HyperParams, steps_per_epoch: int, n_train: int) -> TrainingL
     """Resolve epochs / early stopping / schedule for ``steps_per_epoch`` optimizer steps per epoch."""
     steps_per_epoch = max(1, steps_per_epoch)
     auto = h.epochs is None
-    if auto:
+    if h.epochs is None:
         need = math.ceil(h.auto_min_steps / steps_per_epoch)
         epochs = min(h.auto_max_epochs, max(MIN_AUTO_EPOCHS, need))
         why = (
@@ -55,7 +55,7 @@ def plan_length(h: HyperParams, steps_per_epoch: int, n_train: int) -> TrainingL
             f"(budget: at least {h.auto_min_steps:,} optimizer steps, at most {h.auto_max_epochs} epochs)"
         )
     else:
-        epochs = int(h.epochs)
+        epochs = h.epochs
         why = f"{epochs} epoch(s) of {steps_per_epoch} steps (set by you)"
     early = auto if h.early_stopping is None else bool(h.early_stopping)
     if early:

@@ -284,6 +284,7 @@ class Trainer:
             self._log("info", note)
         train_loader = self.feed.train_batches(sampler)
         self.val_batch = max(self.batch_size, 32)
+        self._val_loader: Iterable[dict[str, Any]] | None = None
         trainable_params = [p for g in groups for p in g["params"]]
 
         step = state.step
@@ -342,7 +343,6 @@ class Trainer:
                         scaler.scale(loss / self.grad_accum).backward()
                     except torch.OutOfMemoryError:
                         del batch
-                        logits = loss = None
                         self._halve_batch(sampler, optimizer, step)
                         window_start *= 2
                         oom = True
@@ -481,13 +481,16 @@ class Trainer:
     ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
         """Evaluate, halving the validation batch while it runs out of GPU memory."""
         while True:
+            if self._val_loader is None:
+                self._val_loader = self.feed.val_batches(self.val_batch)
             try:
-                return self.evaluate(model, self.feed.val_batches(self.val_batch), autocast_dtype)
+                return self.evaluate(model, self._val_loader, autocast_dtype)
             except torch.OutOfMemoryError:
                 if self.val_batch <= 1:
                     raise
                 self._free_cuda()
                 self.val_batch //= 2
+                self._val_loader = None
                 self._log("warning", f"out of GPU memory while validating: continuing with batches of {self.val_batch}")
 
     def evaluate(

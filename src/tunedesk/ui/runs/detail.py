@@ -135,7 +135,7 @@ class OverviewTab(QWidget):
         new_layers = "LoRA adapters" if run.get("task") == "causal_lm" else "new head"
         lr_more = f" ({new_layers} {fmt.lr_text(head_lr)})" if head_lr and head_lr != lr else ""
         f["hparams"].setText(
-            f"lr {fmt.lr_text(lr)}{lr_more} · {h.get('epochs') or 'auto'} epochs · batch {h.get('batch_size') or res.get('batch_size') or 'auto'} · "
+            f"lr {fmt.lr_text(lr)}{lr_more} · {h.get('epochs') or 'auto'} epochs · batch {h.get('batch_size') or res.batch_size or 'auto'} · "
             f"{h.get('schedule', '')} schedule · seed {config.get('seed')}"
         )
         f["device"].setText(" · ".join(x for x in (run.get("device"), run.get("precision")) if x))
