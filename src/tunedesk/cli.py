@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,19 +102,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"train": cmd_train, "demo": cmd_demo, "runs": cmd_runs, "models": cmd_models}[args.command]
         return handler(args)
     except TuneDeskError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"status": "error", "error": exc.message, "hint": exc.hint}))
-        return EXIT_USER_ERROR
+        return _user_error(exc.message, exc.hint, args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except sqlite3.Error as exc:  # the history failed mid-command (disk full, locked, read-only)
+        from tunedesk.engine.paths import database_path
+        from tunedesk.engine.store.connection import database_error
+
+        err = database_error(exc, database_path())
+        return _user_error(err.message, err.hint, args)
+    except OSError as exc:  # a full disk, a permission, a read-only folder: the user's machine, not a bug
+        from tunedesk.engine.errors import os_error
+
+        err = os_error(exc, exc.filename or "a file", "")
+        return _user_error(err.message, err.hint, args)
     except ImportError as exc:  # a broken installation is the user's environment, not a TuneDesk bug
         print(f"error: a library TuneDesk needs could not be loaded ({exc})", file=sys.stderr)
         print("hint: reinstall TuneDesk and its dependencies: pip install --force-reinstall -e .", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _user_error(message: str, hint: str, args: argparse.Namespace) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"status": "error", "error": message, "hint": hint}))
+    return EXIT_USER_ERROR
 
 
 # ---- train / demo ---------------------------------------------------------------------------------
@@ -203,7 +219,7 @@ def _print_result(result, as_json: bool, extra: dict[str, Any] | None = None) ->
     line += f", {result.samples_per_second:.1f} samples/s, {result.duration:.0f} s"
     print(line)
     if result.reason:
-        print(f"{'reason' if result.status != 'failed' else 'error'}: {result.reason}")
+        print(f"{'reason' if result.status in ('completed', 'stopped') else 'error'}: {result.reason}")
     if result.hint:
         print(f"hint: {result.hint}")
     if result.status == "completed":
@@ -222,8 +238,8 @@ def cmd_train(args) -> int:
     config = RunConfig.load(args.config)
     if args.device:
         config.device = args.device
-    if args.epochs:
-        config.hparams.epochs = args.epochs
+    if args.epochs is not None:
+        config.hparams.epochs = args.epochs  # 0 or less is refused by validate(), never ignored
     if args.dataset_version:
         config.data.kind = "dataset_version"
         config.data.dataset_version = args.dataset_version
@@ -234,7 +250,7 @@ def cmd_train(args) -> int:
         lambda: execute(config, listeners=[printer], control=control, progress=printer.write), control
     )
     _print_result(result, args.json)
-    return 0 if result.status in ("completed", "stopped") else 1
+    return result.exit_code
 
 
 def demo_config(device: str = "auto", epochs: int | None = None, pretrained: bool = True):
@@ -278,7 +294,7 @@ def cmd_demo(args) -> int:
     )
     if not args.compare_scratch:
         _print_result(result, args.json)
-        return 0 if result.status == "completed" else 1
+        return result.exit_code
     _print_result(result, False)
     scratch_cfg = demo_config(args.device, args.epochs, pretrained=False)
     # Same budget; a model with no pre-training has no useful features to protect, so it trains fully
@@ -312,8 +328,7 @@ def cmd_demo(args) -> int:
                 }
             )
         )
-    ok = result.status == "completed" and scratch.status == "completed"
-    return 0 if ok else 1
+    return result.exit_code or scratch.exit_code
 
 
 # ---- runs --------------------------------------------------------------------------------------------
@@ -369,12 +384,9 @@ def cmd_runs(args) -> int:
                 if answer.strip().lower() not in ("y", "yes"):
                     print("kept")
                     return 0
-            row = store.delete_run(args.run_id)
-            out = row.get("output_dir")
-            if out and Path(out).is_dir():
-                import shutil
+            from tunedesk.engine.store.history import delete_run
 
-                shutil.rmtree(out, ignore_errors=True)
+            delete_run(store, args.run_id)  # refuses a live run; a folder the user chose keeps their files
             print(f"deleted run {args.run_id}")
             return 0
     finally:
@@ -426,7 +438,7 @@ def _cmd_resume(args) -> int:
         lambda: resume(args.run_id, listeners=[printer], control=control, progress=printer.write), control
     )
     _print_result(result, args.json)
-    return 0 if result.status in ("completed", "stopped") else 1
+    return result.exit_code
 
 
 def _cmd_export(args) -> int:

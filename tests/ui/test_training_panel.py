@@ -143,7 +143,7 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp32"))
     panel.form.epochs.setValue(0)
     assert panel.controller.start() is False
-    assert "hparams.epochs must be >= 1" in panel.form.visible_errors()["hparams.epochs"]
+    assert "hparams.epochs must be a whole number >= 1" in panel.form.visible_errors()["hparams.epochs"]
     with _store(state) as store:
         assert store.list_runs() == []
 

@@ -20,9 +20,9 @@ from torch import nn
 from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.devices import input_workers, select_device, select_precision
-from tunedesk.engine.errors import ConfigError, TuneDeskError
+from tunedesk.engine.errors import ConfigError, TuneDeskError, os_error
 from tunedesk.engine.models import LoadedModel
-from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_last
+from tunedesk.engine.run.checkpoint import CheckpointState, CheckpointWriter, load_checkpoint, recover
 from tunedesk.engine.run.events import (
     CheckpointSaved,
     Control,
@@ -96,6 +96,8 @@ class Trainer:
         self.head_lr = head_learning_rate
         self.resume_from = resume_from
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.output_dir / "cache"
+        # The history is flushed before each checkpoint is swapped in: it then holds every step up to it.
+        self.checkpoints = CheckpointWriter(self.output_dir, before_commit=self.bus.flush)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -146,6 +148,9 @@ class Trainer:
             )
         except TuneDeskError as exc:
             return self._finish("failed", start, reason=exc.message, hint=exc.hint)
+        except OSError as exc:  # a full disk or a folder taken away while writing a checkpoint: not a bug
+            err = os_error(exc, exc.filename or self.output_dir, "")
+            return self._finish("failed", start, reason=err.message, hint=err.hint)
         except Exception as exc:
             log.exception("run %s failed", self.run_id)
             return self._finish(
@@ -153,6 +158,7 @@ class Trainer:
                 start,
                 reason=f"internal error: {type(exc).__name__}: {exc}",
                 hint="this is a bug in TuneDesk; the log has the details",
+                internal=True,
             )
 
     def _free_cuda(self) -> None:
@@ -213,6 +219,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
+        recovered = recover(self.output_dir)  # an interrupted checkpoint write: finish it, drop its leftovers
         state = CheckpointState()
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
@@ -235,6 +242,8 @@ class Trainer:
         )
         for w in self.loaded.warnings + self.data.warnings:
             self._log("warning", w)
+        for note in recovered:
+            self._log("info", note)
 
         from tunedesk.engine.run.feed import build_feed
 
@@ -261,15 +270,19 @@ class Trainer:
         best = state.best_metric
         best_metrics: dict[str, float] = dict(state.best_metrics)
         last_metrics: dict[str, float] = dict(state.last_metrics)
-        loss_sum = torch.zeros((), device=self.device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        micro_in_window = 0
+        loss_sum = torch.full((), state.window_loss, device=self.device)
+        # a NaN in the resumed window's partial sum is still a NaN loss
+        nonfinite = torch.full((), not math.isfinite(state.window_loss), dtype=torch.bool, device=self.device)
+        micro_in_window = state.window_micro
         samples_window = 0
         samples_total = 0
         paused_total = 0.0  # pauses, validation and checkpoints: excluded from throughput
         t_window = time.perf_counter()
         t_train0 = time.perf_counter()
         stop_reason = ""
+        every_steps = h.checkpoint_every_steps or 0
+        every_s = (h.checkpoint_every_minutes or 0.0) * 60.0
+        t_checkpoint = time.monotonic()
 
         if step == 0:
             # language models: the replies before any training, so the change of tone can be followed
@@ -347,8 +360,16 @@ class Trainer:
                 if self.control.paused:
                     paused_total += self.control.wait_while_paused()
                     t_window = time.perf_counter()
-                if self.control.stop_requested:
+                stopping = self.control.stop_requested
+                if stopping:
                     stop_reason = self.control.stop_reason or "stopped by the user"
+                # a resumable checkpoint mid-epoch: on stop, and every N steps / minutes (the epoch's last
+                # step is followed by the end-of-epoch checkpoint anyway)
+                due = (every_steps and step % every_steps == 0) or (
+                    every_s and time.monotonic() - t_checkpoint >= every_s
+                )
+                if stopping or (due and micro < per_epoch_micro and not last_of_run):
+                    t_ck = time.perf_counter()
                     st = CheckpointState(
                         step=step,
                         epoch=epoch,
@@ -356,9 +377,15 @@ class Trainer:
                         best_metric=best,
                         best_metrics=best_metrics,
                         last_metrics=last_metrics,
+                        window_loss=float(loss_sum),  # a logging window still open: its partial sum
+                        window_micro=micro_in_window,
                     )
-                    path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
+                    path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
                     self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                    t_checkpoint = time.monotonic()
+                    paused_total += time.perf_counter() - t_ck
+                    t_window += time.perf_counter() - t_ck
+                if stopping:
                     break
                 if last_of_run:
                     break
@@ -381,7 +408,9 @@ class Trainer:
             if is_best:
                 best = value
                 best_metrics = dict(metrics)
-                bpath = self.task.save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
+                bpath = self.checkpoints.save_best(
+                    self.task.best_files(model, self.loaded, self.data.label_names, metrics), step, epoch + 1
+                )
             self._emit(
                 EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best)
             )
@@ -395,8 +424,9 @@ class Trainer:
                 best_metrics=best_metrics,
                 last_metrics=last_metrics,
             )
-            path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
+            path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            t_checkpoint = time.monotonic()
             paused_total += time.perf_counter() - t_eval0
             t_window = time.perf_counter()
             if step >= total_steps:
