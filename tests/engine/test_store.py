@@ -144,7 +144,7 @@ def test_not_a_database_gives_a_tunedesk_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(TuneDeskError) as info:
         RunStore(path)
-    assert "cannot be used" in info.value.message and info.value.hint
+    assert "is damaged" in info.value.message and "move the file away" in info.value.hint
 
 
 def test_pragmas_wal_synchronous_foreign_keys_busy_timeout(store: RunStore) -> None:
