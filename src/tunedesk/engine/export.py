@@ -64,8 +64,8 @@ class BestCheckpoint:
 def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCheckpoint:
     """The run's best checkpoint, or a TuneDeskError saying why there is none and what to do."""
     from tunedesk.engine.config import RunConfig
+    from tunedesk.engine.files import CheckpointError, verify
     from tunedesk.engine.paths import home_dir
-    from tunedesk.engine.run.checkpoint import CheckpointError, verify
     from tunedesk.engine.run.runner import open_store
     from tunedesk.engine.store.history import run_config
     from tunedesk.engine.store.resolved import resolved

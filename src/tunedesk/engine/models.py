@@ -98,7 +98,7 @@ def weights_error(path: Path, exc: BaseException) -> ModelError:
     """Any failure to read a model folder's weights as one sentence with the fix (never a traceback)."""
     import pickle
 
-    cause = exc
+    cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, pickle.UnpicklingError):
         cause = cause.__cause__ or cause.__context__
     if cause is not None:

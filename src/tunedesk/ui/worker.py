@@ -247,8 +247,7 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
 
     from tunedesk.engine import tasks
     from tunedesk.engine.config import RunConfig
-    from tunedesk.engine.files import META_FILE, MODEL_FILE
-    from tunedesk.engine.run.checkpoint import verify
+    from tunedesk.engine.files import META_FILE, MODEL_FILE, verify
 
     best = Path(output_dir) / "best"
     if not (best / MODEL_FILE).is_file():

@@ -81,7 +81,7 @@ def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
     best, last = out / "best", out / "last"
     has_best = (best / BEST_WEIGHTS).is_file() and (best / BEST_META).is_file()
     has_last = (last / MODEL_FILE).is_file()
-    from tunedesk.engine.run.checkpoint import verify
+    from tunedesk.engine.files import verify
 
     if which in ("best", "auto") and has_best:
         verify(best, required=(BEST_WEIGHTS, BEST_META))  # damaged or mixed: a clear error, never loaded

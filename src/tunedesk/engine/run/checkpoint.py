@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -40,10 +39,16 @@ import torch
 from torch import nn
 
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.files import MODEL_FILE
+from tunedesk.engine.files import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    read_manifest,
+    sha256_file,
+    verify,
+)
 
 STATE_FILE = "training_state.pt"
-MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 KINDS = ("best", "last")
 
@@ -52,10 +57,6 @@ KINDS = ("best", "last")
 # order ("swap-between": between the two renames, reached only where the one-step exchange is not used).
 FAULT_ENV = "TUNEDESK_CHECKPOINT_FAULT"
 WRITE_OPS = ("mkdir", "write", "manifest", "fsync", "swap", "swap-between", "sync-parent", "remove-old", "done")
-
-
-class CheckpointError(TuneDeskError):
-    """A checkpoint folder that is missing, incomplete or damaged."""
 
 
 @dataclass
@@ -75,14 +76,6 @@ class CheckpointState:
         """Fields this version knows; missing ones (an older checkpoint) take their defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class Manifest:
-    kind: str
-    step: int
-    epoch: int
-    files: dict[str, dict[str, Any]]  # relative path -> {"size": int, "sha256": str}
 
 
 FileWriter = Callable[[Path], None]  # writes one file (or a sub-folder) at the path it is given
@@ -196,14 +189,9 @@ class CheckpointWriter:
 def _write_manifest(folder: Path, which: str, step: int, epoch: int) -> None:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {"format": MANIFEST_FORMAT, "kind": which, "step": int(step), "epoch": int(epoch), "files": files}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -267,57 +255,6 @@ def _swap_in(new: Path, final: Path, between: Callable[[], None]) -> Path | None
 
 
 # ---- reading and recovery ----------------------------------------------------------------------------
-
-
-def read_manifest(folder: Path) -> Manifest | None:
-    """The folder's manifest, or None for a checkpoint written before manifests (not verifiable)."""
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(str(data["kind"]), int(data["step"]), int(data["epoch"]), dict(data["files"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"the checkpoint in {folder} is damaged: its manifest is unreadable ({type(exc).__name__})",
-            "resume from another checkpoint or start the run again",
-        ) from None
-
-
-def verify(folder: Path, *, hashes: bool = True, required: Sequence[str] = ()) -> Manifest | None:
-    """Check a checkpoint folder against its manifest (sizes, and SHA-256 unless ``hashes=False``).
-
-    Returns the manifest (None for an older, unverifiable checkpoint that has the ``required`` files);
-    raises CheckpointError naming what is missing or damaged.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"the checkpoint folder {folder} does not exist", "the run's files were moved or deleted")
-    manifest = read_manifest(folder)
-    if manifest is None:
-        missing = [n for n in required if not (folder / n).exists()]
-        if missing:
-            raise CheckpointError(
-                f"the checkpoint in {folder} is incomplete ({', '.join(missing)} missing)",
-                "it was cut short by a crash; resume from an earlier checkpoint or start the run again",
-            )
-        return None
-    for name, info in manifest.files.items():
-        path = folder / name
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise CheckpointError(
-                f"the checkpoint in {folder} is incomplete: {name} is missing",
-                "the run's files were changed after the run; start the run again",
-            ) from None
-        if size != info.get("size") or (hashes and _sha256(path) != info.get("sha256")):
-            raise CheckpointError(
-                f"the checkpoint in {folder} is damaged: {name} does not match its manifest"
-                + (" (truncated)" if size < int(info.get("size") or 0) else ""),
-                "the file changed after it was written (disk error or an edit); start the run again",
-            )
-    return manifest
 
 
 def _leftovers(output_dir: Path, which: str) -> list[Path]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
@@ -117,10 +117,11 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     loaded = task.build_model(config, label_names)
     say("preparing batches")
     data = task.prepare(config, loaded, examples)
-    if len(data.train) == 0 or len(data.val) == 0:
-        which = "training" if len(data.train) == 0 else "validation"
+    n_train, n_val = len(cast(Sized, data.train)), len(cast(Sized, data.val))  # map-style data sets
+    if n_train == 0 or n_val == 0:
+        which = "training" if n_train == 0 else "validation"
         raise DataError(
-            f"the {which} split is empty ({len(data.train)} training, {len(data.val)} validation examples)",
+            f"the {which} split is empty ({n_train} training, {n_val} validation examples)",
             "add more examples, or change data.val_fraction so both splits get some",
         )
     plan = freezing.resolve(loaded.model, config.freeze, loaded.head_paths)
