@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the configuration's device (auto, cpu, cuda, cuda:N, mps)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.add_argument("--dataset-version", help="train on a saved data set version instead of the configured data")
+    _add_parallel_arguments(p)
+    p.add_argument("--nodes", type=int, help="print the torchrun command line for each of this many machines")
+    p.add_argument("--rdzv", metavar="HOST:PORT", help="with --nodes: the rendezvous (first node and a free port)")
+    p.add_argument("--slurm", metavar="FILE", help="write an sbatch script running the run with srun torchrun")
 
     p = sub.add_parser("demo", help="fine-tune the bundled MiniLM on the bundled support-ticket data (CPU, offline)")
     p.add_argument("--json", action="store_true", help="print a JSON result as the last line")
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id", type=int)
     r.add_argument("--json", action="store_true")
+    _add_parallel_arguments(r)
     r = rsub.add_parser(
         "export", help="export a run's best model (Hugging Face folder, torchvision weights, timm folder or ONNX)"
     )
@@ -85,6 +90,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--add", metavar="PATH", help="remember a folder or weights file to scan")
     return parser
+
+
+def _add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", type=int, help="data-parallel on this many local GPUs (torchrun, DDP)")
+    p.add_argument("--nproc", type=int, help="data-parallel on this many CPU processes (torchrun, gloo)")
+
+
+def _parallel(args, config=None) -> int | None:
+    """--gpus/--nproc/--nodes/--slurm: the run goes through torchrun (engine.launch); None: one process."""
+    from tunedesk.engine import launch
+
+    if getattr(args, "slurm", None) or getattr(args, "nodes", None):
+        nodes, per_node = args.nodes or 1, args.gpus or 1
+        if args.slurm:
+            Path(args.slurm).write_text(launch.slurm_script(Path(args.config), nodes, per_node), encoding="utf-8")
+            print(f"wrote {args.slurm}: submit it with `sbatch {args.slurm}`")
+            return 0
+        if not args.rdzv:
+            raise launch.TuneDeskError("--nodes needs --rdzv HOST:PORT", "name the first node and a free port")
+        print("\n".join(launch.node_commands(Path(args.config), nodes, args.rdzv, per_node)))
+        return 0
+    if not (args.gpus or args.nproc):
+        return None
+    resume = getattr(args, "run_id", None)
+    n = args.gpus or args.nproc
+    result = launch.launch_local(
+        n, config, resume=resume, gpus=bool(args.gpus), say=lambda m: print(m, file=sys.stderr)
+    )
+    _print_result(result, args.json)
+    return 0 if result.status in ("completed", "stopped") else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +279,8 @@ def cmd_train(args) -> int:
         config.data.kind = "dataset_version"
         config.data.dataset_version = args.dataset_version
         config.data.path = ""  # the version in this TuneDesk home (the runner records its database)
+    if (code := _parallel(args, config)) is not None:
+        return code
     control = Control()
     printer = ProgressPrinter()
     result = _run_with_interrupt(
@@ -432,6 +469,8 @@ def _cmd_resume(args) -> int:
     from tunedesk.engine.run.events import Control
     from tunedesk.engine.run.runner import resume
 
+    if (code := _parallel(args)) is not None:
+        return code
     control = Control()
     printer = ProgressPrinter(f"resuming run {args.run_id}")
     result = _run_with_interrupt(

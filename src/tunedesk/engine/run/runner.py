@@ -25,6 +25,7 @@ from tunedesk.engine.store.resolved import ResolvedRun, resolved
 if TYPE_CHECKING:  # torch, transformers and the tasks load only when a run is prepared
     from tunedesk.engine.freezing import ResolvedPlan
     from tunedesk.engine.models import LoadedModel
+    from tunedesk.engine.run.distributed import DistContext
     from tunedesk.engine.store import RunStore
     from tunedesk.engine.tasks.base import PreparedData, Task
 
@@ -163,6 +164,7 @@ def execute(
     progress: Progress | None = None,
     prepared: PreparedRun | None = None,
     name: str | None = None,
+    dist: DistContext | None = None,
 ) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
@@ -204,7 +206,7 @@ def execute(
         store.update_run(run_id, output_dir=str(output_dir))
     finally:
         store.close()
-    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=None)
+    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=None, dist=dist)
 
 
 def check_output_dir(folder: Path, store: Any = None) -> None:
@@ -267,6 +269,7 @@ def resume(
     listeners: Iterable[Callable[[Event], None]] = (),
     control: Control | None = None,
     progress: Progress | None = None,
+    dist: DistContext | None = None,
 ) -> RunResult:
     """Continue a stopped or interrupted run from its last checkpoint, in the same run record.
 
@@ -311,7 +314,7 @@ def resume(
         finally:
             store.close()
         raise
-    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=last)
+    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=last, dist=dist)
 
 
 def _resumable_checkpoint(run_id: int, output_dir: Path) -> Path:
@@ -376,6 +379,7 @@ def _train(
     listeners: Iterable[Callable[[Event], None]],
     control: Control | None,
     resume_from: Path | None,
+    dist: DistContext | None = None,
 ) -> RunResult:
     from tunedesk.engine.run.recorder import RunRecorder
     from tunedesk.engine.run.training import Trainer
@@ -399,6 +403,7 @@ def _train(
             head_learning_rate=prep.head_learning_rate,
             resume_from=resume_from,
             cache_dir=home / "cache",
+            dist=dist,
         )
         finished = trainer.run()
     finally:

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from tunedesk.engine.run.events import (
 )
 from tunedesk.engine.tasks.base import PreparedData, Task
 
+if TYPE_CHECKING:
+    from tunedesk.engine.run.distributed import DistContext
+
 log = logging.getLogger("tunedesk.training")
 
 
@@ -43,11 +46,14 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     """Seeded shuffled batches per epoch that can skip the batches a resumed run already consumed.
 
     Lives in the main process (DataLoader workers only receive indices), so ``set_epoch`` works
-    with persistent workers.
+    with persistent workers. Data-parallel (``world`` > 1): ``batch_size`` is the global batch and
+    rank ``rank`` gets its contiguous share of each; the shards are disjoint and together are the
+    one-process epoch (a last batch smaller than ``world`` is left out by every rank).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -59,6 +65,9 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
         batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches[-2].extend(batches.pop())  # a batch of one breaks BatchNorm in training mode
+        if self.world > 1:
+            r, w = self.rank, self.world
+            batches = [b[r * len(b) // w : (r + 1) * len(b) // w] for b in batches if len(b) >= w]
         return iter(batches[self.skip :])
 
     def __len__(self) -> int:
@@ -67,7 +76,9 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     @property
     def batches_per_epoch(self) -> int:
         n = math.ceil(self.size / self.batch_size)
-        return n - 1 if n > 1 and self.size % self.batch_size == 1 else n
+        n = n - 1 if n > 1 and self.size % self.batch_size == 1 else n
+        last = self.size - (n - 1) * self.batch_size
+        return n - 1 if self.world > 1 and last < self.world else n
 
 
 class Trainer:
@@ -88,6 +99,7 @@ class Trainer:
         head_learning_rate: float | None = None,
         resume_from: Path | None = None,
         cache_dir: Path | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
         self.output_dir = Path(output_dir)
@@ -98,6 +110,8 @@ class Trainer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.output_dir / "cache"
         # The history is flushed before each checkpoint is swapped in: it then holds every step up to it.
         self.checkpoints = CheckpointWriter(self.output_dir, before_commit=self.bus.flush)
+        self.dist = dist  # data-parallel worker (engine.run.distributed): rank 0 alone writes and emits
+        self.writes = dist is None or dist.is_main
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -174,7 +188,9 @@ class Trainer:
 
     def _run(self, start: float) -> RunFinished:
         cfg, h = self.config, self.config.hparams
-        self.device = select_device(cfg.device)
+        self.device = self.dist.device if self.dist else select_device(cfg.device)
+        if self.dist:  # every rank trains at rank 0's rates and resumes from its checkpoint
+            self.lr, self.head_lr, self.resume_from = self.dist.from_main((self.lr, self.head_lr, self.resume_from))
         precision = select_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -196,6 +212,7 @@ class Trainer:
         else:
             model.to(self.device)
 
+        train_model = self.dist.wrap(model, self.task) if self.dist else model
         groups = freezing.param_groups(
             model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
         )
@@ -203,7 +220,8 @@ class Trainer:
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
-        sampler = EpochBatches(n_train, h.batch_size, cfg.seed)
+        world = self.dist.world_size if self.dist else 1
+        sampler = EpochBatches(n_train, h.batch_size, cfg.seed, self.dist.rank if self.dist else 0, world)
         per_epoch_micro = sampler.batches_per_epoch
         steps_per_epoch = math.ceil(per_epoch_micro / h.grad_accum_steps)
         total_steps = steps_per_epoch * h.epochs
@@ -219,7 +237,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-        recovered = recover(self.output_dir)  # an interrupted checkpoint write: finish it, drop its leftovers
+        recovered = (
+            recover(self.output_dir) if self.writes else []
+        )  # an interrupted checkpoint write: finish it, drop its leftovers
         state = CheckpointState()
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
@@ -244,11 +264,17 @@ class Trainer:
             self._log("warning", w)
         for note in recovered:
             self._log("info", note)
+        if self.dist:
+            self._log(
+                "info",
+                f"data-parallel on {world} processes ({self.device.type}): batch {h.batch_size // world} "
+                f"per process, global batch {h.batch_size}",
+            )
 
         from tunedesk.engine.run.feed import build_feed
 
         self.feed = build_feed(
-            cfg,
+            self.dist.feed_config(cfg) if self.dist else cfg,
             self.task,
             self.loaded,
             self.data,
@@ -274,6 +300,9 @@ class Trainer:
         # a NaN in the resumed window's partial sum is still a NaN loss
         nonfinite = torch.full((), not math.isfinite(state.window_loss), dtype=torch.bool, device=self.device)
         micro_in_window = state.window_micro
+        if not self.writes:  # data-parallel: a resumed run's open logging window counts once, on rank 0
+            loss_sum.zero_()
+            micro_in_window = 0
         samples_window = 0
         samples_total = 0
         paused_total = 0.0  # pauses, validation and checkpoints: excluded from throughput
@@ -299,7 +328,7 @@ class Trainer:
             for batch in train_loader:
                 batch = self.feed.to_device(batch)
                 with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = self.feed.forward(model, batch)
+                    logits = self.feed.forward(train_model, batch)
                     loss = self.task.loss(logits, batch)
                 scaler.scale(loss / h.grad_accum_steps).backward()
                 detached = loss.detach()
@@ -323,10 +352,16 @@ class Trainer:
                 step += 1
 
                 last_of_run = step >= total_steps
-                if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
+                stop_now = False  # data-parallel: the ranks agree on a stop when logging
+                if step % h.log_every == 0 or last_of_run or (self.control.stop_requested and not self.dist):
                     # the one host read per logging window (it waits for the queued GPU work)
                     loss_value = float(loss_sum) / max(micro_in_window, 1)
-                    if bool(nonfinite):
+                    bad = bool(nonfinite)
+                    if self.dist:
+                        loss_value, bad, stop_now, samples_window = self.dist.agree(
+                            loss_sum, micro_in_window, samples_window, nonfinite, self.control.stop_requested
+                        )
+                    if bad:
                         return self._finish(
                             "failed",
                             start,
@@ -360,7 +395,7 @@ class Trainer:
                 if self.control.paused:
                     paused_total += self.control.wait_while_paused()
                     t_window = time.perf_counter()
-                stopping = self.control.stop_requested
+                stopping = stop_now if self.dist else self.control.stop_requested
                 if stopping:
                     stop_reason = self.control.stop_reason or "stopped by the user"
                 # a resumable checkpoint mid-epoch: on stop, and every N steps / minutes (the epoch's last
@@ -380,8 +415,9 @@ class Trainer:
                         window_loss=float(loss_sum),  # a logging window still open: its partial sum
                         window_micro=micro_in_window,
                     )
-                    path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
-                    self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                    if self.writes:
+                        path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                        self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
                     t_checkpoint = time.monotonic()
                     paused_total += time.perf_counter() - t_ck
                     t_window += time.perf_counter() - t_ck
@@ -408,13 +444,14 @@ class Trainer:
             if is_best:
                 best = value
                 best_metrics = dict(metrics)
+            if is_best and self.writes:
                 bpath = self.checkpoints.save_best(
                     self.task.best_files(model, self.loaded, self.data.label_names, metrics), step, epoch + 1
                 )
             self._emit(
                 EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best)
             )
-            if is_best:
+            if is_best and self.writes:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
             st = CheckpointState(
                 step=step,
@@ -424,8 +461,9 @@ class Trainer:
                 best_metrics=best_metrics,
                 last_metrics=last_metrics,
             )
-            path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
-            self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            if self.writes:
+                path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
             t_checkpoint = time.monotonic()
             paused_total += time.perf_counter() - t_eval0
             t_window = time.perf_counter()
@@ -433,7 +471,7 @@ class Trainer:
                 break
 
         train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)
-        sps = samples_total / train_time
+        sps = samples_total * world / train_time  # every rank trains the same share
         if stop_reason:
             return self._finish(
                 "stopped",
