@@ -239,7 +239,7 @@ def _follower_train(config: Any, ctx: DistContext, resume_run: int | None) -> in
         prep = prepare(config)
     except TuneDeskError:
         return 2  # rank 0 meets the same mistake and reports it
-    Trainer(
+    finished = Trainer(
         prep.config,
         prep.task,
         prep.loaded,
@@ -252,7 +252,8 @@ def _follower_train(config: Any, ctx: DistContext, resume_run: int | None) -> in
         head_learning_rate=prep.head_learning_rate,
         dist=ctx,
     ).run()
-    return 0
+    # a failure here alone must end the run (torchrun then stops the others), not leave rank 0 waiting
+    return 0 if finished.status in ("completed", "stopped") else 1
 
 
 def worker_main(argv: list[str] | None = None) -> int:
