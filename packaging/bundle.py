@@ -35,6 +35,9 @@ DIST = ROOT / "dist"
 BUILD = ROOT / "build"
 NAME = "tunedesk"
 OPTIONAL = ("timm", "pyarrow", "tensorboard")  # bundled when installed in the building environment
+# Packages that read non-Python files of their own at import time (PyInstaller has no hook for them):
+# transformers imports ``kernels`` when it is installed, which opens its python_depends.json.
+DATA_PACKAGES = ("kernels",)
 
 
 def version() -> str:
@@ -73,6 +76,9 @@ def pyinstaller_args() -> list[str]:
     for name in OPTIONAL:
         if importlib.util.find_spec(name) is not None:
             args += ["--collect-submodules", name, "--collect-data", name]
+    for name in DATA_PACKAGES:
+        if importlib.util.find_spec(name) is not None:
+            args += ["--collect-data", name]
     args.append(str(ROOT / "src" / "tunedesk" / "__main__.py"))
     return args
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the configuration's device (auto, cpu, cuda, cuda:N, mps)")
     p.add_argument("--epochs", type=_epochs_arg, help="override the number of epochs (a number, or auto)")
     p.add_argument("--dataset-version", help="train on a saved data set version instead of the configured data")
+    _add_parallel_arguments(p)
+    p.add_argument("--nodes", type=int, help="print the torchrun command line for each of this many machines")
+    p.add_argument("--rdzv", metavar="HOST:PORT", help="with --nodes: the rendezvous (first node and a free port)")
+    p.add_argument("--slurm", metavar="FILE", help="write an sbatch script running the run with srun torchrun")
 
     p = sub.add_parser("demo", help="fine-tune the bundled MiniLM on the bundled support-ticket data (CPU, offline)")
     p.add_argument("--json", action="store_true", help="print a JSON result as the last line")
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id", type=int)
     r.add_argument("--json", action="store_true")
+    _add_parallel_arguments(r)
     r = rsub.add_parser(
         "export", help="export a run's best model (Hugging Face folder, torchvision weights, timm folder or ONNX)"
     )
@@ -95,6 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", type=int, help="data-parallel on this many local GPUs (torchrun, DDP)")
+    p.add_argument("--nproc", type=int, help="data-parallel on this many CPU processes (torchrun, gloo)")
+
+
+def _parallel(args, config=None) -> int | None:
+    """--gpus/--nproc/--nodes/--slurm: the run goes through torchrun (engine.launch); None: one process."""
+    from tunedesk.engine import launch
+
+    if getattr(args, "slurm", None) or getattr(args, "nodes", None):
+        nodes, per_node = args.nodes or 1, args.gpus or 1
+        if args.slurm:
+            Path(args.slurm).write_text(launch.slurm_script(Path(args.config), nodes, per_node), encoding="utf-8")
+            print(f"wrote {args.slurm}: submit it with `sbatch {args.slurm}`")
+            return 0
+        if not args.rdzv:
+            raise launch.TuneDeskError("--nodes needs --rdzv HOST:PORT", "name the first node and a free port")
+        print("\n".join(launch.node_commands(Path(args.config), nodes, args.rdzv, per_node)))
+        return 0
+    if not (args.gpus or args.nproc):
+        return None
+    resume = getattr(args, "run_id", None)
+    n = args.gpus or args.nproc
+    result = launch.launch_local(
+        n, config, resume=resume, gpus=bool(args.gpus), say=lambda m: print(m, file=sys.stderr)
+    )
+    _print_result(result, args.json)
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -110,19 +146,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"train": cmd_train, "demo": cmd_demo, "runs": cmd_runs, "models": cmd_models}[args.command]
         return handler(args)
     except TuneDeskError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"status": "error", "error": exc.message, "hint": exc.hint}))
-        return EXIT_USER_ERROR
+        return _user_error(exc.message, exc.hint, args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except sqlite3.Error as exc:  # the history failed mid-command (disk full, locked, read-only)
+        from tunedesk.engine.paths import database_path
+        from tunedesk.engine.store.connection import database_error
+
+        err = database_error(exc, database_path())
+        return _user_error(err.message, err.hint, args)
+    except OSError as exc:  # a full disk, a permission, a read-only folder: the user's machine, not a bug
+        from tunedesk.engine.errors import os_error
+
+        err = os_error(exc, exc.filename or "a file", "")
+        return _user_error(err.message, err.hint, args)
     except ImportError as exc:  # a broken installation is the user's environment, not a TuneDesk bug
         print(f"error: a library TuneDesk needs could not be loaded ({exc})", file=sys.stderr)
         print("hint: reinstall TuneDesk and its dependencies: pip install --force-reinstall -e .", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _user_error(message: str, hint: str, args: argparse.Namespace) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"status": "error", "error": message, "hint": hint}))
+    return EXIT_USER_ERROR
 
 
 # ---- train / demo ---------------------------------------------------------------------------------
@@ -216,7 +267,7 @@ def _print_result(result, as_json: bool, extra: dict[str, Any] | None = None) ->
     if result.summary:
         print(result.summary)
     if result.reason:
-        print(f"{'reason' if result.status != 'failed' else 'error'}: {result.reason}")
+        print(f"{'reason' if result.status in ('completed', 'stopped') else 'error'}: {result.reason}")
     if result.hint:
         print(f"hint: {result.hint}")
     if result.status == "completed":
@@ -237,19 +288,21 @@ def cmd_train(args) -> int:
         config.device = args.device
     if args.epochs == "auto":
         config.hparams.epochs = None
-    elif args.epochs:
-        config.hparams.epochs = args.epochs
+    elif args.epochs is not None:
+        config.hparams.epochs = args.epochs  # 0 or less is refused by validate(), never ignored
     if args.dataset_version:
         config.data.kind = "dataset_version"
         config.data.dataset_version = args.dataset_version
         config.data.path = ""  # the version in this TuneDesk home (the runner records its database)
+    if (code := _parallel(args, config)) is not None:
+        return code
     control = Control()
     printer = ProgressPrinter()
     result = _run_with_interrupt(
         lambda: execute(config, listeners=[printer], control=control, progress=printer.write), control
     )
     _print_result(result, args.json)
-    return 0 if result.status in ("completed", "stopped") else 1
+    return result.exit_code
 
 
 def demo_config(device: str = "auto", epochs: int | None = None, pretrained: bool = True):
@@ -283,7 +336,7 @@ def cmd_demo(args) -> int:
     )
     if not args.compare_scratch:
         _print_result(result, args.json)
-        return 0 if result.status == "completed" else 1
+        return result.exit_code
     _print_result(result, False)
     # The same defaults: the same budget rule and early stopping; a model with no pre-training has no
     # features to protect, so TuneDesk suggests a pre-training-like rate for it (3e-4, the best of 1e-4,
@@ -313,8 +366,7 @@ def cmd_demo(args) -> int:
                 }
             )
         )
-    ok = result.status == "completed" and scratch.status == "completed"
-    return 0 if ok else 1
+    return result.exit_code or scratch.exit_code
 
 
 # ---- runs --------------------------------------------------------------------------------------------
@@ -370,12 +422,9 @@ def cmd_runs(args) -> int:
                 if answer.strip().lower() not in ("y", "yes"):
                     print("kept")
                     return 0
-            row = store.delete_run(args.run_id)
-            out = row.get("output_dir")
-            if out and Path(out).is_dir():
-                import shutil
+            from tunedesk.engine.store.history import delete_run
 
-                shutil.rmtree(out, ignore_errors=True)
+            delete_run(store, args.run_id)  # refuses a live run; a folder the user chose keeps their files
             print(f"deleted run {args.run_id}")
             return 0
     finally:
@@ -421,13 +470,15 @@ def _cmd_resume(args) -> int:
     from tunedesk.engine.run.events import Control
     from tunedesk.engine.run.runner import resume
 
+    if (code := _parallel(args)) is not None:
+        return code
     control = Control()
     printer = ProgressPrinter(f"resuming run {args.run_id}")
     result = _run_with_interrupt(
         lambda: resume(args.run_id, listeners=[printer], control=control, progress=printer.write), control
     )
     _print_result(result, args.json)
-    return 0 if result.status in ("completed", "stopped") else 1
+    return result.exit_code
 
 
 def _cmd_export(args) -> int:

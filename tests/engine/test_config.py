@@ -26,8 +26,8 @@ def test_default_valid_config_passes():
     [
         (lambda c: setattr(c.hparams, "learning_rate", -0.0001), "hparams.learning_rate", "must be > 0 (got -0.0001)"),
         (lambda c: setattr(c.hparams, "learning_rate", float("nan")), "hparams.learning_rate", "must be > 0"),
-        (lambda c: setattr(c.hparams, "batch_size", 0), "hparams.batch_size", "must be >= 1 (got 0)"),
-        (lambda c: setattr(c.hparams, "epochs", 0), "hparams.epochs", "must be >= 1"),
+        (lambda c: setattr(c.hparams, "batch_size", 0), "hparams.batch_size", "must be a whole number >= 1 (got 0)"),
+        (lambda c: setattr(c.hparams, "epochs", 0), "hparams.epochs", "must be a whole number >= 1"),
         (lambda c: setattr(c.hparams, "warmup_ratio", 1.5), "hparams.warmup_ratio", "must be in [0, 1)"),
         (lambda c: setattr(c.hparams, "schedule", "step"), "hparams.schedule", "must be one of"),
         (lambda c: setattr(c.data, "val_fraction", 0), "data.val_fraction", "between 0 and 1"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.paths import database_path
 from tunedesk.engine.run import recorder as recorder_module
 from tunedesk.engine.run.events import (
@@ -288,7 +289,10 @@ def test_run_deleted_while_recording(store: RunStore, db: Path) -> None:
     rec(started(run_id))
     rec(step(run_id, 1))
     assert rec.flush()
-    store.delete_run(run_id)
+    with pytest.raises(TuneDeskError, match="training right now"):
+        store.delete_run(run_id)  # refused: the run is live
+    with store.db.conn:  # the row vanishes anyway (another tool): the recorder survives it
+        store.db.execute("DELETE FROM runs WHERE id = ?", [run_id])
     rec(step(run_id, 2))
     rec(EpochEnded(run_id, 1, 2, {"val_loss": 1.0}, is_best=True))
     rec(RunFinished(run_id, status="completed"))

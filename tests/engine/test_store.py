@@ -144,7 +144,7 @@ def test_not_a_database_gives_a_tunedesk_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(TuneDeskError) as info:
         RunStore(path)
-    assert "cannot be used" in info.value.message and info.value.hint
+    assert "is damaged" in info.value.message and "move the file away" in info.value.hint
 
 
 def test_pragmas_wal_synchronous_foreign_keys_busy_timeout(store: RunStore) -> None:
@@ -314,6 +314,7 @@ def test_delete_run_cascades_and_returns_the_row(store: RunStore) -> None:
         store.add_log(rid, "info", "hello")
         store.add_sample(rid, 5, 1, "Hi", "there")
         store.set_tags(rid, ["x"])
+    store.set_status(run_id, "completed")  # a queued run of a live process is refused (see test_ownership)
     row = store.delete_run(run_id)
     assert row["id"] == run_id and row["output_dir"] == "/runs/7" and row["tags"] == ["x"]
     with pytest.raises(TuneDeskError):
@@ -326,6 +327,7 @@ def test_delete_run_cascades_and_returns_the_row(store: RunStore) -> None:
 
 def test_run_ids_are_never_reused(store: RunStore) -> None:
     first = make_run(store)
+    store.set_status(first, "failed")
     store.delete_run(first)
     assert make_run(store) > first
 

@@ -173,8 +173,15 @@ def test_callbacks_stop_when_the_owner_is_deleted(qtbot):
 def test_a_moved_object_lives_in_the_thread_while_it_runs_and_comes_back(qtbot):
     obj = QObject()
     seen: list[object] = []
-    task = run_in_background(lambda ctx: seen.append(obj.thread()), move=obj)
+    release = threading.Event()  # the work waits until the test has looked: a fast machine cannot race ahead
+
+    def work(ctx):
+        seen.append(obj.thread())
+        release.wait(10)
+
+    task = run_in_background(work, move=obj)
     assert obj.thread() is task.thread_
+    release.set()
     qtbot.waitUntil(lambda: task.done, timeout=10_000)
     assert seen == [task.thread_]
     assert obj.thread() is QThread.currentThread()

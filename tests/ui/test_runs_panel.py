@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from tests.fixtures.runs import HEAD, make_run
+from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store import RunStore, history
 from tunedesk.ui.runs.table import COL, RunIdRole
 
@@ -123,7 +124,7 @@ def test_delete_removes_only_tunedesk_files_in_a_chosen_folder(store, home, tmp_
     assert sorted(p.name for p in chosen.iterdir()) == ["my-notes.txt"]
     assert store.count_runs() == 0
     running = make_run(store, name="live", status="running")
-    with pytest.raises(history.TuneDeskError, match="training right now"):
+    with pytest.raises(TuneDeskError, match="training right now"):
         history.delete_run(store, running, home)
 
 
@@ -364,3 +365,27 @@ def test_export_dialog_shows_errors_inline_and_returns_the_result(store, panel, 
         dialog.start()
     assert calls == [(a, str(tmp_path / "out"), "onnx")]
     assert dialog.result_info["format"] == "onnx"
+
+
+def test_a_live_run_cannot_be_deleted_and_a_reused_pid_does_not_keep_one_live(store, panel, monkeypatch, home):
+    from tunedesk.engine.paths import runs_dir
+    from tunedesk.engine.store.connection import this_process
+
+    folder = runs_dir(home) / "run-00001"
+    (folder / "last").mkdir(parents=True)
+    live = make_run(store, name="training now", status="running", output_dir=str(folder))
+    p = panel()
+    select(p, live)
+    assert not p.detail.delete_button.isEnabled() and "Stop the run first" in p.detail.delete_button.toolTip()
+    warned = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: warned.append(text))
+    assert not p.delete_run(live, confirm=False)  # e.g. the table's stale view asked anyway
+    assert warned and "training right now" in warned[0] and "Hint: stop it first" in warned[0]
+    assert store.get_run(live)["status"] == "running" and folder.exists()
+
+    # the same pid, but a process that started later: the trainer is gone, the run is interrupted
+    store.update_run(live, owner_started=this_process()[1] - 3600)
+    p2 = panel()
+    assert p2.table_model.index(0, COL["Status"]).data() == "interrupted"
+    select(p2, live)
+    assert p2.detail.delete_button.isEnabled() and p2.detail.resume_button.isVisible()

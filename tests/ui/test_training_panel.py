@@ -143,7 +143,10 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp32"))
     panel.form.grad_accum.setValue(0)
     assert panel.controller.start() is False
-    assert "hparams.grad_accum_steps must be >= 1" in panel.form.visible_errors()["hparams.grad_accum_steps"]
+    assert (
+        "hparams.grad_accum_steps must be a whole number >= 1"
+        in panel.form.visible_errors()["hparams.grad_accum_steps"]
+    )
     with _store(state) as store:
         assert store.list_runs() == []
 

@@ -139,6 +139,10 @@ class HyperParams:
     image_size: int = 224
     log_every: int = 10
     max_steps: int | None = None
+    # A resumable checkpoint mid-epoch every N optimizer steps and/or every N minutes (besides each epoch's
+    # end and a stop); empty / 0 switches that one off. The default protects runs longer than 10 minutes.
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float = 10.0
     num_workers: int | None = None  # input workers; None: chosen from the machine (devices.input_workers)
     augment: bool = True  # images: random crops and flips in training (off: a frozen prefix is cached for training too)
     feature_cache: bool = True  # compute a frozen prefix's outputs once and train the rest from them
@@ -244,14 +248,14 @@ class RunConfig:
             _check(
                 isinstance(h.epochs, int) and not isinstance(h.epochs, bool) and h.epochs >= 1,
                 "hparams.epochs",
-                f"must be >= 1 (got {h.epochs})",
+                f"must be a whole number >= 1 (got {h.epochs})",
                 "or leave it empty (auto) to stop when the validation metric stops improving",
             )
         if h.batch_size is not None:
             _check(
                 isinstance(h.batch_size, int) and not isinstance(h.batch_size, bool) and h.batch_size >= 1,
                 "hparams.batch_size",
-                f"must be >= 1 (got {h.batch_size})",
+                f"must be a whole number >= 1 (got {h.batch_size})",
                 "or leave it empty (auto) for the largest batch that fits",
             )
         _check(
@@ -311,7 +315,7 @@ class RunConfig:
         _check(
             isinstance(h.grad_accum_steps, int) and h.grad_accum_steps >= 1,
             "hparams.grad_accum_steps",
-            f"must be >= 1 (got {h.grad_accum_steps})",
+            f"must be a whole number >= 1 (got {h.grad_accum_steps})",
         )
         if h.max_grad_norm is not None:  # 0 (or empty) means no clipping
             _check(
@@ -330,9 +334,18 @@ class RunConfig:
             f"must be between 16 and 4096 pixels (got {h.image_size})",
         )
         _check(
-            isinstance(h.log_every, int) and h.log_every >= 1, "hparams.log_every", f"must be >= 1 (got {h.log_every})"
+            isinstance(h.log_every, int) and h.log_every >= 1,
+            "hparams.log_every",
+            f"must be a whole number >= 1 (got {h.log_every})",
         )
         _positive_or_none(h.max_steps, "hparams.max_steps")
+        _positive_or_none(h.checkpoint_every_steps, "hparams.checkpoint_every_steps")
+        _check(
+            _finite(h.checkpoint_every_minutes) and h.checkpoint_every_minutes >= 0,
+            "hparams.checkpoint_every_minutes",
+            f"must be >= 0 (got {h.checkpoint_every_minutes!r})",
+            "0 saves a resumable checkpoint only at the end of each epoch",
+        )
         _check(
             h.num_workers is None or (isinstance(h.num_workers, int) and 0 <= h.num_workers <= 64),
             "hparams.num_workers",
@@ -428,7 +441,7 @@ class RunConfig:
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
-            raise ConfigError("", f"invalid configuration: {exc}") from exc
+            raise ConfigError("", f"invalid configuration: {exc}", field_hint("")) from exc
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -444,12 +457,26 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(
+                "", f"{path} is a folder, not a configuration file", "give the path of a .json or .toml file"
+            )
         if not path.is_file():
             raise ConfigError("", f"configuration file not found: {path}", "check the path, or save one from the app")
+        if path.suffix.lower() not in (".json", ".toml"):
+            raise ConfigError(
+                "",
+                f"{path.name}: configuration files must be JSON (.json) or TOML (.toml), not {path.suffix or 'a file without a suffix'}",
+                "save the settings as .toml (the README has an example) or export them from the app",
+            )
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ConfigError("", f"{path} is not UTF-8 text", "save the configuration as UTF-8") from exc
+        except OSError as exc:
+            from tunedesk.engine.errors import os_error
+
+            raise os_error(exc, path, "the configuration file", "check the file's permissions") from None
         try:
             data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
@@ -459,7 +486,9 @@ class RunConfig:
                 "fix the syntax error at the position shown",
             ) from exc
         if not isinstance(data, dict):
-            raise ConfigError("", f"{path} must hold an object of settings")
+            raise ConfigError(
+                "", f"{path} must hold an object of settings", "start from the example configuration in the README"
+            )
         config = cls.from_dict(data)
         # Relative data and model paths are relative to the configuration file.
         base = path.resolve().parent
@@ -479,7 +508,56 @@ class RunConfig:
 
 def _check(ok: bool, field_name: str, message: str, hint: str = "") -> None:
     if not ok:
-        raise ConfigError(field_name, message, hint)
+        raise ConfigError(field_name, message, hint or field_hint(field_name))
+
+
+# What to write instead, for settings whose check has no more specific hint.
+_HINTS = {
+    "task": "text_classification (labelled texts), image_classification (image folders) or causal_lm (language models)",
+    "model.source": "hf for Hugging Face model folders, torchvision for torchvision architectures",
+    "data.kind": "text_table (CSV/TSV/JSONL of texts and labels), image_folder (a sub-folder per class), "
+    "text_corpus or chat_jsonl (language models), dataset_version (a version saved in the Datasets area)",
+    "data.max_items": "leave it empty to use every row, or give a whole number such as 10000",
+    "freeze.preset": "all (train everything), head_only (only the new head), last_n_blocks (the last "
+    "freeze.last_n blocks and the head) or none",
+    "freeze.last_n": "how many of the last blocks train, e.g. 2",
+    "freeze.lr_multipliers": "a positive factor such as 0.1 (ten times slower) for the matching layers",
+    "freeze.lora": "see the LoRA settings in the Layers area",
+    "freeze.rules": 'write each rule as {pattern = "encoder.layer.1*", train = true}',
+    "hparams.epochs": "a whole number of passes over the data, e.g. 3",
+    "hparams.batch_size": "a whole number such as 16 or 32; lower it if memory runs out",
+    "hparams.learning_rate": "fine-tuning usually uses 1e-5 to 1e-4; leave it empty for TuneDesk's suggestion",
+    "hparams.head_learning_rate": "the new head usually trains at about 1e-3; leave it empty for the same rate",
+    "hparams.weight_decay": "0.01 suits most fine-tuning; 0 switches it off",
+    "hparams.schedule": "cosine suits most runs; constant keeps the rate after warm-up",
+    "hparams.warmup_ratio": "0.1 warms up over the first tenth of the steps; 0 switches warm-up off",
+    "hparams.grad_accum_steps": "1 updates after every batch; N sums N batches before each update",
+    "hparams.max_grad_norm": "1.0 is usual; 0 switches clipping off",
+    "hparams.max_length": "128 or 256 tokens suit short texts",
+    "hparams.image_size": "224 suits most image models",
+    "hparams.log_every": "e.g. 10: the loss is read and logged every 10 steps",
+    "hparams.max_steps": "leave it empty to train every epoch",
+    "hparams.checkpoint_every_steps": "leave it empty to checkpoint by time (checkpoint_every_minutes)",
+    "hparams.num_workers": "0 loads data in the training process; 2 to 8 use worker processes",
+    "hparams.sample_max_new_tokens": "48 tokens are enough to read the tone of a reply",
+    "precision": "auto picks bf16 or fp16 on a GPU and fp32 on the CPU",
+    "device": "auto uses the GPU when there is one, else the CPU",
+    "seed": "any whole number such as 42",
+    "version": "update TuneDesk",
+}
+
+
+def field_hint(field_name: str) -> str:
+    """The hint for a setting (``hparams.epochs``, ``freeze.rules[2]``...); a generic one if none is known."""
+    base = field_name.split("[", 1)[0]
+    for key in (field_name, base, base.rsplit(".", 1)[0]):
+        if key in _HINTS:
+            return _HINTS[key]
+    return (
+        f"fix {field_name} in the configuration file, or set it in the app's Train area"
+        if field_name
+        else ("check the configuration file against the example in the README")
+    )
 
 
 def _finite(value: Any) -> bool:
@@ -571,7 +649,11 @@ _NESTED = {"model": ModelSpec, "data": DataSpec, "freeze": FreezeSpec, "hparams"
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip("."), "must be a table/object of settings")
+        raise ConfigError(
+            prefix.rstrip("."),
+            "must be a table/object of settings",
+            f"write [{prefix.rstrip('.') or 'settings'}] as a TOML table or a JSON object",
+        )
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -584,7 +666,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = _build(_NESTED[key], value, f"{key}.")
         elif cls is FreezeSpec and key == "rules":
             if not isinstance(value, list):
-                raise ConfigError("freeze.rules", "must be a list of {pattern, train} entries")
+                raise ConfigError(
+                    "freeze.rules", "must be a list of {pattern, train} entries", field_hint("freeze.rules")
+                )
             rules = []
             for i, rule in enumerate(value):
                 if isinstance(rule, FreezeRule):
@@ -595,7 +679,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                     or not isinstance(rule.get("pattern"), str)
                     or not isinstance(rule.get("train"), bool)
                 ):
-                    raise ConfigError(f"freeze.rules[{i}]", "must have a text 'pattern' and a true/false 'train'")
+                    raise ConfigError(
+                        f"freeze.rules[{i}]",
+                        "must have a text 'pattern' and a true/false 'train'",
+                        field_hint("freeze.rules"),
+                    )
                 rules.append(FreezeRule(rule["pattern"], rule["train"]))
             kwargs[key] = rules
         elif cls is FreezeSpec and key == "lora":
@@ -603,7 +691,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         elif cls is LoraSpec and key == "rules":
             if not isinstance(value, list):
                 raise ConfigError(
-                    "freeze.lora.rules", "must be a list of {pattern, lora, rank, alpha, dropout} entries"
+                    "freeze.lora.rules",
+                    "must be a list of {pattern, lora, rank, alpha, dropout} entries",
+                    field_hint("freeze.lora"),
                 )
             kwargs[key] = [
                 r if isinstance(r, LoraRule) else _build(LoraRule, r, f"freeze.lora.rules[{i}].")
@@ -622,15 +712,17 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
     if value is None:
         if "None" in annotation:
             return None
-        raise ConfigError(name, "must not be empty")
+        raise ConfigError(name, "must not be empty", field_hint(name))
     if annotation.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if annotation.startswith("int") and isinstance(value, float) and value.is_integer():
         return int(value)
+    if annotation.startswith("int") and isinstance(value, float):
+        raise ConfigError(name, f"must be a whole number (got {value!r})", field_hint(name))
     if annotation.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(name, f"must be a number (got {value!r})")
+        raise ConfigError(name, f"must be a number (got {value!r})", field_hint(name))
     if annotation.startswith("str") and not isinstance(value, str):
-        raise ConfigError(name, f"must be text (got {value!r})")
+        raise ConfigError(name, f"must be text (got {value!r})", "put the value in quotes")
     if annotation.startswith("bool") and not isinstance(value, bool):
-        raise ConfigError(name, f"must be true or false (got {value!r})")
+        raise ConfigError(name, f"must be true or false (got {value!r})", "write true or false, without quotes")
     return value

@@ -64,6 +64,7 @@ class BestCheckpoint:
 def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCheckpoint:
     """The run's best checkpoint, or a TuneDeskError saying why there is none and what to do."""
     from tunedesk.engine.config import RunConfig
+    from tunedesk.engine.files import CheckpointError, verify
     from tunedesk.engine.paths import home_dir
     from tunedesk.engine.run.runner import open_store
     from tunedesk.engine.store.history import run_config
@@ -99,6 +100,13 @@ def find_best(run_id: int, home: str | os.PathLike[str] | None = None) -> BestCh
             f"the best checkpoint of run {run_id} is missing from disk ({folder / MODEL_FILE})",
             "the run's files were moved or deleted; train the run again to export it",
         )
+    try:
+        verify(folder, required=(MODEL_FILE,))  # a damaged file must not be exported with the run's score
+    except CheckpointError as exc:
+        raise TuneDeskError(
+            f"the best checkpoint of run {run_id} cannot be exported: {exc.message}",
+            "train the run again (or resume it) to write a new best checkpoint",
+        ) from None
     meta: dict[str, Any] = {}
     if (folder / META_FILE).is_file():
         try:
@@ -326,7 +334,7 @@ def _export_hf(best: BestCheckpoint, out: Path) -> None:
     else:
         from tunedesk.engine.tasks.text_classification import load_tokenizer
 
-        load_tokenizer(str(source)).save_pretrained(str(out))
+        load_tokenizer(str(source), best.config.model.trust_remote_code).save_pretrained(str(out))
     _write_readme(best, out, "hf")
 
 
@@ -346,7 +354,11 @@ def _image_settings(best: BestCheckpoint) -> dict[str, Any]:
         try:
             from transformers import AutoImageProcessor
 
-            proc = AutoImageProcessor.from_pretrained(str(best.meta.get("source_path")), local_files_only=True)
+            proc = AutoImageProcessor.from_pretrained(
+                str(best.meta.get("source_path")),
+                local_files_only=True,
+                trust_remote_code=bool(best.config.model.trust_remote_code),
+            )
             mean, std = list(proc.image_mean), list(proc.image_std)
         except (OSError, ValueError, AttributeError, TypeError):
             pass
@@ -439,7 +451,7 @@ def _export_onnx(best: BestCheckpoint, out: Path) -> None:
     else:
         from tunedesk.engine.tasks.text_classification import load_tokenizer
 
-        tokenizer = load_tokenizer(str(source))
+        tokenizer = load_tokenizer(str(source), best.config.model.trust_remote_code)
         tokenizer.save_pretrained(str(out))
         enc = tokenizer(["an example text", "another one"], padding=True, return_tensors="pt")
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]

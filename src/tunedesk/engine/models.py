@@ -65,10 +65,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(
-            f"refused to load {path.name}: it contains Python objects that could run code when opened",
-            "convert the checkpoint to safetensors with a trusted tool, or use a weights-only checkpoint",
-        ) from exc
+        raise unpickling_error(path, exc) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ModelError(
             f"{path.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})",
@@ -81,6 +78,48 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path.name} does not hold a state dict of tensors", "save the model with model.state_dict()")
     return state
+
+
+def unpickling_error(path: Path, exc: BaseException) -> ModelError:
+    """A weights-only load that failed: code in the pickle (refused), or bytes that are no checkpoint."""
+    text = str(exc)
+    if "GLOBAL" in text or "global" in text.lower() and "unsupported" in text.lower():
+        return ModelError(
+            f"refused to load {path.name}: it contains Python objects that could run code when opened",
+            "convert the checkpoint to safetensors with a trusted tool, or use a weights-only checkpoint",
+        )
+    return ModelError(
+        f"{path.name} is not a readable PyTorch checkpoint (damaged, incomplete, or another format)",
+        "copy the file again, or use the model's .safetensors weights",
+    )
+
+
+def weights_error(path: Path, exc: BaseException) -> ModelError:
+    """Any failure to read a model folder's weights as one sentence with the fix (never a traceback)."""
+    import pickle
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, pickle.UnpicklingError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        files = sorted(p for p in Path(path).glob("*.bin")) if Path(path).is_dir() else [Path(path)]
+        return unpickling_error(files[0] if files else Path(path), cause)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "does not appear to have a file named" in msg or "no file named" in msg.lower():
+        return ModelError(
+            f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
+            "the download may be incomplete: copy the weights into the folder",
+        )
+    if type(exc).__name__ == "SafetensorError" or "safetensors" in msg.lower() or "deserializ" in msg.lower():
+        return ModelError(
+            f"the weights in {path} are damaged or incomplete ({msg})",
+            "the download or copy was probably cut short: copy model.safetensors again",
+        )
+    if isinstance(exc, PermissionError):
+        return ModelError(
+            f"the model files in {path} cannot be read: permission denied", "fix the folder's permissions"
+        )
+    return ModelError(f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model")
 
 
 def fingerprint(path: str | Path) -> str:
@@ -259,16 +298,12 @@ def build_hf_classifier(
                 output_loading_info=True,
                 use_safetensors=None,
             )
-        except (OSError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "does not appear to have a file named" in msg or "no file named" in msg.lower():
-                raise ModelError(
-                    f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
-                    "the download may be incomplete: copy the weights into the folder",
-                ) from exc
-            raise ModelError(
-                f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
-            ) from exc
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise weights_error(path, exc) from exc
+        except Exception as exc:  # safetensors' own error type (a damaged or truncated file)
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise weights_error(path, exc) from exc
         missing = list(info.get("missing_keys", [])) + [k for k, *_ in info.get("mismatched_keys", [])]
         heads = head_paths_from_missing(missing, model) or heuristic_head_paths(model)
         body_missing = [h for h in heads if h not in HEAD_NAMES]

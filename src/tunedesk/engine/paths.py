@@ -22,8 +22,21 @@ def home_dir(override: str | os.PathLike[str] | None = None) -> Path:
     else:
         base = Path(platformdirs.user_data_dir("TuneDesk", "TuneDesk"))
     base = base.expanduser().resolve()
-    base.mkdir(parents=True, exist_ok=True)
+    _make_dir(base, "the TuneDesk home folder")
     return base
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(path))
+    except OSError as exc:
+        from tunedesk.engine.errors import os_error
+
+        raise os_error(
+            exc, path, what, "set TUNEDESK_HOME (or --home) to a folder you can write to, or fix this one"
+        ) from None
 
 
 def database_path(home: Path | None = None) -> Path:
@@ -32,7 +45,7 @@ def database_path(home: Path | None = None) -> Path:
 
 def runs_dir(home: Path | None = None) -> Path:
     path = (home or home_dir()) / "runs"
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dir(path, "the runs folder")
     return path
 
 

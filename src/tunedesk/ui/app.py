@@ -26,7 +26,7 @@ def process_age() -> float:
     except (OSError, ValueError, IndexError, AttributeError):
         pass
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         return time.time() - psutil.Process().create_time()
     except Exception:  # noqa: BLE001 - measuring must never stop the app

@@ -247,7 +247,7 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
 
     from tunedesk.engine import tasks
     from tunedesk.engine.config import RunConfig
-    from tunedesk.engine.files import META_FILE, MODEL_FILE
+    from tunedesk.engine.files import META_FILE, MODEL_FILE, verify
 
     best = Path(output_dir) / "best"
     if not (best / MODEL_FILE).is_file():
@@ -255,6 +255,7 @@ def load_best_model(output_dir: str | Path, prep: Any = None, config: Any = None
             "this run has no best checkpoint yet",
             "a best checkpoint is saved after the first validation; let the run finish an epoch",
         )
+    verify(best, required=(MODEL_FILE,))  # a damaged checkpoint: a clear error, not wrong predictions
     try:
         meta = json.loads((best / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

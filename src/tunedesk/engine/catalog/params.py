@@ -242,7 +242,7 @@ def _count_hf(cfg: dict[str, Any]) -> Result:
                 if cls is not None:
                     model = cls(config)
                 else:
-                    model = transformers.AutoModel.from_config(config)
+                    model = transformers.AutoModel.from_config(config, trust_remote_code=False)
             return int(sum(p.numel() for p in model.parameters())), None
         except Exception as exc:  # noqa: BLE001 - any config transformers rejects is a problem, not a crash
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

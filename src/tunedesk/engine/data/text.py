@@ -80,6 +80,25 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path} is not a regular file", "choose a .csv, .tsv or .jsonl file")
 
 
+def _refuse_binary(path: Path, encoding: str) -> None:
+    """A file that is not text at all (an image, an archive, a model) renamed or picked by mistake."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return  # the reader reports it
+    text = head.decode(encoding, errors="replace")
+    if not text:
+        return
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r\f") or 127 <= ord(ch) < 160)
+    if bad / len(text) > 0.05:
+        raise DataError(
+            f"{_display(path)} is not a text table: it holds binary data ({bad} control or undecodable "
+            f"characters in its first {len(head)} bytes)",
+            "choose the .csv/.tsv/.jsonl file with your examples; a spreadsheet must be exported as CSV first",
+        )
+
+
 def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, bool, bool]:
     """(encoding, confident, forced)."""
     if encoding and encoding.lower() != "auto":
@@ -203,8 +222,13 @@ def _find_column(columns: list[str], wanted: str) -> int | None:
     return None
 
 
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
+
+
 def _missing_columns_error(path: Path, columns: list[str], missing: list[tuple[str, str, str]], noun: str) -> DataError:
-    found = ", ".join(repr(c) for c in columns) if columns else "none"
+    found = ", ".join(_shown(c) for c in columns[:12]) + (f" and {len(columns) - 12} more" if len(columns) > 12 else "")
+    found = found or "none"
     names = " and ".join(f"{option} {name!r}" for option, name, _ in missing)
     fixes = "; ".join(f"set {option} to the {kind} {noun}" for option, _, kind in missing)
     return DataError(
@@ -238,6 +262,7 @@ def read_text_table(
             "point text_column at the column with the text and label_column at the column with the class name",
         )
     enc, confident, forced = _resolve_encoding(path, encoding)
+    _refuse_binary(path, enc)
     report = DataReport(source=os.path.abspath(path), encoding=enc, encoding_confident=confident)
     examples: list[TextExample] = []
     try:

@@ -344,7 +344,9 @@ def resolve_flags(index: ModelIndex, spec: FreezeSpec, head_paths: Iterable[str]
     head_paths = [h for h in head_paths if h]
     n = len(index.names)
     if not n:
-        raise ConfigError("model", "has no parameters to train")
+        raise ConfigError(
+            "model", "has no parameters to train", "pick a model with weights, or train at least its head"
+        )
     blocks = index.blocks
     if spec.preset == "all":
         flags = [True] * n

@@ -81,9 +81,13 @@ def _checkpoint_folder(run: dict[str, Any], which: str) -> tuple[Path, str]:
     best, last = out / "best", out / "last"
     has_best = (best / BEST_WEIGHTS).is_file() and (best / BEST_META).is_file()
     has_last = (last / MODEL_FILE).is_file()
+    from tunedesk.engine.files import verify
+
     if which in ("best", "auto") and has_best:
+        verify(best, required=(BEST_WEIGHTS, BEST_META))  # damaged or mixed: a clear error, never loaded
         return best, "best"
     if which in ("last", "auto") and has_last:
+        verify(last, required=(MODEL_FILE,))
         return last, "last"
     raise TuneDeskError(
         f"run {run['id']} has no saved {'model' if which == 'auto' else which + ' checkpoint'} in {out}",
@@ -149,7 +153,9 @@ def load_run_model(
         load_model(model, str(folder / MODEL_FILE), strict=True, device="cpu")
         names = list(resolved(run).trainable_names or run.get("trainable_names") or [])
     tok_dir = folder / TOKENIZER_DIR
-    tokenizer = load_lm_tokenizer(str(tok_dir if tok_dir.is_dir() else base_path), chat=chat)
+    tokenizer = load_lm_tokenizer(
+        str(tok_dir if tok_dir.is_dir() else base_path), chat=chat, trust_remote_code=config.model.trust_remote_code
+    )
     model.config.use_cache = True
     model.to(device).eval()
     return RunModel(model, tokenizer, chat, targets, names, base_path, config, which)

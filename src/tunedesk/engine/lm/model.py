@@ -52,12 +52,12 @@ ENCODER_FAMILIES = {
 }
 
 
-def load_lm_tokenizer(path: str, chat: bool) -> Any:
+def load_lm_tokenizer(path: str, chat: bool, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer with a pad token (eos when it has none) and, for chat data, a chat template."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(
             f"no usable tokenizer in {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
@@ -132,22 +132,22 @@ def load_causal_lm(
                 f"cannot load {path.name}: {str(exc).splitlines()[0]}",
                 "install the missing package, or set hparams.attention to auto / leave freeze.lora.base_bits out",
             ) from exc
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # damaged, truncated, refused (code in a pickle): one sentence each
+            from tunedesk.engine.models import weights_error
+
+            if not isinstance(exc, (OSError, ValueError, RuntimeError, EOFError)) and type(exc).__name__ not in (
+                "SafetensorError",
+                "UnpicklingError",
+            ):
+                raise
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "no file named" in msg.lower() or "does not appear to have a file named" in msg:
-                raise ModelError(
-                    f"{path} has no weights file (model.safetensors or pytorch_model.bin)",
-                    "the download may be incomplete: copy the weights into the folder",
-                ) from exc
             if attn_implementation is not None and ("attn" in msg.lower() or "attention" in msg.lower()):
                 raise ConfigError(
                     "hparams.attention",
                     f"{path.name} cannot run attention {attn_implementation!r}: {msg}",
                     "set hparams.attention to auto (transformers picks what the model supports)",
                 ) from exc
-            raise ModelError(
-                f"cannot load the model in {path}: {msg}", "check that the folder holds a complete model"
-            ) from exc
+            raise weights_error(path, exc) from exc
     else:
         torch.manual_seed(0)
         try:

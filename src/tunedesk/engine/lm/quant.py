@@ -79,7 +79,9 @@ def quantization_config(bits: int, compute_dtype: Any, skip_modules: list[str] |
         )
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip or None)
-    raise ConfigError(FIELD, f"must be 4 or 8 (got {bits!r})")
+    raise ConfigError(
+        FIELD, f"must be 4 or 8 (got {bits!r})", "4 (NF4) saves the most memory; leave it out for no quantisation"
+    )
 
 
 def logical_numel(param: Any) -> int:

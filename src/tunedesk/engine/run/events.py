@@ -96,6 +96,7 @@ class RunFinished(Event):
     steps: int = 0
     duration: float = 0.0
     summary: str = ""  # what the run's length came to ("auto: stopped after epoch 9, best epoch 7 (...)")
+    internal: bool = False  # failed by a bug in TuneDesk (not by the data, settings or machine)
 
 
 Listener = Callable[[Event], None]
@@ -144,6 +145,18 @@ class EventBus:
 
     def __init__(self, *listeners: Listener) -> None:
         self._listeners: list[Listener] = list(listeners)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until listeners that buffer (the history writer) have written what they received."""
+        for listener in list(self._listeners):
+            flush = getattr(listener, "flush", None)
+            if callable(flush):
+                try:
+                    flush(timeout)
+                except Exception:
+                    import logging
+
+                    logging.getLogger("tunedesk").exception("flushing an event listener failed")
 
     def emit(self, event: Event) -> None:
         for listener in list(self._listeners):

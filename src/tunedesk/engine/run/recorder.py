@@ -18,7 +18,6 @@ failed because the database was busy are retried on the next flush.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -38,6 +37,7 @@ from tunedesk.engine.run.events import (
     StepLogged,
 )
 from tunedesk.engine.store import DEFAULT_BUSY_TIMEOUT_S, RUN_STATUSES, RunStore
+from tunedesk.engine.store.connection import this_process
 
 log = logging.getLogger("tunedesk.recorder")
 
@@ -254,7 +254,8 @@ class RunRecorder:
                 total_steps=int(event.total_steps),
                 device=event.device,
                 precision=event.precision,
-                pid=os.getpid(),
+                pid=this_process()[0],
+                owner_started=this_process()[1],
             )
         elif isinstance(event, EpochEnded):
             store.add_epoch_metrics(
@@ -316,6 +317,8 @@ class RunRecorder:
         self.errors += 1
         self.last_error = f"{what}: {exc}" if exc is not None else what
         if self.errors <= _MAX_LOGGED_ERRORS:
-            log.error("run %s: %s", self.run_id, self.last_error, exc_info=exc if self.errors == 1 else None)
+            # a full, locked or read-only database is the machine's state, not a bug: no traceback for it
+            bug = exc is not None and not isinstance(exc, (sqlite3.Error, OSError))
+            log.error("run %s: %s", self.run_id, self.last_error, exc_info=exc if bug and self.errors == 1 else None)
         elif self.errors == _MAX_LOGGED_ERRORS + 1:
             log.error("run %s: more history write errors; no longer logging each one", self.run_id)

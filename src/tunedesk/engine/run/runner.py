@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.defaults import suggested_head_learning_rate, suggested_learning_rate
-from tunedesk.engine.errors import TuneDeskError
+from tunedesk.engine.errors import DataError, TuneDeskError
 from tunedesk.engine.paths import database_path, home_dir, runs_dir
 from tunedesk.engine.run.events import Control, Event, EventBus, RunFinished
 from tunedesk.engine.store.history import run_config
@@ -25,6 +25,7 @@ from tunedesk.engine.store.resolved import ResolvedRun, resolved
 if TYPE_CHECKING:  # torch, transformers and the tasks load only when a run is prepared
     from tunedesk.engine.freezing import ResolvedPlan
     from tunedesk.engine.models import LoadedModel
+    from tunedesk.engine.run.distributed import DistContext
     from tunedesk.engine.store import RunStore
     from tunedesk.engine.tasks.base import PreparedData, Task
 
@@ -56,6 +57,14 @@ class RunResult:
     hint: str = ""
     duration: float = 0.0
     summary: str = ""  # what the run's length came to ("auto: stopped after epoch 9, best epoch 7 (...)")
+    internal: bool = False  # failed by a bug in TuneDesk, not by the user's data, settings or machine
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit status: 0 completed or stopped, 1 a bug, 2 anything the user can fix."""
+        if self.status in ("completed", "stopped"):
+            return 0
+        return 1 if self.internal else 2
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,10 +104,13 @@ def recorded_config(config: RunConfig, home: Path) -> RunConfig:
 def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything up to the first step; raises TuneDeskError with a hint on any user mistake."""
     from tunedesk.engine import freezing, tasks
+    from tunedesk.engine.devices import select_device, select_precision
 
     say = progress or (lambda _msg: None)
     config = accept(config)
+    select_precision(config.precision, select_device(config.device))  # no GPU, no run record
     task = tasks.get(config.task)
+    task.progress = say  # long steps (tokenising millions of texts) say how far they are
     say("reading the data set")
     examples = task.load_examples(config)
     label_names = task.label_names(examples)
@@ -109,6 +121,13 @@ def prepare(config: RunConfig, progress: Progress | None = None) -> PreparedRun:
     loaded = task.build_model(config, label_names)
     say("preparing batches")
     data = task.prepare(config, loaded, examples)
+    n_train, n_val = len(cast(Sized, data.train)), len(cast(Sized, data.val))  # map-style data sets
+    if n_train == 0 or n_val == 0:
+        which = "training" if n_train == 0 else "validation"
+        raise DataError(
+            f"the {which} split is empty ({n_train} training, {n_val} validation examples)",
+            "add more examples, or change data.val_fraction so both splits get some",
+        )
     plan = freezing.resolve(loaded.model, config.freeze, loaded.head_paths)
     plan = task.adapt_plan(config, loaded, plan)  # causal_lm: LoRA adapters wrap the model and join the plan
     if plan.trainable_params == 0:
@@ -164,13 +183,17 @@ def execute(
     progress: Progress | None = None,
     prepared: PreparedRun | None = None,
     name: str | None = None,
+    dist: DistContext | None = None,
 ) -> RunResult:
     """Prepare, record and train one run; returns its outcome (failed runs included)."""
     home_path = home_dir(home)
     prep = prepared or prepare(config, progress)
     prep.config = recorded_config(prep.config, home_path)
+    chosen = Path(prep.config.output_dir).expanduser() if prep.config.output_dir else None
     store = open_store(home_path)
     try:
+        if chosen is not None:  # checked before the run exists: a refusal leaves no run behind
+            check_output_dir(chosen, store)
         run_id = store.create_run(
             config=prep.config,
             resolved=resolved_facts(prep),
@@ -190,15 +213,72 @@ def execute(
             device=prep.config.device,
             precision=prep.config.precision,
         )
-        output_dir = (
-            Path(prep.config.output_dir) if prep.config.output_dir else runs_dir(home_path) / f"run-{run_id:05d}"
-        )
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = chosen or runs_dir(home_path) / f"run-{run_id:05d}"
+        try:
+            if chosen is None:
+                check_output_dir(output_dir, store)  # a folder left by another history in this home
+            _claim_folder(output_dir, prep.config.to_json() + "\n")
+        except BaseException:
+            store.db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+            store.db.conn.commit()
+            raise
         store.update_run(run_id, output_dir=str(output_dir))
     finally:
         store.close()
-    (output_dir / "config.json").write_text(prep.config.to_json() + "\n", encoding="utf-8")
-    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=None)
+    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=None, dist=dist)
+
+
+def check_output_dir(folder: Path, store: Any = None) -> None:
+    """Refuse a folder that holds another run's files, is a file, or cannot be written (no run is created)."""
+    if folder.exists() and not folder.is_dir():
+        raise TuneDeskError(
+            f"output_dir {folder} is a file, not a folder", "set output_dir to a new or empty folder, or leave it empty"
+        )
+    from tunedesk.engine.store.history import run_files
+
+    theirs = [p.name for p in run_files(folder)] if folder.is_dir() else []
+    if theirs:
+        owner = ""
+        if store is not None:
+            rows = store.db.execute("SELECT id FROM runs WHERE output_dir = ?", [str(folder)]).fetchall()
+            if rows:
+                owner = f" (run {rows[-1][0]})"
+        raise TuneDeskError(
+            f"output_dir {folder} already holds another run's files{owner}: {', '.join(theirs[:4])}",
+            "choose a new or empty folder (or leave output_dir empty for one under TuneDesk's home); "
+            "a second run there would overwrite the first run's weights",
+        )
+    writable_dir(folder, "output_dir")
+
+
+def writable_dir(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and prove it can be written; a TuneDeskError naming it otherwise."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        from tunedesk.engine.errors import os_error
+
+        raise os_error(exc, folder, what) from None
+
+
+def _claim_folder(folder: Path, config_json: str) -> None:
+    """Write config.json with O_EXCL: of two runs started into one folder at once, one gets it."""
+    try:
+        with open(folder / "config.json", "x", encoding="utf-8") as fh:
+            fh.write(config_json)
+    except FileExistsError:
+        raise TuneDeskError(
+            f"output_dir {folder} was just taken by another run",
+            "choose a new or empty folder, or leave output_dir empty",
+        ) from None
+    except OSError as exc:
+        from tunedesk.engine.errors import os_error
+
+        raise os_error(exc, folder, "output_dir") from None
 
 
 def resume(
@@ -208,56 +288,70 @@ def resume(
     listeners: Iterable[Callable[[Event], None]] = (),
     control: Control | None = None,
     progress: Progress | None = None,
+    dist: DistContext | None = None,
 ) -> RunResult:
-    """Continue a stopped or interrupted run from its last checkpoint, in the same run record."""
+    """Continue a stopped or interrupted run from its last checkpoint, in the same run record.
+
+    The run is claimed first (a compare-and-set in the history): of two resumes at once, one trains and
+    the other gets a TuneDeskError before it loads anything. If preparing fails, the claim is given back.
+    """
     home_path = home_dir(home)
     store = open_store(home_path)
     try:
-        store.mark_interrupted()
+        store.mark_interrupted(run_ids=[run_id])  # its process died (or its pid now names another)
+        before = store.get_run(run_id)
+        token = store.claim(run_id)
         run = store.get_run(run_id)
-        if run["status"] not in ("stopped", "interrupted", "failed"):
-            raise TuneDeskError(
-                f"run {run_id} is {run['status']}, so there is nothing to resume",
-                "only stopped, interrupted or failed runs can be resumed",
-            )
-        checkpoints = store.checkpoints(run_id)
-        if "last" not in checkpoints:
-            raise TuneDeskError(f"run {run_id} has no resumable checkpoint", "start it again with `tunedesk train`")
+    finally:
+        store.close()
+    try:
         config = RunConfig.from_dict(run_config(run))
         facts = resolved(run)
-        last = Path(checkpoints["last"]["path"])
         output_dir = Path(run["output_dir"])
-    finally:
-        store.close()
-    prep = prepare(config, progress)
-    if facts.trainable_names and facts.trainable_names != prep.plan.trainable_names:
+        last = _resumable_checkpoint(run_id, output_dir)
+        prep = prepare(config, progress)
+        if facts.trainable_names and facts.trainable_names != prep.plan.trainable_names:
+            raise TuneDeskError(
+                f"run {run_id}'s model no longer resolves to the same trainable parameters",
+                "the model files changed since the run; start a new run instead",
+            )
+        if facts.learning_rate is not None:  # the rates the run trained at, not today's suggestion
+            prep.learning_rate = facts.learning_rate
+            prep.head_learning_rate = facts.head_learning_rate
+        from tunedesk.engine.run.checkpoint import last_step
+
+        step = last_step(last)
+        store = open_store(home_path)
+        try:
+            store.truncate_metrics_after(run_id, step)
+        finally:
+            store.close()
+    except BaseException:
+        store = open_store(home_path)
+        try:  # nothing was trained: the run is as it was
+            store.release(run_id, token, before)
+        finally:
+            store.close()
+        raise
+    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=last, dist=dist)
+
+
+def _resumable_checkpoint(run_id: int, output_dir: Path) -> Path:
+    """The run's ``last`` checkpoint, after finishing a swap a crash interrupted; verified on load.
+
+    The folder, not the history's checkpoint row, is the truth: a crash after the swap and before the
+    row was written leaves the row one checkpoint behind.
+    """
+    from tunedesk.engine.run.checkpoint import recover
+
+    recover(output_dir)
+    last = output_dir / "last"
+    if not last.is_dir():
         raise TuneDeskError(
-            f"run {run_id}'s model no longer resolves to the same trainable parameters",
-            "the model files changed since the run; start a new run instead",
+            f"run {run_id} has no complete resumable checkpoint in {output_dir}",
+            "it stopped before its first checkpoint was written; start it again with `tunedesk train`",
         )
-    if facts.learning_rate is not None:  # the rates the run trained at, not today's suggestion
-        prep.learning_rate = facts.learning_rate
-        prep.head_learning_rate = facts.head_learning_rate
-    store = open_store(home_path)
-    try:
-        step = _last_step(last)
-        store.truncate_metrics_after(run_id, step)
-        store.set_status(run_id, "queued")
-    finally:
-        store.close()
-    return _train(prep, run_id, output_dir, home_path, listeners, control, resume_from=last)
-
-
-def _last_step(folder: Path) -> int:
-    import torch
-
-    from tunedesk.engine.run.checkpoint import STATE_FILE
-
-    try:
-        payload = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        return int(payload["state"]["step"])
-    except Exception as exc:
-        raise TuneDeskError(f"the checkpoint in {folder} is unreadable", "start the run again") from exc
+    return last
 
 
 def resolved_facts(prep: PreparedRun) -> ResolvedRun:
@@ -307,6 +401,7 @@ def _train(
     listeners: Iterable[Callable[[Event], None]],
     control: Control | None,
     resume_from: Path | None,
+    dist: DistContext | None = None,
 ) -> RunResult:
     from tunedesk.engine.run.recorder import RunRecorder
     from tunedesk.engine.run.training import Trainer
@@ -331,13 +426,14 @@ def _train(
             resume_from=resume_from,
             cache_dir=home / "cache",
             batch=prep.batch,
+            dist=dist,
         )
         finished = trainer.run()
     finally:
         recorder.close()
         if board is not None:
             board.close()
-    return RunResult(
+    result = RunResult(
         run_id,
         finished.status,
         dict(finished.final_metrics),
@@ -348,4 +444,16 @@ def _train(
         finished.hint,
         finished.duration,
         finished.summary,
+        finished.internal,
     )
+    if not recorder.finished:
+        # The history could not record how the run ended (disk full, database taken away): say what the
+        # history will say (interrupted, once this process is gone), not "completed".
+        result.status = "interrupted"
+        result.reason = f"the run history could not record the run's end ({recorder.last_error or 'write failed'})"
+        result.hint = (
+            f"free disk space where the history lives ({database_path(home)}) and check it can be written; "
+            f"then `tunedesk runs resume {run_id}` continues from the last checkpoint"
+        )
+        result.internal = False
+    return result

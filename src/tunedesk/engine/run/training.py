@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -20,10 +20,10 @@ from torch import nn
 from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.devices import input_workers, select_device, select_precision
-from tunedesk.engine.errors import ConfigError, TuneDeskError
+from tunedesk.engine.errors import ConfigError, TuneDeskError, os_error
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.run.batching import BatchChoice, choose_batch
-from tunedesk.engine.run.checkpoint import CheckpointState, load_checkpoint, save_last
+from tunedesk.engine.run.checkpoint import CheckpointState, CheckpointWriter, load_checkpoint, recover
 from tunedesk.engine.run.events import (
     CheckpointSaved,
     Control,
@@ -38,6 +38,9 @@ from tunedesk.engine.run.events import (
 from tunedesk.engine.run.length import EarlyStopping, PlateauSchedule, make_scheduler, outcome, plan_length
 from tunedesk.engine.tasks.base import PreparedData, Task
 
+if TYPE_CHECKING:
+    from tunedesk.engine.run.distributed import DistContext
+
 log = logging.getLogger("tunedesk.training")
 
 
@@ -45,11 +48,14 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     """Seeded shuffled batches per epoch that can skip the batches a resumed run already consumed.
 
     Lives in the main process (DataLoader workers only receive indices), so ``set_epoch`` works
-    with persistent workers.
+    with persistent workers. Data-parallel (``world`` > 1): ``batch_size`` is the global batch and
+    rank ``rank`` gets its contiguous share of each; the shards are disjoint and together are the
+    one-process epoch (a last batch smaller than ``world`` is left out by every rank).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -61,6 +67,9 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
         batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches[-2].extend(batches.pop())  # a batch of one breaks BatchNorm in training mode
+        if self.world > 1:
+            r, w = self.rank, self.world
+            batches = [b[r * len(b) // w : (r + 1) * len(b) // w] for b in batches if len(b) >= w]
         return iter(batches[self.skip :])
 
     def __len__(self) -> int:
@@ -69,7 +78,9 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     @property
     def batches_per_epoch(self) -> int:
         n = math.ceil(self.size / self.batch_size)
-        return n - 1 if n > 1 and self.size % self.batch_size == 1 else n
+        n = n - 1 if n > 1 and self.size % self.batch_size == 1 else n
+        last = self.size - (n - 1) * self.batch_size
+        return n - 1 if self.world > 1 and last < self.world else n
 
 
 class Trainer:
@@ -91,6 +102,7 @@ class Trainer:
         resume_from: Path | None = None,
         cache_dir: Path | None = None,
         batch: BatchChoice | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.config, self.task, self.loaded, self.data, self.plan = config, task, loaded, data, plan
         self.output_dir = Path(output_dir)
@@ -102,6 +114,10 @@ class Trainer:
         self.batch = batch or choose_batch(config)
         self.batch_size, self.grad_accum = self.batch.batch_size, self.batch.grad_accum_steps
         self.summary = ""  # what the run's length came to ("auto: stopped after epoch 9, ...")
+        # The history is flushed before each checkpoint is swapped in: it then holds every step up to it.
+        self.checkpoints = CheckpointWriter(self.output_dir, before_commit=self.bus.flush)
+        self.dist = dist  # data-parallel worker (engine.run.distributed): rank 0 alone writes and emits
+        self.writes = dist is None or dist.is_main
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -168,6 +184,9 @@ class Trainer:
             )
         except TuneDeskError as exc:
             return self._finish("failed", start, reason=exc.message, hint=exc.hint)
+        except OSError as exc:  # a full disk or a folder taken away while writing a checkpoint: not a bug
+            err = os_error(exc, exc.filename or self.output_dir, "")
+            return self._finish("failed", start, reason=err.message, hint=err.hint)
         except Exception as exc:
             log.exception("run %s failed", self.run_id)
             return self._finish(
@@ -175,6 +194,7 @@ class Trainer:
                 start,
                 reason=f"internal error: {type(exc).__name__}: {exc}",
                 hint="this is a bug in TuneDesk; the log has the details",
+                internal=True,
             )
 
     def _free_cuda(self) -> None:
@@ -190,7 +210,9 @@ class Trainer:
 
     def _run(self, start: float) -> RunFinished:
         cfg, h = self.config, self.config.hparams
-        self.device = select_device(cfg.device)
+        self.device = self.dist.device if self.dist else select_device(cfg.device)
+        if self.dist:  # every rank trains at rank 0's rates and resumes from its checkpoint
+            self.lr, self.head_lr, self.resume_from = self.dist.from_main((self.lr, self.head_lr, self.resume_from))
         precision = select_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -212,6 +234,7 @@ class Trainer:
         else:
             model.to(self.device)
 
+        train_model = self.dist.wrap(model, self.task) if self.dist else model
         groups = freezing.param_groups(
             model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
         )
@@ -223,7 +246,9 @@ class Trainer:
             saved = _saved_batch(self.resume_from)
             if saved is not None:
                 self.batch_size, self.grad_accum = saved
-        sampler = EpochBatches(n_train, self.batch_size, cfg.seed)
+        world = self.dist.world_size if self.dist else 1
+        # data-parallel: the batch is the global one, each rank trains its share of it
+        sampler = EpochBatches(n_train, self.batch_size, cfg.seed, self.dist.rank if self.dist else 0, world)
         steps_per_epoch = math.ceil(sampler.batches_per_epoch / self.grad_accum)
         length = plan_length(h, steps_per_epoch, n_train)
         total_steps = length.total_steps
@@ -234,6 +259,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
+        recovered = (
+            recover(self.output_dir) if self.writes else []
+        )  # an interrupted checkpoint write: finish it, drop its leftovers
         state = CheckpointState()
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
@@ -264,11 +292,19 @@ class Trainer:
             self._log("warning", w)
         if state.step == 0:
             self._log("info", f"{length.explanation}; {self.batch.explanation}")
+        for note in recovered:
+            self._log("info", note)
+        if self.dist:
+            self._log(
+                "info",
+                f"data-parallel on {world} processes ({self.device.type}): batch {self.batch_size // world} "
+                f"per process, global batch {self.batch_size}",
+            )
 
         from tunedesk.engine.run.feed import build_feed
 
         self.feed = build_feed(
-            cfg,
+            self.dist.feed_config(cfg) if self.dist else cfg,
             self.task,
             self.loaded,
             self.data,
@@ -291,9 +327,13 @@ class Trainer:
         best = state.best_metric
         best_metrics: dict[str, float] = dict(state.best_metrics)
         last_metrics: dict[str, float] = dict(state.last_metrics)
-        loss_sum = torch.zeros((), device=self.device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        micro_in_window = 0
+        loss_sum = torch.full((), state.window_loss, device=self.device)
+        # a NaN in the resumed window's partial sum is still a NaN loss
+        nonfinite = torch.full((), not math.isfinite(state.window_loss), dtype=torch.bool, device=self.device)
+        micro_in_window = state.window_micro
+        if not self.writes:  # data-parallel: a resumed run's open logging window counts once, on rank 0
+            loss_sum.zero_()
+            micro_in_window = 0
         samples_window = 0
         samples_total = 0
         paused_total = 0.0  # pauses, validation and checkpoints: excluded from throughput
@@ -302,8 +342,11 @@ class Trainer:
         stop_reason = ""
         stopped_early = False
         epochs_done = state.epoch
+        every_steps = h.checkpoint_every_steps or 0
+        every_s = (h.checkpoint_every_minutes or 0.0) * 60.0
+        t_checkpoint = time.monotonic()
 
-        def checkpoint_state(epoch: int, batch_in_epoch: int) -> CheckpointState:
+        def checkpoint_state(epoch: int, batch_in_epoch: int, window: bool = False) -> CheckpointState:
             return CheckpointState(
                 step=step,
                 epoch=epoch,
@@ -315,6 +358,9 @@ class Trainer:
                 budget_epochs=length.epochs,
                 batch_size=self.batch_size,
                 grad_accum_steps=self.grad_accum,
+                # a checkpoint between two logged steps keeps the open logging window's partial sum
+                window_loss=float(loss_sum) if window else 0.0,
+                window_micro=micro_in_window if window else 0,
             )
 
         if step == 0:
@@ -338,7 +384,7 @@ class Trainer:
                     try:
                         batch = self.feed.to_device(batch)
                         with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                            logits = self.feed.forward(model, batch)
+                            logits = self.feed.forward(train_model, batch)
                             loss = self.task.loss(logits, batch)
                         scaler.scale(loss / self.grad_accum).backward()
                     except torch.OutOfMemoryError:
@@ -369,10 +415,16 @@ class Trainer:
                     step += 1
 
                     last_of_run = step >= total_steps
-                    if step % h.log_every == 0 or last_of_run or self.control.stop_requested:
+                    stop_now = False  # data-parallel: the ranks agree on a stop when logging
+                    if step % h.log_every == 0 or last_of_run or (self.control.stop_requested and not self.dist):
                         # the one host read per logging window (it waits for the queued GPU work)
                         loss_value = float(loss_sum) / max(micro_in_window, 1)
-                        if bool(nonfinite):
+                        bad = bool(nonfinite)
+                        if self.dist:
+                            loss_value, bad, stop_now, samples_window = self.dist.agree(
+                                loss_sum, micro_in_window, samples_window, nonfinite, self.control.stop_requested
+                            )
+                        if bad:
                             return self._finish(
                                 "failed",
                                 start,
@@ -406,11 +458,24 @@ class Trainer:
                     if self.control.paused:
                         paused_total += self.control.wait_while_paused()
                         t_window = time.perf_counter()
-                    if self.control.stop_requested:
+                    stopping = stop_now if self.dist else self.control.stop_requested
+                    if stopping:
                         stop_reason = self.control.stop_reason or "stopped by the user"
-                        st = checkpoint_state(epoch, micro)
-                        path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
-                        self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                    # a resumable checkpoint mid-epoch: on stop, and every N steps / minutes (the epoch's last
+                    # step is followed by the end-of-epoch checkpoint anyway)
+                    due = (every_steps and step % every_steps == 0) or (
+                        every_s and time.monotonic() - t_checkpoint >= every_s
+                    )
+                    if stopping or (due and micro < per_epoch_micro and not last_of_run):
+                        t_ck = time.perf_counter()
+                        st = checkpoint_state(epoch, micro, window=True)
+                        if self.writes:
+                            path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                            self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
+                        t_checkpoint = time.monotonic()
+                        paused_total += time.perf_counter() - t_ck
+                        t_window += time.perf_counter() - t_ck
+                    if stopping:
                         break
                     if last_of_run:
                         break
@@ -434,15 +499,20 @@ class Trainer:
             if is_best:
                 best = value
                 best_metrics = dict(metrics)
-                bpath = self.task.save_best(self.output_dir, model, self.loaded, self.data.label_names, metrics)
+            if is_best and self.writes:
+                bpath = self.checkpoints.save_best(
+                    self.task.best_files(model, self.loaded, self.data.label_names, metrics), step, epoch + 1
+                )
             self._emit(
                 EpochEnded(self.run_id, epoch + 1, step, metrics, confusion, self.data.label_names, per_class, is_best)
             )
-            if is_best:
+            if is_best and self.writes:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
             st = checkpoint_state(epoch + 1, 0)
-            path = save_last(self.output_dir, model, optimizer, scheduler, scaler, group_names, st)
-            self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            if self.writes:
+                path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+            t_checkpoint = time.monotonic()
             paused_total += time.perf_counter() - t_eval0
             t_window = time.perf_counter()
             if length.early_stopping and stopper.should_stop:
@@ -452,7 +522,7 @@ class Trainer:
                 break
 
         train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)
-        sps = samples_total / train_time
+        sps = samples_total * world / train_time  # every rank trains the same share
         if not stop_reason:
             self.summary = outcome(length, stopper if length.early_stopping else None, epochs_done, stopped_early)
             self._log("info", self.summary)

@@ -4,7 +4,7 @@
 in ``tunedesk.engine.store.migrations``.
 """
 
-from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, pid_alive
+from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, owner_alive, pid_alive
 from tunedesk.engine.store.migrations import MIGRATIONS, apply_migrations, utc_now
 from tunedesk.engine.store.runs import (
     CHECKPOINT_KINDS,
@@ -24,6 +24,7 @@ __all__ = [
     "RunStore",
     "apply_migrations",
     "open_database",
+    "owner_alive",
     "pid_alive",
     "utc_now",
 ]

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tunedesk.engine.config import RunConfig
-from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.shares import percent
-from tunedesk.engine.store import RUN_STATUSES, RunStore, pid_alive
+from tunedesk.engine.store import RUN_STATUSES, RunStore
+from tunedesk.engine.store.connection import owner_alive
 from tunedesk.engine.store.resolved import RESOLVED_KEY, resolved
 from tunedesk.engine.store.runs import LIGHT_COLUMNS
 
@@ -168,7 +168,10 @@ def can_resume(run: dict[str, Any], checkpoints: dict[str, Any]) -> tuple[bool, 
     if status not in RESUMABLE_STATUSES:
         return False, f"the run is {status}"
     last = checkpoints.get("last")
+    folder = Path(run["output_dir"]) / "last" if run.get("output_dir") else None
     if not last:
+        if folder is not None and folder.is_dir():  # written, then killed before the history recorded it
+            return True, "continues from its last checkpoint"
         return False, "the run stopped before its first checkpoint"
     if not Path(last["path"]).is_dir():
         return False, f"its checkpoint folder is missing: {last['path']}"
@@ -177,7 +180,7 @@ def can_resume(run: dict[str, Any], checkpoints: dict[str, Any]) -> tuple[bool, 
 
 def is_active(run: dict[str, Any]) -> bool:
     """A run some live process is training right now (never delete or resume it)."""
-    return run.get("status") in ("running", "queued") and pid_alive(run.get("pid"))
+    return run.get("status") in ("running", "queued") and owner_alive(run.get("pid"), run.get("owner_started"))
 
 
 def delete_run(store: RunStore, run_id: int, home: Path | None = None) -> dict[str, Any]:
@@ -186,14 +189,22 @@ def delete_run(store: RunStore, run_id: int, home: Path | None = None) -> dict[s
     A folder under TuneDesk's ``runs/`` is removed whole. A folder the user chose (``output_dir`` in the
     config) only loses what TuneDesk wrote there (best/, last/, config.json), so other files survive.
     """
-    run = store.get_run(run_id)
-    if is_active(run):
-        raise TuneDeskError(f"run {run_id} is training right now", "stop it first, then delete it")
-    store.delete_run(run_id)
+    run = store.delete_run(run_id)  # refuses a run a live process is training
     out = run.get("output_dir")
     if out:
         remove_run_files(Path(out), home)
     return run
+
+
+# What TuneDesk writes into a run's folder (checkpoints, their interrupted writes, event files, config).
+RUN_FOLDERS = ("best", "last", "tensorboard", "cache")
+RUN_FILE_NAMES = ("config.json",)
+
+
+def run_files(folder: Path) -> list[Path]:
+    """The things in ``folder`` that a TuneDesk run wrote (a folder holding any is another run's)."""
+    found = [folder / n for n in RUN_FOLDERS + RUN_FILE_NAMES if (folder / n).exists()]
+    return found + sorted(folder.glob(".best.*")) + sorted(folder.glob(".last.*"))
 
 
 def remove_run_files(folder: Path, home: Path | None = None) -> None:
@@ -208,13 +219,14 @@ def remove_run_files(folder: Path, home: Path | None = None) -> None:
     if managed:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    for name in ("best", "last"):
-        shutil.rmtree(folder / name, ignore_errors=True)
-    for name in ("config.json",):
-        try:
-            (folder / name).unlink()
-        except OSError:
-            pass
+    for path in run_files(folder):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
     try:
         folder.rmdir()  # only if nothing else is left
     except OSError:

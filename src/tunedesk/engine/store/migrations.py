@@ -266,8 +266,18 @@ def m002_datasets(db: Database) -> None:
     )
 
 
+def m003_run_ownership(db: Database) -> None:
+    """Who trains a run: a token per claim and the owner process's start time, so that a process that
+    later got the same pid is not taken for the owner (see ``RunStore.claim``)."""
+    _run(
+        db,
+        "ALTER TABLE runs ADD COLUMN owner_token TEXT",
+        "ALTER TABLE runs ADD COLUMN owner_started REAL",  # seconds since the epoch, as psutil gives it
+    )
+
+
 # Append only. Position + 1 is the migration number stored in ``_migrations``.
-MIGRATIONS: list[Migration] = [m001_run_history, m002_datasets]
+MIGRATIONS: list[Migration] = [m001_run_history, m002_datasets, m003_run_ownership]
 
 
 def schema_version(db: Database) -> int:

@@ -13,7 +13,7 @@ text orders time. NaN floats are stored by SQLite as NULL.
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from tunedesk.engine.errors import TuneDeskError
-from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, pid_alive
+from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, owner_alive, this_process
 from tunedesk.engine.store.migrations import schema_version, utc_now
 from tunedesk.engine.store.resolved import RESOLVED_KEY, ResolvedRun
 
@@ -32,6 +32,7 @@ RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped", "interrup
 FINISHED_STATUSES = ("completed", "failed", "stopped", "interrupted")
 UNFINISHED_STATUSES = ("queued", "running")
 CHECKPOINT_KINDS = ("best", "last")
+RESUMABLE_STATUSES = ("stopped", "interrupted", "failed")
 
 # Decoded name -> stored JSON column.
 JSON_FIELDS = {
@@ -45,7 +46,7 @@ RUN_COLUMNS = (
     "dataset_version", "config_json", "trainable_params", "total_params", "trainable_names_json",
     "freeze_summary", "total_steps", "created_at", "started_at", "finished_at", "duration_s", "best_metric",
     "best_metric_name", "final_metrics_json", "samples_per_second", "error", "error_hint", "output_dir",
-    "device", "precision", "tags_json", "notes", "parent_run_id", "pid",
+    "device", "precision", "tags_json", "notes", "parent_run_id", "pid", "owner_token", "owner_started",
 )  # fmt: skip
 # What list_runs returns: no config / trainable names / final metrics / notes.
 LIGHT_COLUMNS = (
@@ -137,8 +138,9 @@ class RunStore:
         parent_run_id: int | None = None,
         resolved: ResolvedRun | None = None,
     ) -> int:
-        """Record a new run as ``queued`` (owned by this process: pid) and return its id. ``resolved``:
-        what the engine decided at the start (stored with the configuration, read by ``resolved(run)``)."""
+        """Record a new run as ``queued``, owned by this process (pid, start time, a new token); return its
+        id. ``resolved``: what the engine decided at the start (stored with the configuration, read by
+        ``resolved(run)``)."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
         config = dict(config)
@@ -164,7 +166,7 @@ class RunStore:
             "device": device,
             "precision": precision,
             "parent_run_id": parent_run_id,
-            "pid": os.getpid(),
+            **_owner_fields(),
         }
         table = self.db.table("runs")
         table.insert(record)
@@ -206,7 +208,8 @@ class RunStore:
             updates["error_hint"] = error_hint
         now = utc_now()
         if status in UNFINISHED_STATUSES:
-            updates["pid"] = os.getpid()  # this process will train it: not "interrupted" for others
+            pid, started = this_process()  # this process will train it: not "interrupted" for others
+            updates.update(pid=pid, owner_started=started)
             if run["finished_at"]:  # queued again to resume: the old ending no longer applies
                 updates.update(finished_at=None, duration_s=None)
                 updates.setdefault("error", None)
@@ -249,12 +252,61 @@ class RunStore:
         return _decode_run(row)
 
     def _light(self, run_id: int) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, status, started_at, finished_at, duration_s, pid FROM runs WHERE id = ?", [run_id]
-        ).fetchone()
+        columns = ("id", "status", "started_at", "finished_at", "duration_s", "pid", "owner_started", "owner_token")
+        row = self.db.execute(f"SELECT {', '.join(columns)} FROM runs WHERE id = ?", [run_id]).fetchone()
         if row is None:
             raise _not_found(run_id)
-        return dict(zip(("id", "status", "started_at", "finished_at", "duration_s", "pid"), row))
+        return dict(zip(columns, row))
+
+    # -- ownership ---------------------------------------------------------------------------
+    def is_live(self, run_id: int) -> bool:
+        """Whether a live process owns this unfinished run (it is training or about to)."""
+        run = self._light(run_id)
+        return run["status"] in UNFINISHED_STATUSES and owner_alive(run["pid"], run["owner_started"])
+
+    def claim(self, run_id: int, from_statuses: Sequence[str] = RESUMABLE_STATUSES) -> str:
+        """Take a finished run over to train it again (resume): one compare-and-set, so of two processes
+        claiming at once exactly one wins. Returns the owner token; raises TuneDeskError for the loser.
+
+        A run left ``running`` by a dead process (or by one whose pid was since reused) is first marked
+        interrupted, so it can be claimed.
+        """
+        self.mark_interrupted(run_ids=[run_id])
+        pid, started = this_process()
+        token = secrets.token_hex(8)
+        marks = ", ".join("?" * len(from_statuses))
+        cursor = self.db.execute(
+            "UPDATE runs SET status = 'queued', owner_token = ?, pid = ?, owner_started = ?, finished_at = NULL,"
+            f" duration_s = NULL, error = NULL, error_hint = NULL WHERE id = ? AND status IN ({marks})",
+            [token, pid, started, run_id, *from_statuses],
+        )
+        self.db.conn.commit()
+        if cursor.rowcount == 1:
+            return token
+        run = self._light(run_id)
+        if run["status"] in UNFINISHED_STATUSES:
+            who = "this TuneDesk" if run["pid"] == pid else f"another TuneDesk process (pid {run['pid']})"
+            raise TuneDeskError(
+                f"run {run_id} is already being trained by {who}",
+                "wait for it to finish, or stop it there first; `tunedesk runs list` shows its status",
+            )
+        raise TuneDeskError(
+            f"run {run_id} is {run['status']}, so there is nothing to resume",
+            "only stopped, interrupted or failed runs can be resumed",
+        )
+
+    def release(self, run_id: int, token: str, before: Mapping[str, Any]) -> bool:
+        """Give a claimed run back as it was (``before``: its row before the claim), e.g. when preparing
+        its resume failed; only if ``token`` still owns it."""
+        _check_status(before["status"])
+        cursor = self.db.execute(
+            "UPDATE runs SET status = ?, error = ?, error_hint = ?, finished_at = ?, duration_s = ?"
+            " WHERE id = ? AND owner_token = ? AND status IN ('queued', 'running')",
+            [before["status"], before.get("error"), before.get("error_hint"), before.get("finished_at"),
+             before.get("duration_s"), run_id, token],
+        )  # fmt: skip
+        self.db.conn.commit()
+        return cursor.rowcount == 1
 
     def _where(
         self,
@@ -355,18 +407,29 @@ class RunStore:
         db = self.db
         with db.atomic():
             run = self.get_run(run_id)
+            if run["status"] in UNFINISHED_STATUSES and owner_alive(run["pid"], run["owner_started"]):
+                raise TuneDeskError(
+                    f"run {run_id} is training right now (pid {run['pid']}), so it cannot be deleted",
+                    "stop it first (the Stop button, or Ctrl-C where it runs), then delete it",
+                )
             db.execute("DELETE FROM runs WHERE id = ?", [run_id])
         return run
 
-    def mark_interrupted(self, *, all_unfinished: bool = False) -> list[int]:
+    def mark_interrupted(self, *, all_unfinished: bool = False, run_ids: Sequence[int] | None = None) -> list[int]:
         """Runs left ``running``/``queued`` by a process that is gone become ``interrupted``.
 
+        Gone: no process has the pid, or the one that has it started at another time (a reused pid).
         Call at app/CLI start. With ``all_unfinished=True`` every unfinished run is marked, alive pid
-        or not (only when the caller knows no other TuneDesk process is training).
+        or not (only when the caller knows no other TuneDesk process is training). ``run_ids``: only these.
         """
         db = self.db
-        rows = db.execute("SELECT id, pid, started_at FROM runs WHERE status IN ('running', 'queued')").fetchall()
-        stale = [(rid, started) for rid, pid, started in rows if all_unfinished or not pid_alive(pid)]
+        sql = "SELECT id, pid, owner_started, started_at FROM runs WHERE status IN ('running', 'queued')"
+        args: list[Any] = []
+        if run_ids is not None:
+            sql += f" AND id IN ({', '.join('?' * len(run_ids))})"
+            args = [int(r) for r in run_ids]
+        rows = db.execute(sql, args).fetchall()
+        stale = [(rid, started) for rid, pid, owner, started in rows if all_unfinished or not owner_alive(pid, owner)]
         if not stale:
             return []
         now = utc_now()
@@ -555,6 +618,11 @@ class RunStore:
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
         return list(self.db.table("samples").rows_where("run_id = ?", [run_id], order_by="id"))
+
+
+def _owner_fields() -> dict[str, Any]:
+    pid, started = this_process()
+    return {"pid": pid, "owner_started": started, "owner_token": secrets.token_hex(8)}
 
 
 def _not_found(run_id: int) -> TuneDeskError:

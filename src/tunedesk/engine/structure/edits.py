@@ -119,14 +119,20 @@ def set_preset(spec: FreezeSpec, preset: str, last_n: int | None = None) -> Free
     Changing only the number of blocks keeps the edits.
     """
     if preset not in PRESETS:
-        raise ConfigError("freeze.preset", f"must be one of {', '.join(PRESETS)} (got {preset!r})")
+        raise ConfigError(
+            "freeze.preset",
+            f"must be one of {', '.join(PRESETS)} (got {preset!r})",
+            "all trains everything, head_only only the new head, last_n_blocks the last N blocks",
+        )
     new = _copy(spec)
     if preset != spec.preset:
         new.rules = [r for r in new.rules if r.pattern in MODIFIER_TOKENS]
     new.preset = preset
     if last_n is not None:
         if last_n < 0:
-            raise ConfigError("freeze.last_n", f"must be >= 0 (got {last_n})")
+            raise ConfigError(
+                "freeze.last_n", f"must be >= 0 (got {last_n})", "how many of the last blocks train, e.g. 2"
+            )
         new.last_n = int(last_n)
     return new
 
@@ -154,7 +160,11 @@ def set_modifier(spec: FreezeSpec, token: str, frozen: bool, tree: ModelTree | N
     so an unticked "Freeze embeddings" always means the embeddings train.
     """
     if token not in MODIFIER_TOKENS:
-        raise ConfigError("freeze.rules", f"{token!r} is not one of {', '.join(MODIFIER_TOKENS)}")
+        raise ConfigError(
+            "freeze.rules",
+            f"{token!r} is not one of {', '.join(MODIFIER_TOKENS)}",
+            "use one of those tokens, or a glob over module paths like encoder.layer.1*",
+        )
     new = _copy(spec)
     new.rules = [r for r in new.rules if r.pattern != token]
     if frozen:

@@ -51,6 +51,7 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
         config = AutoConfig.from_pretrained(
             str(folder),
             local_files_only=True,
+            trust_remote_code=False,  # the Layers area never runs a model folder's code
             num_labels=num_labels,
             id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
@@ -91,7 +92,7 @@ def build_meta_from_config(config: Any, task: str = TEXT, path: str = "") -> Loa
         for auto in autos:
             try:
                 with meta_device():
-                    model = auto.from_config(config)
+                    model = auto.from_config(config, trust_remote_code=False)
                 break
             except (ValueError, KeyError, TypeError, AttributeError, ImportError, NotImplementedError) as exc:
                 errors.append(_first_line(exc))

@@ -16,7 +16,7 @@ from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.datasets.versions import VersionExamples, load_version_examples
 from tunedesk.engine.errors import DataError
-from tunedesk.engine.files import META_FILE, MODEL_FILE, atomic_write_text, save_weights
+from tunedesk.engine.files import META_FILE, MODEL_FILE
 from tunedesk.engine.freezing import ResolvedPlan
 from tunedesk.engine.models import LoadedModel
 
@@ -47,6 +47,8 @@ class Task:
     higher_is_better: ClassVar[bool] = False
     # How the run's summary explains the higher learning rate of parameters that start from random weights.
     new_params_note: ClassVar[str] = "the new head trains at {lr:g} because it starts from random weights"
+    # Set by the runner before load_examples/prepare: long steps (tokenising millions of texts) say how far.
+    progress: Callable[[str], None] | None = None
     channels_last: ClassVar[bool] = False  # image batches (``pixel_values``) in channels-last memory on CUDA
 
     # ---- required --------------------------------------------------------------------------------
@@ -99,12 +101,14 @@ class Task:
         """(prompt, output) pairs shown at each evaluation, so a change can be followed; none by default."""
         return []
 
-    def save_best(
-        self, output_dir: Path, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
-    ) -> Path:
-        """Write the best checkpoint folder: by default the whole model plus what rebuilds it."""
-        folder = Path(output_dir) / "best"
-        save_weights(folder / MODEL_FILE, model)
+    def best_files(
+        self, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
+    ) -> list[tuple[str, Callable[[Path], None]]]:
+        """The best checkpoint's files, each a (name, writer of that path) pair: by default the whole model
+        plus what rebuilds it. The checkpoint writer (run/checkpoint.py) writes them into a folder aside
+        and swaps it in as one unit."""
+        from safetensors.torch import save_model
+
         meta = {
             "architecture": loaded.architecture,
             "kind": loaded.kind,
@@ -113,8 +117,10 @@ class Task:
             "head_paths": loaded.head_paths,
             "metrics": metrics,
         }
-        atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
-        return folder
+        return [
+            (MODEL_FILE, lambda p: save_model(model, str(p))),
+            (META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2), encoding="utf-8")),
+        ]
 
 
 class EvalAccumulator(Protocol):

@@ -3,7 +3,7 @@
 Loading and generation: tunedesk.engine.lm.model / lm.generate. Data and masks: lm.data. LoRA: lm.lora.
 Export and "try it": lm.export. Beyond the hooks every task implements, this one overrides
 ``adapt_plan`` (LoRA joins the freeze plan), ``describe_plan``, ``generate_samples`` (a reply per user
-prompt at each evaluation) and ``save_best`` (only the parameters that trained, plus what is needed to
+prompt at each evaluation) and ``best_files`` (only the parameters that trained, plus what is needed to
 rebuild the model from its base).
 """
 
@@ -154,6 +154,12 @@ class CausalLM(Task):
     def load_examples(self, config: RunConfig) -> lm_data.LMExamples:
         d = config.data
         self.kind = d.kind
+        if d.kind in ("text_corpus", "chat_jsonl") and Path(d.path).exists():
+            from tunedesk.engine.data.budget import check_budget, estimate_corpus
+
+            est = estimate_corpus(Path(d.path), d.max_items)
+            if est is not None:  # refused before reading when it cannot fit in memory
+                check_budget(est, Path(d.path).name)
         if d.kind == "text_corpus":
             return lm_data.read_corpus(d.path, d.encoding, d.max_items)
         if d.kind == "chat_jsonl":
@@ -163,7 +169,9 @@ class CausalLM(Task):
             self.kind = examples.kind  # a chat version trains (and later answers) through the chat template
             return examples
         raise ConfigError(
-            "data.kind", f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})"
+            "data.kind",
+            f"must be text_corpus, chat_jsonl or dataset_version for causal_lm (got {d.kind!r})",
+            "text_corpus: .txt files; chat_jsonl: a JSONL file of conversations",
         )
 
     def label_names(self, examples: Any) -> list[str]:
@@ -227,7 +235,7 @@ class CausalLM(Task):
         )
         self.base_path, self.base_fingerprint = str(path), loaded.fingerprint
         if device != "meta":
-            tok = load_lm_tokenizer(str(path), chat=self.chat)
+            tok = load_lm_tokenizer(str(path), chat=self.chat, trust_remote_code=config.model.trust_remote_code)
             loaded.processor = tok
             if getattr(model.config, "pad_token_id", None) is None:
                 model.config.pad_token_id = tok.pad_token_id
@@ -365,20 +373,14 @@ class CausalLM(Task):
             model.train(was_training)
         return out
 
-    def save_best(
-        self, output_dir: Path, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
-    ) -> Path:
-        """Only the parameters that train (adapters and/or unfrozen layers) plus how to rebuild the model."""
+    def best_files(
+        self, model: nn.Module, loaded: LoadedModel, label_names: list[str], metrics: dict[str, float]
+    ) -> list[tuple[str, Any]]:
+        """The best checkpoint's files: only the parameters that train (adapters and/or unfrozen layers),
+        the tokenizer, and how to rebuild the model. The checkpoint writer swaps them in as one folder."""
         from safetensors.torch import save_file
 
-        from tunedesk.engine.files import atomic_write, atomic_write_text
-
-        folder = Path(output_dir) / "best"
         state = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        atomic_write(folder / BEST_WEIGHTS, lambda tmp: save_file(state, tmp))
-        tok_dir = folder / TOKENIZER_DIR
-        if not tok_dir.is_dir() and loaded.processor is not None:
-            loaded.processor.save_pretrained(str(tok_dir))
         meta = {
             "format": FORMAT,
             "task": self.name,
@@ -391,5 +393,8 @@ class CausalLM(Task):
             "trainable_names": sorted(state),
             "metrics": metrics,
         }
-        atomic_write_text(folder / BEST_META, json.dumps(meta, indent=2))
-        return folder
+        files: list[tuple[str, Any]] = [(BEST_WEIGHTS, lambda p: save_file(state, str(p)))]
+        if loaded.processor is not None:
+            files.append((TOKENIZER_DIR, lambda p: loaded.processor.save_pretrained(str(p))))
+        files.append((BEST_META, lambda p: p.write_text(json.dumps(meta, indent=2), encoding="utf-8")))
+        return files

@@ -97,7 +97,9 @@ class ImageClassification(ClassifierTask):
             try:
                 from transformers import AutoImageProcessor
 
-                proc = AutoImageProcessor.from_pretrained(loaded.path, local_files_only=True)
+                proc = AutoImageProcessor.from_pretrained(
+                    loaded.path, local_files_only=True, trust_remote_code=config.model.trust_remote_code
+                )
                 loaded.processor = {"mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
             except (OSError, ValueError, AttributeError, TypeError):
                 loaded.warnings.append("no image processor settings found: using ImageNet mean and std")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,28 @@ class TextExamples:
     warnings: list[str] | None = None
 
 
+TOKENIZE_CHUNK = 4096  # texts per tokenizer call: the tokenizer's own objects live for one chunk only
+PROGRESS_EVERY_S = 2.0
+
+
+def tokenize(
+    tokenizer: Any, texts: list[str], max_length: int, progress: Callable[[str], None] | None = None
+) -> dict[str, list[list[int]]]:
+    """Tokenise in chunks (the fast tokenizer's per-text objects never exist for all texts at once),
+    reporting progress every few seconds on big data sets."""
+    encodings: dict[str, list[list[int]]] = {}
+    last = time.monotonic()
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        enc = tokenizer(texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in enc:
+                encodings.setdefault(key, []).extend(enc[key])
+        if progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
+            progress(f"tokenising: {min(start + TOKENIZE_CHUNK, len(texts)):,} of {len(texts):,} texts")
+            last = time.monotonic()
+    return encodings or {"input_ids": []}
+
+
 class TextClassification(ClassifierTask):
     name = "text_classification"
 
@@ -35,6 +59,14 @@ class TextClassification(ClassifierTask):
             ex = labelled_version(config, "text")
             return TextExamples(ex.items, ex.labels, ex.name, ex.summary(), split=ex.split, warnings=ex.warnings)
         from tunedesk.engine.data import read_text_table
+        from tunedesk.engine.data.budget import check_budget, estimate_text_table
+
+        warnings: list[str] = []
+        if Path(d.path).is_file():  # refused before a byte is read when it cannot fit in memory
+            tight = check_budget(
+                estimate_text_table(Path(d.path), d.max_items, config.hparams.max_length), Path(d.path).name
+            )
+            warnings += [tight] if tight else []
 
         rows, report = read_text_table(
             d.path, d.text_column, d.label_column, encoding=d.encoding, max_items=d.max_items
@@ -44,7 +76,7 @@ class TextClassification(ClassifierTask):
             [r.label for r in rows],
             Path(d.path).name,
             report.summary(),
-            warnings=report_warnings(report),
+            warnings=warnings + report_warnings(report),
         )
 
     def build_model(self, config: RunConfig, label_names: list[str], device: str = "cpu") -> LoadedModel:
@@ -52,7 +84,7 @@ class TextClassification(ClassifierTask):
             raise ModelError("text classification needs a Hugging Face model", "pick a BERT-like model folder")
         loaded = build_hf_classifier(config.model, label_names, device=device)
         if device != "meta":
-            loaded.processor = load_tokenizer(loaded.path)
+            loaded.processor = load_tokenizer(loaded.path, config.model.trust_remote_code)
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: TextExamples) -> PreparedData:
@@ -61,9 +93,7 @@ class TextClassification(ClassifierTask):
         y = [index[label] for label in examples.labels]
         train_idx, val_idx = self.split(config, examples)
         tokenizer = loaded.processor
-        enc = tokenizer(examples.texts, truncation=True, max_length=config.hparams.max_length)
-        keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        encodings = {k: enc[k] for k in keep}
+        encodings = tokenize(tokenizer, examples.texts, config.hparams.max_length, self.progress)
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
@@ -122,11 +152,11 @@ class PadCollate:
         return out
 
 
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"no usable tokenizer in {path} ({str(exc).splitlines()[0]})",
