@@ -239,6 +239,8 @@ def _follower_train(config: Any, ctx: DistContext, resume_run: int | None) -> in
         prep = prepare(config)
     except TuneDeskError:
         return 2  # rank 0 meets the same mistake and reports it
+    # its own input cache (decoded images): two processes must not write the same cache files
+    cache = tempfile.TemporaryDirectory(prefix=f"tunedesk-rank{ctx.rank}-")
     finished = Trainer(
         prep.config,
         prep.task,
@@ -250,8 +252,10 @@ def _follower_train(config: Any, ctx: DistContext, resume_run: int | None) -> in
         run_id=resume_run,
         learning_rate=prep.learning_rate,
         head_learning_rate=prep.head_learning_rate,
+        cache_dir=Path(cache.name),
         dist=ctx,
     ).run()
+    cache.cleanup()
     # a failure here alone must end the run (torchrun then stops the others), not leave rank 0 waiting
     return 0 if finished.status in ("completed", "stopped") else 1
 
