@@ -284,11 +284,9 @@ class ModelTree:
             self.cache_estimate(plan, sequence_length, image_size, 2 if cuda and precision != "fp32" else 4),
         )
 
-    def cache_estimate(
-        self, plan: freezing.ResolvedPlan, sequence_length: int, image_size: int, feature_bytes: int
-    ) -> Any:
-        """The frozen-prefix feature cache this plan would use (size per example, expected epoch speed-up),
-        from one meta-device trace per input size; None where it does not apply."""
+    def cache_trace(self, sequence_length: int = 128, image_size: int = 224) -> Any:
+        """The meta-device trace the feature-cache estimate reads (about a second for an 8B model): once
+        per input size. The Layers area makes it in its background build, not on the GUI thread."""
         from tunedesk.engine.run import feature_cache
 
         if self.task not in (TEXT, IMAGE):
@@ -298,7 +296,20 @@ class ModelTree:
             self._cache_traces[key] = feature_cache.trace_calls(
                 self.model, self.task == TEXT, sequence_length, image_size
             )
-        calls = self._cache_traces[key]
+        return self._cache_traces[key]
+
+    def cache_estimate(
+        self, plan: freezing.ResolvedPlan, sequence_length: int, image_size: int, feature_bytes: int
+    ) -> Any:
+        """The frozen-prefix feature cache this plan would use (size per example, expected epoch speed-up),
+        from one meta-device trace per input size; None where it does not apply."""
+        if self.task not in (TEXT, IMAGE):
+            return None
+        if all(plan.trainable.values()):
+            return None  # nothing frozen, no prefix to cache: no trace needed (nor its import)
+        from tunedesk.engine.run import feature_cache
+
+        calls = self.cache_trace(sequence_length, image_size)
         return (
             None
             if calls is None

@@ -28,14 +28,19 @@ log = logging.getLogger("tunedesk.ui.layer_tree")
 Edit = Callable[[Any, FreezeSpec], FreezeSpec]  # (ModelTree, plan) -> new plan
 
 
-def build_tree(entry: Any, image_size: int) -> Any:
-    """The meta model's ``ModelTree`` with the default plan (in a background thread: no weights are read)."""
+def build_tree(entry: Any, inputs: dict[str, Any]) -> Any:
+    """The meta model's ``ModelTree`` with the default plan (in a background thread: no weights are read).
+
+    ``inputs`` are the summary's current settings: the first summary measures a CNN's activations and
+    traces the feature cache for that input size (about a second for an 8B model), here rather than on
+    the GUI thread."""
     from tunedesk.engine import structure
 
     loaded = structure.build_meta_model(entry)
     tree = structure.ModelTree.from_loaded(loaded)
     tree.apply(FreezeSpec())
-    tree.summary(image_size=image_size)  # measures a CNN's activations here, not on the GUI thread
+    tree.summary(**inputs)
+    tree.cache_trace(inputs["sequence_length"], inputs["image_size"])  # for plans that freeze a prefix
     return tree
 
 
@@ -87,9 +92,9 @@ class LayersController(QObject):
             self.view.show_empty()
             return
         self.view.show_loading(getattr(entry, "name", None) or str(entry))
-        token, image_size = self._token, self.view.image_size()
+        token, inputs = self._token, {**self.view.summary_inputs(), "image_size": self.view.image_size()}
         self.builds.start(
-            lambda _ctx: build_tree(entry, image_size),
+            lambda _ctx: build_tree(entry, inputs),
             name="building the layer tree",
             on_result=lambda tree: self._built(token, tree),
             on_error=lambda message, hint: self._failed(token, message, hint),
