@@ -249,14 +249,14 @@ class RunConfig:
                 isinstance(h.epochs, int) and not isinstance(h.epochs, bool) and h.epochs >= 1,
                 "hparams.epochs",
                 f"must be a whole number >= 1 (got {h.epochs})",
-                "or leave it empty (auto) to stop when the validation metric stops improving",
+                "a whole number of passes over the data, e.g. 3, or leave it empty (auto) to stop when the validation metric stops improving",
             )
         if h.batch_size is not None:
             _check(
                 isinstance(h.batch_size, int) and not isinstance(h.batch_size, bool) and h.batch_size >= 1,
                 "hparams.batch_size",
                 f"must be a whole number >= 1 (got {h.batch_size})",
-                "or leave it empty (auto) for the largest batch that fits",
+                "a whole number such as 16 or 32, or leave it empty (auto) for the largest batch that fits",
             )
         _check(
             isinstance(h.patience, int) and not isinstance(h.patience, bool) and h.patience >= 1,
