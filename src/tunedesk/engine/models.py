@@ -83,7 +83,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def unpickling_error(path: Path, exc: BaseException) -> ModelError:
     """A weights-only load that failed: code in the pickle (refused), or bytes that are no checkpoint."""
     text = str(exc)
-    if "GLOBAL" in text or "global" in text.lower() and "unsupported" in text.lower():
+    if "GLOBAL" in text or "global" in text.lower() and "unsupported" in text.lower() or _pickle_names_code(path):
         return ModelError(
             f"refused to load {path.name}: it contains Python objects that could run code when opened",
             "convert the checkpoint to safetensors with a trusted tool, or use a weights-only checkpoint",
@@ -92,6 +92,40 @@ def unpickling_error(path: Path, exc: BaseException) -> ModelError:
         f"{path.name} is not a readable PyTorch checkpoint (damaged, incomplete, or another format)",
         "copy the file again, or use the model's .safetensors weights",
     )
+
+
+_SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins")
+
+
+def _pickle_names_code(path: Path) -> bool:
+    """Whether a pickle names a callable outside torch's own (``os.system``...), read with pickletools,
+    which only lists the opcodes and runs nothing. Random bytes are no pickle: False."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(member) if member else b""
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(1 << 24)
+        strings: list[str] = []
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                module = str(arg).split(" ", 1)[0]
+            elif op.name == "STACK_GLOBAL":
+                module = strings[-2] if len(strings) >= 2 else ""
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if module.split(".", 1)[0] not in _SAFE_MODULES:
+                return True
+    except Exception:  # noqa: BLE001 - not a pickle (random bytes, truncated): not code
+        return False
+    return False
 
 
 def weights_error(path: Path, exc: BaseException) -> ModelError:
