@@ -116,6 +116,10 @@ def isolate(monkeypatch, root: Path, home: Path) -> tuple[Path, Path]:
     monkeypatch.setenv("HOME", str(root / "user-home"))
     # the torchvision name table is memoised per process: read ours from the seeded cache, restore after
     monkeypatch.setattr(torch_hub_mod, "_index", None)
+    # so are the counts (by config file and by config hash): start from the seeded file alone, so that a
+    # count computed by an earlier test (or its still-running scan) cannot stand in for the seeded one
+    monkeypatch.setattr(params_mod, "_by_file", {})
+    monkeypatch.setattr(params_mod, "_by_hash", {})
     demo_cfg = json.loads((catalog.demo_model_path() / "config.json").read_text(encoding="utf-8"))
     seed_counts(home, [(demo_cfg, DEMO_PARAMETERS)])
     return cache, hub

@@ -94,7 +94,7 @@ def attn_implementation(setting: str) -> str | None:
 def apply_liger(model: nn.Module) -> bool:
     """Fused RMSNorm, SwiGLU and RoPE on a loaded model (before LoRA wraps it); False when liger-kernel
     does not know the model's family. The loss is TuneDesk's own (``causal_lm_loss``)."""
-    from liger_kernel.transformers.monkey_patch import (  # type: ignore[import-untyped]
+    from liger_kernel.transformers.monkey_patch import (
         MODEL_TYPE_TO_APPLY_LIGER_FN,
         _apply_liger_kernel_to_instance,
     )
@@ -172,7 +172,7 @@ def chunked_cross_entropy(
 
 def liger_cross_entropy(hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
     """liger-kernel's fused linear cross-entropy (Triton): the same mean loss in one fused pass."""
-    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # type: ignore[import-untyped]
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     y = labels[:, 1:].reshape(-1)
