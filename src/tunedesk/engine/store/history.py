@@ -17,8 +17,8 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.shares import percent
 from tunedesk.engine.store import RUN_STATUSES, RunStore
 from tunedesk.engine.store.connection import owner_alive
+from tunedesk.engine.store.queries import LIGHT_COLUMNS
 from tunedesk.engine.store.resolved import RESOLVED_KEY, resolved
-from tunedesk.engine.store.runs import LIGHT_COLUMNS
 
 PAGE_SIZE = 200
 

@@ -26,9 +26,19 @@ from sqlite_utils.db import NotFoundError
 from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.store.connection import DEFAULT_BUSY_TIMEOUT_S, open_database, owner_alive, this_process
 from tunedesk.engine.store.migrations import schema_version, utc_now
+from tunedesk.engine.store.queries import (
+    LIGHT_COLUMNS,
+    RUN_STATUSES,
+    STEP_COLUMNS,
+    check_status,
+    order_by,
+    thinned_step_metrics,
+    where_clause,
+)
 from tunedesk.engine.store.resolved import RESOLVED_KEY, ResolvedRun
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
+__all__ = ["CHECKPOINT_KINDS", "FINISHED_STATUSES", "LIGHT_COLUMNS", "RUN_STATUSES", "UNFINISHED_STATUSES", "RunStore"]
+
 FINISHED_STATUSES = ("completed", "failed", "stopped", "interrupted")
 UNFINISHED_STATUSES = ("queued", "running")
 CHECKPOINT_KINDS = ("best", "last")
@@ -47,18 +57,6 @@ RUN_COLUMNS = (
     "freeze_summary", "total_steps", "created_at", "started_at", "finished_at", "duration_s", "best_metric",
     "best_metric_name", "final_metrics_json", "samples_per_second", "error", "error_hint", "output_dir",
     "device", "precision", "tags_json", "notes", "parent_run_id", "pid", "owner_token", "owner_started",
-)  # fmt: skip
-# What list_runs returns: no config / trainable names / final metrics / notes.
-LIGHT_COLUMNS = (
-    "id", "name", "status", "task", "model_name", "dataset_name", "dataset_version", "trainable_params",
-    "total_params", "freeze_summary", "created_at", "started_at", "finished_at", "duration_s", "best_metric",
-    "best_metric_name", "samples_per_second", "error", "error_hint", "output_dir", "device", "precision",
-    "tags_json", "parent_run_id",
-)  # fmt: skip
-ORDER_COLUMNS = frozenset(LIGHT_COLUMNS) - {"tags_json", "error", "error_hint", "output_dir"}
-STEP_COLUMNS = (
-    "step", "epoch", "loss", "learning_rate", "samples_per_second", "elapsed", "gpu_memory_mb",
-    "gpu_peak_memory_mb",
 )  # fmt: skip
 
 
@@ -188,7 +186,7 @@ class RunStore:
             else:
                 raise ValueError(f"runs has no column {key!r}")
         if "status" in updates:
-            _check_status(updates["status"])
+            check_status(updates["status"])
         if not updates:
             self._require_run(run_id)
             return
@@ -199,7 +197,7 @@ class RunStore:
 
     def set_status(self, run_id: int, status: str, error: str | None = None, error_hint: str | None = None) -> None:
         """Change status; stamps started_at on ``running`` and finished_at/duration on a final status."""
-        _check_status(status)
+        check_status(status)
         run = self._light(run_id)
         updates: dict[str, Any] = {"status": status}
         if error is not None:
@@ -298,7 +296,7 @@ class RunStore:
     def release(self, run_id: int, token: str, before: Mapping[str, Any]) -> bool:
         """Give a claimed run back as it was (``before``: its row before the claim), e.g. when preparing
         its resume failed; only if ``token`` still owns it."""
-        _check_status(before["status"])
+        check_status(before["status"])
         cursor = self.db.execute(
             "UPDATE runs SET status = ?, error = ?, error_hint = ?, finished_at = ?, duration_s = ?"
             " WHERE id = ? AND owner_token = ? AND status IN ('queued', 'running')",
@@ -307,44 +305,6 @@ class RunStore:
         )  # fmt: skip
         self.db.conn.commit()
         return cursor.rowcount == 1
-
-    def _where(
-        self,
-        status: str | Sequence[str] | None,
-        search: str | None,
-        model: str | None,
-        dataset: str | None,
-        tag: str | None,
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if status:
-            statuses = [status] if isinstance(status, str) else list(status)
-            for s in statuses:
-                _check_status(s)
-            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if model:
-            clauses.append("model_name = ?")
-            args.append(model)
-        if dataset:
-            clauses.append("dataset_name = ?")
-            args.append(dataset)
-        if tag:
-            clauses.append("id IN (SELECT run_id FROM run_tags WHERE tag = ?)")
-            args.append(tag)
-        if search and search.strip():
-            text = search.strip()
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            fields = ("name", "model_name", "dataset_name", "task", "notes", "tags_json", "freeze_summary")
-            parts = [f"{f} LIKE ? ESCAPE '\\'" for f in fields]
-            args.extend([like] * len(fields))
-            number = text.lstrip("#")
-            if number.isdigit():
-                parts.append("id = ?")
-                args.append(int(number))
-            clauses.append("(" + " OR ".join(parts) + ")")
-        return (" AND ".join(clauses) or "1"), args
 
     def list_runs(
         self,
@@ -363,8 +323,8 @@ class RunStore:
         ``search`` matches (case-insensitively) name, model, data set, task, notes, tags and
         freeze summary, or the run id (``42`` / ``#42``). ``order``: "<column> [asc|desc]".
         """
-        where, args = self._where(status, search, model, dataset, tag)
-        sql = f"SELECT {', '.join(LIGHT_COLUMNS)} FROM runs WHERE {where} ORDER BY {_order_by(order)}"
+        where, args = where_clause(status, search, model, dataset, tag)
+        sql = f"SELECT {', '.join(LIGHT_COLUMNS)} FROM runs WHERE {where} ORDER BY {order_by(order)}"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if limit is None else int(limit), int(offset)]
@@ -385,7 +345,7 @@ class RunStore:
         dataset: str | None = None,
         tag: str | None = None,
     ) -> int:
-        where, args = self._where(status, search, model, dataset, tag)
+        where, args = where_clause(status, search, model, dataset, tag)
         return int(self.db.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", args).fetchone()[0])
 
     def filter_sql(
@@ -399,7 +359,7 @@ class RunStore:
     ) -> tuple[str, list[Any]]:
         """The WHERE clause (over ``runs``) and arguments that list_runs/count_runs use, for queries
         that select other columns (the runs panel reads a few config fields per page)."""
-        return self._where(status, search, model, dataset, tag)
+        return where_clause(status, search, model, dataset, tag)
 
     def delete_run(self, run_id: int) -> dict[str, Any]:
         """Delete the run and (cascade) everything recorded for it; return the row so the caller can
@@ -496,47 +456,7 @@ class RunStore:
         are picked by primary-key lookups, so thinning a 200k-step run costs ~2k lookups, not a scan;
         irregular steps are thinned exactly after reading them all.
         """
-        db = self.db
-        where = "run_id = ?"
-        args: list[Any] = [run_id]
-        if since_step is not None:
-            where += " AND step > ?"
-            args.append(since_step)
-        cols = ", ".join(STEP_COLUMNS)
-        select_all = f"SELECT {cols} FROM step_metrics WHERE {where} ORDER BY step"
-        every = max(1, int(every))
-        if every == 1 and not max_points:
-            return [dict(zip(STEP_COLUMNS, r)) for r in db.execute(select_all, args).fetchall()]
-
-        head = [r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step LIMIT 2", args)]
-        tail = [
-            r[0] for r in db.execute(f"SELECT step FROM step_metrics WHERE {where} ORDER BY step DESC LIMIT 2", args)
-        ]
-        if not head:
-            return []
-        first, last = head[0], tail[0]
-        spacing = head[1] - head[0] if len(head) == 2 else 1
-        if len(head) == 2 and spacing > 0 and tail[0] - tail[1] == spacing and (last - first) % spacing == 0:
-            count = (last - first) // spacing + 1
-            if max_points:
-                every = max(every, -(-count // max(1, int(max_points))))
-            wanted = list(range(first, last + 1, spacing * every))
-            if wanted[-1] != last:
-                wanted.append(last)
-            rows = db.execute(
-                f"SELECT {cols} FROM step_metrics WHERE {where} AND step IN (SELECT value FROM json_each(?))"
-                " ORDER BY step",
-                [*args, json.dumps(wanted)],
-            ).fetchall()
-            if len(rows) >= 0.9 * len(wanted):  # a few missing steps are just gaps in the curve
-                return [dict(zip(STEP_COLUMNS, r)) for r in rows]
-        all_rows = db.execute(select_all, args).fetchall()
-        if max_points:
-            every = max(every, -(-len(all_rows) // max(1, int(max_points))))
-        rows = all_rows[::every]
-        if rows[-1] is not all_rows[-1]:
-            rows.append(all_rows[-1])
-        return [dict(zip(STEP_COLUMNS, r)) for r in rows]
+        return thinned_step_metrics(self.db, run_id, every, since_step=since_step, max_points=max_points)
 
     def add_epoch_metrics(
         self,
@@ -627,22 +547,6 @@ def _owner_fields() -> dict[str, Any]:
 
 def _not_found(run_id: int) -> TuneDeskError:
     return TuneDeskError(f"run {run_id} not found", hint="`tunedesk runs` lists the runs")
-
-
-def _check_status(status: str) -> None:
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status must be one of {RUN_STATUSES} (got {status!r})")
-
-
-def _order_by(order: str) -> str:
-    parts = (order or "created_at desc").split()
-    column = parts[0].lower()
-    direction = parts[1].lower() if len(parts) > 1 else "asc"
-    if column not in ORDER_COLUMNS or direction not in ("asc", "desc") or len(parts) > 2:
-        raise ValueError(
-            f"cannot order runs by {order!r}; use '<column> [asc|desc]' with one of {sorted(ORDER_COLUMNS)}"
-        )
-    return f"{column} {direction.upper()}, id {direction.upper()}"
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
