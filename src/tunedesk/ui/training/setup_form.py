@@ -14,7 +14,6 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -33,6 +32,7 @@ from tunedesk.engine.config import DataSpec, FreezeSpec, ModelSpec, RunConfig
 from tunedesk.engine.defaults import suggested_learning_rate
 from tunedesk.engine.errors import ConfigError
 from tunedesk.ui.training.field_rows import FieldRows
+from tunedesk.ui.training.hparam_fields import HparamFields
 from tunedesk.ui.training.setup_helpers import (
     PRECISION_LABELS,
     TASK_LABELS,
@@ -164,86 +164,25 @@ class SetupForm(QWidget):
 
     def _hparam_group(self) -> QGroupBox:
         box, form = self.rows.group("Hyperparameters")
-        self.epochs = spin_box(0, 100000, 0)
-        self.epochs.setSpecialValueText("auto")  # 0: until validation stops improving, within a budget
-        self.rows.row(
-            form,
-            "Epochs",
-            "hparams.epochs",
-            self.epochs,
-            tip="auto: train until the validation metric stops improving (within a budget from the data "
-            "size) and keep the best weights",
-        )
-        self.batch_size = spin_box(0, 65536, 0)
-        self.batch_size.setSpecialValueText("auto")  # 0: the calibrated batch, split to fit the GPU
-        self.rows.row(
-            form,
-            "Batch size",
-            "hparams.batch_size",
-            self.batch_size,
-            tip="auto: 16 examples per step, split into smaller batches if the GPU memory needs it",
-        )
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("TuneDesk's suggestion")
         self.lr_edit.textEdited.connect(self._lr_edited)
         self.find_lr_button = QPushButton("Find…")
         self.find_lr_button.setToolTip("Run a short learning-rate range test and pick a value from the curve")
         self.find_lr_button.clicked.connect(self.findLearningRate.emit)
-        self.rows.row(form, "Learning rate", "hparams.learning_rate", self.lr_edit, self.find_lr_button)
         self.lr_note = make_label("")
-        form.addRow("", self.lr_note)
-        self.weight_decay = QLineEdit("0.01")
-        self.rows.row(form, "Weight decay", "hparams.weight_decay", self.weight_decay)
-        self.schedule = QComboBox()
-        for key, text in (
-            ("auto", "auto (halve on plateau for auto length, else cosine)"),
-            ("plateau", "halve on plateau (warm-up, then constant)"),
-            ("cosine", "cosine (warm-up, then cosine decay)"),
-            ("linear", "linear decay"),
-            ("constant", "constant after warm-up"),
-        ):
-            self.schedule.addItem(text, key)
-        self.rows.row(form, "Schedule", "hparams.schedule", self.schedule)
-        self.warmup = QLineEdit("0.1")
-        self.rows.row(
-            form,
-            "Warm-up share",
-            "hparams.warmup_ratio",
-            self.warmup,
-            tip="share of the steps spent ramping the learning rate up from 0",
+        self.hparams = h = HparamFields(self.rows, form, (self.lr_edit, self.find_lr_button), self.lr_note)
+        # the widgets by name, for the controller, the tests and the screenshots
+        self.epochs, self.batch_size, self.weight_decay, self.schedule = (
+            h.epochs,
+            h.batch_size,
+            h.weight_decay,
+            h.schedule,
         )
-        self.grad_accum = spin_box(0, 4096, 1)
-        self.rows.row(
-            form,
-            "Grad. accumulation",
-            "hparams.grad_accum_steps",
-            self.grad_accum,
-            tip="batches added up per optimizer step (effective batch = batch size x this)",
-        )
-        self.clip = QLineEdit("1.0")
-        self.clip.setPlaceholderText("empty: no clipping")
-        self.rows.row(
-            form,
-            "Gradient clipping",
-            "hparams.max_grad_norm",
-            self.clip,
-            tip="largest gradient norm; empty for no clipping",
-        )
-        self.max_length = spin_box(0, 131072, 128)
-        self.max_length_row = self.rows.row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
-        self.image_size = spin_box(0, 4096, 224)
-        self.image_size_row = self.rows.row(form, "Image size (px)", "hparams.image_size", self.image_size)
-        self.augment = QCheckBox("Random crops and flips")
-        self.augment.setChecked(True)
-        tip = "Training images vary each epoch; off, the frozen layers' output is cached for training too"
-        self.augment_row = self.rows.row(form, "Augmentation", "hparams.augment", self.augment, tip=tip)
-        self.feature_cache = QCheckBox("Compute frozen layers once")
-        self.feature_cache.setChecked(True)
-        tip = "When the first layers are frozen, their output is computed once and epochs train only the rest"
-        self.feature_cache_row = self.rows.row(
-            form, "Feature cache", "hparams.feature_cache", self.feature_cache, tip=tip
-        )
-        self._form_layouts = {"hparams": form}
+        self.warmup, self.grad_accum, self.clip = h.warmup, h.grad_accum, h.clip
+        self.max_length, self.image_size, self.augment, self.feature_cache = (
+            h.max_length, h.image_size, h.augment, h.feature_cache
+        )  # fmt: skip
         return box
 
     def _lm_group(self) -> QGroupBox:
@@ -409,12 +348,7 @@ class SetupForm(QWidget):
     def _update_task_fields(self) -> None:
         task = self.task_combo.currentData()
         columns = task == "text_classification"
-        image = task == "image_classification"
-        form = self._form_layouts["hparams"]
-        form.setRowVisible(self.max_length_row, not image)
-        form.setRowVisible(self.image_size_row, image)
-        form.setRowVisible(self.augment_row, image)
-        form.setRowVisible(self.feature_cache_row, task in ("text_classification", "image_classification"))
+        self.hparams.show_rows_for(task)
         if hasattr(self, "lm_group"):
             self.lm_group.setVisible(task == "causal_lm")
         for row in (self.text_row, self.label_row):
@@ -498,24 +432,11 @@ class SetupForm(QWidget):
         self.set_data_spec(config.data)
         self.set_freeze(config.freeze)
         h = config.hparams
-        for spin, value in (
-            (self.epochs, h.epochs or 0),  # 0 shows "auto"
-            (self.batch_size, h.batch_size or 0),
-            (self.grad_accum, h.grad_accum_steps),
-            (self.max_length, h.max_length),
-            (self.image_size, h.image_size),
-            (self.seed, config.seed),
-        ):
-            spin.setValue(int(value))
-        self.augment.setChecked(h.augment)
-        self.feature_cache.setChecked(h.feature_cache)
+        self.hparams.show(h)
+        self.seed.setValue(int(config.seed))
         self._suggested_text = ""
         self.lr_edit.setText("" if h.learning_rate is None else f"{h.learning_rate:g}")
         self._refresh_suggestion()
-        self.weight_decay.setText(f"{h.weight_decay:g}")
-        self.schedule.setCurrentIndex(max(self.schedule.findData(h.schedule), 0))
-        self.warmup.setText(f"{h.warmup_ratio:g}")
-        self.clip.setText("" if h.max_grad_norm is None else f"{h.max_grad_norm:g}")
         self.lm_settings.set_hparams(h)
         self.device.select(config.device)
         self.precision.setCurrentIndex(max(self.precision.findData(config.precision), 0))
@@ -555,25 +476,13 @@ class SetupForm(QWidget):
         cfg.data = data
         cfg.freeze = copy.deepcopy(self._freeze)
         h = cfg.hparams
-        h.epochs = self.epochs.value() or None  # "auto"
-        h.batch_size = self.batch_size.value() or None
+        self.hparams.read_into(h)
         lr_text = self.lr_edit.text().strip()
         h.learning_rate = (
             None
             if (not lr_text or lr_text == self._suggested_text)
             else parse_number(lr_text, "hparams.learning_rate", "a number like 3e-5 (empty: TuneDesk's suggestion)")
         )
-        h.weight_decay = parse_number(self.weight_decay.text(), "hparams.weight_decay", "a number like 0.01 (0: none)")
-        h.schedule = self.schedule.currentData()
-        h.warmup_ratio = parse_number(self.warmup.text(), "hparams.warmup_ratio", "a share like 0.1 (0: no warm-up)")
-        h.grad_accum_steps = self.grad_accum.value()
-        clip = self.clip.text().strip()
-        h.max_grad_norm = (
-            None if not clip else parse_number(clip, "hparams.max_grad_norm", "a number like 1.0, or empty")
-        )
-        h.max_length = self.max_length.value()
-        h.image_size = self.image_size.value()
-        h.augment, h.feature_cache = self.augment.isChecked(), self.feature_cache.isChecked()
         if cfg.task == "causal_lm":
             self.lm_settings.apply_to(h)
         cfg.device = self.device.currentData() or "auto"
