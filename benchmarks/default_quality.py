@@ -14,6 +14,9 @@ line last.
     python benchmarks/default_quality.py                       # everything (hours on 2 CPU cores)
     python benchmarks/default_quality.py --sets debian --only grid --results /tmp/grid.jsonl
     python benchmarks/default_quality.py --report /tmp/grid.jsonl /tmp/defaults.jsonl
+    # two cores, two processes of one thread each, one results file:
+    python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 1/2 --threads 1 --results r.jsonl &
+    python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 2/2 --threads 1 --results r.jsonl
 
 Each finished run is appended to ``--results`` as one JSON line, so parts can run in parallel or be
 resumed, and ``--report`` summarises any number of such files. Wall time depends on what else the
@@ -54,19 +57,25 @@ def base_config(data_path: Path, device: str):
     )
 
 
-def recipes(only: str) -> list[tuple[str, float | None, int | None]]:
+def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int | None]]:
+    """The runs ``--only`` names (a comma list), and of those the share ``part`` ("K/N": every N-th from
+    the K-th), so that N processes on N cores can split one measurement."""
     out: list[tuple[str, float | None, int | None]] = []
-    if only in ("all", "defaults"):
+    wanted = set(only.split(","))
+    if "all" in wanted:
+        wanted |= {"defaults", "schedules", "grid"}
+    if "defaults" in wanted:
         out.append(("defaults", None, None))
-    if only in ("all", "schedules"):
+    if "schedules" in wanted:
         # the schedule question: auto length with a cosine over the whole budget instead of halve-on-plateau
         out.append(("defaults, cosine over budget", None, None))
-    if only in ("all", "grid"):
+    if "grid" in wanted:
         # the likely best first, so that a partial grid on a slow machine still answers the question
         likely = (1e-4, 3e-4, 3e-5, 1e-5)
         grid = [(lr, ep) for pair in zip(likely[::2], likely[1::2]) for ep in EPOCHS[::-1] for lr in pair]
         out += [(f"lr {lr:g} x {ep} epochs", lr, ep) for lr, ep in grid]
-    return out
+    k, n = (int(x) for x in part.split("/"))
+    return out[k - 1 :: n]
 
 
 def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs: int | None, device: str) -> dict:
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="debian,wordnet,fortunes")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
-    ap.add_argument("--only", choices=["all", "defaults", "grid", "schedules"], default="all")
+    ap.add_argument("--only", default="all", help="a comma list of: all, defaults, grid, schedules")
+    ap.add_argument("--part", default="1/1", help="K/N: only every N-th of those runs from the K-th (parallel parts)")
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_sets(Path(args.data), args.sets.split(","))
     rows = []
     for set_name, path in paths.items():
-        for label, lr, epochs in recipes(args.only):
+        for label, lr, epochs in recipes(args.only, args.part):
             row = run_one(set_name, path, label, lr, epochs, args.device)
             rows.append(row)
             with open(results, "a", encoding="utf-8") as fh:

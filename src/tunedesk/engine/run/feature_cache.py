@@ -263,6 +263,13 @@ def _is_ancestor(a: str, b: str) -> bool:
     return a == "" or b.startswith(a + ".")
 
 
+def _inside(path: str, paths: set[str]) -> bool:
+    """Whether a proper ancestor of ``path`` (dotted, the root "" excluded) is in ``paths``: O(depth)
+    set lookups, where comparing with every path was O(n) (the Layers area asks on every edit)."""
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in paths for i in range(1, len(parts)))
+
+
 def choose_cut(
     calls: dict[str, _Call], trainable: dict[str, bool], blocks: Iterable[str] = ()
 ) -> tuple[str, list[_Call], str]:
@@ -291,9 +298,10 @@ def choose_cut(
             break
     b_call = calls[boundary]
     before = [c for c in order if c.path and 0 <= c.end < b_call.start and not _is_ancestor(c.path, boundary)]
-    prefix = [c for c in before if not any(_is_ancestor(o.path, c.path) and o.path != c.path for o in before)]
+    before_paths = {c.path for c in before}
+    prefix = [c for c in before if not _inside(c.path, before_paths)]  # the outermost ones
     paths = {c.path for c in prefix}
-    in_prefix = [n for n in trainable if any(n.startswith(p + ".") for p in paths)]
+    in_prefix = [n for n in trainable if _inside(n, paths)]
     if not in_prefix:
         return "", [], "the first trained layer comes before any frozen layer with weights"
     if any(trainable[n] for n in in_prefix):
