@@ -78,17 +78,41 @@ def _prefetch(items: Iterable[Any], depth: int = 3) -> Iterator[Any]:
                 thread.join(0.05)
 
 
+Make = Callable[[list[int], bool, int, "torch.Tensor | None"], dict[str, torch.Tensor]]
+
+
 @dataclass
 class Source:
-    """One split's examples as stored tensors, and how a list of indices becomes a device batch."""
+    """One split's examples as stored tensors, and how a list of indices becomes a device batch.
+
+    ``make(indices, train, batch number, index)``: ``index`` is the indices as a long tensor on
+    ``index_device`` when the source has one (its tensors live there), else None. A pass over the data
+    sends all its indices there in one copy and hands out slices (views), instead of one small
+    host-to-device copy per batch: with a small trained part, per-step work sets the pace."""
 
     n: int
-    make: Callable[[list[int], bool, int], dict[str, torch.Tensor]]  # (indices, train, batch number)
+    make: Make
     threaded: bool = False  # gathering happens on the host: prefetch it on a thread
+    index_device: torch.device | None = None
 
     def batches(self, index_lists: Iterable[list[int]], train: bool, first: int = 0) -> Iterator[dict]:
-        items = (self.make(idx, train, first + k) for k, idx in enumerate(index_lists))
+        if self.index_device is None:
+            items = (self.make(idx, train, first + k, None) for k, idx in enumerate(index_lists))
+        else:
+            lists = list(index_lists)
+            views = _device_slices(lists, self.index_device)
+            items = (self.make(idx, train, first + k, views[k]) for k, idx in enumerate(lists))
         return _prefetch(items) if self.threaded else iter(items)
+
+
+def _device_slices(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:
+    """The index lists as views of one long tensor on ``device`` (one copy for the whole pass)."""
+    if not lists:
+        return []
+    flat = torch.tensor([i for idx in lists for i in idx], dtype=torch.long)
+    if device.type == "cuda":
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    return list(flat.split([len(idx) for idx in lists]))
 
 
 @dataclass
@@ -166,10 +190,10 @@ def _index(idx: list[int], device: torch.device) -> torch.Tensor:
 def text_source(ds: TokenTensors, device: torch.device) -> Source:
     stored = {k: v.to(device) for k, v in ds.stored().items()}
 
-    def make(idx: list[int], _train: bool, _k: int) -> dict[str, torch.Tensor]:
-        return ds.batch(idx, stored, _index(idx, device))
+    def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return ds.batch(idx, stored, _index(idx, device) if index is None else index)
 
-    return Source(len(ds), make)
+    return Source(len(ds), make, index_device=device)
 
 
 def image_source(
@@ -182,8 +206,9 @@ def image_source(
     labels = ds.labels.to(device)
     channels_last = device.type == "cuda"
 
-    def make(idx: list[int], train: bool, k: int) -> dict[str, torch.Tensor]:
-        index = _index(idx, pixels.device if on_device else torch.device("cpu"))
+    def make(idx: list[int], train: bool, k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if index is None:
+            index = _index(idx, device)
         x = pixels.index_select(0, index if on_device else torch.as_tensor(idx, dtype=torch.long))
         if not on_device:
             x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x
@@ -194,21 +219,29 @@ def image_source(
         out = device_images(x, ds.size, ds.mean, ds.std, r)
         if channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        return {"pixel_values": out, "labels": labels.index_select(0, _index(idx, device))}
+        return {"pixel_values": out, "labels": labels.index_select(0, index)}
 
-    return Source(len(ds), make, threaded=not on_device and device.type == "cuda")
+    return Source(len(ds), make, threaded=not on_device and device.type == "cuda", index_device=device)
 
 
 def feature_source(
-    stored: torch.Tensor, labels: torch.Tensor, device: torch.device, lengths: torch.Tensor | None, text: bool
+    stored: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    lengths: torch.Tensor | None,
+    text: bool,
+    mask: bool = True,
 ) -> Source:
+    """``mask=False``: the features go straight into the trained module (head only), which needs no
+    attention mask for one vector per text."""
     on_device = stored.device == device
     labels = labels.to(device)
     lengths_dev = lengths.to(device) if lengths is not None else None
     channels_last = device.type == "cuda" and stored.dim() == 4
 
-    def make(idx: list[int], _train: bool, _k: int) -> dict[str, torch.Tensor]:
-        index = _index(idx, device)
+    def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if index is None:
+            index = _index(idx, device)
         if on_device:
             feats = stored.index_select(0, index)
         else:
@@ -220,14 +253,14 @@ def feature_source(
             feats = feats[:, :longest]
             positions = torch.arange(longest, device=device)
             batch["attention_mask"] = (positions[None, :] < lengths_dev.index_select(0, index)[:, None]).long()
-        elif text:  # one vector per text: the model still wants a mask to build its (skipped) attention
+        elif text and mask:  # one vector per text: the model still wants a mask to build its (skipped) attention
             batch["attention_mask"] = torch.ones((), dtype=torch.long, device=device).expand(len(idx), 1)
         if channels_last:
             feats = feats.contiguous(memory_format=torch.channels_last)
         batch["features"] = feats
         return batch
 
-    return Source(int(stored.shape[0]), make, threaded=not on_device and device.type == "cuda")
+    return Source(int(stored.shape[0]), make, threaded=not on_device and device.type == "cuda", index_device=device)
 
 
 # ---- building the feed ---------------------------------------------------------------------------------
@@ -326,7 +359,7 @@ def _feature_cache(
     assert val is not None
 
     def sample(n: int, longer: bool) -> dict[str, torch.Tensor]:
-        batch = val.make(list(range(min(n, val.n))), False, 0)
+        batch = val.make(list(range(min(n, val.n))), False, 0, None)
         if longer and text:  # padded past the first run's length, so sizes that follow the sequence show
             extra = int(data.val.lengths[:2].max()) + 1 - batch["input_ids"].shape[1]
             pad = torch.zeros_like(batch["input_ids"][:, :1]).expand(-1, max(extra, 1))
@@ -396,7 +429,7 @@ def _feature_cache(
     sources = {}
     for (name, ds, _), stored in zip(parts, stores):
         t = stored.features.to(device) if on_gpu else stored.features
-        sources[name] = feature_source(t, ds.labels, device, lengths.get(name), text)
+        sources[name] = feature_source(t, ds.labels, device, lengths.get(name), text, mask=not split.direct)
     feed.val = sources["validation"]
     if cache_train:
         feed.train = sources["training"]
@@ -475,7 +508,7 @@ def _compute(
     device = feed.device
     n = source.n
     lists = [list(range(i, min(i + batch_size * 2, n))) for i in range(0, n, batch_size * 2)]
-    probe = source.make(lists[0][:2], False, 0)
+    probe = source.make(lists[0][:2], False, 0, None)
     was_training = model.training
     model.eval()
     try:

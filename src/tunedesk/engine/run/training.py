@@ -327,9 +327,9 @@ class Trainer:
         best = state.best_metric
         best_metrics: dict[str, float] = dict(state.best_metrics)
         last_metrics: dict[str, float] = dict(state.last_metrics)
+        # a NaN or infinite loss makes the window's sum non-finite (a NaN in a resumed window's partial sum
+        # too): checked once per logging window, no per-step flag
         loss_sum = torch.full((), state.window_loss, device=self.device)
-        # a NaN in the resumed window's partial sum is still a NaN loss
-        nonfinite = torch.full((), not math.isfinite(state.window_loss), dtype=torch.bool, device=self.device)
         micro_in_window = state.window_micro
         if not self.writes:  # data-parallel: a resumed run's open logging window counts once, on rank 0
             loss_sum.zero_()
@@ -386,16 +386,14 @@ class Trainer:
                         with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                             logits = self.feed.forward(train_model, batch)
                             loss = self.task.loss(logits, batch)
-                        scaler.scale(loss / self.grad_accum).backward()
+                        scaler.scale(loss if self.grad_accum == 1 else loss / self.grad_accum).backward()
                     except torch.OutOfMemoryError:
                         del batch
                         self._halve_batch(sampler, optimizer, step)
                         window_start *= 2
                         oom = True
                         break
-                    detached = loss.detach()
-                    loss_sum += detached
-                    nonfinite |= ~torch.isfinite(detached)
+                    loss_sum += loss.detach()
                     micro += 1
                     micro_in_window += 1
                     n = batch["labels"].shape[0]
@@ -419,10 +417,14 @@ class Trainer:
                     if step % h.log_every == 0 or last_of_run or (self.control.stop_requested and not self.dist):
                         # the one host read per logging window (it waits for the queued GPU work)
                         loss_value = float(loss_sum) / max(micro_in_window, 1)
-                        bad = bool(nonfinite)
+                        bad = not math.isfinite(loss_value)
                         if self.dist:
                             loss_value, bad, stop_now, samples_window = self.dist.agree(
-                                loss_sum, micro_in_window, samples_window, nonfinite, self.control.stop_requested
+                                loss_sum,
+                                micro_in_window,
+                                samples_window,
+                                ~torch.isfinite(loss_sum),
+                                self.control.stop_requested,
                             )
                         if bad:
                             return self._finish(
