@@ -88,6 +88,10 @@ class SetupForm(QWidget):
         self.general_error = self.rows.general_error
         layout.addWidget(self.general_error)
         layout.addStretch(1)
+        # a combo box's longest item must not set the form's width (it sits in a narrow scroll area)
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(min(combo.minimumContentsLength() or 12, 16))
         self._update_task_fields()
 
     # ---- building ---------------------------------------------------------------------------------
