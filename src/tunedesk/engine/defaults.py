@@ -65,6 +65,12 @@ def _family_rate(family: str) -> float | None:
     return None
 
 
+def _millions(n: int) -> str:
+    """23 M, 7,504 M; under ten million with one or two decimals (0.16 M), never "0 M"."""
+    m = n / 1e6
+    return f"{m:,.0f} M" if m >= 10 else f"{m:.1f} M" if m >= 1 else f"{m:.2f} M"
+
+
 def _round(lr: float) -> float:
     return float(f"{lr:.1g}")
 
@@ -95,15 +101,15 @@ def suggested_learning_rate(
     factor = min(hi, max(lo, (REFERENCE_PARAMS / total_params) ** SIZE_EXPONENT))
     lr = _round(base * factor)
     if math.isclose(factor, 1.0, rel_tol=0.15):
-        size = f"for a model of its base size ({total_params / 1e6:.0f} M parameters)"
+        size = f"for a model of its base size ({_millions(total_params)} parameters)"
     elif factor > 1:
         size = (
-            f"×{factor:.1f} because this model ({total_params / 1e6:.0f} M parameters) is smaller than the "
+            f"×{factor:.1f} because this model ({_millions(total_params)} parameters) is smaller than the "
             f"{REFERENCE_PARAMS / 1e6:.0f} M the rate is for (smaller models take larger steps)"
         )
     else:
         size = (
-            f"×{factor:.2f} because this model ({total_params / 1e6:,.0f} M parameters) is larger than the "
+            f"×{factor:.2f} because this model ({_millions(total_params)} parameters) is larger than the "
             f"{REFERENCE_PARAMS / 1e6:.0f} M the rate is for"
         )
     return lr, (
