@@ -113,7 +113,7 @@ def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs
         "cpu_s": round(cpu, 1),
         "auto_summary": result.summary,
         # validation accuracy after each epoch: stopping rules can be tried on it afterwards (what_if)
-        "curve": [e["metrics"].get("accuracy") for e in epochs],
+        "curve": [e["metrics"].get("val_accuracy", e["metrics"].get("accuracy")) for e in epochs],
     }
 
 
