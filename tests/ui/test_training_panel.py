@@ -509,3 +509,34 @@ def test_augmentation_and_feature_cache_switches_survive_the_form(panel, tmp_pat
     lm = RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path)), data=DataSpec(kind="text_corpus", path="x"))
     form.apply_config(lm)
     assert not form.augment.isVisibleTo(form) and not form.feature_cache.isVisibleTo(form)
+
+
+def test_checkpoint_settings_survive_the_form_and_bad_steps_are_shown_beside_them(panel, tmp_path, qtbot):
+    from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
+
+    config = RunConfig(
+        task="text_classification",
+        model=ModelSpec(str(tmp_path)),
+        data=DataSpec(kind="text_table", path=str(tmp_path / "t.csv")),
+        hparams=HyperParams(checkpoint_every_minutes=2.5, checkpoint_every_steps=200),
+        device="cpu",
+    )
+    form = panel.form
+    form.apply_config(config)
+    assert form.hparams.checkpoint_minutes.value() == 2.5
+    assert form.hparams.checkpoint_steps.text() == "200"
+    assert form.build_config().to_dict() == config.to_dict()
+    form.hparams.checkpoint_minutes.setValue(0.0)  # shown as "epoch ends only"
+    form.hparams.checkpoint_steps.setText("")
+    built = form.build_config().hparams
+    assert built.checkpoint_every_minutes == 0.0 and built.checkpoint_every_steps is None
+    assert form.hparams.checkpoint_minutes.text() == "epoch ends only"
+    form.hparams.checkpoint_steps.setText("every hour")
+    assert form.validated_config() is None
+    errors = form.visible_errors()
+    assert set(errors) <= {"hparams.checkpoint_every_steps", "hparams.checkpoint_every_minutes"}  # one row
+    assert "whole number of optimizer steps" in errors["hparams.checkpoint_every_steps"]
+    assert form.rows.widgets["hparams.checkpoint_every_steps"] is form.hparams.checkpoint_steps
+    # shown in the checkpoint row
+    shown = form.rows.errors["hparams.checkpoint_every_steps"]
+    assert shown is form.rows.errors["hparams.checkpoint_every_minutes"]

@@ -7,11 +7,11 @@ learning-rate finder writes it); the form hands its widgets in so the rows keep 
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QWidget
 
 from tunedesk.engine.config import HyperParams
 from tunedesk.ui.training.field_rows import FieldRows
-from tunedesk.ui.training.setup_helpers import parse_number, spin_box
+from tunedesk.ui.training.setup_helpers import FieldError, parse_number, spin_box
 
 SCHEDULES = (
     ("auto", "auto (halve on plateau for auto length, else cosine)"),
@@ -79,6 +79,25 @@ class HparamFields:
         self.feature_cache.setChecked(True)
         tip = "When the first layers are frozen, their output is computed once and epochs train only the rest"
         self.feature_cache_row = rows.row(form, "Feature cache", "hparams.feature_cache", self.feature_cache, tip=tip)
+        # resumable checkpoints inside an epoch (every epoch's end is always one)
+        self.checkpoint_minutes = QDoubleSpinBox()
+        self.checkpoint_minutes.setRange(0.0, 24 * 60.0)
+        self.checkpoint_minutes.setDecimals(1)
+        self.checkpoint_minutes.setSuffix(" min")
+        self.checkpoint_minutes.setSpecialValueText("epoch ends only")
+        self.checkpoint_minutes.setValue(10.0)
+        self.checkpoint_steps = QLineEdit()
+        self.checkpoint_steps.setPlaceholderText("or every N steps")
+        tip = (
+            "A stopped or crashed run resumes from its last checkpoint: one is written at every epoch's end, "
+            "and inside an epoch every this many minutes (0: only at epoch ends) and/or every N optimizer steps"
+        )
+        rows.row(
+            form, "Checkpoint every", "hparams.checkpoint_every_minutes", self.checkpoint_minutes,
+            self.checkpoint_steps, tip=tip,
+        )  # fmt: skip
+        rows.alias("hparams.checkpoint_every_steps", "hparams.checkpoint_every_minutes")
+        rows.widgets["hparams.checkpoint_every_steps"] = self.checkpoint_steps
 
     def show_rows_for(self, task: str | None) -> None:
         """Only the rows that mean something for the task: token length for text, image size and
@@ -105,6 +124,8 @@ class HparamFields:
         self.schedule.setCurrentIndex(max(self.schedule.findData(h.schedule), 0))
         self.warmup.setText(f"{h.warmup_ratio:g}")
         self.clip.setText("" if h.max_grad_norm is None else f"{h.max_grad_norm:g}")
+        self.checkpoint_minutes.setValue(float(h.checkpoint_every_minutes or 0.0))
+        self.checkpoint_steps.setText("" if h.checkpoint_every_steps is None else str(h.checkpoint_every_steps))
 
     def read_into(self, h: HyperParams) -> None:
         """The widgets' values into ``h``; raises FieldError (beside the field) for text that is no number."""
@@ -121,3 +142,15 @@ class HparamFields:
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
         h.augment, h.feature_cache = self.augment.isChecked(), self.feature_cache.isChecked()
+        h.checkpoint_every_minutes = round(self.checkpoint_minutes.value(), 1)
+        steps = self.checkpoint_steps.text().strip().replace(",", "").replace("_", "")
+        if not steps:
+            h.checkpoint_every_steps = None
+        elif steps.isdigit() and int(steps) >= 1:
+            h.checkpoint_every_steps = int(steps)
+        else:
+            raise FieldError(
+                "hparams.checkpoint_every_steps",
+                f"must be a whole number of optimizer steps, 1 or more (got {steps!r})",
+                "leave it empty to checkpoint by time only",
+            )
