@@ -6,8 +6,6 @@ parameter counts are checked against real models built from the same configs.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -15,198 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from safetensors.torch import save as safetensors_bytes
 
+from tests.fixtures.catalog import (
+    DEMO_PARAMETERS,
+    REV,
+    World,
+    count,
+    make_hf_repo,
+)
 from tunedesk.engine import catalog
 from tunedesk.engine.catalog import params as params_mod
 from tunedesk.engine.errors import ModelError
-
-REV = "0123456789abcdef0123456789abcdef01234567"
-BERT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    vocab_size=99,
-    max_position_embeddings=64,
-)
-DEMO_PARAMETERS = 22_713_216
-
-
-# ---- builders (conftest-style helpers, kept here so the file stands alone) ------------------------
-
-
-def count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def config_bytes(config: transformers.PretrainedConfig, tmp: Path) -> bytes:
-    out = tmp / f"cfg-{id(config)}"
-    config.save_pretrained(out)
-    return (out / "config.json").read_bytes()
-
-
-def torch_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def make_hf_repo(cache: Path, repo_id: str, files: dict[str, bytes], *, incomplete: bytes | None = None) -> Path:
-    """A hub-cache repo: blobs named by hash, snapshot files symlinked into blobs, refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / REV
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    if incomplete is not None:
-        (repo / "blobs" / (hashlib.sha256(incomplete).hexdigest() + ".incomplete")).write_bytes(incomplete[:10])
-    return snapshot
-
-
-class World:
-    """Everything the tests scan, built once per module."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cache = root / "hf" / "hub"
-        self.hub = root / "torch" / "hub" / "checkpoints"
-        self.user = root / "mine"
-        tmp = root / "tmp"
-        for d in (self.cache, self.hub, self.user, tmp):
-            d.mkdir(parents=True)
-        torch.manual_seed(0)
-
-        bert_cfg = transformers.BertConfig(**BERT, architectures=["BertModel"])
-        bert = transformers.BertModel(bert_cfg)
-        self.bert_params = count(bert)
-        self.bert_weights = safetensors_bytes({k: v.contiguous() for k, v in bert.state_dict().items()})
-        card = b"---\nlanguage: en\nlicense: apache-2.0\ntags:\n- test\n---\n# tiny bert\n"
-        self.bert_snapshot = make_hf_repo(
-            self.cache,
-            "org/tiny-bert",
-            {
-                "config.json": config_bytes(bert_cfg, tmp),
-                "model.safetensors": self.bert_weights,
-                "README.md": card,
-                "vocab.txt": b"[PAD]\n[UNK]\n",
-            },
-        )
-
-        cls_cfg = transformers.BertConfig(**BERT, num_labels=3, architectures=["BertForSequenceClassification"])
-        self.cls_params = count(transformers.BertForSequenceClassification(cls_cfg))
-        make_hf_repo(
-            self.cache,
-            "org/tiny-bert-cls",
-            {"config.json": config_bytes(cls_cfg, tmp), "model.safetensors": self.bert_weights},
-        )
-
-        gpt_cfg = transformers.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, vocab_size=99, n_positions=64, architectures=["GPT2LMHeadModel"]
-        )
-        gpt = transformers.GPT2LMHeadModel(gpt_cfg)
-        self.gpt_params = count(gpt)  # lm_head is tied to the embeddings: counted once
-        self.gpt_bin = torch_bytes(gpt.state_dict())
-        make_hf_repo(
-            self.cache, "tiny-gpt2", {"config.json": config_bytes(gpt_cfg, tmp), "pytorch_model.bin": self.gpt_bin}
-        )
-
-        vit_cfg = transformers.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=37,
-            image_size=32,
-            patch_size=8,
-            num_labels=4,
-            architectures=["ViTForImageClassification"],
-        )
-        self.vit_params = count(transformers.ViTForImageClassification(vit_cfg))
-        make_hf_repo(
-            self.cache,
-            "org/tiny-vit",
-            {"config.json": config_bytes(vit_cfg, tmp), "model.safetensors": self.bert_weights},
-        )
-
-        index = {
-            "metadata": {},
-            "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
-        }
-        make_hf_repo(
-            self.cache,
-            "org/sharded",
-            {
-                "config.json": config_bytes(bert_cfg, tmp),
-                "model.safetensors.index.json": json.dumps(index).encode(),
-                "model-00001-of-00002.safetensors": self.bert_weights,
-            },
-        )
-        make_hf_repo(self.cache, "org/half", {"config.json": config_bytes(bert_cfg, tmp)}, incomplete=self.bert_weights)
-        make_hf_repo(
-            self.cache,
-            "org/bad-json",
-            {"config.json": b'{"model_type": "bert",', "model.safetensors": self.bert_weights},
-        )
-        make_hf_repo(self.cache, "org/readme-only", {"README.md": b"# nothing here\n"})
-        make_hf_repo(
-            self.cache,
-            "org/remote",
-            {
-                "config.json": json.dumps(
-                    {
-                        "model_type": "acme",
-                        "architectures": ["AcmeForCausalLM"],
-                        "auto_map": {"AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"},
-                    }
-                ).encode(),
-                "model.safetensors": self.bert_weights,
-            },
-        )
-        make_hf_repo(
-            self.cache, "org/empty-weights", {"config.json": config_bytes(bert_cfg, tmp), "model.safetensors": b""}
-        )
-        make_hf_repo(
-            self.cache,
-            "org/truncated",
-            {"config.json": config_bytes(bert_cfg, tmp), "model.safetensors": self.bert_weights[:-100]},
-        )
-        make_hf_repo(self.cache, "org/config-only", {"config.json": config_bytes(bert_cfg, tmp)})
-        (self.cache / "datasets--org--data").mkdir()  # not a model: skipped
-
-        pth = torch_bytes({"w": torch.zeros(3)})
-        (self.hub / "resnet18-f37072fd.pth").write_bytes(pth)
-        (self.hub / "efficientnet_b0_rwightman-7f5810bc.pth").write_bytes(pth)
-        (self.hub / "resnet34_finetuned-deadbeef.pth").write_bytes(pth)  # prefix match, not an official file
-        (self.hub / "mystery-12345678.pth").write_bytes(pth)
-        (self.hub / "vit_b_16-c867db91.pth.0123456789abcdef0123456789abcdef.partial").write_bytes(pth[:20])
-        (self.hub / "alexnet-owt-7be5be79.pth").write_bytes(pth[:-30])  # zip cut short
-        (self.hub / "not-weights.txt").write_text("ignored")
-
-        my_bert = self.user / "my-bert"
-        my_bert.mkdir()
-        (my_bert / "config.json").write_bytes(config_bytes(cls_cfg, tmp))
-        (my_bert / "model.safetensors").write_bytes(self.bert_weights)
-        nested = self.user / "group" / "gpt"
-        nested.mkdir(parents=True)
-        (nested / "config.json").write_bytes(config_bytes(gpt_cfg, tmp))
-        (nested / "pytorch_model.bin").write_bytes(self.gpt_bin)
-        (self.user / "loose.safetensors").write_bytes(self.bert_weights)
-        (self.user / "resnet18.pth").write_bytes(pth)
-        (self.user / "notes").mkdir()
-        (self.user / "notes" / "README.md").write_text("just notes")  # not a model: skipped
-        (self.user / "loop").symlink_to(self.user)  # symlink loop
-        (self.user / "self-link").symlink_to(self.user / "self-link")  # ELOOP on stat
-
-    def roots(self, **kw) -> catalog.CatalogRoots:
-        base = dict(hf_caches=[self.cache], torch_hub_dirs=[self.hub], user_paths=[self.user], scan_packages=False)
-        return catalog.CatalogRoots(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
