@@ -162,7 +162,7 @@ class HyperParams:
     attention: str = "auto"  # transformers' attn_implementation; auto: its default (SDPA where supported)
     packing: bool = False  # chat: several conversations per row, no attention across them
     early_stopping: bool | None = None  # None: on when epochs is auto, off for a fixed number of epochs
-    patience: int = 2  # evaluations without improvement before early stopping ends the run (calibrated: docs/benchmarks.md)
+    patience: int = 2  # evaluations without improvement before early stopping ends the run (docs/benchmarks.md)
     min_delta: float = 0.0  # the least change of the validation metric that counts as an improvement
     auto_min_steps: int = 600  # auto length: the budget holds at least this many optimizer steps ...
     auto_max_epochs: int = 20  # ... and at most this many epochs (at least 3)
