@@ -260,3 +260,29 @@ def test_out_of_memory_with_a_batch_of_one_fails_with_a_hint(home, tiny_bert_dir
     result = execute(tiny_text_config(tiny_bert_dir, text_csv, epochs=1, batch_size=2))
     assert result.status == "failed"
     assert result.reason == "ran out of GPU memory" and "down to one example" in result.hint
+
+
+@pytest.mark.parametrize(
+    "kind,name", [("cosine", "cosine"), ("linear", "linear"), ("constant", "constant_with_warmup")]
+)
+def test_fixed_length_schedules_follow_transformers_curves(kind, name):
+    """TuneDesk's own warm-up + decay factors equal transformers' schedules of the same name at every step
+    (checkpoints written with either resume with the other: both are a LambdaLR)."""
+    import torch
+    from transformers import get_scheduler
+
+    from tunedesk.engine.run.length import WarmupDecay
+
+    def rates(make) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = make(opt)
+        out = []
+        for _ in range(60):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    ours = rates(lambda o: torch.optim.lr_scheduler.LambdaLR(o, WarmupDecay(kind, 7, 50)))
+    theirs = rates(lambda o: get_scheduler(name, o, num_warmup_steps=7, num_training_steps=50))
+    assert ours == pytest.approx(theirs, abs=1e-12)

@@ -79,12 +79,31 @@ def plan_length(h: HyperParams, steps_per_epoch: int, n_train: int) -> TrainingL
 def make_scheduler(optimizer: Any, length: TrainingLength) -> Any:
     if length.schedule == "plateau":
         return PlateauSchedule(optimizer, length.warmup_steps)
-    from transformers import get_scheduler
+    from torch.optim.lr_scheduler import LambdaLR
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[length.schedule]
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=length.warmup_steps, num_training_steps=max(length.total_steps, 1)
-    )
+    return LambdaLR(optimizer, WarmupDecay(length.schedule, length.warmup_steps, max(length.total_steps, 1)))
+
+
+class WarmupDecay:
+    """The factor of the peak rate at a step: linear warm-up, then cosine to 0, linear to 0 or constant,
+    the same curves as transformers' cosine / linear / constant_with_warmup schedules. Written here
+    because importing those pulls in transformers' trainer (and with it peft and bitsandbytes, seconds
+    of start-up and, on a CPU, bitsandbytes' offline warnings) for three formulas."""
+
+    def __init__(self, kind: str, warmup_steps: int, total_steps: int) -> None:
+        if kind not in ("cosine", "linear", "constant"):
+            raise ValueError(f"unknown schedule {kind!r}")
+        self.kind, self.warmup_steps, self.total_steps = kind, warmup_steps, total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        if self.kind == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        if self.kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 class PlateauSchedule:
