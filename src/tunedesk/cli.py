@@ -186,7 +186,6 @@ class ProgressPrinter:
         self.label = label
         self.bar = None
         self.done = 0
-        self.length_note = ""  # printed at the run's start; the log line that repeats it is cut
 
     def __call__(self, event: Any) -> None:
         from tqdm import tqdm
@@ -207,9 +206,6 @@ class ProgressPrinter:
                 f"run {event.run_id}: {event.trainable_params:,} of {event.total_params:,} parameters train "
                 f"on {event.device} ({event.precision}), lr {event.learning_rate:g}"
             )
-            self.length_note = event.length_note
-            if event.length_note:
-                self.write(event.length_note)
         elif kind == "StepLogged" and self.bar is not None:
             self.bar.update(event.step - self.done)
             self.done = event.step
@@ -226,10 +222,7 @@ class ProgressPrinter:
         elif kind == "SampleGenerated":
             self.write(f"sample (epoch {event.epoch}) {event.prompt[:60]!r} -> {event.text[:120]!r}")
         elif kind == "LogMessage":  # info lines say how the input is fed and whether the feature cache is used
-            message = event.message
-            if self.length_note and message.startswith(self.length_note + "; "):
-                message = message[len(self.length_note) + 2 :]  # printed with the run's start already
-            self.write(f"{event.level}: {message}" if event.level in ("warning", "error") else message)
+            self.write(f"{event.level}: {event.message}" if event.level in ("warning", "error") else event.message)
         elif kind == "RunFinished" and self.bar is not None:
             self.bar.close()
 

@@ -35,7 +35,6 @@ class RunStarted(Event):
     precision: str
     learning_rate: float
     start_step: int = 0
-    length_note: str = ""  # how long the run may train and why ("auto: at most 18 epochs ...")
 
 
 @dataclass(frozen=True)

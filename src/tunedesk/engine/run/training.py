@@ -285,13 +285,12 @@ class Trainer:
                 precision,
                 self.lr,
                 start_step=state.step,
-                length_note=length.explanation,
             )
         )
         for w in self.loaded.warnings + self.data.warnings:
             self._log("warning", w)
-        if state.step == 0:
-            self._log("info", f"{length.explanation}; {self.batch.explanation}")
+        # how long the run may train and why (a resumed run keeps its budget); the batch note at the start
+        self._log("info", f"{length.explanation}; {self.batch.explanation}" if state.step == 0 else length.explanation)
         for note in recovered:
             self._log("info", note)
         if self.dist:
