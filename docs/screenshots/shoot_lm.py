@@ -201,10 +201,10 @@ def main() -> int:
     form = train.form
     form.lm_settings.prompts.setPlainText("\n".join(PROMPTS))
     form.lm_settings.max_new.setValue(12)
-    form.epochs.setValue(args.epochs)
-    form.batch_size.setValue(8)
-    form.max_length.setValue(48)
-    form.warmup.setText("0")  # the learning rate stays TuneDesk's suggestion: the adapters train at 1e-3
+    form.hparams.epochs.setValue(args.epochs)
+    form.hparams.batch_size.setValue(8)
+    form.hparams.max_length.setValue(48)
+    form.hparams.warmup.setText("0")  # the learning rate stays TuneDesk's suggestion: the adapters train at 1e-3
     assert form.task_combo.currentData() == "causal_lm", form.task_combo.currentData()
     assert train.controller.start(), form.visible_errors()
     wait(app, lambda: train.controller.mode == "idle" and not window.state.running, 1800, "the run to finish")

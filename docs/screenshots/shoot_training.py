@@ -91,9 +91,9 @@ def shoot(out: Path, dark: bool, tab: str, epochs_before: int, threads: int) -> 
     state.select_data(DataSpec(kind="text_table", path=str(resources_dir() / "demo" / "support_tickets.csv")))
     state.set_freeze(FreezeSpec(preset="last_n_blocks", last_n=2))
     form = panel.form
-    form.epochs.setValue(epochs_before + 2)
-    form.batch_size.setValue(16)
-    form.max_length.setValue(64)
+    form.hparams.epochs.setValue(epochs_before + 2)
+    form.hparams.batch_size.setValue(16)
+    form.hparams.max_length.setValue(64)
     form.device.setCurrentIndex(max(form.device.findData("cpu"), 0))
     base = form._base
     base.hparams.log_every = 1

@@ -130,18 +130,18 @@ def test_invalid_values_show_the_engine_message_beside_the_field_and_do_not_star
     assert "must be a number" in panel.form.visible_errors()["hparams.learning_rate"]
 
     panel.form.lr_edit.setText("1e-3")
-    panel.form.warmup.setText("1.5")
+    panel.form.hparams.warmup.setText("1.5")
     assert panel.controller.start() is False
     assert set(panel.form.visible_errors()) == {"hparams.warmup_ratio"}
 
     # An incompatible combination lands beside the second field.
-    panel.form.warmup.setText("0.1")
+    panel.form.hparams.warmup.setText("0.1")
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp16"))
     assert panel.controller.start() is False
     assert "fp16 is not supported on the CPU" in panel.form.visible_errors()["precision"]
 
     panel.form.precision.setCurrentIndex(panel.form.precision.findData("fp32"))
-    panel.form.grad_accum.setValue(0)
+    panel.form.hparams.grad_accum.setValue(0)
     assert panel.controller.start() is False
     assert (
         "hparams.grad_accum_steps must be a whole number >= 1"
@@ -161,7 +161,7 @@ def test_suggested_learning_rate_is_filled_in_and_explained(panel, tiny_bert_dir
 
     assert f"new head trains at {suggested_head_learning_rate(5e-5):g}" in note
     # Epochs and batch size show "auto" and ask the engine for its defaults.
-    assert panel.form.epochs.text() == "auto" and panel.form.batch_size.text() == "auto"
+    assert panel.form.hparams.epochs.text() == "auto" and panel.form.hparams.batch_size.text() == "auto"
     assert panel.form.build_config().hparams.epochs is None
     # Left at the suggestion, the config asks the engine for its default (so the head gets its own rate).
     assert panel.form.build_config().hparams.learning_rate is None
@@ -186,20 +186,20 @@ def test_setup_files_and_past_run_configuration(panel, state, tmp_path, tiny_ber
     # TOML has no empty value: "no clipping" would come back as 1.0, so the panel says so.
     assert not panel.save_config_file(tmp_path / "lossy.toml")
     assert "hparams.max_grad_norm" in panel.form.visible_errors()[""]
-    panel.form.clip.setText("0.5")
+    panel.form.hparams.clip.setText("0.5")
     config.hparams.max_grad_norm = 0.5
     panel.form.clear_errors()
     assert panel.save_config_file(tmp_path / "run.toml")
     assert RunConfig.load(tmp_path / "run.toml").to_dict() == config.to_dict()
-    panel.form.epochs.setValue(9)
+    panel.form.hparams.epochs.setValue(9)
     assert panel.open_config_file(tmp_path / "run.toml")
-    assert panel.form.epochs.value() == 4
+    assert panel.form.hparams.epochs.value() == 4
     # A broken file: the message names the problem, the form keeps its values.
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [", encoding="utf-8")
     assert not panel.open_config_file(bad)
     assert "not valid TOML" in panel.form.visible_errors()[""]
-    assert panel.form.epochs.value() == 4
+    assert panel.form.hparams.epochs.value() == 4
 
 
 def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
@@ -234,7 +234,9 @@ def test_language_model_and_image_setups_survive_the_form(panel, tmp_path):
     )
     panel.form.apply_config(images)
     assert panel.form.build_config().to_dict() == images.to_dict()
-    assert panel.form.image_size.isVisibleTo(panel.form) and not panel.form.max_length.isVisibleTo(panel.form)
+    assert panel.form.hparams.image_size.isVisibleTo(panel.form) and not panel.form.hparams.max_length.isVisibleTo(
+        panel.form
+    )
     assert not panel.form.lm_group.isVisibleTo(panel.form)
 
 
@@ -498,17 +500,17 @@ def test_augmentation_and_feature_cache_switches_survive_the_form(panel, tmp_pat
     )
     panel.form.apply_config(images)
     form = panel.form
-    assert form.augment.isVisibleTo(form) and form.feature_cache.isVisibleTo(form)
-    assert not form.augment.isChecked() and not form.feature_cache.isChecked()
+    assert form.hparams.augment.isVisibleTo(form) and form.hparams.feature_cache.isVisibleTo(form)
+    assert not form.hparams.augment.isChecked() and not form.hparams.feature_cache.isChecked()
     assert form.build_config().to_dict() == images.to_dict()
-    form.augment.setChecked(True)
-    form.feature_cache.setChecked(True)
+    form.hparams.augment.setChecked(True)
+    form.hparams.feature_cache.setChecked(True)
     built = form.build_config().hparams
     assert built.augment and built.feature_cache
     panel.grab().save(str(tmp_path / "train-options.png"))
     lm = RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path)), data=DataSpec(kind="text_corpus", path="x"))
     form.apply_config(lm)
-    assert not form.augment.isVisibleTo(form) and not form.feature_cache.isVisibleTo(form)
+    assert not form.hparams.augment.isVisibleTo(form) and not form.hparams.feature_cache.isVisibleTo(form)
 
 
 def test_checkpoint_settings_survive_the_form_and_bad_steps_are_shown_beside_them(panel, tmp_path, qtbot):

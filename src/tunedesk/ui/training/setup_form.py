@@ -175,18 +175,7 @@ class SetupForm(QWidget):
         self.find_lr_button.setToolTip("Run a short learning-rate range test and pick a value from the curve")
         self.find_lr_button.clicked.connect(self.findLearningRate.emit)
         self.lr_note = make_label("")
-        self.hparams = h = HparamFields(self.rows, form, (self.lr_edit, self.find_lr_button), self.lr_note)
-        # the widgets by name, for the controller, the tests and the screenshots
-        self.epochs, self.batch_size, self.weight_decay, self.schedule = (
-            h.epochs,
-            h.batch_size,
-            h.weight_decay,
-            h.schedule,
-        )
-        self.warmup, self.grad_accum, self.clip = h.warmup, h.grad_accum, h.clip
-        self.max_length, self.image_size, self.augment, self.feature_cache = (
-            h.max_length, h.image_size, h.augment, h.feature_cache
-        )  # fmt: skip
+        self.hparams = HparamFields(self.rows, form, (self.lr_edit, self.find_lr_button), self.lr_note)
         return box
 
     def _lm_group(self) -> QGroupBox:
