@@ -43,6 +43,42 @@ def test_weights_only_state_dict_and_safetensors_load(tmp_path):
         load_state_dict(tmp_path / "missing.pth")
 
 
+def test_random_bytes_are_never_a_traceback_whatever_the_unpickler_raises(tmp_path, tiny_bert_dir):
+    """torch's weights-only unpickler meets random bytes with UnpicklingError, IndexError, KeyError or
+    UnicodeDecodeError depending on the bytes: each is one sentence that names the file and the fix."""
+    import random
+    import shutil
+
+    from tunedesk.engine.models import is_weights_read_failure
+
+    raised: set[str] = set()
+    for seed in range(120):
+        data = random.Random(seed).randbytes(5000)
+        try:
+            torch.load(_write(tmp_path / "probe.bin", data), weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - recording what torch raises
+            raised.add(type(exc).__name__)
+            assert is_weights_read_failure(exc), (seed, exc)
+        with pytest.raises(ModelError, match="not a readable PyTorch checkpoint"):
+            load_state_dict(_write(tmp_path / f"w{seed}.pth", data))
+    assert {"UnpicklingError", "IndexError", "KeyError"} <= raised  # the seeds cover the odd types
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "model.safetensors").unlink()
+    for seed in (2, 20, 3):  # IndexError, KeyError, UnpicklingError
+        _write(folder / "pytorch_model.bin", random.Random(seed).randbytes(5000))
+        with pytest.raises(ModelError) as info:
+            build_hf_classifier(ModelSpec(name_or_path=str(folder)), ["a", "b"])
+        assert "pytorch_model.bin is not a readable PyTorch checkpoint" in info.value.message
+        assert "copy the file again" in info.value.hint
+    assert not is_weights_read_failure(IndexError("a bug of ours, not a damaged file"))
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return str(path)
+
+
 def test_hf_classifier_gets_a_fresh_head_marked_new(tiny_bert_dir):
     loaded = build_hf_classifier(ModelSpec(str(tiny_bert_dir)), ["a", "b", "c"])
     assert loaded.head_paths == ["classifier"]

@@ -45,6 +45,26 @@ class LoadedModel:
 
 # ---- safe loading -------------------------------------------------------------------------------
 
+# where a failure means "these bytes are no readable checkpoint", whatever the exception type: torch's
+# weights-only unpickler meets random bytes with IndexError, KeyError, TypeError, struct.error ...
+_READER_FILES = ("torch/serialization.py", "torch/_weights_only_unpickler.py", "/pickle.py", "safetensors/")
+
+
+def is_weights_read_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` came from reading a weights file (damaged, truncated, refused or another format)
+    rather than from a bug: its type says so, or it was raised inside torch's or safetensors' reader."""
+    if isinstance(exc, (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError)):
+        return True
+    if type(exc).__name__ == "SafetensorError":
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_next is None:  # the frame that raised
+            name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+            return any(part in name for part in _READER_FILES)
+        tb = tb.tb_next
+    return False
+
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a local file: safetensors, or a pickle opened with ``weights_only=True``."""
@@ -66,9 +86,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise unpickling_error(path, exc) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:
+        if not is_weights_read_failure(exc):
+            raise
         raise ModelError(
-            f"{path.name} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})",
+            f"{path.name} is not a readable PyTorch checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0]})",
             "check that the file is complete and is a state dict",
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -99,7 +121,8 @@ _SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins")
 
 def _pickle_names_code(path: Path) -> bool:
     """Whether a pickle names a callable outside torch's own (``os.system``...), read with pickletools,
-    which only lists the opcodes and runs nothing. Random bytes are no pickle: False."""
+    which only lists the opcodes and runs nothing. Random bytes are no pickle: False, even where their
+    first bytes happen to read as a GLOBAL opcode (the whole stream must parse)."""
     import pickletools
     import zipfile
 
@@ -112,6 +135,7 @@ def _pickle_names_code(path: Path) -> bool:
             with open(path, "rb") as fh:
                 data = fh.read(1 << 24)
         strings: list[str] = []
+        names_code = False
         for op, arg, _pos in pickletools.genops(data):
             if op.name in ("GLOBAL", "INST"):
                 module = str(arg).split(" ", 1)[0]
@@ -122,10 +146,10 @@ def _pickle_names_code(path: Path) -> bool:
                     strings.append(arg)
                 continue
             if module.split(".", 1)[0] not in _SAFE_MODULES:
-                return True
+                names_code = True
     except Exception:  # noqa: BLE001 - not a pickle (random bytes, truncated): not code
         return False
-    return False
+    return names_code
 
 
 def weights_error(path: Path, exc: BaseException) -> ModelError:
@@ -135,8 +159,11 @@ def weights_error(path: Path, exc: BaseException) -> ModelError:
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, pickle.UnpicklingError):
         cause = cause.__cause__ or cause.__context__
+    files = sorted(p for p in Path(path).glob("*.bin")) if Path(path).is_dir() else [Path(path)]
+    typed = (OSError, ValueError, RuntimeError, EOFError)
+    if cause is None and files and not isinstance(exc, typed) and type(exc).__name__ != "SafetensorError":
+        cause = exc  # raised inside torch's unpickler by bytes that are no pickle (IndexError, KeyError ...)
     if cause is not None:
-        files = sorted(p for p in Path(path).glob("*.bin")) if Path(path).is_dir() else [Path(path)]
         return unpickling_error(files[0] if files else Path(path), cause)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "does not appear to have a file named" in msg or "no file named" in msg.lower():
@@ -332,10 +359,8 @@ def build_hf_classifier(
                 output_loading_info=True,
                 use_safetensors=None,
             )
-        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise weights_error(path, exc) from exc
-        except Exception as exc:  # safetensors' own error type (a damaged or truncated file)
-            if type(exc).__name__ != "SafetensorError":
+        except Exception as exc:  # damaged, truncated, refused, another format: one sentence each
+            if not is_weights_read_failure(exc):
                 raise
             raise weights_error(path, exc) from exc
         missing = list(info.get("missing_keys", [])) + [k for k, *_ in info.get("mismatched_keys", [])]

@@ -133,12 +133,9 @@ def load_causal_lm(
                 "install the missing package, or set hparams.attention to auto / leave freeze.lora.base_bits out",
             ) from exc
         except Exception as exc:  # damaged, truncated, refused (code in a pickle): one sentence each
-            from tunedesk.engine.models import weights_error
+            from tunedesk.engine.models import is_weights_read_failure, weights_error
 
-            if not isinstance(exc, (OSError, ValueError, RuntimeError, EOFError)) and type(exc).__name__ not in (
-                "SafetensorError",
-                "UnpicklingError",
-            ):
+            if not is_weights_read_failure(exc):
                 raise
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if attn_implementation is not None and ("attn" in msg.lower() or "attention" in msg.lower()):
