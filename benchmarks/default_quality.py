@@ -14,6 +14,8 @@ line last.
     python benchmarks/default_quality.py                       # everything (hours on 2 CPU cores)
     python benchmarks/default_quality.py --sets debian --only grid --results /tmp/grid.jsonl
     python benchmarks/default_quality.py --report /tmp/grid.jsonl /tmp/defaults.jsonl
+    # a candidate default beside the real one: the defaults with some hyperparameters changed
+    python benchmarks/default_quality.py --only none --variant "short cosine:auto_min_steps=100,schedule=cosine"
     # two cores, two processes of one thread each, one results file:
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 1/2 --threads 1 --results r.jsonl &
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 2/2 --threads 1 --results r.jsonl
@@ -78,13 +80,39 @@ def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int |
     return out[k - 1 :: n]
 
 
-def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs: int | None, device: str) -> dict:
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``"short cosine:auto_min_steps=100,schedule=cosine"`` -> (label, hparam overrides): a candidate
+    default measured beside the defaults (values parsed as JSON where they can be, else strings)."""
+    label, _, pairs = text.partition(":")
+    overrides = {}
+    for pair in filter(None, pairs.split(",")):
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value.strip()
+    return f"variant {label.strip()}", overrides
+
+
+def run_one(
+    set_name: str,
+    data_path: Path,
+    label: str,
+    lr: float | None,
+    epochs: int | None,
+    device: str,
+    overrides: dict | None = None,
+) -> dict:
     from tunedesk.engine.run.runner import execute
     from tunedesk.engine.store import RunStore
 
     cfg = base_config(data_path, device)
     if label == "defaults, cosine over budget":
         cfg.hparams.schedule = "cosine"
+    for key, value in (overrides or {}).items():
+        if not hasattr(cfg.hparams, key):
+            raise SystemExit(f"--variant: no hyperparameter {key!r}")
+        setattr(cfg.hparams, key, value)
     if lr is not None:
         cfg.hparams.learning_rate = lr
     if epochs is not None:
@@ -112,6 +140,7 @@ def run_one(set_name: str, data_path: Path, label: str, lr: float | None, epochs
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "auto_summary": result.summary,
+        "overrides": overrides or {},
         # validation accuracy after each epoch: stopping rules can be tried on it afterwards (what_if)
         "curve": [e["metrics"].get("val_accuracy", e["metrics"].get("accuracy")) for e in epochs],
     }
@@ -142,11 +171,11 @@ def report(rows: list[dict]) -> dict:
         grid = [r for r in mine if r["recipe"].startswith("lr ") and r["best_val_accuracy"] is not None]
         defaults = [r for r in mine if r["recipe"] == "defaults"]
         print(f"\n{set_name}")
-        print(f"  {'recipe':<24} {'epochs':>6} {'accuracy':>9} {'wall s':>8} {'cpu s':>8}")
+        print(f"  {'recipe':<34} {'epochs':>6} {'accuracy':>9} {'wall s':>8} {'cpu s':>8}")
         for r in sorted(mine, key=lambda r: (r["recipe"] != "defaults", r["recipe"])):
             acc = r["best_val_accuracy"]
             print(
-                f"  {r['recipe']:<24} {r['epochs_run']:>6} {'' if acc is None else f'{acc:.3f}':>9} "
+                f"  {r['recipe']:<34} {r['epochs_run']:>6} {'' if acc is None else f'{acc:.3f}':>9} "
                 f"{r['wall_s']:>8.0f} {r['cpu_s']:>8.0f}"
             )
         entry: dict = {}
@@ -188,12 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="debian,wordnet,fortunes")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
-    ap.add_argument("--only", default="all", help="a comma list of: all, defaults, grid, schedules")
+    ap.add_argument("--only", default="all", help="a comma list of: all, defaults, grid, schedules, none")
     ap.add_argument("--part", default="1/1", help="K/N: only every N-th of those runs from the K-th (parallel parts)")
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--report", nargs="+", metavar="JSONL", help="only summarise these results files")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="also run a candidate default: the defaults with these hyperparameters changed (repeatable)",
+    )
     args = ap.parse_args(argv)
 
     if args.report:
@@ -211,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_sets(Path(args.data), args.sets.split(","))
     rows = []
     for set_name, path in paths.items():
-        for label, lr, epochs in recipes(args.only, args.part):
-            row = run_one(set_name, path, label, lr, epochs, args.device)
+        runs = [(label, lr, epochs, None) for label, lr, epochs in recipes(args.only, args.part)]
+        k, n = (int(x) for x in args.part.split("/"))
+        variants = [parse_variant(v) for v in args.variant][k - 1 :: n]
+        runs += [(label, None, None, overrides) for label, overrides in variants]
+        for label, lr, epochs, overrides in runs:
+            row = run_one(set_name, path, label, lr, epochs, args.device, overrides)
             rows.append(row)
             with open(results, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
