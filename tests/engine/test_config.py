@@ -111,6 +111,11 @@ def test_unknown_and_mistyped_settings_are_refused():
         RunConfig.from_dict({"hparams": {"epochs": "three"}})
     with pytest.raises(ConfigError, match="newer"):
         RunConfig.from_dict({"version": 99})
+    # found by fuzzing: a list where a table belongs was an AttributeError in validate()
+    with pytest.raises(ConfigError, match=r"freeze.lr_multipliers must be a table/object \(got \[1\]\)"):
+        RunConfig.from_dict({"freeze": {"lr_multipliers": [1]}})
+    with pytest.raises(ConfigError, match="hparams.prompts must be a list"):
+        RunConfig.from_dict({"hparams": {"prompts": "hello"}})
     assert RunConfig.from_dict(json.loads(valid().to_json())) == valid()
 
 

@@ -527,4 +527,15 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
         raise ConfigError(name, f"must be text (got {value!r})", "put the value in quotes")
     if annotation.startswith("bool") and not isinstance(value, bool):
         raise ConfigError(name, f"must be true or false (got {value!r})", "write true or false, without quotes")
+    if annotation.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(name, f"must be a table/object (got {value!r})", _SHAPE_HINTS.get(name, field_hint(name)))
+    if annotation.startswith("list") and not isinstance(value, list):
+        raise ConfigError(name, f"must be a list (got {value!r})", _SHAPE_HINTS.get(name, field_hint(name)))
     return value
+
+
+_SHAPE_HINTS = {  # dict / list settings written as something else
+    "freeze.lr_multipliers": 'a layer pattern and its factor, e.g. {"encoder.*": 0.1} (JSON) or '
+    '[freeze.lr_multipliers] "encoder.*" = 0.1 (TOML)',
+    "hparams.prompts": 'a list of texts, e.g. ["Write a short reply to a late delivery"], or an empty list',
+}
