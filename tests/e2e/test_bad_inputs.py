@@ -254,6 +254,7 @@ CASES = [
     Case("data-binary", lambda t, b, c, m: ["train", _cfg(t, b, _file(t, "d.csv", _noise(4000)))], "holds binary data", "csv"),
     Case("data-too-big-for-memory", _too_big_for_memory, "too big for this machine's memory", "data.max_items"),
     Case("data-missing", lambda t, b, c, m: ["train", _cfg(t, b, t / "nope.csv")], "data file not found", "path"),
+    Case("data-utf16-without-bom", lambda t, b, c, m: ["train", _cfg(t, b, c, data__encoding="utf-16")], "has no byte-order mark", "utf-16-le"),
     Case("data-wrong-columns", lambda t, b, c, m: ["train", _cfg(t, b, _file(t, "d.csv", b"a,b\nx,y\n"))], "has no column for text_column", "rename"),
     Case("data-one-class", lambda t, b, c, m: ["train", _cfg(t, b, _file(t, "d.csv", TEXT + b"hi,a\n" * 20))], "class", ""),
     # model folders

@@ -84,6 +84,13 @@ def test_chat_jsonl_errors(tmp_path):
     assert ex.conversations[0][0]["content"] == "caf\u00e9"
 
 
+def test_utf16_given_for_a_corpus_without_a_byte_order_mark(tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_bytes(b"plain text, no byte-order mark\n")
+    with pytest.raises(DataError, match="doc.txt has no byte-order mark"):
+        lm_data.read_corpus(doc, encoding="utf-16")
+
+
 def test_corpus_file_and_folder(tmp_path):
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)

@@ -101,6 +101,20 @@ def test_forced_utf8_on_cp1252_file_names_encoding_line_and_fix(tmp_path):
     assert "cp1252" in err.hint and "UTF-8" in err.hint
 
 
+def test_utf16_or_utf32_given_for_a_file_without_a_byte_order_mark(tmp_path):
+    """Python's utf-16/utf-32 readers take the byte order from the mark and fail with a bare UnicodeError
+    ("UTF-16 stream does not start with BOM") without one; found by fuzzing data.encoding."""
+    p = write(tmp_path / "excel.csv", "text,label\nok,pos\nCafé,neg\n", "cp1252")
+    for given in ("utf-16", "UTF16", "utf-32"):
+        err = data_error(read_text_table, p, encoding=given)
+        assert "excel.csv has no byte-order mark" in err.message and "-le" in err.hint, err
+    bare = write(tmp_path / "le.csv", "text,label\nok,pos\nno,neg\n", "utf-16-le")
+    assert "utf-16-le" in data_error(read_text_table, bare, encoding="utf-16").hint
+    assert read_text_table(bare, encoding="utf-16-le")[0][0].text == "ok"  # what the hint says works
+    marked = write(tmp_path / "bom.csv", "text,label\nok,pos\nno,neg\n", "utf-16")
+    assert read_text_table(marked, encoding="utf-16")[0][0].text == "ok"
+
+
 def test_unknown_encoding_name(tmp_path):
     p = write(tmp_path / "a.csv", "text,label\nx,y\n")
     err = data_error(read_text_table, p, encoding="utf-9")

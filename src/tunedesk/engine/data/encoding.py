@@ -52,6 +52,21 @@ def _bom_encoding(head: bytes) -> str | None:
     return None
 
 
+_BOMS = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
+
+
+def missing_bom(path: Path, encoding: str) -> bool:
+    """Whether ``encoding`` is plain utf-16/utf-32, which reads the byte order from a byte-order mark,
+    and the (non-empty) file has none: Python's reader then fails with a bare UnicodeError ("UTF-16
+    stream does not start with BOM"). ``encoding``: a normalised name."""
+    marks = _BOMS.get(encoding)
+    if marks is None:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return bool(head) and not head.startswith(marks)
+
+
 def first_decode_error(path: Path, encoding: str) -> tuple[int, int, bytes] | None:
     """Stream ``path`` through ``encoding``; return (byte offset, 1-based line, bad bytes) of the
     first undecodable byte, or None if the whole file decodes. Memory: one chunk at a time."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedesk.engine.data.arrow import is_arrow_source, open_source
-from tunedesk.engine.data.encoding import detect_encoding, first_decode_error, normalize_encoding
+from tunedesk.engine.data.encoding import detect_encoding, first_decode_error, missing_bom, normalize_encoding
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.errors import DataError
 
@@ -103,18 +103,35 @@ def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, bool, bool
     """(encoding, confident, forced)."""
     if encoding and encoding.lower() != "auto":
         try:
-            return normalize_encoding(encoding), True, True
+            enc = normalize_encoding(encoding)
         except LookupError:
             raise DataError(
                 f"unknown encoding {encoding!r}",
                 "use a Python codec name such as utf-8, cp1252, latin-1 or utf-16, or leave the encoding "
                 "empty to detect it",
             ) from None
+        _refuse_missing_bom(path, enc)
+        return enc, True, True
     try:
         enc, confident = detect_encoding(path)
     except OSError as e:
         raise DataError(f"cannot read {_display(path)}: {e.strerror or e}", "check the file permissions") from None
     return enc, confident, False
+
+
+def _refuse_missing_bom(path: Path, encoding: str) -> None:
+    """encoding = "utf-16" (or "utf-32") on a file without a byte-order mark: its byte order is unknown."""
+    try:
+        missing = missing_bom(path, encoding)
+    except OSError as e:
+        raise DataError(f"cannot read {_display(path)}: {e.strerror or e}", "check the file permissions") from None
+    if missing:
+        raise DataError(
+            f"{_display(path)} has no byte-order mark, which the given encoding {encoding!r} needs to know "
+            "the byte order",
+            f'if the file is {encoding.upper()} without a mark, set encoding="{encoding}-le" (Windows) or '
+            f'"{encoding}-be"; otherwise leave the encoding empty to detect it',
+        )
 
 
 def _decode_error(path: Path, encoding: str, forced: bool) -> DataError:
