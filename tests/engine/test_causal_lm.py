@@ -176,6 +176,15 @@ def test_stop_and_resume_lora_run_matches_uninterrupted(tmp_path, llama_dir, cha
 
     stopped = execute(config(), home=tmp_path / "b", listeners=[stop_at_3], control=control)
     assert stopped.status == "stopped"
+    # the resumable checkpoint holds the adapters, not the frozen base; "try it" / export can use it
+    from safetensors import safe_open
+
+    from tunedesk.engine.lm.export import load_run_model
+
+    with safe_open(str(Path(stopped.output_dir) / "last" / "model.safetensors"), "pt") as f:
+        saved = list(f.keys())
+    assert saved and all("lora_" in k for k in saved if k.endswith("weight")), saved[:5]
+    assert load_run_model(stopped.run_id, home=tmp_path / "b", which="last").which == "last"
     resumed = resume(stopped.run_id, home=tmp_path / "b")
     assert resumed.status == "completed", resumed.reason
     assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-5, abs=1e-6)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tunedesk.engine.run import checkpoint as ck
 from tunedesk.engine.run.checkpoint import CheckpointError, CheckpointState, CheckpointWriter, recover, verify
@@ -127,3 +128,65 @@ def test_checkpoints_without_a_manifest_still_load_when_complete(tmp_path):
     assert verify(tmp_path, required=("model.safetensors",)) is None
     with pytest.raises(CheckpointError, match="incomplete"):
         verify(tmp_path, required=("model.safetensors", "training_state.pt"))
+
+
+class _QuantLinear(torch.nn.Linear):
+    """A linear layer whose weight carries extra state entries, as a 4-bit layer's does ("weight.absmax")."""
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight.absmax"] = self.weight.detach().abs().amax(dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "weight.absmax", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _tiny_net():
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.embed = nn.Embedding(10, 4)
+    net.body = _QuantLinear(4, 4)
+    net.norm = nn.BatchNorm1d(4)
+    net.head = nn.Linear(4, 3)
+    net.out = nn.Linear(4, 10, bias=False)
+    net.out.weight = net.embed.weight  # tied
+    return net
+
+
+def test_partial_weights_leave_out_frozen_pretrained_parameters_and_what_belongs_to_them():
+    from tunedesk.engine.run.checkpoint import BaseWeights, partial_weights
+
+    net = _tiny_net()
+    for p in net.body.parameters():
+        p.requires_grad_(False)
+    net.head.weight.requires_grad_(False)  # frozen, but the new head: not in the model files, so written
+    tensors, omitted = partial_weights(net, BaseWeights("fp", keep=("head",)))
+    assert set(omitted) == {"body.weight", "body.bias", "body.weight.absmax", "out.weight"}  # out: tied to embed
+    assert {"embed.weight", "head.weight", "head.bias", "norm.running_mean", "norm.num_batches_tracked"} <= set(tensors)
+    assert partial_weights(_tiny_net(), BaseWeights("fp")) is None  # nothing frozen: the whole model is written
+
+
+def test_a_partial_checkpoint_loads_into_the_same_model_and_refuses_another(tmp_path):
+    from safetensors.torch import save_file
+
+    from tunedesk.engine.files import load_model_weights
+    from tunedesk.engine.run.checkpoint import BaseWeights, partial_weights
+
+    net = _tiny_net()
+    for p in net.body.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        net.embed.weight.add_(1.0)
+        net.norm.running_mean.fill_(0.25)
+    tensors, omitted = partial_weights(net, BaseWeights("fp"))
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    fresh = _tiny_net()
+    load_model_weights(tmp_path, fresh, {"base_fingerprint": "fp", "omitted": omitted}, "cpu")
+    assert torch.equal(fresh.embed.weight, net.embed.weight) and torch.equal(fresh.out.weight, net.embed.weight)
+    assert torch.equal(fresh.norm.running_mean, net.norm.running_mean)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_model_weights(tmp_path, other, {"base_fingerprint": "fp", "omitted": omitted}, "cpu")

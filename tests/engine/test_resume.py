@@ -154,3 +154,71 @@ def test_killed_training_process_is_interrupted_then_resumed_from_the_cli(home, 
     store.close()
     _assert_same_curve(_losses(home, reference.run_id), _losses(home, run_id), after=0)
     assert checkpoint_step == max(_losses(home, run_id))
+
+
+def test_a_partly_frozen_run_checkpoints_only_what_trains_and_resumes_to_the_same_result(
+    home, tiny_bert_dir, text_csv, tmp_path
+):
+    """The resumable checkpoint leaves the frozen pretrained weights out (a resume reads them from the
+    model files again, checked by fingerprint): the same curve as an uninterrupted run, a smaller file,
+    and a clear message when the model files changed in between."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from tunedesk.engine.config import FreezeSpec
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store, resume
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model_dir)
+    config = _config(model_dir, text_csv, epochs=2)
+    config.freeze = FreezeSpec(preset="last_n_blocks", last_n=1)
+    reference = execute(config)
+    assert reference.status == "completed", reference.reason
+
+    control = Control()
+
+    def stopper(event) -> None:
+        if event.kind == "StepLogged" and event.step == 6:
+            control.request_stop("test stop")
+
+    stopped = execute(config, listeners=[stopper], control=control)
+    assert stopped.status == "stopped"
+    store = open_store(home)
+    last = Path(store.checkpoints(stopped.run_id)["last"]["path"])
+    best_file = Path(store.checkpoints(reference.run_id)["best"]["path"]) / "model.safetensors"
+    store.close()
+    with safe_open(str(last / "model.safetensors"), "pt") as f:
+        saved = set(f.keys())
+    assert "bert.encoder.layer.1.attention.self.query.weight" in saved  # the last block trains
+    assert "classifier.weight" in saved  # the new head
+    assert "bert.encoder.layer.0.attention.self.query.weight" not in saved  # frozen, from the model files
+    assert "bert.embeddings.word_embeddings.weight" not in saved
+    assert (last / "model.safetensors").stat().st_size < best_file.stat().st_size / 2
+
+    resumed = resume(stopped.run_id)
+    assert resumed.status == "completed", resumed.reason
+    _assert_same_curve(_losses(home, reference.run_id), _losses(home, stopped.run_id), after=6)
+
+    # the model files change between stop and resume: the frozen weights would no longer be the run's
+    control2 = Control()
+
+    def stop2(event) -> None:
+        if event.kind == "StepLogged" and event.step == 6:
+            control2.request_stop("test stop")
+
+    again = execute(config, listeners=[stop2], control=control2)
+    assert again.status == "stopped"
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    weights = {k: v + 0.5 if "layer.0." in k else v for k, v in weights.items()}
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    result = resume(again.run_id)
+    assert result.status == "failed"
+    assert "model files changed" in (result.reason or "")
+    store = open_store(home)
+    kept = Path(store.checkpoints(again.run_id)["last"]["path"])
+    store.close()
+    assert (kept / "model.safetensors").is_file() and (kept / "training_state.pt").is_file()  # nothing lost

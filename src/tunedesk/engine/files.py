@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.safetensors"  # the whole model's weights (a classifier's best, every last)
 META_FILE = "tunedesk.json"  # what a best folder holds: architecture, labels, head paths, metrics
 MANIFEST_FILE = "manifest.json"  # a checkpoint folder's step and the size + SHA-256 of each file
+STATE_FILE = "training_state.pt"  # a last folder's optimizer, schedule, RNG and position
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
@@ -135,3 +136,34 @@ def verify(folder: Path, *, hashes: bool = True, required: Sequence[str] = ()) -
                 "the file changed after it was written (disk error or an edit); start the run again",
             )
     return manifest
+
+
+def load_model_weights(
+    folder: Path, model: nn.Module, weights: dict[str, Any] | None, device: str, *, read_state: bool = False
+) -> None:
+    """Load a ``last`` checkpoint's ``model.safetensors`` into ``model``: the whole state, or (``weights``
+    from its training state, read from the folder with ``read_state``) everything but the frozen
+    pretrained parameters, which ``model`` already holds from the same files."""
+    from safetensors.torch import load_file, load_model
+
+    if read_state and weights is None and (Path(folder) / STATE_FILE).is_file():
+        import torch
+
+        try:
+            weights = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True).get("weights")
+        except Exception as exc:  # any unreadable state: one sentence
+            raise CheckpointError(
+                f"the checkpoint in {folder} is unreadable ({type(exc).__name__})", "it is damaged; train the run again"
+            ) from exc
+    if not weights:
+        load_model(model, str(folder / MODEL_FILE), strict=True, device=device)
+        return
+    state = load_file(str(folder / MODEL_FILE), device=device)
+    result = model.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - set(weights.get("omitted") or [])
+    if result.unexpected_keys or missing:
+        names = (list(result.unexpected_keys) + sorted(missing))[:3]
+        raise CheckpointError(
+            f"the checkpoint in {folder} does not fit this model ({', '.join(names)})",
+            "resume with the run's original model and freeze plan, or start a new run",
+        )

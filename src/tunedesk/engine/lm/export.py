@@ -27,7 +27,7 @@ import torch
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.errors import ConfigError, ModelError, TuneDeskError
-from tunedesk.engine.files import MODEL_FILE
+from tunedesk.engine.files import MODEL_FILE, load_model_weights
 from tunedesk.engine.lm import lora
 from tunedesk.engine.lm.generate import generate_text, stop_token_ids
 from tunedesk.engine.lm.model import (
@@ -107,7 +107,7 @@ def load_run_model(
 
     A run that trained on a 4-/8-bit base (QLoRA) is rebuilt on the base's full-precision weights: its
     adapters go on the unquantised layers (the usual QLoRA export)."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
 
     from tunedesk.engine import freezing
     from tunedesk.engine.models import fingerprint
@@ -150,7 +150,7 @@ def load_run_model(
             )
         names = sorted(state)
     else:
-        load_model(model, str(folder / MODEL_FILE), strict=True, device="cpu")
+        load_model_weights(folder, model, None, "cpu", read_state=True)
         names = list(resolved(run).trainable_names or run.get("trainable_names") or [])
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = load_lm_tokenizer(

@@ -13,6 +13,12 @@ deletes the leftovers of interrupted writes.
 Before a checkpoint is swapped in, ``before_commit`` runs (the trainer flushes the history writer
 there), so the history always holds every step up to the newest checkpoint on disk.
 
+``last/model.safetensors`` holds what a resume cannot read elsewhere: for a model loaded from
+pretrained files, the frozen pretrained parameters (and what belongs to them, such as a 4-bit
+weight's quantisation state) are left out and named in the training state, with the files'
+fingerprint; a resume reloads them from those files and refuses files that changed. A LoRA run on
+an 8B base writes its adapters and buffers, not 16 GB, at every checkpoint.
+
 Adding state to the resumable checkpoint (early stopping, say): add a field with a default to
 ``CheckpointState``. It is saved in ``training_state.pt`` with the rest, comes back from
 ``load_checkpoint``, and a checkpoint written before the field existed loads with its default.
@@ -42,13 +48,14 @@ from tunedesk.engine.errors import TuneDeskError
 from tunedesk.engine.files import (
     MANIFEST_FILE,
     MODEL_FILE,
+    STATE_FILE,
     CheckpointError,
+    load_model_weights,
     read_manifest,
     sha256_file,
     verify,
 )
 
-STATE_FILE = "training_state.pt"
 MANIFEST_FORMAT = 1
 KINDS = ("best", "last")
 
@@ -163,10 +170,16 @@ class CheckpointWriter:
         scaler: Any,
         group_names: list[list[str]],
         state: CheckpointState,
+        base: BaseWeights | None = None,
     ) -> Path:
-        """Everything a resume needs: weights, optimizer, scheduler, scaler, RNG, position."""
-        from safetensors.torch import save_model
+        """Everything a resume needs: weights, optimizer, scheduler, scaler, RNG, position.
 
+        With ``base`` (the model was loaded from pretrained files), the frozen pretrained parameters
+        are not written again: a resume loads them from those files, checked by fingerprint. A LoRA run
+        on an 8B base then writes megabytes per checkpoint instead of the whole base."""
+        from safetensors.torch import save_file, save_model
+
+        weights = partial_weights(model, base) if base is not None else None
         payload = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -179,15 +192,66 @@ class CheckpointWriter:
                 "python": random.getstate(),
             },
         }
-        files = [
-            (MODEL_FILE, lambda p: save_model(model, str(p))),
-            (STATE_FILE, lambda p: torch.save(payload, p)),
-        ]
+        if weights is None:
+            files = [(MODEL_FILE, lambda p: save_model(model, str(p)))]
+        else:
+            tensors, omitted = weights
+            payload["weights"] = {"base_fingerprint": base.fingerprint if base else None, "omitted": omitted}
+            files = [(MODEL_FILE, lambda p: save_file(tensors, str(p), metadata={"tunedesk": "partial"}))]
+        files.append((STATE_FILE, lambda p: torch.save(payload, p)))
         return self.write("last", files, state.step, state.epoch)
 
     def save_best(self, files: Sequence[tuple[str, FileWriter]], step: int, epoch: int) -> Path:
         """The best checkpoint: the task's files (``Task.best_files``: weights and what rebuilds the model)."""
         return self.write("best", files, step, epoch)
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """Where a run's frozen pretrained weights come from: ``fingerprint`` of the model files, and the
+    module paths (the new head) whose parameters are written even when frozen (they are not in the files)."""
+
+    fingerprint: str
+    keep: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, loaded: Any) -> BaseWeights | None:
+        """For a ``LoadedModel``: None unless it came from pretrained files that a resume can read again."""
+        if not (loaded.pretrained and loaded.fingerprint):
+            return None
+        return cls(loaded.fingerprint, tuple(loaded.head_paths))
+
+
+def partial_weights(model: nn.Module, base: BaseWeights) -> tuple[dict[str, torch.Tensor], list[str]] | None:
+    """The model's state without the frozen pretrained parameters (and what belongs to them, such as a
+    4-bit weight's quantisation state), and the names left out; None when nothing would be left out."""
+    entries = model.state_dict(keep_vars=True)
+    frozen = {
+        name
+        for name, t in entries.items()
+        if isinstance(t, nn.Parameter)
+        and not t.requires_grad
+        and not any(name == k or name.startswith(k + ".") for k in base.keep)
+    }
+    if not frozen:
+        return None
+    tensors: dict[str, torch.Tensor] = {}
+    omitted: list[str] = []
+    seen: dict[tuple[str, int], str] = {}
+    for name, t in entries.items():
+        # the parameter itself, or an entry under it ("...weight.absmax": a 4-bit weight's quantisation state)
+        cuts = [i for i, c in enumerate(name) if c == "."]
+        if name in frozen or any(name[:i] in frozen for i in cuts):
+            omitted.append(name)
+            continue
+        key = (str(t.device), t.untyped_storage().data_ptr()) if t.numel() else None
+        if key is not None and key in seen:  # tied weights: loading the first fills both
+            omitted.append(name)
+            continue
+        if key is not None:
+            seen[key] = name
+        tensors[name] = t.detach().contiguous()
+    return tensors, omitted
 
 
 def _write_manifest(folder: Path, which: str, step: int, epoch: int) -> None:
@@ -341,10 +405,11 @@ def load_checkpoint(
     scaler: Any,
     group_names: list[list[str]],
     device: torch.device,
+    fingerprint: str | None = None,
 ) -> CheckpointState:
-    """Restore model, optimizer, scheduler, scaler, RNG and position from a verified ``last`` checkpoint."""
-    from safetensors.torch import load_model
-
+    """Restore model, optimizer, scheduler, scaler, RNG and position from a verified ``last`` checkpoint.
+    ``fingerprint``: that of the model files ``model`` was loaded from (a checkpoint that left out the
+    frozen pretrained weights fits only those)."""
     folder = Path(folder)
     if not (folder / STATE_FILE).is_file() and read_manifest(folder) is None and not (folder / MODEL_FILE).is_file():
         raise CheckpointError(
@@ -363,7 +428,14 @@ def load_checkpoint(
             "the freeze plan differs from the checkpoint's, so the optimizer state does not fit",
             "resume with the run's original freeze plan, or start a new run",
         )
-    load_model(model, str(folder / MODEL_FILE), strict=True, device=str(device))
+    weights = payload.get("weights")
+    saved = (weights or {}).get("base_fingerprint")
+    if saved and fingerprint and saved != fingerprint:
+        raise TuneDeskError(
+            "the model files changed since this run's checkpoint was written; its frozen weights came from them",
+            "put the original model files back to resume, or start a new run",
+        )
+    load_model_weights(folder, model, weights, str(device))
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])

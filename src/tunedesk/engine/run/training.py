@@ -23,7 +23,7 @@ from tunedesk.engine.devices import input_workers, select_device, select_precisi
 from tunedesk.engine.errors import ConfigError, TuneDeskError, os_error
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.run.batching import BatchChoice, choose_batch
-from tunedesk.engine.run.checkpoint import CheckpointState, CheckpointWriter, load_checkpoint, recover
+from tunedesk.engine.run.checkpoint import BaseWeights, CheckpointState, CheckpointWriter, load_checkpoint, recover
 from tunedesk.engine.run.events import (
     CheckpointSaved,
     Control,
@@ -239,6 +239,7 @@ class Trainer:
             model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
         )
         group_names = [g.pop("names") for g in groups]
+        base = BaseWeights.of(self.loaded)  # frozen pretrained weights: out of the resumable checkpoint
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
@@ -264,7 +265,8 @@ class Trainer:
         )  # an interrupted checkpoint write: finish it, drop its leftovers
         state = CheckpointState()
         if self.resume_from is not None:
-            state = load_checkpoint(self.resume_from, model, optimizer, scheduler, scaler, group_names, self.device)
+            args = (model, optimizer, scheduler, scaler, group_names, self.device)
+            state = load_checkpoint(self.resume_from, *args, fingerprint=base.fingerprint if base else None)
             self._log("info", f"resumed from step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
             if state.early_stopping:
                 stopper = EarlyStopping.from_dict(state.early_stopping)
@@ -471,7 +473,9 @@ class Trainer:
                         t_ck = time.perf_counter()
                         st = checkpoint_state(epoch, micro, window=True)
                         if self.writes:
-                            path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                            path = self.checkpoints.save_last(
+                                model, optimizer, scheduler, scaler, group_names, st, base
+                            )
                             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
                         t_checkpoint = time.monotonic()
                         paused_total += time.perf_counter() - t_ck
@@ -511,7 +515,7 @@ class Trainer:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
             st = checkpoint_state(epoch + 1, 0)
             if self.writes:
-                path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st)
+                path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st, base)
                 self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
             t_checkpoint = time.monotonic()
             paused_total += time.perf_counter() - t_eval0
