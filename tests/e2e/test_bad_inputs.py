@@ -69,6 +69,10 @@ def _noise(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
+def _edit_json(path: Path, **values) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **values}), encoding="utf-8")
+
+
 def _truncate(folder: Path) -> None:
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:3000])
@@ -261,6 +265,8 @@ CASES = [
     Case("model-missing", lambda t, b, c, m: ["train", _cfg(t, b, c, model__name_or_path=str(t / "nope"))], "does not exist", "path"),
     Case("model-folder-without-config", lambda t, b, c, m: ["train", _cfg(t, b, c, model__name_or_path=str(t))], "has no config.json", "config.json"),
     Case("model-config-not-json", _train_with_model(lambda f: (f / "config.json").write_text("{nope")), "cannot read the configuration", "config.json"),
+    Case("model-config-value-of-wrong-type", _train_with_model(lambda f: _edit_json(f / "config.json", pad_token_id=0.5)), "config.json in", "copy the model folder again"),
+    Case("model-config-model-type-not-text", _train_with_model(lambda f: _edit_json(f / "config.json", model_type={})), "has an invalid value", "fix the value named"),
     Case("model-weights-truncated", _train_with_model(_truncate), "damaged or incomplete", "copy model.safetensors again"),
     Case("model-weights-random", _train_with_model(_random_weights), "damaged or incomplete", "copy model.safetensors again"),
     Case("model-pickle-with-code", _train_with_model(_pickle_with_code), "refused to load pytorch_model.bin", "safetensors"),

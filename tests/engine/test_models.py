@@ -74,6 +74,33 @@ def test_random_bytes_are_never_a_traceback_whatever_the_unpickler_raises(tmp_pa
     assert not is_weights_read_failure(IndexError("a bug of ours, not a damaged file"))
 
 
+def test_a_config_json_value_of_the_wrong_type_is_one_sentence(tmp_path, tiny_bert_dir):
+    """Found by fuzzing config.json: transformers 5 checks each value's type (huggingface_hub's
+    StrictDataclassFieldValidationError, no ValueError), and a model_type that is no text fails inside
+    configuration_auto.py; both escaped load_hf_config as tracebacks."""
+    import json
+    import shutil
+
+    from tunedesk.engine.models import is_config_read_failure
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    good = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    for change, named in (
+        ({"pad_token_id": 0.5}, "pad_token_id"),
+        ({"max_position_embeddings": None}, "max_position_embeddings"),
+        ({"layer_norm_eps": [1]}, "layer_norm_eps"),
+        ({"model_type": {}}, ""),
+    ):
+        (folder / "config.json").write_text(json.dumps({**good, **change}), encoding="utf-8")
+        with pytest.raises(ModelError) as info:
+            build_hf_classifier(ModelSpec(name_or_path=str(folder)), ["a", "b"])
+        assert f"config.json in {folder} has an invalid value" in info.value.message, change
+        assert named in info.value.message and "\n" not in info.value.message
+        assert "copy the model folder again" in info.value.hint
+    assert not is_config_read_failure(TypeError("a bug of ours, raised in our own code"))
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return str(path)

@@ -151,6 +151,11 @@ def test_meta_build_errors_name_the_problem(tmp_path):
         structure.build_meta_model(broken)
     with pytest.raises(ConfigError):
         structure.build_meta_model("resnet18", num_labels=0)
+    typed = tmp_path / "typed"
+    typed.mkdir()
+    (typed / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": "wide"}))
+    with pytest.raises(ModelError, match="config.json in .* has an invalid value .*hidden_size"):
+        structure.build_meta_model(typed)  # transformers 5's value check, not a traceback
 
 
 # ---- the tree --------------------------------------------------------------------------------------------

@@ -50,6 +50,22 @@ class LoadedModel:
 _READER_FILES = ("torch/serialization.py", "torch/_weights_only_unpickler.py", "/pickle.py", "safetensors/")
 
 
+def raising_file(exc: BaseException) -> str:
+    """The source file of the frame that raised ``exc`` (the innermost one), with / separators; "" if unknown."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
+def raised_in(exc: BaseException, parts: tuple[str, ...]) -> bool:
+    """Whether the frame that raised ``exc`` is in a file whose path holds one of ``parts``."""
+    name = raising_file(exc)
+    return bool(name) and any(part in name for part in parts)
+
+
 def is_weights_read_failure(exc: BaseException) -> bool:
     """Whether ``exc`` came from reading a weights file (damaged, truncated, refused or another format)
     rather than from a bug: its type says so, or it was raised inside torch's or safetensors' reader."""
@@ -57,13 +73,37 @@ def is_weights_read_failure(exc: BaseException) -> bool:
         return True
     if type(exc).__name__ == "SafetensorError":
         return True
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_next is None:  # the frame that raised
-            name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
-            return any(part in name for part in _READER_FILES)
-        tb = tb.tb_next
-    return False
+    return raised_in(exc, _READER_FILES)
+
+
+# where transformers turns config.json into a configuration object: a value of the wrong type fails in
+# huggingface_hub's strict dataclass check (transformers 5) or in the configuration code itself
+# ("model_type": {} is an unhashable key in configuration_auto.py)
+_CONFIG_READER_FILES = (
+    "transformers/configuration_utils.py",
+    "transformers/models/auto/configuration_auto.py",
+    "huggingface_hub/dataclasses.py",
+)
+
+
+def is_config_read_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``AutoConfig.from_pretrained`` on a local folder, comes from a value in
+    its config.json: huggingface_hub's validation error, or a plain error raised inside transformers'
+    configuration code (``models/<family>/configuration_<family>.py`` included)."""
+    if any(c.__name__ == "StrictDataclassError" for c in type(exc).__mro__):
+        return True
+    if not isinstance(exc, (TypeError, KeyError, AttributeError, ValueError, IndexError)):
+        return False
+    if raised_in(exc, _CONFIG_READER_FILES):
+        return True
+    name = raising_file(exc)
+    return "/transformers/models/" in name and os.path.basename(name).startswith("configuration_")
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line (huggingface_hub's validation errors span two), at most ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -325,6 +365,18 @@ def load_hf_config(path: Path, spec: Any, **overrides: Any) -> Any:
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
     except OSError as exc:
         raise ModelError(f"cannot read the configuration of {path}: {exc}", "check config.json") from exc
+    except Exception as exc:  # a value of the wrong type in config.json, recognised below; anything else re-raised
+        if not is_config_read_failure(exc):
+            raise
+        raise config_value_error(path, exc) from exc
+
+
+def config_value_error(path: Path, exc: BaseException) -> ModelError:
+    """A config.json value transformers refused (``is_config_read_failure``) as one sentence with the fix."""
+    return ModelError(
+        f"config.json in {path} has an invalid value ({_one_line(exc)})",
+        "the file was probably edited or damaged: copy the model folder again, or fix the value named",
+    )
 
 
 def build_hf_classifier(

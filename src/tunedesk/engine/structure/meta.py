@@ -43,7 +43,7 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
         return _build_timm(folder, labels)
     from transformers import AutoConfig
 
-    from tunedesk.engine.models import quiet_transformers
+    from tunedesk.engine.models import config_value_error, is_config_read_failure, quiet_transformers
 
     quiet_transformers()
     id2label = dict(enumerate(labels))
@@ -65,6 +65,10 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
         raise ModelError(f"cannot read the configuration of {folder}: {_first_line(exc)}", "check config.json") from exc
     except OSError as exc:
         raise ModelError(f"cannot read the configuration of {folder}: {_first_line(exc)}", "check config.json") from exc
+    except Exception as exc:  # a config.json value of the wrong type, recognised as in training; else re-raised
+        if not is_config_read_failure(exc):
+            raise
+        raise config_value_error(folder, exc) from exc
     loaded = build_meta_from_config(config, task=task or _train_task(entry_task, config), path=str(folder))
     missing = _missing_from_checkpoint(loaded.model, folder)
     if missing:
