@@ -101,6 +101,41 @@ def test_a_config_json_value_of_the_wrong_type_is_one_sentence(tmp_path, tiny_be
     assert not is_config_read_failure(TypeError("a bug of ours, raised in our own code"))
 
 
+@pytest.mark.parametrize(
+    "file, change",
+    [
+        ("tokenizer_config.json", {"pad_token": []}),  # TypeError in tokenization_utils_base.py
+        ("tokenizer_config.json", {"do_lower_case": 0.5}),  # TypeError from the tokenizers normaliser
+        ("tokenizer_config.json", {"tokenizer_class": -1}),  # AttributeError in tokenization_auto.py
+        ("tokenizer.json", {"version": 1}),  # tokenizers' plain Exception: "invalid type: integer"
+        ("tokenizer.json", {"model": None}),  # "data did not match any variant of untagged enum"
+    ],
+)
+def test_edited_or_damaged_tokenizer_files_are_one_sentence(tmp_path, tiny_bert_dir, file, change):
+    """Found by fuzzing the tokenizer files: transformers and tokenizers raise TypeError, AttributeError or a
+    plain Exception for values of the wrong type; each escaped both tokenizer loaders as a traceback."""
+    import json
+    import shutil
+
+    from tunedesk.engine.lm.model import load_lm_tokenizer
+    from tunedesk.engine.models import is_tokenizer_read_failure
+    from tunedesk.engine.tasks.text_classification import load_tokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    if not (folder / file).is_file():
+        pytest.skip(f"this transformers writes no {file}")
+    data = json.loads((folder / file).read_text(encoding="utf-8"))
+    data.update(change)
+    (folder / file).write_text(json.dumps(data), encoding="utf-8")
+    for load in (load_tokenizer, lambda p: load_lm_tokenizer(p, chat=False)):
+        with pytest.raises(ModelError) as info:
+            load(str(folder))
+        assert f"the tokenizer files in {folder} cannot be read" in info.value.message
+        assert "\n" not in info.value.message and "copy the model folder again" in info.value.hint
+    assert not is_tokenizer_read_failure(TypeError("a bug of ours, raised in our own code"))
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return str(path)

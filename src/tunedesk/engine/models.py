@@ -100,6 +100,30 @@ def is_config_read_failure(exc: BaseException) -> bool:
     return "/transformers/models/" in name and os.path.basename(name).startswith("configuration_")
 
 
+def is_tokenizer_read_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``AutoTokenizer.from_pretrained`` on a local folder, comes from its
+    tokenizer files: raised inside transformers' tokenizer code (``tokenization_*.py``, the slow-to-fast
+    converter) or by the tokenizers library, which reports a tokenizer.json it cannot parse with a plain
+    Exception ("data did not match any variant of untagged enum ...")."""
+    if not isinstance(exc, Exception):
+        return False
+    name = raising_file(exc)
+    base = os.path.basename(name)
+    in_transformers = "/transformers/" in name and (
+        base.startswith("tokenization_") or base == "convert_slow_tokenizer.py"
+    )
+    return in_transformers or "/tokenizers/" in name
+
+
+def tokenizer_error(path: str | Path, exc: BaseException) -> ModelError:
+    """Tokenizer files transformers could not read (``is_tokenizer_read_failure``) as one sentence."""
+    return ModelError(
+        f"the tokenizer files in {path} cannot be read ({_one_line(exc)})",
+        "tokenizer.json, tokenizer_config.json or special_tokens_map.json was probably edited or damaged: "
+        "copy the model folder again",
+    )
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's text on one line (huggingface_hub's validation errors span two), at most ``limit`` characters."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__

@@ -15,7 +15,13 @@ from torch import nn
 from tunedesk.engine.errors import ConfigError, ModelError
 from tunedesk.engine.lm import data as lm_data
 from tunedesk.engine.lm import quant
-from tunedesk.engine.models import load_hf_config, quiet_transformers, resolve_hf_path
+from tunedesk.engine.models import (
+    is_tokenizer_read_failure,
+    load_hf_config,
+    quiet_transformers,
+    resolve_hf_path,
+    tokenizer_error,
+)
 
 # A transformers causal LM (PreTrainedModel) or its PEFT wrapper: generate, config, save_pretrained and
 # the checkpointing switches are looked up dynamically by both libraries, so the type says only that.
@@ -58,11 +64,15 @@ def load_lm_tokenizer(path: str, chat: bool, trust_remote_code: bool = False) ->
 
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelError(
             f"no usable tokenizer in {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
             "the model folder needs tokenizer.json (or the vocabulary files) next to config.json",
         ) from exc
+    except Exception as exc:  # damaged or edited tokenizer files, recognised below; anything else re-raised
+        if not is_tokenizer_read_failure(exc):
+            raise
+        raise tokenizer_error(path, exc) from exc
     if tok.eos_token_id is None:
         raise ModelError(
             f"the tokenizer in {path} has no end-of-sequence token",

@@ -16,7 +16,7 @@ from torch import nn
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ModelError
-from tunedesk.engine.models import LoadedModel, build_hf_classifier
+from tunedesk.engine.models import LoadedModel, build_hf_classifier, is_tokenizer_read_failure, tokenizer_error
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
 
@@ -179,6 +179,10 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
             f"no usable tokenizer in {path} ({str(exc).splitlines()[0]})",
             "the model folder needs tokenizer.json or vocab files next to config.json",
         ) from exc
+    except Exception as exc:  # damaged or edited tokenizer files, recognised below; anything else re-raised
+        if not is_tokenizer_read_failure(exc):
+            raise
+        raise tokenizer_error(path, exc) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
