@@ -240,6 +240,7 @@ CASES = [
     Case("val-fraction", lambda t, b, c, m: ["train", _cfg(t, b, c, data__val_fraction=1.5)], "data.val_fraction must be between 0 and 1", "fifth"),
     Case("bool-as-text", lambda t, b, c, m: ["train", _cfg(t, b, c, model__pretrained="yes")], "must be true or false", "true or false"),
     Case("lr-multipliers-a-list", lambda t, b, c, m: ["train", _cfg(t, b, c, freeze={"lr_multipliers": [1]})], "freeze.lr_multipliers must be a table/object", "encoder.*"),
+    Case("max-length-beyond-the-model", lambda t, b, c, m: ["train", _cfg(t, b, c, hparams={"epochs": 1, "max_length": 128})], "hparams.max_length is 128 but", "64 or less"),
     Case("device-typo", lambda t, b, c, m: ["train", _cfg(t, b, c, device="gpu")], "device must be auto, cpu", "auto"),
     # the machine
     Case("device-cuda-without-gpu", lambda t, b, c, m: ["train", _cfg(t, b, c, device="cuda")], "no CUDA GPU is available", "cpu"),

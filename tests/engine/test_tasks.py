@@ -52,3 +52,21 @@ def test_a_registered_task_runs_through_the_runner(monkeypatch, home, tiny_bert_
     prep = prepare(config)
     assert isinstance(prep.task, ShoutedTickets) and prep.config.task == "shouted_tickets"
     assert prep.data.label_names == ["account", "billing", "shipping", "technical"]
+
+
+def test_text_max_length_beyond_the_models_positions_is_refused_before_training(tiny_bert_dir, text_csv):
+    """Found by fuzzing: texts longer than max_position_embeddings failed in the first step with a tensor
+    size RuntimeError ("internal error ... a bug"); causal_lm already checked this, text classification did not."""
+    from types import SimpleNamespace
+
+    from tunedesk.engine.tasks.text_classification import position_limit
+
+    task = TextClassification()
+    with pytest.raises(ConfigError) as err:  # the tiny BERT has 64 positions
+        task.build_model(tiny_text_config(tiny_bert_dir, text_csv, max_length=65), ["a", "b"])
+    assert err.value.field == "hparams.max_length" and "at most 64 tokens" in err.value.message
+    assert task.build_model(tiny_text_config(tiny_bert_dir, text_csv, max_length=64), ["a", "b"]).processor
+    roberta = SimpleNamespace(max_position_embeddings=514)
+    assert position_limit(roberta, SimpleNamespace(model_max_length=512)) == 512
+    assert position_limit(roberta, SimpleNamespace(model_max_length=int(1e30))) == 514  # "no limit known"
+    assert position_limit(SimpleNamespace(max_position_embeddings=512, position_biased_input=False)) is None

@@ -15,7 +15,7 @@ from torch import nn
 
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.tensors import TokenTensors
-from tunedesk.engine.errors import ModelError
+from tunedesk.engine.errors import ConfigError, ModelError
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, is_tokenizer_read_failure, tokenizer_error
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
@@ -102,6 +102,13 @@ class TextClassification(ClassifierTask):
         loaded = build_hf_classifier(config.model, label_names, device=device)
         if device != "meta":
             loaded.processor = load_tokenizer(loaded.path, config.model.trust_remote_code)
+            limit = position_limit(loaded.model.config, loaded.processor)
+            if limit and config.hparams.max_length > limit:  # longer texts would fail in the first step
+                raise ConfigError(
+                    "hparams.max_length",
+                    f"is {config.hparams.max_length} but {Path(loaded.path).name} handles at most {limit} tokens",
+                    f"set max_length to {limit} or less",
+                )
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: TextExamples) -> PreparedData:
@@ -167,6 +174,21 @@ class PadCollate:
                 [list(it[key]) + [pad] * (longest - len(it[key])) for it in items], dtype=torch.long
             )
         return out
+
+
+def position_limit(hf_config: Any, tokenizer: Any = None) -> int | None:
+    """The most tokens a text model's learned positions cover: ``max_position_embeddings`` (or GPT-2's
+    ``n_positions``), or the tokenizer's ``model_max_length`` where smaller (RoBERTa: 514 positions, 512
+    tokens); None for relative positions (DeBERTa-v2 without position input) or when nothing says."""
+    if getattr(hf_config, "position_biased_input", True) is False:
+        return None
+    limit = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    told = getattr(tokenizer, "model_max_length", None)
+    if isinstance(told, int) and 0 < told < limit:
+        limit = told
+    return limit
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
