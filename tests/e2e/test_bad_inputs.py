@@ -268,6 +268,7 @@ CASES = [
     Case("model-config-not-json", _train_with_model(lambda f: (f / "config.json").write_text("{nope")), "cannot read the configuration", "config.json"),
     Case("model-config-value-of-wrong-type", _train_with_model(lambda f: _edit_json(f / "config.json", pad_token_id=0.5)), "config.json in", "copy the model folder again"),
     Case("model-config-model-type-not-text", _train_with_model(lambda f: _edit_json(f / "config.json", model_type={})), "has an invalid value", "fix the value named"),
+    Case("model-config-unknown-activation", _train_with_model(lambda f: _edit_json(f / "config.json", hidden_act="x")), "cannot build the model that config.json", "fix the value named"),
     Case("model-tokenizer-token-not-text", _train_with_model(lambda f: _edit_json(f / "tokenizer_config.json", pad_token=2)), "tokenizer files in", "copy the model folder again"),
     Case("model-weights-truncated", _train_with_model(_truncate), "damaged or incomplete", "copy model.safetensors again"),
     Case("model-weights-random", _train_with_model(_random_weights), "damaged or incomplete", "copy model.safetensors again"),

@@ -102,6 +102,38 @@ def test_a_config_json_value_of_the_wrong_type_is_one_sentence(tmp_path, tiny_be
 
 
 @pytest.mark.parametrize(
+    "change, pretrained, said",
+    [
+        ({"hidden_act": "x"}, True, "unknown value 'x'"),  # KeyError in transformers' activations.py
+        ({"hidden_act": "x"}, False, "unknown value 'x'"),
+        ({"initializer_range": -0.5}, False, "std >= 0.0"),  # RuntimeError in nn.init, from initialization.py
+        ({"pad_token_id": 10**6}, False, "Padding_idx must be within num_embeddings"),  # AssertionError
+        ({"hidden_size": 0}, True, "cannot be raised to a negative power"),  # ZeroDivisionError
+        ({"add_cross_attention": True}, True, "BertLayer(...) should be used as a decoder"),  # ValueError
+    ],
+)
+def test_a_config_json_the_model_code_cannot_use_is_one_sentence(tmp_path, tiny_bert_dir, change, pretrained, said):
+    """Found by fuzzing config.json with values of the right type: transformers' configuration check lets
+    them through and the model code fails while building (KeyError, AssertionError, ZeroDivisionError...);
+    from random weights each escaped as a traceback, from a checkpoint some read as damaged weights."""
+    import json
+    import shutil
+
+    from tunedesk.engine.models import is_model_build_failure
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    good = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**good, **change}), encoding="utf-8")
+    with pytest.raises(ModelError) as info:
+        build_hf_classifier(ModelSpec(name_or_path=str(folder), pretrained=pretrained), ["a", "b"])
+    assert f"cannot build the model that config.json in {folder} describes" in info.value.message
+    assert said in info.value.message and "\n" not in info.value.message
+    assert "fix the value named" in info.value.hint
+    assert not is_model_build_failure(KeyError("a bug of ours, raised in our own code"))
+
+
+@pytest.mark.parametrize(
     "file, change",
     [
         ("tokenizer_config.json", {"pad_token": []}),  # TypeError in tokenization_utils_base.py

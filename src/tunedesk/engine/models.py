@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,18 +88,77 @@ _CONFIG_READER_FILES = (
 )
 
 
+def deepest_transformers_file(exc: BaseException) -> str:
+    """The file of the innermost frame of transformers' own code on ``exc``'s traceback ("" if none): where
+    transformers was when it called into torch (``nn.Embedding``, ``getattr(torch, dtype)``) or raised."""
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/transformers/" in name:
+            found = name
+        tb = tb.tb_next
+    return found
+
+
+def _is_configuration_file(name: str) -> bool:
+    return any(part in name for part in _CONFIG_READER_FILES) or (
+        "/transformers/models/" in name and os.path.basename(name).startswith("configuration_")
+    )
+
+
 def is_config_read_failure(exc: BaseException) -> bool:
     """Whether ``exc``, raised by ``AutoConfig.from_pretrained`` on a local folder, comes from a value in
     its config.json: huggingface_hub's validation error, or a plain error raised inside transformers'
-    configuration code (``models/<family>/configuration_<family>.py`` included)."""
+    configuration code (``models/<family>/configuration_<family>.py`` included), or in what that code
+    called last (``"dtype": "bogus"``: ``getattr(torch, "bogus")``)."""
     if any(c.__name__ == "StrictDataclassError" for c in type(exc).__mro__):
         return True
     if not isinstance(exc, (TypeError, KeyError, AttributeError, ValueError, IndexError)):
         return False
-    if raised_in(exc, _CONFIG_READER_FILES):
-        return True
-    name = raising_file(exc)
-    return "/transformers/models/" in name and os.path.basename(name).startswith("configuration_")
+    return raised_in(exc, _CONFIG_READER_FILES) or _is_configuration_file(deepest_transformers_file(exc))
+
+
+# what a config.json's values can break while transformers builds the model from them: a value the
+# configuration check lets through but the model code cannot use ("hidden_act": "x" is a KeyError in
+# activations.py, "hidden_size": 0 a ZeroDivisionError, "pad_token_id": 10**6 an AssertionError in
+# nn.Embedding, "initializer_range": -0.5 a RuntimeError in nn.init called from transformers'
+# initialization.py, 2**31 positions a failed allocation)
+_BUILD_ERRORS = (
+    KeyError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    AssertionError,
+    ArithmeticError,
+    IndexError,
+    MemoryError,
+)
+
+
+def is_model_build_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``from_config`` / ``from_pretrained`` of a local folder, comes from the
+    model code meeting a config.json value it cannot use: the innermost transformers frame on the traceback
+    is a model's ``modeling_*.py``, ``activations.py`` or ``initialization.py`` (not ``modeling_utils.py``,
+    where weights load)."""
+    if not isinstance(exc, _BUILD_ERRORS):
+        return False
+    name = deepest_transformers_file(exc)
+    base = os.path.basename(name)
+    return name.endswith(("/transformers/activations.py", "/transformers/initialization.py")) or (
+        "/transformers/models/" in name and base.startswith("modeling_") and "/auto/" not in name
+    )
+
+
+def build_error(path: str | Path, exc: BaseException) -> ModelError:
+    """A model transformers could not build from its config.json (``is_model_build_failure``)."""
+    what = f"unknown value {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else _one_line(exc)
+    return ModelError(
+        f"cannot build the model that config.json in {path} describes ({what})",
+        "config.json was probably edited or damaged, or holds a value this transformers version does not "
+        "support: copy the model folder again, or fix the value named",
+    )
 
 
 def is_tokenizer_read_failure(exc: BaseException) -> bool:
@@ -124,10 +185,27 @@ def tokenizer_error(path: str | Path, exc: BaseException) -> ModelError:
     )
 
 
+def _short_module_repr(text: str) -> str:
+    """``BertLayer( (attention): ... ) should be used ...`` (transformers prints a whole module first) as
+    ``BertLayer(...) should be used ...``."""
+    name, paren, _ = text.partition("(")
+    if not paren or not name.isidentifier():
+        return text
+    depth = 0
+    for i, ch in enumerate(text[len(name) :], start=len(name)):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return f"{name}(...){text[i + 1 :]}" if i - len(name) > 40 else text
+    return text
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's text on one line (huggingface_hub's validation errors span two), at most ``limit`` characters."""
+    """An exception's text on one line (huggingface_hub's validation errors span two), at most ``limit`` characters
+    (the end of a longer one)."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    text = _short_module_repr(text)
+    # a long text keeps its end: transformers puts a module's repr first, what went wrong last
+    return text if len(text) <= limit else "..." + text[3 - limit :]
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -403,6 +481,17 @@ def config_value_error(path: Path, exc: BaseException) -> ModelError:
     )
 
 
+@contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """Around ``from_config``: a config.json value the model code cannot use is a ModelError."""
+    try:
+        yield
+    except Exception as exc:  # recognised by where it was raised; anything else re-raised
+        if not is_model_build_failure(exc):
+            raise
+        raise build_error(path, exc) from exc
+
+
 def build_hf_classifier(
     spec: ModelSpec, label_names: list[str], *, image: bool = False, device: str = "cpu"
 ) -> LoadedModel:
@@ -418,7 +507,7 @@ def build_hf_classifier(
     )
     warnings: list[str] = []
     if device == "meta":
-        with torch.device("meta"):
+        with torch.device("meta"), _building(path):
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
         heads = heuristic_head_paths(model)
     elif spec.pretrained:
@@ -436,6 +525,8 @@ def build_hf_classifier(
                 use_safetensors=None,
             )
         except Exception as exc:  # damaged, truncated, refused, another format: one sentence each
+            if is_model_build_failure(exc):
+                raise build_error(path, exc) from exc
             if not is_weights_read_failure(exc):
                 raise
             raise weights_error(path, exc) from exc
@@ -446,7 +537,8 @@ def build_hf_classifier(
             warnings.append(f"not in the checkpoint, initialised randomly and trained: {', '.join(body_missing)}")
     else:
         torch.manual_seed(0)
-        model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
+        with _building(path):
+            model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
         heads = heuristic_head_paths(model)
         warnings.append("random initialisation: this trains from scratch, it is not fine-tuning")
     if not image and getattr(model.config, "pad_token_id", None) is None:
