@@ -70,3 +70,24 @@ def test_text_max_length_beyond_the_models_positions_is_refused_before_training(
     assert position_limit(roberta, SimpleNamespace(model_max_length=512)) == 512
     assert position_limit(roberta, SimpleNamespace(model_max_length=int(1e30))) == 514  # "no limit known"
     assert position_limit(SimpleNamespace(max_position_embeddings=512, position_biased_input=False)) is None
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused_before_training(tiny_bert_dir, text_csv, tmp_path):
+    """Found by fuzzing: config.json's vocab_size edited below the tokenizer's size failed in the first step
+    with an IndexError reported as an internal error."""
+    import json
+    import shutil
+
+    from tunedesk.engine.errors import ModelError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["vocab_size"] = 3
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "model.safetensors").unlink()  # random weights: the table has 3 rows
+    cfg = tiny_text_config(folder, text_csv)
+    cfg.model.pretrained = False
+    with pytest.raises(ModelError) as err:
+        TextClassification().build_model(cfg, ["a", "b"])
+    assert "embedding table only 3" in err.value.message and "vocab_size" in err.value.hint

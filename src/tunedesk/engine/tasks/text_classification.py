@@ -109,6 +109,7 @@ class TextClassification(ClassifierTask):
                     f"is {config.hparams.max_length} but {Path(loaded.path).name} handles at most {limit} tokens",
                     f"set max_length to {limit} or less",
                 )
+            _check_vocabulary(loaded)
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: TextExamples) -> PreparedData:
@@ -189,6 +190,21 @@ def position_limit(hf_config: Any, tokenizer: Any = None) -> int | None:
     if isinstance(told, int) and 0 < told < limit:
         limit = told
     return limit
+
+
+def _check_vocabulary(loaded: LoadedModel) -> None:
+    """A tokenizer whose ids go past the model's embedding table would fail in the first step with an
+    index error (an edited config.json's vocab_size, or a tokenizer from another model)."""
+    embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    words = len(loaded.processor) if loaded.processor is not None else None
+    if rows is not None and words is not None and words > rows:
+        name = Path(loaded.path).name
+        raise ModelError(
+            f"the tokenizer of {name} has {words:,} tokens but the model's embedding table only {rows:,}",
+            "the tokenizer and config.json belong to different models: check vocab_size in config.json, "
+            "or copy the model's own tokenizer files into the folder",
+        )
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
