@@ -246,7 +246,7 @@ def plain_loop(args, model_dir: Path, corpus: Path, bits: int | None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from tunedesk.engine.lm import data as lm_data
-    from tunedesk.engine.run.training import EpochBatches
+    from tunedesk.engine.run.sampling import EpochBatches
 
     free()
     dev = torch.device(args.device)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fixtures.data import tiny_text_config
-from tunedesk.engine.run.training import EpochBatches
+from tunedesk.engine.run.sampling import EpochBatches
 
 
 def test_rank_shards_are_disjoint_and_together_the_one_process_epoch():

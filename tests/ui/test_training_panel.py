@@ -528,6 +528,14 @@ def test_checkpoint_settings_survive_the_form_and_bad_steps_are_shown_beside_the
     assert form.hparams.checkpoint_minutes.value() == 2.5
     assert form.hparams.checkpoint_steps.text() == "200"
     assert form.build_config().to_dict() == config.to_dict()
+    # length grouping: a text-classification switch, on by default, that survives the form
+    assert form.hparams.group_by_length.isVisibleTo(form) and form.hparams.group_by_length.isChecked()
+    form.hparams.group_by_length.setChecked(False)
+    assert form.build_config().hparams.group_by_length is False
+    form.apply_config(config)
+    assert form.hparams.group_by_length.isChecked()
+    form.apply_config(RunConfig(task="causal_lm", model=ModelSpec(str(tmp_path)), data=DataSpec("text_corpus", "x")))
+    assert not form.hparams.group_by_length.isVisibleTo(form)
     form.hparams.checkpoint_minutes.setValue(0.0)  # shown as "epoch ends only"
     form.hparams.checkpoint_steps.setText("")
     built = form.build_config().hparams

@@ -142,6 +142,8 @@ class HyperParams:
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0
     max_length: int = 128
+    # texts: batches of similar length (less padding to compute), drawn from shuffled pools of 4 steps
+    group_by_length: bool = True
     image_size: int = 224
     log_every: int = 10
     max_steps: int | None = None

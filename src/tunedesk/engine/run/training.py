@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,51 +36,13 @@ from tunedesk.engine.run.events import (
     StepLogged,
 )
 from tunedesk.engine.run.length import EarlyStopping, PlateauSchedule, make_scheduler, outcome, plan_length
+from tunedesk.engine.run.sampling import EpochBatches
 from tunedesk.engine.tasks.base import PreparedData, Task
 
 if TYPE_CHECKING:
     from tunedesk.engine.run.distributed import DistContext
 
 log = logging.getLogger("tunedesk.training")
-
-
-class EpochBatches(torch.utils.data.Sampler[list[int]]):
-    """Seeded shuffled batches per epoch that can skip the batches a resumed run already consumed.
-
-    Lives in the main process (DataLoader workers only receive indices), so ``set_epoch`` works
-    with persistent workers. Data-parallel (``world`` > 1): ``batch_size`` is the global batch and
-    rank ``rank`` gets its contiguous share of each; the shards are disjoint and together are the
-    one-process epoch (a last batch smaller than ``world`` is left out by every rank).
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world = rank, world
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + 1000 * self.epoch)
-        order = torch.randperm(self.size, generator=g).tolist()
-        batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2].extend(batches.pop())  # a batch of one breaks BatchNorm in training mode
-        if self.world > 1:
-            r, w = self.rank, self.world
-            batches = [b[r * len(b) // w : (r + 1) * len(b) // w] for b in batches if len(b) >= w]
-        return iter(batches[self.skip :])
-
-    def __len__(self) -> int:
-        return max(0, self.batches_per_epoch - self.skip)
-
-    @property
-    def batches_per_epoch(self) -> int:
-        n = math.ceil(self.size / self.batch_size)
-        n = n - 1 if n > 1 and self.size % self.batch_size == 1 else n
-        last = self.size - (n - 1) * self.batch_size
-        return n - 1 if self.world > 1 and last < self.world else n
 
 
 class Trainer:
@@ -159,7 +121,7 @@ class Trainer:
         self._free_cuda()
         old = self.batch_size
         self.batch_size, self.grad_accum = old // 2, self.grad_accum * 2
-        sampler.batch_size = self.batch_size
+        sampler.set_batch(self.batch_size, self.grad_accum)
         self._log(
             "warning",
             f"out of GPU memory at step {step + 1} with {old} examples per batch: continuing with "
@@ -249,7 +211,9 @@ class Trainer:
                 self.batch_size, self.grad_accum = saved
         world = self.dist.world_size if self.dist else 1
         # data-parallel: the batch is the global one, each rank trains its share of it
-        sampler = EpochBatches(n_train, self.batch_size, cfg.seed, self.dist.rank if self.dist else 0, world)
+        lengths = getattr(self.data.train, "lengths", None) if h.group_by_length else None  # texts
+        rank = self.dist.rank if self.dist else 0
+        sampler = EpochBatches(n_train, self.batch_size, cfg.seed, rank, world, lengths, self.grad_accum)
         steps_per_epoch = math.ceil(sampler.batches_per_epoch / self.grad_accum)
         length = plan_length(h, steps_per_epoch, n_train)
         total_steps = length.total_steps

@@ -69,6 +69,10 @@ class HparamFields:
         rows.row(form, "Gradient clipping", "hparams.max_grad_norm", self.clip, tip=tip)
         self.max_length = spin_box(0, 131072, 128)
         self.max_length_row = rows.row(form, "Max length (tokens)", "hparams.max_length", self.max_length)
+        self.group_by_length = QCheckBox("Batch texts of similar length")
+        self.group_by_length.setChecked(True)
+        tip = "Less padding to compute: each batch draws texts of similar length from a shuffled pool"
+        self.group_row = rows.row(form, "Length grouping", "hparams.group_by_length", self.group_by_length, tip=tip)
         self.image_size = spin_box(0, 4096, 224)
         self.image_size_row = rows.row(form, "Image size (px)", "hparams.image_size", self.image_size)
         self.augment = QCheckBox("Random crops and flips")
@@ -104,6 +108,7 @@ class HparamFields:
         augmentation for images, the feature cache for classifiers."""
         image = task == "image_classification"
         self.form.setRowVisible(self.max_length_row, not image)
+        self.form.setRowVisible(self.group_row, task == "text_classification")
         self.form.setRowVisible(self.image_size_row, image)
         self.form.setRowVisible(self.augment_row, image)
         self.form.setRowVisible(self.feature_cache_row, task in CLASSIFICATION_TASKS)
@@ -120,6 +125,7 @@ class HparamFields:
             spin.setValue(int(value))
         self.augment.setChecked(h.augment)
         self.feature_cache.setChecked(h.feature_cache)
+        self.group_by_length.setChecked(h.group_by_length)
         self.weight_decay.setText(f"{h.weight_decay:g}")
         self.schedule.setCurrentIndex(max(self.schedule.findData(h.schedule), 0))
         self.warmup.setText(f"{h.warmup_ratio:g}")
@@ -142,6 +148,7 @@ class HparamFields:
         h.max_length = self.max_length.value()
         h.image_size = self.image_size.value()
         h.augment, h.feature_cache = self.augment.isChecked(), self.feature_cache.isChecked()
+        h.group_by_length = self.group_by_length.isChecked()
         h.checkpoint_every_minutes = round(self.checkpoint_minutes.value(), 1)
         steps = self.checkpoint_steps.text().strip().replace(",", "").replace("_", "")
         if not steps:
