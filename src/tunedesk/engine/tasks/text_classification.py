@@ -195,7 +195,8 @@ def position_limit(hf_config: Any, tokenizer: Any = None) -> int | None:
 def _check_vocabulary(loaded: LoadedModel) -> None:
     """A tokenizer whose ids go past the model's embedding table would fail in the first step with an
     index error (an edited config.json's vocab_size, or a tokenizer from another model)."""
-    embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
+    get_embeddings = getattr(loaded.model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
     rows = getattr(embeddings, "num_embeddings", None)
     words = len(loaded.processor) if loaded.processor is not None else None
     if rows is not None and words is not None and words > rows:
