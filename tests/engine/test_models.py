@@ -10,7 +10,8 @@ import torch
 
 from tunedesk.engine.config import ModelSpec
 from tunedesk.engine.errors import ModelError
-from tunedesk.engine.models import build_hf_classifier, build_torchvision_classifier, find_classifier, load_state_dict
+from tunedesk.engine.model_files import load_state_dict
+from tunedesk.engine.models import build_hf_classifier, build_torchvision_classifier, find_classifier
 
 
 class _Exploit:
@@ -49,7 +50,7 @@ def test_random_bytes_are_never_a_traceback_whatever_the_unpickler_raises(tmp_pa
     import random
     import shutil
 
-    from tunedesk.engine.models import is_weights_read_failure
+    from tunedesk.engine.model_files import is_weights_read_failure
 
     raised: set[str] = set()
     for seed in range(120):
@@ -81,7 +82,7 @@ def test_a_config_json_value_of_the_wrong_type_is_one_sentence(tmp_path, tiny_be
     import json
     import shutil
 
-    from tunedesk.engine.models import is_config_read_failure
+    from tunedesk.engine.model_files import is_config_read_failure
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, folder)
@@ -119,7 +120,7 @@ def test_a_config_json_the_model_code_cannot_use_is_one_sentence(tmp_path, tiny_
     import json
     import shutil
 
-    from tunedesk.engine.models import is_model_build_failure
+    from tunedesk.engine.model_files import is_model_build_failure
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, folder)
@@ -150,7 +151,7 @@ def test_edited_or_damaged_tokenizer_files_are_one_sentence(tmp_path, tiny_bert_
     import shutil
 
     from tunedesk.engine.lm.model import load_lm_tokenizer
-    from tunedesk.engine.models import is_tokenizer_read_failure
+    from tunedesk.engine.model_files import is_tokenizer_read_failure
     from tunedesk.engine.tasks.text_classification import load_tokenizer
 
     folder = tmp_path / "model"

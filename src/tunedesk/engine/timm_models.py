@@ -78,7 +78,8 @@ def build_timm_classifier(spec: Any, label_names: list[str], *, device: str = "c
     """A timm classifier with the folder's weights and a fresh head sized to ``label_names``."""
     import torch
 
-    from tunedesk.engine.models import LoadedModel, fingerprint, load_state_dict
+    from tunedesk.engine.model_files import load_state_dict
+    from tunedesk.engine.models import LoadedModel, fingerprint
 
     folder = resolve_folder(spec.name_or_path)
     cfg = read_timm_config(folder) or {}

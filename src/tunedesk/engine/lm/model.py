@@ -15,13 +15,8 @@ from torch import nn
 from tunedesk.engine.errors import ConfigError, ModelError
 from tunedesk.engine.lm import data as lm_data
 from tunedesk.engine.lm import quant
-from tunedesk.engine.models import (
-    is_tokenizer_read_failure,
-    load_hf_config,
-    quiet_transformers,
-    resolve_hf_path,
-    tokenizer_error,
-)
+from tunedesk.engine.model_files import is_tokenizer_read_failure, tokenizer_error
+from tunedesk.engine.models import load_hf_config, quiet_transformers, resolve_hf_path
 
 # A transformers causal LM (PreTrainedModel) or its PEFT wrapper: generate, config, save_pretrained and
 # the checkpointing switches are looked up dynamically by both libraries, so the type says only that.
@@ -143,7 +138,7 @@ def load_causal_lm(
                 "install the missing package, or set hparams.attention to auto / leave freeze.lora.base_bits out",
             ) from exc
         except Exception as exc:  # damaged, truncated, refused (code in a pickle): one sentence each
-            from tunedesk.engine.models import is_weights_read_failure, weights_error
+            from tunedesk.engine.model_files import is_weights_read_failure, weights_error
 
             if not is_weights_read_failure(exc):
                 raise

@@ -43,7 +43,8 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
         return _build_timm(folder, labels)
     from transformers import AutoConfig
 
-    from tunedesk.engine.models import config_value_error, is_config_read_failure, quiet_transformers
+    from tunedesk.engine.model_files import is_config_read_failure
+    from tunedesk.engine.models import config_value_error, quiet_transformers
 
     quiet_transformers()
     id2label = dict(enumerate(labels))

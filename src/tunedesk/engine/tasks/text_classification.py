@@ -16,7 +16,8 @@ from torch import nn
 from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ConfigError, ModelError
-from tunedesk.engine.models import LoadedModel, build_hf_classifier, is_tokenizer_read_failure, tokenizer_error
+from tunedesk.engine.model_files import is_tokenizer_read_failure, tokenizer_error
+from tunedesk.engine.models import LoadedModel, build_hf_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
 
