@@ -273,3 +273,18 @@ def test_torch_hub_checkpoints_are_found_as_the_model_browser_names_them(monkeyp
     )
     loaded = build_torchvision_classifier(ModelSpec("mobilenet_v3_small", source="torchvision"), ["x", "y"])
     assert loaded.pretrained and loaded.path.endswith("mobilenet_v3_small-047dcff4.pth")
+
+
+def test_a_config_with_sizes_no_real_model_has_is_refused_before_building(tmp_path, tiny_bert_dir):
+    """Found by fuzzing: num_hidden_layers = 2**31 in config.json made the model build hang."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["num_hidden_layers"] = 2**31
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelError) as info:
+        build_hf_classifier(ModelSpec(name_or_path=str(folder)), ["a", "b"])
+    assert "num_hidden_layers = 2,147,483,648" in info.value.message and "config.json" in info.value.hint

@@ -183,7 +183,7 @@ def load_hf_config(path: Path, spec: Any, **overrides: Any) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(
+        config = AutoConfig.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code, **overrides
         )
     except ValueError as exc:
@@ -199,6 +199,29 @@ def load_hf_config(path: Path, spec: Any, **overrides: Any) -> Any:
         if not is_config_read_failure(exc):
             raise
         raise config_value_error(path, exc) from exc
+    check_sizes(path, config)
+    return config
+
+
+# Far beyond any released model (Llama 3.1 405B: 126 layers, hidden 16,384, FFN 53,248, vocabulary 128,256),
+# so only an edited or damaged config.json reaches them; building such a model would take minutes of
+# allocation (or hang) before failing.
+SIZE_LIMITS = {
+    "num_hidden_layers": 2048, "n_layer": 2048, "num_layers": 2048,
+    "hidden_size": 1 << 18, "n_embd": 1 << 18, "d_model": 1 << 18,
+    "intermediate_size": 1 << 20, "n_inner": 1 << 20, "vocab_size": 1 << 24,
+}  # fmt: skip
+
+
+def check_sizes(path: Path, config: Any) -> None:
+    """Refuse a configuration whose sizes no real model has (an edited config.json), before building it."""
+    for key, limit in SIZE_LIMITS.items():
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise ModelError(
+                f"config.json of {path.name} says {key} = {value:,}, far beyond any real model (at most {limit:,} here)",
+                "the file was edited or damaged: restore the model's original config.json",
+            )
 
 
 def config_value_error(path: Path, exc: BaseException) -> ModelError:

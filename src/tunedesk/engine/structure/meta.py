@@ -44,7 +44,7 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
     from transformers import AutoConfig
 
     from tunedesk.engine.model_files import is_config_read_failure
-    from tunedesk.engine.models import config_value_error, quiet_transformers
+    from tunedesk.engine.models import check_sizes, config_value_error, quiet_transformers
 
     quiet_transformers()
     id2label = dict(enumerate(labels))
@@ -70,6 +70,7 @@ def build_meta_model(entry_or_path: Any, task: str | None = None, num_labels: in
         if not is_config_read_failure(exc):
             raise
         raise config_value_error(folder, exc) from exc
+    check_sizes(folder, config)  # an edited config.json's 2**31 layers would hang the meta build too
     loaded = build_meta_from_config(config, task=task or _train_task(entry_task, config), path=str(folder))
     missing = _missing_from_checkpoint(loaded.model, folder)
     if missing:
