@@ -139,6 +139,11 @@ class World:
             "gpt": config("GPT2LMHeadModel", "gpt2"),
             "t5": config("T5ForConditionalGeneration", "t5"),
         }
+        # a key of this test's own in every config: the counts are memoised per process by config hash, and a
+        # scan or count still running from an earlier test (same configs) could otherwise write its computed
+        # count where this test seeded another
+        for cfg in self.cfgs.values():
+            cfg["tunedesk_test_world"] = root.name
         js = {k: json.dumps(v).encode() for k, v in self.cfgs.items()}
         make_hf_repo(
             self.cache, "org/tiny-bert", {"config.json": js["bert"], "model.safetensors": w, "README.md": card}
