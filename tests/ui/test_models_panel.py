@@ -100,6 +100,9 @@ def seed_counts(home: Path, counts: list[tuple[dict, int]]) -> None:
     store.tv["counts"] = {"resnet18": 11_689_512, "vit_b_16": 86_567_656}
     store.dirty = True
     store.save()
+    # the catalog only logs a failed save (it is a cache); a seed that did not land (a full disk) would
+    # make the scan count for real and the assertions below fail for another reason
+    assert not store.dirty, f"could not write the seeded count cache {store.path}"
 
 
 def isolate(monkeypatch, root: Path, home: Path) -> tuple[Path, Path]:
