@@ -177,14 +177,18 @@ def test_a_partly_frozen_run_checkpoints_only_what_trains_and_resumes_to_the_sam
     reference = execute(config)
     assert reference.status == "completed", reference.reason
 
-    control = Control()
+    def stopped_at_step_6():
+        control = Control()
 
-    def stopper(event) -> None:
-        if event.kind == "StepLogged" and event.step == 6:
-            control.request_stop("test stop")
+        def stopper(event) -> None:
+            if event.kind == "StepLogged" and event.step == 6:
+                control.request_stop("test stop")
 
-    stopped = execute(config, listeners=[stopper], control=control)
-    assert stopped.status == "stopped"
+        run = execute(config, listeners=[stopper], control=control)
+        assert run.status == "stopped"
+        return run
+
+    stopped = stopped_at_step_6()
     store = open_store(home)
     last = Path(store.checkpoints(stopped.run_id)["last"]["path"])
     best_file = Path(store.checkpoints(reference.run_id)["best"]["path"]) / "model.safetensors"
@@ -202,14 +206,7 @@ def test_a_partly_frozen_run_checkpoints_only_what_trains_and_resumes_to_the_sam
     _assert_same_curve(_losses(home, reference.run_id), _losses(home, stopped.run_id), after=6)
 
     # the model files change between stop and resume: the frozen weights would no longer be the run's
-    control2 = Control()
-
-    def stop2(event) -> None:
-        if event.kind == "StepLogged" and event.step == 6:
-            control2.request_stop("test stop")
-
-    again = execute(config, listeners=[stop2], control=control2)
-    assert again.status == "stopped"
+    again = stopped_at_step_6()
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(model_dir / "model.safetensors"))

