@@ -75,6 +75,7 @@ class ModelScanner(QObject):
         self._current: BackgroundTask | None = None
         self._tasks: set[BackgroundTask] = set()
         self._seen: list[str] = []
+        self._shut_down = False
 
     def roots(self) -> CatalogRoots:
         """Where to look; read in the worker (the user-path file may change between scans)."""
@@ -86,7 +87,10 @@ class ModelScanner(QObject):
         return self._current is not None
 
     def start(self) -> None:
-        """(Re)start scanning; a running scan is cancelled and its late results ignored."""
+        """(Re)start scanning; a running scan is cancelled and its late results ignored. After
+        ``shutdown`` nothing starts (the panel's first scan is a timer that may fire after it)."""
+        if self._shut_down:
+            return
         self.cancel()
         self._generation += 1
         generation = self._generation
@@ -117,6 +121,7 @@ class ModelScanner(QObject):
         so it is never destroyed while running (Qt would abort); the app then ends the process without
         waiting for it.
         """
+        self._shut_down = True
         self.cancel()
         deadline = time.monotonic() + timeout_ms / 1000
         stopped = True
