@@ -43,11 +43,17 @@ class TokenTensors(torch.utils.data.Dataset):
         item["labels"] = int(self.labels[i])
         return item
 
-    def batch(self, idx: list[int], stored: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch(
+        self, idx: list[int], stored: dict[str, torch.Tensor], index: torch.Tensor, multiple: int = 1
+    ) -> dict[str, torch.Tensor]:
         """The examples ``idx`` from ``stored`` (these tensors, perhaps moved to the device), cut to the
-        batch's longest text. ``index`` is ``idx`` as a tensor on the stored tensors' device."""
+        batch's longest text, rounded up to a ``multiple`` (within the stored width). ``index`` is ``idx``
+        as a tensor on the stored tensors' device. The cut comes first, so the gather reads and writes only
+        the batch's own width and its result is contiguous."""
         longest = int(self.lengths[idx].max())
-        out = {k: stored[k].index_select(0, index)[:, :longest] for k in self.tensors}
+        width = next(iter(self.tensors.values())).shape[1] if self.tensors else longest
+        longest = min(-(-longest // multiple) * multiple, width)
+        out = {k: stored[k][:, :longest].index_select(0, index) for k in self.tensors}
         out["labels"] = stored["labels"].index_select(0, index)
         return out
 

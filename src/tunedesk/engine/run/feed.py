@@ -187,11 +187,19 @@ def _index(idx: list[int], device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
+# On a GPU a text batch's length is rounded up to a multiple of this: tensor cores want multiples of 8,
+# and every new length costs the attention kernels a new plan (cuDNN's SDPA builds one per shape, about a
+# millisecond of host time per layer and step while the lengths are new; measured on an H100 with batches
+# of 82-122 tokens, benchmarks/step_gap.py). On a CPU the extra padding would only cost time.
+CUDA_LENGTH_MULTIPLE = 8
+
+
 def text_source(ds: TokenTensors, device: torch.device) -> Source:
     stored = {k: v.to(device) for k, v in ds.stored().items()}
+    multiple = CUDA_LENGTH_MULTIPLE if device.type == "cuda" else 1
 
     def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return ds.batch(idx, stored, _index(idx, device) if index is None else index)
+        return ds.batch(idx, stored, _index(idx, device) if index is None else index, multiple)
 
     return Source(len(ds), make, index_device=device)
 
@@ -238,19 +246,22 @@ def feature_source(
     labels = labels.to(device)
     lengths_dev = lengths.to(device) if lengths is not None else None
     channels_last = device.type == "cuda" and stored.dim() == 4
+    multiple = CUDA_LENGTH_MULTIPLE if device.type == "cuda" else 1
 
     def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if index is None:
             index = _index(idx, device)
+        source = stored
+        if lengths is not None:  # texts: cut to the batch's longest first, so the gather copies only that
+            longest = min(-(-int(lengths[idx].max()) // multiple) * multiple, int(stored.shape[1]))
+            source = stored[:, :longest]
         if on_device:
-            feats = stored.index_select(0, index)
+            feats = source.index_select(0, index)
         else:
-            feats = stored.index_select(0, torch.as_tensor(idx, dtype=torch.long))
+            feats = source.index_select(0, torch.as_tensor(idx, dtype=torch.long))
             feats = feats.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else feats
         batch: dict[str, torch.Tensor] = {"labels": labels.index_select(0, index)}
         if lengths is not None and lengths_dev is not None:
-            longest = int(lengths[idx].max())
-            feats = feats[:, :longest]
             positions = torch.arange(longest, device=device)
             batch["attention_mask"] = (positions[None, :] < lengths_dev.index_select(0, index)[:, None]).long()
         elif text and mask:  # one vector per text: the model still wants a mask to build its (skipped) attention

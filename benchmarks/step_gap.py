@@ -1,0 +1,323 @@
+"""Why is a TuneDesk step slower than an expert's plain loop? The two side by side under ``torch.profiler``.
+
+For one case, runs a window of optimizer steps of a real run through ``runner.execute`` (the app's path)
+and the same number of steps of a hand-written loop on the same model, batch and sequence, and prints
+for each: wall ms per step, GPU kernel ms per step (busy time), kernels and host syncs per step, and the
+kernels whose time differs most between the two. A wall time well above the kernel time means the GPU
+waits for the host (syncs, Python); extra kernel time means the engine computes something the loop does
+not.
+
+    python benchmarks/step_gap.py --case lm --out /tmp/gap      # Llama (8B-shaped layers), bf16 LoRA
+    python benchmarks/step_gap.py --case bert --out /tmp/gap    # BERT-base from a CSV vs the anchor loop
+    python benchmarks/step_gap.py --case head --out /tmp/gap    # BERT head from cached features
+
+On a CPU (``--device cpu --small``) it checks itself with tiny models: the host-op counts still compare.
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
+def anatomy(prof: Any, steps: int, seconds: float, out: Path, name: str) -> dict:
+    """Per-step figures of a profiled window, and the kernel table written to OUT/NAME-kernels.txt."""
+    averages = prof.key_averages()
+    kernels: dict[str, float] = {}
+    n_kernels = 0
+    syncs = collections.Counter()
+    aten = 0
+    for e in averages:
+        if e.device_type.name == "CUDA":
+            kernels[e.key] = kernels.get(e.key, 0.0) + e.self_device_time_total / 1000.0  # ms
+            n_kernels += e.count
+        elif e.key.startswith(SYNC_CALLS):
+            syncs[e.key] += e.count
+        if e.key.startswith("aten::"):
+            aten += e.count
+    table = averages.table(sort_by="self_device_time_total" if kernels else "self_cpu_time_total", row_limit=40)
+    (out / f"{name}-kernels.txt").write_text(table, encoding="utf-8")
+    return {
+        "ms_per_step": round(1000 * seconds / steps, 3),
+        "gpu_ms_per_step": round(sum(kernels.values()) / steps, 3),
+        "kernels_per_step": round(n_kernels / steps, 1),
+        "aten_ops_per_step": round(aten / steps, 1),
+        "syncs_per_step": {k: round(v / steps, 2) for k, v in syncs.items()},
+        "_kernels": {k: v / steps for k, v in kernels.items()},
+    }
+
+
+def compare(engine: dict, plain: dict) -> list[dict]:
+    a, b = engine.pop("_kernels"), plain.pop("_kernels")
+    names = set(a) | set(b)
+    rows = sorted(
+        ({"kernel": k[:90], "engine_ms": a.get(k, 0.0), "plain_ms": b.get(k, 0.0)} for k in names),
+        key=lambda r: -abs(r["engine_ms"] - r["plain_ms"]),
+    )
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[:15]]
+
+
+class Window:
+    """Opens the profiler when step START is logged and closes it STEPS logged steps later."""
+
+    def __init__(self, start: int, steps: int) -> None:
+        self.start, self.steps = start, steps
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self.prof = profile(activities=acts)
+        self.t0 = self.t1 = 0.0
+
+    def _sync(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def at(self, step: int) -> None:
+        if step == self.start:
+            self._sync()
+            self.prof.start()
+            self.t0 = time.perf_counter()
+        elif step == self.start + self.steps and self.t0:
+            self._sync()
+            self.t1 = time.perf_counter()
+            self.prof.stop()
+
+    def listener(self, event: Any) -> None:
+        if event.kind == "StepLogged":
+            self.at(event.step)
+
+
+def engine_window(config: Any, home: Path, start: int, steps: int) -> Window:
+    from tunedesk.engine.run.runner import execute
+
+    config.hparams.log_every = 1
+    w = Window(start, steps)
+    result = execute(config, home=home, listeners=[w.listener])
+    if not w.t1:
+        raise SystemExit(f"the engine's run ended ({result.status}: {result.reason}) before the window closed")
+    return w
+
+
+def plain_window(step_fn: Any, start: int, steps: int) -> Window:
+    w = Window(start, steps)
+    for i in range(1, start + steps + 1):
+        step_fn(i)
+        w.at(i)
+    return w
+
+
+# ---- cases -------------------------------------------------------------------------------------------
+
+
+def case_lm(args: argparse.Namespace) -> tuple[Window, Window]:
+    import qlora
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    model_dir = build_llama(args.work / f"llama-{args.layers}l", args.layers, args.small, args.device)
+    seq = args.seq or (64 if args.small else 2048)
+    steps_total = args.start + args.steps + 2
+    corpus = qlora.write_corpus(args.work / f"corpus-{seq}.txt", int(args.batch * seq * (steps_total + 4) * 1.15))
+    q = argparse.Namespace(
+        batch=args.batch, seq=seq, log_every=1, device=args.device, cuda=cuda, precision="bf16" if cuda else "fp32"
+    )
+    config = qlora.run_config(q, model_dir, corpus, None, False, steps_total, ckpt=not args.no_ckpt)
+    config.hparams.prompts = []  # no sample replies: the window is training steps only
+    eng = engine_window(config, args.work / "home-lm", args.start, args.steps)
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = dict(dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.config.use_cache = False
+    if not args.no_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(qlora.SEED)
+    lcfg = LoraConfig(
+        r=qlora.RANK,
+        lora_alpha=qlora.ALPHA,
+        lora_dropout=qlora.DROPOUT,
+        target_modules=qlora.TARGETS,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lcfg).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=qlora.LR, weight_decay=0.01, fused=cuda)
+    ids = torch.randint(0, 1000, (args.batch, seq), device=dev)
+    dtype = torch.bfloat16 if cuda else None
+    loss_sum = torch.zeros((), device=dev)
+    model.train()
+
+    def step(i: int) -> None:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum.add_(loss.detach())
+        float(loss_sum)  # the engine's steps are logged (one host read) each step in the window too
+
+    return eng, plain_window(step, args.start, args.steps)
+
+
+def build_llama(folder: Path, layers: int, small: bool, device: str) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.fixtures.causal_lm import word_tokenizer
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = word_tokenizer()
+    size = (
+        dict(hidden_size=64, intermediate_size=224, num_attention_heads=4, num_key_value_heads=2, vocab_size=1024)
+        if small
+        else dict(
+            hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256
+        )
+    )
+    config = LlamaConfig(
+        num_hidden_layers=layers,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
+        **size,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def text_config(args: argparse.Namespace, preset: str, **hp: Any) -> Any:
+    import feed_e2e
+    from tunedesk.engine.config import RunConfig
+
+    n = 600 if args.small else 32000
+    texts = feed_e2e.make_texts(args.work / f"texts-{n}.csv", n)
+    model = feed_e2e.make_text_model(
+        args.work / f"bert-{'tiny' if args.small else 'base'}", "tiny" if args.small else "bert-base"
+    )
+    fa = argparse.Namespace(epochs=1, workers=None, device=args.device, precision="auto")
+    cfg = feed_e2e.base_config(
+        "text_classification",
+        {"name_or_path": str(model), "pretrained": False},
+        {"kind": "text_table", "path": str(texts)},
+        fa,
+        **{"batch_size": args.batch if args.batch > 1 else 64, "max_length": 128, **hp},
+    )
+    cfg["freeze"] = {"preset": preset, "last_n": 1}
+    return RunConfig.from_dict(cfg), model
+
+
+def case_bert(args: argparse.Namespace) -> tuple[Window, Window]:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config, model_dir = text_config(args, "all")
+    eng = engine_window(config, args.work / "home-bert", args.start, args.steps)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    cfg = BertConfig.from_pretrained(str(model_dir))
+    cfg.num_labels = 4
+    m = BertForSequenceClassification(cfg).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-5, fused=cuda)
+    bs = config.hparams.batch_size if isinstance(config.hparams.batch_size, int) else 64
+    ids = torch.randint(0, cfg.vocab_size, (bs, 128), device=dev)
+    att = torch.ones_like(ids)
+    y = torch.randint(0, 4, (bs,), device=dev)
+    loss_sum = torch.zeros((), device=dev)
+    dtype = torch.bfloat16 if cuda else None
+
+    def step(i: int) -> None:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = m(input_ids=ids, attention_mask=att, labels=y).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum.add_(loss.detach())
+        float(loss_sum)
+
+    return eng, plain_window(step, args.start, args.steps)
+
+
+def case_head(args: argparse.Namespace) -> tuple[Window, Window]:
+    config, _ = text_config(args, "head_only", batch_size=256, epochs=3)
+    eng = engine_window(config, args.work / "home-head", args.start, args.steps)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    hidden = 64 if args.small else 768
+    head = torch.nn.Linear(hidden, 4).to(dev)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, fused=cuda)
+    feats = torch.randn(256, hidden, device=dev)
+    y = torch.randint(0, 4, (256,), device=dev)
+    loss_sum = torch.zeros((), device=dev)
+    dtype = torch.bfloat16 if cuda else None
+
+    def step(i: int) -> None:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(head(feats), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum.add_(loss.detach())
+        float(loss_sum)
+
+    return eng, plain_window(step, args.start, args.steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--case", choices=["lm", "bert", "head"], default="lm")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--small", action="store_true", help="tiny models (a CPU check)")
+    ap.add_argument("--layers", type=int, default=8, help="lm: decoder layers of the 8B shape")
+    ap.add_argument("--seq", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--no-ckpt", action="store_true", help="lm: without gradient checkpointing")
+    ap.add_argument("--start", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/tunedesk-step-gap"))
+    ap.add_argument("--out", type=Path, default=Path("/tmp/tunedesk-step-gap/out"))
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    eng, plain = {"lm": case_lm, "bert": case_bert, "head": case_head}[args.case](args)
+    e = anatomy(eng.prof, args.steps, eng.t1 - eng.t0, args.out, f"{args.case}-engine")
+    p = anatomy(plain.prof, args.steps, plain.t1 - plain.t0, args.out, f"{args.case}-plain")
+    diff = compare(e, p)
+    for row in diff:
+        print(json.dumps(row))
+    line = {
+        "benchmark": "step_gap",
+        "case": args.case,
+        "device": args.device,
+        "engine": e,
+        "plain": p,
+        "wall_ratio": round(p["ms_per_step"] / e["ms_per_step"], 3),
+    }
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
