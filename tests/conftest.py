@@ -51,6 +51,22 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT without dropout: training through a frozen prefix is then deterministic."""
+    import shutil
+
+    from transformers import BertConfig
+
+    folder = tmp_path_factory.mktemp("bert-nodrop")
+    for f in tiny_bert_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    cfg = BertConfig.from_pretrained(folder)
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+    cfg.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def text_csv(tmp_path) -> Path:
     path = tmp_path / "tickets.csv"

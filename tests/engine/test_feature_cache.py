@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.fixtures.data import tiny_text_config
-
-
-@pytest.fixture(scope="module")
-def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
-    """The tiny BERT without dropout: training through the frozen prefix is then deterministic."""
-    import shutil
-
-    from transformers import BertConfig
-
-    folder = tmp_path_factory.mktemp("bert-nodrop")
-    for f in tiny_bert_dir.iterdir():
-        shutil.copy(f, folder / f.name)
-    cfg = BertConfig.from_pretrained(folder)
-    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
-    cfg.save_pretrained(folder)
-    return folder
 
 
 def _run(config):
@@ -231,3 +214,48 @@ def test_frozen_embeddings_alone_are_not_cached(home, no_dropout_bert, text_csv)
     config.freeze.rules = [FreezeRule("@embeddings", False)]
     _, logs = _run(config)
     assert _cache_note(logs).startswith("feature cache: not used, no block is frozen")
+
+
+def test_a_text_batch_is_cut_to_its_longest_text_rounded_up_and_contiguous():
+    from tunedesk.engine.data.tensors import TokenTensors
+
+    rows = [[1] * n for n in (3, 11, 5, 17, 2)]
+    ds = TokenTensors({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]}, [0, 1, 0, 1, 0])
+    stored = ds.stored()
+    for idx, multiple, width in [([0, 2], 1, 5), ([0, 2], 8, 8), ([1, 4], 8, 16), ([3], 8, 17), ([0, 1], 16, 16)]:
+        out = ds.batch(idx, stored, torch.tensor(idx), multiple)
+        assert out["input_ids"].shape == (len(idx), width)  # never wider than the longest stored text (17)
+        assert out["input_ids"].is_contiguous() and out["attention_mask"].is_contiguous()
+        for row, i in enumerate(idx):
+            assert int(out["attention_mask"][row].sum()) == len(rows[i])
+    assert torch.equal(out["labels"], torch.tensor([0, 1]))
+
+
+def test_one_cuda_graph_per_step_says_where_it_does_not_apply():
+    from types import SimpleNamespace
+
+    from tunedesk.engine.run.graphed import GraphedStep
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    fixed = SimpleNamespace(split=SimpleNamespace(variable_dim=False), train_cached=True)
+    texts = SimpleNamespace(split=SimpleNamespace(variable_dim=True), train_cached=True)
+    uncached = SimpleNamespace(split=None, train_cached=False)
+    assert GraphedStep.reason_not(True, cuda, fixed, 1, "bf16", False) is None
+    assert GraphedStep.reason_not(True, cuda, fixed, 1, "fp32", False) is None
+    cases = {
+        "hparams.cuda_graph": (False, cuda, fixed, 1, "bf16", False),
+        "needs a CUDA GPU": (True, cpu, fixed, 1, "fp32", False),
+        "cached features": (True, cuda, uncached, 1, "bf16", False),
+        "varying length": (True, cuda, texts, 1, "bf16", False),
+        "accumulation": (True, cuda, fixed, 2, "bf16", False),
+        "fp16": (True, cuda, fixed, 1, "fp16", False),
+        "several processes": (True, cuda, fixed, 1, "bf16", True),
+    }
+    for words, args in cases.items():
+        reason = GraphedStep.reason_not(*args)
+        assert reason is not None and words in reason, (words, reason)
+
+
+def test_cpu_runs_from_the_cache_train_eagerly(home, no_dropout_bert, text_csv):
+    _result, logs = _run(_text(no_dropout_bert, text_csv))
+    assert not any("CUDA graph" in m for m in logs)  # nothing to say on a CPU: graphs are a GPU matter

@@ -222,3 +222,93 @@ def test_cuda_qlora_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(tmp_
     assert later
     for s in later:
         assert res[s] == pytest.approx(ref[s], rel=0.02, abs=1e-3), (s, res[s], ref[s])
+
+
+def _graph_runs(config_for):
+    """The same run with each step as one CUDA graph and eagerly: (graphed result, its logs, eager result)."""
+    from tunedesk.engine.run.runner import execute
+
+    results = {}
+    for graph in (True, False):
+        logs: list[str] = []
+        config = config_for(graph)
+        result = execute(
+            config, listeners=[lambda e, logs=logs: logs.append(e.message) if e.kind == "LogMessage" else None]
+        )
+        assert result.status == "completed", result.reason
+        results[graph] = (result, logs)
+    return results[True][0], results[True][1], results[False][0]
+
+
+def test_cuda_graph_steps_train_a_head_from_cached_features_like_eager_steps(home, no_dropout_bert, text_csv):
+    def config(graph: bool):
+        # cosine: the rate changes every step, which the graph must follow; 3 epochs: the epochs' last,
+        # shorter batches run eagerly between replays with the same optimizer
+        c = tiny_text_config(no_dropout_bert, text_csv, epochs=3, batch_size=16, schedule="cosine", cuda_graph=graph)
+        c.freeze.preset = "head_only"
+        c.device, c.precision = "cuda", "fp32"
+        return c
+
+    graphed, logs, eager = _graph_runs(config)
+    assert any(m.startswith("one CUDA graph per step: the trained part") for m in logs), logs
+    for key in ("val_loss", "val_accuracy"):
+        assert graphed.metrics[key] == pytest.approx(eager.metrics[key], rel=1e-3, abs=1e-4)
+
+
+def test_cuda_graph_steps_train_an_image_models_last_stage_from_cached_activations(home, image_folder, tmp_path):
+    import torchvision
+
+    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
+
+    def config(graph: bool) -> RunConfig:
+        return RunConfig(
+            task="image_classification",
+            model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
+            data=DataSpec(kind="image_folder", path=str(image_folder)),
+            freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
+            hparams=HyperParams(
+                epochs=3, batch_size=8, image_size=32, learning_rate=1e-3, augment=False, cuda_graph=graph
+            ),
+            device="cuda",
+            precision="fp32",
+            seed=0,
+        )
+
+    graphed, logs, eager = _graph_runs(config)
+    assert any(m.startswith("one CUDA graph per step: the trained part") for m in logs), logs
+    assert any("from layer4 on" in m for m in logs)
+    for key in ("val_loss", "val_accuracy"):  # layer4's BatchNorm statistics update inside the graph too
+        assert graphed.metrics[key] == pytest.approx(eager.metrics[key], rel=2e-3, abs=1e-4)
+
+
+def test_cuda_graph_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(home, no_dropout_bert, text_csv):
+    """The graph lives in the process; the checkpoint is the optimizer's ordinary state (plain learning
+    rates, no graph): a resumed run captures a new graph and follows the run that was never stopped."""
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store, resume
+
+    config = tiny_text_config(no_dropout_bert, text_csv, epochs=3, batch_size=8, log_every=1, schedule="cosine")
+    config.freeze.preset = "head_only"
+    config.device, config.precision = "cuda", "fp32"
+    reference = execute(config, home=home)
+    assert reference.status == "completed", reference.reason
+    control = Control()
+    stop_at = 7
+
+    def stopper(event) -> None:
+        if event.kind == "StepLogged" and event.step == stop_at:
+            control.request_stop("test stop")
+
+    stopped = execute(config, home=home, listeners=[stopper], control=control)
+    assert stopped.status == "stopped", stopped.reason
+    resumed = resume(stopped.run_id, home=home)
+    assert resumed.status == "completed", resumed.reason
+    with open_store(home) as store:
+        ref = {r["step"]: r["loss"] for r in store.step_metrics(reference.run_id)}
+        res = {r["step"]: r["loss"] for r in store.step_metrics(stopped.run_id)}
+    assert sorted(res) == sorted(ref)
+    for s in ref:
+        assert res[s] == pytest.approx(ref[s], rel=1e-3, abs=1e-5), (s, res[s], ref[s])

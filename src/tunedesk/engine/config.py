@@ -154,6 +154,7 @@ class HyperParams:
     num_workers: int | None = None  # input workers; None: chosen from the machine (devices.input_workers)
     augment: bool = True  # images: random crops and flips in training (off: a frozen prefix is cached for training too)
     feature_cache: bool = True  # compute a frozen prefix's outputs once and train the rest from them
+    cuda_graph: bool = True  # training from cached features on a GPU: each step replayed as one CUDA graph
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     prompts: list[str] = field(default_factory=list)  # causal_lm: sample generations at each evaluation
     sample_max_new_tokens: int = 48

@@ -35,6 +35,7 @@ from tunedesk.engine.run.events import (
     SampleGenerated,
     StepLogged,
 )
+from tunedesk.engine.run.graphed import GraphedStep
 from tunedesk.engine.run.length import EarlyStopping, PlateauSchedule, make_scheduler, outcome, plan_length
 from tunedesk.engine.run.sampling import EpochBatches
 from tunedesk.engine.tasks.base import PreparedData, Task
@@ -284,9 +285,10 @@ class Trainer:
         for note in self.feed.notes:
             self._log("info", note)
         train_loader = self.feed.train_batches(sampler)
+        trainable_params = [p for g in groups for p in g["params"]]
+        graphed = self._graphed_step(optimizer, trainable_params, train_model, precision, autocast_dtype)
         self.val_batch = max(self.batch_size, 32)
         self._val_loader: Iterable[dict[str, Any]] | None = None
-        trainable_params = [p for g in groups for p in g["params"]]
 
         step = state.step
         best = state.best_metric
@@ -348,12 +350,21 @@ class Trainer:
                 for batch in train_loader:
                     try:
                         batch = self.feed.to_device(batch)
-                        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                            logits = self.feed.forward(train_model, batch)
-                            loss = self.task.loss(logits, batch)
-                        scaler.scale(loss if self.grad_accum == 1 else loss / self.grad_accum).backward()
+                        # a whole optimizer step as one CUDA graph (cached features; None: the eager way)
+                        graph_loss = graphed.step(batch) if graphed is not None else None
+                        if graph_loss is not None:
+                            loss = graph_loss
+                        else:
+                            with torch.autocast(
+                                self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                            ):
+                                logits = self.feed.forward(train_model, batch)
+                                loss = self.task.loss(logits, batch)
+                            scaler.scale(loss if self.grad_accum == 1 else loss / self.grad_accum).backward()
                     except torch.OutOfMemoryError:
                         del batch
+                        if graphed is not None:  # shapes change from here on: eager steps only
+                            graphed.disabled = True
                         self._halve_batch(sampler, optimizer, step)
                         window_start *= 2
                         oom = True
@@ -367,12 +378,13 @@ class Trainer:
                     if micro % self.grad_accum and micro != per_epoch_micro:
                         continue
                     window_start = micro
-                    # ---- optimizer step ----
-                    if h.max_grad_norm:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(trainable_params, h.max_grad_norm, foreach=True)
-                    scaler.step(optimizer)
-                    scaler.update()
+                    # ---- optimizer step (the graph has done it already) ----
+                    if graph_loss is None:
+                        if h.max_grad_norm:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(trainable_params, h.max_grad_norm, foreach=True)
+                        scaler.step(optimizer)
+                        scaler.update()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
@@ -513,6 +525,32 @@ class Trainer:
             samples_per_second=sps,
             steps=step,
             summary=self.summary,
+        )
+
+    def _graphed_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        train_model: nn.Module,
+        precision: str,
+        autocast_dtype: torch.dtype | None,
+    ) -> GraphedStep | None:
+        """Each step as one CUDA graph where it applies (``engine.run.graphed``), else None."""
+        h = self.config.hparams
+        reason = GraphedStep.reason_not(
+            h.cuda_graph, self.device, self.feed, self.grad_accum, precision, self.dist is not None
+        )
+        if reason is not None:
+            if self.feed.train_cached and self.device.type == "cuda":  # where a user would expect it
+                self._log("info", f"one CUDA graph per step: {reason}")
+            return None
+        return GraphedStep(
+            optimizer,
+            params,
+            lambda b: self.task.loss(self.feed.forward(train_model, b), b),
+            h.max_grad_norm,
+            autocast_dtype,
+            say=lambda m: self._log("info", m),
         )
 
     def _evaluate_fitting(
