@@ -22,7 +22,7 @@ schedule changed them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -40,9 +40,11 @@ class GraphedStep:
         forward_loss: Callable[[dict[str, torch.Tensor]], torch.Tensor],
         max_grad_norm: float | None,
         autocast_dtype: torch.dtype | None,
+        buffers: Sequence[torch.Tensor] = (),
         say: Callable[[str], None] = lambda _m: None,
     ) -> None:
         self.optimizer, self.params = optimizer, params
+        self.buffers = list(buffers)
         self.forward_loss = forward_loss
         self.max_grad_norm = max_grad_norm
         self.autocast_dtype = autocast_dtype
@@ -121,6 +123,28 @@ class GraphedStep:
         self.optimizer.step()
         return loss.detach()
 
+    def _warm_up_side_stream(self) -> None:
+        """Forward and backward twice on a side stream before capturing (as torch's CUDA-graph recipe
+        asks: the backward's worker thread sets up its cuBLAS handle and workspace for a new stream
+        there, which it cannot do while a capture is under way). Nothing of it stays: the model's
+        buffers (BatchNorm statistics), the random-number state and the gradients are put back."""
+        buffers = [b for b in self.buffers if b.device.type == "cuda"]
+        saved = [b.clone() for b in buffers]
+        rng = torch.cuda.get_rng_state()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    loss = self.forward_loss(self.static)
+                loss.backward()
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.set_rng_state(rng)
+        self.optimizer.zero_grad(set_to_none=True)  # the graph's backward writes the gradients, not adds
+
     def _capture(self, batch: dict[str, torch.Tensor]) -> bool:
         """Record the step on a copy of ``batch``; False (and eager from now on) if it cannot be recorded."""
         groups = self.optimizer.param_groups
@@ -132,9 +156,9 @@ class GraphedStep:
         }
         self.lr = [torch.tensor(v, dtype=torch.float32, device=device) for v in floats]
         self.lr_values = list(floats)
-        self.optimizer.zero_grad(set_to_none=True)  # the graph's backward writes the gradients, not adds
         graph = torch.cuda.CUDAGraph()
         try:
+            self._warm_up_side_stream()
             for g, lr in zip(groups, self.lr):
                 g["lr"], g["capturable"] = lr, True
             torch.cuda.synchronize()

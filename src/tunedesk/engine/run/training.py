@@ -550,6 +550,7 @@ class Trainer:
             lambda b: self.task.loss(self.feed.forward(train_model, b), b),
             h.max_grad_norm,
             autocast_dtype,
+            buffers=list(train_model.buffers()),
             say=lambda m: self._log("info", m),
         )
 
