@@ -259,3 +259,21 @@ def test_one_cuda_graph_per_step_says_where_it_does_not_apply():
 def test_cpu_runs_from_the_cache_train_eagerly(home, no_dropout_bert, text_csv):
     _result, logs = _run(_text(no_dropout_bert, text_csv))
     assert not any("CUDA graph" in m for m in logs)  # nothing to say on a CPU: graphs are a GPU matter
+
+
+def test_an_optimizer_state_saved_by_a_gpu_run_loads_and_steps_on_a_cpu():
+    from tunedesk.engine.run.checkpoint import load_optimizer
+
+    w = torch.nn.Parameter(torch.ones(4))
+    first = torch.optim.AdamW([w], lr=0.1)
+    w.grad = torch.ones(4)
+    first.step()
+    for flags in ({"fused": True, "capturable": True}, {"capturable": True}):  # as GPU runs write them
+        saved = first.state_dict()
+        saved["param_groups"][0].update(flags)
+        again = torch.optim.AdamW([w], lr=0.1)
+        load_optimizer(again, saved)
+        assert not again.param_groups[0]["capturable"] and not again.param_groups[0]["fused"]
+        w.grad = torch.ones(4)
+        again.step()  # the unfused AdamW refuses capturable=True for CPU parameters
+        assert float(again.state[w]["step"]) == 2.0

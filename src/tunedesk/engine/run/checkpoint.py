@@ -436,7 +436,7 @@ def load_checkpoint(
             "put the original model files back to resume, or start a new run",
         )
     load_model_weights(folder, model, weights, str(device))
-    optimizer.load_state_dict(payload["optimizer"])
+    load_optimizer(optimizer, payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
     rng = payload["rng"]
@@ -446,3 +446,15 @@ def load_checkpoint(
     py = rng["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     return CheckpointState.from_dict(payload["state"])
+
+
+DEVICE_FLAGS = ("fused", "capturable", "foreach")  # how AdamW runs on this machine, not what it has learnt
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The saved optimizer state, run the way this machine's optimizer was built: a checkpoint written
+    on a GPU (fused, or capturable after a CUDA-graph run, engine.run.graphed) resumes on a CPU too."""
+    own = [{k: g[k] for k in DEVICE_FLAGS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, own):
+        group.update(flags)
