@@ -262,6 +262,8 @@ def test_cpu_runs_from_the_cache_train_eagerly(home, no_dropout_bert, text_csv):
 
 
 def test_an_optimizer_state_saved_by_a_gpu_run_loads_and_steps_on_a_cpu():
+    import copy
+
     from tunedesk.engine.run.checkpoint import load_optimizer
 
     w = torch.nn.Parameter(torch.ones(4))
@@ -269,7 +271,7 @@ def test_an_optimizer_state_saved_by_a_gpu_run_loads_and_steps_on_a_cpu():
     w.grad = torch.ones(4)
     first.step()
     for flags in ({"fused": True, "capturable": True}, {"capturable": True}):  # as GPU runs write them
-        saved = first.state_dict()
+        saved = copy.deepcopy(first.state_dict())
         saved["param_groups"][0].update(flags)
         again = torch.optim.AdamW([w], lr=0.1)
         load_optimizer(again, saved)
