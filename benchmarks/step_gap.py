@@ -221,7 +221,7 @@ def text_config(args: argparse.Namespace, preset: str, **hp: Any) -> Any:
     fa = argparse.Namespace(epochs=1, workers=None, device=args.device, precision="auto")
     cfg = feed_e2e.base_config(
         "text_classification",
-        {"name_or_path": str(model), "pretrained": False},
+        {"name_or_path": str(model)},
         {"kind": "text_table", "path": str(texts)},
         fa,
         **{"batch_size": args.batch if args.batch > 1 else 64, "max_length": 128, **hp},
