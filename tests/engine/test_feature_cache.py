@@ -279,3 +279,15 @@ def test_an_optimizer_state_saved_by_a_gpu_run_loads_and_steps_on_a_cpu():
         w.grad = torch.ones(4)
         again.step()  # the unfused AdamW refuses capturable=True for CPU parameters
         assert float(again.state[w]["step"]) == 2.0
+
+
+def test_a_plan_that_trains_everything_is_not_traced_for_a_cut():
+    from tunedesk.engine.run import feature_cache as fc
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    trainable = {n: True for n, _ in model.named_parameters()}
+
+    def run(_n, _longer):
+        raise AssertionError("the model must not run")
+
+    assert fc.find_split(model, trainable, run) == (None, "every layer trains")

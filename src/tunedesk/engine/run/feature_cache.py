@@ -327,6 +327,8 @@ def find_split(
     """
     if not any(trainable.values()):
         return None, "nothing trains"
+    if all(trainable.values()):  # decided without tracing the model (two forward passes)
+        return None, "every layer trains"
     calls = record_calls(model, run)
     boundary, prefix, why = choose_cut(calls, trainable, blocks)
     if not boundary:
