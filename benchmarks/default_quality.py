@@ -14,6 +14,8 @@ line last.
     python benchmarks/default_quality.py                       # everything (hours on 2 CPU cores)
     python benchmarks/default_quality.py --sets debian --only grid --results /tmp/grid.jsonl
     python benchmarks/default_quality.py --report /tmp/grid.jsonl /tmp/defaults.jsonl
+    # one grid recipe only (LRxEPOCHS, a comma list)
+    python benchmarks/default_quality.py --sets fortunes --only grid --recipes 3e-4x3
     # a candidate default beside the real one: the defaults with some hyperparameters changed
     python benchmarks/default_quality.py --only none --variant "short cosine:auto_min_steps=100,schedule=cosine"
     # two cores, two processes of one thread each, one results file:
@@ -59,9 +61,10 @@ def base_config(data_path: Path, device: str):
     )
 
 
-def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int | None]]:
+def recipes(only: str, part: str = "1/1", grid_filter: str = "") -> list[tuple[str, float | None, int | None]]:
     """The runs ``--only`` names (a comma list), and of those the share ``part`` ("K/N": every N-th from
-    the K-th), so that N processes on N cores can split one measurement."""
+    the K-th), so that N processes on N cores can split one measurement. ``grid_filter`` ("3e-4x3,1e-4x10")
+    keeps only those grid recipes."""
     out: list[tuple[str, float | None, int | None]] = []
     wanted = set(only.split(","))
     if "all" in wanted:
@@ -75,6 +78,9 @@ def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int |
         # the likely best first, so that a partial grid on a slow machine still answers the question
         likely = (1e-4, 3e-4, 3e-5, 1e-5)
         grid = [(lr, ep) for pair in zip(likely[::2], likely[1::2]) for ep in EPOCHS[::-1] for lr in pair]
+        if grid_filter:
+            keep = {(float(lr), int(ep)) for lr, ep in (item.split("x") for item in grid_filter.split(","))}
+            grid = [(lr, ep) for lr, ep in grid if (lr, ep) in keep]
         out += [(f"lr {lr:g} x {ep} epochs", lr, ep) for lr, ep in grid]
     k, n = (int(x) for x in part.split("/"))
     return out[k - 1 :: n]
@@ -218,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="debian,wordnet,fortunes")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
     ap.add_argument("--only", default="all", help="a comma list of: all, defaults, grid, schedules, none")
+    ap.add_argument("--recipes", default="", help="only these grid recipes, e.g. 3e-4x3,1e-4x10 (LRxEPOCHS)")
     ap.add_argument("--part", default="1/1", help="K/N: only every N-th of those runs from the K-th (parallel parts)")
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_sets(Path(args.data), args.sets.split(","))
     rows = []
     for set_name, path in paths.items():
-        runs = [(label, lr, epochs, None) for label, lr, epochs in recipes(args.only, args.part)]
+        runs = [(label, lr, epochs, None) for label, lr, epochs in recipes(args.only, args.part, args.recipes)]
         k, n = (int(x) for x in args.part.split("/"))
         variants = [parse_variant(v) for v in args.variant][k - 1 :: n]
         runs += [(label, None, None, overrides) for label, overrides in variants]
