@@ -48,7 +48,7 @@ VAL_FRACTION = 0.25
 SEED = 42
 
 
-def base_config(data_path: Path, device: str):
+def base_config(data_path: Path, device: str, seed: int = SEED):
     from tunedesk.engine.catalog import demo_model_path
     from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
 
@@ -57,7 +57,7 @@ def base_config(data_path: Path, device: str):
         model=ModelSpec(str(demo_model_path()), source="hf"),
         data=DataSpec(kind="text_table", path=str(data_path), val_fraction=VAL_FRACTION),
         device=device,
-        seed=SEED,
+        seed=seed,
     )
 
 
@@ -108,11 +108,12 @@ def run_one(
     epochs: int | None,
     device: str,
     overrides: dict | None = None,
+    seed: int = SEED,
 ) -> dict:
     from tunedesk.engine.run.runner import execute
     from tunedesk.engine.store import RunStore
 
-    cfg = base_config(data_path, device)
+    cfg = base_config(data_path, device, seed)
     if label == "defaults, cosine over budget":
         cfg.hparams.schedule = "cosine"
     for key, value in (overrides or {}).items():
@@ -138,6 +139,7 @@ def run_one(
     return {
         "set": set_name,
         "recipe": label,
+        "seed": seed,
         "lr": resolved.get("learning_rate", lr),
         "head_lr": resolved.get("head_learning_rate"),
         "epochs_run": epochs_run,
@@ -170,10 +172,16 @@ def what_if(row: dict, patience: int) -> tuple[int, float, float] | None:
     return stop, max(curve[:stop]), row["cpu_s"] * stop / len(curve)
 
 
+def _set_key(row: dict) -> str:
+    """Runs on another split (``--seed``) are summarised apart: "fortunes, seed 7"."""
+    seed = row.get("seed", SEED)
+    return row["set"] if seed == SEED else f"{row['set']}, seed {seed}"
+
+
 def report(rows: list[dict]) -> dict:
     summary = {}
-    for set_name in sorted({r["set"] for r in rows}):
-        mine = [r for r in rows if r["set"] == set_name]
+    for set_name in sorted({_set_key(r) for r in rows}):
+        mine = [r for r in rows if _set_key(r) == set_name]
         grid = [r for r in mine if r["recipe"].startswith("lr ") and r["best_val_accuracy"] is not None]
         defaults = [r for r in mine if r["recipe"] == "defaults"]
         print(f"\n{set_name}")
@@ -229,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=SEED, help="the split's and the run's seed (another split: robustness)")
     ap.add_argument("--report", nargs="+", metavar="JSONL", help="only summarise these results files")
     ap.add_argument(
         "--variant",
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = [parse_variant(v) for v in args.variant][k - 1 :: n]
         runs += [(label, None, None, overrides) for label, overrides in variants]
         for label, lr, epochs, overrides in runs:
-            row = run_one(set_name, path, label, lr, epochs, args.device, overrides)
+            row = run_one(set_name, path, label, lr, epochs, args.device, overrides, args.seed)
             rows.append(row)
             with open(results, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
