@@ -223,6 +223,22 @@ def report(rows: list[dict]) -> dict:
                 if w is not None:
                     print(f"  what if patience {p}: {w[0]} epochs, best {w[1]:.3f}, about {w[2]:.0f} CPU s")
                     entry[f"patience_{p}"] = {"epochs": w[0], "accuracy": w[1], "cpu_s": round(w[2], 1)}
+        if grid:
+            # every candidate (the defaults and each variant, its last run) against the same best recipe
+            candidates = {r["recipe"]: r for r in mine if not r["recipe"].startswith("lr ")}
+            verdicts = {}
+            for label, r in sorted(candidates.items()):
+                if r["best_val_accuracy"] is None:
+                    continue
+                gap = 100 * (best["best_val_accuracy"] - r["best_val_accuracy"])
+                ratio = r["cpu_s"] / max(best["cpu_s"], 1e-9)
+                met = gap <= 1.0 + 1e-9 and ratio <= 1.0
+                verdicts[label] = {"gap_points": round(gap, 1), "cpu_ratio": round(ratio, 2), "met": met}
+                print(
+                    f"  {label:<34} {gap:+5.1f} points, {ratio:.2f}x the best recipe's CPU s: "
+                    f"{'met' if met else 'not met'}"
+                )
+            entry["candidates"] = verdicts
         summary[set_name] = entry
     return summary
 
