@@ -14,6 +14,8 @@ line last.
     python benchmarks/default_quality.py                       # everything (hours on 2 CPU cores)
     python benchmarks/default_quality.py --sets debian --only grid --results /tmp/grid.jsonl
     python benchmarks/default_quality.py --report /tmp/grid.jsonl /tmp/defaults.jsonl
+    # one grid recipe only (LRxEPOCHS, a comma list)
+    python benchmarks/default_quality.py --sets fortunes --only grid --recipes 3e-4x3
     # a candidate default beside the real one: the defaults with some hyperparameters changed
     python benchmarks/default_quality.py --only none --variant "short cosine:auto_min_steps=100,schedule=cosine"
     # two cores, two processes of one thread each, one results file:
@@ -46,7 +48,7 @@ VAL_FRACTION = 0.25
 SEED = 42
 
 
-def base_config(data_path: Path, device: str):
+def base_config(data_path: Path, device: str, seed: int = SEED):
     from tunedesk.engine.catalog import demo_model_path
     from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
 
@@ -55,13 +57,14 @@ def base_config(data_path: Path, device: str):
         model=ModelSpec(str(demo_model_path()), source="hf"),
         data=DataSpec(kind="text_table", path=str(data_path), val_fraction=VAL_FRACTION),
         device=device,
-        seed=SEED,
+        seed=seed,
     )
 
 
-def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int | None]]:
+def recipes(only: str, part: str = "1/1", grid_filter: str = "") -> list[tuple[str, float | None, int | None]]:
     """The runs ``--only`` names (a comma list), and of those the share ``part`` ("K/N": every N-th from
-    the K-th), so that N processes on N cores can split one measurement."""
+    the K-th), so that N processes on N cores can split one measurement. ``grid_filter`` ("3e-4x3,1e-4x10")
+    keeps only those grid recipes."""
     out: list[tuple[str, float | None, int | None]] = []
     wanted = set(only.split(","))
     if "all" in wanted:
@@ -75,6 +78,9 @@ def recipes(only: str, part: str = "1/1") -> list[tuple[str, float | None, int |
         # the likely best first, so that a partial grid on a slow machine still answers the question
         likely = (1e-4, 3e-4, 3e-5, 1e-5)
         grid = [(lr, ep) for pair in zip(likely[::2], likely[1::2]) for ep in EPOCHS[::-1] for lr in pair]
+        if grid_filter:
+            keep = {(float(lr), int(ep)) for lr, ep in (item.split("x") for item in grid_filter.split(","))}
+            grid = [(lr, ep) for lr, ep in grid if (lr, ep) in keep]
         out += [(f"lr {lr:g} x {ep} epochs", lr, ep) for lr, ep in grid]
     k, n = (int(x) for x in part.split("/"))
     return out[k - 1 :: n]
@@ -102,11 +108,12 @@ def run_one(
     epochs: int | None,
     device: str,
     overrides: dict | None = None,
+    seed: int = SEED,
 ) -> dict:
     from tunedesk.engine.run.runner import execute
     from tunedesk.engine.store import RunStore
 
-    cfg = base_config(data_path, device)
+    cfg = base_config(data_path, device, seed)
     if label == "defaults, cosine over budget":
         cfg.hparams.schedule = "cosine"
     for key, value in (overrides or {}).items():
@@ -132,6 +139,7 @@ def run_one(
     return {
         "set": set_name,
         "recipe": label,
+        "seed": seed,
         "lr": resolved.get("learning_rate", lr),
         "head_lr": resolved.get("head_learning_rate"),
         "epochs_run": epochs_run,
@@ -164,10 +172,16 @@ def what_if(row: dict, patience: int) -> tuple[int, float, float] | None:
     return stop, max(curve[:stop]), row["cpu_s"] * stop / len(curve)
 
 
+def _set_key(row: dict) -> str:
+    """Runs on another split (``--seed``) are summarised apart: "fortunes, seed 7"."""
+    seed = row.get("seed", SEED)
+    return row["set"] if seed == SEED else f"{row['set']}, seed {seed}"
+
+
 def report(rows: list[dict]) -> dict:
     summary = {}
-    for set_name in sorted({r["set"] for r in rows}):
-        mine = [r for r in rows if r["set"] == set_name]
+    for set_name in sorted({_set_key(r) for r in rows}):
+        mine = [r for r in rows if _set_key(r) == set_name]
         grid = [r for r in mine if r["recipe"].startswith("lr ") and r["best_val_accuracy"] is not None]
         defaults = [r for r in mine if r["recipe"] == "defaults"]
         print(f"\n{set_name}")
@@ -209,6 +223,22 @@ def report(rows: list[dict]) -> dict:
                 if w is not None:
                     print(f"  what if patience {p}: {w[0]} epochs, best {w[1]:.3f}, about {w[2]:.0f} CPU s")
                     entry[f"patience_{p}"] = {"epochs": w[0], "accuracy": w[1], "cpu_s": round(w[2], 1)}
+        if grid:
+            # every candidate (the defaults and each variant, its last run) against the same best recipe
+            candidates = {r["recipe"]: r for r in mine if not r["recipe"].startswith("lr ")}
+            verdicts = {}
+            for label, r in sorted(candidates.items()):
+                if r["best_val_accuracy"] is None:
+                    continue
+                gap = 100 * (best["best_val_accuracy"] - r["best_val_accuracy"])
+                ratio = r["cpu_s"] / max(best["cpu_s"], 1e-9)
+                met = gap <= 1.0 + 1e-9 and ratio <= 1.0
+                verdicts[label] = {"gap_points": round(gap, 1), "cpu_ratio": round(ratio, 2), "met": met}
+                print(
+                    f"  {label:<34} {gap:+5.1f} points, {ratio:.2f}x the best recipe's CPU s: "
+                    f"{'met' if met else 'not met'}"
+                )
+            entry["candidates"] = verdicts
         summary[set_name] = entry
     return summary
 
@@ -218,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="debian,wordnet,fortunes")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tunedesk-calibration"))
     ap.add_argument("--only", default="all", help="a comma list of: all, defaults, grid, schedules, none")
+    ap.add_argument("--recipes", default="", help="only these grid recipes, e.g. 3e-4x3,1e-4x10 (LRxEPOCHS)")
     ap.add_argument("--part", default="1/1", help="K/N: only every N-th of those runs from the K-th (parallel parts)")
     ap.add_argument("--results", help="append each run as a JSON line to this file (default: a temporary file)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=SEED, help="the split's and the run's seed (another split: robustness)")
     ap.add_argument("--report", nargs="+", metavar="JSONL", help="only summarise these results files")
     ap.add_argument(
         "--variant",
@@ -247,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_sets(Path(args.data), args.sets.split(","))
     rows = []
     for set_name, path in paths.items():
-        runs = [(label, lr, epochs, None) for label, lr, epochs in recipes(args.only, args.part)]
+        runs = [(label, lr, epochs, None) for label, lr, epochs in recipes(args.only, args.part, args.recipes)]
         k, n = (int(x) for x in args.part.split("/"))
         variants = [parse_variant(v) for v in args.variant][k - 1 :: n]
         runs += [(label, None, None, overrides) for label, overrides in variants]
         for label, lr, epochs, overrides in runs:
-            row = run_one(set_name, path, label, lr, epochs, args.device, overrides)
+            row = run_one(set_name, path, label, lr, epochs, args.device, overrides, args.seed)
             rows.append(row)
             with open(results, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
