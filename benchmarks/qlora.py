@@ -54,8 +54,9 @@ def emit(row: dict) -> dict:
     return row
 
 
-def build_model(folder: Path, tiny: bool, device: str) -> Path:
-    """An 8B-shaped Llama with random bf16 weights (made on the GPU, seconds), saved once."""
+def build_model(folder: Path, tiny: bool, device: str, layers: int | None = None) -> Path:
+    """An 8B-shaped Llama with random bf16 weights (made on the GPU, seconds), saved once. ``layers``:
+    fewer (or more) decoder layers of the same shape."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tests.fixtures.causal_lm import word_tokenizer
@@ -74,6 +75,8 @@ def build_model(folder: Path, tiny: bool, device: str) -> Path:
             num_key_value_heads=8,
         )
     )
+    if layers is not None:
+        size["num_hidden_layers"] = layers
     config = LlamaConfig(
         vocab_size=128256,
         max_position_embeddings=8192,

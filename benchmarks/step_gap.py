@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
@@ -118,6 +119,28 @@ def plain_window(step_fn: Any, start: int, steps: int) -> Window:
     return w
 
 
+def plain_step(loss_of: Any, params: list[torch.Tensor], lr: float, device: torch.device, clip: bool) -> Any:
+    """One hand-written step (autocast in bf16 on a GPU, fused AdamW, optional clipping) and a host read
+    of the summed loss, as the engine's steps are logged in the window (one host read each)."""
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=cuda)
+    dtype = torch.bfloat16 if cuda else None
+    loss_sum = torch.zeros((), device=device)
+
+    def step(_i: int) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = loss_of()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum.add_(loss.detach())
+        float(loss_sum)
+
+    return step
+
+
 # ---- cases -------------------------------------------------------------------------------------------
 
 
@@ -126,7 +149,7 @@ def case_lm(args: argparse.Namespace) -> tuple[Window, Window]:
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    model_dir = build_llama(args.work / f"llama-{args.layers}l", args.layers, args.small, args.device)
+    model_dir = qlora.build_model(args.work / f"llama-{args.layers}l", args.small, args.device, layers=args.layers)
     seq = args.seq or (64 if args.small else 2048)
     steps_total = args.start + args.steps + 2
     corpus = qlora.write_corpus(args.work / f"corpus-{seq}.txt", int(args.batch * seq * (steps_total + 4) * 1.15))
@@ -156,57 +179,10 @@ def case_lm(args: argparse.Namespace) -> tuple[Window, Window]:
     )
     model = get_peft_model(model, lcfg).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=qlora.LR, weight_decay=0.01, fused=cuda)
     ids = torch.randint(0, 1000, (args.batch, seq), device=dev)
-    dtype = torch.bfloat16 if cuda else None
-    loss_sum = torch.zeros((), device=dev)
     model.train()
-
-    def step(i: int) -> None:
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum.add_(loss.detach())
-        float(loss_sum)  # the engine's steps are logged (one host read) each step in the window too
-
+    step = plain_step(lambda: model(input_ids=ids, labels=ids).loss, params, qlora.LR, dev, clip=True)
     return eng, plain_window(step, args.start, args.steps)
-
-
-def build_llama(folder: Path, layers: int, small: bool, device: str) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tests.fixtures.causal_lm import word_tokenizer
-
-    if (folder / "config.json").is_file():
-        return folder
-    tok = word_tokenizer()
-    size = (
-        dict(hidden_size=64, intermediate_size=224, num_attention_heads=4, num_key_value_heads=2, vocab_size=1024)
-        if small
-        else dict(
-            hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256
-        )
-    )
-    config = LlamaConfig(
-        num_hidden_layers=layers,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-        dtype="bfloat16",
-        **size,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def text_config(args: argparse.Namespace, preset: str, **hp: Any) -> Any:
@@ -236,27 +212,15 @@ def case_bert(args: argparse.Namespace) -> tuple[Window, Window]:
     config, model_dir = text_config(args, "all")
     eng = engine_window(config, args.work / "home-bert", args.start, args.steps)
     dev = torch.device(args.device)
-    cuda = dev.type == "cuda"
     cfg = BertConfig.from_pretrained(str(model_dir))
     cfg.num_labels = 4
     m = BertForSequenceClassification(cfg).to(dev)
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-5, fused=cuda)
     bs = config.hparams.batch_size if isinstance(config.hparams.batch_size, int) else 64
     ids = torch.randint(0, cfg.vocab_size, (bs, 128), device=dev)
     att = torch.ones_like(ids)
     y = torch.randint(0, 4, (bs,), device=dev)
-    loss_sum = torch.zeros((), device=dev)
-    dtype = torch.bfloat16 if cuda else None
-
-    def step(i: int) -> None:
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = m(input_ids=ids, attention_mask=att, labels=y).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum.add_(loss.detach())
-        float(loss_sum)
-
+    loss_of = lambda: m(input_ids=ids, attention_mask=att, labels=y).loss  # noqa: E731
+    step = plain_step(loss_of, list(m.parameters()), 2e-5, dev, clip=False)
     return eng, plain_window(step, args.start, args.steps)
 
 
@@ -264,24 +228,11 @@ def case_head(args: argparse.Namespace) -> tuple[Window, Window]:
     config, _ = text_config(args, "head_only", batch_size=256, epochs=3)
     eng = engine_window(config, args.work / "home-head", args.start, args.steps)
     dev = torch.device(args.device)
-    cuda = dev.type == "cuda"
     hidden = 64 if args.small else 768
     head = torch.nn.Linear(hidden, 4).to(dev)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, fused=cuda)
     feats = torch.randn(256, hidden, device=dev)
     y = torch.randint(0, 4, (256,), device=dev)
-    loss_sum = torch.zeros((), device=dev)
-    dtype = torch.bfloat16 if cuda else None
-
-    def step(i: int) -> None:
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(head(feats), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum.add_(loss.detach())
-        float(loss_sum)
-
+    step = plain_step(lambda: F.cross_entropy(head(feats), y), list(head.parameters()), 1e-3, dev, clip=False)
     return eng, plain_window(step, args.start, args.steps)
 
 
