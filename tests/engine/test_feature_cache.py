@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from tests.fixtures.data import tiny_text_config
+from tests.fixtures.data import resnet18_last_stage_config, tiny_text_config
 
 
 def _run(config):
@@ -44,25 +44,8 @@ def test_text_training_from_the_cache_matches_training_without_it(home, no_dropo
 
 
 def test_image_training_from_the_cache_matches_training_without_it(home, image_folder, tmp_path):
-    import torchvision
-
-    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
-
-    torch.manual_seed(0)
-    torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
-
-    def config(cache: bool) -> RunConfig:
-        return RunConfig(
-            task="image_classification",
-            model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
-            data=DataSpec(kind="image_folder", path=str(image_folder)),
-            freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
-            hparams=HyperParams(
-                epochs=2, batch_size=8, image_size=32, learning_rate=1e-3, augment=False, feature_cache=cache
-            ),
-            device="cpu",
-            seed=0,
-        )
+    def config(cache: bool):
+        return resnet18_last_stage_config(image_folder, tmp_path, feature_cache=cache)
 
     plain, _ = _run(config(False))
     cached, logs = _run(config(True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.fixtures.data import tiny_text_config
+from tests.fixtures.data import resnet18_last_stage_config, tiny_text_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -190,8 +190,6 @@ def test_cuda_qlora_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(tmp_
     pytest.importorskip("bitsandbytes")
     from tests.fixtures.causal_lm import lm_config, save_tiny_llama, word_tokenizer, write_chat
     from tunedesk.engine.lm import lora
-    from tunedesk.engine.run.events import Control
-    from tunedesk.engine.run.runner import execute, open_store, resume
 
     model = save_tiny_llama(tmp_path / "llama", word_tokenizer(), layers=2, hidden=64)
     data = write_chat(tmp_path / "chat.jsonl", 64)
@@ -199,12 +197,21 @@ def test_cuda_qlora_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(tmp_
     config.freeze = lora.preset_spec("lora_all_linear", rank=8, alpha=16, dropout=0.0)
     config.freeze.lora.base_bits = 4
     config.device, config.precision = "cuda", "bf16"
-    home = tmp_path / "home"
+    ref, res = _losses_stopped_and_resumed(config, tmp_path / "home", stop_at=3)
+    later = [s for s in ref if s > 3]
+    assert later
+    for s in later:
+        assert res[s] == pytest.approx(ref[s], rel=0.02, abs=1e-3), (s, res[s], ref[s])
+
+
+def _losses_stopped_and_resumed(config, home, stop_at: int) -> tuple[dict[int, float], dict[int, float]]:
+    """The logged loss per step of a whole run, and of the same run stopped at ``stop_at`` and resumed."""
+    from tunedesk.engine.run.events import Control
+    from tunedesk.engine.run.runner import execute, open_store, resume
+
     reference = execute(config, home=home)
     assert reference.status == "completed", (reference.reason, reference.hint)
-
     control = Control()
-    stop_at = 3
 
     def stopper(event) -> None:
         if event.kind == "StepLogged" and event.step == stop_at:
@@ -218,10 +225,7 @@ def test_cuda_qlora_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(tmp_
         ref = {r["step"]: r["loss"] for r in store.step_metrics(reference.run_id)}
         res = {r["step"]: r["loss"] for r in store.step_metrics(stopped.run_id)}
     assert sorted(res) == sorted(ref)
-    later = [s for s in ref if s > stop_at]
-    assert later
-    for s in later:
-        assert res[s] == pytest.approx(ref[s], rel=0.02, abs=1e-3), (s, res[s], ref[s])
+    return ref, res
 
 
 def _graph_runs(config_for):
@@ -256,26 +260,10 @@ def test_cuda_graph_steps_train_a_head_from_cached_features_like_eager_steps(hom
 
 
 def test_cuda_graph_steps_train_an_image_models_last_stage_from_cached_activations(home, image_folder, tmp_path):
-    import torchvision
-
-    from tunedesk.engine.config import DataSpec, FreezeSpec, HyperParams, ModelSpec, RunConfig
-
-    torch.manual_seed(0)
-    torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), tmp_path / "r18.pth")
-
-    def config(graph: bool) -> RunConfig:
-        return RunConfig(
-            task="image_classification",
-            model=ModelSpec("resnet18", source="torchvision", weights=str(tmp_path / "r18.pth")),
-            data=DataSpec(kind="image_folder", path=str(image_folder)),
-            freeze=FreezeSpec(preset="last_n_blocks", last_n=1),
-            hparams=HyperParams(
-                epochs=3, batch_size=8, image_size=32, learning_rate=1e-3, augment=False, cuda_graph=graph
-            ),
-            device="cuda",
-            precision="fp32",
-            seed=0,
-        )
+    def config(graph: bool):
+        c = resnet18_last_stage_config(image_folder, tmp_path, epochs=3, cuda_graph=graph)
+        c.device, c.precision = "cuda", "fp32"
+        return c
 
     graphed, logs, eager = _graph_runs(config)
     assert any(m.startswith("one CUDA graph per step: the trained part") for m in logs), logs
@@ -287,28 +275,9 @@ def test_cuda_graph_steps_train_an_image_models_last_stage_from_cached_activatio
 def test_cuda_graph_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(home, no_dropout_bert, text_csv):
     """The graph lives in the process; the checkpoint is the optimizer's ordinary state (plain learning
     rates, no graph): a resumed run captures a new graph and follows the run that was never stopped."""
-    from tunedesk.engine.run.events import Control
-    from tunedesk.engine.run.runner import execute, open_store, resume
-
     config = tiny_text_config(no_dropout_bert, text_csv, epochs=3, batch_size=8, log_every=1, schedule="cosine")
     config.freeze.preset = "head_only"
     config.device, config.precision = "cuda", "fp32"
-    reference = execute(config, home=home)
-    assert reference.status == "completed", reference.reason
-    control = Control()
-    stop_at = 7
-
-    def stopper(event) -> None:
-        if event.kind == "StepLogged" and event.step == stop_at:
-            control.request_stop("test stop")
-
-    stopped = execute(config, home=home, listeners=[stopper], control=control)
-    assert stopped.status == "stopped", stopped.reason
-    resumed = resume(stopped.run_id, home=home)
-    assert resumed.status == "completed", resumed.reason
-    with open_store(home) as store:
-        ref = {r["step"]: r["loss"] for r in store.step_metrics(reference.run_id)}
-        res = {r["step"]: r["loss"] for r in store.step_metrics(stopped.run_id)}
-    assert sorted(res) == sorted(ref)
+    ref, res = _losses_stopped_and_resumed(config, home, stop_at=7)
     for s in ref:
         assert res[s] == pytest.approx(ref[s], rel=1e-3, abs=1e-5), (s, res[s], ref[s])
