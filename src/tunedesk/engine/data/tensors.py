@@ -18,6 +18,12 @@ import numpy as np
 import torch
 
 
+def batch_width(lengths: torch.Tensor, idx: list[int], multiple: int, width: int) -> int:
+    """The padded length of a batch: its longest text rounded up to ``multiple``, at most ``width``."""
+    longest = int(lengths[idx].max())
+    return min(-(-longest // multiple) * multiple, width)
+
+
 class TokenTensors(torch.utils.data.Dataset):
     def __init__(self, encodings: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int = 0) -> None:
         lengths = np.fromiter((len(ids) for ids in encodings["input_ids"]), dtype=np.int64)
@@ -50,9 +56,8 @@ class TokenTensors(torch.utils.data.Dataset):
         batch's longest text, rounded up to a ``multiple`` (within the stored width). ``index`` is ``idx``
         as a tensor on the stored tensors' device. The cut comes first, so the gather reads and writes only
         the batch's own width and its result is contiguous."""
-        longest = int(self.lengths[idx].max())
-        width = next(iter(self.tensors.values())).shape[1] if self.tensors else longest
-        longest = min(-(-longest // multiple) * multiple, width)
+        width = next(iter(self.tensors.values())).shape[1] if self.tensors else 1
+        longest = batch_width(self.lengths, idx, multiple, width)
         out = {k: stored[k][:, :longest].index_select(0, index) for k in self.tensors}
         out["labels"] = stored["labels"].index_select(0, index)
         return out

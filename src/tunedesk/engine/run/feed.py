@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from tunedesk.engine.config import AUTO_BATCH
-from tunedesk.engine.data.tensors import ImageFiles, TokenTensors
+from tunedesk.engine.data.tensors import ImageFiles, TokenTensors, batch_width
 from tunedesk.engine.devices import input_workers
 from tunedesk.engine.run import feature_cache as fc
 
@@ -253,7 +253,7 @@ def feature_source(
             index = _index(idx, device)
         source = stored
         if lengths is not None:  # texts: cut to the batch's longest first, so the gather copies only that
-            longest = min(-(-int(lengths[idx].max()) // multiple) * multiple, int(stored.shape[1]))
+            longest = batch_width(lengths, idx, multiple, int(stored.shape[1]))
             source = stored[:, :longest]
         if on_device:
             feats = source.index_select(0, index)

@@ -56,7 +56,6 @@ class GraphedStep:
         self.lr_values: list[float] = []
         self.seen = 0
         self.disabled = False
-        self.replays = 0
 
     @staticmethod
     def reason_not(
@@ -104,7 +103,6 @@ class GraphedStep:
                 self.lr_values[i] = value
         assert self.graph is not None and self.static_loss is not None
         self.graph.replay()
-        self.replays += 1
         return self.static_loss
 
     def _fits(self, batch: dict[str, torch.Tensor]) -> bool:
