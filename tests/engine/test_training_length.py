@@ -130,18 +130,18 @@ def test_patience_stops_a_run_and_the_best_weights_are_kept(home, tiny_bert_dir,
     checkpoint holds the weights of epoch 2, not the last ones."""
     from safetensors.torch import load_file
 
-    from tunedesk.engine.run import training
+    from tunedesk.engine.run import evaluation
     from tunedesk.engine.run.runner import execute, open_store, prepare
 
     scores = iter([0.5, 0.75, 0.7, 0.75, 0.9, 0.9, 0.9, 0.9])
-    real_evaluate = training.Trainer.evaluate
+    real_evaluate = evaluation.Validator.evaluate
 
     def scripted(self, model, loader, autocast_dtype):
         metrics, confusion, per_class = real_evaluate(self, model, loader, autocast_dtype)
         metrics["val_accuracy"] = next(scores)
         return metrics, confusion, per_class
 
-    monkeypatch.setattr(training.Trainer, "evaluate", scripted)
+    monkeypatch.setattr(evaluation.Validator, "evaluate", scripted)
     config = _auto_config(tiny_bert_dir, text_csv, patience=2)
     prep = prepare(config)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}

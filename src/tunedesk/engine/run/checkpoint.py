@@ -458,3 +458,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> N
     optimizer.load_state_dict(saved)
     for group, flags in zip(optimizer.param_groups, own):
         group.update(flags)
+
+
+def saved_batch(folder: Path) -> tuple[int, int] | None:
+    """The (batch size, accumulation) a checkpoint was written with, if it says (None: unreadable or older)."""
+    try:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["state"]
+    except Exception:  # noqa: BLE001 - load_checkpoint reports an unreadable checkpoint properly
+        return None
+    if state.get("batch_size") and state.get("grad_accum_steps"):
+        return int(state["batch_size"]), int(state["grad_accum_steps"])
+    return None

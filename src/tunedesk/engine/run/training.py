@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable, Sized
+from collections.abc import Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +23,15 @@ from tunedesk.engine.devices import input_workers, select_device, select_precisi
 from tunedesk.engine.errors import ConfigError, TuneDeskError, os_error
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.run.batching import BatchChoice, choose_batch
-from tunedesk.engine.run.checkpoint import BaseWeights, CheckpointState, CheckpointWriter, load_checkpoint, recover
+from tunedesk.engine.run.checkpoint import (
+    BaseWeights,
+    CheckpointState,
+    CheckpointWriter,
+    load_checkpoint,
+    recover,
+    saved_batch,
+)
+from tunedesk.engine.run.evaluation import Validator
 from tunedesk.engine.run.events import (
     CheckpointSaved,
     Control,
@@ -207,7 +215,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
         if self.resume_from is not None:  # a run that halved its batch after running out of memory goes on so
-            saved = _saved_batch(self.resume_from)
+            saved = saved_batch(self.resume_from)
             if saved is not None:
                 self.batch_size, self.grad_accum = saved
         world = self.dist.world_size if self.dist else 1
@@ -287,8 +295,9 @@ class Trainer:
         train_loader = self.feed.train_batches(sampler)
         trainable_params = [p for g in groups for p in g["params"]]
         graphed = self._graphed_step(optimizer, trainable_params, train_model, precision, autocast_dtype)
-        self.val_batch = max(self.batch_size, 32)
-        self._val_loader: Iterable[dict[str, Any]] | None = None
+        validate = Validator(
+            self.task, self.feed, self.device, self.data.label_names, self.batch_size, lambda m: self._log("warning", m)
+        )
 
         step = state.step
         best = state.best_metric
@@ -465,7 +474,7 @@ class Trainer:
 
             # ---- end of epoch: validation, best and last checkpoints (not counted in samples/s) ----
             t_eval0 = time.perf_counter()
-            metrics, confusion, per_class = self._evaluate_fitting(model, autocast_dtype)
+            metrics, confusion, per_class = validate(model, autocast_dtype)
             metrics["epoch"] = epoch + 1
             key = self.task.primary_metric
             value = metrics.get(key)
@@ -553,47 +562,3 @@ class Trainer:
             buffers=list(train_model.buffers()),
             say=lambda m: self._log("info", m),
         )
-
-    def _evaluate_fitting(
-        self, model: nn.Module, autocast_dtype: torch.dtype | None
-    ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
-        """Evaluate, halving the validation batch while it runs out of GPU memory."""
-        while True:
-            if self._val_loader is None:
-                self._val_loader = self.feed.val_batches(self.val_batch)
-            try:
-                return self.evaluate(model, self._val_loader, autocast_dtype)
-            except torch.OutOfMemoryError:
-                if self.val_batch <= 1:
-                    raise
-                self._free_cuda()
-                self.val_batch //= 2
-                self._val_loader = None
-                self._log("warning", f"out of GPU memory while validating: continuing with batches of {self.val_batch}")
-
-    def evaluate(
-        self, model: nn.Module, loader: Iterable[dict[str, Any]], autocast_dtype: torch.dtype | None
-    ) -> tuple[dict[str, float], list[list[int]], dict[str, dict[str, float]]]:
-        model.eval()
-        state = self.task.new_eval_state(len(self.data.label_names), self.device)
-        with torch.inference_mode():
-            for batch in loader:
-                batch = self.feed.to_device(batch)
-                with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = self.feed.forward(model, batch)
-                    loss = self.task.loss(logits, batch)
-                state.update(logits, batch["labels"], loss)
-        return state.compute(self.data.label_names)
-
-
-def _saved_batch(folder: Path) -> tuple[int, int] | None:
-    """The (batch size, accumulation) a checkpoint was written with, if it says."""
-    from tunedesk.engine.run.checkpoint import STATE_FILE
-
-    try:
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["state"]
-    except Exception:  # noqa: BLE001 - load_checkpoint reports an unreadable checkpoint properly
-        return None
-    if state.get("batch_size") and state.get("grad_accum_steps"):
-        return int(state["batch_size"]), int(state["grad_accum_steps"])
-    return None
