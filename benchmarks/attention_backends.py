@@ -66,8 +66,14 @@ def batches(kind: str, bs: int, seq: int, vocab: int, device: str, n: int) -> li
     return out
 
 
-def run_case(model: torch.nn.Module, data: list[dict], ctx: Callable[[], AbstractContextManager], device: str,
-             warm: int, steps: int) -> float:
+def run_case(
+    model: torch.nn.Module,
+    data: list[dict],
+    ctx: Callable[[], AbstractContextManager],
+    device: str,
+    warm: int,
+    steps: int,
+) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=device == "cuda")
     dtype = torch.bfloat16
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -112,8 +118,14 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     if args.small:
-        cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                         num_labels=4, vocab_size=3000)
+        cfg = BertConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            num_labels=4,
+            vocab_size=3000,
+        )
         bs, seq, steps, warm = 8, 40, 4, 2
     else:
         cfg = BertConfig(num_labels=4)  # BERT-base

@@ -75,6 +75,8 @@ def compare(engine: dict, plain: dict) -> list[dict]:
 class Window:
     """Opens the profiler when step START is logged and closes it STEPS logged steps later."""
 
+    profiled = True  # --no-profile: wall time only (the profiler slows the host, which both loops wait on)
+
     def __init__(self, start: int, steps: int) -> None:
         self.start, self.steps = start, steps
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -88,12 +90,14 @@ class Window:
     def at(self, step: int) -> None:
         if step == self.start:
             self._sync()
-            self.prof.start()
+            if self.profiled:
+                self.prof.start()
             self.t0 = time.perf_counter()
         elif step == self.start + self.steps and self.t0:
             self._sync()
             self.t1 = time.perf_counter()
-            self.prof.stop()
+            if self.profiled:
+                self.prof.stop()
 
     def listener(self, event: Any) -> None:
         if event.kind == "StepLogged":
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, default=0)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--no-ckpt", action="store_true", help="lm: without gradient checkpointing")
+    ap.add_argument("--no-profile", action="store_true", help="wall ms per step only, without the profiler")
     ap.add_argument("--start", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--work", type=Path, default=Path("/tmp/tunedesk-step-gap"))
@@ -252,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    Window.profiled = not args.no_profile
     eng, plain = {"lm": case_lm, "bert": case_bert, "head": case_head}[args.case](args)
+    if args.no_profile:
+        e_ms, p_ms = (1000 * (w.t1 - w.t0) / args.steps for w in (eng, plain))
+        line = {"benchmark": "step_gap", "case": args.case, "device": args.device, "profiled": False}
+        line.update(engine_ms_per_step=round(e_ms, 2), plain_ms_per_step=round(p_ms, 2))
+        print(json.dumps({**line, "wall_ratio": round(p_ms / e_ms, 3)}))
+        return 0
     e = anatomy(eng.prof, args.steps, eng.t1 - eng.t0, args.out, f"{args.case}-engine")
     p = anatomy(plain.prof, args.steps, plain.t1 - plain.t0, args.out, f"{args.case}-plain")
     diff = compare(e, p)
