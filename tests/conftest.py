@@ -17,6 +17,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _auto_precision_is_fp32_on_the_cpu(request, monkeypatch) -> None:
+    """``precision = "auto"`` picks bf16 on a CPU with native bf16 (engine.devices.cpu_has_bf16). The tests'
+    tiny random models and their accuracy thresholds are about the engine's logic, so they run as on a CPU
+    without it, whatever CPU runs them; tests marked ``native_bf16`` see the real answer (or patch it)."""
+    if request.node.get_closest_marker("native_bf16") is None:
+        monkeypatch.setattr("tunedesk.engine.devices.cpu_has_bf16", lambda: False)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A private TUNEDESK_HOME: everything TuneDesk writes goes under it."""

@@ -52,7 +52,7 @@ _HINTS = {
     "hparams.checkpoint_every_steps": "leave it empty to checkpoint by time (checkpoint_every_minutes)",
     "hparams.num_workers": "0 loads data in the training process; 2 to 8 use worker processes",
     "hparams.sample_max_new_tokens": "48 tokens are enough to read the tone of a reply",
-    "precision": "auto picks bf16 or fp16 on a GPU and fp32 on the CPU",
+    "precision": "auto picks bf16 or fp16 on a GPU, bf16 on a CPU with native bf16 (AVX-512 BF16, AMX) and fp32 on other CPUs",
     "device": "auto uses the GPU when there is one, else the CPU",
     "seed": "any whole number such as 42",
     "version": "update TuneDesk",

@@ -81,14 +81,40 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX). There bf16 autocast
+    trains faster than fp32 (the bundled MiniLM on real text: 0.71-0.85x the CPU time, ResNet-18 steps
+    1.6-1.8x faster, the same accuracy: docs/benchmarks.md); elsewhere bf16 is emulated and slower."""
+    import torch
+
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # private, so looked up with care
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that fails means "not known to have it"
+            continue
+    return False
+
+
+def auto_precision(device_type: str) -> str:
+    """What ``auto`` means on this kind of device: bf16 on GPUs that have it (else fp16), bf16 on CPUs
+    with native bf16 (else fp32), fp32 elsewhere (Apple MPS)."""
+    import torch
+
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device_type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def select_precision(requested: str, device: torch.device) -> str:
-    """``auto`` is bf16 on GPUs that have it, else fp16 on CUDA and fp32 elsewhere."""
+    """``auto``: ``auto_precision``; an explicit choice is checked against the device."""
     import torch
 
     if requested == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp16" if device.type == "cuda" else "fp32"
+        return auto_precision(device.type)
     if requested == "fp16" and device.type == "cpu":
         raise ConfigError("precision", "fp16 is not supported on the CPU", "use fp32 or bf16 on the CPU")
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -80,7 +80,9 @@ def estimate_memory(
     first trainable layer on, because autograd keeps nothing for a frozen prefix.
     """
     if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
+        from tunedesk.engine.devices import auto_precision
+
+        precision = "bf16" if cuda else auto_precision("cpu")  # on a GPU bf16 and fp16 cost the same
     mixed = precision in ("bf16", "fp16")
     index = plan.index if plan.index is not None and plan.index.model_ref() is model else index_model(model)
     flags = (

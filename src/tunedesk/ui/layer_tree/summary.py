@@ -161,7 +161,9 @@ class SummaryPanel(QWidget):
         self.precision = QComboBox()
         for key, label in PRECISIONS:
             self.precision.addItem(label, key)
-        self.precision.setToolTip("Auto: bf16 mixed precision on a GPU, fp32 on the CPU (as the run decides)")
+        self.precision.setToolTip(
+            "Auto: bf16 mixed precision on a GPU and on a CPU with native bf16 (AVX-512 BF16 or AMX), fp32 on other CPUs (as the run decides)"
+        )
         self.batch = QSpinBox()
         self.batch.setRange(1, 4096)
         self.batch.setValue(16)

@@ -1,0 +1,76 @@
+"""What ``precision = "auto"`` means on each device, and a bf16 run on the CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.fixtures.data import tiny_text_config
+from tunedesk.engine import devices
+
+
+@pytest.mark.native_bf16
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_without(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.select_precision("auto", cpu) == "bf16"
+    assert devices.auto_precision("mps") == "fp32"  # Apple GPUs keep fp32
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert devices.select_precision("auto", cpu) == "fp32"
+    # an explicit choice is the user's on any CPU (bf16 is emulated where it is not native: slower, not wrong)
+    assert devices.select_precision("bf16", cpu) == "bf16"
+    assert devices.select_precision("fp32", cpu) == "fp32"
+
+
+@pytest.mark.native_bf16
+def test_cpu_bf16_probe_answers_a_plain_bool_even_when_a_probe_fails(monkeypatch):
+    assert isinstance(devices.cpu_has_bf16(), bool)
+
+    def broken() -> bool:
+        raise RuntimeError("no cpuinfo here")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert devices.cpu_has_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert devices.cpu_has_bf16() is True
+
+
+@pytest.mark.native_bf16
+def test_memory_estimate_follows_what_auto_picks_on_the_cpu(monkeypatch):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tunedesk.engine import freezing
+    from tunedesk.engine.config import FreezeSpec
+
+    model = BertForSequenceClassification(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+    )
+    plan = freezing.resolve(model, FreezeSpec("all"), head_paths=["classifier"])
+
+    def estimate(precision: str) -> int:
+        return freezing.estimate_memory(model, plan, batch_size=8, precision=precision).total
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert estimate("auto") == estimate("bf16") != estimate("fp32")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert estimate("auto") == estimate("fp32")
+
+
+@pytest.mark.native_bf16
+def test_a_text_run_in_bf16_on_the_cpu_trains_and_says_so(home, tiny_bert_dir, text_csv, monkeypatch):
+    from tunedesk.engine.run.runner import execute
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    config = tiny_text_config(tiny_bert_dir, text_csv, epochs=3)
+    config.precision = "auto"
+    events: list = []
+    result = execute(config, home=home, listeners=[events.append])
+    assert result.status == "completed", result.reason
+    started = next(e for e in events if e.kind == "RunStarted")
+    assert (started.device, started.precision) == ("cpu", "bf16")
+    losses = [e.loss for e in events if e.kind == "StepLogged"]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
