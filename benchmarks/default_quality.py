@@ -18,6 +18,8 @@ line last.
     python benchmarks/default_quality.py --sets fortunes --only grid --recipes 3e-4x3
     # a candidate default beside the real one: the defaults with some hyperparameters changed
     python benchmarks/default_quality.py --only none --variant "short cosine:auto_min_steps=100,schedule=cosine"
+    # the run's precision too (not a hyperparameter): fp32 against bf16 autocast on this CPU
+    python benchmarks/default_quality.py --only none --variant "fp32:precision=fp32" --variant "bf16:precision=bf16"
     # two cores, two processes of one thread each, one results file:
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 1/2 --threads 1 --results r.jsonl &
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 2/2 --threads 1 --results r.jsonl
@@ -117,6 +119,9 @@ def run_one(
     if label == "defaults, cosine over budget":
         cfg.hparams.schedule = "cosine"
     for key, value in (overrides or {}).items():
+        if key == "precision":  # the run's, not a hyperparameter: fp32, bf16 (autocast), auto
+            cfg.precision = value
+            continue
         if not hasattr(cfg.hparams, key):
             raise SystemExit(f"--variant: no hyperparameter {key!r}")
         setattr(cfg.hparams, key, value)

@@ -16,3 +16,7 @@ PYTHONPATH=${PYTHONPATH:-}:. $py benchmarks/lm_lora.py | tail -1
 # Files to the GPU: a JPEG folder and a CSV through `tunedesk train`, next to the anchor loops (issue 13)
 [ -f shared/anchors/gpu_plain_loops.py ] && anchor=shared/anchors/gpu_plain_loops.py || anchor=../shared/anchors/gpu_plain_loops.py
 PYTHONPATH=${PYTHONPATH:-}:src $py benchmarks/feed_e2e.py --out /tmp/tunedesk-feed-bench --anchor "$anchor" | tail -1
+# Which attention backend a padded text batch should use (issue 13), and the LoRA step against a plain
+# PEFT loop without the profiler on the whole 8B shape (issue 15)
+PYTHONPATH=${PYTHONPATH:-}:src $py benchmarks/attention_backends.py | tail -1
+PYTHONPATH=${PYTHONPATH:-}:src:benchmarks $py benchmarks/step_gap.py --case lm --layers 32 --no-profile --start 10 --steps 20 | tail -1
