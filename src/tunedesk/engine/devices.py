@@ -97,6 +97,13 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def fused_optimizer(device_type: str) -> bool:
+    """Whether AdamW runs its fused kernel here: on a GPU, and on the CPU, where the unfused step over the
+    bundled MiniLM's 22.7M parameters took 111-118 ms against 15 ms fused (one thread; it passes over
+    every parameter about ten times instead of once: docs/benchmarks.md)."""
+    return device_type in ("cuda", "cpu")
+
+
 def auto_precision(device_type: str) -> str:
     """What ``auto`` means on this kind of device: bf16 on GPUs that have it (else fp16), bf16 on CPUs
     with native bf16 (else fp32), fp32 elsewhere (Apple MPS)."""

@@ -71,7 +71,7 @@ def find_lr(
         raise ConfigError("lr_finder", f"needs 0 < start_lr < end_lr (got {start_lr:g}, {end_lr:g})")
     if num_steps < 5:
         raise ConfigError("lr_finder", f"needs at least 5 steps (got {num_steps})")
-    from tunedesk.engine.devices import select_device, select_precision
+    from tunedesk.engine.devices import fused_optimizer, select_device, select_precision
 
     cfg, h = prep.config, prep.config.hparams
     model = prep.loaded.model
@@ -108,7 +108,9 @@ def find_lr(
         for g in groups:
             g.pop("names")
         params = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=start_lr, weight_decay=h.weight_decay)
+        optimizer = torch.optim.AdamW(
+            groups, lr=start_lr, weight_decay=h.weight_decay, fused=fused_optimizer(device.type)
+        )
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         loader = torch.utils.data.DataLoader(
             prep.data.train,

@@ -19,7 +19,7 @@ from torch import nn
 
 from tunedesk.engine import freezing
 from tunedesk.engine.config import RunConfig
-from tunedesk.engine.devices import input_workers, select_device, select_precision
+from tunedesk.engine.devices import fused_optimizer, input_workers, select_device, select_precision
 from tunedesk.engine.errors import ConfigError, TuneDeskError, os_error
 from tunedesk.engine.models import LoadedModel
 from tunedesk.engine.run.batching import BatchChoice, choose_batch
@@ -211,7 +211,7 @@ class Trainer:
         )
         group_names = [g.pop("names") for g in groups]
         base = BaseWeights.of(self.loaded)  # frozen pretrained weights: out of the resumable checkpoint
-        fused = self.device.type == "cuda"
+        fused = fused_optimizer(self.device.type)
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=h.weight_decay, fused=fused)
 
         if self.resume_from is not None:  # a run that halved its batch after running out of memory goes on so

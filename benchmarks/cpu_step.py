@@ -1,14 +1,18 @@
-"""fp32 against bf16 autocast for training steps on this CPU: what ``precision = "auto"`` should pick.
+"""What a training step on this CPU should run: fp32 or bf16 autocast (``precision = "auto"``), and AdamW
+fused or not (``devices.fused_optimizer``).
 
 A CPU with native bf16 matrix products (AVX-512 BF16, AMX: ``devices.cpu_has_bf16``) runs bf16 autocast
 faster than fp32; one without emulates it and runs slower. For a MiniLM-shaped BERT (6 layers, hidden 384)
-at batch 16 x 32 tokens and a ResNet-18 at batch 16 x 128 px, both from a config, AdamW as in a run,
-it prints ms per optimizer step in fp32 and in bf16 (best of ``--repeats`` windows, alternating, so
-the machine's load falls on both alike) and the ratio. The end-to-end check on real data is
+at batch 16 x 32 tokens and a ResNet-18 at batch 16 x 128 px, both from a config, with fused AdamW as
+in a run, it prints ms per optimizer step in fp32 and in bf16 (best of ``--repeats`` windows, alternating,
+so the machine's load falls on both alike) and the ratio. The end-to-end check on real data is
 ``default_quality.py --only none --variant "fp32:precision=fp32" --variant "bf16:precision=bf16"``.
 
-    python benchmarks/cpu_precision.py --threads 1
-    python benchmarks/cpu_precision.py --small      # a quick check
+Then AdamW alone over the MiniLM shape's parameters (random gradients): the default (one parameter at
+a time), ``foreach`` and ``fused``, ms per step.
+
+    python benchmarks/cpu_step.py --threads 1
+    python benchmarks/cpu_step.py --small      # a quick check
 
 The last line is JSON.
 """
@@ -38,7 +42,7 @@ def bert_step(small: bool) -> Callable[[bool], None]:
     )
     cfg.num_labels = 6
     model = BertForSequenceClassification(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as a run steps on the CPU
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, cfg.vocab_size, (16, 32), generator=g)
     labels = torch.randint(0, 6, (16,), generator=g)
@@ -58,7 +62,7 @@ def resnet_step(small: bool) -> Callable[[bool], None]:
     import torchvision
 
     model = torchvision.models.resnet18(num_classes=10)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as a run steps on the CPU
     side = 64 if small else 128
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, side, side, generator=g)
@@ -112,7 +116,36 @@ def main() -> None:
         print(f"{name:<18} fp32 {fp32_ms:8.1f} ms/step   bf16 {bf16_ms:8.1f} ms/step   bf16 {fp32_ms / bf16_ms:.2f}x")
         result[f"{name}_fp32_ms"] = round(fp32_ms, 1)
         result[f"{name}_bf16_ms"] = round(bf16_ms, 1)
+    print(adamw_line(args.small, steps, repeats, result))
     print(json.dumps(result))
+
+
+def adamw_line(small: bool, steps: int, repeats: int, result: dict[str, object]) -> str:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    layers, hidden = (2, 128) if small else (6, 384)
+    cfg = BertConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32, intermediate_size=4 * hidden
+    )
+    model = BertForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+    kinds = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    best = dict.fromkeys(kinds, float("inf"))
+    optimizers = {k: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **kw) for k, kw in kinds.items()}
+    for opt in optimizers.values():
+        opt.step()  # the moments' allocation
+    for _ in range(repeats):
+        for name, opt in optimizers.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            best[name] = min(best[name], (time.perf_counter() - t) / steps)
+    n = sum(p.numel() for p in model.parameters())
+    for name, dt in best.items():
+        result[f"adamw_{name}_ms"] = round(1000 * dt, 1)
+    return f"AdamW over {n / 1e6:.1f}M parameters: " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in best.items())
 
 
 if __name__ == "__main__":
