@@ -205,7 +205,14 @@ class SetupForm(QWidget):
         self.precision = QComboBox()
         for key, text in PRECISION_LABELS.items():
             self.precision.addItem(text, key)
-        self.rows.row(form, "Precision", "precision", self.precision)
+        self.rows.row(
+            form,
+            "Precision",
+            "precision",
+            self.precision,
+            tip="Automatic: bf16 mixed precision on a GPU that has it (else fp16) and on a CPU with native bf16 "
+            "(AVX-512 BF16 or AMX), where it trains 1.5-1.7x faster per step; fp32 on other CPUs",
+        )
         self.seed = spin_box(0, 2**31 - 1, 42)
         self.rows.row(form, "Seed", "seed", self.seed)
         self.tensorboard = QComboBox()

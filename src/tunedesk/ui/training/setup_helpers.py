@@ -20,7 +20,7 @@ TASK_LABELS = {
     "causal_lm": "Language model (text generation)",
 }
 PRECISION_LABELS = {
-    "auto": "Automatic (bf16 on recent GPUs and on CPUs with native bf16, else fp32)",
+    "auto": "Automatic (bf16 where fast, else fp32)",
     "bf16": "bf16",
     "fp16": "fp16 (GPU only)",
     "fp32": "fp32",
