@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunedesk.training")
 
+# An epoch's end writes the resumable checkpoint only when the last one is at least this old (besides
+# the run's end, its first epoch, a stop, and the mid-epoch cadence of hparams.checkpoint_every_*).
+EPOCH_CHECKPOINT_GAP_S = 60.0
+
 
 class Trainer:
     """Runs one fine-tuning run. Build it with everything prepared; call ``run()`` in any thread."""
@@ -321,6 +325,7 @@ class Trainer:
         every_steps = h.checkpoint_every_steps or 0
         every_s = (h.checkpoint_every_minutes or 0.0) * 60.0
         t_checkpoint = time.monotonic()
+        written_at: float | None = None  # when this process last wrote the resumable checkpoint
 
         def checkpoint_state(epoch: int, batch_in_epoch: int, window: bool = False) -> CheckpointState:
             return CheckpointState(
@@ -462,7 +467,7 @@ class Trainer:
                                 model, optimizer, scheduler, scaler, group_names, st, base
                             )
                             self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch))
-                        t_checkpoint = time.monotonic()
+                        t_checkpoint = written_at = time.monotonic()
                         paused_total += time.perf_counter() - t_ck
                         t_window += time.perf_counter() - t_ck
                     if stopping:
@@ -498,17 +503,23 @@ class Trainer:
             )
             if is_best and self.writes:
                 self._emit(CheckpointSaved(self.run_id, str(bpath), "best", step, epoch + 1))
-            st = checkpoint_state(epoch + 1, 0)
-            if self.writes:
-                path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st, base)
-                self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
-            t_checkpoint = time.monotonic()
+            stopped_early = bool(length.early_stopping and stopper.should_stop)
+            ending = stopped_early or step >= total_steps or epoch + 1 >= length.epochs
+            # The resumable checkpoint at an epoch's end: always at the run's end and after its first epoch,
+            # otherwise only when the last one is EPOCH_CHECKPOINT_GAP_S old (short epochs would spend ~10%
+            # of a CPU run writing the weights and AdamW's state every few seconds)
+            cadence = (every_steps and step % every_steps == 0) or (
+                every_s and time.monotonic() - t_checkpoint >= every_s
+            )  # the mid-epoch cadence skips an epoch's last step: it falls due here
+            if ending or cadence or written_at is None or time.monotonic() - written_at >= EPOCH_CHECKPOINT_GAP_S:
+                st = checkpoint_state(epoch + 1, 0)
+                if self.writes:
+                    path = self.checkpoints.save_last(model, optimizer, scheduler, scaler, group_names, st, base)
+                    self._emit(CheckpointSaved(self.run_id, str(path), "last", step, epoch + 1))
+                t_checkpoint = written_at = time.monotonic()
             paused_total += time.perf_counter() - t_eval0
             t_window = time.perf_counter()
-            if length.early_stopping and stopper.should_stop:
-                stopped_early = True
-                break
-            if step >= total_steps:
+            if ending:
                 break
 
         train_time = max(time.perf_counter() - t_train0 - paused_total, 1e-9)

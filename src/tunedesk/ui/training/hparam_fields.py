@@ -83,7 +83,7 @@ class HparamFields:
         self.feature_cache.setChecked(True)
         tip = "When the first layers are frozen, their output is computed once and epochs train only the rest"
         self.feature_cache_row = rows.row(form, "Feature cache", "hparams.feature_cache", self.feature_cache, tip=tip)
-        # resumable checkpoints inside an epoch (every epoch's end is always one)
+        # resumable checkpoints inside an epoch (epoch ends write one when the last is a minute old)
         self.checkpoint_minutes = QDoubleSpinBox()
         self.checkpoint_minutes.setRange(0.0, 24 * 60.0)
         self.checkpoint_minutes.setDecimals(1)
@@ -93,8 +93,9 @@ class HparamFields:
         self.checkpoint_steps = QLineEdit()
         self.checkpoint_steps.setPlaceholderText("or every N steps")
         tip = (
-            "A stopped or crashed run resumes from its last checkpoint: one is written at every epoch's end, "
-            "and inside an epoch every this many minutes (0: only at epoch ends) and/or every N optimizer steps"
+            "A stopped or crashed run resumes from its last checkpoint: one is written on stop, after the first "
+            "and the last epoch, at an epoch's end when the last one is a minute old, and inside an epoch every "
+            "this many minutes (0: only at epoch ends) and/or every N optimizer steps"
         )
         rows.row(
             form, "Checkpoint every", "hparams.checkpoint_every_minutes", self.checkpoint_minutes,
