@@ -33,7 +33,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def bert_step(small: bool) -> Callable[[bool], None]:
+def minilm_shape(small: bool) -> torch.nn.Module:
+    """A BERT classifier of all-MiniLM-L6-v2's shape (6 layers, hidden 384; ``small``: 2 x 128), 6 labels."""
     from transformers import BertConfig, BertForSequenceClassification
 
     layers, hidden = (2, 128) if small else (6, 384)
@@ -41,10 +42,14 @@ def bert_step(small: bool) -> Callable[[bool], None]:
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32, intermediate_size=4 * hidden
     )
     cfg.num_labels = 6
-    model = BertForSequenceClassification(cfg)
+    return BertForSequenceClassification(cfg)
+
+
+def bert_step(small: bool) -> Callable[[bool], None]:
+    model = minilm_shape(small)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as a run steps on the CPU
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, cfg.vocab_size, (16, 32), generator=g)
+    ids = torch.randint(1000, model.config.vocab_size, (16, 32), generator=g)
     labels = torch.randint(0, 6, (16,), generator=g)
 
     def step(bf16: bool) -> None:
@@ -121,13 +126,7 @@ def main() -> None:
 
 
 def adamw_line(small: bool, steps: int, repeats: int, result: dict[str, object]) -> str:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    layers, hidden = (2, 128) if small else (6, 384)
-    cfg = BertConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32, intermediate_size=4 * hidden
-    )
-    model = BertForSequenceClassification(cfg)
+    model = minilm_shape(small)
     g = torch.Generator().manual_seed(0)
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=g) * 1e-3

@@ -83,8 +83,8 @@ def select_device(requested: str) -> torch.device:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX). There bf16 autocast
-    trains faster than fp32 (the bundled MiniLM on real text: 0.71-0.85x the CPU time, ResNet-18 steps
-    1.6-1.8x faster, the same accuracy: docs/benchmarks.md); elsewhere bf16 is emulated and slower."""
+    trains faster than fp32 (the bundled MiniLM on real text: 0.71-0.85x the CPU time at the same
+    accuracy; steps of MiniLM's shape 1.64x and of ResNet-18 1.73x faster: docs/benchmarks.md); elsewhere bf16 is emulated and slower."""
     import torch
 
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # private, so looked up with care
@@ -99,8 +99,8 @@ def cpu_has_bf16() -> bool:
 
 def fused_optimizer(device_type: str) -> bool:
     """Whether AdamW runs its fused kernel here: on a GPU, and on the CPU, where the unfused step over the
-    bundled MiniLM's 22.7M parameters took 111-118 ms against 15 ms fused (one thread; it passes over
-    every parameter about ten times instead of once: docs/benchmarks.md)."""
+    bundled MiniLM's 22.7M parameters took 113 ms against 19 ms fused (one thread; it passes over every
+    parameter about ten times instead of once: benchmarks/cpu_step.py, docs/benchmarks.md)."""
     return device_type in ("cuda", "cpu")
 
 

@@ -327,6 +327,12 @@ class Trainer:
         t_checkpoint = time.monotonic()
         written_at: float | None = None  # when this process last wrote the resumable checkpoint
 
+        def cadence_due() -> bool:
+            """The mid-epoch checkpoint cadence (hparams.checkpoint_every_steps / _minutes) falls due."""
+            return bool(
+                (every_steps and step % every_steps == 0) or (every_s and time.monotonic() - t_checkpoint >= every_s)
+            )
+
         def checkpoint_state(epoch: int, batch_in_epoch: int, window: bool = False) -> CheckpointState:
             return CheckpointState(
                 step=step,
@@ -456,9 +462,7 @@ class Trainer:
                         stop_reason = self.control.stop_reason or "stopped by the user"
                     # a resumable checkpoint mid-epoch: on stop, and every N steps / minutes (the epoch's last
                     # step is followed by the end-of-epoch checkpoint anyway)
-                    due = (every_steps and step % every_steps == 0) or (
-                        every_s and time.monotonic() - t_checkpoint >= every_s
-                    )
+                    due = cadence_due()
                     if stopping or (due and micro < per_epoch_micro and not last_of_run):
                         t_ck = time.perf_counter()
                         st = checkpoint_state(epoch, micro, window=True)
@@ -508,9 +512,7 @@ class Trainer:
             # The resumable checkpoint at an epoch's end: always at the run's end and after its first epoch,
             # otherwise only when the last one is EPOCH_CHECKPOINT_GAP_S old (short epochs would spend ~10%
             # of a CPU run writing the weights and AdamW's state every few seconds)
-            cadence = (every_steps and step % every_steps == 0) or (
-                every_s and time.monotonic() - t_checkpoint >= every_s
-            )  # the mid-epoch cadence skips an epoch's last step: it falls due here
+            cadence = cadence_due()  # the mid-epoch cadence skips an epoch's last step: it falls due here
             if ending or cadence or written_at is None or time.monotonic() - written_at >= EPOCH_CHECKPOINT_GAP_S:
                 st = checkpoint_state(epoch + 1, 0)
                 if self.writes:
