@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 
 import pytest
@@ -30,10 +31,23 @@ def _text(model, csv, preset="head_only", cache=True, epochs=1):
     return config
 
 
-@pytest.mark.parametrize("preset", ["head_only", "last_n_blocks"])
-def test_text_training_from_the_cache_matches_training_without_it(home, no_dropout_bert, text_csv, preset):
-    plain, plain_logs = _run(_text(no_dropout_bert, text_csv, preset, cache=False, epochs=2))
-    cached, logs = _run(_text(no_dropout_bert, text_csv, preset, epochs=2))
+@pytest.mark.parametrize("preset", ["head_only", "last_n_blocks", "last_n_blocks, padded"])
+def test_text_training_from_the_cache_matches_training_without_it(home, no_dropout_bert, text_csv, preset, tmp_path):
+    """The tickets are all 8 tokens long, so their batches carry no mask; 'padded' drops 0-3 words of
+    each text, so batches are padded and carry one."""
+    if preset.endswith("padded"):
+        rng = random.Random(1)
+        with text_csv.open(encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        text_csv = tmp_path / "padded.csv"
+        with text_csv.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(
+                [rows[0]] + [[" ".join(t.split()[: 6 - rng.randint(0, 3)]), y] for t, y in rows[1:]]
+            )
+    preset = preset.split(",")[0]
+    configs = [_text(no_dropout_bert, text_csv, preset, cache=c, epochs=2) for c in (False, True)]
+    plain, plain_logs = _run(configs[0])
+    cached, logs = _run(configs[1])
     assert _cache_note(plain_logs) == "feature cache: off (hparams.feature_cache)"
     note = _cache_note(logs)
     assert note.startswith("feature cache: used for training and validation"), note
@@ -208,10 +222,35 @@ def test_a_text_batch_is_cut_to_its_longest_text_rounded_up_and_contiguous():
     for idx, multiple, width in [([0, 2], 1, 5), ([0, 2], 8, 8), ([1, 4], 8, 16), ([3], 8, 17), ([0, 1], 16, 16)]:
         out = ds.batch(idx, stored, torch.tensor(idx), multiple)
         assert out["input_ids"].shape == (len(idx), width)  # never wider than the longest stored text (17)
-        assert out["input_ids"].is_contiguous() and out["attention_mask"].is_contiguous()
+        assert out["input_ids"].is_contiguous()
+        if all(len(rows[i]) >= width for i in idx):  # no padding: no mask, as the model's own "no padding"
+            assert "attention_mask" not in out
+            continue
+        assert out["attention_mask"].is_contiguous()
         for row, i in enumerate(idx):
             assert int(out["attention_mask"][row].sum()) == len(rows[i])
     assert torch.equal(out["labels"], torch.tensor([0, 1]))
+    full = ds.batch([3], stored, torch.tensor([3]), 8)
+    assert "attention_mask" not in full and full["input_ids"].shape == (1, 17)
+    assert "attention_mask" in ds.batch([1, 3], stored, torch.tensor([1, 3]), 1)  # 11 of 17: padded
+
+
+def test_a_batch_without_padding_gives_the_same_logits_without_its_mask(no_dropout_bert):
+    """Texts cut at max_length fill the batch: the feed leaves the mask out, the model's output is the same."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunedesk.engine.data.tensors import TokenTensors
+
+    model = AutoModelForSequenceClassification.from_pretrained(no_dropout_bert, num_labels=2).eval()
+    torch.manual_seed(0)
+    rows = [torch.randint(5, model.config.vocab_size, (12,)).tolist() for _ in range(4)]
+    ds = TokenTensors({"input_ids": rows, "attention_mask": [[1] * 12] * 4}, [0, 1, 0, 1])
+    batch = ds.batch([0, 1, 2, 3], ds.stored(), torch.arange(4))
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        without = model(input_ids=batch["input_ids"]).logits
+        with_mask = model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["input_ids"])).logits
+    assert torch.allclose(without, with_mask, atol=1e-6)
 
 
 def test_one_cuda_graph_per_step_says_where_it_does_not_apply():

@@ -24,6 +24,11 @@ def batch_width(lengths: torch.Tensor, idx: list[int], multiple: int, width: int
     return min(-(-longest // multiple) * multiple, width)
 
 
+def unpadded(lengths: torch.Tensor, idx: list[int], width: int) -> bool:
+    """Whether every text of the batch fills its ``width`` (long texts cut at max_length)."""
+    return int(lengths[idx].min()) >= width
+
+
 class TokenTensors(torch.utils.data.Dataset):
     def __init__(self, encodings: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int = 0) -> None:
         lengths = np.fromiter((len(ids) for ids in encodings["input_ids"]), dtype=np.int64)
@@ -55,10 +60,15 @@ class TokenTensors(torch.utils.data.Dataset):
         """The examples ``idx`` from ``stored`` (these tensors, perhaps moved to the device), cut to the
         batch's longest text, rounded up to a ``multiple`` (within the stored width). ``index`` is ``idx``
         as a tensor on the stored tensors' device. The cut comes first, so the gather reads and writes only
-        the batch's own width and its result is contiguous."""
+        the batch's own width and its result is contiguous.
+
+        A batch in which every text fills the width has no ``attention_mask``, as the model's own "no
+        padding" case: transformers would otherwise check an all-ones mask on the device every forward
+        (a host wait per step) before dropping it, and SDPA without a mask may run the flash kernel."""
         width = next(iter(self.tensors.values())).shape[1] if self.tensors else 1
         longest = batch_width(self.lengths, idx, multiple, width)
-        out = {k: stored[k][:, :longest].index_select(0, index) for k in self.tensors}
+        keys = [k for k in self.tensors if k != "attention_mask" or not unpadded(self.lengths, idx, longest)]
+        out = {k: stored[k][:, :longest].index_select(0, index) for k in keys}
         out["labels"] = stored["labels"].index_select(0, index)
         return out
 

@@ -371,6 +371,8 @@ def _feature_cache(
 
     def sample(n: int, longer: bool) -> dict[str, torch.Tensor]:
         batch = val.make(list(range(min(n, val.n))), False, 0, None)
+        if text and "attention_mask" not in batch:  # a batch without padding has none; the split needs one
+            batch["attention_mask"] = torch.ones_like(batch["input_ids"])
         if longer and text:  # padded past the first run's length, so sizes that follow the sequence show
             extra = int(data.val.lengths[:2].max()) + 1 - batch["input_ids"].shape[1]
             pad = torch.zeros_like(batch["input_ids"][:, :1]).expand(-1, max(extra, 1))
