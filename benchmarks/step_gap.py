@@ -104,14 +104,41 @@ class Window:
             self.at(event.step)
 
 
+# --variant KEY=VALUE[,KEY=VALUE...]: more engine windows with these hyperparameters changed (same case)
+VARIANTS: list[str] = []
+VARIANT_WINDOWS: dict[str, Window] = {}
+
+
+def _hparam(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def engine_window(config: Any, home: Path, start: int, steps: int) -> Window:
+    import copy
+    import shutil
+
     from tunedesk.engine.run.runner import execute
 
     config.hparams.log_every = 1
-    w = Window(start, steps)
-    result = execute(config, home=home, listeners=[w.listener])
-    if not w.t1:
-        raise SystemExit(f"the engine's run ended ({result.status}: {result.reason}) before the window closed")
+    w = None
+    for variant in ["", *VARIANTS]:
+        cfg = copy.deepcopy(config)
+        for pair in filter(None, variant.split(",")):
+            key, _, value = pair.partition("=")
+            setattr(cfg.hparams, key.strip(), _hparam(value.strip()))
+        v = Window(start, steps)
+        result = execute(cfg, home=home, listeners=[v.listener])
+        shutil.rmtree(home, ignore_errors=True)  # the next variant starts as fresh as the first
+        if not v.t1:
+            raise SystemExit(f"the engine's run ended ({result.status}: {result.reason}) before the window closed")
+        if variant:
+            VARIANT_WINDOWS[variant] = v
+        else:
+            w = v
+    assert w is not None
     return w
 
 
@@ -250,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--no-ckpt", action="store_true", help="lm: without gradient checkpointing")
     ap.add_argument("--no-profile", action="store_true", help="wall ms per step only, without the profiler")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="KEY=VALUE[,KEY=VALUE]: one more engine window with these hparams (e.g. num_workers=0)",
+    )
     ap.add_argument("--start", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--work", type=Path, default=Path("/tmp/tunedesk-step-gap"))
@@ -258,11 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     Window.profiled = not args.no_profile
+    VARIANTS[:] = args.variant
     eng, plain = {"lm": case_lm, "bert": case_bert, "head": case_head}[args.case](args)
     if args.no_profile:
         e_ms, p_ms = (1000 * (w.t1 - w.t0) / args.steps for w in (eng, plain))
         line = {"benchmark": "step_gap", "case": args.case, "device": args.device, "profiled": False}
         line.update(engine_ms_per_step=round(e_ms, 2), plain_ms_per_step=round(p_ms, 2))
+        if VARIANT_WINDOWS:
+            line["variants_ms_per_step"] = {
+                k: round(1000 * (w.t1 - w.t0) / args.steps, 2) for k, w in VARIANT_WINDOWS.items()
+            }
         print(json.dumps({**line, "wall_ratio": round(p_ms / e_ms, 3)}))
         return 0
     e = anatomy(eng.prof, args.steps, eng.t1 - eng.t0, args.out, f"{args.case}-engine")
@@ -270,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     diff = compare(e, p)
     for row in diff:
         print(json.dumps(row))
+    for k, w in VARIANT_WINDOWS.items():
+        a = anatomy(w.prof, args.steps, w.t1 - w.t0, args.out, f"{args.case}-{k}")
+        print(json.dumps({"variant": k, **{n: v for n, v in a.items() if not n.startswith("_")}}))
     line = {
         "benchmark": "step_gap",
         "case": args.case,
