@@ -20,6 +20,7 @@ line last.
     python benchmarks/default_quality.py --only none --variant "short cosine:auto_min_steps=100,schedule=cosine"
     # the run's precision too (not a hyperparameter): fp32 against bf16 autocast on this CPU
     python benchmarks/default_quality.py --only none --variant "fp32:precision=fp32" --variant "bf16:precision=bf16"
+    python benchmarks/default_quality.py --only none --variant "frozen words:freeze=bert.embeddings.word_embeddings"
     # two cores, two processes of one thread each, one results file:
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 1/2 --threads 1 --results r.jsonl &
     python benchmarks/default_quality.py --sets fortunes --only defaults,grid --part 2/2 --threads 1 --results r.jsonl
@@ -121,6 +122,11 @@ def run_one(
     for key, value in (overrides or {}).items():
         if key == "precision":  # the run's, not a hyperparameter: fp32, bf16 (autocast), auto
             cfg.precision = value
+            continue
+        if key == "freeze":  # a module path glob or token to freeze, e.g. bert.embeddings.word_embeddings
+            from tunedesk.engine.config import FreezeRule
+
+            cfg.freeze.rules.append(FreezeRule(str(value), False))
             continue
         if not hasattr(cfg.hparams, key):
             raise SystemExit(f"--variant: no hyperparameter {key!r}")

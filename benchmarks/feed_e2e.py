@@ -121,13 +121,26 @@ def make_text_model(folder: Path, kind: str) -> Path:
 # ---- runs ------------------------------------------------------------------------------------------------
 
 
-def run_cli(home: Path, config: dict, out: Path, name: str, pythonpath: str) -> dict:
+# Process-wide switches a case may set before `tunedesk train` starts (measured alternatives, not settings)
+PRELUDES = {
+    # cuDNN's attention builds a plan per new shape (benchmarks/attention_backends.py): the same run without it
+    "no_cudnn_sdpa": "import torch; torch.backends.cuda.enable_cudnn_sdp(False)",
+}
+
+
+def run_cli(home: Path, config: dict, out: Path, name: str, pythonpath: str, prelude: str = "") -> dict:
     cfg_path = out / f"{name}.json"
     cfg_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    argv = ["--home", str(home), "train", str(cfg_path), "--json"]
+    if prelude:  # the same command line, after the prelude, in one process
+        code = f"{PRELUDES[prelude]}; import sys; from tunedesk.cli import main; sys.exit(main({argv!r}))"
+        cmd = [sys.executable, "-c", code]
+    else:
+        cmd = [sys.executable, "-m", "tunedesk.cli", *argv]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "tunedesk.cli", "--home", str(home), "train", str(cfg_path), "--json"],
+        cmd,
         capture_output=True,
         text=True,
         env=env,
@@ -208,7 +221,9 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workers", type=int, default=None, help="input workers (default: chosen from the machine)")
     ap.add_argument(
-        "--cases", default="all", help="comma list of: img_full,img_last,img_head,txt_full,txt_last,txt_head"
+        "--cases",
+        default="all",
+        help="comma list of: img_full,img_last,img_head,txt_full,txt_full_nocudnn,txt_last,txt_head",
     )
     ap.add_argument("--anchor", default="", help="gpu_plain_loops.py to run in the same call (CUDA only)")
     args = ap.parse_args()
@@ -257,6 +272,8 @@ def main() -> None:
         img("resnet_head_cache", "head_only", augment=False)
     if want("txt_full"):
         txt("bert_full", "all", epochs=1)
+    if want("txt_full_nocudnn"):  # the same run with cuDNN's attention switched off for the process
+        txt("bert_full_no_cudnn_sdpa", "all", epochs=1)
     if want("txt_last"):
         txt("bert_last_block_nocache", "last_n_blocks", feature_cache=False)
         txt("bert_last_block_cache", "last_n_blocks")
@@ -279,7 +296,8 @@ def main() -> None:
     results = {}
     home = out / "home"  # one home: the decoded images and features are cached across runs, as for a user
     for name, config in runs:
-        r = run_cli(home, config, out, name, pythonpath)
+        prelude = next((p for p in PRELUDES if name.endswith(p)), "")
+        r = run_cli(home, config, out, name, pythonpath, prelude)
         results[name] = r
         print(
             f"{name:34s} {r['status']:9s} {r.get('sps') or 0:10.1f} samples/s (steady {r.get('steady_sps') or 0:.1f})  "
@@ -304,6 +322,7 @@ def main() -> None:
             sps("resnet_last_stage_noaug_cache"), sps("resnet_last_stage_noaug_nocache")
         ),
         "bert_full_vs_anchor": ratio(sps("bert_full"), anchor.get("bert_plain_samples_s")),
+        "bert_full_no_cudnn_sdpa_vs_anchor": ratio(sps("bert_full_no_cudnn_sdpa"), anchor.get("bert_plain_samples_s")),
         "bert_last_block_cache_vs_nocache": ratio(sps("bert_last_block_cache"), sps("bert_last_block_nocache")),
         "bert_head_cache_vs_nocache": ratio(sps("bert_head_cache"), sps("bert_head_nocache")),
     }
