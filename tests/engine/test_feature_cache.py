@@ -235,24 +235,6 @@ def test_a_text_batch_is_cut_to_its_longest_text_rounded_up_and_contiguous():
     assert "attention_mask" in ds.batch([1, 3], stored, torch.tensor([1, 3]), 1)  # 11 of 17: padded
 
 
-def test_a_batch_without_padding_gives_the_same_logits_without_its_mask(no_dropout_bert):
-    """Texts cut at max_length fill the batch: the feed leaves the mask out, the model's output is the same."""
-    from transformers import AutoModelForSequenceClassification
-
-    from tunedesk.engine.data.tensors import TokenTensors
-
-    model = AutoModelForSequenceClassification.from_pretrained(no_dropout_bert, num_labels=2).eval()
-    torch.manual_seed(0)
-    rows = [torch.randint(5, model.config.vocab_size, (12,)).tolist() for _ in range(4)]
-    ds = TokenTensors({"input_ids": rows, "attention_mask": [[1] * 12] * 4}, [0, 1, 0, 1])
-    batch = ds.batch([0, 1, 2, 3], ds.stored(), torch.arange(4))
-    assert "attention_mask" not in batch
-    with torch.no_grad():
-        without = model(input_ids=batch["input_ids"]).logits
-        with_mask = model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["input_ids"])).logits
-    assert torch.allclose(without, with_mask, atol=1e-6)
-
-
 def test_one_cuda_graph_per_step_says_where_it_does_not_apply():
     from types import SimpleNamespace
 

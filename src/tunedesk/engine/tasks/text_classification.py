@@ -21,6 +21,32 @@ from tunedesk.engine.models import LoadedModel, build_hf_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
 
+def sdpa_bidirectional(model: nn.Module) -> bool:
+    """Whether the model attends through SDPA and builds its mask with transformers' shared
+    ``create_bidirectional_mask`` (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, MPNet, ModernBERT...):
+    such a model takes a prepared 4-D mask as it is."""
+    import sys
+
+    model = getattr(model, "module", model)  # data-parallel wrapper
+    base = getattr(model, "get_base_model", None)  # PEFT
+    if callable(base):
+        model = base()
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    module = sys.modules.get(type(model).__module__)
+    return module is not None and hasattr(module, "create_bidirectional_mask")
+
+
+def attention_mask_4d(mask: torch.Tensor) -> torch.Tensor:
+    """A padded batch's (batch, length) 0/1 mask as the (batch, 1, length, length) boolean mask that
+    transformers would build for SDPA. Given the 2-D mask, transformers first checks on the device
+    whether it has any zero (to drop an all-ones mask), which makes the host wait for the GPU at every
+    forward; the feed already leaves the mask out of batches without padding."""
+    b, n = mask.shape
+    return mask.bool()[:, None, None, :].expand(b, 1, n, n).contiguous()
+
+
 @dataclass
 class TextExamples:
     texts: list[str]
@@ -144,6 +170,9 @@ class TextClassification(ClassifierTask):
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+        mask = inputs.get("attention_mask")
+        if mask is not None and mask.device.type == "cuda" and sdpa_bidirectional(model):
+            inputs["attention_mask"] = attention_mask_4d(mask)
         return model(**inputs).logits
 
     def predict(self, loaded: LoadedModel, texts: list[str], max_length: int = 128) -> list[dict[str, float]]:
