@@ -11,8 +11,13 @@ so the machine's load falls on both alike) and the ratio. The end-to-end check o
 Then AdamW alone over the MiniLM shape's parameters (random gradients): the default (one parameter at
 a time), ``foreach`` and ``fused``, ms per step.
 
+With ``--image-models`` (torchvision names), each image model's step (batch 32 x 128 px unless told, fused AdamW)
+in fp32 and bf16, each with contiguous (NCHW) and channels-last (NHWC) tensors: what the precision probe
+(``engine/run/precision_probe.py``) and the CPU's channels-last choice are based on.
+
     python benchmarks/cpu_step.py --threads 1
     python benchmarks/cpu_step.py --small      # a quick check
+    python benchmarks/cpu_step.py --threads 2 --image-models resnet18,mobilenet_v3_small,efficientnet_b0
 
 The last line is JSON.
 """
@@ -83,6 +88,46 @@ def resnet_step(small: bool) -> Callable[[bool], None]:
     return step
 
 
+def image_grid(
+    names: list[str], small: bool, steps: int, repeats: int, result: dict[str, object], batch: int, side: int
+) -> None:
+    """ms per step of each model in fp32 / bf16 x NCHW / NHWC (best of the repeats, alternating)."""
+    import torchvision
+
+    batch, side = (8, 64) if small else (batch, side)
+    for name in names:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, side, side, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        steps_of = {}
+        for nhwc in (False, True):
+            torch.manual_seed(0)
+            model = torchvision.models.get_model(name, weights=None, num_classes=10)
+            xs = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+            if nhwc:
+                model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+            def step(bf16: bool, model=model, xs=xs, opt=opt) -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(model(xs), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            for bf16 in (False, True):
+                step(bf16)
+                steps_of[(bf16, nhwc)] = step
+        best = dict.fromkeys(steps_of, float("inf"))
+        for _ in range(repeats):
+            for key, step in steps_of.items():
+                best[key] = min(best[key], timed(step, key[0], steps))
+        ms = {f"{'bf16' if b else 'fp32'}_{'nhwc' if c else 'nchw'}": round(1000 * v, 1) for (b, c), v in best.items()}
+        fastest = min(ms, key=lambda k: ms[k])
+        print(f"{name:<20} " + "  ".join(f"{k} {v:7.1f}" for k, v in ms.items()) + f"   fastest: {fastest}")
+        result[f"image_{name}_ms"] = ms
+
+
 def timed(step: Callable[[bool], None], bf16: bool, steps: int) -> float:
     t = time.perf_counter()
     for _ in range(steps):
@@ -96,6 +141,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--image-models", default="", help="comma list of torchvision models: only those, 4 ways each")
+    ap.add_argument("--image-batch", type=int, default=32)
+    ap.add_argument("--image-size", type=int, default=128)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,6 +157,10 @@ def main() -> None:
     }
     steps, repeats = (2, 1) if args.small else (args.steps, args.repeats)
     print(f"native bf16: {result['cpu_bf16']} (auto picks {result['auto']}), {result['threads']} threads")
+    if args.image_models:
+        image_grid(args.image_models.split(","), args.small, steps, repeats, result, args.image_batch, args.image_size)
+        print(json.dumps(result))
+        return
     for name, build in (("bert_minilm_shape", bert_step), ("resnet18", resnet_step)):
         step = build(args.small)
         for bf16 in (False, True):

@@ -89,3 +89,65 @@ def test_a_cpu_run_steps_with_fused_adamw_and_resumes_with_it(home, tiny_bert_di
     assert result.status == "completed", result.reason
     saved = torch.load(Path(result.output_dir) / "last" / STATE_FILE, map_location="cpu", weights_only=True)
     assert all(group["fused"] for group in saved["optimizer"]["param_groups"])
+
+
+# ---- image models on a CPU with native bf16: a probe picks the faster precision ----------------------------
+
+
+def test_the_probe_keeps_bf16_unless_fp32_is_clearly_faster():
+    from tunedesk.engine.run.precision_probe import FP32_MARGIN, choose
+
+    assert choose({"bf16": 0.20, "fp32": 0.40})[0] == "bf16"
+    assert choose({"bf16": 0.20, "fp32": 0.19})[0] == "bf16"  # a near tie keeps the measured default
+    precision, why = choose({"bf16": 0.22, "fp32": 0.22 / FP32_MARGIN})
+    assert precision == "fp32" and "fp32 for this model on this CPU" in why and "ms in bf16" in why
+
+
+def test_the_probe_leaves_the_model_as_it_found_it():
+    import torchvision
+
+    from tunedesk.engine import tasks
+    from tunedesk.engine.run.precision_probe import time_passes
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    batch = {"pixel_values": torch.randn(4, 3, 32, 32), "labels": torch.tensor([0, 1, 2, 0])}
+    rng = torch.get_rng_state()
+    seconds = time_passes(tasks.get("image_classification"), model, batch)
+    assert set(seconds) == {"bf16", "fp32"} and all(s > 0 for s in seconds.values())
+    assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())  # BatchNorm statistics put back
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng) and not model.training
+
+
+@pytest.mark.native_bf16
+@pytest.mark.parametrize("faster", ["fp32", "bf16"])
+def test_an_image_run_on_a_bf16_cpu_trains_in_the_precision_the_probe_found_faster(
+    home, image_folder, tmp_path, monkeypatch, faster
+):
+    from tests.fixtures.data import resnet18_last_stage_config
+    from tunedesk.engine.run import precision_probe
+    from tunedesk.engine.run.runner import execute
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    timed: list = []
+
+    def fake(task, model, batch):
+        timed.append(batch["pixel_values"].is_contiguous(memory_format=torch.channels_last))
+        return {"bf16": 0.3, "fp32": 0.1} if faster == "fp32" else {"bf16": 0.1, "fp32": 0.3}
+
+    monkeypatch.setattr(precision_probe, "time_passes", fake)
+    config = resnet18_last_stage_config(image_folder, tmp_path, epochs=1)
+    config.precision = "auto"
+    events: list = []
+    result = execute(config, home=home, listeners=[events.append])
+    assert result.status == "completed", result.reason
+    assert timed == [True]  # probed once, on a channels-last batch like the training's
+    started = next(e for e in events if e.kind == "RunStarted")
+    assert started.precision == faster
+    logs = [e.message for e in events if e.kind == "LogMessage"]
+    assert any(m.startswith("precision auto:") and faster in m for m in logs), logs
+    config.precision = "bf16"  # an explicit choice is never probed
+    timed.clear()
+    assert execute(config, home=home).status == "completed" and timed == []

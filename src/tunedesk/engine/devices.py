@@ -106,7 +106,8 @@ def fused_optimizer(device_type: str) -> bool:
 
 def auto_precision(device_type: str) -> str:
     """What ``auto`` means on this kind of device: bf16 on GPUs that have it (else fp16), bf16 on CPUs
-    with native bf16 (else fp32), fp32 elsewhere (Apple MPS)."""
+    with native bf16 (else fp32), fp32 elsewhere (Apple MPS). An image model's run on such a CPU then
+    times both and may keep fp32 (``engine/run/precision_probe.py``)."""
     import torch
 
     if device_type == "cuda":

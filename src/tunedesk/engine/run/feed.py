@@ -212,7 +212,7 @@ def image_source(
 
     on_device = pixels.device == device
     labels = ds.labels.to(device)
-    channels_last = device.type == "cuda"
+    channels_last = device.type in ("cuda", "cpu")  # as the model (training.py)
 
     def make(idx: list[int], train: bool, k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if index is None:
@@ -245,7 +245,7 @@ def feature_source(
     on_device = stored.device == device
     labels = labels.to(device)
     lengths_dev = lengths.to(device) if lengths is not None else None
-    channels_last = device.type == "cuda" and stored.dim() == 4
+    channels_last = device.type in ("cuda", "cpu") and stored.dim() == 4
     multiple = CUDA_LENGTH_MULTIPLE if device.type == "cuda" else 1
 
     def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
