@@ -162,7 +162,9 @@ class SummaryPanel(QWidget):
         for key, label in PRECISIONS:
             self.precision.addItem(label, key)
         self.precision.setToolTip(
-            "Auto: bf16 mixed precision on a GPU and on a CPU with native bf16 (AVX-512 BF16 or AMX), fp32 on other CPUs (as the run decides)"
+            "Auto: bf16 mixed precision on a GPU and on a CPU with native bf16 (AVX-512 BF16 or AMX), fp32 on other "
+            "CPUs (as the run decides; on such a CPU an image model's run may keep fp32 where it times faster, "
+            "which the estimate does not know in advance)"
         )
         self.batch = QSpinBox()
         self.batch.setRange(1, 4096)
