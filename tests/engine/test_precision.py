@@ -103,6 +103,20 @@ def test_the_probe_keeps_bf16_unless_fp32_is_clearly_faster():
     assert precision == "fp32" and "fp32 for this model on this CPU" in why and "ms in bf16" in why
 
 
+def test_a_probe_that_cannot_run_keeps_bf16_and_says_why():
+    from tunedesk.engine.run.precision_probe import pick
+
+    class Unreadable:
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int):
+            raise OSError("cannot identify image file")
+
+    precision, why = pick(None, torch.nn.Linear(2, 2), Unreadable(), True)
+    assert precision == "bf16" and why.endswith("the timing probe could not run: OSError)")
+
+
 def test_the_probe_leaves_the_model_as_it_found_it():
     import torchvision
 

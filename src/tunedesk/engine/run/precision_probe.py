@@ -10,6 +10,7 @@ faster. The probe leaves the model as it found it (BatchNorm statistics, gradien
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,18 @@ from torch import nn
 PROBE_BATCH = 8  # images per timed pass: the cost is a few passes of this size, once per run
 PROBE_PASSES = 3  # per precision; the first warms up (oneDNN's kernels for the shapes), the fastest of the rest counts
 FP32_MARGIN = 1.3  # fp32 only when it is at least this much faster: a near tie keeps bf16 (the measured default)
+
+log = logging.getLogger(__name__)
+
+
+def pick(task: Any, model: nn.Module, dataset: Any, channels_last: bool) -> tuple[str, str]:
+    """The precision an image run on a bf16 CPU trains in, and the log line that says why. A probe that
+    cannot run (an unreadable image among the first few, say) keeps bf16 and says so; the run goes on."""
+    try:
+        return choose(time_passes(task, model, probe_batch(dataset, channels_last)))
+    except Exception as exc:  # timing is an optimisation: never the reason a run fails
+        log.info("precision probe failed", exc_info=True)
+        return "bf16", f"precision auto: bf16 (the timing probe could not run: {type(exc).__name__})"
 
 
 def choose(seconds: dict[str, float]) -> tuple[str, str]:

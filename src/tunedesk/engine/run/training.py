@@ -216,8 +216,7 @@ class Trainer:
             # image models: bf16 is slower than fp32 for some networks on a CPU (MobileNet, EfficientNet)
             from tunedesk.engine.run import precision_probe
 
-            batch = precision_probe.probe_batch(self.data.train, channels_last)
-            precision, probe_note = precision_probe.choose(precision_probe.time_passes(self.task, model, batch))
+            precision, probe_note = precision_probe.pick(self.task, model, self.data.train, channels_last)
         train_model = self.dist.wrap(model, self.task) if self.dist else model
         groups = freezing.param_groups(
             model, self.lr, h.weight_decay, cfg.freeze.lr_multipliers, self.loaded.head_paths, self.head_lr
