@@ -281,3 +281,28 @@ def test_cuda_graph_run_stopped_mid_epoch_resumes_like_an_uninterrupted_one(home
     ref, res = _losses_stopped_and_resumed(config, home, stop_at=7)
     for s in ref:
         assert res[s] == pytest.approx(ref[s], rel=1e-3, abs=1e-5), (s, res[s], ref[s])
+
+
+def test_cuda_padded_text_batch_takes_the_prepared_mask_and_matches_the_2d_one(no_dropout_bert, monkeypatch):
+    """On a GPU the task hands BERT a padded batch's mask in 4-D (no device read in transformers)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunedesk.engine import tasks
+    from tunedesk.engine.tasks import text_classification as tc
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        no_dropout_bert, num_labels=2, attn_implementation="sdpa"
+    )
+    model = model.cuda().eval()
+    torch.manual_seed(0)
+    mask = (torch.arange(12)[None, :] < torch.tensor([12, 7, 3, 10])[:, None]).long().cuda()
+    ids = torch.randint(5, model.config.vocab_size, (4, 12), device="cuda") * mask
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(4, dtype=torch.long, device="cuda")}
+    prepared = []
+    original = tc.attention_mask_4d
+    monkeypatch.setattr(tc, "attention_mask_4d", lambda m: prepared.append(original(m)) or prepared[-1])
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        got = tasks.get("text_classification").forward(model, batch).float()
+        want = model(input_ids=ids, attention_mask=mask).logits.float()
+    assert len(prepared) == 1 and prepared[0].shape == (4, 1, 12, 12) and prepared[0].dtype == torch.bool
+    assert torch.allclose(got, want, atol=1e-2)
