@@ -19,4 +19,4 @@ PYTHONPATH=${PYTHONPATH:-}:src $py benchmarks/feed_e2e.py --out /tmp/tunedesk-fe
 # Which attention backend a padded text batch should use (issue 13), and the LoRA step against a plain
 # PEFT loop without the profiler on the whole 8B shape (issue 15)
 PYTHONPATH=${PYTHONPATH:-}:src $py benchmarks/attention_backends.py | tail -1
-PYTHONPATH=${PYTHONPATH:-}:src:benchmarks $py benchmarks/step_gap.py --case lm --layers 32 --no-profile --start 10 --steps 20 | tail -1
+PYTHONPATH=${PYTHONPATH:-}:src:benchmarks $py benchmarks/step_gap.py --case lm --layers 32 --no-profile --start 10 --steps 20 --variant num_workers=0 | tail -1
