@@ -388,8 +388,7 @@ class Trainer:
                             with torch.autocast(
                                 self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                             ):
-                                logits = self.feed.forward(train_model, batch)
-                                loss = self.task.loss(logits, batch)
+                                loss = self.task.loss(self.feed.forward(train_model, batch), batch)
                             scaler.scale(loss if self.grad_accum == 1 else loss / self.grad_accum).backward()
                     except torch.OutOfMemoryError:
                         del batch
@@ -400,6 +399,10 @@ class Trainer:
                         oom = True
                         break
                     loss_sum += loss.detach()
+                    # the finished step's autograd graph must not outlive it: a graph still referenced when a
+                    # CUDA graph's capture starts keeps the parameters' gradient accumulators of the default
+                    # stream, and the capture fails (seen on an H100 for a head trained from cached features)
+                    del loss
                     micro += 1
                     micro_in_window += 1
                     n = batch["labels"].shape[0]
