@@ -104,6 +104,13 @@ def fused_optimizer(device_type: str) -> bool:
     return device_type in ("cuda", "cpu")
 
 
+def channels_last(device_type: str) -> bool:
+    """Whether image models and their inputs are laid out channels-last (NHWC) here: on a GPU (tensor
+    cores) and on the CPU, where oneDNN's convolutions trained 1.1-1.7x faster so in fp32 and mostly faster
+    in bf16 (benchmarks/cpu_step.py --image-models, docs/benchmarks.md)."""
+    return device_type in ("cuda", "cpu")
+
+
 def auto_precision(device_type: str) -> str:
     """What ``auto`` means on this kind of device: bf16 on GPUs that have it (else fp16), bf16 on CPUs
     with native bf16 (else fp32), fp32 elsewhere (Apple MPS). An image model's run on such a CPU then

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunedesk.engine import devices
 from tunedesk.engine.config import AUTO_BATCH
 from tunedesk.engine.data.tensors import ImageFiles, TokenTensors, batch_width
 from tunedesk.engine.devices import input_workers
@@ -212,7 +213,7 @@ def image_source(
 
     on_device = pixels.device == device
     labels = ds.labels.to(device)
-    channels_last = device.type in ("cuda", "cpu")  # as the model (training.py)
+    channels_last = devices.channels_last(device.type)  # as the model (training.py)
 
     def make(idx: list[int], train: bool, k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if index is None:
@@ -245,7 +246,7 @@ def feature_source(
     on_device = stored.device == device
     labels = labels.to(device)
     lengths_dev = lengths.to(device) if lengths is not None else None
-    channels_last = device.type in ("cuda", "cpu") and stored.dim() == 4
+    channels_last = devices.channels_last(device.type) and stored.dim() == 4
     multiple = CUDA_LENGTH_MULTIPLE if device.type == "cuda" else 1
 
     def make(idx: list[int], _train: bool, _k: int, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
