@@ -182,26 +182,34 @@ def _user_error(message: str, hint: str, args: argparse.Namespace) -> int:
 class ProgressPrinter:
     """Turns engine events into a tqdm progress bar and log lines on standard error."""
 
-    def __init__(self, label: str = "training") -> None:
+    def __init__(self, label: str = "training", interactive: bool | None = None) -> None:
         self.label = label
         self.bar = None
         self.done = 0
+        # a bar redraws itself with carriage returns: in a log file or a pipe that is one garbled line, so
+        # there the steps come as plain lines, about every tenth of the run
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.total = 0
+        self.next_line = 0
 
     def __call__(self, event: Any) -> None:
-        from tqdm import tqdm
-
         kind = event.kind
         if kind == "RunStarted":
-            self.bar = tqdm(
-                total=event.total_steps,
-                initial=event.start_step,
-                desc=self.label,
-                unit="step",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=True,
-            )
+            if self.interactive:
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=event.total_steps,
+                    initial=event.start_step,
+                    desc=self.label,
+                    unit="step",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
             self.done = event.start_step
+            self.total = event.total_steps or 0
+            self.next_line = self.done + max(1, self.total // 10)
             self.write(
                 f"run {event.run_id}: {event.trainable_params:,} of {event.total_params:,} parameters train "
                 f"on {event.device} ({event.precision}), lr {event.learning_rate:g}"
@@ -210,6 +218,15 @@ class ProgressPrinter:
             self.bar.update(event.step - self.done)
             self.done = event.step
             self.bar.set_postfix(loss=f"{event.loss:.4f}", sps=f"{event.samples_per_second:.1f}")
+        elif kind == "StepLogged":
+            self.done = event.step
+            if event.step >= self.next_line:
+                self.next_line = event.step + max(1, self.total // 10)
+                of = f"/{self.total}" if self.total else ""
+                self.write(
+                    f"{self.label}: step {event.step}{of}, loss {event.loss:.4f}, "
+                    f"{event.samples_per_second:.1f} samples/s"
+                )
         elif kind == "EpochEnded":
             m = event.metrics
             if "val_perplexity" in m:  # language models
