@@ -74,3 +74,25 @@ def test_bad_fraction(bad):
     with pytest.raises(ConfigError) as info:
         stratified_split(["a", "b"], bad, seed=0)
     assert info.value.field == "data.val_fraction" and info.value.hint.strip()
+
+
+def test_split_warnings_name_what_is_too_small():
+    from tunedesk.engine.data import split_warnings
+
+    labels = ["a"] * 40 + ["b"] * 40 + ["rare"] * 3 + ["solo"]
+    train, val = stratified_split(labels, 0.2, seed=0)
+    warnings = split_warnings(labels, train, val)
+    assert len(val) == 17 and warnings[0].startswith("only 17 validation examples: each one is 6 points")
+    assert "few training examples for 'rare' (2), 'solo' (1)" in warnings[1]
+    assert warnings[2].startswith("no validation example of 'solo': its accuracy is not measured")
+    assert len(warnings) == 3
+
+
+def test_split_warnings_quiet_for_a_sound_split_and_without_validation():
+    from tunedesk.engine.data import split_warnings
+
+    labels = [c for c in "abc" for _ in range(60)]
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert split_warnings(labels, train, val) == []
+    train, val = stratified_split(labels, 0.0, seed=0)
+    assert split_warnings(labels, train, val) == []  # no validation set is the user's choice, said elsewhere

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from tunedesk.engine.errors import ConfigError, DataError
 
-__all__ = ["check_labels", "stratified_split", "singleton_classes"]
+__all__ = ["check_labels", "stratified_split", "singleton_classes", "split_warnings"]
 
 
 def check_labels(labels: Sequence[str], source: str) -> list[str]:
@@ -68,3 +68,40 @@ def stratified_split(labels: Sequence[str], val_fraction: float, seed: int) -> t
         val.extend(idx[:n_val])
         train.extend(idx[n_val:])
     return sorted(train), sorted(val)
+
+
+FEW_VALIDATION = 30  # below this, one validation example is more than 3 points of accuracy
+FEW_TRAINING = 5  # per class
+
+
+def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Sequence[int]) -> list[str]:
+    """What the user should know about a split too small to trust: a validation set so small that each
+    example is several points of accuracy, classes with next to no training examples, classes that are
+    never validated. Empty when the split is fine."""
+    warnings = []
+    n_val = len(val_idx)
+    if 0 < n_val < FEW_VALIDATION:
+        warnings.append(
+            f"only {n_val} validation example{'s' if n_val != 1 else ''}: each one is {100 / n_val:.0f} points of "
+            "accuracy, so the scores and the best epoch are rough; more labelled data (or a larger "
+            "data.val_fraction) makes them reliable"
+        )
+    train_counts = Counter(labels[i] for i in train_idx)
+    val_counts = Counter(labels[i] for i in val_idx)
+    classes = sorted(set(labels))
+    few = [c for c in classes if train_counts[c] < FEW_TRAINING]
+    if few:
+        listed = ", ".join(f"{c!r} ({train_counts[c]})" for c in few[:8]) + (" ..." if len(few) > 8 else "")
+        warnings.append(
+            f"few training examples for {listed}: a class needs about 10 or more for the model to learn "
+            "it; add examples of these classes"
+        )
+    if n_val:
+        unvalidated = [c for c in classes if not val_counts[c]]
+        if unvalidated:
+            listed = ", ".join(repr(c) for c in unvalidated[:8]) + (" ..." if len(unvalidated) > 8 else "")
+            warnings.append(
+                f"no validation example of {listed}: {'its' if len(unvalidated) == 1 else 'their'} accuracy "
+                "is not measured (a class needs 2 or more examples to be in both splits)"
+            )
+    return warnings

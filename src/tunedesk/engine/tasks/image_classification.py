@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.data.split import split_warnings
 from tunedesk.engine.data.tensors import ImageFiles
 from tunedesk.engine.models import LoadedModel, build_hf_classifier, build_torchvision_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
@@ -122,7 +123,7 @@ class ImageClassification(ClassifierTask):
             name=examples.name,
             fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
             summary=examples.summary,
-            warnings=list(examples.warnings or []),
+            warnings=list(examples.warnings or []) + split_warnings(examples.labels, train_idx, val_idx),
             train_labels=[y[i] for i in train_idx],
         )
 

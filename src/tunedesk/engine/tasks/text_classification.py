@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tunedesk.engine.config import RunConfig
+from tunedesk.engine.data.split import split_warnings
 from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ConfigError, ModelError
 from tunedesk.engine.model_files import is_tokenizer_read_failure, tokenizer_error
@@ -149,7 +150,7 @@ class TextClassification(ClassifierTask):
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
-        warnings = list(examples.warnings or [])
+        warnings = list(examples.warnings or []) + split_warnings(examples.labels, train_idx, val_idx)
         if truncated:
             warnings.append(f"{truncated} texts were cut to max_length={config.hparams.max_length} tokens")
 
