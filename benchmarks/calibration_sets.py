@@ -8,6 +8,10 @@ Nobody on the project wrote these texts, and none of them is the demo data:
   communication, person, state), from the Debian package ``wordnet-base``.
 - ``fortunes``: fortune-cookie quotations labelled by their file (computers, education, food, law,
   politics, science), from the Debian package ``fortunes``.
+- ``debianlong`` (not in the default list): the same sections with each package's whole description
+  (summary line and paragraphs; median 89 tokens, a quarter over 128, longest 518), from the archive's
+  English translation file ``Translation-en.xz`` (downloaded once from the mirror apt uses). For the
+  ``max_length`` question: does a longer cut pay on longer texts?
 
 ``python benchmarks/calibration_sets.py OUT_DIR`` writes ``OUT_DIR/<name>.csv`` (columns text, label).
 The Debian packages are unpacked from ``apt-get download`` into a cache folder, never installed.
@@ -61,19 +65,21 @@ def _balanced(rows: list[tuple[str, str]], per_class: int) -> list[tuple[str, st
     return out
 
 
-def debian(cache: Path) -> list[tuple[str, str]]:
+def _package_list() -> str:
     lists = sorted(glob.glob("/var/lib/apt/lists/*_main_binary-*_Packages*"))
     if not lists:
         raise SystemExit("no apt package list: run `apt-get update` once")
     path = lists[0]
     if path.endswith(".lz4"):
-        text = subprocess.run(["lz4cat", path], check=True, capture_output=True, text=True).stdout
-    elif path.endswith(".gz"):
-        text = gzip.decompress(Path(path).read_bytes()).decode("utf-8", "replace")
-    else:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        return subprocess.run(["lz4cat", path], check=True, capture_output=True, text=True).stdout
+    if path.endswith(".gz"):
+        return gzip.decompress(Path(path).read_bytes()).decode("utf-8", "replace")
+    return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def debian(cache: Path) -> list[tuple[str, str]]:
     rows = []
-    for stanza in text.split("\n\n"):
+    for stanza in _package_list().split("\n\n"):
         section = re.search(r"^Section: (.+)$", stanza, re.M)
         desc = re.search(r"^Description: (.+)$", stanza, re.M)
         if section and desc and section.group(1) in DEBIAN_SECTIONS:
@@ -107,14 +113,43 @@ def fortunes(cache: Path) -> list[tuple[str, str]]:
     return _balanced(rows, PER_CLASS)
 
 
-BUILDERS = {"debian": debian, "wordnet": wordnet, "fortunes": fortunes}
+TRANSLATIONS = "http://deb.debian.org/debian/dists/bookworm/main/i18n/Translation-en.xz"
+
+
+def debianlong(cache: Path) -> list[tuple[str, str]]:
+    import lzma
+    import urllib.request
+
+    path = cache / "Translation-en.xz"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        urllib.request.urlretrieve(TRANSLATIONS, path)
+    full = {}  # Description-md5 -> "summary. paragraphs"
+    for stanza in lzma.open(path, "rt", encoding="utf-8", errors="replace").read().split("\n\n"):
+        md5 = re.search(r"^Description-md5: (.+)$", stanza, re.M)
+        parts = stanza.split("Description-en: ", 1)
+        if md5 and len(parts) == 2:
+            lines = parts[1].split("\n")
+            body = " ".join(line.strip() for line in lines[1:] if line.strip() not in ("", "."))
+            full[md5.group(1)] = f"{lines[0].strip()}. {body}"
+    rows = []
+    for stanza in _package_list().split("\n\n"):
+        section = re.search(r"^Section: (.+)$", stanza, re.M)
+        md5 = re.search(r"^Description-md5: (.+)$", stanza, re.M)
+        if section and md5 and section.group(1) in DEBIAN_SECTIONS and md5.group(1) in full:
+            rows.append((full[md5.group(1)], section.group(1)))
+    return _balanced(rows, PER_CLASS)
+
+
+BUILDERS = {"debian": debian, "wordnet": wordnet, "fortunes": fortunes, "debianlong": debianlong}
+DEFAULT_SETS = ("debian", "wordnet", "fortunes")
 
 
 def write_sets(out_dir: Path, names: list[str] | None = None, cache: Path | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = cache or out_dir / "_debs"
     paths = {}
-    for name in names or list(BUILDERS):
+    for name in names or list(DEFAULT_SETS):
         path = out_dir / f"{name}.csv"
         if not path.exists():
             rows = BUILDERS[name](cache)
