@@ -96,3 +96,22 @@ def test_split_warnings_quiet_for_a_sound_split_and_without_validation():
     assert split_warnings(labels, train, val) == []
     train, val = stratified_split(labels, 0.0, seed=0)
     assert split_warnings(labels, train, val) == []  # no validation set is the user's choice, said elsewhere
+
+
+def test_a_run_whose_texts_are_cut_says_how_many_and_the_fix(tiny_bert_dir, tmp_path):
+    import csv
+
+    from tests.fixtures.data import tiny_text_config
+    from tunedesk.engine.run.runner import prepare
+
+    path = tmp_path / "long.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        for i in range(40):
+            words = 30 if i % 4 else 3  # three in four texts are longer than 16 tokens
+            writer.writerow([" ".join(["refund", "invoice", "crash", "error"][i % 2 * 2 :][:2] * words), "ab"[i % 2]])
+    prep = prepare(tiny_text_config(tiny_bert_dir, path, max_length=16))
+    (cut,) = [w for w in prep.warnings if "were cut to" in w]
+    assert cut.startswith("30 texts (75%) were cut to max_length=16 tokens")
+    assert "raise max_length (this model reads at most 64)" in cut

@@ -152,7 +152,14 @@ class TextClassification(ClassifierTask):
         truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
         warnings = list(examples.warnings or []) + split_warnings(examples.labels, train_idx, val_idx)
         if truncated:
-            warnings.append(f"{truncated} texts were cut to max_length={config.hparams.max_length} tokens")
+            share = truncated / max(len(encodings["input_ids"]), 1)
+            limit = position_limit(getattr(loaded.model, "config", None), tokenizer)
+            warnings.append(
+                f"{truncated} texts ({share:.0%}) were cut to max_length={config.hparams.max_length} tokens; "
+                "if what decides their label can come late in a text, raise max_length"
+                + (f" (this model reads at most {limit})" if limit and limit > config.hparams.max_length else "")
+                + "; a step's time grows about in proportion"
+            )
 
         def subset(idx: list[int]) -> TokenTensors:
             return TokenTensors({k: [v[i] for i in idx] for k, v in encodings.items()}, [y[i] for i in idx], pad_id)
