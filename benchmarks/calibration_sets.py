@@ -125,7 +125,9 @@ def debianlong(cache: Path) -> list[tuple[str, str]]:
         cache.mkdir(parents=True, exist_ok=True)
         urllib.request.urlretrieve(TRANSLATIONS, path)
     full = {}  # Description-md5 -> "summary. paragraphs"
-    for stanza in lzma.open(path, "rt", encoding="utf-8", errors="replace").read().split("\n\n"):
+    with lzma.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+        translations = fh.read()
+    for stanza in translations.split("\n\n"):
         md5 = re.search(r"^Description-md5: (.+)$", stanza, re.M)
         parts = stanza.split("Description-en: ", 1)
         if md5 and len(parts) == 2:
