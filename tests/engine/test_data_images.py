@@ -201,3 +201,35 @@ def test_progress_callback_can_cancel(pets):
 
     with pytest.raises(Cancelled):
         scan_image_folder(pets, progress=cancel)
+
+
+def test_every_common_format_decodes_to_the_same_pixels_for_training_and_prediction(tmp_path):
+    """The decoded training cache (torchvision, Pillow where torchvision cannot) and ``load_image``
+    (Pillow, used for predictions) must agree, for the formats users' folders hold: 16-bit grey PNG
+    (Pillow alone would clip it to white), CMYK JPEG, grey + alpha, palette GIF, WebP, TIFF, BMP."""
+    import numpy as np
+    import torch
+
+    from tunedesk.engine.data.decoded import _decode_one, _fit
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8))
+    images = {
+        "grey16.png": Image.fromarray((rng.integers(0, 65536, size=(24, 32))).astype(np.uint16)),
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "grey-alpha.png": rgb.convert("LA"),
+        "palette.gif": rgb.convert("P"),
+        "photo.webp": rgb,
+        "scan.tiff": rgb,
+        "old.bmp": rgb,
+    }
+    for name, img in images.items():
+        path = tmp_path / name
+        img.save(path, **({"lossless": True} if name.endswith(".webp") else {}))
+        trained = _decode_one(str(path), 16)
+        predicted = _fit(torch.from_numpy(np.asarray(load_image(str(path))).copy()).permute(2, 0, 1), 16)
+        assert trained.dtype == torch.uint8 and trained.shape == (3, 16, 16), name
+        # JPEG decoders may round a colour conversion differently by a level or two
+        assert (trained.int() - predicted.int()).abs().max() <= (3 if name.endswith(".jpg") else 0), name
+    grey = np.asarray(load_image(str(tmp_path / "grey16.png")))
+    assert 100 < grey.mean() < 156  # uniform noise over 0..65535 scaled to 0..255, not clipped to 255

@@ -115,6 +115,10 @@ def _decode_one(path: str, side: int) -> torch.Tensor:
 
     try:
         img = decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if img.dtype == torch.uint16:  # 16-bit PNGs (scans, microscopy) decode to 0..65535
+            img = (img.to(torch.int32) >> 8).to(torch.uint8)
+        elif img.dtype != torch.uint8:
+            raise ValueError(f"unexpected sample type {img.dtype}")
     except (RuntimeError, ValueError):  # formats torchvision does not read (BMP, TIFF, ...): Pillow
         from tunedesk.engine.data.images import load_image
 

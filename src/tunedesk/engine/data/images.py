@@ -234,6 +234,18 @@ def scan_image_folder(
     return kept, report
 
 
+def _sixteen_bit_to_8(im: PILImage.Image) -> PILImage.Image:
+    """A 16-bit grey image (scans, microscopy) as 8-bit grey, scaled as torchvision's decoder scales it
+    (the high byte), so the cached training images and predictions through Pillow agree."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(im).astype(np.int64)
+    if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr >> 8
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+
+
 def load_image(path: str) -> PILImage.Image:
     """Open an image as RGB for training or prediction, with EXIF rotation applied (phone photos
     are stored sideways). Use this same function at prediction time so inputs match training."""
@@ -244,6 +256,8 @@ def load_image(path: str) -> PILImage.Image:
             im = ImageOps.exif_transpose(opened) or opened
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # avoids Pillow's palette-transparency warning
+            if im.mode.startswith("I;16") or im.mode == "I":
+                im = _sixteen_bit_to_8(im)  # Pillow's own conversion clips everything above 255 to white
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(
