@@ -209,3 +209,29 @@ def test_simple_drawings_are_not_near_duplicates_of_each_other(tmp_path):
     copy = inspect_image(str(tmp_path / "big.jpg")).near_hash
     assert near_images(hashes[0], copy)
     assert not any(near_images(a, b) for k, a in enumerate(hashes) for b in hashes[k + 1 :])
+
+
+def test_sixteen_bit_scans_are_neither_white_thumbnails_nor_near_duplicates_of_each_other(tmp_path):
+    """Pillow's conversion clips 16-bit grey to white: every such scan would look the same (one white
+    thumbnail, one near hash). They are scaled to 8 bits as the training decoder does."""
+    import numpy as np
+    from PIL import Image
+
+    from tunedesk.engine.datasets.hashing import dhash_and_colour
+    from tunedesk.engine.datasets.thumbnails import make_thumbnail
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)
+    paths = []
+    for name, arr in (("left.png", ramp), ("right.png", ramp[:, ::-1].copy())):
+        Image.fromarray(arr).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    hashes = []
+    for p in paths:
+        with Image.open(p) as im:
+            im.load()
+            hashes.append(dhash_and_colour(im))
+    assert not near_images(*hashes)
+    thumb = make_thumbnail(str(paths[0]), "h0", tmp_path / "thumbs")
+    with Image.open(thumb) as t:
+        grey = np.asarray(t.convert("L"), dtype=np.float64)
+    assert grey[:, :4].mean() < 30 and grey[:, -4:].mean() > 220  # the ramp, not a white square

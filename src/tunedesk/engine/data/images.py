@@ -234,12 +234,16 @@ def scan_image_folder(
     return kept, report
 
 
-def _sixteen_bit_to_8(im: PILImage.Image) -> PILImage.Image:
+def eight_bit(im: PILImage.Image) -> PILImage.Image:
     """A 16-bit grey image (scans, microscopy) as 8-bit grey, scaled as torchvision's decoder scales it
-    (the high byte), so the cached training images and predictions through Pillow agree."""
+    (the high byte), so the cached training images, predictions, thumbnails and near-duplicate hashes
+    agree; Pillow's own conversion clips everything above 255 to white. Other images are returned as
+    they are."""
     import numpy as np
     from PIL import Image
 
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
     arr = np.asarray(im).astype(np.int64)
     if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
         arr = arr >> 8
@@ -256,9 +260,7 @@ def load_image(path: str) -> PILImage.Image:
             im = ImageOps.exif_transpose(opened) or opened
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # avoids Pillow's palette-transparency warning
-            if im.mode.startswith("I;16") or im.mode == "I":
-                im = _sixteen_bit_to_8(im)  # Pillow's own conversion clips everything above 255 to white
-            return im.convert("RGB")
+            return eight_bit(im).convert("RGB")
     except FileNotFoundError:
         raise DataError(
             f"image not found: {path}",

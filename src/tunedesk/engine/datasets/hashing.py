@@ -92,7 +92,9 @@ def dhash_and_colour(im: PILImage) -> str:
     """The image near hash of a decoded Pillow image (see the module docstring)."""
     from PIL import Image
 
-    rgb = im.convert("RGB")
+    from tunedesk.engine.data.images import eight_bit
+
+    rgb = eight_bit(im).convert("RGB")
     side = PHASH_SIDE
     grey = rgb.convert("L").resize((side + 1, side), Image.Resampling.BILINEAR)
     px = grey.tobytes()

@@ -29,10 +29,12 @@ def make_thumbnail(src: str, content_hash: str, cache_dir: Path, size: int = THU
         return dest
     from PIL import Image, ImageOps
 
+    from tunedesk.engine.data.images import eight_bit
+
     try:
         with Image.open(src) as opened:
             opened.draft("RGB", (size * 2, size * 2))
-            im = ImageOps.exif_transpose(opened) or opened
+            im = eight_bit(ImageOps.exif_transpose(opened) or opened)
             im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
             im.thumbnail((size, size), Image.Resampling.LANCZOS)
             dest.parent.mkdir(parents=True, exist_ok=True)
