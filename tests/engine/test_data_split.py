@@ -115,3 +115,13 @@ def test_a_run_whose_texts_are_cut_says_how_many_and_the_fix(tiny_bert_dir, tmp_
     (cut,) = [w for w in prep.warnings if "were cut to" in w]
     assert cut.startswith("30 texts (75%) were cut to max_length=16 tokens")
     assert "raise max_length (this model reads at most 64)" in cut
+
+
+def test_split_warnings_count_the_classes_they_cannot_all_name():
+    from tunedesk.engine.data import split_warnings
+
+    labels = [f"c{i:02d}" for i in range(20)] + ["big"] * 50
+    train, val = stratified_split(labels, 0.2, seed=0)
+    few, unvalidated = split_warnings(labels, train, val)[1:]
+    assert few.startswith("few training examples for 20 of the 21 classes: 'c00' (1), ")
+    assert unvalidated.startswith("no validation example of 20 of the 21 classes: 'c00', ")

@@ -91,7 +91,9 @@ def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Seq
     classes = sorted(set(labels))
     few = [c for c in classes if train_counts[c] < FEW_TRAINING]
     if few:
-        listed = ", ".join(f"{c!r} ({train_counts[c]})" for c in few[:8]) + (" ..." if len(few) > 8 else "")
+        listed = ", ".join(f"{c!r} ({train_counts[c]})" for c in few[:8])
+        if len(few) > 8:
+            listed = f"{len(few)} of the {len(classes)} classes: {listed} ..."
         warnings.append(
             f"few training examples for {listed}: a class needs about 10 or more for the model to learn "
             "it; add examples of these classes"
@@ -99,7 +101,9 @@ def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Seq
     if n_val:
         unvalidated = [c for c in classes if not val_counts[c]]
         if unvalidated:
-            listed = ", ".join(repr(c) for c in unvalidated[:8]) + (" ..." if len(unvalidated) > 8 else "")
+            listed = ", ".join(repr(c) for c in unvalidated[:8])
+            if len(unvalidated) > 8:
+                listed = f"{len(unvalidated)} of the {len(classes)} classes: {listed} ..."
             warnings.append(
                 f"no validation example of {listed}: {'its' if len(unvalidated) == 1 else 'their'} accuracy "
                 "is not measured (a class needs 2 or more examples to be in both splits)"
