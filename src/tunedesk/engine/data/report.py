@@ -40,6 +40,8 @@ class DataIssue:
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path} line {self.line}"
+        if self.action == "warning":  # shown as a warning already; "(warning)" would say it twice
+            return f"{where}: {self.reason}"
         return f"{where}: {self.reason} ({self.action})"
 
     def to_dict(self) -> dict[str, Any]:
