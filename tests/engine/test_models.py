@@ -169,6 +169,26 @@ def test_edited_or_damaged_tokenizer_files_are_one_sentence(tmp_path, tiny_bert_
     assert not is_tokenizer_read_failure(TypeError("a bug of ours, raised in our own code"))
 
 
+def test_a_model_folder_without_its_vocabulary_files_is_refused_not_trained_on_unknown_tokens(tmp_path, tiny_bert_dir):
+    """transformers builds a tokenizer of the special tokens alone from a folder whose vocab.txt /
+    tokenizer.json were not copied; every word became [UNK] and the run trained on nothing, silently."""
+    import shutil
+
+    from tunedesk.engine.lm.model import load_lm_tokenizer
+    from tunedesk.engine.tasks.text_classification import load_tokenizer
+
+    folder = tmp_path / "copied-without-tokenizer"
+    shutil.copytree(tiny_bert_dir, folder)
+    for name in ("vocab.txt", "tokenizer.json"):
+        (folder / name).unlink(missing_ok=True)
+    for load in (load_tokenizer, lambda p: load_lm_tokenizer(p, chat=False)):
+        with pytest.raises(ModelError) as info:
+            load(str(folder))
+        assert f"the tokenizer in {folder} knows only 5 tokens of the model's " in info.value.message
+        assert "copy the tokenizer files" in info.value.hint
+    assert len(load_tokenizer(str(tiny_bert_dir))) > 5  # the whole folder loads as before
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return str(path)

@@ -155,6 +155,36 @@ def tokenizer_error(path: str | Path, exc: BaseException) -> ModelError:
     )
 
 
+TOKENIZER_FILES = "tokenizer.json, tokenizer_config.json and the vocabulary files (vocab.txt, vocab.json, merges.txt, *.model)"
+
+
+def check_tokenizer_vocabulary(tokenizer: object, path: str | Path) -> None:
+    """A model folder without its vocabulary files still gives a tokenizer: transformers builds one that
+    knows only the special tokens, and every word becomes [UNK], so a run would train on nothing and
+    say nothing. Refused here: a tokenizer far smaller than the model's vocabulary (config.json's
+    ``vocab_size``), or of a handful of tokens where the config does not say."""
+    import json
+
+    try:
+        size = len(tokenizer)  # type: ignore[arg-type]
+    except TypeError:  # a remote-code tokenizer without a length: nothing to compare
+        return
+    vocab = None
+    try:
+        with open(Path(path) / "config.json", encoding="utf-8") as fh:
+            config = json.load(fh)
+        vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if (isinstance(vocab, int) and vocab > 0 and size < vocab // 2) or size < 50:
+        of = f" of the model's {vocab:,}" if isinstance(vocab, int) and vocab > 0 else ""
+        raise ModelError(
+            f"the tokenizer in {path} knows only {size:,} tokens{of}: its vocabulary files are missing, "
+            "so every word would be read as unknown",
+            f"copy the tokenizer files from the model's original folder next to config.json ({TOKENIZER_FILES})",
+        )
+
+
 def _short_module_repr(text: str) -> str:
     """``BertLayer( (attention): ... ) should be used ...`` (transformers prints a whole module first) as
     ``BertLayer(...) should be used ...``."""

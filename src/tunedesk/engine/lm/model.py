@@ -15,7 +15,7 @@ from torch import nn
 from tunedesk.engine.errors import ConfigError, ModelError
 from tunedesk.engine.lm import data as lm_data
 from tunedesk.engine.lm import quant
-from tunedesk.engine.model_files import is_tokenizer_read_failure, tokenizer_error
+from tunedesk.engine.model_files import check_tokenizer_vocabulary, is_tokenizer_read_failure, tokenizer_error
 from tunedesk.engine.models import load_hf_config, quiet_transformers, resolve_hf_path
 
 # A transformers causal LM (PreTrainedModel) or its PEFT wrapper: generate, config, save_pretrained and
@@ -68,6 +68,7 @@ def load_lm_tokenizer(path: str, chat: bool, trust_remote_code: bool = False) ->
         if not is_tokenizer_read_failure(exc):
             raise
         raise tokenizer_error(path, exc) from exc
+    check_tokenizer_vocabulary(tok, path)
     if tok.eos_token_id is None:
         raise ModelError(
             f"the tokenizer in {path} has no end-of-sequence token",

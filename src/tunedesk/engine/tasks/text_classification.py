@@ -17,7 +17,7 @@ from tunedesk.engine.config import RunConfig
 from tunedesk.engine.data.split import split_warnings
 from tunedesk.engine.data.tensors import TokenTensors
 from tunedesk.engine.errors import ConfigError, ModelError
-from tunedesk.engine.model_files import is_tokenizer_read_failure, tokenizer_error
+from tunedesk.engine.model_files import check_tokenizer_vocabulary, is_tokenizer_read_failure, tokenizer_error
 from tunedesk.engine.models import LoadedModel, build_hf_classifier
 from tunedesk.engine.tasks.base import ClassifierTask, PreparedData, hash_examples, labelled_version, report_warnings
 
@@ -260,6 +260,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
         if not is_tokenizer_read_failure(exc):
             raise
         raise tokenizer_error(path, exc) from exc
+    check_tokenizer_vocabulary(tok, path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
