@@ -155,7 +155,9 @@ def tokenizer_error(path: str | Path, exc: BaseException) -> ModelError:
     )
 
 
-TOKENIZER_FILES = "tokenizer.json, tokenizer_config.json and the vocabulary files (vocab.txt, vocab.json, merges.txt, *.model)"
+TOKENIZER_FILES = (
+    "tokenizer.json, tokenizer_config.json and the vocabulary files (vocab.txt, vocab.json, merges.txt, *.model)"
+)
 
 
 def check_tokenizer_vocabulary(tokenizer: object, path: str | Path) -> None:
