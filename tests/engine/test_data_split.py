@@ -125,3 +125,14 @@ def test_split_warnings_count_the_classes_they_cannot_all_name():
     few, unvalidated = split_warnings(labels, train, val)[1:]
     assert few.startswith("few training examples for 20 of the 21 classes: 'c00' (1), ")
     assert unvalidated.startswith("no validation example of 20 of the 21 classes: 'c00', ")
+
+
+def test_labels_typed_two_ways_are_named():
+    from tunedesk.engine.data import split_warnings
+
+    labels = ["Cat"] * 30 + ["cat"] * 40 + ["sci-fi"] * 35 + ["Sci Fi"] * 35 + ["dog"] * 60
+    train, val = stratified_split(labels, 0.2, seed=0)
+    warnings = split_warnings(labels, train, val)
+    assert warnings[0].startswith("the labels 'Cat' (30), 'cat' (40) differ only in case or punctuation")
+    assert warnings[1].startswith("the labels 'Sci Fi' (35), 'sci-fi' (35) differ only")
+    assert len(warnings) == 2

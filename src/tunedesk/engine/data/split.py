@@ -86,6 +86,7 @@ def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Seq
             "accuracy, so the scores and the best epoch are rough; more labelled data (or a larger "
             "data.val_fraction) makes them reliable"
         )
+    warnings += look_alike_labels(labels)
     train_counts = Counter(labels[i] for i in train_idx)
     val_counts = Counter(labels[i] for i in val_idx)
     classes = sorted(set(labels))
@@ -109,3 +110,23 @@ def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Seq
                 "is not measured (a class needs 2 or more examples to be in both splits)"
             )
     return warnings
+
+
+def look_alike_labels(labels: Sequence[str]) -> list[str]:
+    """Labels that differ only in case or in spaces, hyphens and underscores ('Cat' / 'cat',
+    'sci-fi' / 'sci fi'): usually one class typed two ways, which splits its examples in two and makes
+    the model tell them apart."""
+    counts = Counter(labels)
+    groups: dict[str, list[str]] = {}
+    for label in sorted(counts):
+        key = "".join(ch for ch in label.casefold() if ch.isalnum())
+        groups.setdefault(key or label, []).append(label)
+    out = []
+    for same in groups.values():
+        if len(same) > 1:
+            listed = ", ".join(f"{label!r} ({counts[label]})" for label in same)
+            out.append(
+                f"the labels {listed} differ only in case or punctuation: if they mean one class, merge them "
+                "(Datasets area: select both classes, Merge) or fix the file; otherwise the model learns to tell them apart"
+            )
+    return out[:5]
