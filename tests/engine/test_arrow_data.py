@@ -221,3 +221,40 @@ def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parq
     assert examples.labels == [lab for _, lab in rows[:-1]]  # the damaged last row is reported, not used
     assert all(Path(p).is_relative_to(home / "images") for p in examples.paths)
     assert examples.summary == "read 13 images, kept 12; 1 skipped (1 not a readable image)"
+
+
+def test_image_table_problems_name_the_row_not_the_unpacked_file(tmp_path, home):
+    """A damaged image in a Parquet file was reported under its content hash ('795b...png'), a row naming
+    a missing file as 'file disappeared while scanning', and a blank label twice."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from tunedesk.engine import tasks
+    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+
+    def png(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (24, 24), (i * 20 % 256, 90, 30)).save(buf, "PNG")
+        return buf.getvalue()
+
+    cells = [{"bytes": png(i), "path": f"{i}.png"} for i in range(12)]
+    cells[3] = {"bytes": b"not an image", "path": "3.png"}
+    cells[4] = {"bytes": None, "path": "gone/4.png"}
+    labels = ["a", "b"] * 6
+    labels[5] = ""
+    path = tmp_path / "photos.parquet"
+    pq.write_table(pa.table({"image": cells, "label": labels}), path)
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision"),
+        data=DataSpec(kind="image_table", path=str(path)),
+    ).validate()
+    examples = tasks.get("image_classification").load_examples(config)
+    assert len(examples.paths) == 9
+    warnings = examples.warnings
+    assert any(w.startswith("photos.parquet row 4 (3.png): not a readable image") for w in warnings), warnings
+    assert any(w.startswith("photos.parquet row 5 (gone/4.png): image file not found: ") for w in warnings)
+    assert [w for w in warnings if "blank label" in w] == ["photos.parquet line 6: blank label (skipped)"]

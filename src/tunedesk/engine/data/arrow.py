@@ -395,8 +395,11 @@ def image_rows(
     label_column: str,
     folder: Path,
     report: DataReport,
+    names: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    """(label, file) per row; image bytes are written into ``folder`` (content-addressed) on the way."""
+    """(label, file) per row; image bytes are written into ``folder`` (content-addressed) on the way.
+    ``names``, when given, gets for each file the words that point the user at its row ("row 4 (4.png)"):
+    a content-addressed file name means nothing to them."""
     wanted = [("file_column", image_column, "image")]
     if label_column:
         wanted.append(("label_column", label_column, "label"))
@@ -423,6 +426,10 @@ def image_rows(
                 continue
             if lc and not label:
                 report.add("blank label: imported without a label", row_no, "warning")
+            if names is not None:
+                cell = row.get(ic)
+                own = cell.get("path") if isinstance(cell, dict) else cell if isinstance(cell, str) else None
+                names[path] = f"row {row_no}" + (f" ({own})" if own else "")
             todo.append((label, path))
         say(row_no, source.num_rows, f"unpacking images: {row_no:,} of {source.num_rows:,}")
     if not todo:

@@ -40,13 +40,22 @@ def _image_table_examples(config: RunConfig) -> ImageExamples:
     d = config.data
     source = open_source(d.path)
     report = DataReport(source=str(source.path), unit="image")
-    rows = image_rows(lambda *a, **k: None, source, d.image_column, d.label_column, home_dir() / "images", report)
+    names: dict[str, str] = {}
+    rows = image_rows(
+        lambda *a, **k: None, source, d.image_column, d.label_column, home_dir() / "images", report, names
+    )
+    for issue in report.issues:  # the Datasets area imports such rows unlabelled; a run leaves them out
+        if issue.reason.startswith("blank label"):
+            issue.reason, issue.action = "blank label", "skipped"
     paths, labels = [], []
     for label, path in rows:
         report.rows_read += 1
-        problem = "blank label" if not label else _check_image(path, 8)
+        if not label:
+            continue  # reported above, with its row
+        where = f"{source.display} {names.get(path, Path(path).name)}"
+        problem = _check_image(path, 8) if Path(path).exists() else f"image file not found: {path}"
         if problem:
-            report.add(problem, path=Path(path).name)
+            report.add(problem, path=where)
             continue
         paths.append(path)
         labels.append(label)
