@@ -289,3 +289,16 @@ def test_default_prompts_prefer_validation(tmp_path):
     assert prompts[0] == ex.conversations[7][0]["content"] or ex.conversations[7][0]["role"] == "system"
     corpus = lm_data.LMExamples("text_corpus", "x", "", documents=[("a", "one two three four five six seven eight")])
     assert lm_data.default_prompts(corpus) == ["one two three four five six"]
+
+
+def test_a_binary_file_with_a_text_name_is_left_out_of_a_corpus(tmp_path):
+    """A PDF or an archive saved as .txt decoded (as Latin-1 or cp1252) into a document of control
+    characters, and the language model trained on it without a word."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("Tabs\tand line breaks\r\nare text.\n\fA form feed too.\n", encoding="utf-8")
+    (folder / "report.txt").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40)
+    ex = lm_data.read_corpus(folder)
+    assert [n for n, _ in ex.documents] == ["notes.txt"]
+    assert any(w.startswith("report.txt: not text: ") and "control characters" in w for w in ex.warnings)
+    assert lm_data.control_share("plain words\n") == 0.0

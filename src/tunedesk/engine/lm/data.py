@@ -108,6 +108,20 @@ def _issue_warnings(report: DataReport) -> list[str]:
     return out
 
 
+BINARY_SHARE = 0.01  # text has tabs and line breaks, almost never other control characters
+_TEXT_CONTROLS = frozenset("\t\n\r\f\v")
+
+
+def control_share(text: str, sample: int = 65536) -> float:
+    """The share of control characters (NUL, escape, ... but not tabs and line breaks) in the first
+    ``sample`` characters: a PDF, image or archive saved as .txt decodes to a few percent or more."""
+    head = text[:sample]
+    if not head:
+        return 0.0
+    controls = sum(1 for ch in head if (ch < " " or "\x7f" <= ch < "\xa0") and ch not in _TEXT_CONTROLS)
+    return controls / len(head)
+
+
 def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | None = None) -> LMExamples:
     """A text file, or every text file under a folder (sorted, recursive), as documents."""
     root = Path(path).expanduser()
@@ -150,6 +164,10 @@ def read_corpus(path: str | Path, encoding: str | None = None, max_items: int | 
         text = text.lstrip("\ufeff").replace("\r\n", "\n")
         if not text.strip():
             report.add("empty text", path=rel)
+            continue
+        share = control_share(text)
+        if share > BINARY_SHARE:
+            report.add(f"not text: {share:.0%} control characters (a binary file with a text name?)", path=rel)
             continue
         docs.append((rel, text))
         report.rows_kept += 1
