@@ -287,6 +287,12 @@ def test_user_paths_file(tmp_path):
     with pytest.raises(ModelError) as err:
         catalog.add_user_path(tmp_path / "nope", home)
     assert err.value.hint
+    (tmp_path / "data.csv").write_text("text,label\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"data.csv is not a weights file \(\.pth, \.pt"):
+        catalog.add_user_path(tmp_path / "data.csv", home)  # a CSV was remembered as a model before
+    (tmp_path / "r18.PTH").write_bytes(b"")
+    assert catalog.add_user_path(tmp_path / "r18.PTH", home).name == "r18.PTH"
+    catalog.remove_user_path(tmp_path / "r18.PTH", home)
     catalog.remove_user_path(folder, home)
     assert catalog.load_user_paths(home) == []
     catalog.remove_user_path(folder, home)  # already gone: fine

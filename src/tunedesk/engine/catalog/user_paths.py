@@ -56,6 +56,11 @@ def add_user_path(path: str | os.PathLike[str], home: Path | None = None) -> Pat
     resolved = Path(path).expanduser().resolve()
     if not resolved.exists():
         raise ModelError(f"{resolved} does not exist", "pick an existing model folder or weight file")
+    if resolved.is_file() and not resolved.name.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise ModelError(
+            f"{resolved.name} is not a weights file ({', '.join(CHECKPOINT_SUFFIXES)})",
+            "add the model's folder (config.json and weights), or its weights file",
+        )
     current = load_user_paths(home)
     if resolved not in current:
         _save(current + [resolved], home)
