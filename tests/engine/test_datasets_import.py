@@ -219,6 +219,7 @@ def test_image_folder_import_flags_bad_files_instead_of_dropping_them(store, ima
     assert ok.flags & F.FILE_FLAGS == 0 and ok.width == 40 and len(ok.near_hash) == 64 + 96 and ok.content_hash
     assert os.path.isabs(ok.path)
     assert result.report.warnings == 3
+    assert (result.report.rows_read, result.report.rows_kept) == (27, 27)  # each image counted once (was 54)
 
 
 def test_image_folder_bad_layouts(store, tmp_path, image_folder):

@@ -449,6 +449,7 @@ def _import_image_folder(ctx: _Context, spec: ImportSpec, path: Path, options: C
     # verify=False: list only (layout checks, hidden files, link loops); every file is read once below.
     found, report = scan_image_folder(path, verify=False)
     root = Path(report.source)
+    report.rows_read = 0  # the listing counted them; counted again as each image is read below
     _inspect_all(ctx, [(e.label, e.path) for e in found], report, root, options)
     return report
 
