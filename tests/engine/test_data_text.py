@@ -339,3 +339,12 @@ def test_report_caps_stored_issues(monkeypatch):
         r.add("empty text", i)
     assert len(r.issues) == 5 and r.skipped == 10
     assert "10 skipped (10 empty text)" in r.summary()
+
+
+def test_two_columns_of_the_same_name_are_read_from_the_first_and_said(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text,text,label\ntitle one,the body,a\ntitle two,another body,b\n", encoding="utf-8")
+    examples, report = read_text_table(path)
+    assert [e.text for e in examples] == ["title one", "title two"]
+    (issue,) = [i for i in report.issues if i.action == "warning"]
+    assert "2 columns are named 'text': the first (column 1) is read" in issue.reason

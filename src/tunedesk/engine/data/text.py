@@ -365,6 +365,13 @@ def _read_csv(
         missing.append(("label_column", label_column, "label"))
     if ti is None or li is None:
         raise _missing_columns_error(path, header, missing, "column")
+    for setting, index in (("text_column", ti), ("label_column", li)):
+        if header.count(header[index]) > 1:  # the first one is read: say so, it may be the wrong one
+            report.add(
+                f"{header.count(header[index])} columns are named {header[index]!r}: the first (column "
+                f"{index + 1}) is read; rename the others in the file if {setting} should be another",
+                action="warning",
+            )
     need = max(ti, li) + 1
     width = len(header)
     any_row = False
