@@ -233,3 +233,45 @@ def test_every_common_format_decodes_to_the_same_pixels_for_training_and_predict
         assert (trained.int() - predicted.int()).abs().max() <= (3 if name.endswith(".jpg") else 0), name
     grey = np.asarray(load_image(str(tmp_path / "grey16.png")))
     assert 100 < grey.mean() < 156  # uniform noise over 0..65535 scaled to 0..255, not clipped to 255
+
+
+def _split_layout(root: Path, parts: dict[str, int]) -> Path:
+    for part, n in parts.items():
+        for label, color in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            for i in range(n):
+                make_image(root / part / label / f"{i}.png", color=color)
+    return root
+
+
+def test_a_folder_split_into_train_and_val_keeps_its_split_and_its_classes(tmp_path):
+    """pets/train/cat/... + pets/val/cat/... trained "train" against "val" as the two classes."""
+    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
+    from tunedesk.engine.data.images import split_folders
+    from tunedesk.engine.tasks.image_classification import ImageClassification
+
+    root = _split_layout(tmp_path / "pets", {"train": 6, "val": 2})
+    config = RunConfig(
+        task="image_classification",
+        model=ModelSpec("resnet18", source="torchvision", pretrained=False),
+        data=DataSpec(kind="image_folder", path=str(root)),
+    )
+    task = ImageClassification()
+    examples = task.load_examples(config)
+    assert task.label_names(examples) == ["cat", "dog"]
+    train, val = task.split(config, examples)
+    assert (len(train), len(val)) == (12, 4)
+    assert all("val" in Path(examples.paths[i]).parts for i in val)
+    assert examples.warnings[0].startswith("train/ and val/ split the data already")
+    # with test/ as well, val/ validates and test/ stays out; test/ alone validates
+    _split_layout(root, {"test": 1})
+    assert sorted(split_folders(root)) == ["test", "train", "val"]
+    examples = task.load_examples(config)
+    assert len(examples.paths) == 16 and "test/ is left out" in examples.warnings[0]
+    only_test = _split_layout(tmp_path / "two", {"Train": 3, "TEST": 1})
+    assert sorted(split_folders(only_test)) == ["test", "train"]
+    # not a split layout: a class beside train/, or train/ holding images directly
+    _split_layout(tmp_path / "mixed", {"train": 1, "val": 1, "other": 1})
+    assert split_folders(tmp_path / "mixed") is None
+    make_image(tmp_path / "flat" / "train" / "1.png")
+    make_image(tmp_path / "flat" / "val" / "1.png")
+    assert split_folders(tmp_path / "flat") is None

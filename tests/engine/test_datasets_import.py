@@ -326,3 +326,22 @@ def test_chat_import_reads_every_shape_training_reads(store, tmp_path):
     assert stored[1][0]["content"] == "translate\n\nhello" and stored[2][0] == {"role": "user", "content": "hi"}
     assert stored[3][0]["role"] == "system" and stored[3][1]["content"] == "ab"
     assert "line 5: unknown role: 'tool'" in "\n".join(str(i) for i in result.report.issues)
+
+
+def test_a_split_image_folder_imports_its_classes_and_keeps_each_image_in_its_part(store, tmp_path):
+    from collections import Counter
+
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for part, n in (("train", 4), ("validation", 2), ("test", 1)):
+        for label in ("cat", "dog"):
+            (root / part / label).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (24, 24), (10 * i, 80, 160)).save(root / part / label / f"{i}.png")
+    result = run_import(store, ImportSpec("image_folder", str(root)))
+    assert store.classes(result.dataset_id) == ["cat", "dog"]
+    parts = Counter(i.split for i in store.iter_items(result.dataset_id))
+    assert parts == {"train": 8, "val": 4, "": 2}  # test/ beside val/: imported, assigned to neither
+    assert (result.report.rows_read, result.report.rows_kept) == (14, 14)
+    assert any("the folder is split already" in w for w in result.warnings)

@@ -100,6 +100,45 @@ def _class_folders(root: Path, report: DataReport) -> tuple[list[tuple[str, str]
     return classes, loose
 
 
+TRAIN_FOLDERS = ("train", "training")
+VAL_FOLDERS = ("val", "valid", "validation", "dev")
+TEST_FOLDERS = ("test", "testing")
+
+
+def split_folders(path: str | Path) -> dict[str, Path] | None:
+    """A folder already split the common way (``train/<class>/...`` next to ``val/<class>/...`` or
+    ``test/<class>/...``): {"train": ..., "val": ..., "test": ...} for the parts present. None for an
+    ordinary class-per-folder layout; read as one, "train" and "val" would become the two classes."""
+    root = Path(path).expanduser()
+    try:
+        subdirs = [e for e in os.scandir(root) if not _hidden(e.name) and e.is_dir()]
+    except OSError:
+        return None
+    found: dict[str, Path] = {}
+    for entry in subdirs:
+        name = entry.name.casefold()
+        part = (
+            "train"
+            if name in TRAIN_FOLDERS
+            else "val"
+            if name in VAL_FOLDERS
+            else "test"
+            if name in TEST_FOLDERS
+            else None
+        )
+        if part is None or part in found:
+            return None  # another folder beside them: a class folder, so the layout is class-per-folder
+        try:
+            if not any(not _hidden(e.name) and e.is_dir() for e in os.scandir(entry.path)):
+                return None  # train/ holds images directly: it is a class (or a mistake scan reports)
+        except OSError:
+            return None
+        found[part] = Path(entry.path)
+    if "train" not in found or not ({"val", "test"} & found.keys()):
+        return None
+    return found
+
+
 def _list_class(folder: str, root: Path, report: DataReport) -> list[str]:
     """All image files under a class folder (sub-folders included), sorted. Symlinked folders are
     not entered (os.walk followlinks=False), so link loops cannot hang the scan."""

@@ -74,7 +74,9 @@ FEW_VALIDATION = 30  # below this, one validation example is more than 3 points 
 FEW_TRAINING = 5  # per class
 
 
-def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Sequence[int]) -> list[str]:
+def split_warnings(
+    labels: Sequence[str], train_idx: Sequence[int], val_idx: Sequence[int], given: bool = False
+) -> list[str]:
     """What the user should know about a split too small to trust: a validation set so small that each
     example is several points of accuracy, classes with next to no training examples, classes that are
     never validated. Empty when the split is fine."""
@@ -83,8 +85,12 @@ def split_warnings(labels: Sequence[str], train_idx: Sequence[int], val_idx: Seq
     if 0 < n_val < FEW_VALIDATION:
         warnings.append(
             f"only {n_val} validation example{'s' if n_val != 1 else ''}: each one is {100 / n_val:.0f} points of "
-            "accuracy, so the scores and the best epoch are rough; more labelled data (or a larger "
-            "data.val_fraction) makes them reliable"
+            "accuracy, so the scores and the best epoch are rough; "
+            + (
+                "more validation examples make them reliable"
+                if given  # the data's own split (a stored version, train/ and val/ folders)
+                else "more labelled data (or a larger data.val_fraction) makes them reliable"
+            )
         )
     warnings += look_alike_labels(labels)
     train_counts = Counter(labels[i] for i in train_idx)

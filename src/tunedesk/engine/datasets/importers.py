@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedesk.engine.data.arrow import image_rows, is_arrow_source, open_source
-from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder
+from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder, split_folders
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import (
     _check_file,
@@ -148,6 +148,7 @@ class _Context:
         line: int | None = None,
         text: str | None = None,
         info: ImageInfo | None = None,
+        split: str = "",
     ) -> None:
         self.position += 1
         if label:
@@ -156,7 +157,7 @@ class _Context:
         if info is not None:
             w, h, size, mtime = info.width, info.height, info.size_bytes, info.mtime
         self.batch.append(
-            (self.position, label, "", flags, content_hash, near_hash, path, line, w, h, size, mtime, text)
+            (self.position, label, split, flags, content_hash, near_hash, path, line, w, h, size, mtime, text)
         )
         if text:
             self.batch_chars += len(text)
@@ -415,8 +416,10 @@ def _inspect_all(
     root: Path,
     options: CleaningOptions,
     known_missing: frozenset[str] | set[str] = frozenset(),
+    splits: list[str] | None = None,
 ) -> None:
-    """Read every (label, path) in a small thread pool (decoding releases the GIL), in order."""
+    """Read every (label, path) in a small thread pool (decoding releases the GIL), in order;
+    ``splits``, when given, is each item's split ("train", "val" or "")."""
     total = len(todo)
     workers = max(1, min(4, os.cpu_count() or 1))
     chunk = 256
@@ -432,13 +435,19 @@ def _inspect_all(
             ctx.say(start, total, f"reading images: {start:,} of {total:,}", force=start == 0)
             part = todo[start : start + chunk]
             infos = pool.map(inspect_image, [p for _, p in part], [options.tiny_pixels] * len(part))
-            for (label, p), info in zip(part, infos):
+            for k, ((label, p), info) in enumerate(zip(part, infos)):
                 report.rows_read += 1
                 bits = F.PROBLEM_FLAG.get(info.problem or "", 0)
                 if info.problem and p not in known_missing:
                     report.add(f"{info.detail}: imported and flagged", path=rel(p), action="warning")
                 ctx.add(
-                    label=label, flags=bits, content_hash=info.content_hash, near_hash=info.near_hash, path=p, info=info
+                    label=label,
+                    flags=bits,
+                    content_hash=info.content_hash,
+                    near_hash=info.near_hash,
+                    path=p,
+                    info=info,
+                    split=splits[start + k] if splits else "",
                 )
     ctx.say(total, total, f"read {total:,} images", force=True)
     report.rows_kept = ctx.position
@@ -446,11 +455,43 @@ def _inspect_all(
 
 def _import_image_folder(ctx: _Context, spec: ImportSpec, path: Path, options: CleaningOptions) -> DataReport:
     ctx.say(0, 0, f"listing the images in {_display(path)}", force=True)
+    parts = split_folders(path)
+    if parts:  # train/<class>/... with val/ (test/): classes from the level below, the split kept
+        return _import_split_image_folder(ctx, path, parts, options)
     # verify=False: list only (layout checks, hidden files, link loops); every file is read once below.
     found, report = scan_image_folder(path, verify=False)
     root = Path(report.source)
     report.rows_read = 0  # the listing counted them; counted again as each image is read below
     _inspect_all(ctx, [(e.label, e.path) for e in found], report, root, options)
+    return report
+
+
+def _import_split_image_folder(
+    ctx: _Context, path: Path, parts: dict[str, Path], options: CleaningOptions
+) -> DataReport:
+    """Each part's images with its split: train/ as train, val/ as val (test/ too when there is no
+    val/; with both, test/ is imported unassigned and kept out of training)."""
+    root = Path(os.path.abspath(path))
+    report = DataReport(source=str(root), unit="image")
+    todo: list[tuple[str, str]] = []
+    splits: list[str] = []
+    for part in ("train", "val", "test"):
+        if part not in parts:
+            continue
+        side = part if part != "test" else ("" if "val" in parts else "val")
+        found, part_report = scan_image_folder(parts[part], verify=False)
+        for issue in part_report.issues:
+            issue.path = f"{parts[part].name}/{issue.path}"
+            report.issues.append(issue)
+        todo += [(e.label, e.path) for e in found]
+        splits += [side] * len(found)
+    _inspect_all(ctx, todo, report, root, options, splits=splits)
+    report.add(
+        "the folder is split already (" + ", ".join(f"{p.name}/" for p in parts.values()) + "): classes come from the "
+        "folders inside them and each image keeps its part",
+        path=root.name + "/",
+        action="warning",
+    )
     return report
 
 

@@ -66,6 +66,37 @@ def _image_table_examples(config: RunConfig) -> ImageExamples:
     return ImageExamples(paths, labels, source.display, report.summary(), warnings=report_warnings(report))
 
 
+def _split_folder_examples(config: RunConfig, parts: dict[str, Path]) -> ImageExamples:
+    """``train/<class>/...`` with ``val/<class>/...`` (or ``test/``): the folder's own split is kept,
+    classes come from the level below; with both val/ and test/, test/ stays out for a final check."""
+    from tunedesk.engine.data import scan_image_folder
+
+    d = config.data
+    held_out = "val" if "val" in parts else "test"
+    paths: list[str] = []
+    labels: list[str] = []
+    split: list[str] = []
+    summaries: list[str] = []
+    warnings = [
+        f"{parts['train'].name}/ and {parts[held_out].name}/ split the data already: the run trains on "
+        f"{parts['train'].name}/ and validates on {parts[held_out].name}/ (data.val_fraction is not used)"
+        + (
+            f"; {parts['test'].name}/ is left out, for a final check of your own"
+            if held_out == "val" and "test" in parts
+            else ""
+        )
+    ]
+    for part in ("train", held_out):
+        folder = parts[part]
+        items, report = scan_image_folder(folder, max_items=d.max_items)
+        paths += [it.path for it in items]
+        labels += [it.label for it in items]
+        split += ["train" if part == "train" else "val"] * len(items)
+        summaries.append(f"{folder.name}/: {report.summary()}")
+        warnings += [f"{folder.name}/{w}" for w in report_warnings(report)]
+    return ImageExamples(paths, labels, Path(d.path).name, "; ".join(summaries), split=split, warnings=warnings)
+
+
 def input_size(config: RunConfig, loaded: LoadedModel) -> int:
     """The image side a run uses: a timm model's own (its pretrained config), else hparams.image_size."""
     processor = loaded.processor if isinstance(loaded.processor, dict) else {}
@@ -84,7 +115,11 @@ class ImageClassification(ClassifierTask):
         if d.kind == "image_table":
             return _image_table_examples(config)
         from tunedesk.engine.data import scan_image_folder
+        from tunedesk.engine.data.images import split_folders
 
+        parts = split_folders(d.path)
+        if parts:
+            return _split_folder_examples(config, parts)
         items, report = scan_image_folder(d.path, max_items=d.max_items)
         return ImageExamples(
             [it.path for it in items],
@@ -132,7 +167,8 @@ class ImageClassification(ClassifierTask):
             name=examples.name,
             fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
             summary=examples.summary,
-            warnings=list(examples.warnings or []) + split_warnings(examples.labels, train_idx, val_idx),
+            warnings=list(examples.warnings or [])
+            + split_warnings(examples.labels, train_idx, val_idx, examples.split is not None),
             train_labels=[y[i] for i in train_idx],
         )
 

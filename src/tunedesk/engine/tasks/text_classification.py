@@ -150,7 +150,9 @@ class TextClassification(ClassifierTask):
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         truncated = sum(1 for ids in encodings["input_ids"] if len(ids) >= config.hparams.max_length)
-        warnings = list(examples.warnings or []) + split_warnings(examples.labels, train_idx, val_idx)
+        warnings = list(examples.warnings or []) + split_warnings(
+            examples.labels, train_idx, val_idx, examples.split is not None
+        )
         if truncated:
             share = truncated / max(len(encodings["input_ids"]), 1)
             limit = position_limit(getattr(loaded.model, "config", None), tokenizer)
