@@ -195,18 +195,18 @@ def test_trailing_empty_fields_are_fine(tmp_path):
 
 
 def test_missing_column_lists_available_columns(tmp_path):
-    p = write(tmp_path / "m.csv", "body,category\nhello,pos\n")
+    p = write(tmp_path / "m.csv", "words,kind\nhello,pos\n")  # no usual name either (body, category are read)
     err = data_error(read_text_table, p)
-    assert "'body'" in err.message and "'category'" in err.message
+    assert "'words'" in err.message and "'kind'" in err.message
     assert "text_column" in err.message and "label_column" in err.message
     assert "text_column" in err.hint and "label_column" in err.hint
 
 
 def test_missing_label_column_only(tmp_path):
-    p = write(tmp_path / "m.csv", "text,category\nhello,pos\n")
+    p = write(tmp_path / "m.csv", "text,kind\nhello,pos\n")
     err = data_error(read_text_table, p)
     assert "label_column 'label'" in err.message and "text_column" not in err.message
-    assert "'category'" in err.hint
+    assert "'kind'" in err.hint
 
 
 def test_header_only(tmp_path):
@@ -294,9 +294,9 @@ def test_jsonl_with_bad_lines(tmp_path):
 
 
 def test_jsonl_missing_field_everywhere_lists_keys(tmp_path):
-    p = write(tmp_path / "d.json-lines", json.dumps({"content": "x", "label": "a"}) + "\n")
+    p = write(tmp_path / "d.json-lines", json.dumps({"words": "x", "label": "a"}) + "\n")
     err = data_error(read_text_table, p)
-    assert "'content'" in err.message and "text_column 'text'" in err.message
+    assert "'words'" in err.message and "text_column 'text'" in err.message
     assert "text_column" in err.hint
 
 
@@ -348,3 +348,29 @@ def test_two_columns_of_the_same_name_are_read_from_the_first_and_said(tmp_path)
     assert [e.text for e in examples] == ["title one", "title two"]
     (issue,) = [i for i in report.issues if i.action == "warning"]
     assert "2 columns are named 'text': the first (column 1) is read" in issue.reason
+
+
+def test_the_usual_column_names_of_real_data_sets_are_found_and_said(tmp_path):
+    """SST-2's "sentence", IMDB exports' "review" / "sentiment": a run naming only model and data
+    failed on them with "no column for text_column 'text'"."""
+    csv_path = tmp_path / "sst2.csv"
+    csv_path.write_text("idx,sentence,label\n1,a gripping film,1\n2,dull and long,0\n", encoding="utf-8")
+    examples, report = read_text_table(csv_path)
+    assert [(e.text, e.label) for e in examples] == [("a gripping film", "1"), ("dull and long", "0")]
+    said = [i.reason for i in report.issues if i.action == "warning"]
+    assert said == ["no 'text' column: the text is read from 'sentence' (set text_column to choose another)"]
+
+    jsonl = tmp_path / "imdb.jsonl"
+    rows = [{"Review": "loved it", "Sentiment": "positive"}, {"Review": "hated it", "Sentiment": "negative"}]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    examples, report = read_text_table(jsonl)
+    assert [(e.text, e.label) for e in examples] == [("loved it", "positive"), ("hated it", "negative")]
+    assert len([i for i in report.issues if "is read from" in i.reason]) == 2
+
+    # a name the user chose is never replaced; data without a usual name still fails with its columns
+    with pytest.raises(DataError, match="no column for text_column 'body_text'"):
+        read_text_table(csv_path, text_column="body_text")
+    odd = tmp_path / "odd.csv"
+    odd.write_text("words,kind\nhello,a\nbye,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match="columns found: 'words', 'kind'"):
+        read_text_table(odd)

@@ -235,6 +235,45 @@ def _as_str(value: Any) -> str | None:
     return None
 
 
+# The names real data sets give their text and label columns (SST-2 "sentence", IMDB exports "review" /
+# "sentiment", AG News "description" / "class" ...), in order of preference
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "content",
+    "message",
+    "body",
+    "review",
+    "comment",
+    "question",
+    "utterance",
+    "description",
+    "document",
+    "title",
+)
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "intent", "tag", "topic", "sentiment", "y")
+
+
+def usual_column(columns: list[str], wanted: str, report: DataReport, what: str) -> str:
+    """``wanted`` itself where the data has it, or was chosen by the user. Where the default ("text",
+    "label") is missing, the first usual name the data has, said in the report; else ``wanted``
+    (and the reader's error lists the columns)."""
+    default, names = ("text", TEXT_NAMES) if what == "text" else ("label", LABEL_NAMES)
+    if wanted != default or _find_column(columns, wanted) is not None:
+        return wanted
+    folded = {c.casefold(): c for c in reversed(columns)}
+    for name in names[1:]:
+        if name in folded:
+            found = folded[name]
+            setting = f"{what}_column"
+            report.add(
+                f"no {default!r} column: the {what} is read from {found!r} (set {setting} to choose another)",
+                action="warning",
+            )
+            return found
+    return wanted
+
+
 def _find_column(columns: list[str], wanted: str) -> int | None:
     if wanted in columns:
         return columns.index(wanted)
@@ -313,6 +352,8 @@ def _read_arrow(
 ) -> tuple[list[TextExample], DataReport]:
     source = open_source(path)
     report = DataReport(source=str(source.path), encoding="utf-8")
+    text_column = usual_column(list(source.columns), text_column, report, "text")
+    label_column = usual_column(list(source.columns), label_column, report, "label")
     tc, lc = source.columns_for([("text_column", text_column, "text"), ("label_column", label_column, "label")])
     examples: list[TextExample] = []
     row_no = 0
@@ -357,6 +398,8 @@ def _read_csv(
             f"{_display(path)} is empty",
             f"add a header row ({text_column},{label_column}) and one example per row below it",
         ) from None
+    text_column = usual_column(header, text_column, report, "text")
+    label_column = usual_column(header, label_column, report, "label")
     ti, li = _find_column(header, text_column), _find_column(header, label_column)
     missing = []
     if ti is None:
@@ -437,6 +480,9 @@ def _read_jsonl(
             report.add(f"not a JSON object: got {type(value).__name__}", line)
             continue
         objects += 1
+        if objects == 1:  # the first object's keys decide where a default name is missing
+            text_column = usual_column([str(k) for k in value], text_column, report, "text")
+            label_column = usual_column([str(k) for k in value], label_column, report, "label")
         for k in value:
             if len(keys) < 50:
                 keys.setdefault(str(k), None)

@@ -11,24 +11,17 @@ from pathlib import Path
 from tunedesk.engine.data import arrow
 from tunedesk.engine.data.arrow import ArrowSource
 from tunedesk.engine.data.report import DataReport
-from tunedesk.engine.data.text import _check_file, _decode_error, _resolve_encoding, _table_format, iter_table_records
+from tunedesk.engine.data.text import (
+    LABEL_NAMES,
+    TEXT_NAMES,
+    _check_file,
+    _decode_error,
+    _resolve_encoding,
+    _table_format,
+    iter_table_records,
+)
 from tunedesk.engine.errors import DataError
 
-TEXT_NAMES = (
-    "text",
-    "sentence",
-    "content",
-    "message",
-    "body",
-    "review",
-    "comment",
-    "question",
-    "utterance",
-    "description",
-    "document",
-    "title",
-)
-LABEL_NAMES = ("label", "labels", "class", "category", "target", "intent", "tag", "topic", "sentiment", "y")
 ENCODING_CHOICES = ("utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16", "cp1250", "cp1251", "mac_roman")
 
 
