@@ -275,3 +275,32 @@ def test_a_folder_split_into_train_and_val_keeps_its_split_and_its_classes(tmp_p
     make_image(tmp_path / "flat" / "train" / "1.png")
     make_image(tmp_path / "flat" / "val" / "1.png")
     assert split_folders(tmp_path / "flat") is None
+
+
+def test_a_vision_transformer_gets_the_image_size_it_was_built_for(tmp_path):
+    """A ViT's position embeddings fit one input size: hparams.image_size 48 on a 32 px ViT failed the
+    run with an internal error ("Input image size (48*48) doesn't match model (32*32)")."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    from tunedesk.engine.config import DataSpec, HyperParams, ModelSpec, RunConfig
+    from tunedesk.engine.run.runner import prepare
+
+    vit = tmp_path / "tiny-vit"
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    ViTModel(config).save_pretrained(vit)
+    root = _split_layout(tmp_path / "pets", {"train": 3, "val": 1})
+    run = RunConfig(
+        task="image_classification",
+        model=ModelSpec(str(vit), source="hf"),
+        data=DataSpec(kind="image_folder", path=str(root)),
+        hparams=HyperParams(image_size=48),
+    )
+    prep = prepare(run)
+    assert prep.data.train[0]["pixel_values"].shape[-2:] == (32, 32)
+    assert any(w.startswith("images are 32 px, the size this model was built for") for w in prep.warnings)
+    with torch.no_grad():
+        prep.task.forward(prep.loaded.model.eval(), {"pixel_values": prep.data.train[0]["pixel_values"][None]})

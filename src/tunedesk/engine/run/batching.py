@@ -27,11 +27,17 @@ class BatchChoice:
 
 
 def choose_batch(
-    config: Any, model: Any = None, plan: Any = None, free_bytes: int | None = None, precision: str = "fp32"
+    config: Any,
+    model: Any = None,
+    plan: Any = None,
+    free_bytes: int | None = None,
+    precision: str = "fp32",
+    image_size: int | None = None,
 ) -> BatchChoice:
     """Resolve ``hparams.batch_size`` (None: auto) and ``grad_accum_steps``.
 
     ``free_bytes``: free GPU memory (None on the CPU or when unknown: the calibrated batch is used).
+    ``image_size``: the side the images really have (a model built for one size), else hparams'.
     """
     h = config.hparams
     if h.batch_size is not None:
@@ -54,7 +60,7 @@ def choose_batch(
             batch_size=micro,
             precision=precision,
             sequence_length=h.max_length,
-            image_size=h.image_size,
+            image_size=image_size or h.image_size,
             cuda=False,  # free_bytes is measured after the CUDA context exists
         )
         if est.total <= budget:

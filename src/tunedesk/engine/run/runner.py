@@ -165,7 +165,8 @@ def _choose_batch(config: RunConfig, loaded: Any, plan: Any) -> Any:
     device = select_device(config.device)
     free = free_gpu_bytes(device)
     precision = select_precision(config.precision, device) if free is not None else "fp32"
-    return choose_batch(config, loaded.model, plan, free, precision)
+    side = loaded.processor.get("image_size") if isinstance(loaded.processor, dict) else None
+    return choose_batch(config, loaded.model, plan, free, precision, image_size=side)
 
 
 def open_store(home: Path | None = None) -> RunStore:

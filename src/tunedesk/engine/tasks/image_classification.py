@@ -97,6 +97,14 @@ def _split_folder_examples(config: RunConfig, parts: dict[str, Path]) -> ImageEx
     return ImageExamples(paths, labels, Path(d.path).name, "; ".join(summaries), split=split, warnings=warnings)
 
 
+def _fixed_side(model: nn.Module) -> int | None:
+    """The input side a Hugging Face vision model was built for (``config.image_size``), if it has one."""
+    value = getattr(getattr(model, "config", None), "image_size", None)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def input_size(config: RunConfig, loaded: LoadedModel) -> int:
     """The image side a run uses: a timm model's own (its pretrained config), else hparams.image_size."""
     processor = loaded.processor if isinstance(loaded.processor, dict) else {}
@@ -148,6 +156,9 @@ class ImageClassification(ClassifierTask):
                 loaded.processor = {"mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
             except (OSError, ValueError, AttributeError, TypeError):
                 loaded.warnings.append("no image processor settings found: using ImageNet mean and std")
+        side = _fixed_side(loaded.model)
+        if side:  # ViT, DeiT, BEiT, Swin ...: position embeddings for one input size
+            loaded.processor["image_size"] = side
         return loaded
 
     def prepare(self, config: RunConfig, loaded: LoadedModel, examples: ImageExamples) -> PreparedData:
@@ -157,6 +168,11 @@ class ImageClassification(ClassifierTask):
         train_idx, val_idx = self.split(config, examples)
         mean, std = loaded.processor["mean"], loaded.processor["std"]
         size = input_size(config, loaded)
+        if size != config.hparams.image_size:
+            examples.warnings = list(examples.warnings or []) + [
+                f"images are {size} px, the size this model was built for; hparams.image_size "
+                f"{config.hparams.image_size} is not used"
+            ]
         train = ImageFiles([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], size, mean, std)
         val = ImageFiles([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], size, mean, std)
         return PreparedData(
