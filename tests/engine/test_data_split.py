@@ -136,3 +136,15 @@ def test_labels_typed_two_ways_are_named():
     assert warnings[0].startswith("the labels 'Cat' (30), 'cat' (40) differ only in case or punctuation")
     assert warnings[1].startswith("the labels 'Sci Fi' (35), 'sci-fi' (35) differ only")
     assert len(warnings) == 2
+
+
+def test_heavily_imbalanced_classes_point_at_macro_f1():
+    from tunedesk.engine.data import split_warnings
+
+    labels = ["ham"] * 500 + ["spam"] * 40 + ["phishing"] * 30
+    train, val = stratified_split(labels, 0.2, seed=0)
+    (warning,) = split_warnings(labels, train, val)
+    assert warning.startswith("imbalanced classes: 'phishing' (5.3%), 'spam' (7.0%) of the training examples")
+    assert "watch macro-F1" in warning
+    balanced = ["a"] * 200 + ["b"] * 40  # a fifth: not flagged
+    assert split_warnings(balanced, *stratified_split(balanced, 0.2, seed=0)) == []

@@ -72,6 +72,7 @@ def stratified_split(labels: Sequence[str], val_fraction: float, seed: int) -> t
 
 FEW_VALIDATION = 30  # below this, one validation example is more than 3 points of accuracy
 FEW_TRAINING = 5  # per class
+IMBALANCE = 10  # a class with a tenth of the largest one's examples or fewer
 
 
 def split_warnings(
@@ -105,6 +106,20 @@ def split_warnings(
             f"few training examples for {listed}: a class needs about 10 or more for the model to learn "
             "it; add examples of these classes"
         )
+    present = [c for c in classes if train_counts[c] >= FEW_TRAINING]  # the few are named above
+    if len(present) >= 2:
+        largest = max(train_counts[c] for c in present)
+        rare = [c for c in present if train_counts[c] * IMBALANCE <= largest]
+        if rare:
+            total = sum(train_counts.values())
+            listed = ", ".join(f"{c!r} ({train_counts[c] / total:.1%})" for c in rare[:5]) + (
+                " ..." if len(rare) > 5 else ""
+            )
+            warnings.append(
+                f"imbalanced classes: {listed} of the training examples, against {largest:,} for the largest; "
+                "accuracy can look good while these are rarely predicted: watch macro-F1 and the confusion matrix, "
+                "and add examples of them if you can"
+            )
     if n_val:
         unvalidated = [c for c in classes if not val_counts[c]]
         if unvalidated:
