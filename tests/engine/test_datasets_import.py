@@ -345,3 +345,11 @@ def test_a_split_image_folder_imports_its_classes_and_keeps_each_image_in_its_pa
     assert parts == {"train": 8, "val": 4, "": 2}  # test/ beside val/: imported, assigned to neither
     assert (result.report.rows_read, result.report.rows_kept) == (14, 14)
     assert any("the folder is split already" in w for w in result.warnings)
+
+
+def test_a_csv_with_two_columns_of_the_same_name_says_which_one_is_imported(store, tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text,text,label\ntitle one,the body,a\ntitle two,another body,b\n", encoding="utf-8")
+    result = run_import(store, ImportSpec("text_table", str(path)))
+    assert [i.text for i in store.iter_items(result.dataset_id)] == ["title one", "title two"]
+    assert any("2 columns are named 'text': the first (column 1) is read" in w for w in result.warnings)

@@ -274,6 +274,17 @@ def usual_column(columns: list[str], wanted: str, report: DataReport, what: str)
     return wanted
 
 
+def note_duplicate_columns(header: list[str], chosen: dict[str, int | None], report: DataReport) -> None:
+    """A chosen column whose name appears more than once: the first is read; say so, it may be the wrong one."""
+    for setting, index in chosen.items():
+        if index is not None and header.count(header[index]) > 1:
+            report.add(
+                f"{header.count(header[index])} columns are named {header[index]!r}: the first (column "
+                f"{index + 1}) is read; rename the others in the file if {setting} should be another",
+                action="warning",
+            )
+
+
 def _find_column(columns: list[str], wanted: str) -> int | None:
     if wanted in columns:
         return columns.index(wanted)
@@ -408,13 +419,7 @@ def _read_csv(
         missing.append(("label_column", label_column, "label"))
     if ti is None or li is None:
         raise _missing_columns_error(path, header, missing, "column")
-    for setting, index in (("text_column", ti), ("label_column", li)):
-        if header.count(header[index]) > 1:  # the first one is read: say so, it may be the wrong one
-            report.add(
-                f"{header.count(header[index])} columns are named {header[index]!r}: the first (column "
-                f"{index + 1}) is read; rename the others in the file if {setting} should be another",
-                action="warning",
-            )
+    note_duplicate_columns(header, {"text_column": ti, "label_column": li}, report)
     need = max(ti, li) + 1
     width = len(header)
     any_row = False

@@ -31,6 +31,7 @@ from tunedesk.engine.data.text import (
     _resolve_encoding,
     _table_format,
     iter_table_records,
+    note_duplicate_columns,
 )
 from tunedesk.engine.datasets import arrow_import
 from tunedesk.engine.datasets import flags as F
@@ -329,6 +330,7 @@ def _text_csv(ctx: _Context, spec: ImportSpec, path: Path, enc: str, report: Dat
         raise _missing_columns_error(path, header, missing, "column")
     if li is not None and li == ti:
         raise DataError(f"the text and label columns are both {header[ti]!r}", "choose two different columns")
+    note_duplicate_columns(header, {"text_column": ti, "label_column": li}, report)
     need = max(ti, li if li is not None else 0) + 1
     width = len(header)
     labelled = li is not None
