@@ -207,17 +207,21 @@ def test_without_pyarrow_the_error_says_what_to_install(text_parquet, monkeypatc
     assert "tunedesk[parquet]" in err.value.hint
 
 
-def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parquet, home):
+def _image_table_examples(path):
     from tunedesk.engine import tasks
     from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
 
-    path, rows = image_parquet
     config = RunConfig(
         task="image_classification",
         model=ModelSpec("resnet18", source="torchvision"),
         data=DataSpec(kind="image_table", path=str(path)),
     ).validate()
-    examples = tasks.get("image_classification").load_examples(config)
+    return tasks.get("image_classification").load_examples(config)
+
+
+def test_image_table_runs_read_image_bytes_and_leave_out_damaged_ones(image_parquet, home):
+    path, rows = image_parquet
+    examples = _image_table_examples(path)
     assert examples.labels == [lab for _, lab in rows[:-1]]  # the damaged last row is reported, not used
     assert all(Path(p).is_relative_to(home / "images") for p in examples.paths)
     assert examples.summary == "read 13 images, kept 12; 1 skipped (1 not a readable image)"
@@ -232,9 +236,6 @@ def test_image_table_problems_name_the_row_not_the_unpacked_file(tmp_path, home)
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from tunedesk.engine import tasks
-    from tunedesk.engine.config import DataSpec, ModelSpec, RunConfig
-
     def png(i: int) -> bytes:
         buf = io.BytesIO()
         Image.new("RGB", (24, 24), (i * 20 % 256, 90, 30)).save(buf, "PNG")
@@ -247,12 +248,7 @@ def test_image_table_problems_name_the_row_not_the_unpacked_file(tmp_path, home)
     labels[5] = ""
     path = tmp_path / "photos.parquet"
     pq.write_table(pa.table({"image": cells, "label": labels}), path)
-    config = RunConfig(
-        task="image_classification",
-        model=ModelSpec("resnet18", source="torchvision"),
-        data=DataSpec(kind="image_table", path=str(path)),
-    ).validate()
-    examples = tasks.get("image_classification").load_examples(config)
+    examples = _image_table_examples(path)
     assert len(examples.paths) == 9
     warnings = examples.warnings
     assert any(w.startswith("photos.parquet row 4 (3.png): not a readable image") for w in warnings), warnings

@@ -7,7 +7,7 @@ records per-row problems in a ``DataReport`` instead of failing.
 from tunedesk.engine.data.encoding import detect_encoding
 from tunedesk.engine.data.images import IMAGE_SUFFIXES, ImageExample, load_image, scan_image_folder
 from tunedesk.engine.data.report import DataIssue, DataReport
-from tunedesk.engine.data.split import check_labels, singleton_classes, split_warnings, stratified_split
+from tunedesk.engine.data.split import check_labels, split_warnings, stratified_split
 from tunedesk.engine.data.text import TABLE_SUFFIXES, TextExample, read_text_table
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "load_image",
     "read_text_table",
     "scan_image_folder",
-    "singleton_classes",
     "split_warnings",
     "stratified_split",
 ]

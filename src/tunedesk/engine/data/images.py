@@ -139,6 +139,13 @@ def split_folders(path: str | Path) -> dict[str, Path] | None:
     return found
 
 
+def split_roles(parts: dict[str, Path]) -> list[tuple[Path, str]]:
+    """Each part of a split folder (``split_folders``) with the split its images take: train/ trains,
+    val/ validates, test/ validates where there is no val/ and is kept out ("") where there is."""
+    role = {"train": "train", "val": "val", "test": "" if "val" in parts else "val"}
+    return [(parts[p], role[p]) for p in ("train", "val", "test") if p in parts]
+
+
 def _list_class(folder: str, root: Path, report: DataReport) -> list[str]:
     """All image files under a class folder (sub-folders included), sorted. Symlinked folders are
     not entered (os.walk followlinks=False), so link loops cannot hang the scan."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from tunedesk.engine.errors import ConfigError, DataError
 
-__all__ = ["check_labels", "stratified_split", "singleton_classes", "split_warnings"]
+__all__ = ["check_labels", "stratified_split", "split_warnings"]
 
 
 def check_labels(labels: Sequence[str], source: str) -> list[str]:
@@ -29,12 +29,6 @@ def check_labels(labels: Sequence[str], source: str) -> list[str]:
             "or check that the label column is the right one",
         )
     return sorted(counts)
-
-
-def singleton_classes(labels: Sequence[str]) -> list[str]:
-    """Classes with a single example: they go to training only, so they are never validated.
-    Callers show a warning naming them."""
-    return sorted(label for label, n in Counter(labels).items() if n == 1)
 
 
 def stratified_split(labels: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -78,9 +72,10 @@ IMBALANCE = 10  # a class with a tenth of the largest one's examples or fewer
 def split_warnings(
     labels: Sequence[str], train_idx: Sequence[int], val_idx: Sequence[int], given: bool = False
 ) -> list[str]:
-    """What the user should know about a split too small to trust: a validation set so small that each
-    example is several points of accuracy, classes with next to no training examples, classes that are
-    never validated. Empty when the split is fine."""
+    """What the user should know about the labels and the split before training: labels typed two ways,
+    a validation set so small that each example is several points of accuracy, classes with next to no
+    training examples, heavily imbalanced classes, classes never validated (a class of one example
+    stays in training). Empty when all is well."""
     warnings = []
     n_val = len(val_idx)
     if 0 < n_val < FEW_VALIDATION:
@@ -99,9 +94,7 @@ def split_warnings(
     classes = sorted(set(labels))
     few = [c for c in classes if train_counts[c] < FEW_TRAINING]
     if few:
-        listed = ", ".join(f"{c!r} ({train_counts[c]})" for c in few[:8])
-        if len(few) > 8:
-            listed = f"{len(few)} of the {len(classes)} classes: {listed} ..."
+        listed = _some([f"{c!r} ({train_counts[c]})" for c in few], len(classes))
         warnings.append(
             f"few training examples for {listed}: a class needs about 10 or more for the model to learn "
             "it; add examples of these classes"
@@ -112,9 +105,7 @@ def split_warnings(
         rare = [c for c in present if train_counts[c] * IMBALANCE <= largest]
         if rare:
             total = sum(train_counts.values())
-            listed = ", ".join(f"{c!r} ({train_counts[c] / total:.1%})" for c in rare[:5]) + (
-                " ..." if len(rare) > 5 else ""
-            )
+            listed = _some([f"{c!r} ({train_counts[c] / total:.1%})" for c in rare], len(classes))
             warnings.append(
                 f"imbalanced classes: {listed} of the training examples, against {largest:,} for the largest; "
                 "accuracy can look good while these are rarely predicted: watch macro-F1 and the confusion matrix, "
@@ -123,14 +114,18 @@ def split_warnings(
     if n_val:
         unvalidated = [c for c in classes if not val_counts[c]]
         if unvalidated:
-            listed = ", ".join(repr(c) for c in unvalidated[:8])
-            if len(unvalidated) > 8:
-                listed = f"{len(unvalidated)} of the {len(classes)} classes: {listed} ..."
+            listed = _some([repr(c) for c in unvalidated], len(classes))
             warnings.append(
                 f"no validation example of {listed}: {'its' if len(unvalidated) == 1 else 'their'} accuracy "
                 "is not measured (a class needs 2 or more examples to be in both splits)"
             )
     return warnings
+
+
+def _some(names: list[str], n_classes: int, limit: int = 8) -> str:
+    """Up to ``limit`` class names (already formatted); with more, how many of the classes they are."""
+    listed = ", ".join(names[:limit])
+    return f"{len(names)} of the {n_classes} classes: {listed} ..." if len(names) > limit else listed
 
 
 def look_alike_labels(labels: Sequence[str]) -> list[str]:

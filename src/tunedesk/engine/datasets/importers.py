@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedesk.engine.data.arrow import image_rows, is_arrow_source, open_source
-from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder, split_folders
+from tunedesk.engine.data.images import IMAGE_SUFFIXES, scan_image_folder, split_folders, split_roles
 from tunedesk.engine.data.report import DataReport
 from tunedesk.engine.data.text import (
     _check_file,
@@ -471,22 +471,19 @@ def _import_image_folder(ctx: _Context, spec: ImportSpec, path: Path, options: C
 def _import_split_image_folder(
     ctx: _Context, path: Path, parts: dict[str, Path], options: CleaningOptions
 ) -> DataReport:
-    """Each part's images with its split: train/ as train, val/ as val (test/ too when there is no
-    val/; with both, test/ is imported unassigned and kept out of training)."""
+    """Each part's images with the split ``split_roles`` gives it (a test/ beside val/ is imported
+    unassigned, so it stays out of training)."""
     root = Path(os.path.abspath(path))
     report = DataReport(source=str(root), unit="image")
     todo: list[tuple[str, str]] = []
     splits: list[str] = []
-    for part in ("train", "val", "test"):
-        if part not in parts:
-            continue
-        side = part if part != "test" else ("" if "val" in parts else "val")
-        found, part_report = scan_image_folder(parts[part], verify=False)
+    for folder, role in split_roles(parts):
+        found, part_report = scan_image_folder(folder, verify=False)
         for issue in part_report.issues:
-            issue.path = f"{parts[part].name}/{issue.path}"
+            issue.path = f"{folder.name}/{issue.path}"
             report.issues.append(issue)
         todo += [(e.label, e.path) for e in found]
-        splits += [side] * len(found)
+        splits += [role] * len(found)
     _inspect_all(ctx, todo, report, root, options, splits=splits)
     report.add(
         "the folder is split already (" + ", ".join(f"{p.name}/" for p in parts.values()) + "): classes come from the "

@@ -68,30 +68,29 @@ def _image_table_examples(config: RunConfig) -> ImageExamples:
 
 def _split_folder_examples(config: RunConfig, parts: dict[str, Path]) -> ImageExamples:
     """``train/<class>/...`` with ``val/<class>/...`` (or ``test/``): the folder's own split is kept,
-    classes come from the level below; with both val/ and test/, test/ stays out for a final check."""
+    classes come from the level below (``split_roles`` decides what test/ is for)."""
     from tunedesk.engine.data import scan_image_folder
+    from tunedesk.engine.data.images import split_roles
 
     d = config.data
-    held_out = "val" if "val" in parts else "test"
+    roles = split_roles(parts)
+    used = [(folder, role) for folder, role in roles if role]
+    out = [folder.name for folder, role in roles if not role]
+    trains, validates = (next(f.name for f, r in used if r == want) for want in ("train", "val"))
     paths: list[str] = []
     labels: list[str] = []
     split: list[str] = []
     summaries: list[str] = []
     warnings = [
-        f"{parts['train'].name}/ and {parts[held_out].name}/ split the data already: the run trains on "
-        f"{parts['train'].name}/ and validates on {parts[held_out].name}/ (data.val_fraction is not used)"
-        + (
-            f"; {parts['test'].name}/ is left out, for a final check of your own"
-            if held_out == "val" and "test" in parts
-            else ""
-        )
+        f"{trains}/ and {validates}/ split the data already: the run trains on {trains}/ and validates on "
+        f"{validates}/ (data.val_fraction is not used)"
+        + "".join(f"; {name}/ is left out, for a final check of your own" for name in out)
     ]
-    for part in ("train", held_out):
-        folder = parts[part]
+    for folder, role in used:
         items, report = scan_image_folder(folder, max_items=d.max_items)
         paths += [it.path for it in items]
         labels += [it.label for it in items]
-        split += ["train" if part == "train" else "val"] * len(items)
+        split += [role] * len(items)
         summaries.append(f"{folder.name}/: {report.summary()}")
         warnings += [f"{folder.name}/{w}" for w in report_warnings(report)]
     return ImageExamples(paths, labels, Path(d.path).name, "; ".join(summaries), split=split, warnings=warnings)
@@ -168,11 +167,14 @@ class ImageClassification(ClassifierTask):
         train_idx, val_idx = self.split(config, examples)
         mean, std = loaded.processor["mean"], loaded.processor["std"]
         size = input_size(config, loaded)
+        warnings = list(examples.warnings or []) + split_warnings(
+            examples.labels, train_idx, val_idx, examples.split is not None
+        )
         if size != config.hparams.image_size:
-            examples.warnings = list(examples.warnings or []) + [
+            warnings.append(
                 f"images are {size} px, the size this model was built for; hparams.image_size "
                 f"{config.hparams.image_size} is not used"
-            ]
+            )
         train = ImageFiles([examples.paths[i] for i in train_idx], [y[i] for i in train_idx], size, mean, std)
         val = ImageFiles([examples.paths[i] for i in val_idx], [y[i] for i in val_idx], size, mean, std)
         return PreparedData(
@@ -183,8 +185,7 @@ class ImageClassification(ClassifierTask):
             name=examples.name,
             fingerprint=hash_examples(list(zip(examples.paths, examples.labels))),
             summary=examples.summary,
-            warnings=list(examples.warnings or [])
-            + split_warnings(examples.labels, train_idx, val_idx, examples.split is not None),
+            warnings=warnings,
             train_labels=[y[i] for i in train_idx],
         )
 
